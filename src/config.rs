@@ -1,0 +1,406 @@
+//! Configuration: a TOML file, the environment and command-line flags, in that order of strength
+//! (flag > env > file > default).
+//!
+//! [`Config`] is the validated result. Each subsystem receives only its own section.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::{IpNet, Ipv6Net};
+use serde::Deserialize;
+
+use crate::model::{OrgSlug, RegionCode};
+use crate::wireguard::PublicKey;
+
+/// What can go wrong while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("reading config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for sixpn.
+    #[error("parsing config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// An environment variable holds a value of the wrong shape.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The values are individually fine but do not fit together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration of `sixpn serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where SQLite, the generated admin token and generated keys live.
+    pub data_dir: PathBuf,
+    /// `sqlite:…` or `postgres://…`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// The ULA prefix the orgs' /48s are carved from.
+    pub ula_prefix: Ipv6Net,
+    /// The admin credential; default: generated on first start into `data_dir/admin-token`.
+    pub admin_token: Option<String>,
+    /// The HTTP API.
+    pub api: ApiConfig,
+    /// The authoritative DNS server.
+    pub dns: DnsConfig,
+    /// Gateway regions peers can connect to.
+    pub regions: Vec<RegionConfig>,
+    /// When present, keep this WireGuard interface in step with the store.
+    pub gateway: Option<GatewayConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("sixpn-data"),
+            database_url: None,
+            ula_prefix: "fdaa::/16".parse().expect("valid literal"),
+            admin_token: None,
+            api: ApiConfig::default(),
+            dns: DnsConfig::default(),
+            regions: Vec::new(),
+            gateway: None,
+        }
+    }
+}
+
+/// The `[api]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:4280".parse().expect("valid literal"),
+            body_limit: 16 * 1024,
+        }
+    }
+}
+
+/// The `[dns]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Addresses the DNS server listens on, UDP and TCP each.
+    pub listen: Vec<SocketAddr>,
+    /// TTL of peer and group answers, seconds.
+    pub ttl: u32,
+    /// Source CIDR → org views, beside each org's own /48.
+    pub views: Vec<ViewConfig>,
+    /// Folder of static `*.zone` files merged into every view; default: `zones` when it exists,
+    /// else the built-in `internal.zone`.
+    pub zones_dir: Option<PathBuf>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: vec!["127.0.0.1:5354".parse().expect("valid literal")],
+            ttl: 5,
+            views: vec![
+                ViewConfig {
+                    source: "127.0.0.0/8".parse().expect("valid literal"),
+                    org: crate::model::DEFAULT_ORG.parse().expect("valid label"),
+                },
+                ViewConfig {
+                    source: "::1/128".parse().expect("valid literal"),
+                    org: crate::model::DEFAULT_ORG.parse().expect("valid label"),
+                },
+            ],
+            zones_dir: None,
+        }
+    }
+}
+
+/// One `[[dns.views]]` entry: queries from `source` are answered in the view of `org`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    /// Source network of the queries.
+    pub source: IpNet,
+    /// The org whose view they get.
+    pub org: OrgSlug,
+}
+
+/// One `[[regions]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Region code, e.g. `ams`.
+    pub code: RegionCode,
+    /// The gateway's public endpoint, `host:port` (port 51820 when left out).
+    pub endpoint: String,
+    /// The gateway's WireGuard public key. May be left out for the region the local gateway
+    /// serves: it is then derived from the gateway's private key.
+    pub public_key: Option<PublicKey>,
+    /// Whether peers that name no region land here.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// The `[gateway]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The WireGuard interface to keep in step, e.g. `wg0`.
+    pub interface: String,
+    /// The region whose peers the interface carries.
+    pub region: RegionCode,
+    /// The gateway's private key file (`wg genkey` output); generated when missing.
+    pub private_key_file: Option<PathBuf>,
+    /// The UDP port WireGuard listens on.
+    #[serde(default = "default_wg_port")]
+    pub listen_port: u16,
+    /// Where the userspace implementation's UAPI socket lives; default `/run/wireguard`.
+    #[serde(default)]
+    pub uapi_dir: Option<PathBuf>,
+}
+
+fn default_wg_port() -> u16 {
+    51820
+}
+
+/// Values given on the command line; each one that is `Some` wins over env and file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    pub database_url: Option<String>,
+    /// `--api-listen`.
+    pub api_listen: Option<SocketAddr>,
+    /// `--dns-listen` (repeatable).
+    pub dns_listen: Vec<SocketAddr>,
+}
+
+impl Config {
+    /// Loads the file (if any), then applies the environment, then `flags`, then validates.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the file or variable at fault.
+    pub fn load(path: Option<&Path>, flags: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.apply_flags(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// The parser's message.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies `SIXPN_*` variables as read by `get`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Env`] for a value of the wrong shape.
+    pub fn apply_env(
+        &mut self,
+        get: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let non_empty = |k: &'static str| get(k).filter(|v| !v.trim().is_empty());
+        if let Some(v) = non_empty("SIXPN_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = non_empty("SIXPN_DATABASE_URL") {
+            self.database_url = Some(v);
+        }
+        if let Some(v) = non_empty("SIXPN_ADMIN_TOKEN") {
+            self.admin_token = Some(v);
+        }
+        if let Some(v) = non_empty("SIXPN_API_LISTEN") {
+            self.api.listen = v.trim().parse().map_err(|e| ConfigError::Env {
+                var: "SIXPN_API_LISTEN",
+                message: format!("{e} (expected e.g. 127.0.0.1:4280)"),
+            })?;
+        }
+        if let Some(v) = non_empty("SIXPN_DNS_LISTEN") {
+            self.dns.listen = v
+                .split(',')
+                .map(|s| s.trim().parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError::Env {
+                    var: "SIXPN_DNS_LISTEN",
+                    message: format!("{e} (expected e.g. 127.0.0.1:5354, comma-separated)"),
+                })?;
+        }
+        if let Some(v) = non_empty("SIXPN_ULA_PREFIX") {
+            self.ula_prefix = v.trim().parse().map_err(|e| ConfigError::Env {
+                var: "SIXPN_ULA_PREFIX",
+                message: format!("{e} (expected e.g. fdaa::/16)"),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn apply_flags(&mut self, flags: &Overrides) {
+        if let Some(v) = &flags.data_dir {
+            self.data_dir = v.clone();
+        }
+        if let Some(v) = &flags.database_url {
+            self.database_url = Some(v.clone());
+        }
+        if let Some(v) = flags.api_listen {
+            self.api.listen = v;
+        }
+        if !flags.dns_listen.is_empty() {
+            self.dns.listen = flags.dns_listen.clone();
+        }
+    }
+
+    /// Checks that the values fit together.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] says what to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ula_prefix.prefix_len() > 16 {
+            return Err(ConfigError::Invalid(format!(
+                "ula_prefix {} is too long: orgs need 32 bits of /48s, use a /16 such as fdaa::/16",
+                self.ula_prefix
+            )));
+        }
+        if self.regions.iter().filter(|r| r.default).count() > 1 {
+            return Err(ConfigError::Invalid(
+                "more than one region has default = true".into(),
+            ));
+        }
+        let mut codes: Vec<_> = self.regions.iter().map(|r| &r.code).collect();
+        codes.sort();
+        codes.dedup();
+        if codes.len() != self.regions.len() {
+            return Err(ConfigError::Invalid("two regions share a code".into()));
+        }
+        if let Some(gw) = &self.gateway
+            && !self.regions.is_empty()
+            && !self.regions.iter().any(|r| r.code == gw.region)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "gateway.region {} is not one of the configured [[regions]]",
+                gw.region
+            )));
+        }
+        if self.dns.listen.is_empty() {
+            return Err(ConfigError::Invalid("dns.listen is empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The SQLite or PostgreSQL URL the store opens.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("sixpn.db").display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:4280");
+        assert_eq!(c.dns.ttl, 5);
+        assert!(c.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn spec_example_parses() {
+        let text = r#"
+data_dir = "/var/lib/sixpn"
+database_url = "postgres://sixpn@db/sixpn"
+ula_prefix = "fdaa::/16"
+[api]
+listen = "127.0.0.1:4280"
+[dns]
+listen = ["127.0.0.1:5354"]
+ttl = 5
+[[dns.views]]
+source = "127.0.0.0/8"
+org = "personal"
+[[regions]]
+code = "ams"
+endpoint = "203.0.113.7:51820"
+public_key = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+default = true
+[gateway]
+interface = "wg0"
+region = "ams"
+private_key_file = "/etc/sixpn/gateway.key"
+listen_port = 51820
+"#;
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.regions[0].code.as_str(), "ams");
+        assert_eq!(c.gateway.unwrap().listen_port, 51820);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(Config::from_toml("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let mut c = Config::from_toml("[api]\nlisten = \"127.0.0.1:1\"").unwrap();
+        c.apply_env(|k| (k == "SIXPN_API_LISTEN").then(|| "127.0.0.1:2".to_string()))
+            .unwrap();
+        assert_eq!(c.api.listen.port(), 2);
+        c.apply_flags(&Overrides {
+            api_listen: Some("127.0.0.1:3".parse().unwrap()),
+            ..Default::default()
+        });
+        assert_eq!(c.api.listen.port(), 3);
+        let err = c
+            .apply_env(|k| (k == "SIXPN_DNS_LISTEN").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("SIXPN_DNS_LISTEN"));
+    }
+}

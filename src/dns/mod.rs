@@ -1,0 +1,1 @@
+//! dns (placeholder, being written).

@@ -1,0 +1,3 @@
+//! The `sixpn` binary: a thin shell around [`sixpn::cli`].
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! snapshot (placeholder, being written).
