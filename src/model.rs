@@ -204,6 +204,19 @@ pub struct TokenInfo {
     pub live_peers: u64,
 }
 
+/// What the gateway's WireGuard interface reports about one peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Last completed handshake, unix seconds; `None` before the first.
+    pub last_handshake: Option<i64>,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// The peer's current outer endpoint, if known.
+    pub endpoint: Option<String>,
+}
+
 /// Current unix time in seconds.
 pub fn now_unix() -> i64 {
     std::time::SystemTime::now()
