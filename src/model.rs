@@ -204,6 +204,32 @@ pub struct TokenInfo {
     pub live_peers: u64,
 }
 
+/// A gateway region as the API hands it to nodes, resolved from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    /// Region code.
+    pub code: RegionCode,
+    /// The gateway's public host (IPv4 address or hostname), what flyctl calls `them`.
+    pub endpoint_host: String,
+    /// The gateway's WireGuard UDP port.
+    pub port: u16,
+    /// The gateway's WireGuard public key.
+    pub public_key: PublicKey,
+    /// Whether peers that name no region land here.
+    pub default: bool,
+}
+
+impl Region {
+    /// `host:port`, with brackets around an IPv6 host.
+    pub fn endpoint(&self) -> String {
+        if self.endpoint_host.contains(':') {
+            format!("[{}]:{}", self.endpoint_host, self.port)
+        } else {
+            format!("{}:{}", self.endpoint_host, self.port)
+        }
+    }
+}
+
 /// What the gateway's WireGuard interface reports about one peer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
