@@ -38,6 +38,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod fastpath;
 pub mod gateway;
 pub mod model;
 pub mod serve;

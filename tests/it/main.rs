@@ -1,3 +1,4 @@
 //! The one integration-test binary (see STYLE.md §8).
 
+mod fastpath;
 mod store;
