@@ -512,10 +512,13 @@ fn steady_state_answers_do_not_allocate() {
 
 // ---- the socket server
 
+/// A packet handed to the delegate, with its sender.
+type Delegated = (Vec<u8>, SocketAddr);
+
 #[test]
 fn server_answers_in_batches_and_delegates_the_rest() {
     let source = Arc::new(ArcSwap::from_pointee(index()));
-    let delegated: Arc<Mutex<Vec<(Vec<u8>, SocketAddr)>>> = Arc::default();
+    let delegated: Arc<Mutex<Vec<Delegated>>> = Arc::default();
     let sink = delegated.clone();
     let mut config = FastServerConfig::new("127.0.0.1:0".parse().unwrap());
     config.workers = 2;
