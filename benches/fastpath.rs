@@ -93,7 +93,10 @@ fn answer(c: &mut Criterion) {
         let cases = [
             ("hit", query(&format!("peer-{}._peer.internal", n / 2))),
             ("miss", query(&format!("nx-{}._peer.internal", n / 2))),
-            ("group50", query(&format!("group-{}._g.internal", n / GROUP / 2))),
+            (
+                "group50",
+                query(&format!("group-{}._g.internal", n / GROUP / 2)),
+            ),
         ];
         let mut out = vec![0u8; 4096];
         for (case, q) in &cases {

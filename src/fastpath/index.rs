@@ -31,9 +31,9 @@ pub const MAX_NAME: usize = 255;
 /// largest question, the owner pointer, the record header and an OPT record.
 pub const MAX_TXT_RDATA: usize = 65_000;
 
-/// The largest UDP payload the fast path answers with when the client's EDNS allows more
-/// (DNS Flag Day 2020: 1232 avoids IP fragmentation).
-pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
+/// The largest UDP payload answered with when the client's EDNS allows more: the full handler's
+/// cap too, so a group that fits a 4096-byte EDNS answer is not truncated.
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 4096;
 
 /// A served zone, as the fast path needs it.
 #[derive(Debug, Clone)]
@@ -128,7 +128,7 @@ pub struct Index {
     pub(crate) internal_zone: u8,
     /// Org /48 (top 48 bits) → view, sorted by prefix.
     by_prefix: Box<[(u64, u32)]>,
-    /// Configured source networks → view (`u32::MAX`: the org does not exist), most specific first.
+    /// Configured source networks → view, most specific first.
     sources: Box<[(IpNet, u32)]>,
     /// `C0 0C 00 1C 00 01 TTL 00 10`: an AAAA record up to its RDATA, owner = the question.
     pub(crate) aaaa_head: [u8; 12],
@@ -137,9 +137,6 @@ pub struct Index {
     pub(crate) max_udp_payload: u16,
     views: Box<[OrgSlug]>,
 }
-
-/// A view that does not exist (configured for a missing org).
-const NO_VIEW: u32 = u32::MAX;
 
 impl Index {
     /// Builds the index of `dump`. Pure apart from drawing the hash seed; a few large
@@ -173,10 +170,10 @@ impl Index {
                 return Some(self.by_prefix[i].1);
             }
         }
-        match self.sources.iter().find(|(net, _)| net.contains(&src)) {
-            Some(&(_, view)) if view != NO_VIEW => Some(view),
-            _ => None,
-        }
+        self.sources
+            .iter()
+            .find(|(net, _)| net.contains(&src))
+            .map(|&(_, view)| view)
     }
 
     /// The entry for `name` (wire format, any case) in `view`.
@@ -321,22 +318,25 @@ impl<'d> Builder<'d> {
             .enumerate()
             .map(|(i, s)| (s.as_str(), i as u32))
             .collect();
-        let mut by_prefix: Vec<(u64, u32)> = dump
-            .orgs
-            .iter()
-            .enumerate()
-            .map(|(i, o)| (prefix48(&o.prefix.network()), i as u32))
-            .collect();
+        // Each org's /48, then the configured networks of existing orgs (a view of a missing
+        // org is left out), most specific first; the sort is stable, so equal networks keep
+        // their order. The same routing as the full handler's snapshot.
+        let mut by_prefix: Vec<(u64, u32)> = Vec::with_capacity(dump.orgs.len());
+        let mut sources: Vec<(IpNet, u32)> = Vec::new();
+        for (i, org) in dump.orgs.iter().enumerate() {
+            if org.prefix.prefix_len() == 48 {
+                by_prefix.push((prefix48(&org.prefix.network()), i as u32));
+            } else {
+                sources.push((IpNet::V6(org.prefix), i as u32));
+            }
+        }
         by_prefix.sort_unstable();
-        let mut sources: Vec<(IpNet, u32)> = settings
-            .views
-            .iter()
-            .map(|v| {
-                let view = view_of.get(v.org.as_str()).copied().unwrap_or(NO_VIEW);
-                (v.source.trunc(), view)
-            })
-            .collect();
-        // Most specific first; the sort is stable, so equal networks keep the configured order.
+        by_prefix.dedup_by_key(|&mut (p, _)| p);
+        for v in &settings.views {
+            if let Some(&view) = view_of.get(v.org.as_str()) {
+                sources.push((v.source.trunc(), view));
+            }
+        }
         sources.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
 
         if self.internal_zone != u8::MAX {
@@ -445,7 +445,11 @@ impl<'d> Builder<'d> {
         self.n_groups = group_keys.len() as u32;
         // `_peer.internal` TXT (or an empty non-terminal for an org without peers) and
         // `_g.internal`, an empty non-terminal, in every view.
-        for (view, names) in per_view.iter().enumerate() {
+        for (view, names) in per_view.iter_mut().enumerate() {
+            // The store lists peers by name already; sort only if it did not.
+            if !names.is_sorted() {
+                names.sort_unstable();
+            }
             let view = view as u32;
             let zone = self.internal_zone;
             if names.is_empty() {
@@ -563,7 +567,7 @@ pub(crate) fn is_within(name: &[u8], origin: &[u8]) -> bool {
 }
 
 /// Appends the TXT RDATA of the comma-separated `names`: character-strings of at most 255 bytes
-/// that never break inside a name (the comma ends the string before a break), stopping at the last
+/// that never break inside a name (the comma ends the string before a break, and always fits), stopping at the last
 /// name that keeps the RDATA within `max_rdata` bytes.
 pub fn split_txt_into<'n>(
     names: impl IntoIterator<Item = &'n str>,
@@ -575,7 +579,9 @@ pub fn split_txt_into<'n>(
     let mut open: Option<usize> = None;
     for name in names {
         let cur_len = open.map_or(0, |o| out.len() - o - 1);
-        let needs_new = open.is_none() || cur_len + 1 + name.len() > 255;
+        // Keep room for the comma that ends the string if another name follows (the full
+        // handler's snapshot splits the same way).
+        let needs_new = open.is_none() || cur_len + 1 + name.len() + 1 > 255;
         let used = out.len() - start;
         let after = if open.is_none() {
             used + 1 + name.len()
@@ -654,10 +660,11 @@ mod tests {
         assert!(r.is_empty());
         let long = "x".repeat(63);
         let mut r = Vec::new();
-        split_txt_into([long.as_str(); 4], MAX_TXT_RDATA, &mut r);
+        split_txt_into([long.as_str(); 5], MAX_TXT_RDATA, &mut r);
         let s = strings(&r);
         assert_eq!(s.len(), 2);
-        assert_eq!(s[0].len(), 4 * 63 + 3);
+        assert_eq!(s[0].len(), 3 * 63 + 3, "three names and their commas");
+        assert_eq!(s.concat(), [long.as_str(); 5].join(","));
         let names: Vec<String> = (0..10_000).map(|i| format!("peer-{i:05}")).collect();
         let mut r = Vec::new();
         split_txt_into(names.iter().map(String::as_str), 1000, &mut r);

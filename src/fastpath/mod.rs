@@ -12,15 +12,17 @@
 //! Anything it does not fully handle is [`Outcome::Delegate`]d to the full handler, so
 //! correctness never rests on this module alone: opcodes other than QUERY, classes other than IN,
 //! QDCOUNT ≠ 1, answer/authority records in the query, more than one additional record, EDNS
-//! versions ≠ 0, EDNS options (e.g. cookies), the DO bit, meta query types (ANY, AXFR, IXFR, …),
+//! versions ≠ 0, EDNS options other than COOKIE and PADDING, the DO bit, meta query types (ANY, AXFR, IXFR, …),
 //! static zone names, names outside every zone, sources in no view and malformed input.
 //! Responses (QR set) are [`Outcome::Drop`]ped, as the full server does.
 //!
 //! # UDP size and truncation
 //! Without EDNS a reply is at most 512 bytes. With EDNS the client's size is clamped to
-//! `512..=max_udp_payload` (default 1232, [`index::DEFAULT_MAX_UDP_PAYLOAD`]); the reply's OPT
-//! advertises that size. When the records do not all fit, the reply keeps the whole records that
-//! fit, sets TC and keeps the OPT, so the client retries over TCP.
+//! `512..=max_udp_payload` (default 4096, [`index::DEFAULT_MAX_UDP_PAYLOAD`], as the full handler);
+//! the reply's OPT advertises that size. When the records do not all fit, the reply keeps the
+//! records that fit, sets TC and keeps the OPT, so the client retries over TCP. "Fit" is counted
+//! the way the full handler's encoder lays records out (it does not compress the first answer's
+//! owner against the question), so both paths keep the same number of records.
 //!
 //! [`server`] runs the batched socket loop (`recvmmsg`/`sendmmsg`, one `SO_REUSEPORT` socket per
 //! core) and hands delegated packets to a callback.
@@ -109,11 +111,14 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
     // A plain OPT, or nothing, then the end of the packet.
     let limit = if arcount == 1 {
         let opt = &query[qend..];
-        // root owner, type, class = size, ext-rcode, version, flags (DO = 0x8000), rdlength = 0
-        if opt.len() != OPT_LEN || opt[0] != 0 || be16(opt, 1) != TYPE_OPT {
+        // root owner, type, class = size, ext-rcode, version, flags (DO = 0x8000), rdlength
+        if opt.len() < OPT_LEN || opt[0] != 0 || be16(opt, 1) != TYPE_OPT {
             return Outcome::Delegate;
         }
-        if opt[5] != 0 || opt[6] != 0 || be16(opt, 7) & 0x8000 != 0 || be16(opt, 9) != 0 {
+        if opt[5] != 0 || opt[6] != 0 || be16(opt, 7) & 0x8000 != 0 {
+            return Outcome::Delegate;
+        }
+        if !opaque_options(&opt[OPT_LEN..], be16(opt, 9)) {
             return Outcome::Delegate;
         }
         be16(opt, 3).clamp(512, index.max_udp_payload)
@@ -140,20 +145,23 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
     out[2] = 0x84 | (b2 & 0x01); // QR, AA, RD copied; opcode 0, TC clear
     out[3] = b3 & 0x10; // CD copied; RA, Z, AD clear; rcode NOERROR
     let room = limit - opt_len;
+    let fit = || aaaa_fit(room - qend, qname.len(), opt_len);
 
     let (pos, an, ns, tc) = match index.get(view, qname) {
         Some(e) => match (e.kind, qtype) {
             (Kind::Delegate, _) => return Outcome::Delegate,
             (Kind::Peer, TYPE_AAAA) => {
                 let recs = &index.addrs[e.a as usize..e.a as usize + 1];
-                write_aaaa(index, out, qend, room, recs, 0)
+                let fit = fit();
+                write_aaaa(index, out, qend, recs, 0, fit)
             }
             (Kind::Group, TYPE_AAAA) => {
                 let recs = &index.addrs[e.a as usize..(e.a + e.b) as usize];
                 let start = index.next_rotation(e.c) % e.b;
-                write_aaaa(index, out, qend, room, recs, start as usize)
+                let fit = fit();
+                write_aaaa(index, out, qend, recs, start as usize, fit)
             }
-            (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, e),
+            (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, e, qname.len()),
             _ => write_soa(index, out, qend, room, e.zone),
         },
         None => {
@@ -182,6 +190,73 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
     Outcome::Reply(pos)
 }
 
+/// Whether the OPT RDATA `rdata` is exactly `rdlen` bytes of well-formed options that the full
+/// handler ignores too (it answers with a fresh OPT): COOKIE and PADDING. Others (e.g. client
+/// subnet, NSID) are parsed by hickory and may turn a query into FORMERR, so they are delegated.
+#[inline]
+fn opaque_options(mut rdata: &[u8], rdlen: u16) -> bool {
+    if rdata.len() != usize::from(rdlen) {
+        return false;
+    }
+    while !rdata.is_empty() {
+        if rdata.len() < 4 {
+            return false;
+        }
+        let (code, len) = (be16(rdata, 0), usize::from(be16(rdata, 2)));
+        if !matches!(code, 10 | 12) || len == 0 || rdata.len() < 4 + len {
+            return false;
+        }
+        rdata = &rdata[4 + len..];
+    }
+    true
+}
+
+/// hickory-proto's `COMPRESSED_NAME_LIMIT`: its encoder stops compressing after this many names.
+const COMPRESSED_NAME_LIMIT: usize = 120;
+
+/// How many AAAA answers (owner = the question name, `owner_len` bytes) the full handler puts in
+/// `avail` bytes (after header and question, OPT reserved), so both paths truncate alike.
+///
+/// hickory's encoder does not compress against the question: the first answer carries its owner
+/// in full (`owner_len` + 26 bytes), the next ones a pointer (28 bytes), and after
+/// [`COMPRESSED_NAME_LIMIT`] names the owner in full again; a name must also fit whole before it
+/// is replaced by a pointer (the `fit_loop` model, used when that can bind: owners > 28 bytes).
+/// The fast path itself writes every owner as a 2-byte pointer, so its reply is never larger.
+#[inline]
+fn aaaa_fit(avail: usize, owner_len: usize, reserve: usize) -> usize {
+    if owner_len > AAAA_LEN {
+        return fit_loop(avail, owner_len, reserve);
+    }
+    let first = owner_len + AAAA_LEN - 2;
+    if avail < first {
+        return 0;
+    }
+    let k = (avail - first) / AAAA_LEN;
+    if k < COMPRESSED_NAME_LIMIT - 1 {
+        return k + 1;
+    }
+    let rest = avail - first - (COMPRESSED_NAME_LIMIT - 1) * AAAA_LEN;
+    COMPRESSED_NAME_LIMIT + rest / first
+}
+
+/// The record-by-record model of hickory's layout (see [`aaaa_fit`]).
+fn fit_loop(avail: usize, owner_len: usize, reserve: usize) -> usize {
+    let (mut offset, mut fit) = (0usize, 0usize);
+    loop {
+        let name_len = if fit == 0 || fit >= COMPRESSED_NAME_LIMIT {
+            owner_len
+        } else {
+            2
+        };
+        let end = offset + name_len + AAAA_LEN - 2;
+        if offset + owner_len > avail + reserve || end > avail {
+            return fit;
+        }
+        offset = end;
+        fit += 1;
+    }
+}
+
 /// Query types the full handler must see: 0, OPT, and the meta range (TKEY, TSIG, IXFR, AXFR,
 /// MAILB, MAILA, ANY).
 #[inline(always)]
@@ -189,18 +264,17 @@ fn is_meta_type(t: u16) -> bool {
     t == 0 || t == TYPE_OPT || (128..=255).contains(&t)
 }
 
-/// Writes `recs` as AAAA answers starting at `start` (wrapping), as many as fit `room`.
+/// Writes `recs` as AAAA answers starting at `start` (wrapping), at most `fit` of them.
 /// Returns (end, ancount, nscount, truncated).
 #[inline]
 fn write_aaaa(
     index: &Index,
     out: &mut [u8],
     mut pos: usize,
-    room: usize,
     recs: &[[u8; 16]],
     start: usize,
+    fit: usize,
 ) -> (usize, u16, u16, bool) {
-    let fit = (room - pos) / AAAA_LEN;
     let n = recs.len().min(fit);
     let (tail, head) = recs.split_at(start);
     for addr in head.iter().chain(tail).take(n) {
@@ -219,10 +293,12 @@ fn write_txt(
     pos: usize,
     room: usize,
     e: &Entry,
+    owner_len: usize,
 ) -> (usize, u16, u16, bool) {
     let rdata = &index.txt[e.a as usize..(e.a + e.b) as usize];
     let len = 12 + rdata.len();
-    if room - pos < len {
+    // The full handler's encoder writes the first answer's owner in full (see `aaaa_fit`).
+    if room - pos < owner_len + 10 + rdata.len() {
         return (pos, 0, 0, true);
     }
     out[pos..pos + 10].copy_from_slice(&index.txt_head);
@@ -260,4 +336,44 @@ fn zone_of(index: &Index, qname: &[u8]) -> Option<u8> {
         }
     }
     best.map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_form_fit_matches_the_layout_model() {
+        for owner_len in 2..=60 {
+            for reserve in [0, OPT_LEN] {
+                for avail in 0..6000 {
+                    assert_eq!(
+                        aaaa_fit(avail, owner_len, reserve),
+                        fit_loop(avail, owner_len, reserve),
+                        "owner {owner_len} avail {avail}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_cookie_and_padding_options_pass() {
+        assert!(opaque_options(&[], 0));
+        assert!(opaque_options(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], 12));
+        assert!(opaque_options(&[0, 12, 0, 1, 0, 0, 10, 0, 1, 9], 10));
+        assert!(
+            !opaque_options(&[0, 8, 0, 4, 0, 1, 24, 0], 8),
+            "client subnet"
+        );
+        assert!(
+            !opaque_options(&[0, 10, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8], 12),
+            "overrun"
+        );
+        assert!(
+            !opaque_options(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8], 13),
+            "rdlength"
+        );
+        assert!(!opaque_options(&[0, 10, 0], 3), "short");
+    }
 }

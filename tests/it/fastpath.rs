@@ -108,7 +108,7 @@ fn settings() -> IndexSettings {
             ],
             delegate_misses: false,
         }],
-        max_udp_payload: 1232,
+        max_udp_payload: 4096,
     }
 }
 
@@ -337,8 +337,15 @@ fn views_isolate_orgs_and_unmapped_sources_are_delegated() {
     let src = host(ACME, 0xabc).to_string();
     let (m, _) = ask(&idx, &src, &query(6, "web-1._peer.internal", AAAA, None));
     assert_eq!(aaaa(&m), vec![host(ACME, 0x10)]);
-    // No view, or a view of a missing org: the full handler refuses.
-    for src in ["10.0.0.1", "127.0.0.4", "fd00::1"] {
+    // A view of a missing org is left out: the next most specific network applies.
+    let (m, _) = ask(
+        &idx,
+        "127.0.0.4",
+        &query(6, "node-1._peer.internal", AAAA, None),
+    );
+    assert_eq!(aaaa(&m), vec![host(PERSONAL, 0x11)]);
+    // No view: the full handler refuses.
+    for src in ["10.0.0.1", "fd00::1"] {
         assert_eq!(
             outcome(&idx, src, &query(6, "node-1._peer.internal", AAAA, None)),
             Outcome::Delegate,
@@ -348,19 +355,34 @@ fn views_isolate_orgs_and_unmapped_sources_are_delegated() {
 }
 
 #[test]
-fn big_group_truncates_within_the_size() {
+fn big_group_truncates_within_the_size_like_the_full_handler() {
     let idx = index();
+    // "big._g.internal": owner 17 bytes, header + question 33 bytes. The full handler's encoder
+    // writes the first answer with its owner in full (17 + 26 bytes), the next ones with a
+    // pointer (28 bytes): the fast path keeps the same number of records.
     for (edns, limit) in [
         (None, 512usize),
-        (Some(512), 512),
+        (Some(100), 512),
         (Some(1232), 1232),
-        (Some(4096), 1232),
+        (Some(4096), 4096),
+        (Some(9000), 4096),
     ] {
         let (m, raw) = ask(&idx, LO, &query(7, "big._g.internal", AAAA, edns));
         assert!(m.metadata.truncation, "{edns:?}");
         assert!(raw.len() <= limit, "{edns:?}: {}", raw.len());
-        assert!(raw.len() > limit - 28, "{edns:?}: whole records that fit");
+        let avail = limit - 33 - if edns.is_some() { 11 } else { 0 };
+        // ... and after 120 names it stops compressing (hickory's COMPRESSED_NAME_LIMIT).
+        let compressed = 1 + (avail - 43) / 28;
+        let expected = if compressed <= 120 {
+            compressed
+        } else {
+            120 + (avail - 43 - 119 * 28) / 43
+        };
+        assert_eq!(m.answers.len(), expected, "{edns:?}");
         assert_eq!(m.edns.is_some(), edns.is_some());
+        if let Some(e) = &m.edns {
+            assert_eq!(usize::from(e.max_payload()), limit);
+        }
         let set: BTreeSet<_> = aaaa(&m).into_iter().collect();
         assert_eq!(set.len(), m.answers.len(), "no duplicates");
     }
@@ -402,13 +424,31 @@ fn what_is_not_fully_handled_is_delegated() {
         Outcome::Delegate,
         "EDNS version 1"
     );
+    assert!(
+        matches!(
+            tweak(&|q| {
+                q[n - 1] = 12;
+                q.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+            }),
+            Outcome::Reply(_)
+        ),
+        "a client cookie is ignored, as the full handler does"
+    );
     assert_eq!(
         tweak(&|q| {
-            q[n - 1] = 4;
-            q.extend_from_slice(&[0, 10, 0, 0]);
+            q[n - 1] = 8;
+            q.extend_from_slice(&[0, 8, 0, 4, 0, 1, 0, 0]);
         }),
         Outcome::Delegate,
-        "an EDNS option"
+        "client subnet"
+    );
+    assert_eq!(
+        tweak(&|q| {
+            q[n - 1] = 12;
+            q.extend_from_slice(&[0, 10, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8]);
+        }),
+        Outcome::Delegate,
+        "an option overrunning the OPT"
     );
     assert_eq!(tweak(&|q| q.push(0)), Outcome::Delegate, "trailing byte");
     for t in [255u16, 252, 251, 41, 0] {
