@@ -15,78 +15,85 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Receive and send buffers for up to `capacity` datagrams, with their peer addresses.
+///
+/// The message headers handed to the kernel point into the buffers of the same `Batch`; they are
+/// set up once in [`Batch::new`] (a `Vec`'s heap buffer never moves while it is not resized, and
+/// none is resized after that), and each call only resets the few fields the kernel rewrites.
 pub(crate) struct Batch {
     rx: Vec<u8>,
     tx: Vec<u8>,
     buf_size: usize,
     addrs: Vec<libc::sockaddr_storage>,
-    addr_lens: Vec<libc::socklen_t>,
-    rx_lens: Vec<usize>,
-    rx_flags: Vec<libc::c_int>,
-    /// (index of the received datagram whose address to answer, reply length) per reply.
-    replies: Vec<(u32, u32)>,
-    iovecs: Vec<libc::iovec>,
-    headers: Vec<libc::mmsghdr>,
+    rx_iovecs: Vec<libc::iovec>,
+    rx_headers: Vec<libc::mmsghdr>,
+    tx_iovecs: Vec<libc::iovec>,
+    tx_headers: Vec<libc::mmsghdr>,
+    /// Replies queued for the next [`Batch::send`].
+    replies: usize,
     received: usize,
 }
 
-// SAFETY: the raw pointers inside `iovecs`/`headers` are only written and used during a call
-// by the owning thread; between calls they are dead values.
+// SAFETY: the raw pointers inside the headers and iovecs point into this struct's own heap
+// buffers and are only dereferenced by the kernel during a call made through `&mut self`.
 unsafe impl Send for Batch {}
+
+const ADDR_LEN: libc::socklen_t = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
 
 impl Batch {
     /// Buffers for `capacity` datagrams of at most `buf_size` bytes each, both ways.
     pub(crate) fn new(capacity: usize, buf_size: usize) -> Batch {
-        Batch {
+        let mut b = Batch {
             rx: vec![0; capacity * buf_size],
             tx: vec![0; capacity * buf_size],
             buf_size,
-            // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
+            // SAFETY: sockaddr_storage, iovec and mmsghdr are plain old data; all-zero (null
+            // pointers, zero lengths) is a valid value of each.
             addrs: vec![unsafe { zeroed() }; capacity],
-            addr_lens: vec![0; capacity],
-            rx_lens: vec![0; capacity],
-            rx_flags: vec![0; capacity],
-            replies: Vec::with_capacity(capacity),
-            // SAFETY: iovec and mmsghdr are plain old data (null pointers, zero lengths).
-            iovecs: vec![unsafe { zeroed() }; capacity],
-            headers: vec![unsafe { zeroed() }; capacity],
+            rx_iovecs: vec![unsafe { zeroed() }; capacity],
+            rx_headers: vec![unsafe { zeroed() }; capacity],
+            tx_iovecs: vec![unsafe { zeroed() }; capacity],
+            tx_headers: vec![unsafe { zeroed() }; capacity],
+            replies: 0,
             received: 0,
+        };
+        for i in 0..capacity {
+            b.rx_iovecs[i] = libc::iovec {
+                iov_base: b.rx[i * buf_size..].as_mut_ptr().cast(),
+                iov_len: buf_size,
+            };
+            let h = &mut b.rx_headers[i].msg_hdr;
+            h.msg_name = (&raw mut b.addrs[i]).cast();
+            h.msg_namelen = ADDR_LEN;
+            h.msg_iov = &raw mut b.rx_iovecs[i];
+            h.msg_iovlen = 1;
+            b.tx_iovecs[i] = libc::iovec {
+                iov_base: b.tx[i * buf_size..].as_mut_ptr().cast(),
+                iov_len: 0,
+            };
+            b.tx_headers[i].msg_hdr.msg_iov = &raw mut b.tx_iovecs[i];
+            b.tx_headers[i].msg_hdr.msg_iovlen = 1;
         }
-    }
-
-    /// How many datagrams fit.
-    pub(crate) fn capacity(&self) -> usize {
-        self.addrs.len()
+        b
     }
 
     /// Blocks until at least one datagram arrives (or the socket's receive timeout passes), then
     /// takes every datagram already queued, up to the capacity. Returns how many.
     pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        let cap = self.capacity();
-        self.replies.clear();
-        self.received = 0;
-        for i in 0..cap {
-            self.iovecs[i] = libc::iovec {
-                iov_base: self.rx[i * self.buf_size..].as_mut_ptr().cast(),
-                iov_len: self.buf_size,
-            };
-            let h = &mut self.headers[i].msg_hdr;
-            h.msg_name = (&raw mut self.addrs[i]).cast();
-            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &raw mut self.iovecs[i];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-            self.headers[i].msg_len = 0;
+        // The kernel rewrote the address length and flags of the datagrams it filled last time.
+        for h in &mut self.rx_headers[..self.received] {
+            h.msg_hdr.msg_namelen = ADDR_LEN;
+            h.msg_hdr.msg_flags = 0;
         }
-        // SAFETY: `headers[..cap]` point to `iovecs`/`addrs`/`rx`, all owned by `self` and alive
-        // for the call; each iovec covers exactly its `buf_size` slice of `rx`.
+        self.replies = 0;
+        self.received = 0;
+        // SAFETY: `rx_headers` point to `rx_iovecs`/`addrs`/`rx`, all owned by `self` and alive
+        // for the call (see the struct docs); each iovec covers exactly its `buf_size` slice of
+        // `rx`, and the count passed is the headers' length.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
-                self.headers.as_mut_ptr(),
-                cap as libc::c_uint,
+                self.rx_headers.as_mut_ptr(),
+                self.rx_headers.len() as libc::c_uint,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
             )
@@ -94,30 +101,25 @@ impl Batch {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
-        for i in 0..n {
-            self.rx_lens[i] = self.headers[i].msg_len as usize;
-            self.addr_lens[i] = self.headers[i].msg_hdr.msg_namelen;
-            self.rx_flags[i] = self.headers[i].msg_hdr.msg_flags;
-        }
-        self.received = n;
-        Ok(n)
+        self.received = n as usize;
+        Ok(self.received)
     }
 
     /// Datagram `i` of the last [`Batch::recv`]: its bytes, whether the kernel cut it
     /// (longer than the buffer), and its sender.
     pub(crate) fn datagram(&self, i: usize) -> (&[u8], bool, Option<SocketAddr>) {
         let off = i * self.buf_size;
-        let len = self.rx_lens[i].min(self.buf_size);
-        let truncated = self.rx_flags[i] & libc::MSG_TRUNC != 0;
+        let h = &self.rx_headers[i];
+        let len = (h.msg_len as usize).min(self.buf_size);
+        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         (&self.rx[off..off + len], truncated, self.addr(i))
     }
 
     /// Datagram `i` and the reply buffer of the next reply, for answering in place.
     pub(crate) fn datagram_and_reply_buf(&mut self, i: usize) -> (&[u8], &mut [u8]) {
         let off = i * self.buf_size;
-        let len = self.rx_lens[i].min(self.buf_size);
-        let slot = self.replies.len() * self.buf_size;
+        let len = (self.rx_headers[i].msg_len as usize).min(self.buf_size);
+        let slot = self.replies * self.buf_size;
         (
             &self.rx[off..off + len],
             &mut self.tx[slot..slot + self.buf_size],
@@ -126,12 +128,17 @@ impl Batch {
 
     /// Queues the reply just written (see [`Batch::datagram_and_reply_buf`]) to datagram `i`'s sender.
     pub(crate) fn push_reply(&mut self, i: usize, len: usize) {
-        self.replies.push((i as u32, len as u32));
+        let k = self.replies;
+        self.tx_iovecs[k].iov_len = len.min(self.buf_size);
+        let h = &mut self.tx_headers[k].msg_hdr;
+        h.msg_name = (&raw mut self.addrs[i]).cast();
+        h.msg_namelen = self.rx_headers[i].msg_hdr.msg_namelen;
+        self.replies += 1;
     }
 
     fn addr(&self, i: usize) -> Option<SocketAddr> {
         let storage = &self.addrs[i];
-        let len = self.addr_lens[i] as usize;
+        let len = self.rx_headers[i].msg_hdr.msg_namelen as usize;
         match i32::from(storage.ss_family) {
             libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
                 // SAFETY: the family says the storage holds a sockaddr_in, and the kernel wrote
@@ -159,31 +166,17 @@ impl Batch {
     /// Sends every queued reply to its datagram's sender, in as few calls as the kernel allows.
     /// A reply the kernel refuses is skipped (UDP: the client retries). Returns how many were sent.
     pub(crate) fn send(&mut self, fd: BorrowedFd<'_>) -> usize {
-        let n = self.replies.len();
-        for (k, &(i, len)) in self.replies.iter().enumerate() {
-            let i = i as usize;
-            self.iovecs[k] = libc::iovec {
-                iov_base: self.tx[k * self.buf_size..].as_mut_ptr().cast(),
-                iov_len: len as usize,
-            };
-            let h = &mut self.headers[k].msg_hdr;
-            h.msg_name = (&raw mut self.addrs[i]).cast();
-            h.msg_namelen = self.addr_lens[i];
-            h.msg_iov = &raw mut self.iovecs[k];
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
-            h.msg_flags = 0;
-        }
+        let n = self.replies;
         let mut done = 0;
         let mut sent = 0;
         while done < n {
-            // SAFETY: `headers[done..n]` point into `iovecs`/`addrs`/`tx`, owned by `self` and
-            // alive for the call; each iovec covers `len` ≤ `buf_size` bytes of its `tx` slot.
+            // SAFETY: `tx_headers[done..n]` point into `tx_iovecs`/`addrs`/`tx`, owned by `self`
+            // and alive for the call; each iovec covers at most `buf_size` bytes of its `tx`
+            // slot, and `n` ≤ the headers' length.
             let r = unsafe {
                 libc::sendmmsg(
                     fd.as_raw_fd(),
-                    self.headers[done..].as_mut_ptr(),
+                    self.tx_headers[done..].as_mut_ptr(),
                     (n - done) as libc::c_uint,
                     0,
                 )
@@ -196,7 +189,7 @@ impl Batch {
                 done += 1;
             }
         }
-        self.replies.clear();
+        self.replies = 0;
         sent
     }
 
