@@ -2,13 +2,19 @@
 //! and a group of 50 at 1k, 100k and 1M peers, and `Index::build` at the same sizes.
 //!
 //! Run: `cargo bench --bench fastpath` (add `-- answer` or `-- build` to pick a group).
+//!
+//! Serve mode, to measure the socket loop alone with the DNS harness (no hickory, no tokio):
+//! `FASTPATH_SERVE=127.0.0.1:5311 FASTPATH_GROUPS=$D/groups.tsv target/release/deps/fastpath-*`
+//! answers the harness workload (`gen_zone.py --disjoint`: peers `peer-<i>` at
+//! `fdaa:0:1:a7b::<i+1>`, groups from groups.tsv) until killed; the rest is dropped. Probe it
+//! with `run_dnsperf.sh -k peer-1._peer.internal.`.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use std::hint::black_box;
 use std::net::IpAddr;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use sixpn::config::ViewConfig;
 use sixpn::fastpath::{self, FastZone, Index, IndexSettings, Outcome};
 use sixpn::model::{Generation, Org, Peer};
@@ -126,4 +132,64 @@ fn build(c: &mut Criterion) {
 }
 
 criterion_group!(benches, answer, build);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(addr) = std::env::var("FASTPATH_SERVE") {
+        serve(&addr);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// Serve mode (see the module docs).
+fn serve(addr: &str) {
+    use std::sync::Arc;
+    let groups = std::env::var("FASTPATH_GROUPS").expect("FASTPATH_GROUPS=groups.tsv");
+    let text = std::fs::read_to_string(&groups).expect("read groups.tsv");
+    let peers: usize = std::env::var("FASTPATH_PEERS").map_or(10_000, |v| v.parse().expect("number"));
+    let mut group_of = vec!["rest".to_string(); peers];
+    for line in text.lines() {
+        let mut cols = line.split('\t');
+        let (Some(g), _, Some(members)) = (cols.next(), cols.next(), cols.next()) else {
+            continue;
+        };
+        let g = g.split('.').next().expect("label");
+        for m in members.split(',') {
+            let i: usize = m
+                .split('.')
+                .next()
+                .and_then(|l| l.strip_prefix("peer-"))
+                .and_then(|n| n.parse().ok())
+                .expect("peer-<i>");
+            group_of[i] = g.to_string();
+        }
+    }
+    let mut d = dump(0);
+    let key = PrivateKey::from_bytes([7; 32]).public_key();
+    let base = u128::from("fdaa:0:1:a7b::".parse::<std::net::Ipv6Addr>().expect("ip"));
+    for (i, g) in group_of.iter().enumerate() {
+        d.peers.push(Peer {
+            org: d.orgs[0].slug.clone(),
+            name: format!("peer-{i}").parse().expect("label"),
+            group: g.parse().expect("label"),
+            region: "local".parse().expect("label"),
+            pubkey: key,
+            address: (base + i as u128 + 1).into(),
+            token: "bench".parse().expect("label"),
+            created_at: 0,
+            updated_at: 0,
+        });
+    }
+    d.peers.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut settings = settings();
+    settings.max_udp_payload = 4096;
+    let index = Arc::new(arc_swap::ArcSwap::from_pointee(Index::build(&d, &settings)));
+    let config = fastpath::FastServerConfig::new(addr.parse().expect("socket address"));
+    let server = fastpath::FastServer::start(&config, index, Arc::new(|_: &[u8], _| {}))
+        .expect("start the fast path");
+    eprintln!("fast path on {}", server.local_addr());
+    loop {
+        std::thread::park();
+    }
+}
