@@ -6,8 +6,9 @@
 //! Serve mode, to measure the socket loop alone with the DNS harness (no hickory, no tokio):
 //! `FASTPATH_SERVE=127.0.0.1:5311 FASTPATH_GROUPS=$D/groups.tsv target/release/deps/fastpath-*`
 //! answers the harness workload (`gen_zone.py --disjoint`: peers `peer-<i>` at
-//! `fdaa:0:1:a7b::<i+1>`, groups from groups.tsv) until killed; the rest is dropped. Probe it
-//! with `run_dnsperf.sh -k peer-1._peer.internal.`.
+//! `fdaa:0:1:a7b::<i+1>`, groups from groups.tsv) until killed; other names get an empty
+//! NOERROR (enough for the harness's readiness probe). Measure it
+//! with `run_dnsperf.sh`; `FASTPATH_BATCH=n` sets the datagrams per `recvmmsg`.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
@@ -147,7 +148,8 @@ fn serve(addr: &str) {
     use std::sync::Arc;
     let groups = std::env::var("FASTPATH_GROUPS").expect("FASTPATH_GROUPS=groups.tsv");
     let text = std::fs::read_to_string(&groups).expect("read groups.tsv");
-    let peers: usize = std::env::var("FASTPATH_PEERS").map_or(10_000, |v| v.parse().expect("number"));
+    let peers: usize =
+        std::env::var("FASTPATH_PEERS").map_or(10_000, |v| v.parse().expect("number"));
     let mut group_of = vec!["rest".to_string(); peers];
     for line in text.lines() {
         let mut cols = line.split('\t');
@@ -185,9 +187,35 @@ fn serve(addr: &str) {
     let mut settings = settings();
     settings.max_udp_payload = 4096;
     let index = Arc::new(arc_swap::ArcSwap::from_pointee(Index::build(&d, &settings)));
-    let config = fastpath::FastServerConfig::new(addr.parse().expect("socket address"));
-    let server = fastpath::FastServer::start(&config, index, Arc::new(|_: &[u8], _| {}))
+    let mut config = fastpath::FastServerConfig::new(addr.parse().expect("socket address"));
+    if let Ok(b) = std::env::var("FASTPATH_BATCH") {
+        config.batch = b.parse().expect("number");
+    }
+    // Delegated queries (the harness's `internal. SOA` readiness probe) get an empty NOERROR.
+    let reply: Arc<std::sync::OnceLock<std::net::UdpSocket>> = Arc::default();
+    let sink = reply.clone();
+    let delegate = move |p: &[u8], src| {
+        let Some(socket) = sink.get() else { return };
+        let mut at = 12;
+        while let Some(&len) = p.get(at) {
+            at += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        let end = at + 4;
+        if end > p.len() {
+            return;
+        }
+        let mut r = p[..end].to_vec();
+        r[2] = 0x84 | (r[2] & 1);
+        r[3] = 0;
+        r[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+        let _ = socket.send_to(&r, src);
+    };
+    let server = fastpath::FastServer::start(&config, index, Arc::new(delegate))
         .expect("start the fast path");
+    let _ = reply.set(server.reply_socket().expect("reply socket"));
     eprintln!("fast path on {}", server.local_addr());
     loop {
         std::thread::park();
