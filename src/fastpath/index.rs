@@ -130,10 +130,10 @@ pub struct Index {
     by_prefix: Box<[(u64, u32)]>,
     /// Configured source networks → view, most specific first.
     sources: Box<[(IpNet, u32)]>,
-    /// `C0 0C 00 1C 00 01 TTL 00 10`: an AAAA record up to its RDATA, owner = the question.
-    pub(crate) aaaa_head: [u8; 12],
-    /// `C0 0C 00 10 00 01 TTL`: a TXT record up to its RDLENGTH.
-    pub(crate) txt_head: [u8; 10],
+    /// `00 1C 00 01 TTL 00 10`: an AAAA record after its owner, up to its RDATA.
+    pub(crate) aaaa_tail: [u8; 10],
+    /// `00 10 00 01 TTL`: a TXT record after its owner, up to its RDLENGTH.
+    pub(crate) txt_tail: [u8; 8],
     pub(crate) max_udp_payload: u16,
     views: Box<[OrgSlug]>,
 }
@@ -197,8 +197,9 @@ impl Index {
         }
     }
 
+    /// The entry's name, lowercase wire format.
     #[inline]
-    fn name_of(&self, e: &Entry) -> &[u8] {
+    pub(crate) fn name_of(&self, e: &Entry) -> &[u8] {
         let off = e.name_off as usize;
         &self.names[off..off + usize::from(e.name_len)]
     }
@@ -365,11 +366,10 @@ impl<'d> Builder<'d> {
             internal_zone: self.internal_zone,
             by_prefix: by_prefix.into_boxed_slice(),
             sources: sources.into_boxed_slice(),
-            aaaa_head: rr_head(28, settings.ttl, 16),
-            txt_head: {
-                let h = rr_head(16, settings.ttl, 0);
-                let mut t = [0u8; 10];
-                t.copy_from_slice(&h[..10]);
+            aaaa_tail: rr_tail(28, settings.ttl, 16),
+            txt_tail: {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&rr_tail(16, settings.ttl, 0)[..8]);
                 t
             },
             max_udp_payload: settings.max_udp_payload.max(512),
@@ -531,15 +531,13 @@ impl Index {
     }
 }
 
-/// `C0 0C TYPE 00 01 TTL RDLEN`: a record whose owner is the question name.
-fn rr_head(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 12] {
-    let mut h = [0u8; 12];
-    h[0] = 0xC0;
-    h[1] = 0x0C;
-    h[2..4].copy_from_slice(&rtype.to_be_bytes());
-    h[4..6].copy_from_slice(&1u16.to_be_bytes());
-    h[6..10].copy_from_slice(&ttl.to_be_bytes());
-    h[10..12].copy_from_slice(&rdlen.to_be_bytes());
+/// `TYPE 00 01 TTL RDLEN`: a record after its owner name (class IN).
+fn rr_tail(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 10] {
+    let mut h = [0u8; 10];
+    h[0..2].copy_from_slice(&rtype.to_be_bytes());
+    h[2..4].copy_from_slice(&1u16.to_be_bytes());
+    h[4..8].copy_from_slice(&ttl.to_be_bytes());
+    h[8..10].copy_from_slice(&rdlen.to_be_bytes());
     h
 }
 

@@ -5,9 +5,15 @@
 //! OPT record, looks the name up in an [`Index`] (one hash table for every view, keyed by the
 //! wire-format name, compared without case), and writes the reply into the caller's buffer:
 //! the question echoed byte for byte as asked (mixed case included), id kept, flags patched
-//! (QR, AA, RD copied, CD copied, RA clear), prebuilt AAAA/TXT records whose owner is a
-//! compression pointer to the question, group members in rotated order, the zone's SOA in the
-//! authority section of NXDOMAIN and NODATA answers, and an OPT record when the query had one.
+//! (QR, AA, RD copied, CD copied, RA clear), prebuilt AAAA/TXT records, group members in
+//! rotated order, the zone's SOA in the authority section of NXDOMAIN and NODATA answers, and an
+//! OPT record when the query had one.
+//!
+//! Answer records are laid out byte for byte as the full handler's encoder (hickory-proto 0.26)
+//! lays them out, so both paths truncate at the same record and a test can compare them: the
+//! first answer carries its owner name in full (lowercase, as stored; hickory never compresses
+//! against the question), the next ones a pointer to it, and after
+//! [`COMPRESSED_NAME_LIMIT`] names the owner in full again.
 //!
 //! Anything it does not fully handle is [`Outcome::Delegate`]d to the full handler, so
 //! correctness never rests on this module alone: opcodes other than QUERY, classes other than IN,
@@ -20,9 +26,7 @@
 //! Without EDNS a reply is at most 512 bytes. With EDNS the client's size is clamped to
 //! `512..=max_udp_payload` (default 4096, [`index::DEFAULT_MAX_UDP_PAYLOAD`], as the full handler);
 //! the reply's OPT advertises that size. When the records do not all fit, the reply keeps the
-//! records that fit, sets TC and keeps the OPT, so the client retries over TCP. "Fit" is counted
-//! the way the full handler's encoder lays records out (it does not compress the first answer's
-//! owner against the question), so both paths keep the same number of records.
+//! records that fit, sets TC and keeps the OPT, so the client retries over TCP.
 //!
 //! [`server`] runs the batched socket loop (`recvmmsg`/`sendmmsg`, one `SO_REUSEPORT` socket per
 //! core) and hands delegated packets to a callback.
@@ -153,15 +157,15 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
             (Kind::Peer, TYPE_AAAA) => {
                 let recs = &index.addrs[e.a as usize..e.a as usize + 1];
                 let fit = fit();
-                write_aaaa(index, out, qend, recs, 0, fit)
+                write_aaaa(index, out, qend, index.name_of(e), recs, 0, fit)
             }
             (Kind::Group, TYPE_AAAA) => {
                 let recs = &index.addrs[e.a as usize..(e.a + e.b) as usize];
                 let start = index.next_rotation(e.c) % e.b;
                 let fit = fit();
-                write_aaaa(index, out, qend, recs, start as usize, fit)
+                write_aaaa(index, out, qend, index.name_of(e), recs, start as usize, fit)
             }
-            (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, e, qname.len()),
+            (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, e),
             _ => write_soa(index, out, qend, room, e.zone),
         },
         None => {
@@ -221,7 +225,6 @@ const COMPRESSED_NAME_LIMIT: usize = 120;
 /// in full (`owner_len` + 26 bytes), the next ones a pointer (28 bytes), and after
 /// [`COMPRESSED_NAME_LIMIT`] names the owner in full again; a name must also fit whole before it
 /// is replaced by a pointer (the `fit_loop` model, used when that can bind: owners > 28 bytes).
-/// The fast path itself writes every owner as a 2-byte pointer, so its reply is never larger.
 #[inline]
 fn aaaa_fit(avail: usize, owner_len: usize, reserve: usize) -> usize {
     if owner_len > AAAA_LEN {
@@ -264,24 +267,34 @@ fn is_meta_type(t: u16) -> bool {
     t == 0 || t == TYPE_OPT || (128..=255).contains(&t)
 }
 
-/// Writes `recs` as AAAA answers starting at `start` (wrapping), at most `fit` of them.
+/// Writes `recs` as AAAA answers owned by `owner` (lowercase wire name), starting at `start`
+/// (wrapping), at most `fit` of them, laid out as hickory's encoder does (see the module docs).
 /// Returns (end, ancount, nscount, truncated).
 #[inline]
 fn write_aaaa(
     index: &Index,
     out: &mut [u8],
     mut pos: usize,
+    owner: &[u8],
     recs: &[[u8; 16]],
     start: usize,
     fit: usize,
 ) -> (usize, u16, u16, bool) {
     let n = recs.len().min(fit);
+    // Later answers point at the first answer's owner.
+    let pointer = (0xC000 | pos as u16).to_be_bytes();
     let (tail, head) = recs.split_at(start);
-    for addr in head.iter().chain(tail).take(n) {
-        let rr = &mut out[pos..pos + AAAA_LEN];
-        rr[..12].copy_from_slice(&index.aaaa_head);
-        rr[12..].copy_from_slice(addr);
-        pos += AAAA_LEN;
+    for (k, addr) in head.iter().chain(tail).take(n).enumerate() {
+        if k == 0 || k >= COMPRESSED_NAME_LIMIT {
+            out[pos..pos + owner.len()].copy_from_slice(owner);
+            pos += owner.len();
+        } else {
+            out[pos..pos + 2].copy_from_slice(&pointer);
+            pos += 2;
+        }
+        out[pos..pos + 10].copy_from_slice(&index.aaaa_tail);
+        out[pos + 10..pos + 26].copy_from_slice(addr);
+        pos += 26;
     }
     (pos, n as u16, 0, n < recs.len())
 }
@@ -293,17 +306,19 @@ fn write_txt(
     pos: usize,
     room: usize,
     e: &Entry,
-    owner_len: usize,
 ) -> (usize, u16, u16, bool) {
+    let owner = index.name_of(e);
     let rdata = &index.txt[e.a as usize..(e.a + e.b) as usize];
-    let len = 12 + rdata.len();
-    // The full handler's encoder writes the first answer's owner in full (see `aaaa_fit`).
-    if room - pos < owner_len + 10 + rdata.len() {
+    let len = owner.len() + 10 + rdata.len();
+    if room - pos < len {
         return (pos, 0, 0, true);
     }
-    out[pos..pos + 10].copy_from_slice(&index.txt_head);
-    out[pos + 10..pos + 12].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
-    out[pos + 12..pos + len].copy_from_slice(rdata);
+    let mut at = pos;
+    out[at..at + owner.len()].copy_from_slice(owner);
+    at += owner.len();
+    out[at..at + 8].copy_from_slice(&index.txt_tail);
+    out[at + 8..at + 10].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out[at + 10..at + 10 + rdata.len()].copy_from_slice(rdata);
     (pos + len, 1, 0, false)
 }
 

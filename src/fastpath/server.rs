@@ -103,13 +103,31 @@ impl FastServer {
         source: Arc<S>,
         delegate: Arc<D>,
     ) -> io::Result<FastServer> {
+        let first = bind(config.addr, config.recv_buffer)?;
+        FastServer::start_on(first, config, source, delegate)
+    }
+
+    /// Like [`FastServer::start`], with `first` as the first socket: already bound (the address
+    /// in `config` is ignored), with `SO_REUSEPORT` set when more than one worker runs. The other
+    /// workers' sockets bind to its address. `first` is switched to blocking mode with a receive
+    /// timeout.
+    ///
+    /// # Errors
+    /// Configuring or binding a socket, or spawning a thread.
+    pub fn start_on<S: IndexSource, D: Delegate>(
+        first: UdpSocket,
+        config: &FastServerConfig,
+        source: Arc<S>,
+        delegate: Arc<D>,
+    ) -> io::Result<FastServer> {
         let workers = match config.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
         let batch = config.batch.max(1);
         let buf_size = config.buf_size.max(512);
-        let first = bind(config.addr, config.recv_buffer)?;
+        first.set_nonblocking(false)?;
+        first.set_read_timeout(Some(STOP_CHECK))?;
         let local_addr = first.local_addr()?;
         let reply_socket = first.try_clone()?;
         let mut sockets = vec![first];
@@ -138,8 +156,9 @@ impl FastServer {
         self.local_addr
     }
 
-    /// A socket bound to the server's address, for sending the delegated answers (a duplicate of
-    /// the first socket; never receive on it).
+    /// A socket bound to the server's address, for sending the delegated answers: a duplicate of
+    /// the first socket, so it shares that socket's blocking mode (send with `MSG_DONTWAIT`, and
+    /// never change its flags or receive on it).
     ///
     /// # Errors
     /// Duplicating the descriptor.
@@ -166,7 +185,13 @@ impl Drop for FastServer {
     }
 }
 
-fn bind(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
+/// A UDP socket bound to `addr` with `SO_REUSEPORT` (so more can bind the same address and share
+/// its datagrams), IPv6-only for an IPv6 address, a `recv_buffer`-byte receive buffer (best
+/// effort), blocking with a [`STOP_CHECK`] receive timeout.
+///
+/// # Errors
+/// Creating, configuring or binding the socket.
+pub fn bind(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
@@ -211,7 +236,10 @@ fn run<S: IndexSource, D: Delegate>(
         source.with_index(|index| {
             for i in 0..n {
                 let (_, truncated, src) = batch.datagram(i);
-                let Some(src) = src else { continue };
+                // Like hickory: nothing goes back to port 0; a datagram cut by the buffer is junk.
+                let Some(src) = src.filter(|a| a.port() != 0) else {
+                    continue;
+                };
                 if truncated {
                     continue;
                 }
