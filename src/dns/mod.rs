@@ -1,1 +1,1 @@
-//! dns (placeholder, being written).
+//! dns (being written).
