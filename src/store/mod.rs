@@ -269,11 +269,7 @@ impl Store {
     }
 
     /// Deletes one peer of the org (admin).
-    pub async fn delete_peer(
-        &self,
-        org: &OrgSlug,
-        name: &PeerName,
-    ) -> Result<Generation, StoreError> {
+    pub async fn delete_peer(&self, org: &OrgSlug, name: &PeerName) -> Result<Generation, StoreError> {
         let _ = (org, name);
         todo!()
     }
