@@ -76,7 +76,10 @@ mod tests {
         edns: bool,
     ) -> (Vec<u8>, Header) {
         let mut query = Message::query();
-        query.add_query(Query::query(Name::from_ascii(question).unwrap(), RecordType::AAAA));
+        query.add_query(Query::query(
+            Name::from_ascii(question).unwrap(),
+            RecordType::AAAA,
+        ));
         let query = query.to_vec().unwrap();
         let mut decoder = BinDecoder::new(&query);
         let header = Header::read(&mut decoder).unwrap();
@@ -99,7 +102,10 @@ mod tests {
 
     #[test]
     fn model_matches_hickory_encoder() {
-        for question in ["k8s._g.internal.", &format!("{}._g.internal.", "g".repeat(63))] {
+        for question in [
+            "k8s._g.internal.",
+            &format!("{}._g.internal.", "g".repeat(63)),
+        ] {
             let owner = Name::from_ascii(question).unwrap();
             let owner_len = owner.len() + 1;
             let records: Vec<Record> = (0..300u128)
@@ -110,10 +116,18 @@ mod tests {
                 for limit in [512u16, 600, 1232, 1500, 4096, 8192, u16::MAX] {
                     let reserve = if edns { OPT_LEN } else { 0 };
                     let lens = std::iter::repeat_n(28, records.len());
-                    let fit =
-                        answers_that_fit(usize::from(limit), 12 + question_len, owner_len, lens, reserve);
+                    let fit = answers_that_fit(
+                        usize::from(limit),
+                        12 + question_len,
+                        owner_len,
+                        lens,
+                        reserve,
+                    );
                     let (bytes, header) = encode(question, &records, fit, limit, edns);
-                    assert!(!header.metadata.truncation, "{limit} {edns}: encoder had to truncate");
+                    assert!(
+                        !header.metadata.truncation,
+                        "{limit} {edns}: encoder had to truncate"
+                    );
                     assert_eq!(usize::from(header.counts.answers), fit);
                     assert_eq!(usize::from(header.counts.additionals), usize::from(edns));
                     assert!(bytes.len() <= usize::from(limit));

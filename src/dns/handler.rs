@@ -166,7 +166,10 @@ fn fit_count(
     let n = set.records().len();
     match set.uniform_len() {
         0 => {
-            let lens = set.wire_lens().skip(start).chain(set.wire_lens().take(start));
+            let lens = set
+                .wire_lens()
+                .skip(start)
+                .chain(set.wire_lens().take(start));
             answers_that_fit(usize::from(limit), used, owner_len, lens, reserve)
         }
         len => answers_that_fit(
