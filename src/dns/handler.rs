@@ -7,16 +7,18 @@
 //! negative answer with the zone's SOA in the authority section. Truncation is decided here too
 //! (see [`super::fit`]) so a truncated UDP answer keeps its OPT record.
 
+use std::net::IpAddr;
+
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
 use super::fit::{OPT_LEN, answers_that_fit};
 use crate::snapshot::name::{MAX_WIRE_NAME, wire_lower};
-use crate::snapshot::{RrSet, SnapshotHandle};
+use crate::snapshot::{Entry, RrSet, Snapshot, SnapshotHandle};
 
 /// The largest UDP payload we answer with, whatever the client advertises. Large enough for
 /// every realistic group, small enough to stay clear of absurd values.
@@ -81,72 +83,140 @@ impl RequestHandler for Handler {
         }
 
         let snapshot = self.snapshot.load();
-        let mut key_buf = [0u8; MAX_WIRE_NAME];
-        let (Some(key), Some(view)) = (
-            wire_lower(query.name(), &mut key_buf),
-            snapshot.view_for(request.src().ip()),
-        ) else {
-            let response = builder.error_msg(&request.metadata, ResponseCode::Refused);
-            return send(handle, response, request).await;
-        };
-        let Some((_, zone)) = snapshot.zone_for(key) else {
-            let response = builder.error_msg(&request.metadata, ResponseCode::Refused);
-            return send(handle, response, request).await;
-        };
-
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = true;
-        let Some(entry) = view.get(key) else {
-            meta.response_code = ResponseCode::NXDomain;
-            let response = builder.build(meta, [], [], [zone.soa_negative()], []);
-            return send(handle, response, request).await;
-        };
-        let soa = snapshot.zones()[usize::from(entry.zone())].soa_negative();
-
-        if query_type == RecordType::ANY {
-            if entry.rrsets().is_empty() {
-                let response = builder.build(meta, [], [], [soa], []);
-                return send(handle, response, request).await;
+        match lookup(&snapshot, request.src().ip(), query.name(), query_type) {
+            Lookup::Refused => {
+                let response = builder.error_msg(&request.metadata, ResponseCode::Refused);
+                send(handle, response, request).await
             }
-            let answers = entry.rrsets().iter().flat_map(|s| s.records().iter());
-            let response = builder.build(meta, answers, [], [], []);
-            return send(handle, response, request).await;
+            Lookup::NxDomain { soa } => {
+                meta.response_code = ResponseCode::NXDomain;
+                let response = builder.build(meta, [], [], [soa], []);
+                send(handle, response, request).await
+            }
+            Lookup::NoData { soa } => {
+                let response = builder.build(meta, [], [], [soa], []);
+                send(handle, response, request).await
+            }
+            Lookup::Answer {
+                entry,
+                set,
+                owner_len,
+            } => {
+                let n = set.records().len();
+                let start = if n > 1 {
+                    entry.next_rotation() as usize % n
+                } else {
+                    0
+                };
+                let fit = fit_count(request, edns.as_ref(), owner_len, set, start);
+                meta.truncation = fit < n;
+                let (head, tail) = set.records().split_at(start);
+                let answers = tail.iter().chain(head).take(fit);
+                let response = builder.build(meta, answers, [], [], []);
+                send(handle, response, request).await
+            }
+            Lookup::Cname { cname, target } => {
+                let answers = cname.records().iter().chain(target);
+                let response = builder.build(meta, answers, [], [], []);
+                send(handle, response, request).await
+            }
+            Lookup::Any { entry } => {
+                let answers = entry.rrsets().iter().flat_map(|s| s.records().iter());
+                let response = builder.build(meta, answers, [], [], []);
+                send(handle, response, request).await
+            }
         }
-
-        if let Some(set) = entry.rrset(query_type) {
-            let n = set.records().len();
-            let start = if n > 1 {
-                entry.next_rotation() as usize % n
-            } else {
-                0
-            };
-            let fit = fit_count(request, edns.as_ref(), key.len(), set, start);
-            meta.truncation = fit < n;
-            let (head, tail) = set.records().split_at(start);
-            let answers = tail.iter().chain(head).take(fit);
-            let response = builder.build(meta, answers, [], [], []);
-            return send(handle, response, request).await;
-        }
-
-        if let Some(cname) = entry.rrset(RecordType::CNAME) {
-            // Follow one CNAME inside the same view; anything further is the client's job.
-            let mut target_buf = [0u8; MAX_WIRE_NAME];
-            let target: &[Record] = match &cname.records()[0].data {
-                RData::CNAME(target) => wire_lower(&target.0, &mut target_buf)
-                    .and_then(|t| view.get(t))
-                    .and_then(|e| e.rrset(query_type))
-                    .map_or(&[], RrSet::records),
-                _ => &[],
-            };
-            let answers = cname.records().iter().chain(target);
-            let response = builder.build(meta, answers, [], [], []);
-            return send(handle, response, request).await;
-        }
-
-        // The name exists (possibly as an empty non-terminal) but has no such type: NODATA.
-        let response = builder.build(meta, [], [], [soa], []);
-        send(handle, response, request).await
     }
+}
+
+/// What the snapshot says about one question.
+#[derive(Debug)]
+pub enum Lookup<'s> {
+    /// The source is in no view, or the name is outside every served zone.
+    Refused,
+    /// The name does not exist in the view; `soa` goes in the authority section.
+    NxDomain {
+        /// The zone's SOA with the negative TTL.
+        soa: &'s Record,
+    },
+    /// The name exists (maybe as an empty non-terminal) without records of the type.
+    NoData {
+        /// The zone's SOA with the negative TTL.
+        soa: &'s Record,
+    },
+    /// Records of the asked type.
+    Answer {
+        /// The name's entry (for the rotation counter).
+        entry: &'s Entry,
+        /// The records.
+        set: &'s RrSet,
+        /// The owner name's length in wire format.
+        owner_len: usize,
+    },
+    /// The name is an alias: its CNAME, then the target's records of the asked type when the
+    /// target is in the same view.
+    Cname {
+        /// The CNAME record set.
+        cname: &'s RrSet,
+        /// The target's records (may be empty).
+        target: &'s [Record],
+    },
+    /// A type ANY question: every record of the name.
+    Any {
+        /// The name's entry.
+        entry: &'s Entry,
+    },
+}
+
+/// Looks one question up: view by source address, zone, then one map lookup. No allocation.
+pub fn lookup<'s>(
+    snapshot: &'s Snapshot,
+    src: IpAddr,
+    qname: &Name,
+    query_type: RecordType,
+) -> Lookup<'s> {
+    let mut key_buf = [0u8; MAX_WIRE_NAME];
+    let (Some(key), Some(view)) = (wire_lower(qname, &mut key_buf), snapshot.view_for(src)) else {
+        return Lookup::Refused;
+    };
+    let Some((_, zone)) = snapshot.zone_for(key) else {
+        return Lookup::Refused;
+    };
+    let Some(entry) = view.get(key) else {
+        return Lookup::NxDomain {
+            soa: zone.soa_negative(),
+        };
+    };
+    let soa = snapshot.zones()[usize::from(entry.zone())].soa_negative();
+    if query_type == RecordType::ANY {
+        return if entry.rrsets().is_empty() {
+            Lookup::NoData { soa }
+        } else {
+            Lookup::Any { entry }
+        };
+    }
+    if let Some(set) = entry.rrset(query_type) {
+        return Lookup::Answer {
+            entry,
+            set,
+            owner_len: key.len(),
+        };
+    }
+    if let Some(cname) = entry.rrset(RecordType::CNAME) {
+        // Follow one CNAME inside the same view; anything further is the client's job.
+        let mut target_buf = [0u8; MAX_WIRE_NAME];
+        let target = match &cname.records()[0].data {
+            RData::CNAME(target) => wire_lower(&target.0, &mut target_buf)
+                .and_then(|t| view.get(t))
+                .and_then(|e| e.rrset(query_type))
+                .map_or(&[][..], RrSet::records),
+            _ => &[],
+        };
+        return Lookup::Cname { cname, target };
+    }
+    Lookup::NoData { soa }
 }
 
 /// How many of `set`'s records, starting at `start`, fit this response.

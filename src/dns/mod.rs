@@ -19,7 +19,7 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-pub use handler::{Handler, MAX_UDP_PAYLOAD};
+pub use handler::{Handler, Lookup, MAX_UDP_PAYLOAD, lookup};
 
 use crate::snapshot::SnapshotHandle;
 

@@ -727,13 +727,7 @@ fn corpus() -> Vec<(String, Vec<u8>, Vec<ResponseCode>)> {
             "name longer than 255".into(),
             [
                 header(10, 0x0100, 1, 0, 0, 0),
-                b"\x3f"
-                    .repeat(1)
-                    .iter()
-                    .chain(&[b'a'; 63])
-                    .copied()
-                    .collect::<Vec<u8>>()
-                    .repeat(5),
+                [&b"\x3f"[..], &[b'a'; 63]].concat().repeat(5),
                 b"\x00\x00\x1c\x00\x01".to_vec(),
             ]
             .concat(),
