@@ -8,7 +8,7 @@
 //! hickory logs two INFO lines per query; add [`LOG_FILTER`] to the tracing filter to keep
 //! per-query events at debug.
 
-mod fit;
+pub mod fit;
 mod handler;
 
 use std::io;
@@ -19,6 +19,7 @@ use hickory_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
+pub use fit::answers_that_fit;
 pub use handler::{Handler, Lookup, MAX_UDP_PAYLOAD, lookup};
 
 use crate::snapshot::SnapshotHandle;

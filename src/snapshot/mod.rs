@@ -12,6 +12,23 @@
 //!
 //! This module never touches sockets; it holds hickory record types only as prebuilt data
 //! for `dns/`.
+//!
+//! # Answering from raw packets
+//! Everything a packet-level responder needs is precomputed and reachable without allocation:
+//! 1. [`SnapshotHandle::load`], then [`Snapshot::view_for`] with the source address (`None`:
+//!    REFUSED).
+//! 2. Copy the question name's labels lowercased into a stack buffer (as [`name::wire_lower`]
+//!    does) and call [`View::get`] with it.
+//! 3. No entry: [`Snapshot::zone_for`] on the same bytes gives the zone (`None`: REFUSED) and
+//!    [`Zone::soa_negative_wire`] the authority record of the NXDOMAIN.
+//! 4. An entry: [`Entry::rrset`] for the type; none means NODATA with the SOA of
+//!    [`Entry::zone`]. A set's [`RrSet::wire`] holds its answer records with the owner as a
+//!    pointer to offset 12 (the question), so they copy straight after an echoed question;
+//!    [`RrSet::uniform_len`] (28 for AAAA) gives record boundaries and [`Entry::next_rotation`]
+//!    the round-robin start.
+//!
+//! The full path's truncation rule (how many records fit a given size, keeping the OPT) is
+//! `dns::answers_that_fit`; a fast path that uses it answers record for record the same.
 
 mod build;
 pub mod name;
