@@ -6,13 +6,13 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::auth::AdminAuth;
-use super::body::JsonObject;
+use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
 use super::peers::parse_path_name;
 use super::{Shared, rfc3339};
@@ -183,6 +183,9 @@ pub async fn create_org(
         .map_err(|err| ApiError::not_a_label("slug", text, err))?;
     let org = state.store.create_org(&slug).await?;
     tracing::info!(org = %org.slug, prefix = %org.prefix, "org created");
+    // A new org is a new DNS view; the store has published the generation that adds it.
+    let generation = *state.store.changes().borrow();
+    state.wait_published(generation).await;
     Ok((StatusCode::CREATED, Json(OrgJson::from(&org))))
 }
 
@@ -231,7 +234,7 @@ fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
 pub async fn mint_token(
     _: AdminAuth,
     State(state): State<Shared>,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
     let org = parse_org(&org)?;
@@ -284,10 +287,9 @@ pub async fn mint_token(
 pub async fn list_tokens(
     _: AdminAuth,
     State(state): State<Shared>,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> Result<Json<Vec<TokenJson>>, ApiError> {
     let org = parse_org(&org)?;
-    state.store.get_org(&org).await?;
     let tokens = state.store.list_tokens(&org).await?;
     Ok(Json(tokens.iter().map(TokenJson::from).collect()))
 }
@@ -296,7 +298,7 @@ pub async fn list_tokens(
 pub async fn delete_token(
     _: AdminAuth,
     State(state): State<Shared>,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_token_name(&name)?;
@@ -313,10 +315,9 @@ pub async fn delete_token(
 pub async fn list_peers(
     _: AdminAuth,
     State(state): State<Shared>,
-    Path(org): Path<String>,
+    ApiPath(org): ApiPath<String>,
 ) -> Result<Json<Vec<PeerJson>>, ApiError> {
     let org = parse_org(&org)?;
-    state.store.get_org(&org).await?;
     let peers = state.store.list_peers(&org).await?;
     Ok(Json(peers.iter().map(PeerJson::from).collect()))
 }
@@ -325,7 +326,7 @@ pub async fn list_peers(
 pub async fn show_peer(
     _: AdminAuth,
     State(state): State<Shared>,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<PeerWithStatus>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_path_name(&name)?;
@@ -347,7 +348,7 @@ pub async fn show_peer(
 pub async fn delete_peer(
     _: AdminAuth,
     State(state): State<Shared>,
-    Path((org, name)): Path<(String, String)>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_path_name(&name)?;

@@ -6,8 +6,10 @@
 //! is reported with its field name. Unknown fields are ignored, as flyctl may add some.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::Shared;
@@ -30,6 +32,31 @@ impl FromRequest<Shared> for JsonObject {
             }
         })?;
         parse_object(&bytes).map(JsonObject)
+    }
+}
+
+/// Path parameters, with a JSON error when they cannot be read (e.g. percent-encoded bytes that
+/// are not UTF-8).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T> FromRequestParts<Shared> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| ApiPath(value))
+            .map_err(|rejection| ApiError::InvalidField {
+                field: "path",
+                reason: format!(
+                    "cannot be read: {}; names are DNS labels",
+                    rejection.body_text()
+                ),
+            })
     }
 }
 
@@ -60,13 +87,42 @@ fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
             "the body is empty; send a JSON object".to_owned(),
         ));
     }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(ApiError::BadBody(format!(
-            "expected a JSON object, got {}",
-            kind(&other)
-        ))),
+    match serde_json::from_slice::<TopLevel>(bytes) {
+        Ok(TopLevel(map)) => Ok(map),
+        Err(err) if err.is_data() => Err(ApiError::BadBody(err.to_string())),
         Err(err) => Err(ApiError::MalformedJson(err.to_string())),
+    }
+}
+
+/// The top-level object of a body. Unlike `serde_json::Value`, it refuses duplicate keys: with
+/// `{"name":"a","name":"b"}` a proxy and this server might each believe a different name.
+struct TopLevel(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut access: A,
+            ) -> Result<TopLevel, A::Error> {
+                let mut map = Map::new();
+                while let Some((key, value)) = access.next_entry::<String, Value>()? {
+                    if map.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "field `{key}` appears more than once"
+                        )));
+                    }
+                    map.insert(key, value);
+                }
+                Ok(TopLevel(map))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
     }
 }
 
@@ -156,6 +212,15 @@ mod tests {
         ));
         assert!(matches!(parse_object(b"[1]"), Err(ApiError::BadBody(_))));
         assert!(matches!(parse_object(b"null"), Err(ApiError::BadBody(_))));
+        assert!(matches!(parse_object(b"\"s\""), Err(ApiError::BadBody(_))));
+        assert!(matches!(
+            parse_object(br#"{"a":1,"a":2}"#),
+            Err(ApiError::BadBody(msg)) if msg.contains("more than once")
+        ));
+        assert!(matches!(
+            parse_object(b"{\"a\":{\"b\":1}} x"),
+            Err(ApiError::MalformedJson(_))
+        ));
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! answers only once the DNS snapshot holding it is published (see [`ApiState::wait_published`]).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
 
 use super::auth::PeerAuth;
-use super::body::JsonObject;
+use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
 use super::{ApiState, Shared, rfc3339};
 use crate::model::{GroupName, Peer, PeerName, Region, prefix_host};
@@ -143,7 +143,7 @@ pub async fn create(
 pub async fn rekey(
     State(state): State<Shared>,
     PeerAuth(token): PeerAuth,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: JsonObject,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
@@ -189,7 +189,7 @@ pub async fn rekey(
 pub async fn show(
     State(state): State<Shared>,
     PeerAuth(token): PeerAuth,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
     let peer = state.store.token_peer(&token, &name).await?;
@@ -201,7 +201,7 @@ pub async fn show(
 pub async fn delete(
     State(state): State<Shared>,
     PeerAuth(token): PeerAuth,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_path_name(&name)?;
     let generation = state.store.delete_token_peer(&token, &name).await?;
