@@ -95,7 +95,9 @@ impl FromRequestParts<Shared> for PeerAuth {
         let secret = presented_token(&parts.headers)?;
         let token = state.store.authenticate(secret).await?;
         // The org, the token's name and group identify the caller in the logs; the secret never.
-        tracing::Span::current().record("token", tracing::field::display(&token.name));
+        let span = tracing::Span::current();
+        span.record("org", tracing::field::display(&token.org));
+        span.record("token", tracing::field::display(&token.name));
         Ok(PeerAuth(token))
     }
 }

@@ -228,6 +228,9 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             // The one place a 5xx cause is logged; the body stays generic.
             tracing::error!(status = status.as_u16(), error = %self, "request failed");
+        } else {
+            // The reason a request was refused; it names fields and names, never a secret.
+            tracing::debug!(status = status.as_u16(), error = %self.message(), "request refused");
         }
         let mut res =
             (status, Json(serde_json::json!({ "error": self.message() }))).into_response();

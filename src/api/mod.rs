@@ -87,7 +87,7 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.body_limit;
     let state: Shared = Arc::new(state);
-    Router::new()
+    let routes = Router::new()
         .route("/api/v3/wire_guard_peers", post(peers::create))
         .route(
             "/api/v3/wire_guard_peers/{name}",
@@ -115,6 +115,13 @@ pub fn router(state: ApiState) -> Router {
         // Must come after the routes: it is attached to each route registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
+        .with_state(state);
+    with_layers(routes, body_limit)
+}
+
+/// The middleware every route gets: body limit, panic catcher, request tracing.
+fn with_layers(routes: Router, body_limit: usize) -> Router {
+    routes
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
@@ -124,17 +131,22 @@ pub fn router(state: ApiState) -> Router {
                 // 5xx causes are logged once by `ApiError`; the trace layer adds no second line.
                 .on_failure(()),
         )
-        .with_state(state)
 }
 
 /// The request span: method and matched route only (never the raw URI with its names, never
-/// headers); `token` is filled in once a WireGuard token authenticated.
+/// headers); `org` and `token` (its name) are filled in once a WireGuard token authenticated.
 fn make_span<B>(req: &Request<B>) -> tracing::Span {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("(no route)", MatchedPath::as_str);
-    tracing::info_span!("http", method = %req.method(), route, token = tracing::field::Empty)
+    tracing::info_span!(
+        "http",
+        method = %req.method(),
+        route = %route,
+        org = tracing::field::Empty,
+        token = tracing::field::Empty,
+    )
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -185,6 +197,32 @@ pub fn openapi_document() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json() {
+        let routes = Router::new().route(
+            "/boom",
+            get(|| async {
+                let v: Vec<u8> = Vec::new();
+                // Index out of bounds: a bug, which must not take the server down.
+                v[usize::from(v.is_empty())].to_string()
+            }),
+        );
+        let app = with_layers(routes, 1024);
+        let req = Request::builder().uri("/boom").body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "internal error");
+        // The router still serves afterwards.
+        let req = Request::builder().uri("/boom").body(Body::empty()).unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), 500);
+    }
 
     #[test]
     fn timestamps() {

@@ -1147,3 +1147,83 @@ async fn flyctl_bytes_over_a_real_socket() {
     stop.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// Collects everything a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn logs_name_routes_but_never_secrets_and_database_failures_are_generic() {
+    let capture = LogCapture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let api = TestApi::new().await;
+    let secret = api.mint("personal", "logged", json!({})).await;
+    let wrong = "sixpn_wg_notarealsecretnotarealsecret";
+    api.create(&secret, "node-1", "", &pubkey()).await.ok();
+    api.call(
+        "GET",
+        &format!("{PEERS}/node-1"),
+        Some(&format!("Bearer FlyV1 {secret}")),
+        None,
+    )
+    .await
+    .ok();
+    api.peer("GET", &format!("{PEERS}/node-1"), wrong, None)
+        .await
+        .expect_error(401, &[]);
+    api.call("GET", "/api/v1/orgs", Some("Bearer not-the-admin"), None)
+        .await
+        .expect_error(401, &[]);
+
+    // The database goes away: a generic 5xx, logged once.
+    api.store.close().await;
+    let before = capture.text().matches("request failed").count();
+    let failed = api.call("GET", "/healthz", None, None).await;
+    assert!(failed.status.is_server_error(), "{}", failed.status);
+    let error = failed.error();
+    assert!(
+        !error.contains("pool") && !error.contains("sqlx"),
+        "{error}"
+    );
+    let failed = api.admin("GET", "/api/v1/orgs/personal/peers", None).await;
+    assert!(failed.status.is_server_error());
+    let after = capture.text().matches("request failed").count();
+    assert_eq!(after - before, 2, "each 5xx is logged exactly once");
+
+    let logs = capture.text();
+    assert!(
+        logs.contains("route=/api/v3/wire_guard_peers/{name}"),
+        "{logs}"
+    );
+    assert!(logs.contains("token=logged"), "{logs}");
+    assert!(logs.contains("peer registered"), "{logs}");
+    let hex = secret.trim_start_matches("sixpn_wg_");
+    for needle in [hex, ADMIN, "notarealsecret", "not-the-admin"] {
+        assert!(!logs.contains(needle), "{needle:?} appears in the logs");
+    }
+}
