@@ -28,7 +28,8 @@ pub struct AdminToken {
 impl AdminToken {
     /// Wraps the configured admin token. An empty token matches nothing, which locks the admin
     /// API rather than opening it.
-    pub fn new(secret: &str) -> Self {
+    pub fn new(secret: impl AsRef<str>) -> Self {
+        let secret = secret.as_ref();
         AdminToken {
             digest: Sha256::digest(secret.as_bytes()).into(),
             empty: secret.is_empty(),

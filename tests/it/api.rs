@@ -907,6 +907,11 @@ async fn healthz_and_openapi() {
 
     let doc = api.call("GET", "/api/openapi.json", None, None).await;
     let doc = doc.ok();
+    // For an external validator: `SIXPN_DUMP_OPENAPI=/tmp/openapi.json cargo test --test it
+    // healthz_and_openapi`, then e.g. Python's `openapi-spec-validator /tmp/openapi.json`.
+    if let Ok(path) = std::env::var("SIXPN_DUMP_OPENAPI") {
+        std::fs::write(path, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+    }
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"));
     let routes = [
         ("/api/v3/wire_guard_peers", &["post"][..]),
