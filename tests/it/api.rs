@@ -1153,38 +1153,23 @@ async fn flyctl_bytes_over_a_real_socket() {
     server.await.unwrap().unwrap();
 }
 
-/// Collects everything a `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+/// Set for the child process of [`logs_name_routes_but_never_secrets`].
+const LOG_CHILD_ENV: &str = "SIXPN_TEST_API_LOG_CHILD";
 
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogCapture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
+/// The logging scenario, run in a child process so that its global subscriber sees every
+/// callsite (a scoped subscriber in a binary whose other tests run in parallel misses some:
+/// tracing caches each callsite's interest process-wide). Does nothing unless started by
+/// [`logs_name_routes_but_never_secrets`].
 #[tokio::test]
-async fn logs_name_routes_but_never_secrets_and_database_failures_are_generic() {
-    let capture = LogCapture::default();
-    let subscriber = tracing_subscriber::fmt()
+async fn logs_child_process() {
+    if std::env::var_os(LOG_CHILD_ENV).is_none() {
+        return;
+    }
+    tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
-        .with_writer({
-            let capture = capture.clone();
-            move || capture.clone()
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+        .with_writer(std::io::stderr)
+        .init();
 
     let api = TestApi::new().await;
     let secret = api.mint("personal", "logged", json!({})).await;
@@ -1205,28 +1190,59 @@ async fn logs_name_routes_but_never_secrets_and_database_failures_are_generic() 
         .await
         .expect_error(401, &[]);
 
-    // The database goes away: a generic 5xx, logged once.
+    // The database goes away: a generic 5xx.
     api.store.close().await;
-    let before = capture.text().matches("request failed").count();
-    let failed = api.call("GET", "/healthz", None, None).await;
-    assert!(failed.status.is_server_error(), "{}", failed.status);
-    let error = failed.error();
-    assert!(
-        !error.contains("pool") && !error.contains("sqlx"),
-        "{error}"
-    );
-    let failed = api.admin("GET", "/api/v1/orgs/personal/peers", None).await;
-    assert!(failed.status.is_server_error());
-    let after = capture.text().matches("request failed").count();
-    assert_eq!(after - before, 2, "each 5xx is logged exactly once");
+    for (uri, auth) in [
+        ("/healthz", None),
+        (
+            "/api/v1/orgs/personal/peers",
+            Some(format!("Bearer {ADMIN}")),
+        ),
+    ] {
+        let failed = api.call("GET", uri, auth.as_deref(), None).await;
+        assert!(failed.status.is_server_error(), "{}", failed.status);
+        let error = failed.error();
+        assert!(
+            !error.contains("pool") && !error.contains("sqlx"),
+            "{error}"
+        );
+    }
+    // Not a log line: the parent needs it to search the logs.
+    println!("SECRET={secret}");
+}
 
-    let logs = capture.text();
+#[test]
+fn logs_name_routes_but_never_secrets() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "api::logs_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LOG_CHILD_ENV, "1")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{logs}");
+    let secret = stdout
+        .split_once("SECRET=")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the child did not run the scenario:\n{stdout}"));
+
     assert!(
         logs.contains("route=/api/v3/wire_guard_peers/{name}"),
         "{logs}"
     );
     assert!(logs.contains("token=logged"), "{logs}");
     assert!(logs.contains("peer registered"), "{logs}");
+    assert_eq!(
+        logs.matches("request failed").count(),
+        2,
+        "each 5xx is logged exactly once:\n{logs}"
+    );
     let hex = secret.trim_start_matches("sixpn_wg_");
     for needle in [hex, ADMIN, "notarealsecret", "not-the-admin"] {
         assert!(!logs.contains(needle), "{needle:?} appears in the logs");
