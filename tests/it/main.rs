@@ -1,3 +1,6 @@
-//! The integration test binary: one module per area.
+//! The one integration-test binary (see STYLE.md §8).
 
+mod api;
+mod api_support;
 mod dns;
+mod store;
