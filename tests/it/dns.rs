@@ -878,3 +878,95 @@ fn snapshot_handle_is_shared_and_cheap() {
     assert_eq!(handle.load().generation(), Generation(5));
     assert!(Arc::strong_count(&a) >= 1);
 }
+
+/// The publisher against a real (SQLite) store: every write's generation gets published, and the
+/// published snapshot answers with the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_follows_a_real_store() {
+    use sixpn::store::{NewPeer, NewToken, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sixpn.db").display());
+    let store = Store::open(&url, "fdaa::/16".parse().unwrap())
+        .await
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let handle = sixpn::snapshot::start(store.clone(), SnapshotSettings::default(), cancel.clone())
+        .await
+        .unwrap();
+    let personal = "personal".parse().unwrap();
+    let (_, secret) = store
+        .mint_token(
+            &personal,
+            NewToken {
+                name: "t".parse().unwrap(),
+                group: None,
+                expires_at: None,
+                max_peers: None,
+            },
+        )
+        .await
+        .unwrap();
+    let token = store.authenticate(secret.expose()).await.unwrap();
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+
+    let mut last = Generation(0);
+    for i in 0..5 {
+        let (peer, generation) = store
+            .register_peer(
+                &token,
+                NewPeer {
+                    name: format!("node-{i}").parse().unwrap(),
+                    group: "k8s".parse().unwrap(),
+                    region: "local".parse().unwrap(),
+                    pubkey: sixpn::wireguard::PrivateKey::from_bytes([i + 1; 32]).public_key(),
+                },
+            )
+            .await
+            .unwrap();
+        assert!(generation > last);
+        last = generation;
+        assert!(
+            handle
+                .wait_for_timeout(generation, Duration::from_secs(5))
+                .await,
+            "generation {generation} published"
+        );
+        let snapshot = handle.load();
+        let found = sixpn::dns::lookup(
+            &snapshot,
+            loopback,
+            &name(&format!("node-{i}._peer.internal.")),
+            RecordType::AAAA,
+        );
+        match found {
+            sixpn::dns::Lookup::Answer { set, .. } => {
+                assert_eq!(set.records()[0].data, RData::AAAA(peer.address.into()));
+            }
+            other => panic!("node-{i}: {other:?}"),
+        }
+    }
+
+    let (deleted, generation) = store
+        .delete_token(&personal, &"t".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 5);
+    assert!(
+        handle
+            .wait_for_timeout(generation, Duration::from_secs(5))
+            .await
+    );
+    let snapshot = handle.load();
+    let gone = sixpn::dns::lookup(
+        &snapshot,
+        loopback,
+        &name("k8s._g.internal."),
+        RecordType::AAAA,
+    );
+    assert!(
+        matches!(gone, sixpn::dns::Lookup::NxDomain { .. }),
+        "{gone:?}"
+    );
+    cancel.cancel();
+}
