@@ -393,3 +393,38 @@ async fn wait_for_socket(uapi: &UapiClient) -> Result<(), GatewayError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_generated_0600_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/gateway.key");
+        let key = load_or_create_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let again = load_or_create_key(&path).unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(PrivateKey::parse(&text).unwrap().public_key(), key.public_key());
+    }
+
+    #[test]
+    fn bad_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.key");
+        std::fs::write(&path, "not a key\n").unwrap();
+        assert!(matches!(
+            load_or_create_key(&path),
+            Err(GatewayError::BadKey { .. })
+        ));
+        let unreadable = dir.path().join("a-directory");
+        std::fs::create_dir(&unreadable).unwrap();
+        assert!(matches!(
+            load_or_create_key(&unreadable),
+            Err(GatewayError::KeyFile { .. })
+        ));
+    }
+}
