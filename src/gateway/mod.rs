@@ -408,7 +408,10 @@ mod tests {
         let again = load_or_create_key(&path).unwrap();
         assert_eq!(again.public_key(), key.public_key());
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(PrivateKey::parse(&text).unwrap().public_key(), key.public_key());
+        assert_eq!(
+            PrivateKey::parse(&text).unwrap().public_key(),
+            key.public_key()
+        );
     }
 
     #[test]

@@ -1,0 +1,313 @@
+//! The gateway's UAPI client and reconcile diff against a real `wireguard-go` (in a network
+//! namespace of its own, with its socket directory bind-mounted to a temp dir we can reach), and
+//! the client's error handling against a fake UAPI server.
+//!
+//! The `wireguard-go` tests need root, `ip` and `wireguard-go`; without them they print why and
+//! skip.
+
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sixpn::gateway::reconcile::{self, Change, Wanted};
+use sixpn::gateway::uapi::{DeviceUpdate, PeerUpdate, UapiClient, UapiError};
+use sixpn::wireguard::{PrivateKey, PublicKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IFACE: &str = "wgit0";
+
+/// A `wireguard-go` interface in its own network namespace; both are removed on drop.
+struct WgNetns {
+    netns: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl WgNetns {
+    fn start() -> Option<WgNetns> {
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        let have = |tool: &str| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !is_root || !have("wireguard-go") || !have("ip") || !have("unshare") {
+            eprintln!("skipped: needs root, ip, unshare and wireguard-go");
+            return None;
+        }
+        let netns = format!("sixpn-it-{}", std::process::id());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {netns}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all("/run/wireguard").expect("mkdir /run/wireguard");
+        // wireguard-go always uses /run/wireguard; give it our temp dir there, in a private
+        // mount namespace, so its socket lands where this process can reach it.
+        let script = format!(
+            "mount --bind {} /run/wireguard && exec wireguard-go -f {IFACE}",
+            dir.path().display()
+        );
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+            ])
+            .args(["sh", "-c", &script])
+            .env("LOG_LEVEL", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wireguard-go");
+        let wg = WgNetns { netns, child, dir };
+        let sock = wg.dir.path().join(format!("{IFACE}.sock"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "wireguard-go did not create {sock:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(wg)
+    }
+
+    fn client(&self) -> UapiClient {
+        UapiClient::new(Some(self.dir.path()), IFACE)
+    }
+}
+
+impl Drop for WgNetns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+fn key(n: u8) -> PublicKey {
+    PrivateKey::from_bytes([n; 32]).public_key()
+}
+
+fn wanted(name: &str, n: u8, host: u16) -> Wanted {
+    Wanted {
+        org: "personal".parse().unwrap(),
+        name: name.parse().unwrap(),
+        pubkey: key(n),
+        address: Ipv6Addr::new(0xfdaa, 0, 1, 1, 0, 0, 0, host),
+    }
+}
+
+/// Plans against the live interface, applies, and returns the changes.
+async fn converge(client: &UapiClient, want: &[Wanted]) -> Vec<Change> {
+    let device = client.get().await.unwrap();
+    let changes = reconcile::plan(want, &device.peers);
+    if !changes.is_empty() {
+        client.set(&reconcile::to_update(&changes)).await.unwrap();
+    }
+    changes
+}
+
+#[tokio::test]
+async fn uapi_and_reconcile_against_wireguard_go() {
+    let Some(wg) = WgNetns::start() else { return };
+    let client = wg.client();
+
+    // A fresh device: no key, no peers.
+    let device = client.get().await.unwrap();
+    assert!(device.private_key.is_none() && device.peers.is_empty());
+
+    // Key and port.
+    let private = PrivateKey::generate().unwrap();
+    client
+        .set(&DeviceUpdate {
+            private_key: Some(private.clone()),
+            listen_port: Some(51999),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let device = client.get().await.unwrap();
+    assert_eq!(device.listen_port, 51999);
+    assert_eq!(
+        device.private_key.unwrap().public_key(),
+        private.public_key()
+    );
+
+    // Three peers added in one request.
+    let mut want = vec![wanted("a", 1, 1), wanted("b", 2, 2), wanted("c", 3, 3)];
+    assert_eq!(converge(&client, &want).await.len(), 3);
+    let device = client.get().await.unwrap();
+    assert_eq!(device.peers.len(), 3);
+    for w in &want {
+        let peer = device
+            .peers
+            .iter()
+            .find(|p| p.public_key == *w.pubkey.as_bytes())
+            .expect("peer on the interface");
+        assert_eq!(peer.allowed_ips, w.allowed_ips());
+    }
+
+    // Give "a" and "c" state that a remove + re-add would lose (an endpoint, a keepalive).
+    for n in [1, 3] {
+        client
+            .set(&DeviceUpdate {
+                peers: vec![PeerUpdate {
+                    public_key: *key(n).as_bytes(),
+                    update_only: true,
+                    endpoint: Some("192.0.2.1:51820".parse().unwrap()),
+                    persistent_keepalive: Some(25),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    // Re-key "b": one Rekey, the address moves, the others keep their state.
+    want[1] = wanted("b", 9, 2);
+    let changes = converge(&client, &want).await;
+    assert!(
+        matches!(&changes[..], [Change::Rekey { old_key, .. }] if *old_key == *key(2).as_bytes()),
+        "{changes:?}"
+    );
+    let device = client.get().await.unwrap();
+    assert_eq!(device.peers.len(), 3);
+    assert!(
+        !device
+            .peers
+            .iter()
+            .any(|p| p.public_key == *key(2).as_bytes())
+    );
+    let b = device
+        .peers
+        .iter()
+        .find(|p| p.public_key == *key(9).as_bytes())
+        .unwrap();
+    assert_eq!(b.allowed_ips, want[1].allowed_ips());
+    for n in [1, 3] {
+        let p = device
+            .peers
+            .iter()
+            .find(|p| p.public_key == *key(n).as_bytes())
+            .unwrap();
+        assert_eq!(
+            p.endpoint.as_deref(),
+            Some("192.0.2.1:51820"),
+            "peer {n} was disturbed"
+        );
+        assert_eq!(p.persistent_keepalive, 25, "peer {n} was disturbed");
+    }
+
+    // Remove "c"; then nothing is left to do.
+    want.pop();
+    let changes = converge(&client, &want).await;
+    assert_eq!(changes, vec![Change::Remove(*key(3).as_bytes())]);
+    assert_eq!(converge(&client, &want).await, vec![]);
+    let device = client.get().await.unwrap();
+    assert_eq!(device.peers.len(), 2);
+    let a = device
+        .peers
+        .iter()
+        .find(|p| p.public_key == *key(1).as_bytes())
+        .unwrap();
+    assert_eq!(a.endpoint.as_deref(), Some("192.0.2.1:51820"));
+
+    // Drift: someone widens "a"'s allowed IPs; the reconcile narrows them, in place.
+    client
+        .set(&DeviceUpdate {
+            peers: vec![PeerUpdate {
+                public_key: *key(1).as_bytes(),
+                update_only: true,
+                allowed_ips: vec!["10.0.0.0/8".parse().unwrap()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let changes = converge(&client, &want).await;
+    assert!(
+        matches!(&changes[..], [Change::FixAllowedIps { .. }]),
+        "{changes:?}"
+    );
+    let device = client.get().await.unwrap();
+    let a = device
+        .peers
+        .iter()
+        .find(|p| p.public_key == *key(1).as_bytes())
+        .unwrap();
+    assert_eq!(a.allowed_ips, want[0].allowed_ips());
+    assert_eq!(a.endpoint.as_deref(), Some("192.0.2.1:51820"));
+}
+
+/// Serves one UAPI exchange on `path` with a canned answer and returns the request it got.
+async fn fake_uapi(path: &Path, answer: &'static str) -> tokio::task::JoinHandle<String> {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.ends_with(b"\n\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        stream.write_all(answer.as_bytes()).await.unwrap();
+        String::from_utf8(request).unwrap()
+    })
+}
+
+#[tokio::test]
+async fn uapi_client_reports_errno_and_protocol_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = UapiClient::new(Some(dir.path()), "wgfake");
+    let sock = dir.path().join("wgfake.sock");
+
+    // No socket: a Connect error that names the path.
+    let err = client.get().await.unwrap_err();
+    assert!(matches!(err, UapiError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains("wgfake.sock"), "{err}");
+
+    // The daemon refuses a set.
+    let server = fake_uapi(&sock, "errno=22\n\n").await;
+    let update = DeviceUpdate {
+        peers: vec![PeerUpdate::remove([7; 32])],
+        ..Default::default()
+    };
+    let err = client.set(&update).await.unwrap_err();
+    assert!(matches!(err, UapiError::Errno { errno: 22 }), "{err}");
+    assert_eq!(server.await.unwrap(), update.render());
+    std::fs::remove_file(&sock).unwrap();
+
+    // A get answer with a failure errno.
+    let server = fake_uapi(&sock, "errno=19\n\n").await;
+    assert!(matches!(
+        client.get().await,
+        Err(UapiError::Errno { errno: 19 })
+    ));
+    assert_eq!(server.await.unwrap(), "get=1\n\n");
+    std::fs::remove_file(&sock).unwrap();
+
+    // The daemon hangs up without an errno line.
+    let server = fake_uapi(&sock, "listen_port=1\n").await;
+    assert!(matches!(client.get().await, Err(UapiError::Protocol(_))));
+    server.await.unwrap();
+}
