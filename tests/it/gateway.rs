@@ -25,7 +25,7 @@ struct WgNetns {
 }
 
 impl WgNetns {
-    fn start() -> Option<WgNetns> {
+    fn start(tag: &str) -> Option<WgNetns> {
         let is_root = Command::new("id")
             .arg("-u")
             .output()
@@ -41,7 +41,7 @@ impl WgNetns {
             eprintln!("skipped: needs root, ip, unshare and wireguard-go");
             return None;
         }
-        let netns = format!("sixpn-it-{}", std::process::id());
+        let netns = format!("sixpn-it-{tag}-{}", std::process::id());
         let ok = Command::new("ip")
             .args(["netns", "add", &netns])
             .status()
@@ -124,7 +124,9 @@ async fn converge(client: &UapiClient, want: &[Wanted]) -> Vec<Change> {
 
 #[tokio::test]
 async fn uapi_and_reconcile_against_wireguard_go() {
-    let Some(wg) = WgNetns::start() else { return };
+    let Some(wg) = WgNetns::start("uapi") else {
+        return;
+    };
     let client = wg.client();
 
     // A fresh device: no key, no peers.
@@ -254,6 +256,232 @@ async fn uapi_and_reconcile_against_wireguard_go() {
         .unwrap();
     assert_eq!(a.allowed_ips, want[0].allowed_ips());
     assert_eq!(a.endpoint.as_deref(), Some("192.0.2.1:51820"));
+}
+
+/// Set in the child that [`gateway_start_keeps_the_interface_in_step`] runs inside the namespace.
+const INNER: &str = "SIXPN_IT_GATEWAY_INNER_DIR";
+
+/// `gateway::start` with a real store on a real wireguard-go interface. The outer test makes the
+/// namespace and the interface, then runs this same test again inside the namespace (`ip netns
+/// exec <this binary>`), where `start` can set addresses and routes on the interface.
+#[tokio::test]
+async fn gateway_start_keeps_the_interface_in_step() {
+    if let Ok(dir) = std::env::var(INNER) {
+        return gateway_start_inner(Path::new(&dir)).await;
+    }
+    let Some(wg) = WgNetns::start("start") else {
+        return;
+    };
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &wg.netns])
+        .arg(&exe)
+        .args([
+            "gateway::gateway_start_keeps_the_interface_in_step",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(INNER, wg.dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "inner test failed:\n{text}");
+    assert!(text.contains("1 passed"), "inner test did not run:\n{text}");
+}
+
+async fn ip_json(args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new("ip")
+        .arg("-json")
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "ip {args:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn gateway_start_inner(uapi_dir: &Path) {
+    use sixpn::config::GatewayConfig;
+    use sixpn::store::{NewPeer, NewToken, Store};
+
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", data.path().join("sixpn.db").display());
+    let store = Store::open(&url, "fdaa::/16".parse().unwrap())
+        .await
+        .unwrap();
+    let org_slug: sixpn::model::OrgSlug = "personal".parse().unwrap();
+    let org = store.get_org(&org_slug).await.unwrap();
+    let (_, secret) = store
+        .mint_token(
+            &org_slug,
+            NewToken {
+                name: "web".parse().unwrap(),
+                group: Some("web".parse().unwrap()),
+                expires_at: None,
+                max_peers: None,
+            },
+        )
+        .await
+        .unwrap();
+    let token = store.authenticate(secret.expose()).await.unwrap();
+    let register = |name: &str, region: &str, n: u8| NewPeer {
+        name: name.parse().unwrap(),
+        group: "web".parse().unwrap(),
+        region: region.parse().unwrap(),
+        pubkey: key(n),
+    };
+    let (a, _) = store
+        .register_peer(&token, register("a", "e2e", 1))
+        .await
+        .unwrap();
+    let (b, _) = store
+        .register_peer(&token, register("b", "e2e", 2))
+        .await
+        .unwrap();
+    // Another region's peer never lands on this interface.
+    store
+        .register_peer(&token, register("far", "other", 3))
+        .await
+        .unwrap();
+
+    let config = GatewayConfig {
+        interface: IFACE.into(),
+        region: "e2e".parse().unwrap(),
+        private_key_file: Some(data.path().join("keys/gateway.key")),
+        listen_port: 51888,
+        uapi_dir: Some(uapi_dir.to_owned()),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let handle = sixpn::gateway::start(&config, store.clone(), cancel.clone())
+        .await
+        .unwrap();
+    let client = UapiClient::new(Some(uapi_dir), IFACE);
+
+    // Key, port, peers.
+    let device = client.get().await.unwrap();
+    assert_eq!(device.listen_port, 51888);
+    assert_eq!(
+        device.private_key.unwrap().public_key(),
+        handle.public_key()
+    );
+    let mut keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
+    keys.sort();
+    let mut expect = vec![*a.pubkey.as_bytes(), *b.pubkey.as_bytes()];
+    expect.sort();
+    assert_eq!(keys, expect);
+
+    // Addresses (::1 and ::3 as /128), link up, the org's /48 routed with source ::3.
+    let link = ip_json(&["-6", "addr", "show", "dev", IFACE]).await;
+    let flags = link[0]["flags"].as_array().unwrap();
+    assert!(flags.iter().any(|f| f == "UP"), "{link}");
+    let addrs: Vec<String> = link[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    assert!(
+        addrs.contains(&format!("{}/128", org.gateway_addr())),
+        "{addrs:?}"
+    );
+    assert!(
+        addrs.contains(&format!("{}/128", org.dns_addr())),
+        "{addrs:?}"
+    );
+    let routes = ip_json(&["-6", "route", "show", "dev", IFACE]).await;
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == org.prefix.to_string().as_str()
+                && r["prefsrc"] == org.dns_addr().to_string().as_str()),
+        "{routes}"
+    );
+
+    // Status of a configured peer (no handshake yet), and of an unknown key.
+    let status = handle.peer_status(&a.pubkey).await.unwrap();
+    assert_eq!(status.last_handshake, None);
+    assert_eq!(status.rx_bytes, 0);
+    assert!(handle.peer_status(&key(99)).await.is_none());
+
+    // Mark "a" so that a remove + re-add would show.
+    client
+        .set(&DeviceUpdate {
+            peers: vec![PeerUpdate {
+                public_key: *a.pubkey.as_bytes(),
+                update_only: true,
+                endpoint: Some("192.0.2.7:51820".parse().unwrap()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Re-key "b": applied in place; "a" untouched.
+    let (b2, generation) = store.rekey_peer(&token, &b.name, key(4)).await.unwrap();
+    let mut applied = handle.applied();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        applied.wait_for(|g| *g >= generation),
+    )
+    .await
+    .expect("gateway applies the re-key")
+    .unwrap();
+    let device = client.get().await.unwrap();
+    assert_eq!(device.peers.len(), 2);
+    let peer_b = device
+        .peers
+        .iter()
+        .find(|p| p.public_key == *b2.pubkey.as_bytes())
+        .expect("new key on the interface");
+    assert_eq!(
+        peer_b.allowed_ips,
+        vec![format!("{}/128", b.address).parse().unwrap()]
+    );
+    let peer_a = device
+        .peers
+        .iter()
+        .find(|p| p.public_key == *a.pubkey.as_bytes())
+        .unwrap();
+    assert_eq!(peer_a.endpoint.as_deref(), Some("192.0.2.7:51820"));
+
+    // Drift: a stray peer added by hand is removed on the next change.
+    client
+        .set(&DeviceUpdate {
+            peers: vec![PeerUpdate::upsert(*key(50).as_bytes(), vec![])],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Delete "a": gone from the interface.
+    let generation = store.delete_peer(&org_slug, &a.name).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        applied.wait_for(|g| *g >= generation),
+    )
+    .await
+    .expect("gateway applies the delete")
+    .unwrap();
+    let device = client.get().await.unwrap();
+    let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
+    assert_eq!(keys, vec![*b2.pubkey.as_bytes()]);
+
+    // A second start with the same key file keeps the key.
+    cancel.cancel();
+    let again = sixpn::gateway::start(
+        &config,
+        store.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.public_key(), handle.public_key());
 }
 
 /// Serves one UAPI exchange on `path` with a canned answer and returns the request it got.
