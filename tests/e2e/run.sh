@@ -29,6 +29,8 @@ GW_IP=10.99.0.1
 API=http://$GW_IP:4280
 ADMIN_TOKEN=e2e-admin-$RANDOM$RANDOM
 WG_UP=$root/deploy/node/sixpn-wg-up.sh
+# The system python (a version-manager shim may not exec through, which would hide its PID).
+PYTHON=$(command -v /usr/bin/python3 || command -v python3)
 HAPROXY_CFG=$root/deploy/haproxy/haproxy.cfg
 # HAProxy's removal bound: `timeout resolve` + `hold obsolete` in haproxy.cfg, plus slack for
 # the resolution in flight and this script's polling.
@@ -68,7 +70,10 @@ nsrun() {
 nsbg() {
     local ns=$1 name=$2
     shift 2
-    nsrun "$ns" "$@" >"$work/$name.log" 2>&1 &
+    # Not through the nsrun function: `func &` would fork a subshell and $! would be its PID.
+    ip netns exec "$ns" unshare -m --propagation private \
+        sh -c 'mount --bind "$0" /run/wireguard && exec "$@"' "$work/$ns/run" "$@" \
+        >"$work/$name.log" 2>&1 &
     pids+=($!)
     last_pid=$!
 }
@@ -255,7 +260,7 @@ for n in 1 2; do
     addr[$n]=$(conf_addr "${conf[$n]}")
     mkdir -p "$work/$name/www"
     echo "$name" >"$work/$name/www/index.html"
-    nsbg "$ns" "http-$name" python3 -m http.server 8080 --bind "${addr[$n]}" --directory "$work/$name/www"
+    nsbg "$ns" "http-$name" "$PYTHON" -m http.server 8080 --bind "${addr[$n]}" --directory "$work/$name/www"
     httppid[$n]=$last_pid
 done
 ORG_DNS=$(conf_dns "${conf[1]}")
@@ -283,15 +288,20 @@ log "starting HAProxy ($HAPROXY_CFG) in $NS_GW"
 haproxy_sock=$work/haproxy.sock
 nsbg "$NS_GW" haproxy env SIXPN_DNS="$ORG_DNS" HAPROXY_LISTEN=127.0.0.1:8080 HAPROXY_STATS="$haproxy_sock" \
     haproxy -f "$HAPROXY_CFG" -db
-haproxy_addrs() {
-    # The addresses HAProxy's server slots hold now (from its runtime API).
+# haproxy_servers: "address op_state" of each server slot that holds an address, from HAProxy's
+# runtime API (op_state 2 = running, i.e. its health check passes).
+haproxy_servers() {
     echo "show servers state web" | nsrun "$NS_GW" socat - "UNIX-CONNECT:$haproxy_sock" 2>/dev/null |
-        awk 'NR > 2 && $5 != "-" && $5 != "::" && $5 != "0.0.0.0" { print $5 }' | sort
+        awk 'NR > 2 && NF > 6 && $5 != "-" && $5 != "::" && $5 != "0.0.0.0" { print $5, $6 }' | sort
 }
-haproxy_has_both() { test "$(haproxy_addrs)" = "$expected"; }
-haproxy_up() { nsrun "$NS_GW" curl -fsS -o /dev/null http://127.0.0.1:8080/; }
-wait_for 20 haproxy_has_both || fail "(b) HAProxy resolved both nodes (has: $(haproxy_addrs | tr '\n' ' '))"
-wait_for 10 haproxy_up
+haproxy_addrs() { haproxy_servers | awk '{ print $1 }'; }
+# Both nodes resolved and passing their health checks.
+haproxy_both_up() { test "$(haproxy_servers | awk '$2 == 2 { print $1 }')" = "$expected"; }
+if wait_for 20 haproxy_both_up; then
+    pass "(b) HAProxy resolved web._g.internal to both nodes and their checks pass"
+else
+    fail "(b) HAProxy resolved both nodes (has: $(haproxy_servers | tr '\n' ' '))"
+fi
 # spread N: N requests through HAProxy; prints "n1=X n2=Y other=Z".
 spread() {
     local n1=0 n2=0 other=0 body
@@ -348,7 +358,7 @@ wg_down "$NS_N1" "$wg_pid"
 wg_up "$NS_N1" "$new_conf" || fail "(c) bringing up n1 with the new config"
 wgpid[1]=$wg_pid
 stop_pid "${httppid[1]}" # bind again on the new wg0
-nsbg "$NS_N1" http-n1b python3 -m http.server 8080 --bind "${addr[1]}" --directory "$work/n1/www"
+nsbg "$NS_N1" http-n1b "$PYTHON" -m http.server 8080 --bind "${addr[1]}" --directory "$work/n1/www"
 check "(c) with the new key, ping6 to the gateway works" nsrun "$NS_N1" ping -6 -c 2 -i 0.3 -W 2 "$ORG_GW"
 check "(c) with the new key, ping6 to n2 works" nsrun "$NS_N1" ping -6 -c 2 -i 0.3 -W 2 "${addr[2]}"
 hs=$(nsrun "$NS_N1" wg show wg0 latest-handshakes | awk '{ print $2 }')
@@ -357,7 +367,7 @@ check "(c) DNS still lists both nodes after the re-key" test "$(dig_group "$NS_N
 
 # ----------------------------------------------------------------------------- (d) delete
 log "(d) deleting n2's token"
-wait_for 20 haproxy_has_both || fail "(d) HAProxy has both nodes before the delete"
+wait_for 20 haproxy_both_up || fail "(d) HAProxy has both nodes up before the delete ($(haproxy_servers | tr '\n' ' '))"
 t0=$(now_ms)
 admin token delete n2 >"$work/token-delete.log" 2>&1 || fail "(d) sixpn token delete n2 (see token-delete.log)"
 t_cli=$(now_ms)
