@@ -14,13 +14,15 @@
 //! with only the differences, so an unchanged peer is never touched and a re-keyed peer's address
 //! moves to its new key in the same request that removes the old key.
 //!
-//! The interface is driven through the cross-platform UAPI socket ([`uapi`]); the kernel module
-//! (netlink) is not supported. This module never logs a private key; it logs peer names and
+//! The interface is driven through the cross-platform UAPI socket ([`uapi`]) when it has one;
+//! otherwise through wireguard-tools' `wg` command ([`wgtool`]), which reaches the kernel module
+//! over netlink. This module never logs a private key; it logs peer names and
 //! public keys at `info` when it changes them.
 
 pub mod netif;
 pub mod reconcile;
 pub mod uapi;
+pub mod wgtool;
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -39,7 +41,8 @@ use crate::wireguard::{KeyError, PrivateKey, PublicKey};
 
 use self::netif::{NetifError, OrgAddrs};
 use self::reconcile::{Change, Wanted};
-use self::uapi::{DeviceUpdate, PeerInfo, RawKey, UapiClient, UapiError};
+use self::uapi::{Device, DeviceUpdate, PeerInfo, RawKey, UapiClient, UapiError};
+use self::wgtool::{WgTool, WgToolError};
 
 /// How often the gateway reconciles without being told of a change, to repair drift.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(30);
@@ -78,6 +81,9 @@ pub enum GatewayError {
     /// The WireGuard interface could not be read or changed.
     #[error(transparent)]
     Uapi(#[from] UapiError),
+    /// `wg` failed on an interface without a UAPI socket (kernel WireGuard).
+    #[error(transparent)]
+    WgTool(#[from] WgToolError),
     /// The interface's addresses or routes could not be set.
     #[error(transparent)]
     Netif(#[from] NetifError),
@@ -92,9 +98,42 @@ pub struct GatewayHandle {
     inner: Arc<Inner>,
 }
 
+/// How the gateway reads and changes the interface.
+#[derive(Debug, Clone)]
+enum Link {
+    /// The UAPI socket of a userspace implementation.
+    Uapi(UapiClient),
+    /// The `wg` command, for an interface with no socket (the kernel module, over netlink).
+    Wg(WgTool),
+}
+
+impl Link {
+    async fn get(&self) -> Result<Device, GatewayError> {
+        Ok(match self {
+            Link::Uapi(c) => c.get().await?,
+            Link::Wg(w) => w.get().await?,
+        })
+    }
+
+    async fn set(&self, update: &DeviceUpdate) -> Result<(), GatewayError> {
+        match self {
+            Link::Uapi(c) => c.set(update).await?,
+            Link::Wg(w) => w.set(update).await?,
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Link::Uapi(c) => format!("UAPI socket {}", c.path().display()),
+            Link::Wg(_) => "the wg command (no UAPI socket: kernel WireGuard)".to_owned(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    uapi: UapiClient,
+    link: Link,
     interface: String,
     region: RegionCode,
     public_key: PublicKey,
@@ -126,7 +165,7 @@ impl GatewayHandle {
     /// Live status of the peer with this public key on the interface, if it is there.
     /// `None` also when the interface cannot be read (logged at `warn`).
     pub async fn peer_status(&self, key: &PublicKey) -> Option<PeerStatus> {
-        match self.inner.uapi.get().await {
+        match self.inner.link.get().await {
             Ok(device) => device
                 .peers
                 .iter()
@@ -144,7 +183,7 @@ impl GatewayHandle {
     /// # Errors
     /// [`GatewayError::Uapi`] when the interface cannot be read.
     pub async fn peer_statuses(&self) -> Result<HashMap<RawKey, PeerStatus>, GatewayError> {
-        let device = self.inner.uapi.get().await?;
+        let device = self.inner.link.get().await?;
         Ok(device
             .peers
             .iter()
@@ -210,7 +249,7 @@ pub fn load_or_create_key(path: &Path) -> Result<PrivateKey, GatewayError> {
 /// Everything one reconcile needs.
 struct Reconciler {
     store: Store,
-    uapi: UapiClient,
+    link: Link,
     interface: String,
     region: RegionCode,
     key: PrivateKey,
@@ -221,7 +260,7 @@ impl Reconciler {
     /// Makes the interface equal to the store once; returns the generation it now reflects.
     async fn run(&self) -> Result<Generation, GatewayError> {
         let dump = self.store.load_all().await?;
-        let device = self.uapi.get().await?;
+        let device = self.link.get().await?;
 
         let mut update = DeviceUpdate::default();
         let public_key = self.key.public_key();
@@ -234,7 +273,7 @@ impl Reconciler {
             update.listen_port = Some(self.listen_port);
         }
         if !update.is_empty() {
-            self.uapi.set(&update).await?;
+            self.link.set(&update).await?;
         }
 
         let orgs: Vec<OrgAddrs> = dump
@@ -263,7 +302,7 @@ impl Reconciler {
             .collect();
         let changes = reconcile::plan(&wanted, &device.peers);
         if !changes.is_empty() {
-            self.uapi.set(&reconcile::to_update(&changes)).await?;
+            self.link.set(&reconcile::to_update(&changes)).await?;
             for change in &changes {
                 log_change(&self.interface, change);
             }
@@ -296,9 +335,10 @@ fn base64_key(raw: &RawKey) -> String {
 
 /// Starts the gateway on `config.interface` and returns once the interface reflects the store.
 ///
-/// The interface must exist and its UAPI socket (`<uapi_dir>/<interface>.sock`, default
-/// `/run/wireguard`) must appear within a few seconds. The reconcile loop runs on a spawned task
-/// until `cancel` fires; later failures are logged and retried, never fatal.
+/// The interface must exist within a few seconds: its UAPI socket (`<uapi_dir>/<interface>.sock`,
+/// default `/run/wireguard`) must answer, or else `wg show <interface>` must know it (kernel).
+/// The reconcile loop runs on a spawned task until `cancel` fires; later failures are logged and
+/// retried, never fatal.
 ///
 /// # Errors
 /// [`GatewayError`] when the key file, the interface, `ip` or the store fails on the first
@@ -314,12 +354,11 @@ pub async fn start(
         .ok_or(GatewayError::NoKeyFile)?;
     let key = load_or_create_key(key_path)?;
     let public_key = key.public_key();
-    let uapi = UapiClient::new(config.uapi_dir.as_deref(), &config.interface);
-    wait_for_socket(&uapi).await?;
+    let link = connect(config).await?;
 
     let reconciler = Reconciler {
         store: store.clone(),
-        uapi: uapi.clone(),
+        link: link.clone(),
         interface: config.interface.clone(),
         region: config.region.clone(),
         key,
@@ -329,7 +368,7 @@ pub async fn start(
     let mut changes = store.changes();
     changes.mark_unchanged();
     let generation = reconciler.run().await?;
-    tracing::info!(interface = %config.interface, region = %config.region, public_key = %public_key, port = config.listen_port, %generation, "gateway started");
+    tracing::info!(interface = %config.interface, region = %config.region, public_key = %public_key, port = config.listen_port, %generation, via = %link.describe(), "gateway started");
     let (applied_tx, applied) = watch::channel(generation);
 
     tokio::spawn(async move {
@@ -368,7 +407,7 @@ pub async fn start(
 
     Ok(GatewayHandle {
         inner: Arc::new(Inner {
-            uapi,
+            link,
             interface: config.interface.clone(),
             region: config.region.clone(),
             public_key,
@@ -377,20 +416,26 @@ pub async fn start(
     })
 }
 
-/// Waits until the UAPI socket answers, up to [`SOCKET_WAIT`] (the daemon may start alongside us).
-async fn wait_for_socket(uapi: &UapiClient) -> Result<(), GatewayError> {
+/// Finds the interface: its UAPI socket when it answers, else `wg` when it knows the interface
+/// (the kernel module). Waits up to [`SOCKET_WAIT`], since the daemon may start alongside us.
+async fn connect(config: &GatewayConfig) -> Result<Link, GatewayError> {
+    let uapi = UapiClient::new(config.uapi_dir.as_deref(), &config.interface);
+    let wg = WgTool::new(&config.interface);
     let deadline = tokio::time::Instant::now() + SOCKET_WAIT;
     loop {
-        match uapi.get().await {
-            Ok(_) => return Ok(()),
-            Err(e @ UapiError::Connect { .. }) if tokio::time::Instant::now() >= deadline => {
-                return Err(e.into());
-            }
-            Err(UapiError::Connect { .. }) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        let err = match uapi.get().await {
+            Ok(_) => return Ok(Link::Uapi(uapi)),
+            Err(e @ UapiError::Connect { .. }) => e,
             Err(e) => return Err(e.into()),
+        };
+        if wg.get().await.is_ok() {
+            return Ok(Link::Wg(wg));
         }
+        if tokio::time::Instant::now() >= deadline {
+            // Report the socket error: a userspace daemon is the usual setup.
+            return Err(err.into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -258,32 +258,38 @@ async fn uapi_and_reconcile_against_wireguard_go() {
     assert_eq!(a.endpoint.as_deref(), Some("192.0.2.1:51820"));
 }
 
-/// Set in the child that [`gateway_start_keeps_the_interface_in_step`] runs inside the namespace.
+/// Set in the child that the `gateway_start_*` tests run inside the namespace: the UAPI dir.
 const INNER: &str = "SIXPN_IT_GATEWAY_INNER_DIR";
+/// Set with [`INNER`] to drive the interface through `wg` instead of the socket.
+const INNER_WG: &str = "SIXPN_IT_GATEWAY_INNER_WG";
 
-/// `gateway::start` with a real store on a real wireguard-go interface. The outer test makes the
-/// namespace and the interface, then runs this same test again inside the namespace (`ip netns
-/// exec <this binary>`), where `start` can set addresses and routes on the interface.
-#[tokio::test]
-async fn gateway_start_keeps_the_interface_in_step() {
-    if let Ok(dir) = std::env::var(INNER) {
-        return gateway_start_inner(Path::new(&dir)).await;
-    }
-    let Some(wg) = WgNetns::start("start") else {
-        return;
-    };
+/// Runs `test` of this binary again inside `wg`'s namespace, with /run/wireguard bound to the
+/// interface's socket dir (so `wg` finds it), and checks that it passed.
+fn run_inside(wg: &WgNetns, test: &str, via_wg: bool) {
     let exe = std::env::current_exe().unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &wg.netns])
-        .arg(&exe)
-        .args([
-            "gateway::gateway_start_keeps_the_interface_in_step",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(INNER, wg.dir.path())
-        .output()
-        .unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &wg.netns,
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+    ])
+    .args([
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /run/wireguard && exec \"$@\"",
+    ])
+    .arg(wg.dir.path())
+    .arg(&exe)
+    .args([test, "--exact", "--nocapture"])
+    .env(INNER, wg.dir.path());
+    if via_wg {
+        cmd.env(INNER_WG, "1");
+    }
+    let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -291,6 +297,37 @@ async fn gateway_start_keeps_the_interface_in_step() {
     );
     assert!(out.status.success(), "inner test failed:\n{text}");
     assert!(text.contains("1 passed"), "inner test did not run:\n{text}");
+}
+
+/// `gateway::start` with a real store on a real wireguard-go interface, through its UAPI socket.
+/// The outer test makes the namespace and the interface, then runs this same test again inside
+/// the namespace, where `start` can set addresses and routes on the interface.
+#[tokio::test]
+async fn gateway_start_keeps_the_interface_in_step() {
+    if let Ok(dir) = std::env::var(INNER) {
+        return gateway_start_inner(Path::new(&dir), false).await;
+    }
+    let Some(wg) = WgNetns::start("start") else {
+        return;
+    };
+    run_inside(
+        &wg,
+        "gateway::gateway_start_keeps_the_interface_in_step",
+        false,
+    );
+}
+
+/// The same through the `wg` command (the path kernel WireGuard takes): the configured UAPI dir
+/// has no socket, so `start` falls back to `wg`, which finds wireguard-go's socket itself.
+#[tokio::test]
+async fn gateway_start_through_the_wg_command() {
+    if let Ok(dir) = std::env::var(INNER) {
+        return gateway_start_inner(Path::new(&dir), true).await;
+    }
+    let Some(wg) = WgNetns::start("startwg") else {
+        return;
+    };
+    run_inside(&wg, "gateway::gateway_start_through_the_wg_command", true);
 }
 
 async fn ip_json(args: &[&str]) -> serde_json::Value {
@@ -304,7 +341,8 @@ async fn ip_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-async fn gateway_start_inner(uapi_dir: &Path) {
+async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
+    assert_eq!(via_wg, std::env::var(INNER_WG).is_ok());
     use sixpn::config::GatewayConfig;
     use sixpn::store::{NewPeer, NewToken, Store};
 
@@ -353,7 +391,11 @@ async fn gateway_start_inner(uapi_dir: &Path) {
         region: "e2e".parse().unwrap(),
         private_key_file: Some(data.path().join("keys/gateway.key")),
         listen_port: 51888,
-        uapi_dir: Some(uapi_dir.to_owned()),
+        uapi_dir: Some(if via_wg {
+            data.path().join("no-socket-here")
+        } else {
+            uapi_dir.to_owned()
+        }),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let handle = sixpn::gateway::start(&config, store.clone(), cancel.clone())
