@@ -333,16 +333,11 @@ fn base64_key(raw: &RawKey) -> String {
     base64::engine::general_purpose::STANDARD.encode(raw)
 }
 
-/// Starts the gateway on `config.interface` and returns once the interface reflects the store.
-///
-/// The interface must exist within a few seconds: its UAPI socket (`<uapi_dir>/<interface>.sock`,
-/// default `/run/wireguard`) must answer, or else `wg show <interface>` must know it (kernel).
-/// The reconcile loop runs on a spawned task until `cancel` fires; later failures are logged and
-/// retried, never fatal.
+/// Starts the gateway on `config.interface` with the key from `config.private_key_file`
+/// (generated when missing, see [`load_or_create_key`]); see [`start_with_key`].
 ///
 /// # Errors
-/// [`GatewayError`] when the key file, the interface, `ip` or the store fails on the first
-/// reconcile.
+/// [`GatewayError::NoKeyFile`] when no key file is configured, else as [`start_with_key`].
 pub async fn start(
     config: &GatewayConfig,
     store: Store,
@@ -353,6 +348,25 @@ pub async fn start(
         .as_deref()
         .ok_or(GatewayError::NoKeyFile)?;
     let key = load_or_create_key(key_path)?;
+    start_with_key(config, key, store, cancel).await
+}
+
+/// Starts the gateway on `config.interface` with `key` (`config.private_key_file` is ignored)
+/// and returns once the interface reflects the store.
+///
+/// The interface must exist within a few seconds: its UAPI socket (`<uapi_dir>/<interface>.sock`,
+/// default `/run/wireguard`) must answer, or else `wg show <interface>` must know it (kernel).
+/// The reconcile loop runs on a spawned task until `cancel` fires; later failures are logged and
+/// retried, never fatal.
+///
+/// # Errors
+/// [`GatewayError`] when the interface, `ip` or the store fails on the first reconcile.
+pub async fn start_with_key(
+    config: &GatewayConfig,
+    key: PrivateKey,
+    store: Store,
+    cancel: CancellationToken,
+) -> Result<GatewayHandle, GatewayError> {
     let public_key = key.public_key();
     let link = connect(config).await?;
 
