@@ -383,6 +383,7 @@ pub async fn start_with_key(
     changes.mark_unchanged();
     let generation = reconciler.run().await?;
     tracing::info!(interface = %config.interface, region = %config.region, public_key = %public_key, port = config.listen_port, %generation, via = %link.describe(), "gateway started");
+    warn_if_not_forwarding();
     let (applied_tx, applied) = watch::channel(generation);
 
     tokio::spawn(async move {
@@ -428,6 +429,18 @@ pub async fn start_with_key(
             applied,
         }),
     })
+}
+
+/// Peers reach each other through the gateway only when the host forwards IPv6. Changing a
+/// host-wide sysctl is the operator's call (deploy/gateway/99-sixpn.conf), so only say so.
+fn warn_if_not_forwarding() {
+    const PATH: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+    if std::fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "0") {
+        tracing::warn!(
+            "IPv6 forwarding is off ({PATH} = 0): peers reach the gateway but not each other; \
+             set net.ipv6.conf.all.forwarding = 1 to route between them"
+        );
+    }
 }
 
 /// Finds the interface: its UAPI socket when it answers, else `wg` when it knows the interface

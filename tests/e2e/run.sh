@@ -155,6 +155,8 @@ for ns in "$NS_GW" "$NS_N1" "$NS_N2"; do
     mkdir -p "$work/$ns/run"
     ip -n "$ns" link set lo up
 done
+# The gateway routes between peers (deploy/gateway/99-sixpn.conf sets the same on a host).
+ip netns exec "$NS_GW" sysctl -qw net.ipv6.conf.all.forwarding=1
 ip -n "$NS_GW" link add br0 type bridge
 ip -n "$NS_GW" addr add "$GW_IP/24" dev br0
 ip -n "$NS_GW" link set br0 up
@@ -177,7 +179,8 @@ data_dir = "$work/gw/data"
 listen = "$GW_IP:4280"
 
 [dns]
-listen = ["[::]:53", "0.0.0.0:53"]
+# Dual-stack: IPv4 too. The org ::3 addresses come up on wg0 when the gateway starts.
+listen = ["[::]:53"]
 ttl = 5
 
 [[regions]]
@@ -196,9 +199,12 @@ wait_for 10 test -S "$work/$NS_GW/run/wg0.sock" || die "wireguard-go did not sta
 nsbg "$NS_GW" sixpn-serve env RUST_LOG=info,hickory_server=warn SIXPN_ADMIN_TOKEN="$ADMIN_TOKEN" \
     "$sixpn" serve --config "$work/gw/sixpn.toml"
 serve_pid=$last_pid
-api_up() { nsrun "$NS_GW" curl -fsS -o /dev/null "$API/api/openapi.json"; }
+api_up() {
+    kill -0 "$serve_pid" || return 0 # exited: stop waiting
+    nsrun "$NS_GW" curl -fsS -o /dev/null "$API/healthz"
+}
 wait_for 30 api_up || die "sixpn serve did not come up (see sixpn-serve.log)"
-kill -0 "$serve_pid" || die "sixpn serve exited"
+kill -0 "$serve_pid" 2>/dev/null || die "sixpn serve exited (see sixpn-serve.log)"
 pass "sixpn serve runs in gateway mode on wireguard-go"
 
 admin() {
