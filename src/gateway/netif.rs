@@ -6,9 +6,17 @@
 //! address the kernel picks for the route back, and `dig` drops an answer that does not come from
 //! the address it asked. With `src ::3` the answer comes from `::3`.
 //!
+//! Orgs are isolated from each other: with IPv6 forwarding on, the kernel would route a packet
+//! from one org's peer to another org's /48. Two policy rules per interface stop that: packets
+//! that arrive on the interface are routed only from an org's /48 to the same /48
+//! ([`RULE_PREF_ORG`], one rule per org), and everything else arriving there is refused with an
+//! ICMPv6 "administratively prohibited" ([`RULE_PREF_PROHIBIT`]). Traffic to the gateway's own
+//! addresses is delivered by the `local` table before these rules, and traffic the gateway sends
+//! does not arrive on the interface, so neither is affected.
+//!
 //! The state is read with `ip -json` and compared first ([`plan`] is pure), so a steady interface
-//! costs three read-only commands per reconcile and nothing is ever removed: addresses and routes
-//! the gateway did not add are left alone.
+//! costs three read-only `ip` commands per reconcile and nothing is ever removed: addresses, routes and
+//! rules the gateway did not add are left alone.
 
 use std::collections::HashSet;
 use std::net::Ipv6Addr;
@@ -61,7 +69,27 @@ pub struct LinkState {
     pub addrs: HashSet<(Ipv6Addr, u8)>,
     /// Its IPv6 routes: destination and preferred source.
     pub routes: HashSet<(Ipv6Net, Option<Ipv6Addr>)>,
+    /// The IPv6 policy rules for packets arriving on it.
+    pub rules: HashSet<Rule>,
 }
+
+/// An IPv6 policy rule that matches packets arriving on the interface (`iif`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// Its priority.
+    pub pref: u32,
+    /// `from`, `None` for all.
+    pub from: Option<Ipv6Net>,
+    /// `to`, `None` for all.
+    pub to: Option<Ipv6Net>,
+    /// `lookup main`, `prohibit`, ...: the table name or the action.
+    pub action: String,
+}
+
+/// Priority of the per-org rules: from the org's /48 to the same /48, look up `main`.
+pub const RULE_PREF_ORG: u32 = 31000;
+/// Priority of the rule refusing whatever else arrives on the interface.
+pub const RULE_PREF_PROHIBIT: u32 = 31001;
 
 /// The `ip` invocations that bring `state` to what `orgs` need. Never removes anything.
 pub fn plan(iface: &str, state: &LinkState, orgs: &[OrgAddrs]) -> Vec<Vec<String>> {
@@ -102,7 +130,88 @@ pub fn plan(iface: &str, state: &LinkState, orgs: &[OrgAddrs]) -> Vec<Vec<String
             ]);
         }
     }
+    for org in orgs {
+        let prefix = org.prefix.trunc();
+        let rule = Rule {
+            pref: RULE_PREF_ORG,
+            from: Some(prefix),
+            to: Some(prefix),
+            action: "main".to_owned(),
+        };
+        if !state.rules.contains(&rule) {
+            cmds.push(vec![
+                s("-6"),
+                s("rule"),
+                s("add"),
+                s("pref"),
+                RULE_PREF_ORG.to_string(),
+                s("iif"),
+                s(iface),
+                s("from"),
+                prefix.to_string(),
+                s("to"),
+                prefix.to_string(),
+                s("lookup"),
+                s("main"),
+            ]);
+        }
+    }
+    // Last, so an org's own traffic is never refused while its rule is being added.
+    let prohibit = Rule {
+        pref: RULE_PREF_PROHIBIT,
+        from: None,
+        to: None,
+        action: "prohibit".to_owned(),
+    };
+    if !state.rules.contains(&prohibit) {
+        cmds.push(vec![
+            s("-6"),
+            s("rule"),
+            s("add"),
+            s("pref"),
+            RULE_PREF_PROHIBIT.to_string(),
+            s("iif"),
+            s(iface),
+            s("prohibit"),
+        ]);
+    }
     cmds
+}
+
+#[derive(Deserialize)]
+struct JsonRule {
+    priority: u32,
+    src: Option<String>,
+    srclen: Option<u8>,
+    dst: Option<String>,
+    dstlen: Option<u8>,
+    iif: Option<String>,
+    table: Option<String>,
+    action: Option<String>,
+}
+
+/// Parses `ip -json -6 rule show`, keeping the rules with `iif <iface>`.
+fn parse_rules(json: &str, iface: &str, state: &mut LinkState) -> Result<(), String> {
+    let rules: Vec<JsonRule> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let net = |addr: Option<String>, len: Option<u8>| -> Option<Ipv6Net> {
+        let addr = addr?.parse::<Ipv6Addr>().ok()?;
+        Ipv6Net::new(addr, len.unwrap_or(128)).ok()
+    };
+    for r in rules {
+        if r.iif.as_deref() != Some(iface) {
+            continue;
+        }
+        let Some(action) = r.action.or(r.table) else {
+            continue;
+        };
+        state.rules.insert(Rule {
+            pref: r.priority,
+            from: net(r.src, r.srclen),
+            to: net(r.dst, r.dstlen),
+            action,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -179,30 +288,30 @@ async fn run(args: &[String]) -> Result<String, NetifError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Reads the interface's link flag, IPv6 addresses and IPv6 routes.
+/// Reads the interface's link flag, IPv6 addresses, IPv6 routes and the IPv6 rules for it.
 ///
 /// # Errors
 /// [`NetifError`] when `ip` fails (e.g. no such interface) or prints something unexpected.
 pub async fn read(iface: &str) -> Result<LinkState, NetifError> {
     let mut state = LinkState::default();
-    for (args, parse) in [
-        (
-            ["-json", "-6", "addr", "show", "dev", iface],
-            parse_addrs as fn(&str, &mut LinkState) -> Result<(), String>,
-        ),
-        (["-json", "-6", "route", "show", "dev", iface], parse_routes),
-    ] {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let out = run(&args).await?;
-        parse(&out, &mut state).map_err(|message| NetifError::Parse {
-            args: args.join(" "),
-            message,
-        })?;
-    }
+    let parse_err = |args: &[&str], message| NetifError::Parse {
+        args: args.join(" "),
+        message,
+    };
+    let args = ["-json", "-6", "addr", "show", "dev", iface];
+    parse_addrs(&run(&owned(&args)).await?, &mut state).map_err(|m| parse_err(&args, m))?;
+    let args = ["-json", "-6", "route", "show", "dev", iface];
+    parse_routes(&run(&owned(&args)).await?, &mut state).map_err(|m| parse_err(&args, m))?;
+    let args = ["-json", "-6", "rule", "show"];
+    parse_rules(&run(&owned(&args)).await?, iface, &mut state).map_err(|m| parse_err(&args, m))?;
     Ok(state)
 }
 
-/// Brings the interface's addresses, link state and routes to what `orgs` need; returns the
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// Brings the interface's addresses, link state, routes and rules to what `orgs` need; returns the
 /// commands it ran (for the log).
 ///
 /// # Errors
@@ -246,6 +355,17 @@ mod tests {
             &mut state,
         )
         .unwrap();
+        parse_rules(
+            r#"[{"priority":0,"src":"all","table":"local"},
+            {"priority":31000,"src":"fdaa:0:1::","srclen":48,"dst":"fdaa:0:1::","dstlen":48,"iif":"wg0","table":"main"},
+            {"priority":31000,"src":"fdaa:0:9::","srclen":48,"dst":"fdaa:0:9::","dstlen":48,"iif":"wg1","table":"main"},
+            {"priority":31001,"src":"all","iif":"wg0","action":"prohibit"},
+            {"priority":32766,"src":"all","table":"main"}]"#,
+            "wg0",
+            &mut state,
+        )
+        .unwrap();
+        assert_eq!(state.rules.len(), 2, "only wg0's rules: {:?}", state.rules);
         assert!(state.up);
         assert!(state.addrs.contains(&("fdaa:0:1::1".parse().unwrap(), 128)));
         assert!(state.routes.contains(&(
@@ -281,6 +401,8 @@ mod tests {
                 "-6 addr add fdaa:0:1::3/128 dev wg0 nodad",
                 "link set dev wg0 up",
                 "-6 route replace fdaa:0:1::/48 dev wg0 src fdaa:0:1::3",
+                "-6 rule add pref 31000 iif wg0 from fdaa:0:1::/48 to fdaa:0:1::/48 lookup main",
+                "-6 rule add pref 31001 iif wg0 prohibit",
             ]
         );
     }

@@ -445,6 +445,24 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
         "{routes}"
     );
 
+    // Org isolation: from the org's /48 to itself is routed, anything else arriving is refused.
+    let rules = ip_json(&["-6", "rule", "show"]).await;
+    let ours: Vec<&serde_json::Value> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["iif"] == IFACE)
+        .collect();
+    let net = org.prefix.network().to_string();
+    assert!(
+        ours.iter().any(|r| r["src"] == net.as_str()
+            && r["dst"] == net.as_str()
+            && r["srclen"] == 48
+            && r["table"] == "main"),
+        "{rules}"
+    );
+    assert!(ours.iter().any(|r| r["action"] == "prohibit"), "{rules}");
+
     // Status of a configured peer (no handshake yet), and of an unknown key.
     let status = handle.peer_status(&a.pubkey).await.unwrap();
     assert_eq!(status.last_handshake, None);
