@@ -10,6 +10,7 @@
 #             DNS [::]:53)   HAProxy (127.0.0.1:8080, deploy/haproxy/haproxy.cfg)
 #   sixpn-n1  eth0 10.99.0.11/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-n2  eth0 10.99.0.12/24 wg0 (wireguard-go)   python http.server on its tunnel address
+#   sixpn-x1  eth0 10.99.0.13/24 wg0 (wireguard-go)   a peer of another org (acme)
 #
 # wireguard-go always puts its socket in /run/wireguard, which namespaces share; every command
 # here runs with a private bind mount of a per-namespace directory there (see `nsrun`).
@@ -25,6 +26,7 @@ prefix=${SIXPN_E2E_PREFIX:-sixpn}
 NS_GW=$prefix-gw
 NS_N1=$prefix-n1
 NS_N2=$prefix-n2
+NS_X=$prefix-x1 # a node of another org, to show the orgs are isolated
 GW_IP=10.99.0.1
 API=http://$GW_IP:4280
 ADMIN_TOKEN=e2e-admin-$RANDOM$RANDOM
@@ -138,7 +140,7 @@ for tool in ip wg wireguard-go haproxy dig curl socat python3 ping unshare; do
     command -v "$tool" >/dev/null || die "needs $tool"
 done
 [ -x "$sixpn" ] || die "no sixpn binary at $sixpn (cargo build --bin sixpn)"
-for ns in "$NS_GW" "$NS_N1" "$NS_N2"; do
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X"; do
     if ip netns list | grep -qw "^$ns"; then
         die "namespace $ns exists already (another run? remove it with: ip netns del $ns)"
     fi
@@ -149,7 +151,7 @@ fi
 
 # ----------------------------------------------------------------------------- underlay
 log "creating namespaces and the underlay 10.99.0.0/24"
-for ns in "$NS_GW" "$NS_N1" "$NS_N2"; do
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X"; do
     ip netns add "$ns" || die "ip netns add $ns"
     namespaces+=("$ns")
     mkdir -p "$work/$ns/run"
@@ -161,7 +163,7 @@ ip -n "$NS_GW" link add br0 type bridge
 ip -n "$NS_GW" addr add "$GW_IP/24" dev br0
 ip -n "$NS_GW" link set br0 up
 i=0
-for ns in "$NS_N1" "$NS_N2"; do
+for ns in "$NS_N1" "$NS_N2" "$NS_X"; do
     i=$((i + 1))
     ip -n "$NS_GW" link add "veth$i" type veth peer name eth0 netns "$ns"
     ip -n "$NS_GW" link set "veth$i" master br0 up
@@ -289,6 +291,60 @@ for n in 1 2; do
     check "(a) n$n: ping6 n$other (${addr[$other]}) through the gateway" nsrun "$ns" ping -6 -c 2 -i 0.3 -W 2 "${addr[$other]}"
 done
 
+# ----------------------------------------------------------------------------- (f) orgs
+log "(f) a node of org acme, on the same gateway"
+admin org create acme >"$work/org-create.log" 2>&1 || fail "(f) sixpn org create acme (see org-create.log)"
+x_token=$(admin token create --org acme --name x1 --group web | sed -n 's/^SIXPN_WIREGUARD_TOKEN=//p')
+mkdir -p "$work/x1"
+x_conf=$work/x1/wg0.conf
+if [ -n "$x_token" ] &&
+    node_cmd "$NS_X" "$x_token" token start x1 web e2e "$x_conf" --no-dns >"$work/token-start-x1.log" 2>&1 &&
+    wg_up "$NS_X" "$x_conf"; then
+    x_addr=$(conf_addr "$x_conf")
+    x_dns=$(conf_dns "$x_conf")
+    x_gw=$(python3 -c "import ipaddress,sys; print(ipaddress.IPv6Address(int(ipaddress.IPv6Address(sys.argv[1])) - 2))" "$x_dns")
+    check "(f) acme has its own /48 (resolver $x_dns)" test "$x_dns" != "$ORG_DNS"
+    check "(f) x1: ping6 its org's gateway ($x_gw)" nsrun "$NS_X" ping -6 -c 2 -i 0.3 -W 2 "$x_gw"
+    check "(f) x1: web._g.internal in acme's view is x1 alone" \
+        test "$(nsrun "$NS_X" dig +short +time=1 +tries=2 @"$x_dns" web._g.internal AAAA)" = "$x_addr"
+    check "(f) x1: n1._peer.internal (org personal) is NXDOMAIN in acme's view" \
+        sh -c "ip netns exec '$NS_X' dig +time=1 +tries=2 @'$x_dns' n1._peer.internal AAAA | grep -q 'status: NXDOMAIN'"
+    # The nodes' own AllowedIPs (their org's /48 only) already keep the other org out. Widen them
+    # on both nodes, as a node serving two orgs would, so only the gateway stands in between.
+    x_net=$(sed -n 's/^AllowedIPs *= *\([^,]*\/48\).*/\1/p' "$x_conf")
+    n_net=$(sed -n 's/^AllowedIPs *= *\([^,]*\/48\).*/\1/p' "${conf[1]}")
+    widen() { # widen NS CONF OTHER_NET
+        local gw_key
+        gw_key=$(sed -n 's/^PublicKey *= *//p' "$2")
+        nsrun "$1" wg set wg0 peer "$gw_key" allowed-ips "$(sed -n 's/^AllowedIPs *= *//p' "$2"),$3" &&
+            ip -n "$1" -6 route replace "$3" dev wg0
+    }
+    narrow() { # narrow NS CONF OTHER_NET
+        local gw_key
+        gw_key=$(sed -n 's/^PublicKey *= *//p' "$2")
+        nsrun "$1" wg set wg0 peer "$gw_key" allowed-ips "$(sed -n 's/^AllowedIPs *= *//p' "$2")"
+        ip -n "$1" -6 route del "$3" dev wg0 2>/dev/null || true
+    }
+    widen "$NS_X" "$x_conf" "$n_net" && widen "$NS_N1" "${conf[1]}" "$x_net" ||
+        fail "(f) widening the nodes' AllowedIPs"
+    if nsrun "$NS_X" ping -6 -c 2 -i 0.3 -W 1 "${addr[1]}" >/dev/null 2>&1; then
+        fail "(f) x1 (acme) reaches n1 (personal) through the gateway"
+    else
+        pass "(f) x1 (acme) cannot reach n1 (personal), even with both routing the other /48 to the gateway"
+    fi
+    if nsrun "$NS_N1" ping -6 -c 2 -i 0.3 -W 1 "$x_addr" >/dev/null 2>&1; then
+        fail "(f) n1 (personal) reaches x1 (acme) through the gateway"
+    else
+        pass "(f) n1 (personal) cannot reach x1 (acme) through the gateway"
+    fi
+    check "(f) n1 still reaches n2 (same org) with the widened AllowedIPs" \
+        nsrun "$NS_N1" ping -6 -c 1 -W 2 "${addr[2]}"
+    narrow "$NS_X" "$x_conf" "$n_net"
+    narrow "$NS_N1" "${conf[1]}" "$x_net"
+else
+    fail "(f) bringing up x1 in org acme (see token-start-x1.log)"
+fi
+
 # ----------------------------------------------------------------------------- (b) HAProxy
 log "starting HAProxy ($HAPROXY_CFG) in $NS_GW"
 haproxy_sock=$work/haproxy.sock
@@ -395,7 +451,7 @@ log "(d) delete took $((t_cli - t0)) ms in the CLI"
 log "(e) cleaning up"
 trap - EXIT
 cleanup
-leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2)( |$)" || true)
+leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2|$NS_X)( |$)" || true)
 check "(e) no namespace left behind" test -z "$leftover_ns"
 alive=
 for pid in "${pids[@]}"; do
