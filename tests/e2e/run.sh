@@ -136,7 +136,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # ----------------------------------------------------------------------------- preconditions
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-for tool in ip wg wireguard-go haproxy dig curl socat python3 ping unshare; do
+for tool in ip wg wireguard-go haproxy dig curl python3 ping unshare mount; do
     command -v "$tool" >/dev/null || die "needs $tool"
 done
 [ -x "$sixpn" ] || die "no sixpn binary at $sixpn (cargo build --bin sixpn)"
@@ -158,7 +158,7 @@ for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X"; do
     ip -n "$ns" link set lo up
 done
 # The gateway routes between peers (deploy/gateway/99-sixpn.conf sets the same on a host).
-ip netns exec "$NS_GW" sysctl -qw net.ipv6.conf.all.forwarding=1
+ip netns exec "$NS_GW" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/forwarding' 
 ip -n "$NS_GW" link add br0 type bridge
 ip -n "$NS_GW" addr add "$GW_IP/24" dev br0
 ip -n "$NS_GW" link set br0 up
@@ -353,7 +353,14 @@ nsbg "$NS_GW" haproxy env SIXPN_DNS="$ORG_DNS" HAPROXY_LISTEN=127.0.0.1:8080 HAP
 # haproxy_servers: "address op_state" of each server slot that holds an address, from HAProxy's
 # runtime API (op_state 2 = running, i.e. its health check passes).
 haproxy_servers() {
-    echo "show servers state web" | nsrun "$NS_GW" socat - "UNIX-CONNECT:$haproxy_sock" 2>/dev/null |
+    "$PYTHON" - "$haproxy_sock" 2>/dev/null <<'PY' |
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+s.sendall(b"show servers state web\n")
+sys.stdout.write(s.makefile().read())
+PY
         awk 'NR > 2 && NF > 6 && $5 != "-" && $5 != "::" && $5 != "0.0.0.0" { print $5, $6 }' | sort
 }
 haproxy_addrs() { haproxy_servers | awk '{ print $1 }'; }
