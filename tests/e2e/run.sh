@@ -291,6 +291,19 @@ for n in 1 2; do
     check "(a) n$n: ping6 n$other (${addr[$other]}) through the gateway" nsrun "$ns" ping -6 -c 2 -i 0.3 -W 2 "${addr[$other]}"
 done
 
+# Peer status, as the admin API and `sixpn peer show` report it from the interface.
+status_ok() {
+    admin peer show "$1" --json | "$PYTHON" -c '
+import json, sys
+s = json.load(sys.stdin).get("status") or {}
+ok = s.get("last_handshake") and s.get("rx_bytes", 0) > 0 and s.get("tx_bytes", 0) > 0 and s.get("endpoint")
+print(s, file=sys.stderr)
+sys.exit(0 if ok else 1)'
+}
+check "(a) sixpn peer show n1: last handshake, bytes and endpoint from the gateway" status_ok n1
+admin peer show n1 >"$work/peer-show-n1.log" 2>&1
+check "(a) sixpn peer show n1 prints the handshake" grep -qi "handshake" "$work/peer-show-n1.log"
+
 # ----------------------------------------------------------------------------- (f) orgs
 log "(f) a node of org acme, on the same gateway"
 admin org create acme >"$work/org-create.log" 2>&1 || fail "(f) sixpn org create acme (see org-create.log)"
