@@ -9,10 +9,11 @@
 //! - one peer per live peer of the gateway's region: its public key with its address as the only
 //!   allowed IP ([`reconcile`]).
 //!
-//! It reconciles on every store change and every [`RESYNC_PERIOD`] (to repair drift, e.g. a
-//! restarted `wireguard-go`). Each reconcile reads the interface first and sends one UAPI request
-//! with only the differences, so an unchanged peer is never touched and a re-keyed peer's address
-//! moves to its new key in the same request that removes the old key.
+//! It reconciles on every store change, every [`RESYNC_PERIOD`] (to repair drift), and as soon as
+//! a cheap probe every [`PROBE_PERIOD`] finds the interface blank (a restarted `wireguard-go`).
+//! Each reconcile reads the interface first and sends one request with only the differences, so
+//! an unchanged peer is never touched and a re-keyed peer's address moves to its new key in the
+//! same request that removes the old key.
 //!
 //! The interface is driven through the cross-platform UAPI socket ([`uapi`]) when it has one;
 //! otherwise through wireguard-tools' `wg` command ([`wgtool`]), which reaches the kernel module
@@ -47,8 +48,9 @@ use self::wgtool::{WgTool, WgToolError};
 /// How often the gateway reconciles without being told of a change, to repair drift.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(30);
 
-/// How soon a failed reconcile is retried.
-const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How often the gateway checks that the interface still has its key and port (a restarted
+/// `wireguard-go` comes back blank) and retries a failed reconcile.
+pub const PROBE_PERIOD: Duration = Duration::from_secs(3);
 
 /// How long [`start`] waits for the interface's UAPI socket to appear.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
@@ -312,6 +314,24 @@ impl Reconciler {
     }
 }
 
+impl Reconciler {
+    /// Whether the interface lost its key or port (it was re-created), or cannot be read.
+    async fn device_was_reset(&self) -> bool {
+        match self.link.get().await {
+            Ok(device) => {
+                let reset = device.private_key.as_ref().map(PrivateKey::public_key)
+                    != Some(self.key.public_key())
+                    || device.listen_port != self.listen_port;
+                if reset {
+                    tracing::info!(interface = %self.interface, "the interface lost its configuration (restarted?); reconfiguring");
+                }
+                reset
+            }
+            Err(_) => true,
+        }
+    }
+}
+
 fn log_change(interface: &str, change: &Change) {
     let b64 = |raw: &RawKey| base64_key(raw);
     match change {
@@ -387,21 +407,36 @@ pub async fn start_with_key(
     let (applied_tx, applied) = watch::channel(generation);
 
     tokio::spawn(async move {
-        let mut wait = RESYNC_PERIOD;
+        let mut probe = tokio::time::interval(PROBE_PERIOD);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        probe.reset();
+        let mut last_full = tokio::time::Instant::now();
+        let mut healthy = true;
         let mut changes_open = true;
         loop {
-            tokio::select! {
+            let full = tokio::select! {
                 () = cancel.cancelled() => break,
                 res = changes.changed(), if changes_open => {
                     if res.is_err() {
                         // The store is gone; keep repairing drift on the timer.
                         changes_open = false;
                     }
+                    true
                 }
-                () = tokio::time::sleep(wait) => {}
+                _ = probe.tick() => {
+                    !healthy || last_full.elapsed() >= RESYNC_PERIOD || reconciler.device_was_reset().await
+                }
+            };
+            if !full {
+                continue;
             }
             match reconciler.run().await {
                 Ok(generation) => {
+                    if !healthy {
+                        tracing::info!(interface = %reconciler.interface, %generation, "gateway reconcile succeeded again");
+                    }
+                    healthy = true;
+                    last_full = tokio::time::Instant::now();
                     applied_tx.send_if_modified(|cur| {
                         let newer = generation > *cur;
                         if newer {
@@ -409,11 +444,15 @@ pub async fn start_with_key(
                         }
                         newer
                     });
-                    wait = RESYNC_PERIOD;
                 }
                 Err(e) => {
-                    tracing::warn!(interface = %reconciler.interface, error = %e, "gateway reconcile failed; retrying");
-                    wait = RETRY_AFTER;
+                    // Warn once per outage; the retries every PROBE_PERIOD log at debug.
+                    if healthy {
+                        tracing::warn!(interface = %reconciler.interface, error = %e, "gateway reconcile failed; retrying every {PROBE_PERIOD:?}");
+                    } else {
+                        tracing::debug!(interface = %reconciler.interface, error = %e, "gateway reconcile failed again");
+                    }
+                    healthy = false;
                 }
             }
         }

@@ -197,6 +197,7 @@ private_key_file = "$work/gw/gateway.key"
 listen_port = 51820
 EOF
 nsbg "$NS_GW" wireguard-go-gw wireguard-go -f wg0
+gw_wg_pid=$last_pid
 wait_for 10 test -S "$work/$NS_GW/run/wg0.sock" || die "wireguard-go did not start in $NS_GW"
 nsbg "$NS_GW" sixpn-serve env RUST_LOG=info,hickory_server=warn SIXPN_ADMIN_TOKEN="$ADMIN_TOKEN" \
     "$sixpn" serve --config "$work/gw/sixpn.toml"
@@ -466,6 +467,23 @@ fi
 result=$(spread 10)
 check "(d) all requests now go to n1 ($result)" test "$result" = "n1=10 n2=0 other=0"
 log "(d) delete took $((t_cli - t0)) ms in the CLI"
+
+# ----------------------------------------------------------------------------- (g) drift
+log "(g) restarting the gateway's wireguard-go: sixpn must reconfigure the blank interface"
+stop_pid "$gw_wg_pid"
+wait_for 5 sh -c "! ip -n '$NS_GW' link show wg0" || true
+rm -f "$work/$NS_GW/run/wg0.sock"
+nsbg "$NS_GW" wireguard-go-gw2 wireguard-go -f wg0
+t0=$(now_ms)
+gw_configured() { test "$(nsrun "$NS_GW" wg show wg0 public-key)" = "$gw_pubkey" && gw_has_key "$new_pub"; }
+if wait_for 15 gw_configured; then
+    pass "(g) the restarted interface got its key and peers back in $(($(now_ms) - t0)) ms"
+else
+    fail "(g) the restarted interface was not reconfigured within 15 s"
+fi
+# The node notices the dead session and handshakes again (WireGuard: within ~15 s of sending).
+n1_back() { nsrun "$NS_N1" ping -6 -c 1 -W 1 "$ORG_GW"; }
+check "(g) n1 reaches the gateway again" wait_for 40 n1_back
 
 # ----------------------------------------------------------------------------- (e) cleanup
 log "(e) cleaning up"
