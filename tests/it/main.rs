@@ -2,6 +2,5 @@
 
 mod api;
 mod api_support;
-mod store;
-
 mod gateway;
+mod store;
