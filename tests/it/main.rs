@@ -3,4 +3,5 @@
 mod api;
 mod api_support;
 mod dns;
+mod gateway;
 mod store;
