@@ -218,9 +218,7 @@ pub fn endpoint_with_port(host: &str) -> String {
         return format!("[{host}]:{DEFAULT_WIREGUARD_PORT}");
     }
     let has_port = match host.rsplit_once(':') {
-        Some((h, port)) => {
-            port.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']'))
-        }
+        Some((h, port)) => port.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')),
         None => false,
     };
     if has_port {
@@ -337,9 +335,14 @@ PersistentKeepalive = 15
                 message: "invalid IPv6 address syntax".into(),
             },
         );
-        check("[Interface]\n", ConfError::Missing("[Interface] PrivateKey"));
+        check(
+            "[Interface]\n",
+            ConfError::Missing("[Interface] PrivateKey"),
+        );
         check("[Peer]\n[Peer]\n", ConfError::SeveralPeers);
-        let no_endpoint = sample().render().replace("Endpoint = 127.0.0.1:51820\n", "");
+        let no_endpoint = sample()
+            .render()
+            .replace("Endpoint = 127.0.0.1:51820\n", "");
         check(&no_endpoint, ConfError::Missing("[Peer] Endpoint"));
     }
 
