@@ -17,7 +17,9 @@ use crate::wireguard::PublicKey;
 ///
 /// The DNS snapshot and the gateway record the generation they were built from, so a caller can
 /// wait until the change it made is visible.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Generation(pub u64);
 
 impl fmt::Display for Generation {
@@ -256,7 +258,11 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expect: Result<&str, LabelError>) {
-        assert_eq!(parse_label(input).as_deref().map_err(Clone::clone), expect, "{input:?}");
+        assert_eq!(
+            parse_label(input).as_deref().map_err(Clone::clone),
+            expect,
+            "{input:?}"
+        );
     }
 
     #[test]
@@ -282,6 +288,9 @@ mod tests {
             created_at: 0,
         };
         assert_eq!(org.dns_addr(), "fdaa:1:2::3".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(org.gateway_addr(), "fdaa:1:2::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            org.gateway_addr(),
+            "fdaa:1:2::1".parse::<Ipv6Addr>().unwrap()
+        );
     }
 }

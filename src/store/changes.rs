@@ -34,3 +34,65 @@ impl Changes {
         self.tx.subscribe()
     }
 }
+
+/// Follows other replicas' commits on PostgreSQL: LISTEN for the NOTIFY each write transaction
+/// sends, and, because a notification can be lost (a dropped connection loses whatever was sent
+/// meanwhile), also read the stored generation every second.
+///
+/// The task ends when `stop` is cancelled (the store drops its guard when the last clone goes).
+pub(super) fn spawn_pg_listener(
+    pool: sqlx::PgPool,
+    channel: &'static str,
+    changes: Changes,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let mut listener: Option<sqlx::postgres::PgListener> = None;
+        let mut poll = tokio::time::interval(std::time::Duration::from_secs(1));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if listener.is_none() {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut l) => match l.listen(channel).await {
+                        Ok(()) => listener = Some(l),
+                        Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling"),
+                    },
+                    Err(e) => tracing::warn!(error = %e, "cannot open LISTEN connection; polling"),
+                }
+            }
+            tokio::select! {
+                note = async {
+                    match listener.as_mut() {
+                        Some(l) => l.try_recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match note {
+                    Ok(Some(n)) => match n.payload().parse::<u64>() {
+                        Ok(g) => changes.publish(Generation(g)),
+                        Err(_) => poll_once(&pool, &changes).await,
+                    },
+                    // The connection dropped: notifications may be lost, so read the generation.
+                    Ok(None) | Err(_) => {
+                        listener = None;
+                        poll_once(&pool, &changes).await;
+                    }
+                },
+                _ = poll.tick() => poll_once(&pool, &changes).await,
+                _ = stop.cancelled() => return,
+            }
+            if pool.is_closed() {
+                return;
+            }
+        }
+    });
+}
+
+async fn poll_once(pool: &sqlx::PgPool, changes: &Changes) {
+    match sqlx::query_scalar::<_, i64>("SELECT generation FROM meta WHERE id = 1")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(g) => changes.publish(Generation(g as u64)),
+        Err(e) => tracing::debug!(error = %e, "reading the generation failed"),
+    }
+}

@@ -17,7 +17,9 @@ pub enum KeyError {
     #[error("a WireGuard key must be standard base64 (A-Z a-z 0-9 + /) ending in '='")]
     Base64,
     /// A small-order point: every handshake with it would fail.
-    #[error("the key is a low-order point (all-zero shared secret); generate one with `wg genkey | wg pubkey`")]
+    #[error(
+        "the key is a low-order point (all-zero shared secret); generate one with `wg genkey | wg pubkey`"
+    )]
     LowOrder,
 }
 
@@ -147,7 +149,11 @@ impl PrivateKey {
 
     /// The key as lowercase hex, the form WireGuard's UAPI uses.
     pub fn to_hex(&self) -> String {
-        self.0.to_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        self.0
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -178,7 +184,10 @@ mod tests {
         assert_eq!(PublicKey::parse(&zero), Err(KeyError::LowOrder));
         let mut one = [0u8; 32];
         one[0] = 1;
-        assert_eq!(PublicKey::parse(&STANDARD.encode(one)), Err(KeyError::LowOrder));
+        assert_eq!(
+            PublicKey::parse(&STANDARD.encode(one)),
+            Err(KeyError::LowOrder)
+        );
         assert_eq!(PublicKey::parse("abc"), Err(KeyError::Length));
         assert_eq!(PublicKey::parse(&PUB[..43]), Err(KeyError::Length));
         let url_safe = PUB.replace('+', "-").replace('/', "_");

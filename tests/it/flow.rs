@@ -1,0 +1,81 @@
+//! Write → DNS flows through the whole server in process: a peer resolves the instant its API
+//! call returns, and a deleted token's names vanish at once.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
+
+use crate::support::{Api, dns_query};
+
+async fn start() -> (sixpn::serve::Running, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = sixpn::config::Config::default();
+    config.data_dir = dir.path().to_owned();
+    config.admin_token = Some("flow-admin".into());
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    let running = sixpn::serve::start(config).await.expect("server starts");
+    (running, dir)
+}
+
+fn aaaa(msg: &hickory_proto::op::Message) -> Vec<std::net::Ipv6Addr> {
+    msg.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_peer_resolves_before_the_api_call_returns() {
+    let (server, _dir) = start().await;
+    let api = Api::new(&format!("http://{}", server.api_addr), "flow-admin");
+    let dns = server.dns_addrs[0];
+    let token = api.mint("personal", "k8s", Some("web")).await;
+    for i in 0..20 {
+        let name = format!("node-{i}");
+        let (status, body) = api.register(&token, &name, "web").await;
+        assert_eq!(status, 200, "{body}");
+        // No sleep: the very next query must see it.
+        let answer = tokio::task::spawn_blocking({
+            let name = format!("{name}._peer.internal");
+            move || dns_query(dns, &name, RecordType::AAAA)
+        })
+        .await
+        .unwrap();
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        let us: std::net::Ipv6Addr = body["us"].as_str().unwrap().parse().unwrap();
+        assert_eq!(aaaa(&answer), vec![us]);
+    }
+    let group = tokio::task::spawn_blocking(move || dns_query(dns, "web._g.internal", RecordType::AAAA))
+        .await
+        .unwrap();
+    assert_eq!(aaaa(&group).len(), 20);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_token_empties_its_names_at_once() {
+    let (server, _dir) = start().await;
+    let api = Api::new(&format!("http://{}", server.api_addr), "flow-admin");
+    let dns = server.dns_addrs[0];
+    let token = api.mint("personal", "gone", Some("web")).await;
+    let (status, _) = api.register(&token, "node-1", "web").await;
+    assert_eq!(status, 200);
+    let before = tokio::task::spawn_blocking(move || dns_query(dns, "node-1._peer.internal", RecordType::AAAA))
+        .await
+        .unwrap();
+    assert_eq!(aaaa(&before).len(), 1);
+    let deleted = api.delete_token("personal", "gone").await;
+    assert_eq!(deleted["deleted_peers"], 1);
+    let after = tokio::task::spawn_blocking(move || dns_query(dns, "node-1._peer.internal", RecordType::AAAA))
+        .await
+        .unwrap();
+    assert_eq!(after.metadata.response_code, ResponseCode::NXDomain);
+    let group = tokio::task::spawn_blocking(move || dns_query(dns, "web._g.internal", RecordType::AAAA))
+        .await
+        .unwrap();
+    assert!(aaaa(&group).is_empty());
+    server.shutdown().await.unwrap();
+}

@@ -1,0 +1,3 @@
+//! The one integration-test binary (see STYLE.md §8).
+
+mod store;

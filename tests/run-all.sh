@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md describes: unit + integration tests (SQLite always,
+# PostgreSQL when reachable), then the end-to-end WireGuard/HAProxy test when running as root.
+#
+#   tests/run-all.sh            # everything this machine can run
+#   SIXPN_SKIP_E2E=1 tests/run-all.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have dig || need_pkgs+=(bind9-dnsutils)
+have wg || need_pkgs+=(wireguard-tools)
+have wireguard-go || need_pkgs+=(wireguard-go)
+have haproxy || need_pkgs+=(haproxy)
+have ip || need_pkgs+=(iproute2)
+have ping || need_pkgs+=(iputils-ping)
+have curl || need_pkgs+=(curl)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && have apt-get; then
+    echo "== installing ${need_pkgs[*]}"
+    # Debian's packages try to start services (haproxy) on install; forbid that.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    echo "note: missing ${need_pkgs[*]}; tests that need them say so and skip"
+  fi
+fi
+
+# Use the local PostgreSQL when it answers and nothing else was chosen.
+if [ -z "${SIXPN_TEST_POSTGRES_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  export SIXPN_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test
+fi
+echo "== PostgreSQL for tests: ${SIXPN_TEST_POSTGRES_URL:-none (SQLite only)}"
+
+echo "== cargo test"
+cargo test --locked
+
+if [ -z "${SIXPN_SKIP_E2E:-}" ] && [ -x tests/e2e/run.sh ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== end-to-end (network namespaces, wireguard-go, HAProxy)"
+    cargo build --locked --bin sixpn
+    tests/e2e/run.sh target/debug/sixpn
+  else
+    echo "note: the end-to-end test needs root (network namespaces); skipped"
+  fi
+fi
