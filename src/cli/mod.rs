@@ -378,6 +378,18 @@ pub struct KeygenArgs {
     pub json: JsonArg,
 }
 
+/// Turns clap's rendered usage error into one line: the message and its details, without the
+/// usage block and the "try --help" footer, which the line then points to.
+pub fn usage_error_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:"))
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .collect();
+    format!("{} (see --help)", parts.join(" "))
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<u64>() {
@@ -428,6 +440,23 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_fit_one_line() {
+        let err = Cli::try_parse_from(["sixpn", "token", "create"]).unwrap_err();
+        let line = usage_error_line(&err.render().to_string());
+        assert_eq!(
+            line,
+            "error: the following required arguments were not provided: --name <NAME> (see --help)"
+        );
+        let err = Cli::try_parse_from(["sixpn", "token", "start", "Bad_Name"]).unwrap_err();
+        let line = usage_error_line(&err.render().to_string());
+        assert!(
+            line.starts_with("error: invalid value 'Bad_Name' for '<NAME>'"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
     }
 
     #[test]
