@@ -121,6 +121,12 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
     if args.json.json {
         return print_json(&tokens);
     }
+    if list.is_empty() {
+        eprintln!(
+            "no tokens in org {}; mint one with `sixpn token create --name NAME`",
+            args.org.org
+        );
+    }
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|t| {
@@ -179,6 +185,12 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
             let list = array(&peers, "peer list")?;
             if json.json {
                 return print_json(&peers);
+            }
+            if list.is_empty() {
+                eprintln!(
+                    "no peers in org {}; a node joins with `sixpn token start NAME`",
+                    org.org
+                );
             }
             let rows: Vec<Vec<String>> = list
                 .iter()
