@@ -158,6 +158,12 @@ Example:
         json: JsonArg,
     },
     /// List orgs with their /48 and resolver address.
+    #[command(long_about = "\
+List the orgs with their private /48 and the resolver address (<prefix>::3) their peers use.
+
+Examples:
+  sixpn org list
+  sixpn org list --json")]
     List {
         /// The server and the admin credential.
         #[command(flatten)]
@@ -185,6 +191,13 @@ Examples:
   export \"$(sixpn token create --name laptop)\"")]
     Create(TokenCreateArgs),
     /// List the org's tokens: group, expiry, use and live peers (never the secret).
+    #[command(long_about = "\
+List the org's WireGuard tokens: name, group, expiry, creation, last use and live peer count. The
+secrets are never shown (the server keeps only their hashes).
+
+Examples:
+  sixpn token list
+  sixpn token list --org acme --json")]
     List(OrgListArgs),
     /// Delete a token and every peer it created.
     #[command(long_about = "\
@@ -333,6 +346,13 @@ pub struct NodeArgs {
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
     /// List the org's peers.
+    #[command(long_about = "\
+List the org's peers: name, group, region, address, the token that created each, public key and
+last change.
+
+Examples:
+  sixpn peer list
+  sixpn peer list --json | jq -r '.[].address'")]
     List(OrgListArgs),
     /// Show one peer, with its gateway status (last handshake, bytes) when known.
     #[command(long_about = "\
@@ -355,6 +375,12 @@ Example:
         json: JsonArg,
     },
     /// Delete a peer (its token stays).
+    #[command(long_about = "\
+Delete one peer: its DNS name vanishes and the gateway drops it. The token that created it stays
+and may register the name again.
+
+Example:
+  sixpn peer delete node-1")]
     Delete {
         /// The peer's name.
         name: PeerName,
