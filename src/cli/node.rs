@@ -332,13 +332,14 @@ impl Output {
             }
             Output::File(path) => path,
         };
+        if path.is_dir() {
+            bail!(
+                "{} is a directory; give a file path for the config, e.g. {}",
+                path.display(),
+                path.join("wg0.conf").display()
+            );
+        }
         if force {
-            if path.is_dir() {
-                bail!(
-                    "{} is a directory; give a file path for the config",
-                    path.display()
-                );
-            }
             let tmp = temp_path_beside(&path)?;
             let file = create_private(&tmp)
                 .with_context(|| format!("creating a temporary file beside {}", path.display()))?;
@@ -597,6 +598,17 @@ mod tests {
         );
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+
+        let err = Output::File(dir.path().to_owned())
+            .claim(true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        let err = Output::File(dir.path().to_owned())
+            .claim(false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a directory"), "{err}");
 
         // An abandoned forced claim keeps the old file and removes its temporary file.
         drop(Output::File(path.clone()).claim(true).unwrap());
