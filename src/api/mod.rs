@@ -1,1 +1,233 @@
-//! api (placeholder, being written).
+//! The HTTP API (axum): the peer API that nodes call with a WireGuard token
+//! (`/api/v3/wire_guard_peers`, wire-compatible with flyctl), the admin API (`/api/v1`), the
+//! OpenAPI document (`/api/openapi.json`) and `/healthz`.
+//!
+//! This module owns HTTP and JSON and nothing else: it never touches SQL (everything goes through
+//! [`Store`]) and never logs an `Authorization` header or a secret. Every failure, including
+//! unknown routes, wrong methods, oversized bodies and panics, is answered with a status and a
+//! JSON body `{"error": "..."}` (see [`error::ApiError`]).
+//!
+//! Writes answer only once the DNS snapshot holding them is published (`ApiState::published`
+//! reached the write's generation), so a node that got `200` resolves its own name at once.
+
+mod admin;
+mod auth;
+mod body;
+mod error;
+mod openapi;
+mod peers;
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
+use axum::http::{Method, Request, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use auth::{AdminToken, parse_authorization};
+pub use error::ApiError;
+pub use peers::{DEFAULT_GROUP, PeerResponse};
+
+use crate::gateway::GatewayHandle;
+use crate::model::{Generation, Region};
+use crate::store::Store;
+
+/// How long a write waits for the DNS snapshot to publish it before answering anyway.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything the handlers need. Built once by `serve`, shared by every request.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The store, the source of truth.
+    pub store: Store,
+    /// The configured gateway regions; the one marked `default` (else the first) takes peers
+    /// that name no region.
+    pub regions: Arc<Vec<Region>>,
+    /// The admin credential.
+    pub admin_token: AdminToken,
+    /// The generation the DNS snapshot has published. Writes wait until it reaches theirs.
+    pub published: watch::Receiver<Generation>,
+    /// The running gateway, for peer status in the admin API.
+    pub gateway: Option<GatewayHandle>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+/// The state as the router holds it.
+type Shared = Arc<ApiState>;
+
+impl ApiState {
+    /// Waits until the DNS snapshot has published `generation`, for at most [`PUBLISH_TIMEOUT`].
+    /// On timeout (or when the publisher is gone) it logs a warning and returns: the write is
+    /// committed either way, and DNS will catch up.
+    pub async fn wait_published(&self, generation: Generation) {
+        let mut published = self.published.clone();
+        match tokio::time::timeout(PUBLISH_TIMEOUT, published.wait_for(|g| *g >= generation)).await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                tracing::warn!(%generation, "snapshot publisher has stopped; answering without waiting for DNS");
+            }
+            Err(_) => {
+                tracing::warn!(%generation, timeout = ?PUBLISH_TIMEOUT,
+                    "DNS snapshot did not publish the write in time; answering anyway");
+            }
+        }
+    }
+}
+
+/// Builds the whole HTTP API over `state`.
+pub fn router(state: ApiState) -> Router {
+    let body_limit = state.body_limit;
+    let state: Shared = Arc::new(state);
+    let routes = Router::new()
+        .route("/api/v3/wire_guard_peers", post(peers::create))
+        .route(
+            "/api/v3/wire_guard_peers/{name}",
+            get(peers::show).put(peers::rekey).delete(peers::delete),
+        )
+        .route(
+            "/api/v1/orgs",
+            get(admin::list_orgs).post(admin::create_org),
+        )
+        .route(
+            "/api/v1/orgs/{org}/wireguard_tokens",
+            get(admin::list_tokens).post(admin::mint_token),
+        )
+        .route(
+            "/api/v1/orgs/{org}/wireguard_tokens/{name}",
+            axum::routing::delete(admin::delete_token),
+        )
+        .route("/api/v1/orgs/{org}/peers", get(admin::list_peers))
+        .route(
+            "/api/v1/orgs/{org}/peers/{name}",
+            get(admin::show_peer).delete(admin::delete_peer),
+        )
+        .route("/api/openapi.json", get(openapi_json))
+        .route("/healthz", get(healthz))
+        // Must come after the routes: it is attached to each route registered so far.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
+        .with_state(state);
+    with_layers(routes, body_limit)
+}
+
+/// The middleware every route gets: body limit, panic catcher, request tracing.
+fn with_layers(routes: Router, body_limit: usize) -> Router {
+    routes
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // 5xx causes are logged once by `ApiError`; the trace layer adds no second line.
+                .on_failure(()),
+        )
+}
+
+/// The request span: method and matched route only (never the raw URI with its names, never
+/// headers); `org` and `token` (its name) are filled in once a WireGuard token authenticated.
+fn make_span<B>(req: &Request<B>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(no route)", MatchedPath::as_str);
+    tracing::info_span!(
+        "http",
+        method = %req.method(),
+        route = %route,
+        org = tracing::field::Empty,
+        token = tracing::field::Empty,
+    )
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(non-string panic payload)".to_owned());
+    tracing::error!(panic = %detail, "request handler panicked");
+    ApiError::Panic.into_response()
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+async fn openapi_json() -> Json<serde_json::Value> {
+    Json(openapi::document())
+}
+
+/// `GET /healthz`: the database answers, and the generation DNS has published.
+async fn healthz(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.generation().await?;
+    let generation = *state.published.borrow();
+    Ok(Json(
+        serde_json::json!({ "status": "ok", "generation": generation.0 }),
+    ))
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp (`2026-11-25T16:00:00Z`).
+fn rfc3339(secs: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// The OpenAPI document, for `serve` or tools that want it without a running server.
+pub fn openapi_document() -> serde_json::Value {
+    openapi::document()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_json() {
+        let routes = Router::new().route(
+            "/boom",
+            get(|| async {
+                let v: Vec<u8> = Vec::new();
+                // Index out of bounds: a bug, which must not take the server down.
+                v[usize::from(v.is_empty())].to_string()
+            }),
+        );
+        let app = with_layers(routes, 1024);
+        let req = Request::builder().uri("/boom").body(Body::empty()).unwrap();
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "internal error");
+        // The router still serves afterwards.
+        let req = Request::builder().uri("/boom").body(Body::empty()).unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), 500);
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_622_400), "2026-11-25T16:00:00Z");
+        assert_eq!(rfc3339(-1), "1970-01-01T00:00:00Z");
+    }
+}

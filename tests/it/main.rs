@@ -1,4 +1,12 @@
 //! The one integration-test binary (see STYLE.md §8).
 
+mod api;
+mod api_support;
+mod cli;
+mod crash;
+mod dns;
 mod fastpath;
+mod flow;
+mod gateway;
 mod store;
+mod support;

@@ -1,0 +1,379 @@
+//! The admin API under `/api/v1`: orgs, WireGuard tokens and peers, behind the admin token.
+//!
+//! Token secrets appear in exactly one answer, the one that mints them; every list shows
+//! metadata only.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::auth::AdminAuth;
+use super::body::{ApiPath, JsonObject};
+use super::error::ApiError;
+use super::peers::parse_path_name;
+use super::{Shared, rfc3339};
+use crate::model::{GroupName, Org, OrgSlug, Peer, PeerStatus, TokenInfo, TokenName, now_unix};
+use crate::store::NewToken;
+
+/// An org as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct OrgJson {
+    /// The org's slug.
+    pub slug: String,
+    /// The org's /48.
+    pub prefix: String,
+    /// The org's resolver address (`::3`).
+    pub dns: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&Org> for OrgJson {
+    fn from(org: &Org) -> Self {
+        OrgJson {
+            slug: org.slug.to_string(),
+            prefix: org.prefix.to_string(),
+            dns: org.dns_addr().to_string(),
+            created_at: rfc3339(org.created_at),
+        }
+    }
+}
+
+/// A WireGuard token as the admin API shows it: never the secret.
+#[derive(Debug, Serialize)]
+pub struct TokenJson {
+    /// The token's org.
+    pub org: String,
+    /// The token's name.
+    pub name: String,
+    /// The group it is confined to.
+    pub group: Option<String>,
+    /// Expiry, RFC 3339.
+    pub expires_at: Option<String>,
+    /// Cap on live peers.
+    pub max_peers: Option<u32>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last use, RFC 3339.
+    pub last_used_at: Option<String>,
+    /// Live peers it created.
+    pub live_peers: u64,
+}
+
+impl From<&TokenInfo> for TokenJson {
+    fn from(t: &TokenInfo) -> Self {
+        TokenJson {
+            org: t.org.to_string(),
+            name: t.name.to_string(),
+            group: t.group.as_ref().map(ToString::to_string),
+            expires_at: t.expires_at.map(rfc3339),
+            max_peers: t.max_peers,
+            created_at: rfc3339(t.created_at),
+            last_used_at: t.last_used_at.map(rfc3339),
+            live_peers: t.live_peers,
+        }
+    }
+}
+
+/// The answer to a mint: the secret, shown this once, beside the token's metadata.
+#[derive(Debug, Serialize)]
+pub struct MintedToken {
+    /// The secret.
+    pub token: String,
+    /// Everything else.
+    #[serde(flatten)]
+    pub info: TokenJson,
+}
+
+/// A peer as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct PeerJson {
+    /// The peer's org.
+    pub org: String,
+    /// The peer's name.
+    pub name: String,
+    /// The peer's group.
+    pub group: String,
+    /// The peer's region.
+    pub region: String,
+    /// The peer's public key.
+    pub pubkey: String,
+    /// The peer's address.
+    pub address: String,
+    /// The token that created it.
+    pub token: String,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last re-key, RFC 3339.
+    pub updated_at: String,
+}
+
+impl From<&Peer> for PeerJson {
+    fn from(p: &Peer) -> Self {
+        PeerJson {
+            org: p.org.to_string(),
+            name: p.name.to_string(),
+            group: p.group.to_string(),
+            region: p.region.to_string(),
+            pubkey: p.pubkey.to_base64(),
+            address: p.address.to_string(),
+            token: p.token.to_string(),
+            created_at: rfc3339(p.created_at),
+            updated_at: rfc3339(p.updated_at),
+        }
+    }
+}
+
+/// One peer with its live status on the gateway.
+#[derive(Debug, Serialize)]
+pub struct PeerWithStatus {
+    /// The peer.
+    #[serde(flatten)]
+    pub peer: PeerJson,
+    /// What the gateway interface reports; `null` without a gateway or before it has the peer.
+    pub status: Option<StatusJson>,
+}
+
+/// A peer's status on the gateway interface.
+#[derive(Debug, Serialize)]
+pub struct StatusJson {
+    /// Last handshake, RFC 3339.
+    pub last_handshake: Option<String>,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// The peer's outer endpoint.
+    pub endpoint: Option<String>,
+}
+
+impl From<PeerStatus> for StatusJson {
+    fn from(s: PeerStatus) -> Self {
+        StatusJson {
+            last_handshake: s.last_handshake.map(rfc3339),
+            rx_bytes: s.rx_bytes,
+            tx_bytes: s.tx_bytes,
+            endpoint: s.endpoint,
+        }
+    }
+}
+
+fn parse_org(slug: &str) -> Result<OrgSlug, ApiError> {
+    slug.parse().map_err(|_| ApiError::no_such_org(slug))
+}
+
+fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
+    name.parse()
+        .map_err(|err| ApiError::not_a_label("name", name, err))
+}
+
+/// `POST /api/v1/orgs`: creates an org with a fresh /48.
+pub async fn create_org(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    body: JsonObject,
+) -> Result<(StatusCode, Json<OrgJson>), ApiError> {
+    let text = body.required_string("slug")?;
+    let slug: OrgSlug = text
+        .parse()
+        .map_err(|err| ApiError::not_a_label("slug", text, err))?;
+    let org = state.store.create_org(&slug).await?;
+    tracing::info!(org = %org.slug, prefix = %org.prefix, "org created");
+    // A new org is a new DNS view; the store has published the generation that adds it.
+    let generation = *state.store.changes().borrow();
+    state.wait_published(generation).await;
+    Ok((StatusCode::CREATED, Json(OrgJson::from(&org))))
+}
+
+/// `GET /api/v1/orgs`: every org.
+pub async fn list_orgs(
+    _: AdminAuth,
+    State(state): State<Shared>,
+) -> Result<Json<Vec<OrgJson>>, ApiError> {
+    let orgs = state.store.list_orgs().await?;
+    Ok(Json(orgs.iter().map(OrgJson::from).collect()))
+}
+
+/// Reads `expires_in`: a humantime duration (`"30d"`, `"12h"`, `"3600s"`), a string of digits
+/// (seconds), or an integer number of seconds; it must be positive.
+fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
+    let invalid = |reason: String| ApiError::InvalidField {
+        field: "expires_in",
+        reason,
+    };
+    let duration = match value {
+        Value::Number(n) => n.as_u64().map(Duration::from_secs).ok_or_else(|| {
+            invalid(format!("must be a positive whole number of seconds, got {n}"))
+        })?,
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| invalid(format!("is too large: {s}")))?,
+        Value::String(s) => humantime::parse_duration(s.trim()).map_err(|err| {
+            invalid(format!(
+                "is not a duration ({err}): got {s:?}; use e.g. \"30d\", \"12h\" or a number of seconds"
+            ))
+        })?,
+        _ => {
+            return Err(invalid(
+                "must be a duration such as \"30d\" or a number of seconds".to_owned(),
+            ));
+        }
+    };
+    if duration.is_zero() {
+        return Err(invalid("must be longer than zero".to_owned()));
+    }
+    Ok(duration)
+}
+
+/// `POST /api/v1/orgs/{org}/wireguard_tokens`: mints a token; the only answer holding its secret.
+pub async fn mint_token(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath(org): ApiPath<String>,
+    body: JsonObject,
+) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
+    let org = parse_org(&org)?;
+    let name = parse_token_name(body.required_string("name")?)?;
+    let group = match body.string("group")? {
+        Some(text) => Some(
+            text.parse::<GroupName>()
+                .map_err(|err| ApiError::not_a_label("group", text, err))?,
+        ),
+        None => None,
+    };
+    let expires_at = match body.raw("expires_in") {
+        Some(value) => {
+            let secs = i64::try_from(parse_expires_in(value)?.as_secs())
+                .ok()
+                .and_then(|secs| now_unix().checked_add(secs))
+                .ok_or_else(|| ApiError::InvalidField {
+                    field: "expires_in",
+                    reason: "is too far in the future".to_owned(),
+                })?;
+            Some(secs)
+        }
+        None => None,
+    };
+    let max_peers = body.u32("max_peers")?;
+    if max_peers == Some(0) {
+        return Err(ApiError::InvalidField {
+            field: "max_peers",
+            reason: "must be at least 1 (leave it out for no cap)".to_owned(),
+        });
+    }
+    let new = NewToken {
+        name,
+        group,
+        expires_at,
+        max_peers,
+    };
+    let (info, secret) = state.store.mint_token(&org, new).await?;
+    tracing::info!(org = %info.org, token = %info.name, "token minted");
+    Ok((
+        StatusCode::CREATED,
+        Json(MintedToken {
+            token: secret.expose().to_owned(),
+            info: TokenJson::from(&info),
+        }),
+    ))
+}
+
+/// `GET /api/v1/orgs/{org}/wireguard_tokens`: the org's live tokens, without secrets.
+pub async fn list_tokens(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath(org): ApiPath<String>,
+) -> Result<Json<Vec<TokenJson>>, ApiError> {
+    let org = parse_org(&org)?;
+    let tokens = state.store.list_tokens(&org).await?;
+    Ok(Json(tokens.iter().map(TokenJson::from).collect()))
+}
+
+/// `DELETE /api/v1/orgs/{org}/wireguard_tokens/{name}`: deletes a token and every peer it made.
+pub async fn delete_token(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let org = parse_org(&org)?;
+    let name = parse_token_name(&name)?;
+    let (n_deleted, generation) = state.store.delete_token(&org, &name).await?;
+    tracing::info!(%org, token = %name, deleted_peers = n_deleted, %generation, "token deleted");
+    state.wait_published(generation).await;
+    Ok(Json(serde_json::json!({
+        "deleted": name.as_str(),
+        "deleted_peers": n_deleted,
+    })))
+}
+
+/// `GET /api/v1/orgs/{org}/peers`: the org's peers.
+pub async fn list_peers(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath(org): ApiPath<String>,
+) -> Result<Json<Vec<PeerJson>>, ApiError> {
+    let org = parse_org(&org)?;
+    let peers = state.store.list_peers(&org).await?;
+    Ok(Json(peers.iter().map(PeerJson::from).collect()))
+}
+
+/// `GET /api/v1/orgs/{org}/peers/{name}`: one peer, with its gateway status when a gateway runs.
+pub async fn show_peer(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
+) -> Result<Json<PeerWithStatus>, ApiError> {
+    let org = parse_org(&org)?;
+    let name = parse_path_name(&name)?;
+    let peer = state.store.get_peer(&org, &name).await?;
+    let status = match &state.gateway {
+        Some(gateway) => gateway
+            .peer_status(&peer.pubkey)
+            .await
+            .map(StatusJson::from),
+        None => None,
+    };
+    Ok(Json(PeerWithStatus {
+        peer: PeerJson::from(&peer),
+        status,
+    }))
+}
+
+/// `DELETE /api/v1/orgs/{org}/peers/{name}`: deletes one peer.
+pub async fn delete_peer(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let org = parse_org(&org)?;
+    let name = parse_path_name(&name)?;
+    let generation = state.store.delete_peer(&org, &name).await?;
+    tracing::info!(%org, peer = %name, %generation, "peer deleted by admin");
+    state.wait_published(generation).await;
+    Ok(Json(serde_json::json!({ "deleted": name.as_str() })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_forms() {
+        let ok = |v: Value| parse_expires_in(&v).map(|d| d.as_secs()).ok();
+        assert_eq!(ok(serde_json::json!("30d")), Some(30 * 86400));
+        assert_eq!(ok(serde_json::json!("12h")), Some(12 * 3600));
+        assert_eq!(ok(serde_json::json!("3600s")), Some(3600));
+        assert_eq!(ok(serde_json::json!("3600")), Some(3600));
+        assert_eq!(ok(serde_json::json!(90)), Some(90));
+        assert_eq!(ok(serde_json::json!(0)), None);
+        assert_eq!(ok(serde_json::json!(-5)), None);
+        assert_eq!(ok(serde_json::json!(1.5)), None);
+        assert_eq!(ok(serde_json::json!("soon")), None);
+        assert_eq!(ok(serde_json::json!(true)), None);
+    }
+}

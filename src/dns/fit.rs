@@ -1,0 +1,147 @@
+//! How many answer records fit a response of a given size, computed the way hickory's encoder
+//! lays the message out, so that a truncated answer keeps its OPT record and stays valid.
+//!
+//! hickory's encoder, left alone, stops at the first record that overflows and then drops the
+//! OPT record as well (see CRATES.md §1.5). We pass it only the records that fit and set TC
+//! ourselves. The model below mirrors hickory-proto 0.26's `Name::emit`:
+//! - the question is copied verbatim and is never a compression target, so the first answer
+//!   carries its owner name in full and later answers point at it (2 bytes);
+//! - after [`COMPRESSED_NAME_LIMIT`] names, names are written uncompressed;
+//! - a name is first written in full and then replaced by a pointer, so the full name has to fit
+//!   at that moment.
+//!
+//! RDATA lengths come from the snapshot's uncompressed answer bytes, which are never shorter than
+//! what the encoder writes, so the count errs on the safe side. If it were ever too high the
+//! encoder would still truncate on its own: the message stays valid either way.
+
+/// hickory-proto's `COMPRESSED_NAME_LIMIT`: names after this many are not compressed.
+pub const COMPRESSED_NAME_LIMIT: usize = 120;
+
+/// Bytes of an OPT record with no options: root name, type, class, TTL, RDLENGTH.
+pub const OPT_LEN: usize = 11;
+
+/// The number of answer records that fit in `limit` bytes.
+///
+/// `used`: header and question bytes; `owner_len`: the answers' owner name in wire format;
+/// `wire_lens`: each record's length as in [`crate::snapshot::RrSet::wire`] (2-byte owner
+/// pointer included), in emission order; `reserve`: bytes needed after the answers (the OPT).
+pub fn answers_that_fit(
+    limit: usize,
+    used: usize,
+    owner_len: usize,
+    wire_lens: impl Iterator<Item = usize>,
+    reserve: usize,
+) -> usize {
+    let mut offset = used;
+    let mut fit = 0;
+    for (k, wire_len) in wire_lens.enumerate() {
+        let after_owner = wire_len.saturating_sub(2);
+        let name_len = if k == 0 || k >= COMPRESSED_NAME_LIMIT {
+            owner_len
+        } else {
+            2
+        };
+        if offset + owner_len > limit {
+            break;
+        }
+        let end = offset + name_len + after_owner;
+        if end + reserve > limit {
+            break;
+        }
+        offset = end;
+        fit += 1;
+    }
+    fit
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use hickory_server::proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, Query};
+    use hickory_server::proto::rr::rdata::AAAA;
+    use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+    use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+    use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
+
+    use super::*;
+
+    /// Encodes `n` of `records` through hickory's real encoder with a `limit`-byte buffer and
+    /// returns (bytes, header).
+    fn encode(
+        question: &str,
+        records: &[Record],
+        n: usize,
+        limit: u16,
+        edns: bool,
+    ) -> (Vec<u8>, Header) {
+        let mut query = Message::query();
+        query.add_query(Query::query(
+            Name::from_ascii(question).unwrap(),
+            RecordType::AAAA,
+        ));
+        let query = query.to_vec().unwrap();
+        let mut decoder = BinDecoder::new(&query);
+        let header = Header::read(&mut decoder).unwrap();
+        let queries = Queries::read(&mut decoder, usize::from(header.counts.queries)).unwrap();
+        let mut opt = Edns::new();
+        opt.set_max_payload(limit);
+        let builder = MessageResponseBuilder::new(&queries, edns.then_some(&opt));
+        let meta = Metadata::new(1, MessageType::Response, OpCode::Query);
+        let response = builder.build(meta, records.iter().take(n), [], [], []);
+        let mut bytes = Vec::new();
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(limit);
+        let info = response.destructive_emit(&mut encoder).unwrap();
+        let header = Header {
+            metadata: *info,
+            counts: info.counts(),
+        };
+        (bytes, header)
+    }
+
+    #[test]
+    fn model_matches_hickory_encoder() {
+        for question in [
+            "k8s._g.internal.",
+            &format!("{}._g.internal.", "g".repeat(63)),
+        ] {
+            let owner = Name::from_ascii(question).unwrap();
+            let owner_len = owner.len() + 1;
+            let records: Vec<Record> = (0..300u128)
+                .map(|i| Record::from_rdata(owner.clone(), 5, RData::AAAA(AAAA(Ipv6Addr::from(i)))))
+                .collect();
+            let question_len = owner_len + 4;
+            for edns in [false, true] {
+                for limit in [512u16, 600, 1232, 1500, 4096, 8192, u16::MAX] {
+                    let reserve = if edns { OPT_LEN } else { 0 };
+                    let lens = std::iter::repeat_n(28, records.len());
+                    let fit = answers_that_fit(
+                        usize::from(limit),
+                        12 + question_len,
+                        owner_len,
+                        lens,
+                        reserve,
+                    );
+                    let (bytes, header) = encode(question, &records, fit, limit, edns);
+                    assert!(
+                        !header.metadata.truncation,
+                        "{limit} {edns}: encoder had to truncate"
+                    );
+                    assert_eq!(usize::from(header.counts.answers), fit);
+                    assert_eq!(usize::from(header.counts.additionals), usize::from(edns));
+                    assert!(bytes.len() <= usize::from(limit));
+                    if fit < records.len() {
+                        // One more would not have fit (the model is tight).
+                        let (_, header) = encode(question, &records, fit + 1, limit, edns);
+                        assert!(
+                            header.metadata.truncation,
+                            "{question} {limit} {edns}: {} would fit too",
+                            fit + 1
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
