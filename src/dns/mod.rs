@@ -1,6 +1,11 @@
 //! The authoritative DNS server: hickory-server 0.26 on UDP and TCP, answering from the
 //! [`crate::snapshot`] through our own [`Handler`].
 //!
+//! UDP goes through the [`crate::fastpath`] first (batched `recvmmsg`/`sendmmsg`, one
+//! `SO_REUSEPORT` socket and thread per core, answers written from prebuilt bytes); what it does
+//! not fully handle reaches the same [`Handler`] (see [`udp`]). TCP is hickory's server, which
+//! answers pipelined queries on a connection.
+//!
 //! [`bind`] opens the sockets (so a caller learns the real ports before anything runs) and
 //! [`serve`] runs them until the cancellation token fires. This module never touches the store:
 //! every answer comes from the current snapshot, loaded once per query.
@@ -10,14 +15,20 @@
 
 pub mod fit;
 mod handler;
+pub mod udp;
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::net::UdpSocket;
+use std::sync::Arc;
+
 use hickory_server::Server;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::fastpath::{FastServer, FastServerConfig};
 
 pub use fit::answers_that_fit;
 pub use handler::{Handler, Lookup, MAX_UDP_PAYLOAD, lookup};
@@ -42,7 +53,14 @@ pub enum DnsError {
     /// A listener task failed (e.g. its socket closed unexpectedly).
     #[error("DNS server failed: {0}")]
     Server(#[source] hickory_server::net::NetError),
+    /// The UDP fast path could not start (socket options or threads).
+    #[error("starting the DNS fast path: {0}")]
+    FastPath(#[source] io::Error),
 }
+
+/// `SO_RCVBUF` asked for each UDP socket: room for bursts (the kernel caps it at
+/// `net.core.rmem_max`).
+const UDP_RECV_BUFFER: usize = 4 << 20;
 
 /// Bound UDP sockets and TCP listeners, one of each per address, sharing the port.
 #[derive(Debug)]
@@ -76,7 +94,7 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Listeners> {
         let mut attempt = 0;
         let (udp, tcp) = loop {
             attempt += 1;
-            let udp = UdpSocket::bind(addr).await.map_err(named)?;
+            let udp = crate::fastpath::server::bind(addr, UDP_RECV_BUFFER).map_err(named)?;
             let bound = udp.local_addr().map_err(named)?;
             match TcpListener::bind(bound).await {
                 Ok(tcp) => break (udp, tcp),
@@ -98,17 +116,36 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Listeners> {
 
 /// Serves DNS on `listeners` from `snapshot` until `cancel` fires, then shuts down gracefully.
 ///
+/// Each UDP socket feeds a [`FastServer`] (its threads start here); the datagrams it delegates
+/// are answered by [`Handler`] on a task per address, from that address. TCP runs on hickory.
+///
 /// # Errors
-/// [`DnsError::Server`] when a listener fails before cancellation.
+/// [`DnsError::FastPath`] when the fast path cannot start; [`DnsError::Server`] when a listener
+/// fails before cancellation.
 pub async fn serve(
     listeners: Listeners,
     snapshot: SnapshotHandle,
     cancel: CancellationToken,
 ) -> Result<(), DnsError> {
-    let mut server = Server::new(Handler::new(snapshot));
+    let handler = Handler::new(snapshot.clone());
+    let source = Arc::new(snapshot);
+    let mut fast = Vec::with_capacity(listeners.udp.len());
+    let mut delegated = tokio::task::JoinSet::new();
     for socket in listeners.udp {
-        server.register_socket(socket);
+        let addr = socket.local_addr().map_err(DnsError::FastPath)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(udp::DELEGATE_QUEUE);
+        let server = FastServer::start_on(
+            socket,
+            &FastServerConfig::new(addr),
+            source.clone(),
+            Arc::new(udp::ToHandler(tx)),
+        )
+        .map_err(DnsError::FastPath)?;
+        let reply = socket2::Socket::from(server.reply_socket().map_err(DnsError::FastPath)?);
+        delegated.spawn(udp::run_delegated(handler.clone(), reply, rx));
+        fast.push(server);
     }
+    let mut server = Server::new(handler);
     for listener in listeners.tcp {
         server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
     }
@@ -119,5 +156,10 @@ pub async fn serve(
     });
     let res = server.block_until_done().await;
     link.abort();
+    // Stop the fast-path threads (each notices within `fastpath::server::STOP_CHECK`); the
+    // delegated-query tasks end when their queues' senders, held by those threads, are gone.
+    let _ =
+        tokio::task::spawn_blocking(move || fast.into_iter().for_each(FastServer::shutdown)).await;
+    delegated.shutdown().await;
     res.map_err(DnsError::Server)
 }

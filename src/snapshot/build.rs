@@ -93,6 +93,9 @@ pub(super) fn build(dump: &Dump, settings: &SnapshotSettings) -> Snapshot {
     }
     sources.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
 
+    let fast =
+        crate::fastpath::Index::build(dump, &fast_settings(settings, &zones, &statics, internal));
+
     Snapshot {
         generation: dump.generation,
         ttl: settings.ttl,
@@ -101,6 +104,44 @@ pub(super) fn build(dump: &Dump, settings: &SnapshotSettings) -> Snapshot {
         by_prefix,
         sources: sources.into_boxed_slice(),
         missing_view_orgs: missing_view_orgs.into_boxed_slice(),
+        fast,
+    }
+}
+
+/// What the fast path's index is built from: the same zones and their negative SOA bytes; every
+/// static name (with the per-org `ns` and `gateway`) is left to the full handler, which merges
+/// static and dynamic records.
+fn fast_settings(
+    settings: &SnapshotSettings,
+    zones: &[Zone],
+    statics: &[StaticName],
+    internal: u16,
+) -> crate::fastpath::IndexSettings {
+    let mut fast_zones: Vec<crate::fastpath::FastZone> = zones
+        .iter()
+        .map(|z| crate::fastpath::FastZone {
+            origin: z.origin_wire.clone(),
+            soa_negative: z.soa_negative_wire.clone(),
+            static_names: vec![z.origin_wire.clone()],
+            // The full handler answers a miss with NXDOMAIN in every zone (no wildcards or cuts).
+            delegate_misses: false,
+        })
+        .collect();
+    for item in statics {
+        fast_zones[usize::from(item.zone)]
+            .static_names
+            .push(item.key.clone());
+    }
+    for label in [&b"ns"[..], b"gateway"] {
+        fast_zones[usize::from(internal)]
+            .static_names
+            .push(wire_from_labels([label, b"internal"]));
+    }
+    crate::fastpath::IndexSettings {
+        ttl: settings.ttl,
+        views: settings.views.clone(),
+        zones: fast_zones,
+        max_udp_payload: crate::fastpath::index::DEFAULT_MAX_UDP_PAYLOAD,
     }
 }
 

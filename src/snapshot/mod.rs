@@ -136,6 +136,8 @@ pub struct Snapshot {
     sources: Box<[(IpNet, u32)]>,
     /// Orgs named by a configured view that do not exist.
     missing_view_orgs: Box<[OrgSlug]>,
+    /// The UDP fast path's table of the same names (see [`crate::fastpath`]).
+    fast: crate::fastpath::Index,
 }
 
 impl Snapshot {
@@ -200,6 +202,12 @@ impl Snapshot {
     /// Orgs named by a configured view that do not exist (their sources are refused).
     pub fn missing_view_orgs(&self) -> &[OrgSlug] {
         &self.missing_view_orgs
+    }
+
+    /// The UDP fast path's index of this snapshot: the same peers, groups, `_peer` TXT and views,
+    /// with static names left to the full handler.
+    pub fn fast(&self) -> &crate::fastpath::Index {
+        &self.fast
     }
 }
 
