@@ -624,3 +624,319 @@ fn server_answers_in_batches_and_delegates_the_rest() {
     assert_eq!((&buf[..n], via), (&b"delegated answer"[..], addr));
     server.shutdown();
 }
+
+// ---- differential: the fast path against the full hickory handler
+
+mod differential {
+    use std::collections::BTreeMap;
+
+    use hickory_proto::rr::Record;
+    use hickory_server::net::xfer::Protocol;
+    use sixpn::dns::Handler;
+    use sixpn::dns::udp::full_answer;
+    use sixpn::snapshot::{Snapshot, SnapshotHandle, SnapshotSettings};
+
+    use super::*;
+
+    /// personal (fdaa:0:1::/48): n-<i> in groups g<size> of 1, 2, 3, 50, 119, 120, 121, 200
+    /// and 300 members, plus "solo"; acme (fdaa:0:2::/48): a few peers sharing group names.
+    fn corpus_dump() -> Dump {
+        let personal = org("personal", PERSONAL);
+        let acme = org("acme", ACME);
+        let mut peers = Vec::new();
+        let mut host = 0x100u128;
+        for size in [1usize, 2, 3, 50, 119, 120, 121, 200, 300] {
+            for _ in 0..size {
+                peers.push(peer(
+                    &personal,
+                    &format!("n-{host}"),
+                    &format!("g{size}"),
+                    host,
+                ));
+                host += 1;
+            }
+        }
+        peers.push(peer(&personal, "solo", "solo", 0x42));
+        for i in 0..5 {
+            peers.push(peer(&acme, &format!("a-{i}"), "g3", 0x10 + i));
+        }
+        peers.sort_by(|a, b| (&a.org, &a.name).cmp(&(&b.org, &b.name)));
+        Dump {
+            generation: Generation(3),
+            orgs: vec![acme, personal],
+            peers,
+        }
+    }
+
+    fn snapshot_settings() -> SnapshotSettings {
+        let mut s = SnapshotSettings::default();
+        s.views.insert(
+            0,
+            ViewConfig {
+                source: "127.0.0.2/32".parse().unwrap(),
+                org: "acme".parse().unwrap(),
+            },
+        );
+        s.views.push(ViewConfig {
+            source: "127.0.0.7/32".parse().unwrap(),
+            org: "missing".parse().unwrap(),
+        });
+        s
+    }
+
+    /// Flips the case of letters by `seed`'s bits.
+    fn mixed(name: &str, seed: u32) -> String {
+        name.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if seed >> (i % 32) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    fn with_cookie(mut q: Vec<u8>) -> Vec<u8> {
+        let n = q.len();
+        q[n - 1] = 12;
+        q.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        q
+    }
+
+    /// A record's identity for comparison: name (lowercase), type, class, TTL, RDATA.
+    fn key(r: &Record) -> String {
+        format!(
+            "{} {} {} {} {}",
+            r.name.to_lowercase(),
+            r.record_type(),
+            r.dns_class,
+            r.ttl,
+            r.data
+        )
+    }
+
+    #[tokio::test]
+    async fn fast_answers_equal_the_full_handlers() {
+        let snapshot = Snapshot::build(&corpus_dump(), &snapshot_settings());
+        let handle = SnapshotHandle::new(snapshot);
+        let handler = Handler::new(handle.clone());
+        let snap = handle.load();
+        let fast = snap.fast();
+
+        let mut names: Vec<String> = vec![
+            "solo._peer.internal".into(),
+            "n-300._peer.internal".into(),
+            "a-1._peer.internal".into(),
+            "nope._peer.internal".into(),
+            "x.solo._peer.internal".into(),
+            "_peer.internal".into(),
+            "_g.internal".into(),
+            "g0._g.internal".into(),
+            "nope.internal".into(),
+            "internal".into(),
+            "ns.internal".into(),
+            "gateway.internal".into(),
+            "x.ns.internal".into(),
+            "example.com".into(),
+            "internal.example".into(),
+        ];
+        for size in [1, 2, 3, 50, 119, 120, 121, 200, 300] {
+            names.push(format!("g{size}._g.internal"));
+        }
+        names.push(format!("{}._g.internal", "x".repeat(63)));
+        let sources = [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.0.0.7",
+            "10.9.9.9",
+            "fdaa:0:2::99",
+            "::1",
+        ];
+        let types = [28u16, 1, 16, 15, 6, 2, 5, 255, 33];
+        let sizes = [
+            None,
+            Some(100),
+            Some(512),
+            Some(1232),
+            Some(4096),
+            Some(65000),
+        ];
+
+        let mut stats: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut out = vec![0u8; 4096];
+        let mut id = 0u16;
+        for (ni, name) in names.iter().enumerate() {
+            for variant in 0..2u32 {
+                let asked = if variant == 0 {
+                    name.clone()
+                } else {
+                    mixed(name, 0x9E37_79B9 ^ ni as u32)
+                };
+                for &qtype in &types {
+                    for &size in &sizes {
+                        for cookie in [false, true] {
+                            if cookie && size.is_none() {
+                                continue;
+                            }
+                            for src in sources {
+                                id = id.wrapping_add(1);
+                                let mut q = query(id, &asked, qtype, size);
+                                if cookie {
+                                    q = with_cookie(q);
+                                }
+                                // Header bits: RD clear, or AD and CD set (as dig sends).
+                                match id % 3 {
+                                    0 => q[2] &= !0x01,
+                                    1 => q[3] |= 0x30,
+                                    _ => {}
+                                }
+                                let src_addr = SocketAddr::new(ip(src), 5353);
+                                let outcome = fastpath::answer(fast, src_addr.ip(), &q, &mut out);
+                                let full =
+                                    full_answer(&handler, q.clone(), src_addr, Protocol::Udp).await;
+                                let case = format!(
+                                    "{src} {asked} type {qtype} edns {size:?} cookie {cookie}"
+                                );
+                                match outcome {
+                                    Outcome::Delegate => {
+                                        *stats.entry("delegated").or_default() += 1
+                                    }
+                                    Outcome::Drop => {
+                                        assert!(full.is_none(), "{case}: fast drops, full answers");
+                                    }
+                                    Outcome::Reply(n) => {
+                                        let full = full
+                                            .unwrap_or_else(|| panic!("{case}: full sent nothing"));
+                                        let kind = compare(&out[..n], &full, &q, &case);
+                                        *stats.entry(kind).or_default() += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Every EDNS size around the truncation points, byte by byte.
+        for name in ["g50._g.internal", "G121._g.INTERNAL", "_peer.internal"] {
+            for size in 512..=1800u16 {
+                id = id.wrapping_add(1);
+                let q = query(
+                    id,
+                    name,
+                    if name.starts_with('_') { 16 } else { 28 },
+                    Some(size),
+                );
+                let src_addr = SocketAddr::new(ip("127.0.0.1"), 5353);
+                let Outcome::Reply(n) = fastpath::answer(fast, src_addr.ip(), &q, &mut out) else {
+                    panic!("{name} {size}: not answered by the fast path");
+                };
+                let full = full_answer(&handler, q.clone(), src_addr, Protocol::Udp)
+                    .await
+                    .expect("an answer");
+                let kind = compare(&out[..n], &full, &q, &format!("{name} edns {size}"));
+                *stats.entry(kind).or_default() += 1;
+            }
+        }
+        eprintln!("differential corpus: {stats:?}");
+        // The fast path really answered every hot kind of query (not all delegated).
+        for kind in [
+            "answer",
+            "group",
+            "truncated group",
+            "nxdomain",
+            "nodata",
+            "txt",
+        ] {
+            assert!(
+                stats.get(kind).copied().unwrap_or(0) > 10,
+                "{kind}: {stats:?}"
+            );
+        }
+        let answered: usize = stats
+            .iter()
+            .filter(|(k, _)| **k != "delegated")
+            .map(|(_, v)| v)
+            .sum();
+        assert!(answered > stats["delegated"], "{stats:?}");
+    }
+
+    /// Asserts that the fast reply equals the full one record for record (group order aside);
+    /// returns the kind of answer.
+    fn compare(fast_raw: &[u8], full_raw: &[u8], q: &[u8], case: &str) -> &'static str {
+        let fast = Message::from_vec(fast_raw).unwrap_or_else(|e| panic!("{case}: fast: {e}"));
+        let full = Message::from_vec(full_raw).unwrap_or_else(|e| panic!("{case}: full: {e}"));
+        assert_eq!(fast.metadata, full.metadata, "{case}: header");
+        // The question is echoed byte for byte by both.
+        let qend = question_end(q);
+        assert_eq!(&fast_raw[12..qend], &q[12..qend], "{case}: question echo");
+        assert_eq!(
+            &full_raw[12..qend],
+            &q[12..qend],
+            "{case}: question echo (full)"
+        );
+        assert_eq!(fast.edns, full.edns, "{case}: OPT");
+        let keys = |rs: &[Record]| rs.iter().map(key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(&fast.authorities),
+            keys(&full.authorities),
+            "{case}: authority"
+        );
+        assert_eq!(
+            keys(&fast.additionals),
+            keys(&full.additionals),
+            "{case}: additional"
+        );
+        let (mut fa, mut fu) = (keys(&fast.answers), keys(&full.answers));
+        assert_eq!(fa.len(), fu.len(), "{case}: answer count");
+        let rcode = fast.metadata.response_code;
+        if fa.len() > 1 {
+            if fast.metadata.truncation {
+                // Different rotation windows of the same group: both within it, no repeats.
+                let n = fa.len();
+                fa.sort();
+                fa.dedup();
+                fu.sort();
+                fu.dedup();
+                assert_eq!((fa.len(), fu.len()), (n, n), "{case}: repeated records");
+                let owner = &fa[0][..fa[0].find(' ').unwrap()];
+                assert!(fu.iter().all(|k| k.starts_with(owner)), "{case}");
+                assert_eq!(fast_raw.len(), full_raw.len(), "{case}: size");
+                return "truncated group";
+            }
+            fa.sort();
+            fu.sort();
+            assert_eq!(fa, fu, "{case}: group members");
+            assert_eq!(fast_raw.len(), full_raw.len(), "{case}: size");
+            return "group";
+        }
+        assert_eq!(fa, fu, "{case}: answers");
+        if fa.len() == 1 {
+            assert_eq!(fast_raw.len(), full_raw.len(), "{case}: size");
+            return if fast.answers[0].record_type() == RecordType::TXT {
+                "txt"
+            } else {
+                "answer"
+            };
+        }
+        if fast.metadata.truncation {
+            return "truncated";
+        }
+        match rcode {
+            ResponseCode::NXDomain => "nxdomain",
+            ResponseCode::NoError => "nodata",
+            _ => "other",
+        }
+    }
+
+    /// The end of the question section of a query built by [`query`].
+    fn question_end(q: &[u8]) -> usize {
+        let mut at = 12;
+        while q[at] != 0 {
+            at += 1 + usize::from(q[at]);
+        }
+        at + 5
+    }
+}
