@@ -189,7 +189,7 @@ impl Index {
             }
             if slot >> 32 == tag {
                 let e = &self.entries[(slot as u32 - 1) as usize];
-                if e.view == view && self.name_of(e).eq_ignore_ascii_case(name) {
+                if e.view == view && eq_lower(name, self.name_of(e)) {
                     return Some(e);
                 }
             }
@@ -225,21 +225,70 @@ fn fold_mul(a: u64, b: u64) -> u64 {
     (r as u64) ^ ((r >> 64) as u64)
 }
 
+/// Whether `name` (any case) equals `lower`, a lowercase ASCII wire name: ASCII
+/// case-insensitive equality, eight bytes at a time. A byte may differ from `lower`'s only by
+/// the 0x20 bit, and only where `lower` has a letter.
+#[inline]
+pub(crate) fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    if name.len() != lower.len() {
+        return false;
+    }
+    #[inline(always)]
+    fn word_ok(q: u64, s: u64) -> bool {
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // High bit of each byte: s >= 'a', and 'z' >= s (bytes of `lower` are < 0x80).
+        let ge_a = (s | HIGH).wrapping_sub(0x6161_6161_6161_6161) & HIGH;
+        let le_z = (0x7A7A_7A7A_7A7A_7A7A | HIGH).wrapping_sub(s) & HIGH;
+        let letters = (ge_a & le_z) >> 2; // 0x20 where `lower` has a letter
+        (q ^ s) & !letters == 0
+    }
+    let n = name.len();
+    if n < 8 {
+        return name
+            .iter()
+            .zip(lower)
+            .all(|(&q, &l)| q == l || (l.is_ascii_lowercase() && q == l.to_ascii_uppercase()));
+    }
+    #[inline(always)]
+    fn word(b: &[u8], at: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(w)
+    }
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    let mut at = 0;
+    while at + 8 <= n {
+        if !word_ok(word(name, at), word(lower, at)) {
+            return false;
+        }
+        at += 8;
+    }
+    at == n || word_ok(word(name, n - 8), word(lower, n - 8))
+}
+
 /// Case-folding hash of a wire name in a view (see the module docs).
 #[inline]
 fn hash_name(seed: u64, view: u32, name: &[u8]) -> u64 {
-    let mut h = seed ^ (u64::from(view) << 8) ^ name.len() as u64;
-    let mut chunks = name.chunks_exact(8);
-    for c in &mut chunks {
+    let n = name.len();
+    let mut h = seed ^ (u64::from(view) << 8) ^ n as u64;
+    let word = |at: usize| {
         let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = fold_mul(h ^ (u64::from_le_bytes(w) | CASE), K1);
+        w.copy_from_slice(&name[at..at + 8]);
+        u64::from_le_bytes(w) | CASE
+    };
+    if n < 8 {
+        let mut w = [0u8; 8];
+        w[..n].copy_from_slice(name);
+        return fold_mul(h ^ (u64::from_le_bytes(w) | CASE), K2);
     }
-    let rem = chunks.remainder();
-    if !rem.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rem.len()].copy_from_slice(rem);
-        h = fold_mul(h ^ (u64::from_le_bytes(w) | CASE), K2);
+    // Whole words, then the last eight bytes (overlapping): no padding copies.
+    let mut at = 0;
+    while at + 8 <= n {
+        h = fold_mul(h ^ word(at), K1);
+        at += 8;
+    }
+    if at < n {
+        h = fold_mul(h ^ word(n - 8), K2);
     }
     fold_mul(h, K1)
 }
@@ -541,7 +590,8 @@ fn rr_tail(rtype: u16, ttl: u32, rdlen: u16) -> [u8; 10] {
     h
 }
 
-/// Whether wire name `name` equals `origin` or lies below it, on label boundaries.
+/// Whether wire name `name` (any case) equals `origin` (lowercase) or lies below it, on label
+/// boundaries.
 pub(crate) fn is_within(name: &[u8], origin: &[u8]) -> bool {
     let mut cur = name;
     loop {
@@ -549,7 +599,7 @@ pub(crate) fn is_within(name: &[u8], origin: &[u8]) -> bool {
             return false;
         }
         if cur.len() == origin.len() {
-            return cur.eq_ignore_ascii_case(origin);
+            return eq_lower(cur, origin);
         }
         let Some(&len) = cur.first() else {
             return false;
@@ -680,6 +730,28 @@ mod tests {
         assert!(!is_within(b"\x09xinternal\x00", INTERNAL));
         assert!(!is_within(b"\x07example\x00", INTERNAL));
         assert!(!is_within(b"\x00", INTERNAL));
+    }
+
+    #[test]
+    fn eq_lower_is_exact_ascii_case_folding() {
+        let lower = b"\x06node-1\x05_peer\x08internal\x00";
+        assert!(eq_lower(b"\x06NoDe-1\x05_PEER\x08INTERNAL\x00", lower));
+        assert!(eq_lower(lower, lower));
+        assert!(
+            !eq_lower(b"\x06node-1\x05_peer\x08internal", lower),
+            "length"
+        );
+        // Every single-byte change that is not a letter's case is a difference.
+        for i in 0..lower.len() {
+            for b in 0..=255u8 {
+                let mut q = lower.to_vec();
+                q[i] = b;
+                let same = b == lower[i]
+                    || (lower[i].is_ascii_lowercase() && b == lower[i].to_ascii_uppercase());
+                assert_eq!(eq_lower(&q, lower), same, "byte {i} = {b:#x}");
+                assert_eq!(q.eq_ignore_ascii_case(lower), same, "reference, byte {i}");
+            }
+        }
     }
 
     #[test]

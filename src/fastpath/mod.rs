@@ -163,7 +163,15 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
                 let recs = &index.addrs[e.a as usize..(e.a + e.b) as usize];
                 let start = index.next_rotation(e.c) % e.b;
                 let fit = fit();
-                write_aaaa(index, out, qend, index.name_of(e), recs, start as usize, fit)
+                write_aaaa(
+                    index,
+                    out,
+                    qend,
+                    index.name_of(e),
+                    recs,
+                    start as usize,
+                    fit,
+                )
             }
             (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, e),
             _ => write_soa(index, out, qend, room, e.zone),
