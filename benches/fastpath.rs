@@ -3,12 +3,13 @@
 //!
 //! Run: `cargo bench --bench fastpath` (add `-- answer` or `-- build` to pick a group).
 //!
-//! Serve mode, to measure the socket loop alone with the DNS harness (no hickory, no tokio):
+//! Serve mode, to measure the DNS server with the shared harness without the API and store:
 //! `FASTPATH_SERVE=127.0.0.1:5311 FASTPATH_GROUPS=$D/groups.tsv target/release/deps/fastpath-*`
-//! answers the harness workload (`gen_zone.py --disjoint`: peers `peer-<i>` at
-//! `fdaa:0:1:a7b::<i+1>`, groups from groups.tsv) until killed; other names get an empty
-//! NOERROR (enough for the harness's readiness probe). Measure it
-//! with `run_dnsperf.sh`; `FASTPATH_BATCH=n` sets the datagrams per `recvmmsg`.
+//! loads the harness workload (`gen_zone.py --disjoint`: peers `peer-<i>` at
+//! `fdaa:0:1:a7b::<i+1>` in org `personal`, groups from groups.tsv) into a snapshot and runs
+//! `dns::serve` on it (UDP fast path + hickory handler, TCP on hickory) until killed.
+//! `FASTPATH_ONLY=1` runs the fast path alone instead (other names get an empty NOERROR, enough
+//! for the harness's readiness probe), `FASTPATH_BATCH=n` sets its datagrams per `recvmmsg`.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
@@ -19,6 +20,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group};
 use sixpn::config::ViewConfig;
 use sixpn::fastpath::{self, FastZone, Index, IndexSettings, Outcome};
 use sixpn::model::{Generation, Org, Peer};
+use sixpn::snapshot::{Snapshot, SnapshotHandle, SnapshotSettings};
 use sixpn::store::Dump;
 use sixpn::wireguard::PrivateKey;
 
@@ -76,7 +78,7 @@ fn settings() -> IndexSettings {
             ],
             delegate_misses: false,
         }],
-        max_udp_payload: 1232,
+        max_udp_payload: fastpath::index::DEFAULT_MAX_UDP_PAYLOAD,
     }
 }
 
@@ -145,7 +147,6 @@ fn main() {
 
 /// Serve mode (see the module docs).
 fn serve(addr: &str) {
-    use std::sync::Arc;
     let groups = std::env::var("FASTPATH_GROUPS").expect("FASTPATH_GROUPS=groups.tsv");
     let text = std::fs::read_to_string(&groups).expect("read groups.tsv");
     let peers: usize =
@@ -184,14 +185,34 @@ fn serve(addr: &str) {
         });
     }
     d.peers.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut settings = settings();
-    settings.max_udp_payload = 4096;
-    let index = Arc::new(arc_swap::ArcSwap::from_pointee(Index::build(&d, &settings)));
-    let mut config = fastpath::FastServerConfig::new(addr.parse().expect("socket address"));
+    let addr: std::net::SocketAddr = addr.parse().expect("socket address");
+    if std::env::var_os("FASTPATH_ONLY").is_some() {
+        serve_fast_only(addr, &d);
+    }
+    // The DNS part of `sixpn serve`: snapshot, UDP fast path + hickory handler, TCP on hickory.
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async {
+        let snapshot = Snapshot::build(&d, &SnapshotSettings::default());
+        let handle = SnapshotHandle::new(snapshot);
+        let listeners = sixpn::dns::bind(&[addr]).await.expect("bind");
+        eprintln!("DNS on {:?}", listeners.local_addrs());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        sixpn::dns::serve(listeners, handle, cancel)
+            .await
+            .expect("serve");
+    });
+}
+
+/// The fast path alone (`FASTPATH_ONLY`): other queries (the harness's `internal. SOA` readiness
+/// probe) get an empty NOERROR.
+fn serve_fast_only(addr: std::net::SocketAddr, d: &Dump) -> ! {
+    use std::sync::Arc;
+    let settings = settings();
+    let index = Arc::new(arc_swap::ArcSwap::from_pointee(Index::build(d, &settings)));
+    let mut config = fastpath::FastServerConfig::new(addr);
     if let Ok(b) = std::env::var("FASTPATH_BATCH") {
         config.batch = b.parse().expect("number");
     }
-    // Delegated queries (the harness's `internal. SOA` readiness probe) get an empty NOERROR.
     let reply: Arc<std::sync::OnceLock<std::net::UdpSocket>> = Arc::default();
     let sink = reply.clone();
     let delegate = move |p: &[u8], src| {
