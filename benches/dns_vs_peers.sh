@@ -50,8 +50,8 @@ if [ ! -s "$data/groups.tsv" ] || [ ! -s "$data/queries-nonx.txt" ]; then
     python3 "$bench/gen_zone.py" --disjoint --out-dir "$data" --peer-frac 0.78 --group-frac 0.22 \
         --query-file queries-nonx.txt
 fi
-grep '_peer\.internal\. AAAA' "$data/queries-nonx.txt" | grep -v '^nx-' | head -n 2000 > "$out/q-hit.txt"
-grep '^nx-' "$data/queries.txt" | head -n 2000 > "$out/q-nx.txt"
+awk '/_peer\.internal\. AAAA/ && !/^nx-/ { print; if (++n == 2000) exit }' "$data/queries-nonx.txt" > "$out/q-hit.txt"
+awk '/^nx-/ { print; if (++n == 2000) exit }' "$data/queries.txt" > "$out/q-nx.txt"
 
 # ---- sixpn with the workload loaded through its API
 state=$out/sixpn-data
