@@ -11,6 +11,7 @@
 //!   ─► snapshot publisher wakes (a burst of writes gives one rebuild) ─► Store::load_all
 //!   ─► Snapshot::build ─► ArcSwap::store ─► the API answers once that generation is published
 //! DNS query ─► dns ─► snapshot.load() ─► one map lookup ─► prebuilt records ─► response
+//!   (UDP: fastpath answers from prebuilt bytes in batches; the rest goes to the hickory handler)
 //! ```
 //!
 //! # Code map (reading order)
@@ -20,6 +21,7 @@
 //! - [`store`]: SQLite / PostgreSQL, the source of truth, and the change channel.
 //! - [`snapshot`]: the immutable, query-ready DNS view and its publisher.
 //! - [`dns`]: the hickory-server authoritative server over the snapshot.
+//! - [`fastpath`]: the UDP fast path in front of it (prebuilt answer bytes, batched sockets).
 //! - [`api`]: the peer API (token auth) and admin API (axum).
 //! - [`gateway`]: keeps a WireGuard interface equal to the store.
 //! - [`cli`]: the `sixpn` command line.

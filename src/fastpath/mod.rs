@@ -13,7 +13,7 @@
 //! lays them out, so both paths truncate at the same record and a test can compare them: the
 //! first answer carries its owner name in full (lowercase, as stored; hickory never compresses
 //! against the question), the next ones a pointer to it, and after
-//! [`COMPRESSED_NAME_LIMIT`] names the owner in full again.
+//! 120 names (hickory-proto's `COMPRESSED_NAME_LIMIT`) the owner in full again.
 //!
 //! Anything it does not fully handle is [`Outcome::Delegate`]d to the full handler, so
 //! correctness never rests on this module alone: opcodes other than QUERY, classes other than IN,

@@ -1,6 +1,7 @@
 //! The UDP fast path: `fastpath::answer` on crafted packets (decoded with hickory), its refusal to
 //! answer what it does not fully handle, a malformed-packet corpus, zero heap allocations per
-//! steady-state answer (counting global allocator), and the batched socket server on loopback.
+//! steady-state answer (counting global allocator), the batched socket server on loopback, and the
+//! differential test: fast answers equal the full hickory handler's over a generated corpus.
 
 #![allow(unsafe_code)] // the counting global allocator below
 
