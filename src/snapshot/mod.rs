@@ -419,11 +419,14 @@ impl SnapshotHandle {
         self.inner.published.subscribe()
     }
 
-    /// Makes `snapshot` current: every query that starts after this returns sees it.
-    pub fn publish(&self, snapshot: Snapshot) {
+    /// Makes `snapshot` current: every query that starts after this returns sees it. Returns the
+    /// snapshot it replaced (freeing a large one takes a while: the publisher does it on a
+    /// blocking thread).
+    pub fn publish(&self, snapshot: Snapshot) -> Arc<Snapshot> {
         let generation = snapshot.generation;
-        self.inner.current.store(Arc::new(snapshot));
+        let previous = self.inner.current.swap(Arc::new(snapshot));
         self.inner.published.send_replace(generation);
+        previous
     }
 
     /// Waits until a snapshot of at least `generation` is published.
