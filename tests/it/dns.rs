@@ -245,7 +245,12 @@ fn peer_aaaa_is_authoritative_with_configured_ttl() {
     assert!(reply.metadata.recursion_desired, "RD copied");
     assert_eq!(aaaa_answers(&reply), [personal_addr(1)]);
     assert_eq!(reply.answers[0].ttl, 5);
-    let reply = udp(dns.addr, PERSONAL_SRC, "node-1._peer.internal.", RecordType::ANY);
+    let reply = udp(
+        dns.addr,
+        PERSONAL_SRC,
+        "node-1._peer.internal.",
+        RecordType::ANY,
+    );
     assert_eq!(aaaa_answers(&reply), [personal_addr(1)], "ANY");
 
     let ttl_settings = SnapshotSettings {
