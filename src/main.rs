@@ -1,3 +1,45 @@
-//! The `sixpn` binary: a thin shell around [`sixpn::cli`].
+//! The `sixpn` binary: a thin shell around [`sixpn::cli`]. It parses the command line, sets up
+//! logging on stderr, runs the command and turns an error into one line and a non-zero exit.
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use clap::error::ErrorKind;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match sixpn::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version are long by nature; usage errors are one line like every other error.
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => {
+            eprintln!("{}", sixpn::cli::usage_error_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match sixpn::cli::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the error chain or the server's message held.
+            let message = format!("{e:#}").replace(['\n', '\r'], " ");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,510 @@
-//! cli (placeholder, being written).
+//! The `sixpn` command line: `serve`, the admin commands (`org`, `token create|list|delete`,
+//! `peer`), the node commands (`token start|update`) and `keygen`.
+//!
+//! Only this module knows clap and stdout. Admin and node commands talk to a running server over
+//! its HTTP APIs ([`client`]); they never open the database. Every failure becomes one line that
+//! says what to do; `main` prints it as `error: …` and exits non-zero.
+
+mod admin;
+mod client;
+mod node;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+use crate::model::{OrgSlug, PeerName, TokenName};
+
+pub use client::DEFAULT_API_URL;
+
+const ABOUT: &str = "Private IPv6 networks over WireGuard: token API, internal DNS, gateway";
+
+const LONG_ABOUT: &str = "\
+sixpn runs a private IPv6 network over WireGuard. An admin mints WireGuard tokens; a node holding a
+token registers itself with one command and gets a ready wg-quick config. Every peer gets a stable
+address in its org's /48 and a DNS name, <peer>._peer.internal.
+
+Start a server:          sixpn serve
+Mint a token (admin):    sixpn token create --name k8s --group web
+Join a node:             SIXPN_WIREGUARD_TOKEN=... sixpn token start node-1 web
+Re-key the node:         SIXPN_WIREGUARD_TOKEN=... sixpn token update node-1 --force
+
+Admin commands find the server at $SIXPN_API_URL (default http://127.0.0.1:4280) and authenticate
+with $SIXPN_ADMIN_TOKEN, or with the admin-token file the server wrote into its data directory
+($SIXPN_DATA_DIR or --data-dir, default ./sixpn-data).";
+
+/// The `sixpn` command line.
+#[derive(Debug, Parser)]
+#[command(name = "sixpn", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: peer and admin API, authoritative DNS, and the gateway when configured.
+    #[command(long_about = "\
+Run the server: the peer API (for `sixpn token start|update` and flyctl), the admin API, the
+authoritative DNS for *.internal, and, when [gateway] is configured, keep a WireGuard interface in
+step with the peers.
+
+With no config at all it runs on the built-in defaults: SQLite in ./sixpn-data, the API on
+127.0.0.1:4280, DNS on 127.0.0.1:5354, one region `local` whose gateway is this host. Settings come
+from the config file, then the environment (SIXPN_DATA_DIR, SIXPN_DATABASE_URL, SIXPN_API_LISTEN,
+SIXPN_DNS_LISTEN, SIXPN_ADMIN_TOKEN, SIXPN_ULA_PREFIX), then these flags; later ones win.
+
+Examples:
+  sixpn serve
+  sixpn serve --config /etc/sixpn/sixpn.toml
+  SIXPN_DATABASE_URL=postgres://sixpn@db/sixpn sixpn serve --api-listen 0.0.0.0:4280")]
+    Serve(ServeArgs),
+    /// Create and list orgs (tenants, each with its own /48).
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Mint, list and delete WireGuard tokens (admin); join or re-key a node with one (node).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// List, show and delete peers (admin).
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// Generate a WireGuard key pair locally (like `wg genkey | wg pubkey`).
+    #[command(long_about = "\
+Generate a WireGuard key pair from the operating system's secure random source and print both
+keys. Nothing is sent anywhere. `sixpn token start` does this itself; keygen is for configuring a
+gateway or checking a key by hand.
+
+Examples:
+  sixpn keygen
+  sixpn keygen --json")]
+    Keygen(KeygenArgs),
+}
+
+/// `sixpn serve` flags; each one given wins over the environment and the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file (every key optional); default: built-in defaults.
+    #[arg(long, short = 'c', value_name = "FILE", env = "SIXPN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where SQLite, the generated admin token and generated keys live [default: sixpn-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite:...` or `postgres://...` [default: SQLite in the data directory].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Address the HTTP API listens on [default: 127.0.0.1:4280].
+    #[arg(long, value_name = "ADDR")]
+    pub api_listen: Option<SocketAddr>,
+    /// Address the DNS server listens on, UDP and TCP; repeat for several [default: 127.0.0.1:5354].
+    #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+    pub dns_listen: Vec<SocketAddr>,
+}
+
+/// Where the server is and how to authenticate as its admin.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The server's base URL.
+    #[arg(long, value_name = "URL", env = "SIXPN_API_URL", default_value = DEFAULT_API_URL)]
+    pub api_url: String,
+    /// The server's data directory, where it wrote `admin-token`; used when $SIXPN_ADMIN_TOKEN is unset.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "SIXPN_DATA_DIR",
+        default_value = "sixpn-data"
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// The org an admin command acts on.
+#[derive(Debug, Args)]
+pub struct OrgArg {
+    /// The org.
+    #[arg(long, value_name = "ORG", env = "SIXPN_ORG", default_value = crate::model::DEFAULT_ORG)]
+    pub org: OrgSlug,
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON instead of a table (lists are JSON arrays).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `sixpn org …`.
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an org; it gets its own private /48.
+    #[command(long_about = "\
+Create an org (a tenant). It gets its own private /48 carved from the server's ULA prefix, and its
+own DNS view: its peers never see another org's names.
+
+Example:
+  sixpn org create acme")]
+    Create {
+        /// The org's slug, a DNS label such as `acme`.
+        slug: OrgSlug,
+        /// The server and the admin credential.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List orgs with their /48 and resolver address.
+    #[command(long_about = "\
+List the orgs with their private /48 and the resolver address (<prefix>::3) their peers use.
+
+Examples:
+  sixpn org list
+  sixpn org list --json")]
+    List {
+        /// The server and the admin credential.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+/// `sixpn token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a WireGuard token (admin); prints the secret once.
+    #[command(long_about = "\
+Mint a WireGuard token for an org. The token can create, re-key, read and delete only the peers it
+created itself, only in its org, and only in its group when --group is given.
+
+The secret is printed once, as SIXPN_WIREGUARD_TOKEN=<secret>, ready for a shell or an env file;
+the server keeps only a hash of it. Store it now (e.g. in a Kubernetes Secret).
+
+Examples:
+  sixpn token create --name k8s --group web
+  sixpn token create --name ci --expires 12h --max-peers 10
+  export \"$(sixpn token create --name laptop)\"")]
+    Create(TokenCreateArgs),
+    /// List the org's tokens: group, expiry, use and live peers (never the secret).
+    #[command(long_about = "\
+List the org's WireGuard tokens: name, group, expiry, creation, last use and live peer count. The
+secrets are never shown (the server keeps only their hashes).
+
+Examples:
+  sixpn token list
+  sixpn token list --org acme --json")]
+    List(OrgListArgs),
+    /// Delete a token and every peer it created.
+    #[command(long_about = "\
+Delete a WireGuard token. Every peer the token created is deleted with it: their DNS names vanish
+and the gateway drops them.
+
+Example:
+  sixpn token delete k8s")]
+    Delete(TokenDeleteArgs),
+    /// Register this node as a peer and write its wg-quick config (node).
+    #[command(long_about = "\
+Register this node as a peer and write its wg-quick config. The key pair is generated here, from
+the OS's secure random source; only the public key is sent. The token comes from
+$SIXPN_WIREGUARD_TOKEN (or $FLY_WIREGUARD_TOKEN), the server from $SIXPN_API_URL.
+
+GROUP and REGION may be left out or given as \"\" for the token's group and the default region.
+FILE defaults to <NAME>.conf; `-` or `stdout` prints the config instead. The file is created with
+mode 0600 and an existing file is never replaced unless --force is given. wg-quick takes the
+interface name from the file name, so keep it a valid one (at most 15 characters, e.g. wg0.conf).
+
+Examples:
+  sixpn token start node-1 web
+  sixpn token start node-1 web local /etc/wireguard/sixpn0.conf
+  sixpn token start node-1 \"\" \"\" - --no-dns > wg0.conf
+  sudo wg-quick up ./node-1.conf")]
+    Start(StartArgs),
+    /// Re-key this node's peer, keeping its address, and write a new config (node).
+    #[command(long_about = "\
+Re-key a peer the token created: generate a new key pair here, send the new public key, and write a
+new wg-quick config. The peer keeps its address and DNS name; the old key stops working. A
+replacement pod runs this to reclaim its name.
+
+FILE defaults to <NAME>.conf; to replace an existing file pass --force.
+
+Examples:
+  sixpn token update node-1 --force
+  sixpn token update node-1 - > wg0.conf")]
+    Update(UpdateArgs),
+}
+
+/// `sixpn token create` arguments.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The token's name, unique among the org's tokens.
+    #[arg(long, value_name = "NAME")]
+    pub name: TokenName,
+    /// Confine the token's peers to this group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<crate::model::GroupName>,
+    /// Lifetime, e.g. 30d, 12h, 90m, 3600s [default: never expires].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires: Option<std::time::Duration>,
+    /// Cap on the token's live peers.
+    #[arg(long, value_name = "N")]
+    pub max_peers: Option<u32>,
+    /// The org to act on.
+    #[command(flatten)]
+    pub org: OrgArg,
+    /// The server and the admin credential.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// `sixpn token start` arguments.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The peer's name, a DNS label: it resolves as <NAME>._peer.internal.
+    pub name: PeerName,
+    /// The peer's group [default: the token's group, else the server's default group].
+    pub group: Option<String>,
+    /// The gateway region [default: the server's default region].
+    pub region: Option<String>,
+    /// Where to write the wg-quick config; `-` or `stdout` prints it [default: <NAME>.conf].
+    pub file: Option<String>,
+    /// Node flags.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `sixpn token update` arguments.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The peer's name.
+    pub name: PeerName,
+    /// Where to write the wg-quick config; `-` or `stdout` prints it [default: <NAME>.conf].
+    pub file: Option<String>,
+    /// Node flags.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `sixpn token delete` arguments.
+#[derive(Debug, Args)]
+pub struct TokenDeleteArgs {
+    /// The token's name.
+    pub name: TokenName,
+    /// The org to act on.
+    #[command(flatten)]
+    pub org: OrgArg,
+    /// The server and the admin credential.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Arguments of a list command scoped to one org.
+#[derive(Debug, Args)]
+pub struct OrgListArgs {
+    /// The org to act on.
+    #[command(flatten)]
+    pub org: OrgArg,
+    /// The server and the admin credential.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Flags shared by `token start` and `token update`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Replace FILE if it exists (atomically, still mode 0600).
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    /// Leave out the `DNS =` line (wg-quick hands it to resolvconf, which containers often lack).
+    #[arg(long)]
+    pub no_dns: bool,
+    /// Add an `MTU =` line.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(1280..=9000))]
+    pub mtu: Option<u16>,
+    /// Print the server's answer as JSON on stdout (the config still goes to FILE).
+    #[arg(long)]
+    pub json: bool,
+    /// The server's base URL.
+    #[arg(long, value_name = "URL", env = "SIXPN_API_URL", default_value = DEFAULT_API_URL)]
+    pub api_url: String,
+}
+
+/// `sixpn peer …`.
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// List the org's peers.
+    #[command(long_about = "\
+List the org's peers: name, group, region, address, the token that created each, public key and
+last change.
+
+Examples:
+  sixpn peer list
+  sixpn peer list --json | jq -r '.[].address'")]
+    List(OrgListArgs),
+    /// Show one peer, with its gateway status (last handshake, bytes) when known.
+    #[command(long_about = "\
+Show one peer: group, region, address, public key, the token that created it, and what the gateway
+reports about it (last handshake, bytes received and sent, outer endpoint) when a gateway runs.
+
+Example:
+  sixpn peer show node-1")]
+    Show {
+        /// The peer's name.
+        name: PeerName,
+        /// The org to act on.
+        #[command(flatten)]
+        org: OrgArg,
+        /// The server and the admin credential.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Delete a peer (its token stays).
+    #[command(long_about = "\
+Delete one peer: its DNS name vanishes and the gateway drops it. The token that created it stays
+and may register the name again.
+
+Example:
+  sixpn peer delete node-1")]
+    Delete {
+        /// The peer's name.
+        name: PeerName,
+        /// The org to act on.
+        #[command(flatten)]
+        org: OrgArg,
+        /// The server and the admin credential.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+/// `sixpn keygen` flags.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// Turns clap's rendered usage error into one line: the message and its details, without the
+/// usage block and the "try --help" footer, which the line then points to.
+pub fn usage_error_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:"))
+        .filter(|line| !line.is_empty() && !line.starts_with("For more information"))
+        .collect();
+    format!("{} (see --help)", parts.join(" "))
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected e.g. 30d, 12h, 90m or 3600s)"))?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Runs one command line.
+///
+/// # Errors
+/// Whatever the command ran into, as one line that says what to do.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Org(command) => admin::org(command).await,
+        Command::Token(TokenCommand::Create(args)) => admin::token_create(args).await,
+        Command::Token(TokenCommand::List(args)) => admin::token_list(args).await,
+        Command::Token(TokenCommand::Delete(args)) => admin::token_delete(args).await,
+        Command::Token(TokenCommand::Start(args)) => node::start(args).await,
+        Command::Token(TokenCommand::Update(args)) => node::update(args).await,
+        Command::Peer(command) => admin::peer(command).await,
+        Command::Keygen(args) => node::keygen(args.json.json),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        api_listen: args.api_listen,
+        dns_listen: args.dns_listen,
+    };
+    let config = Config::load(args.config.as_deref(), &overrides)?;
+    crate::serve::run(config).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn usage_errors_fit_one_line() {
+        let err = Cli::try_parse_from(["sixpn", "token", "create"]).unwrap_err();
+        let line = usage_error_line(&err.render().to_string());
+        assert_eq!(
+            line,
+            "error: the following required arguments were not provided: --name <NAME> (see --help)"
+        );
+        let err = Cli::try_parse_from(["sixpn", "token", "start", "Bad_Name"]).unwrap_err();
+        let line = usage_error_line(&err.render().to_string());
+        assert!(
+            line.starts_with("error: invalid value 'Bad_Name' for '<NAME>'"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d").unwrap().as_secs(), 30 * 86400);
+        assert_eq!(parse_duration("12h").unwrap().as_secs(), 12 * 3600);
+        assert_eq!(parse_duration("3600").unwrap().as_secs(), 3600);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn parses_flyctl_style_start() {
+        let cli =
+            Cli::try_parse_from(["sixpn", "token", "start", "node-1", "web", "", "-"]).unwrap();
+        let Command::Token(TokenCommand::Start(args)) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.name.as_str(), "node-1");
+        assert_eq!(args.group.as_deref(), Some("web"));
+        assert_eq!(args.region.as_deref(), Some(""));
+        assert_eq!(args.file.as_deref(), Some("-"));
+        assert!(Cli::try_parse_from(["sixpn", "token", "start", "Bad_Name"]).is_err());
+    }
+}

@@ -3,6 +3,11 @@
 //! This module never sends a private key anywhere: [`PrivateKey`] has no `Serialize` and a
 //! redacted `Debug`; only [`PrivateKey::to_base64`] reveals it, for writing the node's own file.
 
+mod conf;
 mod key;
 
+pub use conf::{
+    ConfError, DEFAULT_WIREGUARD_PORT, PERSISTENT_KEEPALIVE, WgQuickConfig, endpoint_with_port,
+    is_interface_name,
+};
 pub use key::{KeyError, PrivateKey, PublicKey};

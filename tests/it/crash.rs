@@ -62,7 +62,10 @@ async fn crash_during_writes(db_url: Option<&str>) {
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
     let lost: Vec<_> = acked.difference(&stored).collect();
-    assert!(lost.is_empty(), "acknowledged peers lost after kill -9: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged peers lost after kill -9: {lost:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

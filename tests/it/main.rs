@@ -2,5 +2,10 @@
 
 mod api;
 mod api_support;
+mod cli;
+mod crash;
 mod dns;
+mod flow;
+mod gateway;
 mod store;
+mod support;

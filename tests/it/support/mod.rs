@@ -100,10 +100,8 @@ impl ServerProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("sixpn serve exited early: {status}");
             }
-            if let Ok(resp) = reqwest::blocking_get(&url) {
-                if resp {
-                    return;
-                }
+            if let Ok(true) = http_probe::get_ok(&url) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -119,18 +117,21 @@ impl Drop for ServerProcess {
 }
 
 /// Tiny blocking HTTP probe without a runtime (std only), for readiness checks.
-mod reqwest {
+mod http_probe {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Duration;
 
     /// `true` when `url` (plain `http://host:port/path`) answers 200.
-    pub fn blocking_get(url: &str) -> std::io::Result<bool> {
+    pub fn get_ok(url: &str) -> std::io::Result<bool> {
         let rest = url.strip_prefix("http://").unwrap_or(url);
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut s = TcpStream::connect(host)?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut buf = String::new();
         s.read_to_string(&mut buf)?;
         Ok(buf.starts_with("HTTP/1.1 200"))
@@ -184,12 +185,19 @@ impl Api {
     pub async fn delete_token(&self, org: &str, name: &str) -> Value {
         let resp = self
             .http
-            .delete(format!("{}/api/v1/orgs/{org}/wireguard_tokens/{name}", self.base))
+            .delete(format!(
+                "{}/api/v1/orgs/{org}/wireguard_tokens/{name}",
+                self.base
+            ))
             .bearer_auth(&self.admin_token)
             .send()
             .await
             .expect("delete request");
-        assert!(resp.status().is_success(), "delete failed: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "delete failed: {}",
+            resp.status()
+        );
         resp.json().await.expect("json")
     }
 
@@ -216,13 +224,19 @@ impl Api {
             .send()
             .await
             .expect("org request");
-        assert!(resp.status().is_success(), "org create failed: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "org create failed: {}",
+            resp.status()
+        );
         resp.json().await.expect("json")
     }
 
     /// `POST /api/v3/wire_guard_peers` with flyctl's body; returns status and JSON.
     pub async fn register(&self, token: &str, name: &str, group: &str) -> (u16, Value) {
-        let key = sixpn::wireguard::PrivateKey::generate().unwrap().public_key();
+        let key = sixpn::wireguard::PrivateKey::generate()
+            .unwrap()
+            .public_key();
         let body = format!(
             "{{\"name\":\"{name}\",\"group\":\"{group}\",\"pubkey\":\"{key}\",\"region\":\"\"}}\n"
         );
@@ -251,7 +265,8 @@ pub fn dns_query_from(source: &str, server: SocketAddr, name: &str, rtype: Recor
     let mut msg = Message::query();
     msg.metadata.id = 4242;
     msg.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
-    sock.send_to(&msg.to_vec().expect("encode"), server).expect("send");
+    sock.send_to(&msg.to_vec().expect("encode"), server)
+        .expect("send");
     let mut buf = [0u8; 4096];
     let (n, _) = sock.recv_from(&mut buf).expect("DNS answer");
     Message::from_vec(&buf[..n]).expect("decode")

@@ -1,0 +1,378 @@
+//! Admin commands: `org create|list`, `token create|list|delete`, `peer list|show|delete`.
+//!
+//! They talk only to the server's admin API (`/api/v1`), authenticated with `$SIXPN_ADMIN_TOKEN`
+//! or the admin-token file the server wrote into its data directory. They never print a token
+//! secret except the one `token create` mints, once.
+
+use std::path::Path;
+
+use anyhow::bail;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::client::{ApiClient, Credential};
+use super::output::{array, cell, fields, print, print_json, table};
+use super::{AdminArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs};
+use crate::model::OrgSlug;
+
+/// The name of the file in the data directory where the server keeps a generated admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Runs `sixpn org …`.
+///
+/// # Errors
+/// One line: no credential, server unreachable, or the server's error.
+pub async fn org(command: OrgCommand) -> anyhow::Result<()> {
+    match command {
+        OrgCommand::Create { slug, admin, json } => {
+            let client = admin_client(&admin)?;
+            let org = client
+                .send(Method::POST, "api/v1/orgs", Some(&json!({ "slug": slug })))
+                .await?;
+            if json.json {
+                return print_json(&org);
+            }
+            print(&format!(
+                "created org {}: prefix {}, resolver {}\n",
+                cell(&org, "slug", "-"),
+                cell(&org, "prefix", "-"),
+                cell(&org, "dns", "-"),
+            ))
+        }
+        OrgCommand::List { admin, json } => {
+            let client = admin_client(&admin)?;
+            let orgs: Value = client.get("api/v1/orgs").await?;
+            let list = array(&orgs, "org list")?;
+            if json.json {
+                return print_json(&orgs);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|o| {
+                    vec![
+                        cell(o, "slug", "-"),
+                        cell(o, "prefix", "-"),
+                        cell(o, "dns", "-"),
+                        cell(o, "created_at", "-"),
+                    ]
+                })
+                .collect();
+            print(&table(&["SLUG", "PREFIX", "DNS", "CREATED"], &rows))
+        }
+    }
+}
+
+/// Runs `sixpn token create`: prints the secret once, as `SIXPN_WIREGUARD_TOKEN=…`.
+///
+/// # Errors
+/// One line: no credential, server unreachable, or the server's error.
+pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
+    let TokenCreateArgs {
+        name,
+        group,
+        expires,
+        max_peers,
+        org,
+        admin,
+        json,
+    } = args;
+    let client = admin_client(&admin)?;
+    let mut body = json!({ "name": name });
+    if let Some(group) = group {
+        body["group"] = json!(group);
+    }
+    if let Some(expires) = expires {
+        body["expires_in"] = json!(expires.as_secs());
+    }
+    if let Some(max_peers) = max_peers {
+        body["max_peers"] = json!(max_peers);
+    }
+    let minted = client
+        .send(Method::POST, &tokens_path(&org.org), Some(&body))
+        .await?;
+    let Some(secret) = minted.get("token").and_then(Value::as_str) else {
+        bail!(
+            "the server at {} minted token {name} but sent no secret; delete it with `sixpn token delete {name}` and report this",
+            client.base_url()
+        );
+    };
+    if json.json {
+        return print_json(&minted);
+    }
+    print(&format!("SIXPN_WIREGUARD_TOKEN={secret}\n"))?;
+    eprintln!(
+        "minted token {name} for org {} (group {}, expires {}, max peers {}); the secret above is shown only this once",
+        org.org,
+        cell(&minted, "group", "any"),
+        cell(&minted, "expires_at", "never"),
+        cell(&minted, "max_peers", "unlimited"),
+    );
+    Ok(())
+}
+
+/// Runs `sixpn token list`: never shows a secret (the server has none to show).
+///
+/// # Errors
+/// One line: no credential, server unreachable, or the server's error.
+pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
+    let client = admin_client(&args.admin)?;
+    let tokens: Value = client.get(&tokens_path(&args.org.org)).await?;
+    let list = array(&tokens, "token list")?;
+    if args.json.json {
+        return print_json(&tokens);
+    }
+    if list.is_empty() {
+        eprintln!(
+            "no tokens in org {}; mint one with `sixpn token create --name NAME`",
+            args.org.org
+        );
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            vec![
+                cell(t, "name", "-"),
+                cell(t, "group", "-"),
+                cell(t, "expires_at", "never"),
+                cell(t, "created_at", "-"),
+                cell(t, "last_used_at", "never"),
+                cell(t, "live_peers", "0"),
+                cell(t, "max_peers", "-"),
+            ]
+        })
+        .collect();
+    print(&table(
+        &[
+            "NAME",
+            "GROUP",
+            "EXPIRES",
+            "CREATED",
+            "LAST USED",
+            "LIVE PEERS",
+            "MAX PEERS",
+        ],
+        &rows,
+    ))
+}
+
+/// Runs `sixpn token delete`: the token and every peer it created.
+///
+/// # Errors
+/// One line: no credential, server unreachable, or the server's error.
+pub async fn token_delete(args: TokenDeleteArgs) -> anyhow::Result<()> {
+    let client = admin_client(&args.admin)?;
+    let path = format!("{}/{}", tokens_path(&args.org.org), args.name);
+    let answer = client.send(Method::DELETE, &path, None).await?;
+    if args.json.json {
+        return print_json(&answer);
+    }
+    print(&format!(
+        "deleted token {} and its {} peer(s)\n",
+        args.name,
+        cell(&answer, "deleted_peers", "0")
+    ))
+}
+
+/// Runs `sixpn peer …`.
+///
+/// # Errors
+/// One line: no credential, server unreachable, or the server's error.
+pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
+    match command {
+        PeerCommand::List(OrgListArgs { org, admin, json }) => {
+            let client = admin_client(&admin)?;
+            let peers: Value = client.get(&peers_path(&org.org)).await?;
+            let list = array(&peers, "peer list")?;
+            if json.json {
+                return print_json(&peers);
+            }
+            if list.is_empty() {
+                eprintln!(
+                    "no peers in org {}; a node joins with `sixpn token start NAME`",
+                    org.org
+                );
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|p| {
+                    vec![
+                        cell(p, "name", "-"),
+                        cell(p, "group", "-"),
+                        cell(p, "region", "-"),
+                        cell(p, "address", "-"),
+                        cell(p, "token", "-"),
+                        cell(p, "pubkey", "-"),
+                        cell(p, "updated_at", "-"),
+                    ]
+                })
+                .collect();
+            print(&table(
+                &[
+                    "NAME",
+                    "GROUP",
+                    "REGION",
+                    "ADDRESS",
+                    "TOKEN",
+                    "PUBLIC KEY",
+                    "UPDATED",
+                ],
+                &rows,
+            ))
+        }
+        PeerCommand::Show {
+            name,
+            org,
+            admin,
+            json,
+        } => {
+            let client = admin_client(&admin)?;
+            let peer: Value = client
+                .get(&format!("{}/{name}", peers_path(&org.org)))
+                .await?;
+            if json.json {
+                return print_json(&peer);
+            }
+            print(&fields(&show_fields(&peer)))
+        }
+        PeerCommand::Delete {
+            name,
+            org,
+            admin,
+            json,
+        } => {
+            let client = admin_client(&admin)?;
+            let answer = client
+                .send(
+                    Method::DELETE,
+                    &format!("{}/{name}", peers_path(&org.org)),
+                    None,
+                )
+                .await?;
+            if json.json {
+                return print_json(&answer);
+            }
+            print(&format!("deleted peer {name}\n"))
+        }
+    }
+}
+
+/// The lines of `peer show`, the gateway's status included when the server knows it.
+fn show_fields(peer: &Value) -> Vec<(&'static str, String)> {
+    let mut lines = vec![
+        ("name", cell(peer, "name", "-")),
+        ("org", cell(peer, "org", "-")),
+        ("group", cell(peer, "group", "-")),
+        ("region", cell(peer, "region", "-")),
+        ("address", cell(peer, "address", "-")),
+        ("public key", cell(peer, "pubkey", "-")),
+        ("token", cell(peer, "token", "-")),
+        ("created", cell(peer, "created_at", "-")),
+        ("updated", cell(peer, "updated_at", "-")),
+    ];
+    match peer.get("status") {
+        Some(status) if status.is_object() => {
+            lines.push(("last handshake", cell(status, "last_handshake", "never")));
+            lines.push(("received", bytes(status, "rx_bytes")));
+            lines.push(("sent", bytes(status, "tx_bytes")));
+            lines.push(("endpoint", cell(status, "endpoint", "-")));
+        }
+        _ => lines.push((
+            "gateway status",
+            "unknown (no gateway reports on this peer)".into(),
+        )),
+    }
+    lines
+}
+
+fn bytes(object: &Value, key: &str) -> String {
+    match object.get(key).and_then(Value::as_u64) {
+        Some(n) => format!("{n} B"),
+        None => "-".into(),
+    }
+}
+
+fn tokens_path(org: &OrgSlug) -> String {
+    format!("api/v1/orgs/{org}/wireguard_tokens")
+}
+
+fn peers_path(org: &OrgSlug) -> String {
+    format!("api/v1/orgs/{org}/peers")
+}
+
+fn admin_client(args: &AdminArgs) -> anyhow::Result<ApiClient> {
+    let credential = admin_credential(
+        std::env::var("SIXPN_ADMIN_TOKEN").ok().as_deref(),
+        &args.data_dir,
+    )?;
+    ApiClient::new(&args.api_url, credential)
+}
+
+/// The admin credential: `$SIXPN_ADMIN_TOKEN` when set, else the server's admin-token file in
+/// `data_dir`.
+fn admin_credential(env_token: Option<&str>, data_dir: &Path) -> anyhow::Result<Credential> {
+    if let Some(secret) = env_token.map(str::trim).filter(|s| !s.is_empty()) {
+        return Ok(Credential {
+            secret: secret.to_string(),
+            source: "$SIXPN_ADMIN_TOKEN".into(),
+        });
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(Credential {
+            secret: text.trim().to_string(),
+            source: path.display().to_string(),
+        }),
+        Ok(_) => bail!(
+            "the admin token file {} is empty; set SIXPN_ADMIN_TOKEN to the server's admin token",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no admin credential: set SIXPN_ADMIN_TOKEN, or point --data-dir (or SIXPN_DATA_DIR) at the server's data directory (there is no {})",
+            path.display()
+        ),
+        Err(e) => bail!(
+            "reading the admin token file {}: {e}; set SIXPN_ADMIN_TOKEN instead",
+            path.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_prefers_env_then_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = admin_credential(None, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("set SIXPN_ADMIN_TOKEN"), "{err}");
+        assert!(err.contains("admin-token"), "{err}");
+
+        std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "\n").unwrap();
+        let err = admin_credential(None, dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+
+        std::fs::write(dir.path().join(ADMIN_TOKEN_FILE), "from-file\n").unwrap();
+        let c = admin_credential(Some("  "), dir.path()).unwrap();
+        assert_eq!(c.secret, "from-file");
+        assert!(c.source.ends_with("admin-token"));
+        let c = admin_credential(Some("from-env"), dir.path()).unwrap();
+        assert_eq!(c.secret, "from-env");
+        assert_eq!(c.source, "$SIXPN_ADMIN_TOKEN");
+    }
+
+    #[test]
+    fn show_includes_status_when_present() {
+        let mut peer = json!({"name": "node-1", "address": "fdaa::2", "status": null});
+        let text = fields(&show_fields(&peer));
+        assert!(text.contains("gateway status:"), "{text}");
+        peer["status"] = json!({"last_handshake": "2026-11-25T16:00:00Z", "rx_bytes": 10, "tx_bytes": 20, "endpoint": null});
+        let text = fields(&show_fields(&peer));
+        assert!(
+            text.contains("last handshake:  2026-11-25T16:00:00Z"),
+            "{text}"
+        );
+        assert!(text.contains("received:        10 B"), "{text}");
+        assert!(text.contains("sent:            20 B"), "{text}");
+    }
+}

@@ -1,0 +1,635 @@
+//! Node commands: `token start` and `token update` register or re-key this machine as a peer and
+//! write its wg-quick config; `keygen` prints a key pair.
+//!
+//! The private key is generated here and never leaves the machine: only the public key goes to
+//! the server. The config file is created with mode 0600 from the first byte, and an existing
+//! file is only ever replaced with `--force`, by an atomic rename. The file is claimed *before*
+//! the server is called, so a name clash or an unwritable directory fails without registering a
+//! peer whose private key would then be lost.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv6Addr};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use ipnet::Ipv6Net;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::client::{ApiClient, Credential};
+use super::output::{print, print_json};
+use super::{NodeArgs, StartArgs, UpdateArgs};
+use crate::model::{GroupName, PeerName, RegionCode, prefix_host};
+use crate::wireguard::{
+    PERSISTENT_KEEPALIVE, PrivateKey, PublicKey, WgQuickConfig, endpoint_with_port,
+    is_interface_name,
+};
+
+/// The environment variables a node token is read from, in order.
+pub const TOKEN_VARS: [&str; 2] = ["SIXPN_WIREGUARD_TOKEN", "FLY_WIREGUARD_TOKEN"];
+
+/// Runs `sixpn token start`: registers the peer and writes its config.
+///
+/// # Errors
+/// One line: no token, bad arguments, file exists, server unreachable, or the server's error.
+pub async fn start(args: StartArgs) -> anyhow::Result<()> {
+    let client = node_client(&args.node.api_url)?;
+    let group = optional_label::<GroupName>(args.group.as_deref(), "GROUP")?;
+    let region = optional_label::<RegionCode>(args.region.as_deref(), "REGION")?;
+    let output = Output::choose(args.file.as_deref(), &args.name, &args.node)?;
+    let mut claim = output.claim(args.node.force)?;
+
+    let private_key = PrivateKey::generate().map_err(random_error)?;
+    let mut body = json!({ "name": args.name, "pubkey": private_key.public_key() });
+    if let Some(group) = group {
+        body["group"] = json!(group);
+    }
+    if let Some(region) = region {
+        body["region"] = json!(region);
+    }
+    let answer = client
+        .send(Method::POST, "api/v3/wire_guard_peers", Some(&body))
+        .await?;
+    finish(
+        Action::Registered,
+        &args.name,
+        &answer,
+        &private_key,
+        &mut claim,
+        &args.node,
+    )
+}
+
+/// Runs `sixpn token update`: re-keys the peer (its address stays) and writes the new config.
+///
+/// # Errors
+/// One line: no token, file exists, server unreachable, or the server's error.
+pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
+    let client = node_client(&args.node.api_url)?;
+    let output = Output::choose(args.file.as_deref(), &args.name, &args.node)?;
+    let mut claim = output.claim(args.node.force)?;
+
+    let private_key = PrivateKey::generate().map_err(random_error)?;
+    // flyctl sends the empty fields too; the server ignores them.
+    let body = json!({ "name": "", "group": "", "region": "", "pubkey": private_key.public_key() });
+    let answer = client
+        .send(
+            Method::PUT,
+            &format!("api/v3/wire_guard_peers/{}", args.name),
+            Some(&body),
+        )
+        .await?;
+    finish(
+        Action::Rekeyed,
+        &args.name,
+        &answer,
+        &private_key,
+        &mut claim,
+        &args.node,
+    )
+}
+
+/// Runs `sixpn keygen`.
+///
+/// # Errors
+/// The OS random source failed, or stdout is gone.
+pub fn keygen(json: bool) -> anyhow::Result<()> {
+    let private_key = PrivateKey::generate().map_err(random_error)?;
+    let public_key = private_key.public_key();
+    if json {
+        return print_json(&json!({
+            "private_key": private_key.to_base64(),
+            "public_key": public_key.to_base64(),
+        }));
+    }
+    print(&format!(
+        "private key: {}\npublic key:  {}\n",
+        private_key.to_base64(),
+        public_key
+    ))
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Registered,
+    Rekeyed,
+}
+
+/// Checks the server's answer, renders the config, writes it and tells the user what happened.
+fn finish(
+    action: Action,
+    name: &PeerName,
+    answer: &Value,
+    private_key: &PrivateKey,
+    claim: &mut Claim,
+    args: &NodeArgs,
+) -> anyhow::Result<()> {
+    let peer = PeerAnswer::from_json(answer)?;
+    if let Some(stored) = &peer.pubkey
+        && *stored != private_key.public_key()
+    {
+        bail!(
+            "the server stored public key {stored} for peer {name}, not the one just generated ({}); run `sixpn token update {name}` to re-key it",
+            private_key.public_key()
+        );
+    }
+    let config = WgQuickConfig {
+        private_key: private_key.clone(),
+        address: peer.us,
+        dns: (!args.no_dns).then_some(peer.dns),
+        mtu: args.mtu,
+        gateway_key: peer.key,
+        allowed_ips: peer.allowed_ips,
+        endpoint: peer.endpoint.clone(),
+        persistent_keepalive: Some(PERSISTENT_KEEPALIVE),
+    };
+    let text = config.render();
+    claim.commit(text.as_bytes()).with_context(|| {
+        format!(
+            "peer {name} is {} but its config could not be saved, so its private key is lost; run `sixpn token update {name}` to re-key it",
+            match action {
+                Action::Registered => "registered",
+                Action::Rekeyed => "re-keyed",
+            }
+        )
+    })?;
+    if args.json {
+        print_json(answer)?;
+    }
+
+    let what = match action {
+        Action::Registered => format!(
+            "registered peer {name} (group {}, region {}) at {}",
+            peer.group.as_deref().unwrap_or("-"),
+            peer.region.as_deref().unwrap_or("-"),
+            peer.us
+        ),
+        Action::Rekeyed => format!("re-keyed peer {name}, address {} kept", peer.us),
+    };
+    match claim.target() {
+        None => eprintln!("{what}"),
+        Some(path) => {
+            let shown = shown_path(path);
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let hint = if path.extension().and_then(|e| e.to_str()) == Some("conf")
+                && is_interface_name(stem)
+            {
+                format!("bring it up with: sudo wg-quick up {shown}")
+            } else {
+                "wg-quick takes the interface name from the file name, so copy it to e.g. /etc/wireguard/wg0.conf before `wg-quick up`".to_string()
+            };
+            eprintln!("{what}; wrote {shown} (mode 0600); {hint}");
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a peer API answer the config is made of.
+#[derive(Debug)]
+struct PeerAnswer {
+    us: Ipv6Addr,
+    key: PublicKey,
+    endpoint: String,
+    dns: IpAddr,
+    allowed_ips: Ipv6Net,
+    pubkey: Option<PublicKey>,
+    group: Option<String>,
+    region: Option<String>,
+}
+
+impl PeerAnswer {
+    /// Reads `us`, `them`, `key` (what flyctl reads) and the extra fields sixpn sends, falling back
+    /// to what they can be derived from: `endpoint` ← `them`:51820, `allowed_ips` ← the /48 of
+    /// `us`, `dns` ← `<allowed_ips>::3`.
+    fn from_json(answer: &Value) -> anyhow::Result<PeerAnswer> {
+        let field = |key: &str| {
+            answer
+                .get(key)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
+        let bad = |key: &str, e: &dyn std::fmt::Display| {
+            anyhow!(
+                "the server's answer has a bad {key:?} field ({e}); is SIXPN_API_URL pointing at a sixpn server?"
+            )
+        };
+        let us_text = field("us").ok_or_else(|| bad("us", &"missing"))?;
+        // flyctl-style servers may append a prefix length; the address is what counts.
+        let us: Ipv6Addr = us_text
+            .split('/')
+            .next()
+            .unwrap_or(us_text)
+            .parse()
+            .map_err(|e| bad("us", &e))?;
+        let key = PublicKey::parse(field("key").ok_or_else(|| bad("key", &"missing"))?)
+            .map_err(|e| bad("key", &e))?;
+        let endpoint = match (field("endpoint"), field("them")) {
+            (Some(endpoint), _) => endpoint.to_string(),
+            (None, Some(them)) => endpoint_with_port(them),
+            (None, None) => return Err(bad("them", &"missing")),
+        };
+        let allowed_ips = match field("allowed_ips") {
+            Some(text) => text
+                .parse::<Ipv6Net>()
+                .map_err(|e| bad("allowed_ips", &e))?,
+            None => Ipv6Net::new(us, 48)
+                .expect("48 is a valid IPv6 prefix length")
+                .trunc(),
+        };
+        let dns = match field("dns") {
+            Some(text) => text.parse::<IpAddr>().map_err(|e| bad("dns", &e))?,
+            None => IpAddr::V6(prefix_host(allowed_ips.trunc(), 3)),
+        };
+        let pubkey = field("pubkey")
+            .map(PublicKey::parse)
+            .transpose()
+            .map_err(|e| bad("pubkey", &e))?;
+        Ok(PeerAnswer {
+            us,
+            key,
+            endpoint,
+            dns,
+            allowed_ips,
+            pubkey,
+            group: field("group").map(str::to_string),
+            region: field("region").map(str::to_string),
+        })
+    }
+}
+
+fn node_client(api_url: &str) -> anyhow::Result<ApiClient> {
+    let secret = node_token(|var| std::env::var(var).ok())?;
+    ApiClient::new(api_url, secret)
+}
+
+/// The node's WireGuard token from the environment.
+fn node_token(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Credential> {
+    for var in TOKEN_VARS {
+        if let Some(secret) = get(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+        {
+            return Ok(Credential {
+                secret,
+                source: format!("${var}"),
+            });
+        }
+    }
+    bail!("no WireGuard token: set SIXPN_WIREGUARD_TOKEN to a token from `sixpn token create`")
+}
+
+/// An optional positional label where `""` means "the server's default", as flyctl sends it.
+fn optional_label<T>(text: Option<&str>, what: &str) -> anyhow::Result<Option<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match text.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow!("{what} {text:?} {e}; leave it out or pass \"\" for the default")),
+    }
+}
+
+/// Where the config goes.
+#[derive(Debug, PartialEq)]
+enum Output {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Output {
+    fn choose(file: Option<&str>, name: &PeerName, args: &NodeArgs) -> anyhow::Result<Output> {
+        let output = match file {
+            Some("-" | "stdout") => Output::Stdout,
+            Some("") => bail!("FILE is empty; give a path, or - to print the config"),
+            Some(path) => Output::File(PathBuf::from(path)),
+            None => Output::File(PathBuf::from(format!("{name}.conf"))),
+        };
+        if output == Output::Stdout && args.json {
+            bail!(
+                "--json and FILE - both want stdout; give the config a FILE, or leave out --json"
+            );
+        }
+        Ok(output)
+    }
+
+    /// Claims the destination before anything is registered: creates the file (mode 0600,
+    /// failing if it exists) or, with `force`, a temporary file beside it that replaces it on
+    /// commit.
+    fn claim(self, force: bool) -> anyhow::Result<Claim> {
+        let path = match self {
+            Output::Stdout => {
+                return Ok(Claim {
+                    target: None,
+                    created: None,
+                    committed: false,
+                });
+            }
+            Output::File(path) => path,
+        };
+        if path.is_dir() {
+            bail!(
+                "{} is a directory; give a file path for the config, e.g. {}",
+                path.display(),
+                path.join("wg0.conf").display()
+            );
+        }
+        if force {
+            let tmp = temp_path_beside(&path)?;
+            let file = create_private(&tmp)
+                .with_context(|| format!("creating a temporary file beside {}", path.display()))?;
+            return Ok(Claim {
+                target: Some(path),
+                created: Some((tmp, file)),
+                committed: false,
+            });
+        }
+        match create_private(&path) {
+            Ok(file) => Ok(Claim {
+                target: Some(path.clone()),
+                created: Some((path, file)),
+                committed: false,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+                "{} already exists; pass --force to replace it, or give another FILE (or - to print the config)",
+                path.display()
+            ),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("creating {}", path.display()))),
+        }
+    }
+}
+
+/// A destination claimed for the config. Dropped without [`commit`](Claim::commit), it removes
+/// the file it created, so a failed registration leaves nothing behind.
+#[derive(Debug)]
+struct Claim {
+    /// The path the user asked for; `None` for stdout.
+    target: Option<PathBuf>,
+    /// The file created for writing: the target itself, or a temporary file to rename over it.
+    created: Option<(PathBuf, File)>,
+    committed: bool,
+}
+
+impl Claim {
+    fn target(&self) -> Option<&Path> {
+        self.target.as_deref()
+    }
+
+    fn commit(&mut self, contents: &[u8]) -> anyhow::Result<()> {
+        let (Some(target), Some((created_path, file))) = (&self.target, &mut self.created) else {
+            return print(&String::from_utf8_lossy(contents));
+        };
+        file.write_all(contents)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("writing {}", created_path.display()))?;
+        if created_path != target {
+            std::fs::rename(&*created_path, target).with_context(|| {
+                format!(
+                    "replacing {} with {}",
+                    target.display(),
+                    created_path.display()
+                )
+            })?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.committed
+            && let Some((path, _)) = &self.created
+        {
+            // Best effort: the error being reported matters more than a leftover file.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Creates `path` with mode 0600, failing if anything is there already (no symlink following).
+fn create_private(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A fresh temporary name in `path`'s directory, so the final rename stays on one file system.
+fn temp_path_beside(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut random = [0u8; 6];
+    getrandom::fill(&mut random).map_err(random_error)?;
+    let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{} has no file name", path.display()))?;
+    Ok(path.with_file_name(format!(".{file_name}.{suffix}.tmp")))
+}
+
+fn random_error(e: getrandom::Error) -> anyhow::Error {
+    anyhow!("reading the OS random source: {e}")
+}
+
+/// The path as a user would type it for wg-quick, which needs a `/` to take it for a file.
+fn shown_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.contains('/') {
+        text
+    } else {
+        format!("./{text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    const GW: &str = "s6k35vSpDrtq5ERd7XHOL4udSAJZaA6kXIK+kw6c9C0=";
+
+    fn node_args() -> NodeArgs {
+        NodeArgs {
+            force: false,
+            no_dns: false,
+            mtu: None,
+            json: false,
+            api_url: crate::cli::DEFAULT_API_URL.into(),
+        }
+    }
+
+    #[test]
+    fn token_comes_from_either_variable() {
+        let err = node_token(|_| None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "no WireGuard token: set SIXPN_WIREGUARD_TOKEN to a token from `sixpn token create`"
+        );
+        let c = node_token(|v| (v == "FLY_WIREGUARD_TOKEN").then(|| " fly ".into())).unwrap();
+        assert_eq!(
+            (c.secret.as_str(), c.source.as_str()),
+            ("fly", "$FLY_WIREGUARD_TOKEN")
+        );
+        let c = node_token(|v| Some(format!("{v}-value"))).unwrap();
+        assert_eq!(c.secret, "SIXPN_WIREGUARD_TOKEN-value");
+        let c = node_token(|v| {
+            Some(
+                if v == "SIXPN_WIREGUARD_TOKEN" {
+                    ""
+                } else {
+                    "f"
+                }
+                .into(),
+            )
+        })
+        .unwrap();
+        assert_eq!(c.secret, "f");
+    }
+
+    #[test]
+    fn full_answer_is_used_as_given() {
+        let answer = json!({
+            "us": "fdaa:1:2::5", "them": "127.0.0.1", "key": GW,
+            "endpoint": "127.0.0.1:4500", "dns": "fdaa:1:2::3", "allowed_ips": "fdaa:1:2::/48",
+            "group": "web", "region": "local",
+        });
+        let p = PeerAnswer::from_json(&answer).unwrap();
+        assert_eq!(p.us, "fdaa:1:2::5".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.endpoint, "127.0.0.1:4500");
+        assert_eq!(p.dns.to_string(), "fdaa:1:2::3");
+        assert_eq!(p.allowed_ips.to_string(), "fdaa:1:2::/48");
+        assert_eq!(p.group.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn flyctl_minimal_answer_gets_derived_fields() {
+        let answer = json!({"us": "fdaa:1:2:0:8000::5/120", "them": "gw.example.com", "key": GW});
+        let p = PeerAnswer::from_json(&answer).unwrap();
+        assert_eq!(p.us.to_string(), "fdaa:1:2:0:8000::5");
+        assert_eq!(p.endpoint, "gw.example.com:51820");
+        assert_eq!(p.allowed_ips.to_string(), "fdaa:1:2::/48");
+        assert_eq!(p.dns.to_string(), "fdaa:1:2::3");
+    }
+
+    #[test]
+    fn bad_answers_are_explained() {
+        for (answer, field) in [
+            (json!({"them": "x", "key": GW}), "\"us\""),
+            (json!({"us": "nope", "them": "x", "key": GW}), "\"us\""),
+            (
+                json!({"us": "fdaa::5", "them": "x", "key": "short"}),
+                "\"key\"",
+            ),
+            (json!({"us": "fdaa::5", "key": GW}), "\"them\""),
+            (
+                json!({"us": "fdaa::5", "them": "x", "key": GW, "dns": "x"}),
+                "\"dns\"",
+            ),
+        ] {
+            let err = PeerAnswer::from_json(&answer).unwrap_err().to_string();
+            assert!(err.contains(field), "{answer}: {err}");
+        }
+    }
+
+    #[test]
+    fn output_choice() {
+        let name: PeerName = "node-1".parse().unwrap();
+        let args = node_args();
+        assert_eq!(
+            Output::choose(None, &name, &args).unwrap(),
+            Output::File("node-1.conf".into())
+        );
+        assert_eq!(
+            Output::choose(Some("-"), &name, &args).unwrap(),
+            Output::Stdout
+        );
+        assert_eq!(
+            Output::choose(Some("stdout"), &name, &args).unwrap(),
+            Output::Stdout
+        );
+        assert!(Output::choose(Some(""), &name, &args).is_err());
+        let json = NodeArgs {
+            json: true,
+            ..node_args()
+        };
+        assert!(Output::choose(Some("-"), &name, &json).is_err());
+    }
+
+    #[test]
+    fn claim_creates_0600_and_refuses_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wg0.conf");
+
+        // An abandoned claim leaves nothing behind.
+        drop(Output::File(path.clone()).claim(false).unwrap());
+        assert!(!path.exists());
+
+        let mut claim = Output::File(path.clone()).claim(false).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        claim.commit(b"first\n").unwrap();
+        drop(claim);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+
+        let err = Output::File(path.clone())
+            .claim(false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already exists; pass --force"), "{err}");
+
+        // --force replaces by rename; the old file's wider mode does not carry over.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut claim = Output::File(path.clone()).claim(true).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first\n");
+        claim.commit(b"second\n").unwrap();
+        drop(claim);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second\n");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+
+        let err = Output::File(dir.path().to_owned())
+            .claim(true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a directory"), "{err}");
+        let err = Output::File(dir.path().to_owned())
+            .claim(false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a directory"), "{err}");
+
+        // An abandoned forced claim keeps the old file and removes its temporary file.
+        drop(Output::File(path.clone()).claim(true).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(optional_label::<GroupName>(None, "GROUP").unwrap(), None);
+        assert_eq!(
+            optional_label::<GroupName>(Some(""), "GROUP").unwrap(),
+            None
+        );
+        assert_eq!(
+            optional_label::<GroupName>(Some("Web"), "GROUP").unwrap(),
+            Some("web".parse().unwrap())
+        );
+        let err = optional_label::<GroupName>(Some("a b"), "GROUP")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("GROUP \"a b\" may only contain"), "{err}");
+    }
+}

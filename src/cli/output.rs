@@ -1,0 +1,130 @@
+//! What the CLI prints: aligned tables for people, pretty JSON for scripts, and the one place that
+//! writes to stdout (so a closed pipe, as in `sixpn token list | head -1`, ends quietly).
+
+use std::io::Write as _;
+
+use serde_json::Value;
+
+/// Writes `text` to stdout. A closed pipe is not an error: the reader has what it wanted.
+///
+/// # Errors
+/// Any other I/O error on stdout.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to stdout"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Prints `value` as pretty JSON followed by a newline.
+///
+/// # Errors
+/// See [`print`].
+pub fn print_json(value: &Value) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    print(&text)
+}
+
+/// Renders rows under headers with columns aligned by two spaces and no trailing blanks.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate().take(widths.len()) {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders `label: value` lines with the values aligned.
+pub fn fields(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    let mut out = String::new();
+    for (key, value) in pairs {
+        let label = format!("{key}:");
+        out.push_str(format!("{label:<width$}  {value}").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A field of a JSON object as table text: strings bare, numbers as digits, null or absent as
+/// `missing`.
+pub fn cell(object: &Value, key: &str, missing: &str) -> String {
+    match object.get(key) {
+        None | Some(Value::Null) => missing.to_string(),
+        Some(Value::String(s)) if s.is_empty() => missing.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The elements of a JSON array answer, or an error if the server sent something else.
+///
+/// # Errors
+/// When `value` is not an array.
+pub fn array<'a>(value: &'a Value, what: &str) -> anyhow::Result<&'a Vec<Value>> {
+    value
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("the server's {what} answer is not a JSON array"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let rows = vec![
+            vec!["node-1".to_string(), "web".to_string(), "x".to_string()],
+            vec!["a".to_string(), "database".to_string(), String::new()],
+        ];
+        let expect = "\
+NAME    GROUP     Z
+node-1  web       x
+a       database
+";
+        assert_eq!(table(&["NAME", "GROUP", "Z"], &rows), expect);
+        assert_eq!(table(&["NAME"], &[]), "NAME\n");
+    }
+
+    #[test]
+    fn fields_align_values() {
+        let text = fields(&[("name", "node-1".into()), ("address", "fdaa::2".into())]);
+        assert_eq!(text, "name:     node-1\naddress:  fdaa::2\n");
+    }
+
+    #[test]
+    fn cells() {
+        let v = serde_json::json!({"s": "x", "n": 3, "null": null, "e": ""});
+        assert_eq!(cell(&v, "s", "-"), "x");
+        assert_eq!(cell(&v, "n", "-"), "3");
+        assert_eq!(cell(&v, "null", "never"), "never");
+        assert_eq!(cell(&v, "e", "-"), "-");
+        assert_eq!(cell(&v, "absent", "-"), "-");
+    }
+}

@@ -1,0 +1,504 @@
+#!/usr/bin/env bash
+# End-to-end test: a sixpn gateway and two nodes in network namespaces, real wireguard-go
+# tunnels, sixpn DNS, and HAProxy balancing over `web._g.internal`.
+#
+#   tests/e2e/run.sh [path/to/sixpn]        (root; default: target/debug/sixpn)
+#
+# Topology (all inside namespaces this script creates; nothing is touched on the host):
+#
+#   sixpn-gw  br0 10.99.0.1/24   wg0 (wireguard-go, :51820)   sixpn serve (API 10.99.0.1:4280,
+#             DNS [::]:53)   HAProxy (127.0.0.1:8080, deploy/haproxy/haproxy.cfg)
+#   sixpn-n1  eth0 10.99.0.11/24 wg0 (wireguard-go)   python http.server on its tunnel address
+#   sixpn-n2  eth0 10.99.0.12/24 wg0 (wireguard-go)   python http.server on its tunnel address
+#   sixpn-x1  eth0 10.99.0.13/24 wg0 (wireguard-go)   a peer of another org (acme)
+#
+# wireguard-go always puts its socket in /run/wireguard, which namespaces share; every command
+# here runs with a private bind mount of a per-namespace directory there (see `nsrun`).
+#
+# It prints PASS/FAIL lines and ends with "N passed, M failed"; it exits non-zero on any failure.
+# Everything it starts is stopped by PID, and its namespaces are deleted, even when it fails.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+sixpn=$(realpath "${1:-$root/target/debug/sixpn}")
+prefix=${SIXPN_E2E_PREFIX:-sixpn}
+NS_GW=$prefix-gw
+NS_N1=$prefix-n1
+NS_N2=$prefix-n2
+NS_X=$prefix-x1 # a node of another org, to show the orgs are isolated
+GW_IP=10.99.0.1
+API=http://$GW_IP:4280
+ADMIN_TOKEN=e2e-admin-$RANDOM$RANDOM
+WG_UP=$root/deploy/node/sixpn-wg-up.sh
+# The system python (a version-manager shim may not exec through, which would hide its PID).
+PYTHON=$(command -v /usr/bin/python3 || command -v python3)
+HAPROXY_CFG=$root/deploy/haproxy/haproxy.cfg
+# HAProxy's removal bound: `timeout resolve` + `hold obsolete` in haproxy.cfg, plus slack for
+# the resolution in flight and this script's polling.
+HAPROXY_REMOVAL_BOUND=8
+
+work=$(mktemp -d /tmp/sixpn-e2e.XXXXXX)
+pids=()
+namespaces=()
+made_run_wireguard=
+passed=0
+failed=0
+started=$(date +%s)
+
+log() { printf '%s  %s\n' "$(date +%T)" "$*"; }
+pass() { printf 'PASS: %s\n' "$*"; passed=$((passed + 1)); }
+fail() { printf 'FAIL: %s\n' "$*"; failed=$((failed + 1)); }
+# check DESCRIPTION COMMAND...: PASS when the command succeeds.
+check() {
+    local what=$1
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+die() {
+    fail "$*"
+    exit 1
+}
+
+# nsrun NS COMMAND...: run in namespace NS with its own /run/wireguard.
+nsrun() {
+    local ns=$1
+    shift
+    ip netns exec "$ns" unshare -m --propagation private \
+        sh -c 'mount --bind "$0" /run/wireguard && exec "$@"' "$work/$ns/run" "$@"
+}
+# nsbg NS LOGNAME COMMAND...: like nsrun, in the background; the PID is recorded (ip netns
+# exec, unshare and sh all exec, so $! is the command itself).
+nsbg() {
+    local ns=$1 name=$2
+    shift 2
+    # Not through the nsrun function: `func &` would fork a subshell and $! would be its PID.
+    ip netns exec "$ns" unshare -m --propagation private \
+        sh -c 'mount --bind "$0" /run/wireguard && exec "$@"' "$work/$ns/run" "$@" \
+        >"$work/$name.log" 2>&1 &
+    pids+=($!)
+    last_pid=$!
+}
+stop_pid() {
+    kill "$1" 2>/dev/null && wait "$1" 2>/dev/null
+    return 0
+}
+
+cleanup() {
+    local pid ns
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        pid=${pids[i]}
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        # wait only works for our own children, which these are.
+        timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    for ns in "${namespaces[@]}"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    if [ -n "$made_run_wireguard" ]; then
+        rmdir /run/wireguard 2>/dev/null || true
+    fi
+    if [ "$failed" -gt 0 ] || [ -n "${SIXPN_E2E_KEEP_LOGS:-}" ]; then
+        for f in "$work"/*.log; do
+            [ -e "$f" ] || continue
+            echo "----- $(basename "$f") (last 30 lines)"
+            tail -n 30 "$f"
+        done
+    fi
+    rm -rf "$work"
+}
+on_exit() {
+    local rc=$?
+    trap - EXIT INT TERM
+    cleanup
+    if [ -z "${summary_done:-}" ]; then
+        echo "$passed passed, $((failed > 0 ? failed : 1)) failed (aborted)"
+        exit 1
+    fi
+    exit "$rc"
+}
+trap on_exit EXIT
+trap 'fail "interrupted"; exit 1' INT TERM
+
+# wait_for SECONDS COMMAND...: poll every 0.1 s until the command succeeds.
+wait_for() {
+    local deadline=$(($(date +%s%N) + $1 * 1000000000))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        if [ "$(date +%s%N)" -gt "$deadline" ]; then return 1; fi
+        sleep 0.1
+    done
+}
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# ----------------------------------------------------------------------------- preconditions
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+for tool in ip wg wireguard-go haproxy dig curl python3 ping unshare mount; do
+    command -v "$tool" >/dev/null || die "needs $tool"
+done
+[ -x "$sixpn" ] || die "no sixpn binary at $sixpn (cargo build --bin sixpn)"
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X"; do
+    if ip netns list | grep -qw "^$ns"; then
+        die "namespace $ns exists already (another run? remove it with: ip netns del $ns)"
+    fi
+done
+if [ ! -d /run/wireguard ]; then
+    mkdir -p /run/wireguard && made_run_wireguard=1
+fi
+
+# ----------------------------------------------------------------------------- underlay
+log "creating namespaces and the underlay 10.99.0.0/24"
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X"; do
+    ip netns add "$ns" || die "ip netns add $ns"
+    namespaces+=("$ns")
+    mkdir -p "$work/$ns/run"
+    ip -n "$ns" link set lo up
+done
+# The gateway routes between peers (deploy/gateway/99-sixpn.conf sets the same on a host).
+ip netns exec "$NS_GW" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/forwarding' 
+ip -n "$NS_GW" link add br0 type bridge
+ip -n "$NS_GW" addr add "$GW_IP/24" dev br0
+ip -n "$NS_GW" link set br0 up
+i=0
+for ns in "$NS_N1" "$NS_N2" "$NS_X"; do
+    i=$((i + 1))
+    ip -n "$NS_GW" link add "veth$i" type veth peer name eth0 netns "$ns"
+    ip -n "$NS_GW" link set "veth$i" master br0 up
+    ip -n "$ns" addr add "10.99.0.1$i/24" dev eth0
+    ip -n "$ns" link set eth0 up
+done
+
+# ----------------------------------------------------------------------------- gateway
+log "starting wireguard-go and sixpn serve in $NS_GW"
+mkdir -p "$work/gw"
+cat >"$work/gw/sixpn.toml" <<EOF
+data_dir = "$work/gw/data"
+
+[api]
+listen = "$GW_IP:4280"
+
+[dns]
+# Dual-stack: IPv4 too. The org ::3 addresses come up on wg0 when the gateway starts.
+listen = ["[::]:53"]
+ttl = 5
+
+[[regions]]
+code = "e2e"
+endpoint = "$GW_IP:51820"
+default = true
+
+[gateway]
+interface = "wg0"
+region = "e2e"
+private_key_file = "$work/gw/gateway.key"
+listen_port = 51820
+EOF
+nsbg "$NS_GW" wireguard-go-gw wireguard-go -f wg0
+gw_wg_pid=$last_pid
+wait_for 10 test -S "$work/$NS_GW/run/wg0.sock" || die "wireguard-go did not start in $NS_GW"
+nsbg "$NS_GW" sixpn-serve env RUST_LOG=info,hickory_server=warn SIXPN_ADMIN_TOKEN="$ADMIN_TOKEN" \
+    "$sixpn" serve --config "$work/gw/sixpn.toml"
+serve_pid=$last_pid
+api_up() {
+    kill -0 "$serve_pid" || return 0 # exited: stop waiting
+    nsrun "$NS_GW" curl -fsS -o /dev/null "$API/healthz"
+}
+wait_for 30 api_up || die "sixpn serve did not come up (see sixpn-serve.log)"
+kill -0 "$serve_pid" 2>/dev/null || die "sixpn serve exited (see sixpn-serve.log)"
+pass "sixpn serve runs in gateway mode on wireguard-go"
+
+admin() {
+    nsrun "$NS_GW" env SIXPN_API_URL="$API" SIXPN_ADMIN_TOKEN="$ADMIN_TOKEN" "$sixpn" "$@"
+}
+gw_pubkey=$(nsrun "$NS_GW" wg show wg0 public-key)
+check "the gateway interface carries the gateway key" test "$gw_pubkey" = \
+    "$(nsrun "$NS_GW" sh -c "wg pubkey < '$work/gw/gateway.key'")"
+
+# ----------------------------------------------------------------------------- nodes
+# mint NAME: prints the token secret.
+mint() {
+    admin token create --name "$1" --group web | sed -n 's/^SIXPN_WIREGUARD_TOKEN=//p'
+}
+# node_cmd NS TOKEN ARGS...: run the sixpn CLI on a node.
+node_cmd() {
+    local ns=$1 token=$2
+    shift 2
+    nsrun "$ns" env SIXPN_API_URL="$API" SIXPN_WIREGUARD_TOKEN="$token" "$sixpn" "$@"
+}
+# wg_up NS CONF: start wireguard-go wg0 in NS and apply CONF; sets wg_pid.
+wg_up() {
+    local ns=$1 conf=$2
+    nsbg "$ns" "wireguard-go-$ns-$(date +%s%N)" wireguard-go -f wg0
+    wg_pid=$last_pid
+    wait_for 10 test -S "$work/$ns/run/wg0.sock" || return 1
+    nsrun "$ns" "$WG_UP" wg0 "$conf" 1420 >>"$work/wg-up.log" 2>&1
+}
+wg_down() {
+    local ns=$1 pid=$2
+    stop_pid "$pid"
+    wait_for 5 sh -c "! ip -n '$ns' link show wg0" || ip -n "$ns" link del wg0 2>/dev/null
+    rm -f "$work/$ns/run/wg0.sock"
+}
+conf_addr() { sed -n 's/^Address *= *\([^/]*\).*/\1/p' "$1"; }
+conf_dns() {
+    # The org's ::3 from the peer's /48 (the file may omit DNS with --no-dns).
+    local net
+    net=$(sed -n 's/^AllowedIPs *= *\([^/,]*\)\/48.*/\1/p' "$1" | head -n1)
+    python3 -c "import ipaddress,sys; print(ipaddress.IPv6Address(int(ipaddress.IPv6Address(sys.argv[1])) + 3))" "$net"
+}
+conf_pub() { sed -n 's/^PrivateKey *= *//p' "$1" | wg pubkey; }
+
+declare -A token addr conf wgpid httppid
+for n in 1 2; do
+    ns_var=NS_N$n
+    ns=${!ns_var}
+    name=n$n
+    log "node $name: token, sixpn token start, tunnel, http server"
+    token[$n]=$(mint "$name")
+    [ -n "${token[$n]}" ] || die "sixpn token create --name $name --group web printed no SIXPN_WIREGUARD_TOKEN"
+    mkdir -p "$work/$name"
+    conf[$n]=$work/$name/wg0.conf
+    node_cmd "$ns" "${token[$n]}" token start "$name" web e2e "${conf[$n]}" --no-dns \
+        >"$work/token-start-$name.log" 2>&1 || die "sixpn token start $name (see token-start-$name.log)"
+    check "$name: config written with mode 0600" test "$(stat -c %a "${conf[$n]}")" = 600
+    wg_up "$ns" "${conf[$n]}" || die "bringing up $name's tunnel"
+    wgpid[$n]=$wg_pid
+    addr[$n]=$(conf_addr "${conf[$n]}")
+    mkdir -p "$work/$name/www"
+    echo "$name" >"$work/$name/www/index.html"
+    nsbg "$ns" "http-$name" "$PYTHON" -m http.server 8080 --bind "${addr[$n]}" --directory "$work/$name/www"
+    httppid[$n]=$last_pid
+done
+ORG_DNS=$(conf_dns "${conf[1]}")
+ORG_GW=$(python3 -c "import ipaddress,sys; print(ipaddress.IPv6Address(int(ipaddress.IPv6Address(sys.argv[1])) - 2))" "$ORG_DNS")
+log "org resolver $ORG_DNS, gateway $ORG_GW, n1 ${addr[1]}, n2 ${addr[2]}"
+
+# ----------------------------------------------------------------------------- (a) DNS, ping
+dig_group() { nsrun "$1" dig +short +time=1 +tries=2 @"$ORG_DNS" web._g.internal AAAA | sort; }
+expected=$(printf '%s\n' "${addr[1]}" "${addr[2]}" | sort)
+gw_allowed() { nsrun "$NS_GW" wg show wg0 allowed-ips; }
+check "(a) gateway interface: each node's key with its address/128" \
+    sh -c "out=\$(cat); echo \"\$out\" | grep -q '$(conf_pub "${conf[1]}")[[:space:]]*${addr[1]}/128' && echo \"\$out\" | grep -q '$(conf_pub "${conf[2]}")[[:space:]]*${addr[2]}/128'" <<<"$(gw_allowed)"
+for n in 1 2; do
+    ns_var=NS_N$n
+    ns=${!ns_var}
+    other=$((3 - n))
+    check "(a) n$n: ping6 the gateway ($ORG_GW) through the tunnel" nsrun "$ns" ping -6 -c 2 -i 0.3 -W 2 "$ORG_GW"
+    check "(a) n$n: dig @$ORG_DNS web._g.internal AAAA lists both nodes" \
+        test "$(dig_group "$ns")" = "$expected"
+    check "(a) n$n: ping6 n$other (${addr[$other]}) through the gateway" nsrun "$ns" ping -6 -c 2 -i 0.3 -W 2 "${addr[$other]}"
+done
+
+# Peer status, as the admin API and `sixpn peer show` report it from the interface.
+status_ok() {
+    admin peer show "$1" --json | "$PYTHON" -c '
+import json, sys
+s = json.load(sys.stdin).get("status") or {}
+ok = s.get("last_handshake") and s.get("rx_bytes", 0) > 0 and s.get("tx_bytes", 0) > 0 and s.get("endpoint")
+print(s, file=sys.stderr)
+sys.exit(0 if ok else 1)'
+}
+check "(a) sixpn peer show n1: last handshake, bytes and endpoint from the gateway" status_ok n1
+admin peer show n1 >"$work/peer-show-n1.log" 2>&1
+check "(a) sixpn peer show n1 prints the handshake" grep -qi "handshake" "$work/peer-show-n1.log"
+
+# ----------------------------------------------------------------------------- (f) orgs
+log "(f) a node of org acme, on the same gateway"
+admin org create acme >"$work/org-create.log" 2>&1 || fail "(f) sixpn org create acme (see org-create.log)"
+x_token=$(admin token create --org acme --name x1 --group web | sed -n 's/^SIXPN_WIREGUARD_TOKEN=//p')
+mkdir -p "$work/x1"
+x_conf=$work/x1/wg0.conf
+if [ -n "$x_token" ] &&
+    node_cmd "$NS_X" "$x_token" token start x1 web e2e "$x_conf" --no-dns >"$work/token-start-x1.log" 2>&1 &&
+    wg_up "$NS_X" "$x_conf"; then
+    x_addr=$(conf_addr "$x_conf")
+    x_dns=$(conf_dns "$x_conf")
+    x_gw=$(python3 -c "import ipaddress,sys; print(ipaddress.IPv6Address(int(ipaddress.IPv6Address(sys.argv[1])) - 2))" "$x_dns")
+    check "(f) acme has its own /48 (resolver $x_dns)" test "$x_dns" != "$ORG_DNS"
+    check "(f) x1: ping6 its org's gateway ($x_gw)" nsrun "$NS_X" ping -6 -c 2 -i 0.3 -W 2 "$x_gw"
+    check "(f) x1: web._g.internal in acme's view is x1 alone" \
+        test "$(nsrun "$NS_X" dig +short +time=1 +tries=2 @"$x_dns" web._g.internal AAAA)" = "$x_addr"
+    check "(f) x1: n1._peer.internal (org personal) is NXDOMAIN in acme's view" \
+        sh -c "ip netns exec '$NS_X' dig +time=1 +tries=2 @'$x_dns' n1._peer.internal AAAA | grep -q 'status: NXDOMAIN'"
+    # The nodes' own AllowedIPs (their org's /48 only) already keep the other org out. Widen them
+    # on both nodes, as a node serving two orgs would, so only the gateway stands in between.
+    x_net=$(sed -n 's/^AllowedIPs *= *\([^,]*\/48\).*/\1/p' "$x_conf")
+    n_net=$(sed -n 's/^AllowedIPs *= *\([^,]*\/48\).*/\1/p' "${conf[1]}")
+    widen() { # widen NS CONF OTHER_NET
+        local gw_key
+        gw_key=$(sed -n 's/^PublicKey *= *//p' "$2")
+        nsrun "$1" wg set wg0 peer "$gw_key" allowed-ips "$(sed -n 's/^AllowedIPs *= *//p' "$2"),$3" &&
+            ip -n "$1" -6 route replace "$3" dev wg0
+    }
+    narrow() { # narrow NS CONF OTHER_NET
+        local gw_key
+        gw_key=$(sed -n 's/^PublicKey *= *//p' "$2")
+        nsrun "$1" wg set wg0 peer "$gw_key" allowed-ips "$(sed -n 's/^AllowedIPs *= *//p' "$2")"
+        ip -n "$1" -6 route del "$3" dev wg0 2>/dev/null || true
+    }
+    widen "$NS_X" "$x_conf" "$n_net" && widen "$NS_N1" "${conf[1]}" "$x_net" ||
+        fail "(f) widening the nodes' AllowedIPs"
+    if nsrun "$NS_X" ping -6 -c 2 -i 0.3 -W 1 "${addr[1]}" >/dev/null 2>&1; then
+        fail "(f) x1 (acme) reaches n1 (personal) through the gateway"
+    else
+        pass "(f) x1 (acme) cannot reach n1 (personal), even with both routing the other /48 to the gateway"
+    fi
+    if nsrun "$NS_N1" ping -6 -c 2 -i 0.3 -W 1 "$x_addr" >/dev/null 2>&1; then
+        fail "(f) n1 (personal) reaches x1 (acme) through the gateway"
+    else
+        pass "(f) n1 (personal) cannot reach x1 (acme) through the gateway"
+    fi
+    check "(f) n1 still reaches n2 (same org) with the widened AllowedIPs" \
+        nsrun "$NS_N1" ping -6 -c 1 -W 2 "${addr[2]}"
+    narrow "$NS_X" "$x_conf" "$n_net"
+    narrow "$NS_N1" "${conf[1]}" "$x_net"
+else
+    fail "(f) bringing up x1 in org acme (see token-start-x1.log)"
+fi
+
+# ----------------------------------------------------------------------------- (b) HAProxy
+log "starting HAProxy ($HAPROXY_CFG) in $NS_GW"
+haproxy_sock=$work/haproxy.sock
+nsbg "$NS_GW" haproxy env SIXPN_DNS="$ORG_DNS" HAPROXY_LISTEN=127.0.0.1:8080 HAPROXY_STATS="$haproxy_sock" \
+    haproxy -f "$HAPROXY_CFG" -db
+# haproxy_servers: "address op_state" of each server slot that holds an address, from HAProxy's
+# runtime API (op_state 2 = running, i.e. its health check passes).
+haproxy_servers() {
+    "$PYTHON" - "$haproxy_sock" 2>/dev/null <<'PY' |
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+s.sendall(b"show servers state web\n")
+sys.stdout.write(s.makefile().read())
+PY
+        awk 'NR > 2 && NF > 6 && $5 != "-" && $5 != "::" && $5 != "0.0.0.0" { print $5, $6 }' | sort
+}
+haproxy_addrs() { haproxy_servers | awk '{ print $1 }'; }
+# Both nodes resolved and passing their health checks.
+haproxy_both_up() { test "$(haproxy_servers | awk '$2 == 2 { print $1 }')" = "$expected"; }
+if wait_for 20 haproxy_both_up; then
+    pass "(b) HAProxy resolved web._g.internal to both nodes and their checks pass"
+else
+    fail "(b) HAProxy resolved both nodes (has: $(haproxy_servers | tr '\n' ' '))"
+fi
+# spread N: N requests through HAProxy; prints "n1=X n2=Y other=Z".
+spread() {
+    local n1=0 n2=0 other=0 body
+    for _ in $(seq "$1"); do
+        body=$(nsrun "$NS_GW" curl -sS -m 3 http://127.0.0.1:8080/ 2>/dev/null)
+        case $body in
+            n1) n1=$((n1 + 1)) ;;
+            n2) n2=$((n2 + 1)) ;;
+            *) other=$((other + 1)) ;;
+        esac
+    done
+    echo "n1=$n1 n2=$n2 other=$other"
+}
+result=$(spread 20)
+log "20 requests through HAProxy: $result"
+read -r r1 r2 r3 <<<"$result"
+check "(b) HAProxy spreads requests over both nodes ($result)" \
+    test "${r1#n1=}" -ge 5 -a "${r2#n2=}" -ge 5 -a "${r3#other=}" -eq 0
+
+# ----------------------------------------------------------------------------- (c) re-key
+log "(c) sixpn token update on n1"
+old_pub=$(conf_pub "${conf[1]}")
+mkdir -p "$work/n1/old" "$work/n1/new"
+cp -p "${conf[1]}" "$work/n1/old/wg0.conf"
+n2_pub=$(conf_pub "${conf[2]}")
+n2_before=$(nsrun "$NS_GW" wg show wg0 dump | awk -v k="$n2_pub" '$1 == k { print $3, $5 }')
+node_cmd "$NS_N1" "${token[1]}" token update n1 "$work/n1/new/wg0.conf" \
+    >"$work/token-update-n1.log" 2>&1 || fail "(c) sixpn token update n1 (see token-update-n1.log)"
+new_conf=$work/n1/new/wg0.conf
+new_pub=$(conf_pub "$new_conf")
+check "(c) the new config keeps n1's address" test "$(conf_addr "$new_conf")" = "${addr[1]}"
+check "(c) the new config has a new key" test "$new_pub" != "$old_pub"
+gw_peers() { nsrun "$NS_GW" wg show wg0 peers; }
+gw_has_key() { gw_peers | grep -qxF "$1"; }
+check "(c) the gateway swapped n1's key in place (new key present)" wait_for 2 gw_has_key "$new_pub"
+if gw_has_key "$old_pub"; then fail "(c) old key still on the gateway"; else pass "(c) old key removed from the gateway"; fi
+n2_after=$(nsrun "$NS_GW" wg show wg0 dump | awk -v k="$n2_pub" '$1 == k { print $3, $5 }')
+check "(c) n2's peer on the gateway was not touched (endpoint, handshake: $n2_after)" test "$n2_before" = "$n2_after"
+check "(c) gateway → n2 still works without a new handshake" nsrun "$NS_N2" ping -6 -c 1 -W 2 "$ORG_GW"
+
+# The old key: a fresh tunnel with the old config must not get a handshake.
+wg_down "$NS_N1" "${wgpid[1]}"
+wg_up "$NS_N1" "$work/n1/old/wg0.conf" || fail "(c) bringing up n1 with the old config"
+if nsrun "$NS_N1" ping -6 -c 3 -i 0.5 -W 1 "$ORG_GW" >/dev/null 2>&1; then
+    fail "(c) the old key still reaches the gateway"
+else
+    pass "(c) with the old key, ping to the gateway fails"
+fi
+hs=$(nsrun "$NS_N1" wg show wg0 latest-handshakes | awk '{ print $2 }')
+check "(c) with the old key, no handshake completes (latest: ${hs:-none})" test "${hs:-0}" = 0
+wg_down "$NS_N1" "$wg_pid"
+
+# The new key: the tunnel comes back.
+wg_up "$NS_N1" "$new_conf" || fail "(c) bringing up n1 with the new config"
+wgpid[1]=$wg_pid
+stop_pid "${httppid[1]}" # bind again on the new wg0
+nsbg "$NS_N1" http-n1b "$PYTHON" -m http.server 8080 --bind "${addr[1]}" --directory "$work/n1/www"
+check "(c) with the new key, ping6 to the gateway works" nsrun "$NS_N1" ping -6 -c 2 -i 0.3 -W 2 "$ORG_GW"
+check "(c) with the new key, ping6 to n2 works" nsrun "$NS_N1" ping -6 -c 2 -i 0.3 -W 2 "${addr[2]}"
+hs=$(nsrun "$NS_N1" wg show wg0 latest-handshakes | awk '{ print $2 }')
+check "(c) with the new key, a handshake completed" test "${hs:-0}" -gt 0
+check "(c) DNS still lists both nodes after the re-key" test "$(dig_group "$NS_N2")" = "$expected"
+
+# ----------------------------------------------------------------------------- (d) delete
+log "(d) deleting n2's token"
+wait_for 20 haproxy_both_up || fail "(d) HAProxy has both nodes up before the delete ($(haproxy_servers | tr '\n' ' '))"
+t0=$(now_ms)
+admin token delete n2 >"$work/token-delete.log" 2>&1 || fail "(d) sixpn token delete n2 (see token-delete.log)"
+t_cli=$(now_ms)
+only_n1() { test "$(dig_group "$NS_N1")" = "${addr[1]}"; }
+check "(d) n2 vanished from DNS at once" only_n1
+if gw_has_key "$n2_pub"; then fail "(d) n2's key still on the gateway"; else pass "(d) n2's key is off the gateway"; fi
+haproxy_only_n1() { test "$(haproxy_addrs)" = "${addr[1]}"; }
+if wait_for "$HAPROXY_REMOVAL_BOUND" haproxy_only_n1; then
+    t_ha=$(now_ms)
+    pass "(d) HAProxy dropped n2 $((t_ha - t_cli)) ms after the delete (bound ${HAPROXY_REMOVAL_BOUND}s)"
+else
+    fail "(d) HAProxy still has n2 after ${HAPROXY_REMOVAL_BOUND}s: $(haproxy_addrs | tr '\n' ' ')"
+fi
+result=$(spread 10)
+check "(d) all requests now go to n1 ($result)" test "$result" = "n1=10 n2=0 other=0"
+log "(d) delete took $((t_cli - t0)) ms in the CLI"
+
+# ----------------------------------------------------------------------------- (g) drift
+log "(g) restarting the gateway's wireguard-go: sixpn must reconfigure the blank interface"
+stop_pid "$gw_wg_pid"
+wait_for 5 sh -c "! ip -n '$NS_GW' link show wg0" || true
+rm -f "$work/$NS_GW/run/wg0.sock"
+nsbg "$NS_GW" wireguard-go-gw2 wireguard-go -f wg0
+t0=$(now_ms)
+gw_configured() { test "$(nsrun "$NS_GW" wg show wg0 public-key)" = "$gw_pubkey" && gw_has_key "$new_pub"; }
+if wait_for 15 gw_configured; then
+    pass "(g) the restarted interface got its key and peers back in $(($(now_ms) - t0)) ms"
+else
+    fail "(g) the restarted interface was not reconfigured within 15 s"
+fi
+# The node notices the dead session and handshakes again (WireGuard: within ~15 s of sending).
+n1_back() { nsrun "$NS_N1" ping -6 -c 1 -W 1 "$ORG_GW"; }
+check "(g) n1 reaches the gateway again" wait_for 40 n1_back
+
+# ----------------------------------------------------------------------------- (e) cleanup
+log "(e) cleaning up"
+trap - EXIT
+cleanup
+leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2|$NS_X)( |$)" || true)
+check "(e) no namespace left behind" test -z "$leftover_ns"
+alive=
+for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then alive="$alive $pid"; fi
+done
+check "(e) no process left behind" test -z "$alive"
+elapsed=$(($(date +%s) - started))
+check "(e) the whole test took ${elapsed}s (< 300s)" test "$elapsed" -lt 300
+
+summary_done=1
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
