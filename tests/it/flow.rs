@@ -8,9 +8,11 @@ use crate::support::{Api, dns_query};
 
 async fn start() -> (sixpn::serve::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = sixpn::config::Config::default();
-    config.data_dir = dir.path().to_owned();
-    config.admin_token = Some("flow-admin".into());
+    let mut config = sixpn::config::Config {
+        data_dir: dir.path().to_owned(),
+        admin_token: Some("flow-admin".into()),
+        ..Default::default()
+    };
     config.api.listen = "127.0.0.1:0".parse().unwrap();
     config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
     let running = sixpn::serve::start(config).await.expect("server starts");

@@ -100,10 +100,8 @@ impl ServerProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("sixpn serve exited early: {status}");
             }
-            if let Ok(resp) = reqwest::blocking_get(&url) {
-                if resp {
-                    return;
-                }
+            if let Ok(true) = http_probe::get_ok(&url) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -119,13 +117,13 @@ impl Drop for ServerProcess {
 }
 
 /// Tiny blocking HTTP probe without a runtime (std only), for readiness checks.
-mod reqwest {
+mod http_probe {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::time::Duration;
 
     /// `true` when `url` (plain `http://host:port/path`) answers 200.
-    pub fn blocking_get(url: &str) -> std::io::Result<bool> {
+    pub fn get_ok(url: &str) -> std::io::Result<bool> {
         let rest = url.strip_prefix("http://").unwrap_or(url);
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let mut s = TcpStream::connect(host)?;
