@@ -32,7 +32,8 @@
 //!   never patched.
 //! - The DNS path never touches the store, never awaits while holding a lock or guard, and never
 //!   builds records per query.
-//! - Only `store/` knows SQL, only `api/` knows HTTP and JSON, only `dns/` knows hickory types,
+//! - Only `store/` knows SQL, only `api/` knows HTTP and JSON, only `dns/` and `snapshot/` (which
+//!   prebuilds hickory records) know hickory types,
 //!   and only `cli/` knows clap and stdout.
 //! - The server never sees a private key, and never stores or logs a token secret.
 

@@ -2,7 +2,7 @@
 //! `peer`), the node commands (`token start|update`) and `keygen`.
 //!
 //! Only this module knows clap and stdout. Admin and node commands talk to a running server over
-//! its HTTP APIs ([`client`]); they never open the database. Every failure becomes one line that
+//! its HTTP APIs (`client`); they never open the database. Every failure becomes one line that
 //! says what to do; `main` prints it as `error: …` and exits non-zero.
 
 mod admin;
@@ -267,13 +267,13 @@ pub struct TokenCreateArgs {
 /// `sixpn token start` arguments.
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The peer's name, a DNS label: it resolves as <NAME>._peer.internal.
+    /// The peer's name, a DNS label: it resolves as `<NAME>._peer.internal`.
     pub name: PeerName,
     /// The peer's group [default: the token's group, else the server's default group].
     pub group: Option<String>,
     /// The gateway region [default: the server's default region].
     pub region: Option<String>,
-    /// Where to write the wg-quick config; `-` or `stdout` prints it [default: <NAME>.conf].
+    /// Where to write the wg-quick config; `-` or `stdout` prints it (default: `<NAME>.conf`).
     pub file: Option<String>,
     /// Node flags.
     #[command(flatten)]
@@ -285,7 +285,7 @@ pub struct StartArgs {
 pub struct UpdateArgs {
     /// The peer's name.
     pub name: PeerName,
-    /// Where to write the wg-quick config; `-` or `stdout` prints it [default: <NAME>.conf].
+    /// Where to write the wg-quick config; `-` or `stdout` prints it (default: `<NAME>.conf`).
     pub file: Option<String>,
     /// Node flags.
     #[command(flatten)]

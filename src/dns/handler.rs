@@ -163,7 +163,7 @@ pub enum Lookup<'s> {
         /// The target's records (may be empty).
         target: &'s [Record],
     },
-    /// A type ANY question: every record of the name.
+    /// A type ANY question at a name with several record sets: every record of the name.
     Any {
         /// The name's entry.
         entry: &'s Entry,
@@ -191,10 +191,16 @@ pub fn lookup<'s>(
     };
     let soa = snapshot.zones()[usize::from(entry.zone())].soa_negative();
     if query_type == RecordType::ANY {
-        return if entry.rrsets().is_empty() {
-            Lookup::NoData { soa }
-        } else {
-            Lookup::Any { entry }
+        return match entry.rrsets() {
+            [] => Lookup::NoData { soa },
+            // One set (every generated name): answer it like a typed question, so it rotates
+            // and truncates cleanly.
+            [set] => Lookup::Answer {
+                entry,
+                set,
+                owner_len: key.len(),
+            },
+            _ => Lookup::Any { entry },
         };
     }
     if let Some(set) = entry.rrset(query_type) {

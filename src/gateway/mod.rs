@@ -1,11 +1,12 @@
 //! The gateway: keeps a WireGuard interface equal to the store for its region.
 //!
-//! [`start`] takes an interface that a userspace WireGuard (`wireguard-go`, boringtun) already
-//! runs, and from then on owns its configuration:
+//! [`start`] takes an existing WireGuard interface (made by `wireguard-go`, boringtun or the
+//! kernel module) and from then on owns its configuration:
 //! - the private key (from `private_key_file`, generated with mode 0600 when missing) and the
 //!   listen port;
-//! - for every org, the gateway's `::1` and the resolver's `::3` as /128s on the interface and a
-//!   route for the org's /48 through it ([`netif`]);
+//! - for every org, the gateway's `::1` and the resolver's `::3` as /128s on the interface, a
+//!   route for the org's /48 through it, and policy rules that keep each org's traffic within
+//!   its own /48 ([`netif`]);
 //! - one peer per live peer of the gateway's region: its public key with its address as the only
 //!   allowed IP ([`reconcile`]).
 //!
@@ -17,8 +18,8 @@
 //!
 //! The interface is driven through the cross-platform UAPI socket ([`uapi`]) when it has one;
 //! otherwise through wireguard-tools' `wg` command ([`wgtool`]), which reaches the kernel module
-//! over netlink. This module never logs a private key; it logs peer names and
-//! public keys at `info` when it changes them.
+//! over netlink. This module never logs a private key; it logs peer names and public keys at
+//! `info` when it changes them.
 
 pub mod netif;
 pub mod reconcile;
@@ -312,9 +313,7 @@ impl Reconciler {
         tracing::debug!(interface = %self.interface, generation = %dump.generation, n_peers = wanted.len(), n_changes = changes.len(), "reconciled");
         Ok(dump.generation)
     }
-}
 
-impl Reconciler {
     /// Whether the interface lost its key or port (it was re-created), or cannot be read.
     async fn device_was_reset(&self) -> bool {
         match self.link.get().await {

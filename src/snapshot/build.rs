@@ -174,7 +174,7 @@ fn build_view(
         let Ok(owner) = bases.peer.prepend_label(label) else {
             continue; // A PeerName is always a valid label; nothing to answer otherwise.
         };
-        let key = wire_from_labels([label, b"_peer", b"internal"]);
+        let key = wire_from_labels(&[label, b"_peer", b"internal"]);
         let record = Record::from_rdata(owner, ttl, RData::AAAA(AAAA(peer.address)));
         insert(&mut names, key, internal, RrSet::new(vec![record]));
     }
@@ -188,12 +188,12 @@ fn build_view(
             .iter()
             .map(|p| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(p.address))))
             .collect();
-        let key = wire_from_labels([label, b"_g", b"internal"]);
+        let key = wire_from_labels(&[label, b"_g", b"internal"]);
         insert(&mut names, key, internal, RrSet::new(records));
     }
 
     let strings = name::split_txt(peers.iter().map(|p| p.name.as_str()), MAX_TXT_RDATA);
-    let peer_list_key = wire_from_labels([&b"_peer"[..], b"internal"]);
+    let peer_list_key = wire_from_labels(&[b"_peer", b"internal"]);
     if strings.is_empty() {
         ensure(&mut names, peer_list_key, internal);
     } else {
@@ -208,7 +208,7 @@ fn build_view(
     }
     ensure(
         &mut names,
-        wire_from_labels([&b"_g"[..], b"internal"]),
+        wire_from_labels(&[b"_g", b"internal"]),
         internal,
     );
 

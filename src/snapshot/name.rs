@@ -39,9 +39,10 @@ pub fn wire_key(name: &Name) -> Option<Box<[u8]>> {
     wire_lower(name, &mut buf).map(Box::from)
 }
 
-/// The wire form of a name given as labels (already lowercase), e.g. `[b"_peer", b"internal"]`.
-pub fn wire_from_labels<'l>(labels: impl IntoIterator<Item = &'l [u8]>) -> Box<[u8]> {
-    let mut out = Vec::with_capacity(32);
+/// The lowercase wire form of a name given as labels, e.g. `[b"_peer", b"internal"]`.
+pub fn wire_from_labels(labels: &[&[u8]]) -> Box<[u8]> {
+    // Exact capacity: the boxed slice then needs no reallocation.
+    let mut out = Vec::with_capacity(labels.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
     for label in labels {
         out.push(label.len() as u8);
         out.extend(label.iter().map(u8::to_ascii_lowercase));
@@ -126,7 +127,7 @@ mod tests {
         assert_eq!(got, b"\x06node-1\x05_peer\x08internal\x00");
         assert_eq!(wire_lower(&Name::root(), &mut buf).unwrap(), b"\x00");
         assert_eq!(
-            &*wire_from_labels([&b"node-1"[..], b"_peer", b"internal"]),
+            &*wire_from_labels(&[b"node-1", b"_peer", b"internal"]),
             b"\x06node-1\x05_peer\x08internal\x00"
         );
     }

@@ -4,6 +4,7 @@
 //! the newest state, so every write committed before the read is in this rebuild and every write
 //! committed during it wakes exactly one more: a burst of writes costs at most two rebuilds.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -17,6 +18,9 @@ use crate::store::{Dump, Store, StoreError};
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between reload attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a replaced snapshot waits for in-flight queries before being freed anyway (the last
+/// query then frees it).
+const RETIRE_WAIT: Duration = Duration::from_secs(2);
 
 /// Where the publisher reads dumps from: the store, or a fake in tests.
 pub(crate) trait DumpSource: Send + Sync + 'static {
@@ -66,6 +70,7 @@ async fn run(
     handle: SnapshotHandle,
     cancel: CancellationToken,
 ) {
+    let settings = Arc::new(settings);
     loop {
         tokio::select! {
             res = changes.changed() => if res.is_err() {
@@ -87,8 +92,20 @@ async fn run(
                             published = %current.generation(),
                             "store read is older than the published snapshot; skipped"
                         );
-                    } else {
-                        handle.publish(rebuild(&dump, &settings, Some(&current)));
+                        break;
+                    }
+                    // A big rebuild takes a CPU for a while (about 1 s at 1M peers): keep it off
+                    // the async worker threads that serve DNS and the API.
+                    let settings = Arc::clone(&settings);
+                    let built = tokio::task::spawn_blocking(move || {
+                        rebuild(&dump, &settings, Some(&current))
+                    })
+                    .await;
+                    match built {
+                        Ok(snapshot) => retire(handle.publish(snapshot)),
+                        Err(error) => {
+                            tracing::error!(%error, "DNS snapshot rebuild failed; keeping the old one");
+                        }
                     }
                     break;
                 }
@@ -103,6 +120,18 @@ async fn run(
             }
         }
     }
+}
+
+/// Drops a replaced snapshot on a blocking thread once the queries still reading it are done:
+/// freeing a million-peer snapshot takes about a second, which must not land on a DNS task.
+fn retire(old: Arc<Snapshot>) {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + RETIRE_WAIT;
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(old);
+    });
 }
 
 fn rebuild(dump: &Dump, settings: &SnapshotSettings, previous: Option<&Snapshot>) -> Snapshot {

@@ -175,20 +175,48 @@ impl Setup {
     }
 }
 
+/// `wg-quick strip` must accept the file without a warning, and must recognise its wg-quick-only
+/// keys (Address, DNS, MTU) by removing them, leaving what `wg setconf` reads.
 fn wg_quick_strip(dir: &Path, file: &str) {
-    match Command::new("wg-quick")
+    let out = match Command::new("wg-quick")
         .args(["strip", &format!("./{file}")])
         .current_dir(dir)
         .output()
     {
+        Ok(out) => out,
         Err(e) => {
-            eprintln!("note: wg-quick not runnable ({e}); skipping the `wg-quick strip` check")
+            eprintln!("note: wg-quick not runnable ({e}); skipping the `wg-quick strip` check");
+            return;
         }
-        Ok(out) => assert!(
-            out.status.success(),
-            "wg-quick strip rejected {file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "wg-quick strip rejected {file}: {stderr}"
+    );
+    assert!(
+        stderr.trim().is_empty(),
+        "wg-quick strip warned about {file}: {stderr}"
+    );
+    for kept in [
+        "PrivateKey = ",
+        "[Peer]",
+        "PublicKey = ",
+        "AllowedIPs = ",
+        "Endpoint = ",
+        "PersistentKeepalive = 15",
+    ] {
+        assert!(
+            stdout.contains(kept),
+            "{kept} missing after strip:\n{stdout}"
+        );
+    }
+    for removed in ["Address", "DNS", "MTU"] {
+        assert!(
+            !stdout.contains(removed),
+            "wg-quick did not take {removed} as its own:\n{stdout}"
+        );
     }
 }
 
@@ -287,6 +315,7 @@ fn token_start_writes_a_config_that_matches_the_server() {
     assert_eq!(answer["group"], "web", "the token's group is the default");
     assert_eq!(config2.dns, None);
     assert_eq!(config2.mtu, Some(1380));
+    wg_quick_strip(s.work.path(), "node-2.conf");
     assert_ne!(config2.address, config.address);
 
     // `-` prints the config instead of writing a file.

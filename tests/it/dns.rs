@@ -245,6 +245,13 @@ fn peer_aaaa_is_authoritative_with_configured_ttl() {
     assert!(reply.metadata.recursion_desired, "RD copied");
     assert_eq!(aaaa_answers(&reply), [personal_addr(1)]);
     assert_eq!(reply.answers[0].ttl, 5);
+    let reply = udp(
+        dns.addr,
+        PERSONAL_SRC,
+        "node-1._peer.internal.",
+        RecordType::ANY,
+    );
+    assert_eq!(aaaa_answers(&reply), [personal_addr(1)], "ANY");
 
     let ttl_settings = SnapshotSettings {
         ttl: 42,
@@ -969,4 +976,72 @@ async fn publisher_follows_a_real_store() {
         "{gone:?}"
     );
     cancel.cancel();
+}
+
+/// Static zones from a folder: a second zone with its own SOA, a CNAME into the generated names,
+/// multi-record sets, and empty non-terminals.
+#[test]
+fn static_zones_from_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("example.test.zone"),
+        "$TTL 30\n@ IN SOA ns.example.test. hm.example.test. 7 3600 600 86400 10\n\
+         @ IN NS ns\nwww IN A 192.0.2.1\nwww IN A 192.0.2.2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("internal.zone"),
+        "$TTL 5\n@ IN SOA ns.internal. hm.internal. 1 3600 600 86400 5\n@ IN NS ns\n\
+         api.svc IN CNAME node-1._peer.internal.\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("README"), "not a zone").unwrap();
+    let dns_config = sixpn::config::DnsConfig {
+        zones_dir: Some(dir.path().to_owned()),
+        views: settings().views,
+        ..Default::default()
+    };
+    let zone_settings = SnapshotSettings::from_config(&dns_config).unwrap();
+    assert_eq!(zone_settings.zones.len(), 2);
+    let dns = TestDns::start(&dump(1), &zone_settings);
+
+    let reply = udp(
+        dns.addr,
+        PERSONAL_SRC,
+        "api.svc.internal.",
+        RecordType::AAAA,
+    );
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(matches!(reply.answers[0].data, RData::CNAME(_)));
+    assert_eq!(
+        aaaa_answers(&reply),
+        [personal_addr(1)],
+        "CNAME followed in the view"
+    );
+    let reply = udp(dns.addr, ACME_SRC, "api.svc.internal.", RecordType::AAAA);
+    assert_eq!(
+        reply.answers.len(),
+        1,
+        "acme has no node-1: the CNAME alone"
+    );
+
+    let reply = udp(dns.addr, PERSONAL_SRC, "svc.internal.", RecordType::A);
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "ENT");
+
+    let reply = udp(dns.addr, ACME_SRC, "WWW.example.test.", RecordType::A);
+    assert_eq!(reply.answers.len(), 2);
+    assert!(reply.metadata.authoritative);
+    let reply = udp(dns.addr, ACME_SRC, "nope.example.test.", RecordType::A);
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+    let RData::SOA(soa) = &reply.authorities[0].data else {
+        panic!("no SOA")
+    };
+    assert_eq!(soa.serial, 7, "the example.test SOA");
+    assert_eq!(reply.authorities[0].ttl, 10, "min(TTL 30, minimum 10)");
+
+    let bad = sixpn::config::DnsConfig {
+        zones_dir: Some(dir.path().join("missing")),
+        ..Default::default()
+    };
+    assert!(SnapshotSettings::from_config(&bad).is_err());
 }

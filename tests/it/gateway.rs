@@ -544,6 +544,49 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
     assert_eq!(again.public_key(), handle.public_key());
 }
 
+/// Many peers: one request adds them all, and a later single change is a single-peer request.
+#[tokio::test]
+async fn reconcile_scales_to_many_peers() {
+    let Some(wg) = WgNetns::start("many") else {
+        return;
+    };
+    let client = wg.client();
+    let many = |rekeyed: Option<u16>| -> Vec<Wanted> {
+        (1..=2000u16)
+            .map(|i| {
+                let private = PrivateKey::from_bytes({
+                    let mut b = [0u8; 32];
+                    // Not byte 0: X25519 clamping clears its low bits.
+                    b[1..3].copy_from_slice(&i.to_le_bytes());
+                    b[4] = u8::from(rekeyed == Some(i));
+                    b[3] = 7;
+                    b
+                });
+                Wanted {
+                    org: "personal".parse().unwrap(),
+                    name: format!("p{i}").parse().unwrap(),
+                    pubkey: private.public_key(),
+                    address: Ipv6Addr::new(0xfdaa, 0, 1, 1, 0, 0, 0, i),
+                }
+            })
+            .collect()
+    };
+    let start = Instant::now();
+    assert_eq!(converge(&client, &many(None)).await.len(), 2000);
+    assert_eq!(client.get().await.unwrap().peers.len(), 2000);
+    let changes = converge(&client, &many(Some(1234))).await;
+    assert!(
+        matches!(&changes[..], [Change::Rekey { .. }]),
+        "{changes:?}"
+    );
+    assert_eq!(converge(&client, &many(Some(1234))).await, vec![]);
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "2000 peers took {:?}",
+        start.elapsed()
+    );
+}
+
 /// Serves one UAPI exchange on `path` with a canned answer and returns the request it got.
 async fn fake_uapi(path: &Path, answer: &'static str) -> tokio::task::JoinHandle<String> {
     let listener = tokio::net::UnixListener::bind(path).unwrap();
