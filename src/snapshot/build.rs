@@ -135,7 +135,7 @@ fn fast_settings(
     for label in [&b"ns"[..], b"gateway"] {
         fast_zones[usize::from(internal)]
             .static_names
-            .push(wire_from_labels([label, b"internal"]));
+            .push(wire_from_labels(&[label, b"internal"]));
     }
     crate::fastpath::IndexSettings {
         ttl: settings.ttl,
