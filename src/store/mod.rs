@@ -228,6 +228,15 @@ macro_rules! bump_generation {
     }};
 }
 
+/// Whose peer a delete may touch.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// Only the peers a token created.
+    Token,
+    /// Any peer of an org (admin).
+    Org,
+}
+
 #[derive(sqlx::FromRow)]
 struct OrgRow {
     id: i64,
@@ -867,23 +876,8 @@ impl Store {
         token: &AuthToken,
         name: &PeerName,
     ) -> Result<Generation, StoreError> {
-        let out: Result<Generation, StoreError> = write_tx!(self, |tx, is_pg| {
-            let generation = bump_generation!(tx, is_pg);
-            let n = sqlx::query("DELETE FROM peers WHERE token_id = $1 AND name = $2")
-                .bind(token.id)
-                .bind(name.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                Err(StoreError::PeerNotFound(name.clone()))
-            } else {
-                Ok(generation)
-            }
-        });
-        let generation = out?;
-        self.changes.publish(generation);
-        Ok(generation)
+        self.delete_peer_owned_by(Owner::Token, token.id, name)
+            .await
     }
 
     /// The org's peers, by name.
@@ -930,10 +924,25 @@ impl Store {
         name: &PeerName,
     ) -> Result<Generation, StoreError> {
         let org_row = self.org_row(org).await?;
+        self.delete_peer_owned_by(Owner::Org, org_row.id, name)
+            .await
+    }
+
+    /// Deletes the peer `name` whose token or org (per `owner`) is `owner_id`.
+    async fn delete_peer_owned_by(
+        &self,
+        owner: Owner,
+        owner_id: i64,
+        name: &PeerName,
+    ) -> Result<Generation, StoreError> {
+        let text = match owner {
+            Owner::Token => "DELETE FROM peers WHERE token_id = $1 AND name = $2",
+            Owner::Org => "DELETE FROM peers WHERE org_id = $1 AND name = $2",
+        };
         let out: Result<Generation, StoreError> = write_tx!(self, |tx, is_pg| {
             let generation = bump_generation!(tx, is_pg);
-            let n = sqlx::query("DELETE FROM peers WHERE org_id = $1 AND name = $2")
-                .bind(org_row.id)
+            let n = sqlx::query(text)
+                .bind(owner_id)
                 .bind(name.as_str())
                 .execute(&mut *tx)
                 .await?
@@ -955,12 +964,16 @@ impl Store {
     /// [`StoreError::Database`].
     pub async fn load_all(&self) -> Result<Dump, StoreError> {
         let peer_text = format!("{PEER_SELECT} ORDER BY o.slug, p.name");
-        let (generation, org_rows, peer_rows): (i64, Vec<OrgRow>, Vec<PeerRow>) = match &self
-            .backend
-        {
-            Backend::Sqlite(pool) => {
-                // A deferred transaction is one consistent read snapshot in WAL mode.
-                let mut tx = pool.begin().await?;
+        // One consistent read snapshot: a deferred transaction in SQLite's WAL mode, a
+        // repeatable-read one on PostgreSQL.
+        let (generation, org_rows, peer_rows): (i64, Vec<OrgRow>, Vec<PeerRow>) =
+            read!(self, |pool| {
+                let begin = if self.backend_name() == "postgres" {
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                } else {
+                    "BEGIN"
+                };
+                let mut tx = pool.begin_with(begin).await?;
                 let g = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                     .fetch_one(&mut *tx)
                     .await?;
@@ -971,23 +984,7 @@ impl Store {
                 let p = sqlx::query_as(sql(peer_text)).fetch_all(&mut *tx).await?;
                 tx.commit().await?;
                 (g, o, p)
-            }
-            Backend::Postgres(pool) => {
-                let mut tx = pool
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?;
-                let g = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let o =
-                    sqlx::query_as("SELECT id, slug, prefix, created_at FROM orgs ORDER BY slug")
-                        .fetch_all(&mut *tx)
-                        .await?;
-                let p = sqlx::query_as(sql(peer_text)).fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                (g, o, p)
-            }
-        };
+            });
         Ok(Dump {
             generation: Generation(generation as u64),
             orgs: org_rows
