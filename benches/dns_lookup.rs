@@ -9,45 +9,18 @@
 // `criterion_group!` generates an undocumented `pub fn`.
 #![allow(missing_docs)]
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hickory_server::proto::rr::{Name, RecordType};
 use sixpn::dns::{Lookup, lookup};
-use sixpn::model::{Generation, Org, Peer};
 use sixpn::snapshot::{Snapshot, SnapshotHandle, SnapshotSettings};
-use sixpn::store::Dump;
 
-const GROUP_SIZE: usize = 50;
 const N_QUERIES: usize = 4096;
-
-fn dump(n_peers: usize) -> Dump {
-    let org = Org {
-        slug: "personal".parse().expect("valid"),
-        prefix: "fdaa:0:1::/48".parse().expect("valid"),
-        created_at: 0,
-    };
-    let pubkey = sixpn::wireguard::PrivateKey::from_bytes([7; 32]).public_key();
-    let peers = (0..n_peers)
-        .map(|i| Peer {
-            org: org.slug.clone(),
-            name: format!("peer-{i}").parse().expect("valid"),
-            group: format!("g-{}", i / GROUP_SIZE).parse().expect("valid"),
-            region: "local".parse().expect("valid"),
-            pubkey,
-            address: sixpn::store::peer_address(org.prefix, i as u64 + 1),
-            token: "t".parse().expect("valid"),
-            created_at: 0,
-            updated_at: 0,
-        })
-        .collect();
-    Dump {
-        generation: Generation(1),
-        orgs: vec![org],
-        peers,
-    }
-}
 
 /// A small deterministic generator for query names.
 fn spread(n: usize, modulo: usize) -> impl Iterator<Item = usize> {
@@ -72,7 +45,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for n_peers in [1_000usize, 100_000, 1_000_000] {
         let handle = SnapshotHandle::new(Snapshot::build(
-            &dump(n_peers),
+            &common::dump(n_peers),
             &SnapshotSettings::default(),
         ));
         let hits = names(|i| format!("peer-{i}._peer.internal."), N_QUERIES, n_peers);
@@ -84,7 +57,7 @@ fn bench(c: &mut Criterion) {
         let groups = names(
             |i| format!("g-{i}._g.internal."),
             N_QUERIES,
-            n_peers / GROUP_SIZE,
+            n_peers / common::GROUP_SIZE,
         );
 
         group.bench_with_input(BenchmarkId::new("hit", n_peers), &hits, |b, qs| {

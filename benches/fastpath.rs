@@ -13,47 +13,21 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::net::IpAddr;
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use sixpn::config::ViewConfig;
 use sixpn::fastpath::{self, FastZone, Index, IndexSettings, Outcome};
-use sixpn::model::{Generation, Org, Peer};
+use sixpn::model::Peer;
 use sixpn::snapshot::{Snapshot, SnapshotHandle, SnapshotSettings};
 use sixpn::store::Dump;
 use sixpn::wireguard::PrivateKey;
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
-const GROUP: usize = 50;
-
-/// One org with `n` peers `peer-<i>` in groups `group-<i / 50>` of 50.
-fn dump(n: usize) -> Dump {
-    let org = Org {
-        slug: "personal".parse().expect("label"),
-        prefix: "fdaa:0:1::/48".parse().expect("net"),
-        created_at: 0,
-    };
-    let key = PrivateKey::from_bytes([7; 32]).public_key();
-    let peers = (0..n)
-        .map(|i| Peer {
-            org: org.slug.clone(),
-            name: format!("peer-{i}").parse().expect("label"),
-            group: format!("group-{}", i / GROUP).parse().expect("label"),
-            region: "local".parse().expect("label"),
-            pubkey: key,
-            address: sixpn::model::prefix_host(org.prefix, i as u128 + 16),
-            token: "bench".parse().expect("label"),
-            created_at: 0,
-            updated_at: 0,
-        })
-        .collect();
-    Dump {
-        generation: Generation(1),
-        orgs: vec![org],
-        peers,
-    }
-}
 
 fn settings() -> IndexSettings {
     let mut soa = b"\x08internal\x00\x00\x06\x00\x01\x00\x00\x00\x05".to_vec();
@@ -98,13 +72,13 @@ fn answer(c: &mut Criterion) {
     let src: IpAddr = "127.0.0.1".parse().expect("ip");
     let mut g = c.benchmark_group("answer");
     for n in SIZES {
-        let index = Index::build(&dump(n), &settings);
+        let index = Index::build(&common::dump(n), &settings);
         let cases = [
             ("hit", query(&format!("peer-{}._peer.internal", n / 2))),
             ("miss", query(&format!("nx-{}._peer.internal", n / 2))),
             (
                 "group50",
-                query(&format!("group-{}._g.internal", n / GROUP / 2)),
+                query(&format!("g-{}._g.internal", n / common::GROUP_SIZE / 2)),
             ),
         ];
         let mut out = vec![0u8; 4096];
@@ -126,7 +100,7 @@ fn build(c: &mut Criterion) {
     let mut g = c.benchmark_group("build");
     g.sample_size(10);
     for n in SIZES {
-        let dump = dump(n);
+        let dump = common::dump(n);
         g.bench_with_input(BenchmarkId::from_parameter(n), &dump, |b, dump| {
             b.iter(|| Index::build(black_box(dump), &settings))
         });
@@ -168,7 +142,7 @@ fn serve(addr: &str) {
             group_of[i] = g.to_string();
         }
     }
-    let mut d = dump(0);
+    let mut d = common::dump(0);
     let key = PrivateKey::from_bytes([7; 32]).public_key();
     let base = u128::from("fdaa:0:1:a7b::".parse::<std::net::Ipv6Addr>().expect("ip"));
     for (i, g) in group_of.iter().enumerate() {
