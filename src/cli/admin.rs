@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::client::{ApiClient, Credential};
-use super::output::{array, cell, fields, print, print_json, table};
+use super::output::{array, cell, fields, object_table, print, print_json};
 use super::{AdminArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs};
 use crate::model::OrgSlug;
 
@@ -46,18 +46,15 @@ pub async fn org(command: OrgCommand) -> anyhow::Result<()> {
             if json.json {
                 return print_json(&orgs);
             }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|o| {
-                    vec![
-                        cell(o, "slug", "-"),
-                        cell(o, "prefix", "-"),
-                        cell(o, "dns", "-"),
-                        cell(o, "created_at", "-"),
-                    ]
-                })
-                .collect();
-            print(&table(&["SLUG", "PREFIX", "DNS", "CREATED"], &rows))
+            print(&object_table(
+                list,
+                &[
+                    ("SLUG", "slug", "-"),
+                    ("PREFIX", "prefix", "-"),
+                    ("DNS", "dns", "-"),
+                    ("CREATED", "created_at", "-"),
+                ],
+            ))
         }
     }
 }
@@ -127,31 +124,17 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
             args.org.org
         );
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|t| {
-            vec![
-                cell(t, "name", "-"),
-                cell(t, "group", "-"),
-                cell(t, "expires_at", "never"),
-                cell(t, "created_at", "-"),
-                cell(t, "last_used_at", "never"),
-                cell(t, "live_peers", "0"),
-                cell(t, "max_peers", "-"),
-            ]
-        })
-        .collect();
-    print(&table(
+    print(&object_table(
+        list,
         &[
-            "NAME",
-            "GROUP",
-            "EXPIRES",
-            "CREATED",
-            "LAST USED",
-            "LIVE PEERS",
-            "MAX PEERS",
+            ("NAME", "name", "-"),
+            ("GROUP", "group", "-"),
+            ("EXPIRES", "expires_at", "never"),
+            ("CREATED", "created_at", "-"),
+            ("LAST USED", "last_used_at", "never"),
+            ("LIVE PEERS", "live_peers", "0"),
+            ("MAX PEERS", "max_peers", "-"),
         ],
-        &rows,
     ))
 }
 
@@ -192,31 +175,17 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
                     org.org
                 );
             }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|p| {
-                    vec![
-                        cell(p, "name", "-"),
-                        cell(p, "group", "-"),
-                        cell(p, "region", "-"),
-                        cell(p, "address", "-"),
-                        cell(p, "token", "-"),
-                        cell(p, "pubkey", "-"),
-                        cell(p, "updated_at", "-"),
-                    ]
-                })
-                .collect();
-            print(&table(
+            print(&object_table(
+                list,
                 &[
-                    "NAME",
-                    "GROUP",
-                    "REGION",
-                    "ADDRESS",
-                    "TOKEN",
-                    "PUBLIC KEY",
-                    "UPDATED",
+                    ("NAME", "name", "-"),
+                    ("GROUP", "group", "-"),
+                    ("REGION", "region", "-"),
+                    ("ADDRESS", "address", "-"),
+                    ("TOKEN", "token", "-"),
+                    ("PUBLIC KEY", "pubkey", "-"),
+                    ("UPDATED", "updated_at", "-"),
                 ],
-                &rows,
             ))
         }
         PeerCommand::Show {

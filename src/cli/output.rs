@@ -60,6 +60,24 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// One column of a table of JSON objects: header, field, and the text for a missing value.
+pub type Column<'a> = (&'a str, &'a str, &'a str);
+
+/// Renders JSON objects as a table, one row each, with the given columns.
+pub fn object_table(objects: &[Value], columns: &[Column<'_>]) -> String {
+    let headers: Vec<&str> = columns.iter().map(|(h, _, _)| *h).collect();
+    let rows: Vec<Vec<String>> = objects
+        .iter()
+        .map(|o| {
+            columns
+                .iter()
+                .map(|(_, key, missing)| cell(o, key, missing))
+                .collect()
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
 /// Renders `label: value` lines with the values aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
