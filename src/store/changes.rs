@@ -39,25 +39,25 @@ impl Changes {
 /// sends, and, because a notification can be lost (a dropped connection loses whatever was sent
 /// meanwhile), also read the stored generation every second.
 ///
-/// The task ends when `stop` is cancelled (the store drops its guard when the last clone goes).
-pub(super) fn spawn_pg_listener(
+/// The first LISTEN is set up before this returns, so no commit made after the store opened is
+/// missed; the generation is read once more after it, to catch commits made in between. The task
+/// ends when `stop` is cancelled (the store drops its guard when the last clone goes).
+pub(super) async fn spawn_pg_listener(
     pool: sqlx::PgPool,
     channel: &'static str,
     changes: Changes,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let mut listener = listen(&pool, channel).await;
+    poll_once(&pool, &changes).await;
     tokio::spawn(async move {
-        let mut listener: Option<sqlx::postgres::PgListener> = None;
         let mut poll = tokio::time::interval(std::time::Duration::from_secs(1));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if listener.is_none() {
-                match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(mut l) => match l.listen(channel).await {
-                        Ok(()) => listener = Some(l),
-                        Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling"),
-                    },
-                    Err(e) => tracing::warn!(error = %e, "cannot open LISTEN connection; polling"),
+                listener = listen(&pool, channel).await;
+                if listener.is_some() {
+                    poll_once(&pool, &changes).await;
                 }
             }
             tokio::select! {
@@ -85,6 +85,23 @@ pub(super) fn spawn_pg_listener(
             }
         }
     });
+}
+
+/// A connection that LISTENs on `channel`, or `None` (logged) when that fails.
+async fn listen(pool: &sqlx::PgPool, channel: &str) -> Option<sqlx::postgres::PgListener> {
+    match sqlx::postgres::PgListener::connect_with(pool).await {
+        Ok(mut l) => match l.listen(channel).await {
+            Ok(()) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN failed; polling");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open LISTEN connection; polling");
+            None
+        }
+    }
 }
 
 async fn poll_once(pool: &sqlx::PgPool, changes: &Changes) {

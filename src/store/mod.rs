@@ -438,7 +438,8 @@ impl Store {
                 NOTIFY_CHANNEL,
                 store.changes.clone(),
                 stop.clone(),
-            );
+            )
+            .await;
             store._listener = Some(std::sync::Arc::new(stop.drop_guard()));
         }
         Ok(store)

@@ -7,9 +7,14 @@ use hickory_proto::rr::{RData, RecordType};
 use crate::support::{Api, dns_query};
 
 async fn start() -> (sixpn::serve::Running, tempfile::TempDir) {
+    start_on(None).await
+}
+
+async fn start_on(database_url: Option<&str>) -> (sixpn::serve::Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = sixpn::config::Config {
         data_dir: dir.path().to_owned(),
+        database_url: database_url.map(str::to_owned),
         admin_token: Some("flow-admin".into()),
         ..Default::default()
     };
@@ -86,4 +91,46 @@ async fn deleting_a_token_empties_its_names_at_once() {
             .unwrap();
     assert!(aaaa(&group).is_empty());
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_postgres_answer_a_change_within_100_ms() {
+    let Some(base) = crate::store::postgres_base_url() else {
+        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; replica freshness test skipped");
+        return;
+    };
+    let db = crate::store::TestDb::postgres(&base).await;
+    let (a, _dir_a) = start_on(Some(&db.url)).await;
+    let (b, _dir_b) = start_on(Some(&db.url)).await;
+    let api_a = Api::new(&format!("http://{}", a.api_addr), "flow-admin");
+    let dns_b = b.dns_addrs[0];
+    let token = api_a.mint("personal", "k8s", Some("web")).await;
+    for i in 0..5 {
+        let name = format!("node-{i}");
+        let (status, body) = api_a.register(&token, &name, "web").await;
+        assert_eq!(status, 200, "{body}");
+        let us: std::net::Ipv6Addr = body["us"].as_str().unwrap().parse().unwrap();
+        // Replica B learns of A's commit by NOTIFY and rebuilds; ask it until it answers, for
+        // at most 100 ms after A's call returned (SPEC: every replica within 100 ms).
+        let qname = format!("{name}._peer.internal");
+        let seen = tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
+            let deadline = start + std::time::Duration::from_millis(100);
+            loop {
+                let answer = dns_query(dns_b, &qname, RecordType::AAAA);
+                if aaaa(&answer) == vec![us] {
+                    eprintln!("replica B answered after {:?}", start.elapsed());
+                    return true;
+                }
+                if std::time::Instant::now() > deadline {
+                    return false;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(seen, "replica B did not answer {name} within 100 ms");
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
