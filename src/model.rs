@@ -294,3 +294,29 @@ mod tests {
         );
     }
 }
+
+/// One thing a committed write changed, as DNS and the gateway need to know it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A new org (its /48 becomes a DNS view and gets addresses on the gateway).
+    OrgCreated(Org),
+    /// A peer was created, or re-keyed (same org and name, same address, new key): the full row
+    /// as it is now.
+    PeerUpserted(Peer),
+    /// A peer was deleted (alone, or with its token): the row as it was.
+    PeerRemoved(Peer),
+}
+
+/// Everything one committed write transaction changed, with the generation it committed as.
+///
+/// Generations are consecutive: change set `g + 1` follows `g`, and a consumer that applied every
+/// set up to `g` and then applies `g + 1` holds exactly the state of generation `g + 1`. A write
+/// that changes nothing a consumer sees (a token minted) makes no change set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeSet {
+    /// The generation the write committed as.
+    pub generation: Generation,
+    /// What it changed, in order.
+    pub changes: Vec<Change>,
+}

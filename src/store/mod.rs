@@ -11,6 +11,7 @@
 //! - A token secret is never stored: only its SHA-256 hash.
 
 mod changes;
+mod feed;
 mod secret;
 
 use std::net::Ipv6Addr;
@@ -19,6 +20,7 @@ use ipnet::Ipv6Net;
 use tokio::sync::watch;
 
 pub use changes::Changes;
+pub use feed::{Feed, Update};
 pub use secret::TokenSecret;
 
 use crate::model::{
