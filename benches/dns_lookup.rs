@@ -90,9 +90,9 @@ fn bench(c: &mut Criterion) {
                 i = (i + 1) % qs.len();
                 let snapshot = handle.load();
                 match lookup(&snapshot, src, &qs[i], RecordType::AAAA) {
-                    Lookup::Answer { entry, set, .. } => {
-                        let start = entry.next_rotation() as usize % set.records().len();
-                        black_box((set.records().len(), start))
+                    Lookup::Answer(set) => {
+                        let start = set.next_rotation() as usize % set.len();
+                        black_box((set.len(), start))
                     }
                     _ => black_box((0, 0)),
                 }

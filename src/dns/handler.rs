@@ -1,5 +1,5 @@
-//! Our hickory `RequestHandler`: one snapshot load and one name lookup per query, answering from
-//! prebuilt records.
+//! Our hickory `RequestHandler`: one snapshot load and one name lookup per query, in the same answer
+//! table the UDP fast path reads; records are built from its entries only for the answer at hand.
 //!
 //! It decides everything hickory's framework leaves to the handler: opcode (NOTIMP), EDNS version
 //! (BADVERS), question count (FORMERR), class (REFUSED unless IN), the view (REFUSED for a source
@@ -12,13 +12,14 @@ use std::net::IpAddr;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::{AAAA, TXT};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
 use super::fit::{OPT_LEN, answers_that_fit};
-use crate::snapshot::name::{MAX_WIRE_NAME, wire_lower};
-use crate::snapshot::{Entry, RrSet, Snapshot, SnapshotHandle};
+use crate::snapshot::name::{self, MAX_WIRE_NAME, wire_lower};
+use crate::snapshot::{Hit, RrSet, Snapshot, SnapshotHandle, StaticEntry};
 
 /// The largest UDP payload we answer with, whatever the client advertises. Large enough for
 /// every realistic group, small enough to stay clear of absurd values.
@@ -99,31 +100,34 @@ impl RequestHandler for Handler {
                 let response = builder.build(meta, [], [], [soa], []);
                 send(handle, response, request).await
             }
-            Lookup::Answer {
-                entry,
-                set,
-                owner_len,
-            } => {
-                let n = set.records().len();
+            Lookup::Answer(set) => {
+                let n = set.len();
                 let start = if n > 1 {
-                    entry.next_rotation() as usize % n
+                    set.next_rotation() as usize % n
                 } else {
                     0
                 };
-                let fit = fit_count(request, edns.as_ref(), owner_len, set, start);
+                let mut owner_buf = [0u8; MAX_WIRE_NAME];
+                let owner_len = wire_lower(query.name(), &mut owner_buf).map_or(0, <[u8]>::len);
+                let fit = fit_count(request, edns.as_ref(), owner_len, &set, start);
                 meta.truncation = fit < n;
-                let (head, tail) = set.records().split_at(start);
-                let answers = tail.iter().chain(head).take(fit);
-                let response = builder.build(meta, answers, [], [], []);
+                let records = set.records(snapshot.ttl(), start, fit);
+                let response = builder.build(meta, records.iter(), [], [], []);
                 send(handle, response, request).await
             }
             Lookup::Cname { cname, target } => {
-                let answers = cname.records().iter().chain(target);
+                let target =
+                    target.map_or_else(Vec::new, |t| t.records(snapshot.ttl(), 0, t.len()));
+                let answers = cname.records().iter().chain(&target);
                 let response = builder.build(meta, answers, [], [], []);
                 send(handle, response, request).await
             }
-            Lookup::Any { entry } => {
-                let answers = entry.rrsets().iter().flat_map(|s| s.records().iter());
+            Lookup::Any { entry, extra } => {
+                let answers = entry
+                    .rrsets()
+                    .iter()
+                    .flat_map(|s| s.records().iter())
+                    .chain(&extra);
                 let response = builder.build(meta, answers, [], [], []);
                 send(handle, response, request).await
             }
@@ -147,30 +151,110 @@ pub enum Lookup<'s> {
         soa: &'s Record,
     },
     /// Records of the asked type.
-    Answer {
-        /// The name's entry (for the rotation counter).
-        entry: &'s Entry,
-        /// The records.
-        set: &'s RrSet,
-        /// The owner name's length in wire format.
-        owner_len: usize,
-    },
+    Answer(AnswerSet<'s>),
     /// The name is an alias: its CNAME, then the target's records of the asked type when the
     /// target is in the same view.
     Cname {
         /// The CNAME record set.
         cname: &'s RrSet,
-        /// The target's records (may be empty).
-        target: &'s [Record],
+        /// The target's records of the asked type, if any.
+        target: Option<AnswerSet<'s>>,
     },
-    /// A type ANY question at a name with several record sets: every record of the name.
+    /// A type ANY question at a static name with several record sets: every record of the name.
     Any {
-        /// The name's entry.
-        entry: &'s Entry,
+        /// The name's static records.
+        entry: &'s StaticEntry,
+        /// The org's own record of the name (`ns`, `gateway`), if any.
+        extra: Option<Record>,
     },
 }
 
-/// Looks one question up: view by source address, zone, then one map lookup. No allocation.
+/// The records of one answer, as the table holds them; [`AnswerSet::records`] builds the hickory
+/// records of the part that is sent.
+#[derive(Debug)]
+pub enum AnswerSet<'s> {
+    /// A peer's address or a group's members (AAAA), rotated per answer.
+    Addrs(Hit<'s>),
+    /// The `_peer.internal` TXT.
+    Txt(Hit<'s>),
+    /// Records from a static zone.
+    Static(&'s StaticEntry, &'s RrSet),
+    /// A record of the querying org's own (`ns.internal`, `gateway.internal`).
+    Org(Box<Record>),
+}
+
+impl AnswerSet<'_> {
+    /// The number of records.
+    pub fn len(&self) -> usize {
+        match self {
+            AnswerSet::Addrs(hit) => hit.addrs().len(),
+            AnswerSet::Txt(_) | AnswerSet::Org(_) => 1,
+            AnswerSet::Static(_, set) => set.records().len(),
+        }
+    }
+
+    /// Whether the set is empty (never, for a set a lookup returns).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next round-robin start.
+    pub fn next_rotation(&self) -> u32 {
+        match self {
+            AnswerSet::Addrs(hit) | AnswerSet::Txt(hit) => hit.next_rotation(),
+            AnswerSet::Static(entry, _) => entry.next_rotation(),
+            AnswerSet::Org(_) => 0,
+        }
+    }
+
+    /// Each record's length as an answer with a 2-byte owner pointer, in base order.
+    fn wire_lens(&self) -> Vec<usize> {
+        match self {
+            AnswerSet::Addrs(hit) => vec![crate::snapshot::WIRE_RR_HEADER + 16; hit.addrs().len()],
+            AnswerSet::Txt(hit) => vec![crate::snapshot::WIRE_RR_HEADER + hit.txt().len()],
+            AnswerSet::Static(_, set) => set.wire_lens().collect(),
+            AnswerSet::Org(_) => vec![crate::snapshot::WIRE_RR_HEADER + 16],
+        }
+    }
+
+    /// `n` records starting at `start` (wrapping), as hickory records with TTL `ttl` for the
+    /// generated ones.
+    pub fn records(&self, ttl: u32, start: usize, n: usize) -> Vec<Record> {
+        match self {
+            AnswerSet::Addrs(hit) => {
+                let Some(owner) = name::from_wire(hit.name()) else {
+                    return Vec::new();
+                };
+                let addrs = hit.addrs();
+                let (head, tail) = addrs.split_at(start.min(addrs.len()));
+                tail.iter()
+                    .chain(head)
+                    .take(n)
+                    .map(|a| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA((*a).into()))))
+                    .collect()
+            }
+            AnswerSet::Txt(hit) => {
+                let Some(owner) = name::from_wire(hit.name()) else {
+                    return Vec::new();
+                };
+                let strings = name::txt_strings(hit.txt());
+                let txt = TXT::from_bytes(strings);
+                vec![Record::from_rdata(owner, ttl, RData::TXT(txt))]
+                    .into_iter()
+                    .take(n)
+                    .collect()
+            }
+            AnswerSet::Static(_, set) => {
+                let records = set.records();
+                let (head, tail) = records.split_at(start.min(records.len()));
+                tail.iter().chain(head).take(n).cloned().collect()
+            }
+            AnswerSet::Org(record) => std::iter::once((**record).clone()).take(n).collect(),
+        }
+    }
+}
+
+/// Looks one question up: view by source address, zone, then one table lookup.
 pub fn lookup<'s>(
     snapshot: &'s Snapshot,
     src: IpAddr,
@@ -184,45 +268,93 @@ pub fn lookup<'s>(
     let Some((_, zone)) = snapshot.zone_for(key) else {
         return Lookup::Refused;
     };
-    let Some(entry) = view.get(key) else {
+    let Some(hit) = snapshot.get(view, key) else {
         return Lookup::NxDomain {
             soa: zone.soa_negative(),
         };
     };
+    let soa = snapshot.zones()[usize::from(hit.zone())].soa_negative();
+    if !hit.is_static() {
+        let any = query_type == RecordType::ANY;
+        return if !hit.addrs().is_empty() && (any || query_type == RecordType::AAAA) {
+            Lookup::Answer(AnswerSet::Addrs(hit))
+        } else if !hit.txt().is_empty() && (any || query_type == RecordType::TXT) {
+            Lookup::Answer(AnswerSet::Txt(hit))
+        } else {
+            Lookup::NoData { soa }
+        };
+    }
+    let org = snapshot
+        .orgs()
+        .get(view as usize)
+        .and_then(|org| crate::snapshot::org_record(key, org, snapshot.ttl()));
+    let Some(entry) = snapshot.static_entry(key) else {
+        return match org {
+            Some(record) if matches!(query_type, RecordType::AAAA | RecordType::ANY) => {
+                Lookup::Answer(AnswerSet::Org(Box::new(record)))
+            }
+            _ => Lookup::NoData { soa },
+        };
+    };
     let soa = snapshot.zones()[usize::from(entry.zone())].soa_negative();
     if query_type == RecordType::ANY {
-        return match entry.rrsets() {
-            [] => Lookup::NoData { soa },
-            // One set (every generated name): answer it like a typed question, so it rotates
-            // and truncates cleanly.
-            [set] => Lookup::Answer {
-                entry,
-                set,
-                owner_len: key.len(),
-            },
-            _ => Lookup::Any { entry },
+        return match (entry.rrsets(), org) {
+            ([], None) => Lookup::NoData { soa },
+            ([], Some(record)) => Lookup::Answer(AnswerSet::Org(Box::new(record))),
+            // One set (the common case): answer it like a typed question, so it rotates and
+            // truncates cleanly.
+            ([set], None) => Lookup::Answer(AnswerSet::Static(entry, set)),
+            (_, extra) => Lookup::Any { entry, extra },
         };
     }
     if let Some(set) = entry.rrset(query_type) {
-        return Lookup::Answer {
-            entry,
-            set,
-            owner_len: key.len(),
-        };
+        // A zone file's own records for `ns`/`gateway` replace the org's.
+        return Lookup::Answer(AnswerSet::Static(entry, set));
+    }
+    if query_type == RecordType::AAAA
+        && let Some(record) = org
+    {
+        return Lookup::Answer(AnswerSet::Org(Box::new(record)));
     }
     if let Some(cname) = entry.rrset(RecordType::CNAME) {
         // Follow one CNAME inside the same view; anything further is the client's job.
-        let mut target_buf = [0u8; MAX_WIRE_NAME];
         let target = match &cname.records()[0].data {
-            RData::CNAME(target) => wire_lower(&target.0, &mut target_buf)
-                .and_then(|t| view.get(t))
-                .and_then(|e| e.rrset(query_type))
-                .map_or(&[][..], RrSet::records),
-            _ => &[],
+            RData::CNAME(target) => {
+                let mut target_buf = [0u8; MAX_WIRE_NAME];
+                wire_lower(&target.0, &mut target_buf).and_then(|t| {
+                    match lookup_wire(snapshot, view, t, query_type) {
+                        Some(Lookup::Answer(set)) => Some(set),
+                        _ => None,
+                    }
+                })
+            }
+            _ => None,
         };
         return Lookup::Cname { cname, target };
     }
     Lookup::NoData { soa }
+}
+
+/// A CNAME target's records in `view` (no further CNAMEs followed).
+fn lookup_wire<'s>(
+    snapshot: &'s Snapshot,
+    view: u32,
+    key: &[u8],
+    query_type: RecordType,
+) -> Option<Lookup<'s>> {
+    let hit = snapshot.get(view, key)?;
+    if !hit.is_static() {
+        return match query_type {
+            RecordType::AAAA if !hit.addrs().is_empty() => {
+                Some(Lookup::Answer(AnswerSet::Addrs(hit)))
+            }
+            RecordType::TXT if !hit.txt().is_empty() => Some(Lookup::Answer(AnswerSet::Txt(hit))),
+            _ => None,
+        };
+    }
+    let entry = snapshot.static_entry(key)?;
+    let set = entry.rrset(query_type)?;
+    Some(Lookup::Answer(AnswerSet::Static(entry, set)))
 }
 
 /// How many of `set`'s records, starting at `start`, fit this response.
@@ -230,7 +362,7 @@ fn fit_count(
     request: &Request,
     edns: Option<&Edns>,
     owner_len: usize,
-    set: &RrSet,
+    set: &AnswerSet<'_>,
     start: usize,
 ) -> usize {
     let limit = match request.protocol() {
@@ -239,23 +371,15 @@ fn fit_count(
     };
     let used = 12 + request.queries.as_bytes().len();
     let reserve = if edns.is_some() { OPT_LEN } else { 0 };
-    let n = set.records().len();
-    match set.uniform_len() {
-        0 => {
-            let lens = set
-                .wire_lens()
-                .skip(start)
-                .chain(set.wire_lens().take(start));
-            answers_that_fit(usize::from(limit), used, owner_len, lens, reserve)
-        }
-        len => answers_that_fit(
-            usize::from(limit),
-            used,
-            owner_len,
-            std::iter::repeat_n(len, n),
-            reserve,
-        ),
-    }
+    let lens = set.wire_lens();
+    let (head, tail) = lens.split_at(start.min(lens.len()));
+    answers_that_fit(
+        usize::from(limit),
+        used,
+        owner_len,
+        tail.iter().chain(head).copied(),
+        reserve,
+    )
 }
 
 /// Sends `response`; on failure logs it and reports SERVFAIL.

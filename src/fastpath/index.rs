@@ -1,27 +1,34 @@
-//! The fast path's lookup table: every view's dynamic names in one flat, open-addressed hash table.
+//! The answer table: every view's dynamic names in one hash table, split into shards.
 //!
-//! Built once per snapshot from the store's [`Dump`]. Everything lives in a handful of flat
-//! arrays (entries, name bytes, addresses, TXT bytes, table slots), so a build makes a few large
-//! allocations instead of one per name, and a lookup touches two or three cache lines: the slot,
-//! the entry and the name bytes.
+//! Derived from the DNS [`Model`] only: built whole at start and on resync
+//! ([`Index::from_model`]), and patched after each batch of changes ([`Index::apply`]), which
+//! rebuilds just the shards holding the names the batch touched and shares every other shard
+//! with the previous index. A write therefore costs O(changes), whatever the fleet's size. The
+//! fast path answers from it directly; the full handler reads the same entries and builds hickory
+//! records from them only when asked, so there is one data model, not two.
+//!
+//! A shard is a flat, open-addressed hash table over a handful of arrays (entries, name bytes,
+//! addresses, TXT bytes), so a lookup touches the shard pointer, the slot, the entry and the
+//! name bytes.
 //!
 //! The key is (view, name). The hash folds case (`byte | 0x20`), so a query's name is hashed and
 //! compared straight from the packet, without copying or lowercasing it: stored names are
 //! lowercase wire format (`\x06node-1\x05_peer\x08internal\x00`), and the comparison is ASCII
 //! case-insensitive. Label length bytes (≤ 63) are never ASCII letters, so case folding never
-//! changes them. The hash is seeded per index from the OS, so names chosen by token holders cannot
-//! be crafted to collide.
+//! changes them. The hash is seeded per index from the OS (and kept by patched indexes), so names
+//! chosen by token holders cannot be crafted to collide.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::IpNet;
 
 use crate::config::ViewConfig;
 use crate::model::OrgSlug;
+use crate::snapshot::model::{Content, Model, NameKey, Touched};
 use crate::store::Dump;
 
 /// The longest domain name in wire format (RFC 1035 §2.3.4).
@@ -89,18 +96,18 @@ pub(crate) enum Kind {
     Delegate = 4,
 }
 
-/// One (view, name) of the table.
-#[derive(Debug, Clone, Copy)]
+/// One (view, name) of a shard.
+#[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) name_off: u32,
-    pub(crate) view: u32,
-    pub(crate) a: u32,
-    pub(crate) b: u32,
-    pub(crate) c: u32,
-    pub(crate) name_len: u8,
-    pub(crate) kind: Kind,
-    /// Index into `zones`.
-    pub(crate) zone: u8,
+    name_off: u32,
+    view: u32,
+    a: u32,
+    b: u32,
+    name_len: u8,
+    kind: Kind,
+    zone: u8,
+    /// The round-robin counter of a group (unused otherwise).
+    rotation: AtomicU32,
 }
 
 /// A zone as kept by the index.
@@ -111,19 +118,155 @@ pub(crate) struct ZoneData {
     pub(crate) delegate_misses: bool,
 }
 
+/// How many bits of a name's hash pick its shard.
+const SHARD_BITS: u32 = 12;
+/// The number of shards: a change rebuilds the few shards holding the names it touched, about
+/// n / 4096 entries each, and copies this many pointers.
+pub const N_SHARDS: usize = 1 << SHARD_BITS;
+
+/// One piece of the table: an open-addressed hash table over its own flat arrays (entries, name
+/// bytes, addresses, TXT bytes), immutable once built and shared by every index that did not
+/// change it.
+#[derive(Debug)]
+pub(crate) struct Shard {
+    /// `(tag << 32) | (entry + 1)`; 0 = empty.
+    slots: Box<[u64]>,
+    mask: usize,
+    entries: Box<[Entry]>,
+    names: Box<[u8]>,
+    addrs: Box<[[u8; 16]]>,
+    txt: Box<[u8]>,
+    live: u32,
+}
+
+impl Shard {
+    fn empty() -> Shard {
+        Shard {
+            slots: Box::new([0]),
+            mask: 0,
+            entries: Box::new([]),
+            names: Box::new([]),
+            addrs: Box::new([]),
+            txt: Box::new([]),
+            live: 0,
+        }
+    }
+
+    #[inline]
+    fn get(&self, h: u64, view: u32, name: &[u8]) -> Option<&Entry> {
+        let tag = h >> 32;
+        let mut i = (h as usize) & self.mask;
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if slot >> 32 == tag {
+                let e = &self.entries[(slot as u32 - 1) as usize];
+                if e.view == view && eq_lower(name, self.name_of(e)) {
+                    return Some(e);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    #[inline]
+    fn name_of(&self, e: &Entry) -> &[u8] {
+        let off = e.name_off as usize;
+        &self.names[off..off + usize::from(e.name_len)]
+    }
+
+    /// The entries reachable from the table (a replaced duplicate is not).
+    fn live_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.slots
+            .iter()
+            .filter(|&&s| s != 0)
+            .map(|&s| &self.entries[(s as u32 - 1) as usize])
+    }
+
+    fn content_of(&self, e: &Entry) -> ContentRef<'_> {
+        let (a, b) = (e.a as usize, e.b as usize);
+        match e.kind {
+            Kind::Peer => ContentRef::Peer(&self.addrs[a]),
+            Kind::Group => ContentRef::Group(&self.addrs[a..a + b]),
+            Kind::Txt => ContentRef::Txt(&self.txt[a..a + b]),
+            Kind::Empty => ContentRef::Empty,
+            Kind::Delegate => ContentRef::Delegate,
+        }
+    }
+}
+
+/// A name found in the index: its entry and the shard holding its data.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit<'a> {
+    shard: &'a Shard,
+    entry: &'a Entry,
+}
+
+impl<'a> Hit<'a> {
+    /// What the name holds.
+    #[inline]
+    pub(crate) fn kind(&self) -> Kind {
+        self.entry.kind
+    }
+
+    /// The index of the zone the name is in.
+    #[inline]
+    pub fn zone(&self) -> u8 {
+        self.entry.zone
+    }
+
+    /// The name, lowercase wire format.
+    #[inline]
+    pub fn name(&self) -> &'a [u8] {
+        self.shard.name_of(self.entry)
+    }
+
+    /// The AAAA addresses of a peer (one) or group (its members, base order); empty otherwise.
+    #[inline]
+    pub fn addrs(&self) -> &'a [[u8; 16]] {
+        match self.entry.kind {
+            Kind::Peer | Kind::Group => {
+                let a = self.entry.a as usize;
+                &self.shard.addrs[a..a + self.entry.b as usize]
+            }
+            _ => &[],
+        }
+    }
+
+    /// The TXT RDATA of `_peer.internal`; empty otherwise.
+    #[inline]
+    pub fn txt(&self) -> &'a [u8] {
+        match self.entry.kind {
+            Kind::Txt => {
+                let a = self.entry.a as usize;
+                &self.shard.txt[a..a + self.entry.b as usize]
+            }
+            _ => &[],
+        }
+    }
+
+    /// Whether the name's records are static (the full handler answers it).
+    #[inline]
+    pub fn is_static(&self) -> bool {
+        self.entry.kind == Kind::Delegate
+    }
+
+    /// The next answer's rotation: answer `k` of a group starts at member `k % len`. One relaxed
+    /// atomic add, shared by both query paths so the order keeps rotating.
+    #[inline]
+    pub fn next_rotation(&self) -> u32 {
+        self.entry.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
 /// The fast path's immutable lookup structure for one snapshot. See the module docs.
 #[derive(Debug)]
 pub struct Index {
     seed: u64,
-    /// `(tag << 32) | (entry + 1)`; 0 = empty.
-    slots: Box<[u64]>,
-    mask: usize,
-    pub(crate) entries: Box<[Entry]>,
-    names: Box<[u8]>,
-    pub(crate) addrs: Box<[[u8; 16]]>,
-    pub(crate) txt: Box<[u8]>,
-    pub(crate) rotations: Box<[AtomicU32]>,
-    pub(crate) zones: Box<[ZoneData]>,
+    shards: Box<[Arc<Shard>]>,
+    pub(crate) zones: Arc<[ZoneData]>,
     /// The zone index of `internal.`, or `u8::MAX`.
     pub(crate) internal_zone: u8,
     /// Org /48 (top 48 bits) → view, sorted by prefix.
@@ -136,13 +279,431 @@ pub struct Index {
     pub(crate) txt_tail: [u8; 8],
     pub(crate) max_udp_payload: u16,
     views: Box<[OrgSlug]>,
+    /// Configured source views, for routing views added later.
+    view_config: Arc<[ViewConfig]>,
+    /// Static names (and their ancestors in their zone) with their zone: delegated in every view.
+    statics: Arc<[(Box<[u8]>, u8)]>,
+}
+
+/// A name's data, borrowed from a model or an old shard.
+#[derive(Debug, Clone, Copy)]
+enum ContentRef<'a> {
+    Peer(&'a [u8; 16]),
+    Group(&'a [[u8; 16]]),
+    Txt(&'a [u8]),
+    Empty,
+    Delegate,
+}
+
+impl<'a> ContentRef<'a> {
+    fn of(content: &'a Content) -> ContentRef<'a> {
+        match content {
+            Content::Peer(_) => unreachable!("peer content is converted by the caller"),
+            Content::Group(addrs) => ContentRef::Group(addrs),
+            Content::Txt(rdata) => ContentRef::Txt(rdata),
+            Content::Empty => ContentRef::Empty,
+        }
+    }
+}
+
+/// Collects one shard's entries and data, then builds its table.
+#[derive(Default)]
+struct ShardBuilder {
+    entries: Vec<Entry>,
+    hashes: Vec<u64>,
+    names: Vec<u8>,
+    addrs: Vec<[u8; 16]>,
+    txt: Vec<u8>,
+}
+
+impl ShardBuilder {
+    fn push(
+        &mut self,
+        h: u64,
+        view: u32,
+        name: &[u8],
+        zone: u8,
+        content: ContentRef<'_>,
+        rotation: u32,
+    ) {
+        let name_off = self.names.len() as u32;
+        self.names.extend_from_slice(name);
+        let (kind, a, b) = match content {
+            ContentRef::Peer(addr) => {
+                self.addrs.push(*addr);
+                (Kind::Peer, self.addrs.len() as u32 - 1, 1)
+            }
+            ContentRef::Group(addrs) => {
+                let a = self.addrs.len() as u32;
+                self.addrs.extend_from_slice(addrs);
+                (Kind::Group, a, addrs.len() as u32)
+            }
+            ContentRef::Txt(rdata) => {
+                let a = self.txt.len() as u32;
+                self.txt.extend_from_slice(rdata);
+                (Kind::Txt, a, rdata.len() as u32)
+            }
+            ContentRef::Empty => (Kind::Empty, 0, 0),
+            ContentRef::Delegate => (Kind::Delegate, 0, 0),
+        };
+        self.entries.push(Entry {
+            name_off,
+            view,
+            a,
+            b,
+            name_len: name.len() as u8,
+            kind,
+            zone,
+            rotation: AtomicU32::new(rotation),
+        });
+        self.hashes.push(h);
+    }
+
+    /// The shard; a later entry with the same (view, name) replaces an earlier one (static names
+    /// over dynamic ones).
+    fn finish(self) -> Shard {
+        let cap = (self.entries.len() * 2).next_power_of_two().max(2);
+        let mut slots = vec![0u64; cap];
+        let mask = cap - 1;
+        let mut live = 0;
+        for (i, (e, &h)) in self.entries.iter().zip(&self.hashes).enumerate() {
+            let name =
+                &self.names[e.name_off as usize..e.name_off as usize + usize::from(e.name_len)];
+            let tag = h >> 32;
+            let mut s = (h as usize) & mask;
+            loop {
+                let slot = slots[s];
+                if slot == 0 {
+                    slots[s] = (tag << 32) | (i as u64 + 1);
+                    live += 1;
+                    break;
+                }
+                if slot >> 32 == tag {
+                    let o = &self.entries[(slot as u32 - 1) as usize];
+                    let other = &self.names
+                        [o.name_off as usize..o.name_off as usize + usize::from(o.name_len)];
+                    if o.view == e.view && other == name {
+                        slots[s] = (tag << 32) | (i as u64 + 1);
+                        break;
+                    }
+                }
+                s = (s + 1) & mask;
+            }
+        }
+        Shard {
+            slots: slots.into_boxed_slice(),
+            mask,
+            entries: self.entries.into_boxed_slice(),
+            names: self.names.into_boxed_slice(),
+            addrs: self.addrs.into_boxed_slice(),
+            txt: self.txt.into_boxed_slice(),
+            live,
+        }
+    }
+}
+
+/// Writes `key`'s lowercase wire name into `buf` (cleared first).
+fn key_name(key: &NameKey, buf: &mut Vec<u8>) {
+    buf.clear();
+    let (label, suffix): (&str, &[u8]) = match key {
+        NameKey::Peer(_, name) => (name.as_str(), PEER_SUFFIX),
+        NameKey::Group(_, group) => (group.as_str(), GROUP_SUFFIX),
+        NameKey::PeerList(_) => ("", PEER_SUFFIX),
+        NameKey::Groups(_) => ("", GROUP_SUFFIX),
+    };
+    if !label.is_empty() {
+        buf.push(label.len() as u8);
+        buf.extend_from_slice(label.as_bytes());
+    }
+    buf.extend_from_slice(suffix);
+}
+
+/// A change to one name, waiting to be written into its shard.
+struct Pending {
+    h: u64,
+    view: u32,
+    name: Vec<u8>,
+    content: Option<Content>,
 }
 
 impl Index {
-    /// Builds the index of `dump`. Pure apart from drawing the hash seed; a few large
-    /// allocations, linear in the number of peers.
+    /// Builds the index of `dump`. Pure apart from drawing the hash seed.
     pub fn build(dump: &Dump, settings: &IndexSettings) -> Index {
-        Builder::new(dump, settings).finish()
+        Index::from_model(&Model::from_dump(dump), settings)
+    }
+
+    /// Builds the whole index of `model`: every name of every org, plus the static names
+    /// (delegated) in every view.
+    pub fn from_model(model: &Model, settings: &IndexSettings) -> Index {
+        let internal_zone = settings
+            .zones
+            .iter()
+            .position(|z| &*z.origin == INTERNAL)
+            .and_then(|i| u8::try_from(i).ok())
+            .unwrap_or(u8::MAX);
+        let mut index = Index {
+            seed: RandomState::new().hash_one(0x5158_u64),
+            shards: Box::new([]),
+            zones: settings
+                .zones
+                .iter()
+                .map(|z| ZoneData {
+                    origin: z.origin.clone(),
+                    soa: z.soa_negative.clone(),
+                    delegate_misses: z.delegate_misses,
+                })
+                .collect(),
+            internal_zone,
+            by_prefix: Box::new([]),
+            sources: Box::new([]),
+            aaaa_tail: rr_tail(28, settings.ttl, 16),
+            txt_tail: {
+                let mut t = [0u8; 8];
+                t.copy_from_slice(&rr_tail(16, settings.ttl, 0)[..8]);
+                t
+            },
+            max_udp_payload: settings.max_udp_payload.max(512),
+            views: Box::new([]),
+            view_config: settings.views.clone().into(),
+            statics: static_keys(&settings.zones).into(),
+        };
+        index.route(model);
+        let mut builders: Vec<ShardBuilder> =
+            (0..N_SHARDS).map(|_| ShardBuilder::default()).collect();
+        let mut name = Vec::with_capacity(MAX_NAME);
+        if internal_zone != u8::MAX {
+            for key in model.keys() {
+                let Some(content) = model.content(&key) else {
+                    continue;
+                };
+                key_name(&key, &mut name);
+                let h = hash_name(index.seed, key.view(), &name);
+                let builder = &mut builders[shard_of(h)];
+                match &content {
+                    Content::Peer(addr) => builder.push(
+                        h,
+                        key.view(),
+                        &name,
+                        internal_zone,
+                        ContentRef::Peer(&addr.octets()),
+                        0,
+                    ),
+                    other => builder.push(
+                        h,
+                        key.view(),
+                        &name,
+                        internal_zone,
+                        ContentRef::of(other),
+                        0,
+                    ),
+                }
+            }
+        }
+        for view in 0..index.views.len() as u32 {
+            for (name, zone) in index.statics.iter() {
+                let h = hash_name(index.seed, view, name);
+                builders[shard_of(h)].push(h, view, name, *zone, ContentRef::Delegate, 0);
+            }
+        }
+        let empty = Arc::new(Shard::empty());
+        index.shards = builders
+            .into_iter()
+            .map(|b| {
+                if b.entries.is_empty() {
+                    Arc::clone(&empty)
+                } else {
+                    Arc::new(b.finish())
+                }
+            })
+            .collect();
+        index
+    }
+
+    /// The index of `model` after a change that touched `touched`, sharing every shard the
+    /// change did not touch with `self`. `model` must be the model `self` was built or last
+    /// patched from, with the change applied.
+    pub fn apply(&self, model: &Model, touched: &Touched) -> Index {
+        let mut next = Index {
+            seed: self.seed,
+            shards: self.shards.clone(),
+            zones: Arc::clone(&self.zones),
+            internal_zone: self.internal_zone,
+            by_prefix: self.by_prefix.clone(),
+            sources: self.sources.clone(),
+            aaaa_tail: self.aaaa_tail,
+            txt_tail: self.txt_tail,
+            max_udp_payload: self.max_udp_payload,
+            views: self.views.clone(),
+            view_config: Arc::clone(&self.view_config),
+            statics: Arc::clone(&self.statics),
+        };
+        let mut pending: Vec<Pending> = Vec::new();
+        let old_views = self.views.len() as u32;
+        if touched.orgs_added {
+            next.route(model);
+        }
+        let mut keys: Vec<&NameKey> = touched.names.iter().collect();
+        let new_views: Vec<NameKey> = (old_views..next.views.len() as u32)
+            .flat_map(|v| [NameKey::PeerList(v), NameKey::Groups(v)])
+            .collect();
+        keys.extend(new_views.iter());
+        keys.sort_unstable();
+        keys.dedup();
+        if self.internal_zone != u8::MAX {
+            for key in keys {
+                let mut name = Vec::with_capacity(64);
+                key_name(key, &mut name);
+                let h = hash_name(self.seed, key.view(), &name);
+                pending.push(Pending {
+                    h,
+                    view: key.view(),
+                    name,
+                    content: model.content(key),
+                });
+            }
+        }
+        // Static names of new views.
+        let mut statics: Vec<(u64, u32, &[u8], u8)> = Vec::new();
+        for view in old_views..next.views.len() as u32 {
+            for (name, zone) in self.statics.iter() {
+                statics.push((hash_name(self.seed, view, name), view, name, *zone));
+            }
+        }
+        let mut by_shard: Vec<(usize, usize)> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (shard_of(p.h), i))
+            .collect();
+        by_shard.extend(
+            statics
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (shard_of(s.0), usize::MAX - i)),
+        );
+        by_shard.sort_unstable();
+        let mut at = 0;
+        while at < by_shard.len() {
+            let shard = by_shard[at].0;
+            let end = at
+                + by_shard[at..]
+                    .iter()
+                    .take_while(|(s, _)| *s == shard)
+                    .count();
+            let items = &by_shard[at..end];
+            let changed = |e: &Entry, old: &Shard| {
+                items.iter().any(|&(_, i)| {
+                    i < pending.len() && {
+                        let p = &pending[i];
+                        p.view == e.view && p.name == old.name_of(e)
+                    }
+                })
+            };
+            let old = &self.shards[shard];
+            let mut builder = ShardBuilder::default();
+            let mut rotations: Vec<(usize, u32)> = Vec::new();
+            for e in old.live_entries() {
+                if e.kind != Kind::Delegate && changed(e, old) {
+                    if e.kind == Kind::Group {
+                        let i = items.iter().map(|&(_, i)| i).find(|&i| {
+                            i < pending.len()
+                                && pending[i].view == e.view
+                                && pending[i].name == old.name_of(e)
+                        });
+                        if let Some(i) = i {
+                            rotations.push((i, e.rotation.load(Ordering::Relaxed)));
+                        }
+                    }
+                    continue;
+                }
+                let name = old.name_of(e);
+                let h = hash_name(self.seed, e.view, name);
+                builder.push(
+                    h,
+                    e.view,
+                    name,
+                    e.zone,
+                    old.content_of(e),
+                    e.rotation.load(Ordering::Relaxed),
+                );
+            }
+            for &(_, i) in items {
+                if i >= pending.len() {
+                    continue;
+                }
+                let p = &pending[i];
+                let Some(content) = &p.content else {
+                    continue;
+                };
+                // A static name of the same (view, name) stays delegated.
+                if old
+                    .get(p.h, p.view, &p.name)
+                    .is_some_and(|e| e.kind == Kind::Delegate)
+                {
+                    continue;
+                }
+                let rotation = rotations.iter().find(|r| r.0 == i).map_or(0, |r| r.1);
+                match content {
+                    Content::Peer(addr) => builder.push(
+                        p.h,
+                        p.view,
+                        &p.name,
+                        self.internal_zone,
+                        ContentRef::Peer(&addr.octets()),
+                        rotation,
+                    ),
+                    other => builder.push(
+                        p.h,
+                        p.view,
+                        &p.name,
+                        self.internal_zone,
+                        ContentRef::of(other),
+                        rotation,
+                    ),
+                }
+            }
+            for &(_, i) in items {
+                if i < pending.len() {
+                    continue;
+                }
+                let (h, view, name, zone) = statics[usize::MAX - i];
+                builder.push(h, view, name, zone, ContentRef::Delegate, 0);
+            }
+            next.shards[shard] = if builder.entries.is_empty() {
+                Arc::new(Shard::empty())
+            } else {
+                Arc::new(builder.finish())
+            };
+            at = end;
+        }
+        next
+    }
+
+    /// Recomputes the view list and source routing from `model`'s orgs: each org's /48, then
+    /// the configured networks of existing orgs (a view of a missing org is left out), most
+    /// specific first; equal networks keep their configured order.
+    fn route(&mut self, model: &Model) {
+        let orgs = model.orgs();
+        let mut by_prefix: Vec<(u64, u32)> = Vec::with_capacity(orgs.len());
+        let mut sources: Vec<(IpNet, u32)> = Vec::new();
+        for (i, org) in orgs.iter().enumerate() {
+            let prefix = org.org().prefix;
+            if prefix.prefix_len() == 48 {
+                by_prefix.push((prefix48(&prefix.network()), i as u32));
+            } else {
+                sources.push((IpNet::V6(prefix), i as u32));
+            }
+        }
+        by_prefix.sort_unstable();
+        by_prefix.dedup_by_key(|&mut (p, _)| p);
+        for v in self.view_config.iter() {
+            if let Some(view) = model.view_of(&v.org) {
+                sources.push((v.source.trunc(), view));
+            }
+        }
+        sources.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        self.by_prefix = by_prefix.into_boxed_slice();
+        self.sources = sources.into_boxed_slice();
+        self.views = orgs.iter().map(|o| o.org().slug.clone()).collect();
     }
 
     /// The orgs, in view order.
@@ -152,12 +713,12 @@ impl Index {
 
     /// The number of (view, name) entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.shards.iter().map(|s| s.live as usize).sum()
     }
 
     /// Whether the index holds no names.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// The view a query from `src` is answered in: the org whose /48 holds `src`, else the most
@@ -178,37 +739,63 @@ impl Index {
 
     /// The entry for `name` (wire format, any case) in `view`.
     #[inline]
-    pub(crate) fn get(&self, view: u32, name: &[u8]) -> Option<&Entry> {
+    pub fn get(&self, view: u32, name: &[u8]) -> Option<Hit<'_>> {
         let h = hash_name(self.seed, view, name);
-        let tag = h >> 32;
-        let mut i = (h as usize) & self.mask;
-        loop {
-            let slot = self.slots[i];
-            if slot == 0 {
-                return None;
+        let shard = &self.shards[shard_of(h)];
+        shard.get(h, view, name).map(|entry| Hit { shard, entry })
+    }
+
+    /// Every (view, name) with its hit, in no particular order (for tests and tools).
+    pub fn iter(&self) -> impl Iterator<Item = (u32, Hit<'_>)> + '_ {
+        self.shards.iter().flat_map(|shard| {
+            shard
+                .live_entries()
+                .map(move |entry| (entry.view, Hit { shard, entry }))
+        })
+    }
+
+    /// The most specific zone holding `qname` (wire format, any case), by index.
+    #[inline]
+    pub fn zone_of(&self, qname: &[u8]) -> Option<u8> {
+        let mut best: Option<(u8, usize)> = None;
+        for (i, z) in self.zones.iter().enumerate() {
+            if is_within(qname, &z.origin) && best.is_none_or(|(_, l)| z.origin.len() > l) {
+                best = Some((i as u8, z.origin.len()));
             }
-            if slot >> 32 == tag {
-                let e = &self.entries[(slot as u32 - 1) as usize];
-                if e.view == view && eq_lower(name, self.name_of(e)) {
-                    return Some(e);
+        }
+        best.map(|(i, _)| i)
+    }
+}
+
+/// The shard a name's hash falls in: bits the slot position inside a shard does not use.
+#[inline(always)]
+fn shard_of(h: u64) -> usize {
+    ((h >> 32) as usize) & (N_SHARDS - 1)
+}
+
+/// Every static name and its ancestors inside its zone (empty non-terminals), with the zone:
+/// the full handler answers them, in every view.
+fn static_keys(zones: &[FastZone]) -> Vec<(Box<[u8]>, u8)> {
+    let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (z, zone) in zones.iter().enumerate() {
+        let z = z as u8;
+        for name in &zone.static_names {
+            let mut cur: &[u8] = name;
+            // Walk up to the apex (inclusive); stop if the name is outside the zone.
+            while is_within(cur, &zone.origin) {
+                if !seen.insert(cur) {
+                    break;
                 }
+                out.push((Box::<[u8]>::from(cur), z));
+                if cur.len() == zone.origin.len() {
+                    break;
+                }
+                cur = &cur[1 + usize::from(cur[0])..];
             }
-            i = (i + 1) & self.mask;
         }
     }
-
-    /// The entry's name, lowercase wire format.
-    #[inline]
-    pub(crate) fn name_of(&self, e: &Entry) -> &[u8] {
-        let off = e.name_off as usize;
-        &self.names[off..off + usize::from(e.name_len)]
-    }
-
-    /// The next rotation of group `c`.
-    #[inline]
-    pub(crate) fn next_rotation(&self, c: u32) -> u32 {
-        self.rotations[c as usize].fetch_add(1, Ordering::Relaxed)
-    }
+    out
 }
 
 fn prefix48(a: &Ipv6Addr) -> u64 {
@@ -291,293 +878,6 @@ fn hash_name(seed: u64, view: u32, name: &[u8]) -> u64 {
         h = fold_mul(h ^ word(n - 8), K2);
     }
     fold_mul(h, K1)
-}
-
-struct Builder<'d> {
-    dump: &'d Dump,
-    settings: &'d IndexSettings,
-    entries: Vec<Entry>,
-    names: Vec<u8>,
-    addrs: Vec<[u8; 16]>,
-    txt: Vec<u8>,
-    n_groups: u32,
-    internal_zone: u8,
-}
-
-impl<'d> Builder<'d> {
-    fn new(dump: &'d Dump, settings: &'d IndexSettings) -> Builder<'d> {
-        let internal_zone = settings
-            .zones
-            .iter()
-            .position(|z| &*z.origin == INTERNAL)
-            .and_then(|i| u8::try_from(i).ok())
-            .unwrap_or(u8::MAX);
-        let n = dump.peers.len();
-        Builder {
-            dump,
-            settings,
-            entries: Vec::with_capacity(n + n / 8 + 16),
-            names: Vec::with_capacity(n * 24 + 64),
-            addrs: Vec::with_capacity(2 * n),
-            txt: Vec::new(),
-            n_groups: 0,
-            internal_zone,
-        }
-    }
-
-    fn push(&mut self, view: u32, name: &[u8], kind: Kind, zone: u8, a: u32, b: u32) {
-        let name_off = self.names.len() as u32;
-        self.names.extend_from_slice(name);
-        self.entries.push(Entry {
-            name_off,
-            view,
-            a,
-            b,
-            c: 0,
-            name_len: name.len() as u8,
-            kind,
-            zone,
-        });
-    }
-
-    /// Pushes `<label><suffix>` (label lowercased already).
-    fn push_label(&mut self, view: u32, label: &str, suffix: &[u8], kind: Kind, a: u32, b: u32) {
-        let name_off = self.names.len() as u32;
-        self.names.push(label.len() as u8);
-        self.names.extend_from_slice(label.as_bytes());
-        self.names.extend_from_slice(suffix);
-        let name_len = (self.names.len() - name_off as usize) as u8;
-        self.entries.push(Entry {
-            name_off,
-            view,
-            a,
-            b,
-            c: 0,
-            name_len,
-            kind,
-            zone: self.internal_zone,
-        });
-    }
-
-    fn finish(mut self) -> Index {
-        let dump = self.dump;
-        let settings = self.settings;
-        let views: Vec<OrgSlug> = dump.orgs.iter().map(|o| o.slug.clone()).collect();
-        let view_of: HashMap<&str, u32> = views
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i as u32))
-            .collect();
-        // Each org's /48, then the configured networks of existing orgs (a view of a missing
-        // org is left out), most specific first; the sort is stable, so equal networks keep
-        // their order. The same routing as the full handler's snapshot.
-        let mut by_prefix: Vec<(u64, u32)> = Vec::with_capacity(dump.orgs.len());
-        let mut sources: Vec<(IpNet, u32)> = Vec::new();
-        for (i, org) in dump.orgs.iter().enumerate() {
-            if org.prefix.prefix_len() == 48 {
-                by_prefix.push((prefix48(&org.prefix.network()), i as u32));
-            } else {
-                sources.push((IpNet::V6(org.prefix), i as u32));
-            }
-        }
-        by_prefix.sort_unstable();
-        by_prefix.dedup_by_key(|&mut (p, _)| p);
-        for v in &settings.views {
-            if let Some(&view) = view_of.get(v.org.as_str()) {
-                sources.push((v.source.trunc(), view));
-            }
-        }
-        sources.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
-
-        if self.internal_zone != u8::MAX {
-            self.dynamic_names(&view_of, views.len());
-        }
-        self.static_names(views.len());
-
-        let mut index = Index {
-            seed: RandomState::new().hash_one(0x5158_u64),
-            slots: Box::new([]),
-            mask: 0,
-            entries: Box::new([]),
-            names: self.names.into_boxed_slice(),
-            addrs: self.addrs.into_boxed_slice(),
-            txt: self.txt.into_boxed_slice(),
-            rotations: (0..self.n_groups).map(|_| AtomicU32::new(0)).collect(),
-            zones: settings
-                .zones
-                .iter()
-                .map(|z| ZoneData {
-                    origin: z.origin.clone(),
-                    soa: z.soa_negative.clone(),
-                    delegate_misses: z.delegate_misses,
-                })
-                .collect(),
-            internal_zone: self.internal_zone,
-            by_prefix: by_prefix.into_boxed_slice(),
-            sources: sources.into_boxed_slice(),
-            aaaa_tail: rr_tail(28, settings.ttl, 16),
-            txt_tail: {
-                let mut t = [0u8; 8];
-                t.copy_from_slice(&rr_tail(16, settings.ttl, 0)[..8]);
-                t
-            },
-            max_udp_payload: settings.max_udp_payload.max(512),
-            views: views.into_boxed_slice(),
-        };
-        index.fill_table(self.entries);
-        index
-    }
-
-    /// Peers, groups, `_peer.internal` TXT and the `_g.internal` empty non-terminal, per view.
-    fn dynamic_names(&mut self, view_of: &HashMap<&str, u32>, n_views: usize) {
-        let dump = self.dump;
-        // Pass 1: peers, and a group id plus member count per (view, group).
-        let mut group_ids: HashMap<(u32, &str), u32> = HashMap::new();
-        let mut group_keys: Vec<(u32, &str)> = Vec::new();
-        let mut group_sizes: Vec<u32> = Vec::new();
-        let mut peer_group: Vec<u32> = Vec::with_capacity(dump.peers.len());
-        let mut per_view: Vec<Vec<&str>> = vec![Vec::new(); n_views];
-        for peer in &dump.peers {
-            let Some(&view) = view_of.get(peer.org.as_str()) else {
-                peer_group.push(u32::MAX);
-                continue;
-            };
-            let addr = self.addrs.len() as u32;
-            self.addrs.push(peer.address.octets());
-            self.push_label(view, peer.name.as_str(), PEER_SUFFIX, Kind::Peer, addr, 1);
-            per_view[view as usize].push(peer.name.as_str());
-            let next = group_keys.len() as u32;
-            let g = *group_ids.entry((view, peer.group.as_str())).or_insert(next);
-            if g == next {
-                group_keys.push((view, peer.group.as_str()));
-                group_sizes.push(0);
-            }
-            group_sizes[g as usize] += 1;
-            peer_group.push(g);
-        }
-        // Pass 2: each group's members, contiguous after the peers' own addresses.
-        let mut starts: Vec<u32> = Vec::with_capacity(group_sizes.len());
-        let mut at = self.addrs.len() as u32;
-        for &n in &group_sizes {
-            starts.push(at);
-            at += n;
-        }
-        let base = self.addrs.len();
-        self.addrs.resize(at as usize, [0; 16]);
-        let mut fill: Vec<u32> = starts.clone();
-        for (peer, &g) in dump.peers.iter().zip(&peer_group) {
-            if g == u32::MAX {
-                continue;
-            }
-            let slot = &mut fill[g as usize];
-            self.addrs[*slot as usize] = peer.address.octets();
-            *slot += 1;
-        }
-        debug_assert!(self.addrs.len() >= base);
-        for (g, &(view, group)) in group_keys.iter().enumerate() {
-            let name_off = self.names.len() as u32;
-            self.names.push(group.len() as u8);
-            self.names.extend_from_slice(group.as_bytes());
-            self.names.extend_from_slice(GROUP_SUFFIX);
-            let name_len = (self.names.len() - name_off as usize) as u8;
-            self.entries.push(Entry {
-                name_off,
-                view,
-                a: starts[g],
-                b: group_sizes[g],
-                c: g as u32,
-                name_len,
-                kind: Kind::Group,
-                zone: self.internal_zone,
-            });
-        }
-        self.n_groups = group_keys.len() as u32;
-        // `_peer.internal` TXT (or an empty non-terminal for an org without peers) and
-        // `_g.internal`, an empty non-terminal, in every view.
-        for (view, names) in per_view.iter_mut().enumerate() {
-            // The store lists peers by name already; sort only if it did not.
-            if !names.is_sorted() {
-                names.sort_unstable();
-            }
-            let view = view as u32;
-            let zone = self.internal_zone;
-            if names.is_empty() {
-                self.push(view, PEER_SUFFIX, Kind::Empty, zone, 0, 0);
-            } else {
-                let off = self.txt.len();
-                split_txt_into(names.iter().copied(), MAX_TXT_RDATA, &mut self.txt);
-                let len = self.txt.len() - off;
-                self.push(view, PEER_SUFFIX, Kind::Txt, zone, off as u32, len as u32);
-            }
-            self.push(view, GROUP_SUFFIX, Kind::Empty, zone, 0, 0);
-        }
-    }
-
-    /// Static names and their ancestors inside their zone, in every view: delegated. Replaces a
-    /// dynamic entry of the same name (the full handler merges both).
-    fn static_names(&mut self, n_views: usize) {
-        let settings = self.settings;
-        let mut seen: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-        for (z, zone) in settings.zones.iter().enumerate() {
-            let z = z as u8;
-            for name in &zone.static_names {
-                let mut cur: &[u8] = name;
-                // Walk up to the apex (inclusive); stop if the name is outside the zone.
-                while is_within(cur, &zone.origin) {
-                    if !seen.insert(cur) {
-                        break;
-                    }
-                    for view in 0..n_views as u32 {
-                        self.push(view, cur, Kind::Delegate, z, 0, 0);
-                    }
-                    if cur.len() == zone.origin.len() {
-                        break;
-                    }
-                    cur = &cur[1 + usize::from(cur[0])..];
-                }
-            }
-        }
-    }
-}
-
-impl Index {
-    /// Builds the hash table over `entries`; a later entry with the same (view, name) replaces an
-    /// earlier one (static names over dynamic ones).
-    fn fill_table(&mut self, mut entries: Vec<Entry>) {
-        let cap = (entries.len() * 2).next_power_of_two().max(16);
-        let mut slots = vec![0u64; cap];
-        let mask = cap - 1;
-        for (i, e) in entries.iter().enumerate() {
-            let name =
-                &self.names[e.name_off as usize..e.name_off as usize + usize::from(e.name_len)];
-            let h = hash_name(self.seed, e.view, name);
-            let tag = h >> 32;
-            let mut s = (h as usize) & mask;
-            loop {
-                let slot = slots[s];
-                if slot == 0 {
-                    slots[s] = (tag << 32) | (i as u64 + 1);
-                    break;
-                }
-                if slot >> 32 == tag {
-                    let j = (slot as u32 - 1) as usize;
-                    let o = &entries[j];
-                    let other = &self.names
-                        [o.name_off as usize..o.name_off as usize + usize::from(o.name_len)];
-                    if o.view == e.view && other == name {
-                        slots[s] = (tag << 32) | (i as u64 + 1);
-                        break;
-                    }
-                }
-                s = (s + 1) & mask;
-            }
-        }
-        // A replaced entry stays in the array, unreachable; there are at most a few (static names).
-        entries.shrink_to_fit();
-        self.slots = slots.into_boxed_slice();
-        self.mask = mask;
-        self.entries = entries.into_boxed_slice();
-    }
 }
 
 /// `TYPE 00 01 TTL RDLEN`: a record after its owner name (class IN).

@@ -37,10 +37,10 @@ mod sys;
 
 use std::net::IpAddr;
 
-pub use index::{FastZone, Index, IndexSettings};
+pub use index::{FastZone, Hit, Index, IndexSettings};
 pub use server::{Delegate, FastServer, FastServerConfig, IndexSource};
 
-use index::{Entry, Kind};
+use index::Kind;
 
 /// What [`answer`] did with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,32 +152,23 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
     let fit = || aaaa_fit(room - qend, qname.len(), opt_len);
 
     let (pos, an, ns, tc) = match index.get(view, qname) {
-        Some(e) => match (e.kind, qtype) {
+        Some(hit) => match (hit.kind(), qtype) {
             (Kind::Delegate, _) => return Outcome::Delegate,
             (Kind::Peer, TYPE_AAAA) => {
-                let recs = &index.addrs[e.a as usize..e.a as usize + 1];
                 let fit = fit();
-                write_aaaa(index, out, qend, index.name_of(e), recs, 0, fit)
+                write_aaaa(index, out, qend, hit.name(), hit.addrs(), 0, fit)
             }
             (Kind::Group, TYPE_AAAA) => {
-                let recs = &index.addrs[e.a as usize..(e.a + e.b) as usize];
-                let start = index.next_rotation(e.c) % e.b;
+                let recs = hit.addrs();
+                let start = hit.next_rotation() as usize % recs.len().max(1);
                 let fit = fit();
-                write_aaaa(
-                    index,
-                    out,
-                    qend,
-                    index.name_of(e),
-                    recs,
-                    start as usize,
-                    fit,
-                )
+                write_aaaa(index, out, qend, hit.name(), recs, start, fit)
             }
-            (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, e),
-            _ => write_soa(index, out, qend, room, e.zone),
+            (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, hit),
+            _ => write_soa(index, out, qend, room, hit.zone()),
         },
         None => {
-            let Some(zone) = zone_of(index, qname) else {
+            let Some(zone) = index.zone_of(qname) else {
                 return Outcome::Delegate;
             };
             if index.zones[usize::from(zone)].delegate_misses {
@@ -313,10 +304,10 @@ fn write_txt(
     out: &mut [u8],
     pos: usize,
     room: usize,
-    e: &Entry,
+    hit: Hit<'_>,
 ) -> (usize, u16, u16, bool) {
-    let owner = index.name_of(e);
-    let rdata = &index.txt[e.a as usize..(e.a + e.b) as usize];
+    let owner = hit.name();
+    let rdata = hit.txt();
     let len = owner.len() + 10 + rdata.len();
     if room - pos < len {
         return (pos, 0, 0, true);
@@ -347,18 +338,6 @@ fn write_soa(
     }
     out[pos..pos + soa.len()].copy_from_slice(soa);
     (pos + soa.len(), 0, 1, false)
-}
-
-/// The most specific zone holding `qname` (any case).
-#[inline]
-fn zone_of(index: &Index, qname: &[u8]) -> Option<u8> {
-    let mut best: Option<(u8, usize)> = None;
-    for (i, z) in index.zones.iter().enumerate() {
-        if index::is_within(qname, &z.origin) && best.is_none_or(|(_, l)| z.origin.len() > l) {
-            best = Some((i as u8, z.origin.len()));
-        }
-    }
-    best.map(|(i, _)| i)
 }
 
 #[cfg(test)]

@@ -1,39 +1,27 @@
-//! [`Snapshot::build`]: store rows and static zones → one name map per org.
+//! [`Base`]: the store-independent part of every snapshot, built once from the settings.
 //!
-//! Everything a query needs is computed here, once per rebuild: owner names, records, answer
-//! bytes, group membership, the `_peer.internal` TXT, empty non-terminals and the source-address
-//! routing table.
+//! The zones and their negative SOAs, every static name with its records (and the empty
+//! non-terminals above them), and the answer table's settings: which names the fast path leaves
+//! to the full handler, the TTL, the views.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use hickory_server::proto::rr::rdata::{AAAA, TXT};
+use hickory_server::proto::rr::rdata::AAAA;
 use hickory_server::proto::rr::{Name, RData, Record};
 use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
-use ipnet::IpNet;
 
-use super::name::{self, MAX_TXT_RDATA, wire_from_labels};
+use super::name::{self, wire_from_labels};
 use super::zone::{self, StaticZone};
-use super::{Entry, NameMap, RrSet, Snapshot, SnapshotSettings, View, Zone, prefix48};
-use crate::model::{Org, Peer};
-use crate::store::Dump;
+use super::{Base, RrSet, SnapshotSettings, StaticEntry, StaticMap, Zone};
 
-/// A static name with its prebuilt record sets, cloned into every view.
+/// A static name with its record sets.
 struct StaticName {
     key: Box<[u8]>,
     zone: u16,
     rrsets: Vec<RrSet>,
 }
 
-/// Owner names shared by every view of one build.
-struct Bases {
-    peer: Name,
-    group: Name,
-    peer_list: Name,
-    ns: Name,
-    gateway: Name,
-}
-
-pub(super) fn build(dump: &Dump, settings: &SnapshotSettings) -> Snapshot {
+pub(super) fn base(settings: &SnapshotSettings) -> Base {
     let mut static_zones: Vec<StaticZone> = settings.zones.to_vec();
     let internal_origin = Name::from_ascii(zone::INTERNAL_ORIGIN).expect("valid literal");
     if !static_zones.iter().any(|z| z.origin == internal_origin) {
@@ -45,72 +33,49 @@ pub(super) fn build(dump: &Dump, settings: &SnapshotSettings) -> Snapshot {
         .position(|z| z.origin == internal_origin)
         .expect("internal. was added above") as u16;
     let statics = static_names(&static_zones, &zones);
-    let bases = Bases {
-        peer: name_of("_peer.internal."),
-        group: name_of("_g.internal."),
-        peer_list: name_of("_peer.internal."),
-        ns: name_of("ns.internal."),
-        gateway: name_of("gateway.internal."),
-    };
-
-    // Peers by org, in one pass.
-    let org_index: HashMap<&str, usize, foldhash::fast::RandomState> = dump
-        .orgs
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o.slug.as_str(), i))
-        .collect();
-    let mut peers_by_org: Vec<Vec<&Peer>> = vec![Vec::new(); dump.orgs.len()];
-    for peer in &dump.peers {
-        if let Some(&i) = org_index.get(peer.org.as_str()) {
-            peers_by_org[i].push(peer);
-        }
+    let index_settings = fast_settings(settings, &zones, &statics, internal);
+    let mut map = StaticMap::with_capacity_and_hasher(statics.len(), Default::default());
+    for item in statics {
+        let mut rrsets = item.rrsets;
+        rrsets.sort_by_key(|s| u16::from(s.record_type));
+        map.insert(
+            item.key,
+            StaticEntry {
+                zone: item.zone,
+                rrsets: rrsets.into_boxed_slice(),
+                rotation: Default::default(),
+            },
+        );
     }
-
-    let views: Vec<View> = dump
-        .orgs
-        .iter()
-        .zip(peers_by_org)
-        .map(|(org, peers)| build_view(org, peers, &statics, &bases, settings.ttl, internal))
-        .collect();
-
-    // Source routing: each org's /48, then the configured networks, most specific first.
-    let mut by_prefix = HashMap::with_capacity_and_hasher(views.len(), Default::default());
-    let mut sources: Vec<(IpNet, u32)> = Vec::new();
-    for (i, org) in dump.orgs.iter().enumerate() {
-        if org.prefix.prefix_len() == 48 {
-            by_prefix.insert(prefix48(u128::from(org.prefix.network())), i as u32);
-        } else {
-            sources.push((IpNet::V6(org.prefix), i as u32));
-        }
-    }
-    let mut missing_view_orgs = Vec::new();
-    for view in &settings.views {
-        match org_index.get(view.org.as_str()) {
-            Some(&i) => sources.push((view.source.trunc(), i as u32)),
-            None => missing_view_orgs.push(view.org.clone()),
-        }
-    }
-    sources.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
-
-    let fast =
-        crate::fastpath::Index::build(dump, &fast_settings(settings, &zones, &statics, internal));
-
-    Snapshot {
-        generation: dump.generation,
+    Base {
         ttl: settings.ttl,
         zones: zones.into_boxed_slice(),
-        views: views.into_boxed_slice(),
-        by_prefix,
-        sources: sources.into_boxed_slice(),
-        missing_view_orgs: missing_view_orgs.into_boxed_slice(),
-        fast,
+        statics: map,
+        index_settings,
+        views: settings.views.clone(),
     }
 }
 
+/// The per-org records of a static name: `ns.internal` and `gateway.internal` answer the org's
+/// resolver (`::3`) and gateway (`::1`) addresses, beside whatever a zone file gives them.
+pub(crate) fn org_record(wire: &[u8], org: &crate::model::Org, ttl: u32) -> Option<Record> {
+    let address = if wire == NS_INTERNAL {
+        org.dns_addr()
+    } else if wire == GATEWAY_INTERNAL {
+        org.gateway_addr()
+    } else {
+        return None;
+    };
+    let owner = name::from_wire(wire)?;
+    Some(Record::from_rdata(owner, ttl, RData::AAAA(AAAA(address))))
+}
+
+const NS_INTERNAL: &[u8] = b"\x02ns\x08internal\x00";
+const GATEWAY_INTERNAL: &[u8] = b"\x07gateway\x08internal\x00";
+
 /// What the fast path's index is built from: the same zones and their negative SOA bytes; every
 /// static name (with the per-org `ns` and `gateway`) is left to the full handler, which merges
-/// static and dynamic records.
+/// static and per-org records.
 fn fast_settings(
     settings: &SnapshotSettings,
     zones: &[Zone],
@@ -143,119 +108,6 @@ fn fast_settings(
         zones: fast_zones,
         max_udp_payload: crate::fastpath::index::DEFAULT_MAX_UDP_PAYLOAD,
     }
-}
-
-fn name_of(s: &str) -> Name {
-    Name::from_ascii(s).expect("valid literal")
-}
-
-fn build_view(
-    org: &Org,
-    mut peers: Vec<&Peer>,
-    statics: &[StaticName],
-    bases: &Bases,
-    ttl: u32,
-    internal: u16,
-) -> View {
-    if !peers.is_sorted_by(|a, b| a.name <= b.name) {
-        peers.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    }
-    let mut groups: HashMap<&str, Vec<&Peer>, foldhash::fast::RandomState> = HashMap::default();
-    for peer in &peers {
-        groups.entry(peer.group.as_str()).or_default().push(peer);
-    }
-    let mut names = NameMap::with_capacity_and_hasher(
-        peers.len() + groups.len() + statics.len() + 8,
-        Default::default(),
-    );
-
-    for peer in &peers {
-        let label = peer.name.as_str().as_bytes();
-        let Ok(owner) = bases.peer.prepend_label(label) else {
-            continue; // A PeerName is always a valid label; nothing to answer otherwise.
-        };
-        let key = wire_from_labels(&[label, b"_peer", b"internal"]);
-        let record = Record::from_rdata(owner, ttl, RData::AAAA(AAAA(peer.address)));
-        insert(&mut names, key, internal, RrSet::new(vec![record]));
-    }
-
-    for (group, members) in &groups {
-        let label = group.as_bytes();
-        let Ok(owner) = bases.group.prepend_label(label) else {
-            continue;
-        };
-        let records = members
-            .iter()
-            .map(|p| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(p.address))))
-            .collect();
-        let key = wire_from_labels(&[label, b"_g", b"internal"]);
-        insert(&mut names, key, internal, RrSet::new(records));
-    }
-
-    let strings = name::split_txt(peers.iter().map(|p| p.name.as_str()), MAX_TXT_RDATA);
-    let peer_list_key = wire_from_labels(&[b"_peer", b"internal"]);
-    if strings.is_empty() {
-        ensure(&mut names, peer_list_key, internal);
-    } else {
-        let record =
-            Record::from_rdata(bases.peer_list.clone(), ttl, RData::TXT(TXT::new(strings)));
-        insert(
-            &mut names,
-            peer_list_key,
-            internal,
-            RrSet::new(vec![record]),
-        );
-    }
-    ensure(
-        &mut names,
-        wire_from_labels(&[b"_g", b"internal"]),
-        internal,
-    );
-
-    for (base, address) in [
-        (&bases.ns, org.dns_addr()),
-        (&bases.gateway, org.gateway_addr()),
-    ] {
-        if let Some(key) = name::wire_key(base) {
-            let record = Record::from_rdata(base.clone(), ttl, RData::AAAA(AAAA(address)));
-            insert(&mut names, key, internal, RrSet::new(vec![record]));
-        }
-    }
-
-    for item in statics {
-        match names.get_mut(&item.key) {
-            Some(entry) => {
-                for set in &item.rrsets {
-                    entry.merge(set.clone());
-                }
-            }
-            None => {
-                names.insert(item.key.clone(), Entry::new(item.zone, item.rrsets.clone()));
-            }
-        }
-    }
-
-    View {
-        org: org.slug.clone(),
-        names,
-    }
-}
-
-/// Adds `set` at `key`, merging with what is there.
-fn insert(names: &mut NameMap, key: Box<[u8]>, zone: u16, set: RrSet) {
-    match names.get_mut(&key) {
-        Some(entry) => entry.merge(set),
-        None => {
-            names.insert(key, Entry::new(zone, vec![set]));
-        }
-    }
-}
-
-/// Makes sure `key` exists (as an empty non-terminal when it has no records).
-fn ensure(names: &mut NameMap, key: Box<[u8]>, zone: u16) {
-    names
-        .entry(key)
-        .or_insert_with(|| Entry::new(zone, Vec::new()));
 }
 
 /// The static zones' names with prebuilt record sets, plus their empty non-terminals.
@@ -359,199 +211,4 @@ pub(super) fn encode_answer(record: &Record, out: &mut Vec<u8>) -> usize {
         }
     }
     out.len() - start
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::Ipv6Addr;
-    use std::sync::Arc;
-
-    use hickory_server::proto::rr::RecordType;
-
-    use super::*;
-    use crate::config::ViewConfig;
-    use crate::model::Generation;
-
-    fn org(slug: &str, n: u16) -> Org {
-        Org {
-            slug: slug.parse().unwrap(),
-            prefix: format!("fdaa:0:{n:x}::/48").parse().unwrap(),
-            created_at: 0,
-        }
-    }
-
-    fn peer(org: &Org, name: &str, group: &str, host: u16) -> Peer {
-        Peer {
-            org: org.slug.clone(),
-            name: name.parse().unwrap(),
-            group: group.parse().unwrap(),
-            region: "local".parse().unwrap(),
-            pubkey: crate::wireguard::PrivateKey::from_bytes([7; 32]).public_key(),
-            address: crate::model::prefix_host(org.prefix, (1u128 << 64) | u128::from(host)),
-            token: "t".parse().unwrap(),
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
-
-    fn key(s: &str) -> Box<[u8]> {
-        name::wire_key(&Name::from_ascii(s).unwrap()).unwrap()
-    }
-
-    fn dump() -> Dump {
-        let a = org("personal", 1);
-        let b = org("acme", 2);
-        Dump {
-            generation: Generation(7),
-            peers: vec![
-                peer(&a, "node-2", "k8s", 2),
-                peer(&a, "node-1", "k8s", 1),
-                peer(&a, "db", "storage", 3),
-                peer(&b, "web", "k8s", 1),
-            ],
-            orgs: vec![a, b],
-        }
-    }
-
-    #[test]
-    fn peers_groups_txt_and_ents() {
-        let snap = Snapshot::build(&dump(), &SnapshotSettings::default());
-        assert_eq!(snap.generation(), Generation(7));
-        let view = snap.view_of(&"personal".parse().unwrap()).unwrap();
-
-        let node1 = view.get(&key("node-1._peer.internal.")).unwrap();
-        let aaaa = node1.rrset(RecordType::AAAA).unwrap();
-        assert_eq!(aaaa.records().len(), 1);
-        assert_eq!(aaaa.records()[0].ttl, 5);
-        assert_eq!(aaaa.uniform_len(), 28);
-        assert_eq!(&aaaa.wire()[..4], &[0xC0, 0x0C, 0, 28]);
-        assert_eq!(
-            &aaaa.wire()[12..],
-            &"fdaa:0:1:1::1".parse::<Ipv6Addr>().unwrap().octets()
-        );
-
-        let k8s = view.get(&key("k8s._g.internal.")).unwrap();
-        let members: Vec<_> = k8s
-            .rrset(RecordType::AAAA)
-            .unwrap()
-            .records()
-            .iter()
-            .map(|r| r.data.clone())
-            .collect();
-        assert_eq!(members.len(), 2, "only this org's k8s members");
-        assert_eq!(
-            k8s.rrset(RecordType::AAAA)
-                .unwrap()
-                .wire_lens()
-                .collect::<Vec<_>>(),
-            [28, 28]
-        );
-
-        let list = view.get(&key("_peer.internal.")).unwrap();
-        let RData::TXT(txt) = &list.rrset(RecordType::TXT).unwrap().records()[0].data else {
-            panic!("not TXT")
-        };
-        assert_eq!(txt.to_string(), "db,node-1,node-2");
-
-        let ent = view.get(&key("_g.internal.")).unwrap();
-        assert!(ent.rrsets().is_empty());
-        assert!(
-            view.get(&key("web._peer.internal.")).is_none(),
-            "other org's peer"
-        );
-        assert!(
-            view.get(&key("internal."))
-                .unwrap()
-                .rrset(RecordType::SOA)
-                .is_some()
-        );
-        let ns = view
-            .get(&key("ns.internal."))
-            .unwrap()
-            .rrset(RecordType::AAAA)
-            .unwrap();
-        assert_eq!(
-            ns.records()[0].data,
-            RData::AAAA(AAAA("fdaa:0:1::3".parse().unwrap()))
-        );
-    }
-
-    #[test]
-    fn views_route_by_prefix_and_configured_source() {
-        let mut settings = SnapshotSettings::default();
-        settings.views.push(ViewConfig {
-            source: "127.0.0.3/32".parse().unwrap(),
-            org: "acme".parse().unwrap(),
-        });
-        settings.views.push(ViewConfig {
-            source: "10.0.0.0/8".parse().unwrap(),
-            org: "nope".parse().unwrap(),
-        });
-        let snap = Snapshot::build(&dump(), &settings);
-        let org_at = |ip: &str| {
-            snap.view_for(ip.parse().unwrap())
-                .map(|v| v.org().to_string())
-        };
-        assert_eq!(org_at("127.0.0.1").as_deref(), Some("personal"));
-        assert_eq!(
-            org_at("127.0.0.3").as_deref(),
-            Some("acme"),
-            "most specific wins"
-        );
-        assert_eq!(
-            org_at("::ffff:127.0.0.3").as_deref(),
-            Some("acme"),
-            "mapped v4"
-        );
-        assert_eq!(org_at("::1").as_deref(), Some("personal"));
-        assert_eq!(org_at("fdaa:0:2:1::9").as_deref(), Some("acme"));
-        assert_eq!(org_at("fdaa:0:1::3").as_deref(), Some("personal"));
-        assert_eq!(org_at("fdaa:0:3::1"), None);
-        assert_eq!(org_at("10.1.2.3"), None, "view of a missing org");
-        assert_eq!(snap.missing_view_orgs(), &["nope".parse().unwrap()]);
-    }
-
-    #[test]
-    fn static_records_merge_into_every_view_with_ents() {
-        let text = "$ORIGIN internal.\n$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n@ IN NS ns\n\
-                    api.svc IN AAAA fdaa::10\napi.svc IN AAAA fdaa::11\nGateway IN TXT \"hi\"\n";
-        let zone = zone::parse_zone(text, None, "internal").unwrap();
-        let settings = SnapshotSettings {
-            zones: Arc::from(vec![zone]),
-            ..SnapshotSettings::default()
-        };
-        let snap = Snapshot::build(&dump(), &settings);
-        for view in snap.views() {
-            let api = view.get(&key("api.svc.internal.")).unwrap();
-            assert_eq!(api.rrset(RecordType::AAAA).unwrap().records().len(), 2);
-            assert!(
-                view.get(&key("svc.internal.")).unwrap().rrsets().is_empty(),
-                "ENT"
-            );
-            let gw = view.get(&key("gateway.internal.")).unwrap();
-            assert!(gw.rrset(RecordType::TXT).is_some(), "static merged");
-            assert!(gw.rrset(RecordType::AAAA).is_some(), "dynamic kept");
-        }
-        let zone = &snap.zones()[0];
-        assert_eq!(zone.soa_negative().ttl, 5, "min(SOA TTL, minimum)");
-        assert!(
-            zone.soa_negative_wire()
-                .starts_with(b"\x08internal\x00\x00\x06\x00\x01")
-        );
-        assert_eq!(snap.zone_for(&key("x.y.internal.")).map(|z| z.0), Some(0));
-        assert!(snap.zone_for(&key("example.com.")).is_none());
-    }
-
-    #[test]
-    fn empty_org_answers_nodata_for_the_peer_list() {
-        let a = org("personal", 1);
-        let dump = Dump {
-            generation: Generation(1),
-            orgs: vec![a],
-            peers: vec![],
-        };
-        let snap = Snapshot::build(&dump, &SnapshotSettings::default());
-        let list = snap.views()[0].get(&key("_peer.internal.")).unwrap();
-        assert!(list.rrsets().is_empty());
-    }
 }

@@ -1,36 +1,21 @@
 //! The DNS snapshot: an immutable, query-ready copy of every org's names, and its publisher.
 //!
-//! [`Snapshot::build`] turns a [`Dump`] of the store into one [`View`] per org: a hash map from a
-//! lowercase wire-format name (see [`name`]) to an [`Entry`] whose records are prebuilt, both as
-//! hickory [`Record`]s and as answer bytes ready to copy into a packet. A query costs one
-//! `Arc` load, one view choice by source address and one map lookup; nothing is built per query.
+//! Data flow: the store's change feed → [`Model`] (every org's peers and groups, patched one
+//! change at a time) → the answer table ([`crate::fastpath::Index`], rebuilt only where a change
+//! landed) → [`Snapshot`] → `ArcSwap`. The table is the one DNS data model: the UDP fast path
+//! copies its bytes into packets, the full hickory handler (`dns/`) reads the same entries and
+//! builds records from them only for the questions it gets. Static zones (`zones/`) are parsed
+//! once into [`Base`], shared by every snapshot.
 //!
 //! [`SnapshotHandle`] holds the current snapshot behind an `ArcSwap` and announces the generation
 //! of every published snapshot on a `watch` channel, so a caller can wait until its write is
-//! visible. [`start`] runs the publisher: it rebuilds the whole snapshot whenever the store
-//! reports a change (a burst of writes gives one rebuild) and never patches it.
+//! visible. [`start`] runs the publisher: a full build at start and on resync, and otherwise a
+//! patch per batch of changes that costs O(changes), not O(peers).
 //!
-//! This module never touches sockets; it holds hickory record types only as prebuilt data
-//! for `dns/`.
-//!
-//! # Answering from raw packets
-//! Everything a packet-level responder needs is precomputed and reachable without allocation:
-//! 1. [`SnapshotHandle::load`], then [`Snapshot::view_for`] with the source address (`None`:
-//!    REFUSED).
-//! 2. Copy the question name's labels lowercased into a stack buffer (as [`name::wire_lower`]
-//!    does) and call [`View::get`] with it.
-//! 3. No entry: [`Snapshot::zone_for`] on the same bytes gives the zone (`None`: REFUSED) and
-//!    [`Zone::soa_negative_wire`] the authority record of the NXDOMAIN.
-//! 4. An entry: [`Entry::rrset`] for the type; none means NODATA with the SOA of
-//!    [`Entry::zone`]. A set's [`RrSet::wire`] holds its answer records with the owner as a
-//!    pointer to offset 12 (the question), so they copy straight after an echoed question;
-//!    [`RrSet::uniform_len`] (28 for AAAA) gives record boundaries and [`Entry::next_rotation`]
-//!    the round-robin start.
-//!
-//! The full path's truncation rule (how many records fit a given size, keeping the OPT) is
-//! `dns::answers_that_fit`; a fast path that uses it answers record for record the same.
+//! This module never touches sockets.
 
 mod build;
+pub mod model;
 pub mod name;
 mod publisher;
 pub mod zone;
@@ -42,18 +27,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::proto::rr::{Name, Record, RecordType};
-use ipnet::IpNet;
 use tokio::sync::watch;
 
 use crate::config::{DnsConfig, ViewConfig};
-use crate::model::{Generation, OrgSlug};
+pub use crate::fastpath::Hit;
+use crate::model::{Generation, Org, OrgSlug};
 use crate::store::{Dump, StoreError};
+pub use model::{Model, Touched};
 
+pub(crate) use build::org_record;
 pub use publisher::start;
 pub use zone::StaticZone;
-
-/// The hash map type of a view: lowercase wire-format name → entry.
-pub type NameMap = std::collections::HashMap<Box<[u8]>, Entry, foldhash::fast::RandomState>;
 
 /// What can go wrong while preparing or refreshing snapshots.
 #[derive(Debug, thiserror::Error)]
@@ -123,27 +107,76 @@ impl SnapshotSettings {
     }
 }
 
+/// What every snapshot of one server shares: the zones, the static names with their records, and
+/// the answer table's settings. Built once from [`SnapshotSettings`].
+#[derive(Debug)]
+pub struct Base {
+    ttl: u32,
+    zones: Box<[Zone]>,
+    statics: StaticMap,
+    index_settings: crate::fastpath::IndexSettings,
+    views: Vec<ViewConfig>,
+}
+
+/// Static names (lowercase wire format) → their records, shared by every view.
+pub type StaticMap = std::collections::HashMap<Box<[u8]>, StaticEntry, foldhash::fast::RandomState>;
+
+impl Base {
+    /// Prepares everything that does not depend on the store.
+    pub fn new(settings: &SnapshotSettings) -> Arc<Base> {
+        Arc::new(build::base(settings))
+    }
+}
+
 /// An immutable, query-ready copy of every org's names at one generation.
+///
+/// Its answer table ([`Snapshot::fast`]) serves both query paths: the UDP fast path writes its
+/// bytes directly, the full handler builds hickory records from the same entries when asked.
 #[derive(Debug)]
 pub struct Snapshot {
     generation: Generation,
-    ttl: u32,
-    zones: Box<[Zone]>,
-    views: Box<[View]>,
-    /// Org /48 (the address's top 48 bits) → index into `views`.
-    by_prefix: std::collections::HashMap<u64, u32, foldhash::fast::RandomState>,
-    /// Other source networks → index into `views`, most specific first.
-    sources: Box<[(IpNet, u32)]>,
+    base: Arc<Base>,
+    orgs: Arc<[Org]>,
     /// Orgs named by a configured view that do not exist.
-    missing_view_orgs: Box<[OrgSlug]>,
-    /// The UDP fast path's table of the same names (see [`crate::fastpath`]).
+    missing_view_orgs: Arc<[OrgSlug]>,
     fast: crate::fastpath::Index,
 }
 
 impl Snapshot {
     /// Builds the snapshot of `dump`. Pure: no I/O, the same input gives the same answers.
     pub fn build(dump: &Dump, settings: &SnapshotSettings) -> Snapshot {
-        build::build(dump, settings)
+        Snapshot::from_model(Base::new(settings), &Model::from_dump(dump))
+    }
+
+    /// Builds the whole snapshot of `model`.
+    pub fn from_model(base: Arc<Base>, model: &Model) -> Snapshot {
+        let fast = crate::fastpath::Index::from_model(model, &base.index_settings);
+        let (orgs, missing_view_orgs) = orgs_of(&base, model);
+        Snapshot {
+            generation: model.generation(),
+            base,
+            orgs,
+            missing_view_orgs,
+            fast,
+        }
+    }
+
+    /// The snapshot of `model` after a batch of changes that touched `touched`: only the pieces
+    /// of the answer table holding those names are rebuilt, the rest is shared with `self`.
+    pub fn apply(&self, model: &Model, touched: &Touched) -> Snapshot {
+        let fast = self.fast.apply(model, touched);
+        let (orgs, missing_view_orgs) = if touched.orgs_added {
+            orgs_of(&self.base, model)
+        } else {
+            (Arc::clone(&self.orgs), Arc::clone(&self.missing_view_orgs))
+        };
+        Snapshot {
+            generation: model.generation(),
+            base: Arc::clone(&self.base),
+            orgs,
+            missing_view_orgs,
+            fast,
+        }
     }
 
     /// The store generation the snapshot was built from.
@@ -153,50 +186,53 @@ impl Snapshot {
 
     /// TTL of the generated records.
     pub fn ttl(&self) -> u32 {
-        self.ttl
+        self.base.ttl
     }
 
-    /// The served zones; an [`Entry::zone`] indexes this.
+    /// The shared, store-independent part.
+    pub fn base(&self) -> &Arc<Base> {
+        &self.base
+    }
+
+    /// The served zones; [`Hit::zone`] and [`StaticEntry::zone`] index this.
     pub fn zones(&self) -> &[Zone] {
-        &self.zones
+        &self.base.zones
     }
 
-    /// One view per org.
-    pub fn views(&self) -> &[View] {
-        &self.views
+    /// The orgs, in view order.
+    pub fn orgs(&self) -> &[Org] {
+        &self.orgs
     }
 
-    /// The view of `org`, if the org exists.
-    pub fn view_of(&self, org: &OrgSlug) -> Option<&View> {
-        self.views.iter().find(|v| &v.org == org)
+    /// The view index of `org`, if the org exists.
+    pub fn view_of(&self, org: &OrgSlug) -> Option<u32> {
+        self.orgs
+            .iter()
+            .position(|o| &o.slug == org)
+            .map(|i| i as u32)
     }
 
     /// The view a query from `src` is answered in: the org whose /48 holds `src`, else the most
     /// specific configured source network holding it. `None`: the query is refused.
-    pub fn view_for(&self, src: IpAddr) -> Option<&View> {
-        let src = src.to_canonical();
-        if let IpAddr::V6(v6) = src
-            && let Some(&i) = self.by_prefix.get(&prefix48(u128::from(v6)))
-        {
-            return Some(&self.views[i as usize]);
-        }
-        self.sources
-            .iter()
-            .find(|(net, _)| net.contains(&src))
-            .map(|&(_, i)| &self.views[i as usize])
+    pub fn view_for(&self, src: IpAddr) -> Option<u32> {
+        self.fast.view_for(src)
     }
 
     /// The most specific served zone holding the lowercase wire name `wire`, with its index.
     pub fn zone_for(&self, wire: &[u8]) -> Option<(u16, &Zone)> {
-        let mut best: Option<(u16, &Zone)> = None;
-        for (i, zone) in self.zones.iter().enumerate() {
-            if name::is_within(wire, &zone.origin_wire)
-                && best.is_none_or(|(_, b)| zone.origin_wire.len() > b.origin_wire.len())
-            {
-                best = Some((i as u16, zone));
-            }
-        }
-        best
+        let i = self.fast.zone_of(wire)?;
+        Some((u16::from(i), &self.base.zones[usize::from(i)]))
+    }
+
+    /// The dynamic entry of a lowercase wire name in `view` (static names are
+    /// [`Hit::is_static`]; their records are in [`Snapshot::static_entry`]).
+    pub fn get(&self, view: u32, wire: &[u8]) -> Option<Hit<'_>> {
+        self.fast.get(view, wire)
+    }
+
+    /// The records a static zone gives a lowercase wire name, the same in every view.
+    pub fn static_entry(&self, wire: &[u8]) -> Option<&StaticEntry> {
+        self.base.statics.get(wire)
     }
 
     /// Orgs named by a configured view that do not exist (their sources are refused).
@@ -204,16 +240,21 @@ impl Snapshot {
         &self.missing_view_orgs
     }
 
-    /// The UDP fast path's index of this snapshot: the same peers, groups, `_peer` TXT and views,
-    /// with static names left to the full handler.
+    /// The answer table of this snapshot, shared by the UDP fast path and the full handler.
     pub fn fast(&self) -> &crate::fastpath::Index {
         &self.fast
     }
 }
 
-/// The top 48 bits of an IPv6 address: an org prefix key.
-fn prefix48(addr: u128) -> u64 {
-    (addr >> 80) as u64
+fn orgs_of(base: &Base, model: &Model) -> (Arc<[Org]>, Arc<[OrgSlug]>) {
+    let orgs: Arc<[Org]> = model.orgs().iter().map(|o| o.org().clone()).collect();
+    let missing = base
+        .views
+        .iter()
+        .filter(|v| model.view_of(&v.org).is_none())
+        .map(|v| v.org.clone())
+        .collect();
+    (orgs, missing)
 }
 
 /// A served zone.
@@ -243,70 +284,21 @@ impl Zone {
     }
 
     /// [`Zone::soa_negative`] as a complete resource record in wire format (full owner name, no
-    /// compression), ready to copy into the authority section of a packet.
+    /// compression): what the fast path copies into the authority section.
     pub fn soa_negative_wire(&self) -> &[u8] {
         &self.soa_negative_wire
     }
 }
 
-/// One org's names.
+/// A static name's record sets (from `zones/`), or none for an empty non-terminal.
 #[derive(Debug)]
-pub struct View {
-    org: OrgSlug,
-    names: NameMap,
-}
-
-impl View {
-    /// The org whose view this is.
-    pub fn org(&self) -> &OrgSlug {
-        &self.org
-    }
-
-    /// The entry for a lowercase wire-format name (see [`name::wire_lower`]).
-    pub fn get(&self, wire: &[u8]) -> Option<&Entry> {
-        self.names.get(wire)
-    }
-
-    /// Every name of the view with its entry.
-    pub fn names(&self) -> &NameMap {
-        &self.names
-    }
-}
-
-/// Everything known about one name in one view.
-#[derive(Debug)]
-pub struct Entry {
+pub struct StaticEntry {
     zone: u16,
-    rrsets: RrSets,
+    rrsets: Box<[RrSet]>,
     rotation: AtomicU32,
 }
 
-/// An entry's record sets. Nearly every name has exactly one, kept inline so a lookup follows
-/// no extra pointer and a rebuild makes one allocation fewer per name.
-#[derive(Debug)]
-enum RrSets {
-    None,
-    One(RrSet),
-    Many(Box<[RrSet]>),
-}
-
-impl Entry {
-    fn new(zone: u16, mut rrsets: Vec<RrSet>) -> Entry {
-        let rrsets = match rrsets.len() {
-            0 => RrSets::None,
-            1 => RrSets::One(rrsets.remove(0)),
-            _ => {
-                rrsets.sort_by_key(|s| u16::from(s.record_type));
-                RrSets::Many(rrsets.into_boxed_slice())
-            }
-        };
-        Entry {
-            zone,
-            rrsets,
-            rotation: AtomicU32::new(0),
-        }
-    }
-
+impl StaticEntry {
     /// Index of the zone the name belongs to, into [`Snapshot::zones`].
     pub fn zone(&self) -> u16 {
         self.zone
@@ -314,50 +306,27 @@ impl Entry {
 
     /// The name's record sets, ordered by type. Empty for an empty non-terminal (NODATA).
     pub fn rrsets(&self) -> &[RrSet] {
-        match &self.rrsets {
-            RrSets::None => &[],
-            RrSets::One(set) => std::slice::from_ref(set),
-            RrSets::Many(sets) => sets,
-        }
+        &self.rrsets
     }
 
     /// The record set of type `record_type`.
     pub fn rrset(&self, record_type: RecordType) -> Option<&RrSet> {
-        self.rrsets().iter().find(|s| s.record_type == record_type)
+        self.rrsets.iter().find(|s| s.record_type == record_type)
     }
 
-    /// The next answer's rotation counter: answer `k` starts at record `k % len` (round robin).
-    /// One relaxed atomic add; shared by every query path so the order keeps rotating.
+    /// The next answer's rotation counter (round robin over a multi-record set).
     pub fn next_rotation(&self) -> u32 {
         self.rotation.fetch_add(1, Ordering::Relaxed)
     }
-
-    /// Adds `set`, joining a set of the same type.
-    fn merge(&mut self, set: RrSet) {
-        let mut sets = match std::mem::replace(&mut self.rrsets, RrSets::None) {
-            RrSets::None => Vec::new(),
-            RrSets::One(one) => vec![one],
-            RrSets::Many(many) => many.into_vec(),
-        };
-        match sets.iter_mut().find(|s| s.record_type == set.record_type) {
-            Some(existing) => {
-                let mut records = std::mem::take(&mut existing.records).into_vec();
-                records.extend(set.records.into_vec());
-                *existing = RrSet::new(records);
-            }
-            None => sets.push(set),
-        }
-        *self = Entry::new(self.zone, sets);
-    }
 }
 
-/// The records of one name and type, prebuilt.
+/// The records of one static name and type.
 #[derive(Debug, Clone)]
 pub struct RrSet {
     record_type: RecordType,
     records: Box<[Record]>,
-    wire: Box<[u8]>,
-    uniform_len: u16,
+    /// Each record's length as an answer whose owner is a 2-byte pointer.
+    lens: Box<[u16]>,
 }
 
 /// Bytes of an answer record before its RDATA when its owner is a compression pointer:
@@ -368,15 +337,18 @@ impl RrSet {
     /// Builds the set; `records` must be non-empty and share owner name and type.
     fn new(records: Vec<Record>) -> RrSet {
         let record_type = records[0].record_type();
-        let mut wire = Vec::with_capacity(records.len() * (WIRE_RR_HEADER + 16));
-        let mut lens = records.iter().map(|r| build::encode_answer(r, &mut wire));
-        let first = lens.next().unwrap_or(0);
-        let uniform = lens.all(|l| l == first);
+        let mut scratch = Vec::new();
+        let lens = records
+            .iter()
+            .map(|r| {
+                scratch.clear();
+                build::encode_answer(r, &mut scratch) as u16
+            })
+            .collect();
         RrSet {
             record_type,
             records: records.into_boxed_slice(),
-            wire: wire.into_boxed_slice(),
-            uniform_len: if uniform { first as u16 } else { 0 },
+            lens,
         }
     }
 
@@ -385,34 +357,14 @@ impl RrSet {
         self.record_type
     }
 
-    /// The records, in their base order (answers rotate from [`Entry::next_rotation`]).
+    /// The records, in their base order (answers rotate).
     pub fn records(&self) -> &[Record] {
         &self.records
     }
 
-    /// The records as answer bytes, concatenated in base order. Each record's owner is the
-    /// compression pointer `0xC00C` (the question name right after the header), followed by type,
-    /// class, TTL, RDLENGTH and the uncompressed RDATA.
-    pub fn wire(&self) -> &[u8] {
-        &self.wire
-    }
-
-    /// The length of each record in [`RrSet::wire`] when they all have the same length (AAAA:
-    /// 28), else 0.
-    pub fn uniform_len(&self) -> usize {
-        usize::from(self.uniform_len)
-    }
-
-    /// The length of each record in [`RrSet::wire`], in base order.
+    /// Each record's length as an answer (owner compressed to a pointer), in base order.
     pub fn wire_lens(&self) -> impl Iterator<Item = usize> + '_ {
-        let mut at = 0;
-        std::iter::from_fn(move || {
-            let len_at = at + WIRE_RR_HEADER - 2;
-            let rdlen = u16::from_be_bytes([*self.wire.get(len_at)?, *self.wire.get(len_at + 1)?]);
-            let len = WIRE_RR_HEADER + usize::from(rdlen);
-            at += len;
-            Some(len)
-        })
+        self.lens.iter().map(|&l| usize::from(l))
     }
 }
 

@@ -9,9 +9,7 @@ use hickory_server::proto::rr::Name;
 /// The longest a domain name can be in wire format (RFC 1035 §2.3.4).
 pub const MAX_WIRE_NAME: usize = 255;
 
-/// The longest TXT RDATA the `_peer.internal` answer carries: what still fits a TCP message with
-/// the largest question, one owner name, the record header and an OPT record.
-pub const MAX_TXT_RDATA: usize = 65_000;
+pub use crate::fastpath::index::MAX_TXT_RDATA;
 
 /// Writes `name` into `buf` in lowercase wire format and returns the written bytes.
 ///
@@ -75,39 +73,31 @@ pub fn is_within(name: &[u8], origin: &[u8]) -> bool {
     false
 }
 
-/// Splits the comma-separated list of `names` into TXT character-strings of at most 255 bytes.
-///
-/// The concatenation of the strings is the list itself (`a,b,c`); a string never breaks inside a
-/// name, so the separating comma ends the string before the break. When the list would make the
-/// RDATA longer than `max_rdata` bytes, it stops at the last name that fits.
-pub fn split_txt<'n>(names: impl IntoIterator<Item = &'n str>, max_rdata: usize) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    // RDATA bytes used by the strings already closed (each costs 1 length byte + its text).
-    let mut closed = 0usize;
-    for name in names {
-        // Keep room for the comma that ends the string if another name follows. A name is at
-        // most 63 bytes, so name + ',' always fits an empty string.
-        let needs_new = !cur.is_empty() && cur.len() + 1 + name.len() + 1 > 255;
-        let rdata_after = if needs_new {
-            closed + (1 + cur.len() + 1) + (1 + name.len())
-        } else {
-            closed + 1 + cur.len() + usize::from(!cur.is_empty()) + name.len()
-        };
-        if rdata_after > max_rdata {
+/// The hickory [`Name`] of a lowercase wire name (fully qualified).
+pub fn from_wire(wire: &[u8]) -> Option<Name> {
+    let mut labels: Vec<&[u8]> = Vec::with_capacity(4);
+    let mut cur = wire;
+    loop {
+        let len = usize::from(*cur.first()?);
+        if len == 0 {
             break;
         }
-        if !cur.is_empty() {
-            cur.push(',');
-        }
-        if needs_new {
-            closed += 1 + cur.len();
-            out.push(std::mem::take(&mut cur));
-        }
-        cur.push_str(name);
+        labels.push(cur.get(1..1 + len)?);
+        cur = &cur[1 + len..];
     }
-    if !cur.is_empty() {
-        out.push(cur);
+    let mut name = Name::from_labels(labels).ok()?;
+    name.set_fqdn(true);
+    Some(name)
+}
+
+/// The character-strings of a TXT RDATA (each a length byte and its bytes).
+pub fn txt_strings(rdata: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(&len) = rdata.get(at) {
+        let end = (at + 1 + usize::from(len)).min(rdata.len());
+        out.push(&rdata[at + 1..end]);
+        at = end;
     }
     out
 }
@@ -147,43 +137,17 @@ mod tests {
     }
 
     #[test]
-    fn txt_split_keeps_names_whole_and_concatenates_to_the_list() {
-        let names: Vec<String> = (0..200).map(|i| format!("peer-{i:04}")).collect();
-        let strings = split_txt(names.iter().map(String::as_str), MAX_TXT_RDATA);
-        assert!(strings.len() > 1);
-        assert!(strings.iter().all(|s| !s.is_empty() && s.len() <= 255));
-        assert_eq!(strings.concat(), names.join(","));
-        for s in &strings {
-            for part in s.split(',').filter(|p| !p.is_empty()) {
-                assert!(names.iter().any(|n| n == part), "{part} was cut");
-            }
-        }
+    fn from_wire_round_trips() {
+        let wire = b"\x06node-1\x05_peer\x08internal\x00";
+        let n = from_wire(wire).unwrap();
+        assert_eq!(n, name("node-1._peer.internal."));
+        assert_eq!(&*wire_key(&n).unwrap(), wire);
+        assert!(from_wire(b"\x05ab").is_none());
     }
 
     #[test]
-    fn txt_split_small_and_empty() {
-        assert_eq!(
-            split_txt(["a", "b"], MAX_TXT_RDATA),
-            vec!["a,b".to_string()]
-        );
-        assert!(split_txt([], MAX_TXT_RDATA).is_empty());
-        let long = "x".repeat(63);
-        let five = [long.as_str(); 5];
-        let strings = split_txt(five, MAX_TXT_RDATA);
-        assert_eq!(strings.len(), 2);
-        assert_eq!(strings[0].len(), 3 * 63 + 3, "three names and their commas");
-        assert_eq!(strings.concat(), five.join(","));
-    }
-
-    #[test]
-    fn txt_split_respects_the_rdata_cap() {
-        let names: Vec<String> = (0..10_000).map(|i| format!("peer-{i:05}")).collect();
-        let strings = split_txt(names.iter().map(String::as_str), 1000);
-        let rdata: usize = strings.iter().map(|s| 1 + s.len()).sum();
-        assert!(rdata <= 1000, "{rdata}");
-        assert!(rdata > 900, "{rdata}");
-        let list = strings.concat();
-        assert!(!list.ends_with(','));
-        assert!(names.join(",").starts_with(&list));
+    fn txt_strings_split_rdata() {
+        assert_eq!(txt_strings(b"\x03a,b\x01c"), vec![&b"a,b"[..], b"c"]);
+        assert!(txt_strings(b"").is_empty());
     }
 }

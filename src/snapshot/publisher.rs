@@ -1,42 +1,47 @@
-//! The publisher: store changes → whole rebuilds → published snapshots.
+//! The publisher: the store's change feed → the DNS model → published snapshots.
 //!
-//! It never sleeps to debounce. After waking it marks the change channel seen and then reads
-//! the newest state, so every write committed before the read is in this rebuild and every write
-//! committed during it wakes exactly one more: a burst of writes costs at most two rebuilds.
+//! It never sleeps to debounce. Each turn takes everything the feed has (a burst of writes is one
+//! batch), applies it to the [`Model`] and patches the answer table, or, when the feed says so
+//! (start, a gap it cannot bridge, a restore), rebuilds everything from a full dump. All of that
+//! CPU work runs on a blocking thread, never on the async workers that serve DNS and the API.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Snapshot, SnapshotError, SnapshotHandle, SnapshotSettings};
-use crate::model::Generation;
-use crate::store::{Dump, Store, StoreError};
+use super::{Base, Model, Snapshot, SnapshotError, SnapshotHandle, SnapshotSettings, Touched};
+use crate::store::{Feed, Store, StoreError, Update};
 
-/// First wait after a failed reload; doubled on each failure up to [`MAX_BACKOFF`].
+/// First wait after a failed read; doubled on each failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest wait between reload attempts.
+/// Longest wait between read attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a replaced snapshot waits for in-flight queries before being freed anyway (the last
 /// query then frees it).
 const RETIRE_WAIT: Duration = Duration::from_secs(2);
 
-/// Where the publisher reads dumps from: the store, or a fake in tests.
-pub(crate) trait DumpSource: Send + Sync + 'static {
-    /// Reads every org and peer at one generation.
-    fn load(&self) -> impl Future<Output = Result<Dump, StoreError>> + Send;
+/// Where the publisher reads changes from: the store's [`Feed`], or a fake in tests.
+pub(crate) trait UpdateSource: Send + 'static {
+    /// The next batch of changes, or a full state.
+    fn next(&mut self) -> impl Future<Output = Result<Update, StoreError>> + Send;
+    /// Makes the next update a full state.
+    fn force_reload(&mut self);
 }
 
-impl DumpSource for Store {
-    fn load(&self) -> impl Future<Output = Result<Dump, StoreError>> + Send {
-        self.load_all()
+impl UpdateSource for Feed {
+    fn next(&mut self) -> impl Future<Output = Result<Update, StoreError>> + Send {
+        Feed::next(self)
+    }
+
+    fn force_reload(&mut self) {
+        Feed::force_reload(self)
     }
 }
 
-/// Builds the first snapshot from `store`, then keeps rebuilding and publishing in a background
-/// task until `cancel` fires. Reload failures after the first are logged and retried with
-/// backoff; the task never dies on them.
+/// Builds the first snapshot from `store`, then keeps applying its changes and publishing in a
+/// background task until `cancel` fires. Read failures after the first are logged and retried
+/// with backoff; the task never dies on them.
 ///
 /// # Errors
 /// [`SnapshotError::Load`] when the first load fails.
@@ -45,85 +50,128 @@ pub async fn start(
     settings: SnapshotSettings,
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
-    let changes = store.changes();
-    start_with(store, changes, settings, cancel).await
+    start_with(store.feed(), settings, cancel).await
 }
 
 pub(crate) async fn start_with(
-    source: impl DumpSource,
-    mut changes: watch::Receiver<Generation>,
+    mut source: impl UpdateSource,
     settings: SnapshotSettings,
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
-    changes.borrow_and_update();
-    let dump = source.load().await.map_err(SnapshotError::Load)?;
-    let first = rebuild(&dump, &settings, None);
-    let handle = SnapshotHandle::new(first);
-    tokio::spawn(run(source, settings, changes, handle.clone(), cancel));
+    let base = Base::new(&settings);
+    source.force_reload();
+    let first = source.next().await.map_err(SnapshotError::Load)?;
+    let (model, snapshot) = {
+        let base = Arc::clone(&base);
+        tokio::task::spawn_blocking(move || step(&base, None, Model::default(), first))
+            .await
+            .map_err(|e| SnapshotError::Load(StoreError::BadUrl(format!("first build: {e}"))))?
+    };
+    warn_missing_views(&snapshot, None);
+    let handle = SnapshotHandle::new(snapshot);
+    tokio::spawn(run(source, base, model, handle.clone(), cancel));
     Ok(handle)
 }
 
 async fn run(
-    source: impl DumpSource,
-    settings: SnapshotSettings,
-    mut changes: watch::Receiver<Generation>,
+    mut source: impl UpdateSource,
+    base: Arc<Base>,
+    mut model: Model,
     handle: SnapshotHandle,
     cancel: CancellationToken,
 ) {
-    let settings = Arc::new(settings);
+    let mut backoff = MIN_BACKOFF;
     loop {
-        tokio::select! {
-            res = changes.changed() => if res.is_err() {
-                tracing::info!("store change channel closed; DNS snapshot publisher stops");
-                return;
-            },
+        let update = tokio::select! {
+            update = source.next() => update,
             () = cancel.cancelled() => return,
-        }
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            // Everything announced so far is covered by the read below.
-            changes.borrow_and_update();
-            match source.load().await {
-                Ok(dump) => {
-                    let current = handle.load();
-                    if dump.generation < current.generation() {
-                        tracing::debug!(
-                            generation = %dump.generation,
-                            published = %current.generation(),
-                            "store read is older than the published snapshot; skipped"
-                        );
-                        break;
-                    }
-                    // A big rebuild takes a CPU for a while (about 1 s at 1M peers): keep it off
-                    // the async worker threads that serve DNS and the API.
-                    let settings = Arc::clone(&settings);
-                    let built = tokio::task::spawn_blocking(move || {
-                        rebuild(&dump, &settings, Some(&current))
-                    })
-                    .await;
-                    match built {
-                        Ok(snapshot) => retire(handle.publish(snapshot)),
-                        Err(error) => {
-                            tracing::error!(%error, "DNS snapshot rebuild failed; keeping the old one");
-                        }
-                    }
-                    break;
+        };
+        let update = match update {
+            Ok(update) => {
+                backoff = MIN_BACKOFF;
+                update
+            }
+            Err(error) => {
+                tracing::warn!(%error, ?backoff, "reading store changes for DNS failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = cancel.cancelled() => return,
                 }
-                Err(error) => {
-                    tracing::warn!(%error, ?backoff, "reloading the store for DNS failed; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = cancel.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let current = handle.load();
+        let base = Arc::clone(&base);
+        let previous = Arc::clone(&current);
+        let built =
+            tokio::task::spawn_blocking(move || step(&base, Some(&current), model, update)).await;
+        match built {
+            Ok((next_model, snapshot)) => {
+                model = next_model;
+                warn_missing_views(&snapshot, Some(&previous));
+                retire(handle.publish(snapshot));
+            }
+            Err(error) => {
+                // The model went with the failed task: start over from a full state.
+                tracing::error!(%error, "DNS snapshot update failed; reloading");
+                model = Model::default();
+                source.force_reload();
             }
         }
     }
 }
 
+/// Applies one update: a patch of `current` for changes, a full build for a reload.
+fn step(
+    base: &Arc<Base>,
+    current: Option<&Snapshot>,
+    mut model: Model,
+    update: Update,
+) -> (Model, Snapshot) {
+    let started = Instant::now();
+    match (update, current) {
+        (Update::Changes(sets), Some(current)) => {
+            let mut touched = Touched::default();
+            for set in &sets {
+                model.apply(set.generation, &set.changes, &mut touched);
+            }
+            let snapshot = current.apply(&model, &touched);
+            tracing::debug!(
+                generation = %snapshot.generation(),
+                sets = sets.len(),
+                names = touched.names.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "DNS snapshot patched"
+            );
+            (model, snapshot)
+        }
+        (Update::Changes(sets), None) => {
+            // Nothing to patch yet: the feed always starts with a reload, so this is a bug.
+            tracing::error!(
+                sets = sets.len(),
+                "changes before the first full state; ignored"
+            );
+            let snapshot = Snapshot::from_model(Arc::clone(base), &model);
+            (model, snapshot)
+        }
+        (Update::Reload(dump), _) => {
+            let model = Model::from_dump(&dump);
+            drop(dump);
+            let snapshot = Snapshot::from_model(Arc::clone(base), &model);
+            tracing::info!(
+                generation = %snapshot.generation(),
+                orgs = model.orgs().len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "DNS snapshot built from a full read of the store"
+            );
+            (model, snapshot)
+        }
+    }
+}
+
 /// Drops a replaced snapshot on a blocking thread once the queries still reading it are done:
-/// freeing a million-peer snapshot takes about a second, which must not land on a DNS task.
+/// freeing a big one (after a full rebuild) takes a while, which must not land on a DNS task.
 fn retire(old: Arc<Snapshot>) {
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + RETIRE_WAIT;
@@ -134,16 +182,7 @@ fn retire(old: Arc<Snapshot>) {
     });
 }
 
-fn rebuild(dump: &Dump, settings: &SnapshotSettings, previous: Option<&Snapshot>) -> Snapshot {
-    let started = Instant::now();
-    let snapshot = Snapshot::build(dump, settings);
-    tracing::debug!(
-        generation = %snapshot.generation(),
-        orgs = dump.orgs.len(),
-        peers = dump.peers.len(),
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "DNS snapshot rebuilt"
-    );
+fn warn_missing_views(snapshot: &Snapshot, previous: Option<&Snapshot>) {
     let missing = snapshot.missing_view_orgs();
     if !missing.is_empty() && previous.is_none_or(|p| p.missing_view_orgs() != missing) {
         let orgs: Vec<&str> = missing.iter().map(|o| o.as_str()).collect();
@@ -152,114 +191,137 @@ fn rebuild(dump: &Dump, settings: &SnapshotSettings, previous: Option<&Snapshot>
             "[[dns.views]] name orgs that do not exist; queries from those sources are refused"
         );
     }
-    snapshot
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use tokio::sync::mpsc;
 
     use super::*;
-    use crate::model::Org;
+    use crate::model::{Change, ChangeSet, Generation, Org, Peer};
+    use crate::store::Dump;
 
-    /// A store stand-in: its dump is at `generation`; the next `fail` loads fail.
-    #[derive(Clone, Default)]
+    /// A feed stand-in: hands out what the test sends; a reload request is recorded.
     struct Fake {
-        generation: Arc<AtomicU64>,
-        loads: Arc<AtomicUsize>,
-        fail: Arc<AtomicUsize>,
+        rx: mpsc::UnboundedReceiver<Result<Update, StoreError>>,
+        reloads: Arc<std::sync::atomic::AtomicUsize>,
     }
 
-    impl DumpSource for Fake {
-        async fn load(&self) -> Result<Dump, StoreError> {
-            self.loads.fetch_add(1, Ordering::SeqCst);
-            let failing = self
-                .fail
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-            if failing {
-                return Err(StoreError::BadUrl("database is down".into()));
+    impl UpdateSource for Fake {
+        async fn next(&mut self) -> Result<Update, StoreError> {
+            match self.rx.recv().await {
+                Some(update) => update,
+                None => std::future::pending().await,
             }
-            Ok(Dump {
-                generation: Generation(self.generation.load(Ordering::SeqCst)),
-                orgs: vec![Org {
-                    slug: "personal".parse().unwrap(),
-                    prefix: "fdaa:0:1::/48".parse().unwrap(),
-                    created_at: 0,
-                }],
-                peers: Vec::new(),
-            })
         }
+
+        fn force_reload(&mut self) {
+            self.reloads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn org() -> Org {
+        Org {
+            slug: "personal".parse().unwrap(),
+            prefix: "fdaa:0:1::/48".parse().unwrap(),
+            created_at: 0,
+        }
+    }
+
+    fn peer(n: u8) -> Peer {
+        Peer {
+            org: org().slug,
+            name: format!("node-{n}").parse().unwrap(),
+            group: "web".parse().unwrap(),
+            region: "local".parse().unwrap(),
+            pubkey: crate::wireguard::PrivateKey::from_bytes([n; 32]).public_key(),
+            address: crate::model::prefix_host(org().prefix, (1u128 << 64) | u128::from(n)),
+            token: "t".parse().unwrap(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn dump(generation: u64, peers: Vec<Peer>) -> Update {
+        Update::Reload(Dump {
+            generation: Generation(generation),
+            orgs: vec![org()],
+            peers,
+        })
+    }
+
+    fn fake() -> (Fake, mpsc::UnboundedSender<Result<Update, StoreError>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let fake = Fake {
+            rx,
+            reloads: Default::default(),
+        };
+        (fake, tx)
+    }
+
+    fn members(snapshot: &Snapshot, group: &str) -> usize {
+        let wire = crate::snapshot::name::wire_from_labels(&[group.as_bytes(), b"_g", b"internal"]);
+        snapshot.get(0, &wire).map_or(0, |h| h.addrs().len())
     }
 
     #[tokio::test]
-    async fn a_burst_of_writes_gives_one_rebuild() {
-        let fake = Fake::default();
-        let (tx, rx) = watch::channel(Generation(0));
+    async fn a_batch_of_changes_is_one_publish() {
+        let (source, tx) = fake();
+        tx.send(Ok(dump(1, vec![peer(1)]))).unwrap();
         let cancel = CancellationToken::new();
-        let handle = start_with(
-            fake.clone(),
-            rx,
-            SnapshotSettings::default(),
-            cancel.clone(),
-        )
-        .await
-        .unwrap();
+        let handle = start_with(source, SnapshotSettings::default(), cancel.clone())
+            .await
+            .unwrap();
+        assert_eq!(handle.load().generation(), Generation(1));
+        let mut published = handle.published();
+        let sets = (2..=50u8)
+            .map(|g| {
+                Arc::new(ChangeSet {
+                    generation: Generation(u64::from(g)),
+                    changes: vec![Change::PeerUpserted(peer(g))],
+                })
+            })
+            .collect();
+        tx.send(Ok(Update::Changes(sets))).unwrap();
+        published.changed().await.unwrap();
+        let snapshot = handle.load();
         assert_eq!(
-            fake.loads.load(Ordering::SeqCst),
-            1,
-            "first snapshot before returning"
+            snapshot.generation(),
+            Generation(50),
+            "one publish for the batch"
         );
-        // A burst: 100 commits before the publisher gets to run (single-threaded runtime).
-        for g in 1..=100 {
-            fake.generation.store(g, Ordering::SeqCst);
-            tx.send_replace(Generation(g));
-        }
-        handle.wait_for(Generation(100)).await;
-        assert_eq!(handle.load().generation(), Generation(100));
-        assert_eq!(
-            fake.loads.load(Ordering::SeqCst),
-            2,
-            "one rebuild for the burst"
-        );
+        assert_eq!(members(&snapshot, "web"), 50);
         cancel.cancel();
     }
 
     #[tokio::test]
-    async fn load_errors_are_retried_with_backoff() {
-        let fake = Fake::default();
-        let (tx, rx) = watch::channel(Generation(0));
+    async fn read_errors_are_retried_and_a_reload_replaces_everything() {
+        let (source, tx) = fake();
+        tx.send(Ok(dump(1, vec![peer(1), peer(2)]))).unwrap();
         let cancel = CancellationToken::new();
-        let handle = start_with(
-            fake.clone(),
-            rx,
-            SnapshotSettings::default(),
-            cancel.clone(),
-        )
-        .await
-        .unwrap();
-        // Three failures cost 50 + 100 + 200 ms of backoff.
-        fake.fail.store(3, Ordering::SeqCst);
-        fake.generation.store(1, Ordering::SeqCst);
-        tx.send_replace(Generation(1));
-        handle.wait_for(Generation(1)).await;
-        assert_eq!(fake.loads.load(Ordering::SeqCst), 1 + 3 + 1);
-        // Still alive afterwards.
-        fake.generation.store(2, Ordering::SeqCst);
-        tx.send_replace(Generation(2));
-        handle.wait_for(Generation(2)).await;
+        let handle = start_with(source, SnapshotSettings::default(), cancel.clone())
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            tx.send(Err(StoreError::BadUrl("database is down".into())))
+                .unwrap();
+        }
+        tx.send(Ok(dump(7, vec![peer(3)]))).unwrap();
+        handle.wait_for(Generation(7)).await;
+        let snapshot = handle.load();
+        assert_eq!(members(&snapshot, "web"), 1);
         cancel.cancel();
     }
 
     #[tokio::test]
     async fn first_load_failure_is_an_error() {
-        let fake = Fake::default();
-        fake.fail.store(1, Ordering::SeqCst);
-        let (_tx, rx) = watch::channel(Generation(0));
+        let (source, tx) = fake();
+        tx.send(Err(StoreError::BadUrl("down".into()))).unwrap();
         let res = start_with(
-            fake,
-            rx,
+            source,
             SnapshotSettings::default(),
             CancellationToken::new(),
         )
