@@ -127,7 +127,7 @@ impl RequestHandler for Handler {
                     .rrsets()
                     .iter()
                     .flat_map(|s| s.records().iter())
-                    .chain(&extra);
+                    .chain(extra.as_deref());
                 let response = builder.build(meta, answers, [], [], []);
                 send(handle, response, request).await
             }
@@ -165,7 +165,7 @@ pub enum Lookup<'s> {
         /// The name's static records.
         entry: &'s StaticEntry,
         /// The org's own record of the name (`ns`, `gateway`), if any.
-        extra: Option<Record>,
+        extra: Option<Box<Record>>,
     },
 }
 
@@ -304,7 +304,10 @@ pub fn lookup<'s>(
             // One set (the common case): answer it like a typed question, so it rotates and
             // truncates cleanly.
             ([set], None) => Lookup::Answer(AnswerSet::Static(entry, set)),
-            (_, extra) => Lookup::Any { entry, extra },
+            (_, extra) => Lookup::Any {
+                entry,
+                extra: extra.map(Box::new),
+            },
         };
     }
     if let Some(set) = entry.rrset(query_type) {
