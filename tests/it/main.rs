@@ -8,5 +8,6 @@ mod dns;
 mod fastpath;
 mod flow;
 mod gateway;
+mod incremental;
 mod store;
 mod support;
