@@ -10,11 +10,13 @@
 //! - one peer per live peer of the gateway's region: its public key with its address as the only
 //!   allowed IP ([`reconcile`]).
 //!
-//! It reconciles on every store change, every [`RESYNC_PERIOD`] (to repair drift), and as soon as
-//! a cheap probe every [`PROBE_PERIOD`] finds the interface blank (a restarted `wireguard-go`).
-//! Each reconcile reads the interface first and sends one request with only the differences, so
-//! an unchanged peer is never touched and a re-keyed peer's address moves to its new key in the
-//! same request that removes the old key.
+//! It follows the store's change feed ([`crate::store::Feed`]): each batch of changes becomes one
+//! request naming only the peers it added, re-keyed or removed, so a write costs the same at a
+//! million peers as at ten. As the safety net, a full reconcile runs at start, every
+//! [`RESYNC_PERIOD`] (to repair drift), after a failure, and as soon as a cheap probe every
+//! [`PROBE_PERIOD`] finds the interface blank (a restarted `wireguard-go`); it reads the interface
+//! first and sends only the differences. Either way an unchanged peer is never touched, and a
+//! re-keyed peer's address moves to its new key in the same request that removes the old key.
 //!
 //! The interface is driven through the cross-platform UAPI socket ([`uapi`]) when it has one;
 //! otherwise through wireguard-tools' `wg` command ([`wgtool`]), which reaches the kernel module
@@ -37,8 +39,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::GatewayConfig;
-use crate::model::{Generation, PeerStatus, RegionCode};
-use crate::store::{Store, StoreError};
+use crate::model::{
+    Change as StoreChange, ChangeSet, Generation, OrgSlug, PeerName, PeerStatus, RegionCode,
+};
+use crate::store::{Dump, Store, StoreError, Update};
 use crate::wireguard::{KeyError, PrivateKey, PublicKey};
 
 use self::netif::{NetifError, OrgAddrs};
@@ -249,20 +253,100 @@ pub fn load_or_create_key(path: &Path) -> Result<PrivateKey, GatewayError> {
     }
 }
 
-/// Everything one reconcile needs.
+/// Everything one reconcile needs, and what the interface was last made to hold.
 struct Reconciler {
-    store: Store,
     link: Link,
     interface: String,
     region: RegionCode,
     key: PrivateKey,
     listen_port: u16,
+    /// The region's peers as last applied: (org, name) → key and address.
+    wanted: HashMap<(OrgSlug, PeerName), (PublicKey, std::net::Ipv6Addr)>,
+    /// Every org's addresses as last applied.
+    orgs: Vec<OrgAddrs>,
 }
 
 impl Reconciler {
-    /// Makes the interface equal to the store once; returns the generation it now reflects.
-    async fn run(&self) -> Result<Generation, GatewayError> {
-        let dump = self.store.load_all().await?;
+    /// Brings the interface up to the store: a full reconcile for a full state, or just the
+    /// changed peers for a batch of changes. Returns the generation it now reflects.
+    async fn update(&mut self, update: Update) -> Result<Generation, GatewayError> {
+        match update {
+            Update::Reload(dump) => self.full(dump).await,
+            Update::Changes(sets) => self.apply(&sets).await,
+        }
+    }
+
+    /// Applies change sets naming only the peers they changed; the interface is not read (the
+    /// periodic full reconcile repairs whatever drifted meanwhile).
+    async fn apply(&mut self, sets: &[Arc<ChangeSet>]) -> Result<Generation, GatewayError> {
+        let mut changes: Vec<Change> = Vec::new();
+        let mut orgs_added = false;
+        for set in sets {
+            for change in &set.changes {
+                match change {
+                    StoreChange::OrgCreated(org) => {
+                        orgs_added = true;
+                        self.orgs.push(org_addrs(org));
+                    }
+                    StoreChange::PeerUpserted(peer) => {
+                        let key = (peer.org.clone(), peer.name.clone());
+                        let old = if peer.region == self.region {
+                            self.wanted.insert(key, (peer.pubkey, peer.address))
+                        } else {
+                            // Moved away from this region (or never here).
+                            self.wanted.remove(&key)
+                        };
+                        let wanted = Wanted {
+                            org: peer.org.clone(),
+                            name: peer.name.clone(),
+                            pubkey: peer.pubkey,
+                            address: peer.address,
+                        };
+                        match old {
+                            _ if peer.region != self.region => {
+                                if let Some((old_key, _)) = old {
+                                    changes.push(Change::Remove(*old_key.as_bytes()));
+                                }
+                            }
+                            None => changes.push(Change::Add(wanted)),
+                            Some((old_key, _)) if old_key != peer.pubkey => {
+                                changes.push(Change::Rekey {
+                                    old_key: *old_key.as_bytes(),
+                                    peer: wanted,
+                                });
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    StoreChange::PeerRemoved(peer) => {
+                        if let Some((old_key, _)) =
+                            self.wanted.remove(&(peer.org.clone(), peer.name.clone()))
+                        {
+                            changes.push(Change::Remove(*old_key.as_bytes()));
+                        }
+                    }
+                }
+            }
+        }
+        if orgs_added {
+            for cmd in netif::ensure(&self.interface, &self.orgs).await? {
+                tracing::info!(interface = %self.interface, %cmd, "configured the interface");
+            }
+        }
+        if !changes.is_empty() {
+            self.link.set(&reconcile::to_update(&changes)).await?;
+            for change in &changes {
+                log_change(&self.interface, change);
+            }
+        }
+        let generation = sets.last().map_or(Generation(0), |s| s.generation);
+        tracing::debug!(interface = %self.interface, %generation, n_changes = changes.len(), "applied changes");
+        Ok(generation)
+    }
+
+    /// Makes the interface equal to `dump`: reads it, then sends one request with only the
+    /// differences.
+    async fn full(&mut self, dump: Dump) -> Result<Generation, GatewayError> {
         let device = self.link.get().await?;
 
         let mut update = DeviceUpdate::default();
@@ -279,15 +363,7 @@ impl Reconciler {
             self.link.set(&update).await?;
         }
 
-        let orgs: Vec<OrgAddrs> = dump
-            .orgs
-            .iter()
-            .map(|org| OrgAddrs {
-                prefix: org.prefix,
-                gateway: org.gateway_addr(),
-                dns: org.dns_addr(),
-            })
-            .collect();
+        let orgs: Vec<OrgAddrs> = dump.orgs.iter().map(org_addrs).collect();
         for cmd in netif::ensure(&self.interface, &orgs).await? {
             tracing::info!(interface = %self.interface, %cmd, "configured the interface");
         }
@@ -311,6 +387,11 @@ impl Reconciler {
             }
         }
         tracing::debug!(interface = %self.interface, generation = %dump.generation, n_peers = wanted.len(), n_changes = changes.len(), "reconciled");
+        self.orgs = orgs;
+        self.wanted = wanted
+            .into_iter()
+            .map(|w| ((w.org, w.name), (w.pubkey, w.address)))
+            .collect();
         Ok(dump.generation)
     }
 
@@ -328,6 +409,14 @@ impl Reconciler {
             }
             Err(_) => true,
         }
+    }
+}
+
+fn org_addrs(org: &crate::model::Org) -> OrgAddrs {
+    OrgAddrs {
+        prefix: org.prefix,
+        gateway: org.gateway_addr(),
+        dns: org.dns_addr(),
     }
 }
 
@@ -389,18 +478,18 @@ pub async fn start_with_key(
     let public_key = key.public_key();
     let link = connect(config).await?;
 
-    let reconciler = Reconciler {
-        store: store.clone(),
+    let mut reconciler = Reconciler {
         link: link.clone(),
         interface: config.interface.clone(),
         region: config.region.clone(),
         key,
         listen_port: config.listen_port,
+        wanted: HashMap::new(),
+        orgs: Vec::new(),
     };
-    // Subscribe before the first load, so a change committed during it is not missed.
-    let mut changes = store.changes();
-    changes.mark_unchanged();
-    let generation = reconciler.run().await?;
+    let mut feed = store.feed();
+    let first = feed.next().await?;
+    let generation = reconciler.update(first).await?;
     tracing::info!(interface = %config.interface, region = %config.region, public_key = %public_key, port = config.listen_port, %generation, via = %link.describe(), "gateway started");
     warn_if_not_forwarding();
     let (applied_tx, applied) = watch::channel(generation);
@@ -410,32 +499,38 @@ pub async fn start_with_key(
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         probe.reset();
         let mut last_full = tokio::time::Instant::now();
+        // `healthy`: read the feed; `failed`: the last attempt failed (logged once per outage).
         let mut healthy = true;
-        let mut changes_open = true;
+        let mut failed = false;
         loop {
-            let full = tokio::select! {
+            let update = tokio::select! {
                 () = cancel.cancelled() => break,
-                res = changes.changed(), if changes_open => {
-                    if res.is_err() {
-                        // The store is gone; keep repairing drift on the timer.
-                        changes_open = false;
-                    }
-                    true
-                }
+                // After a failure, wait for the next probe before trying again.
+                update = feed.next(), if healthy => update,
                 _ = probe.tick() => {
-                    !healthy || last_full.elapsed() >= RESYNC_PERIOD || reconciler.device_was_reset().await
+                    // The safety net: a full reconcile now and then, and on the next probe after
+                    // a failure or when the interface came back blank.
+                    if !healthy || last_full.elapsed() >= RESYNC_PERIOD || reconciler.device_was_reset().await {
+                        feed.force_reload();
+                        healthy = true;
+                    }
+                    continue;
                 }
             };
-            if !full {
-                continue;
-            }
-            match reconciler.run().await {
+            let full = matches!(update, Ok(Update::Reload(_)));
+            let res = match update {
+                Ok(update) => reconciler.update(update).await,
+                Err(e) => Err(e.into()),
+            };
+            match res {
                 Ok(generation) => {
-                    if !healthy {
+                    if failed {
                         tracing::info!(interface = %reconciler.interface, %generation, "gateway reconcile succeeded again");
                     }
-                    healthy = true;
-                    last_full = tokio::time::Instant::now();
+                    failed = false;
+                    if full {
+                        last_full = tokio::time::Instant::now();
+                    }
                     applied_tx.send_if_modified(|cur| {
                         let newer = generation > *cur;
                         if newer {
@@ -445,13 +540,15 @@ pub async fn start_with_key(
                     });
                 }
                 Err(e) => {
-                    // Warn once per outage; the retries every PROBE_PERIOD log at debug.
-                    if healthy {
+                    // Warn once per outage; the retries every PROBE_PERIOD log at debug. What
+                    // failed is redone by a full reconcile.
+                    if !failed {
                         tracing::warn!(interface = %reconciler.interface, error = %e, "gateway reconcile failed; retrying every {PROBE_PERIOD:?}");
                     } else {
                         tracing::debug!(interface = %reconciler.interface, error = %e, "gateway reconcile failed again");
                     }
                     healthy = false;
+                    failed = true;
                 }
             }
         }

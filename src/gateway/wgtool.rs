@@ -110,6 +110,52 @@ pub fn parse_dump(text: &str) -> Result<Device, WgToolError> {
     Ok(device)
 }
 
+/// The most argument bytes one `wg set` gets: far below Linux's limits (128 KiB per argument,
+/// about 2 MiB for all of them with the environment), so a change of any size goes through.
+pub const MAX_SET_ARGS_BYTES: usize = 96 * 1024;
+
+/// Splits `update` into updates whose `wg set` arguments stay within `max_bytes` (one peer that is
+/// bigger on its own still gets a batch of its own). The key and port go with the first batch. A
+/// removal is never separated from the addition right after it, so a re-keyed peer's address
+/// moves to its new key within one call.
+pub fn batches(update: &DeviceUpdate, max_bytes: usize) -> Vec<DeviceUpdate> {
+    let arg_len = |args: &[String]| args.iter().map(|a| a.len() + 1).sum::<usize>();
+    let mut out = vec![DeviceUpdate {
+        private_key: update.private_key.clone(),
+        listen_port: update.listen_port,
+        replace_peers: update.replace_peers,
+        peers: Vec::new(),
+    }];
+    let mut used = arg_len(&set_args(&out[0]));
+    let mut i = 0;
+    while i < update.peers.len() {
+        // A removal and the addition right after it travel together.
+        let n =
+            if update.peers[i].remove && update.peers.get(i + 1).is_some_and(|next| !next.remove) {
+                2
+            } else {
+                1
+            };
+        let group = &update.peers[i..i + n];
+        let len = arg_len(&set_args(&DeviceUpdate {
+            peers: group.to_vec(),
+            ..Default::default()
+        }));
+        let last = out.last_mut().expect("starts with one batch");
+        if used + len > max_bytes && !last.peers.is_empty() {
+            out.push(DeviceUpdate::default());
+            used = 0;
+        }
+        out.last_mut()
+            .expect("starts with one batch")
+            .peers
+            .extend_from_slice(group);
+        used += len;
+        i += n;
+    }
+    out
+}
+
 /// The `wg set` arguments for `update` (after `set IFACE`). A private key is read from stdin.
 pub fn set_args(update: &DeviceUpdate) -> Vec<String> {
     let mut args = Vec::new();
@@ -179,11 +225,19 @@ impl WgTool {
         parse_dump(&String::from_utf8_lossy(&out.stdout))
     }
 
-    /// Applies `update` with one `wg set`.
+    /// Applies `update` with as few `wg set` calls as the argument limit allows (see
+    /// [`batches`]).
     ///
     /// # Errors
-    /// [`WgToolError`].
+    /// [`WgToolError`]; batches before the failing one stay applied.
     pub async fn set(&self, update: &DeviceUpdate) -> Result<(), WgToolError> {
+        for batch in batches(update, MAX_SET_ARGS_BYTES) {
+            self.set_one(&batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_one(&self, update: &DeviceUpdate) -> Result<(), WgToolError> {
         if update.is_empty() {
             return Ok(());
         }
@@ -251,6 +305,40 @@ kEgHfVZSlSJ8QGm5JK2Fvf9tDIpKR7tp4qasoEWOz2w=\t(none)\t(none)\t(none)\t0\t0\t0\to
         assert!(parse_dump("").is_err());
         assert!(parse_dump("a\tb\n").is_err());
         assert!(parse_dump(&format!("{DUMP}x\ty\n")).is_err());
+    }
+
+    #[test]
+    fn a_large_update_is_split_within_the_argument_limit() {
+        let mut update = DeviceUpdate {
+            listen_port: Some(51820),
+            ..Default::default()
+        };
+        for i in 0..5_000u32 {
+            let mut key = [0u8; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            if i % 10 == 0 {
+                // A re-key: remove the old key, add the new one right after.
+                update.peers.push(PeerUpdate::remove([0xEE; 32]));
+            }
+            update.peers.push(PeerUpdate::upsert(
+                key,
+                vec![format!("fdaa::{i:x}/128").parse().unwrap()],
+            ));
+        }
+        let batches = batches(&update, MAX_SET_ARGS_BYTES);
+        assert!(batches.len() > 1, "5,000 peers need several calls");
+        assert_eq!(batches[0].listen_port, Some(51820));
+        assert!(batches[1..].iter().all(|b| b.listen_port.is_none()));
+        let joined: Vec<PeerUpdate> = batches.iter().flat_map(|b| b.peers.clone()).collect();
+        assert_eq!(joined, update.peers, "nothing lost, order kept");
+        for b in &batches {
+            let bytes: usize = set_args(b).iter().map(|a| a.len() + 1).sum();
+            assert!(bytes <= MAX_SET_ARGS_BYTES, "{bytes}");
+        }
+        // No batch ends with a removal that the next batch's first addition belongs to.
+        for pair in batches.windows(2) {
+            assert!(!pair[0].peers.last().unwrap().remove);
+        }
     }
 
     #[test]
