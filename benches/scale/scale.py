@@ -35,6 +35,7 @@ import ipaddress
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -757,17 +758,17 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n".join(__doc__.split("\n")[1:]))
     ap.add_argument("--binary", default="target/release/sixpn")
-    ap.add_argument("--sizes", default="1000,10000,100000", help="org sizes to grow to through the API")
+    ap.add_argument("--sizes", default=None, help="org sizes to grow to through the API (default 1000,10000,100000)")
     ap.add_argument("--million", action="store_true", help="same as --seed-size 1000000")
     ap.add_argument("--seed-size", type=int, default=0, help="seed the store directly up to N peers, then time startup")
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--probe", type=int, default=200, help="sequential creates per size")
-    ap.add_argument("--burst", type=int, default=2000, help="creates per burst")
+    ap.add_argument("--probe", type=int, default=None, help="sequential creates per size (default 200)")
+    ap.add_argument("--burst", type=int, default=None, help="creates per burst (default 2000)")
     ap.add_argument("--seed-probe", type=int, default=None, help="sequential creates at the seeded size (default --probe)")
     ap.add_argument("--groups", type=int, default=500, help="peers are spread over this many groups")
-    ap.add_argument("--growth-check-every", type=int, default=100,
-                    help="while growing, check every N-th create in DNS right after its 200 (0: never)")
-    ap.add_argument("--delete-sample", type=int, default=5, help="peers of the token deleted at each size")
+    ap.add_argument("--growth-check-every", type=int, default=None,
+                    help="while growing, check every N-th create in DNS right after its 200 (0: never; default 100)")
+    ap.add_argument("--delete-sample", type=int, default=None, help="peers of the token deleted at each size (default 5)")
     ap.add_argument("--time-budget", type=float, default=300,
                     help="seconds at most for one probe series or burst (stops early, after 5 samples)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data dir and server log")
@@ -775,13 +776,17 @@ def main():
     ap.add_argument("--json", default=None, help="also write the raw figures to this file")
     ap.add_argument("--rust-log", default="warn")
     ap.add_argument("--quick", action="store_true",
-                    help="tiny smoke run: sizes 200,1000, seed 20000, 50 probes, bursts of 200")
+                    help="tiny smoke run: defaults become sizes 200,1000, seed 20000, 50 probes, bursts of 200")
     a = ap.parse_args()
-    if a.quick:
-        a.sizes, a.seed_size = "200,1000", a.seed_size or 20000
-        a.probe, a.burst, a.delete_sample, a.growth_check_every = 50, 200, 3, 10
     if a.million and not a.seed_size:
         a.seed_size = 1_000_000
+    # Defaults; --quick makes them small. Options given explicitly win either way.
+    for opt, full, quick in (("sizes", "1000,10000,100000", "200,1000"), ("probe", 200, 50), ("burst", 2000, 200),
+                             ("growth_check_every", 100, 10), ("delete_sample", 5, 3)):
+        if getattr(a, opt) is None:
+            setattr(a, opt, quick if a.quick else full)
+    if a.quick and not a.seed_size:
+        a.seed_size = 20000
     global SEED_GROUPS
     SEED_GROUPS = a.groups
     sizes = [int(x) for x in a.sizes.split(",") if x.strip()]
@@ -828,6 +833,8 @@ def main():
             log(f"seeding up to {a.seed_size:,} peers")
             k, seed_s, last, last_addr = seed(os.path.join(data_dir, "sixpn.db"), a.seed_size, bench.main_token_name)
             bench.live += k
+            if k:
+                bench.live = a.seed_size
             log(f"seeded {k:,} peers in {seed_s:.1f} s; starting the server")
             st = server.start(probe_name=last, probe_address=last_addr)
             rss_start = server.rss_mb()
@@ -851,7 +858,7 @@ def main():
         if a.keep:
             log(f"kept {work}")
         else:
-            subprocess.run(["rm", "-rf", work])
+            shutil.rmtree(work, ignore_errors=True)
 
     results["dns_timeouts"] = bench.dns_timeouts
     results["server_warnings"] = warnings
