@@ -721,13 +721,13 @@ def report(a, results, million, empty, cmdline):
     if len(sizes) >= 2:
         lo, hi = sizes[0], sizes[-1]
         ratio = hi["seq_p50_ms"] / lo["seq_p50_ms"]
-        row(f"create p50 @{hi['peers']:,} / @{lo['peers']:,}", f"{ratio:.2f}×", "≤ 2×", ratio <= 2)
+        row(f"create p50 @{hi['peers']:,} / @{lo['peers']:,}", f"{ratio:.3f}×", "≤ 2×", ratio <= 2)
         ratio = hi["burst_per_s"] / lo["burst_per_s"]
-        row(f"burst creates/s @{hi['peers']:,} / @{lo['peers']:,}", f"{ratio:.2f}×", "≥ 0.5×", ratio >= 0.5)
+        row(f"burst creates/s @{hi['peers']:,} / @{lo['peers']:,}", f"{ratio:.3f}×", "≥ 0.5×", ratio >= 0.5)
     if million and sizes:
         lo = sizes[0]
         ratio = million["seq_p50_ms"] / lo["seq_p50_ms"]
-        row(f"create p50 @{million['peers']:,} / @{lo['peers']:,}", f"{ratio:.2f}×", "≤ 3×", ratio <= 3)
+        row(f"create p50 @{million['peers']:,} / @{lo['peers']:,}", f"{ratio:.3f}×", "≤ 3×", ratio <= 3)
     if million:
         row(f"startup @{million['peers']:,} (load + first build)", f"{million['startup_s']:.2f} s", "≤ 10 s",
             million["startup_s"] <= 10)
