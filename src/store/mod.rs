@@ -1,17 +1,23 @@
 //! The store: orgs, WireGuard tokens and peers, on SQLite (embedded default) or PostgreSQL.
 //!
 //! The store is the source of truth; everything else (DNS snapshot, gateway interface) is derived
-//! from [`Store::load_all`] and rebuilt when [`Store::changes`] reports a new [`Generation`].
+//! from it: once from [`Store::load_all`], then change set by change set through a [`Feed`].
+//!
+//! The code is split by resource: `orgs`, `tokens`, `peers`; `changes` holds the change log and
+//! the in-process announcements, `feed` what consumers read. This file keeps the [`Store`] handle,
+//! its errors, the transaction macros and the helpers they share.
 //!
 //! Invariants:
-//! - Every committed write that changes peers bumps the stored generation in the same
-//!   transaction and then publishes it on the change channel (on PostgreSQL also `pg_notify`, so
-//!   other replicas see it).
+//! - Every committed write that changes what consumers see (peers, orgs) bumps the stored
+//!   generation by one and writes its change set to the change log in the same transaction, then
+//!   announces it in process (on PostgreSQL also `pg_notify`, a wake-up hint for other replicas).
+//! - Writers take the generation row first, so generations commit in order: a reader that sees
+//!   `g + 1` committed also sees `g`.
+//! - Rows read back are trusted: keys were checked on the way in, so loading does no curve
+//!   arithmetic ([`crate::wireguard::PublicKey::from_trusted_base64`]).
 //! - Only this module knows SQL. Unique-constraint violations become domain errors here.
 //! - A token secret is never stored: only its SHA-256 hash.
 
-mod changes;
-mod feed;
 mod secret;
 
 use ipnet::Ipv6Net;
@@ -97,8 +103,8 @@ pub struct Store {
     backend: Backend,
     changes: Changes,
     ula_prefix: Ipv6Net,
-    /// Stops the PostgreSQL listener task when the last clone of the store is dropped.
-    _listener: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
+    /// Stops the task that follows the stored generation when the last clone is dropped.
+    _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,29 +123,56 @@ const NOTIFY_CHANNEL: &str = "sixpn_changes";
 /// evaluates to a `Result`: `Ok` commits, a domain `Err` rolls back, and `?` inside it returns
 /// from the enclosing function (dropping, and so rolling back, the transaction).
 ///
-/// The body is written once and expanded for each backend; inside it `$tx` is the transaction and
-/// `$is_pg` says which backend it is. On SQLite the transaction is `BEGIN IMMEDIATE`, so writers
-/// queue for the write lock up front instead of failing on a lock upgrade.
+/// The body is written once and expanded for each backend; inside it `$tx` is the transaction,
+/// `$is_pg` says which backend it is and `$log` is where [`record_changes!`] leaves the change set
+/// to announce. On SQLite the transaction is `BEGIN IMMEDIATE`, so writers queue for the write
+/// lock up front instead of failing on a lock upgrade.
+///
+/// The commit and the in-process announcement of the change set run in a task of their own: a
+/// caller dropped meanwhile (axum drops a handler whose client went away) cannot leave a committed
+/// change set unannounced. (A feed would still find it in the change log; this keeps it fast.)
 macro_rules! write_tx {
-    ($self:ident, |$tx:ident, $is_pg:ident| $body:block) => {
+    ($self:ident, |$tx:ident, $is_pg:ident, $log:ident| $body:block) => {
         match &$self.backend {
             $crate::store::Backend::Sqlite(pool) => {
                 #[allow(unused_variables)]
                 let $is_pg = false;
+                #[allow(unused_mut)]
+                let mut $log: Option<std::sync::Arc<$crate::model::ChangeSet>> = None;
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out: Result<_, StoreError> = $body;
                 if out.is_ok() {
-                    $tx.commit().await?;
+                    let changes = $self.changes.clone();
+                    tokio::spawn(async move {
+                        $tx.commit().await?;
+                        if let Some(set) = $log {
+                            changes.publish_set(set);
+                        }
+                        Ok::<(), sqlx::Error>(())
+                    })
+                    .await
+                    .map_err($crate::store::commit_task_failed)??;
                 }
                 out
             }
             $crate::store::Backend::Postgres(pool) => {
                 #[allow(unused_variables)]
                 let $is_pg = true;
+                #[allow(unused_mut)]
+                let mut $log: Option<std::sync::Arc<$crate::model::ChangeSet>> = None;
                 let mut $tx = pool.begin().await?;
                 let out: Result<_, StoreError> = $body;
                 if out.is_ok() {
-                    $tx.commit().await?;
+                    let changes = $self.changes.clone();
+                    tokio::spawn(async move {
+                        $tx.commit().await?;
+                        if let Some(set) = $log {
+                            changes.publish_set(set);
+                        }
+                        Ok::<(), sqlx::Error>(())
+                    })
+                    .await
+                    .map_err($crate::store::commit_task_failed)??;
                 }
                 out
             }
@@ -157,28 +190,82 @@ macro_rules! read {
     };
 }
 
-/// Bumps the generation inside a write transaction and, on PostgreSQL, queues the NOTIFY that
-/// is delivered on commit. Done first in each peer-changing transaction: the row lock on `meta`
-/// then orders all such writers, so checks made later in the transaction cannot race.
-macro_rules! bump_generation {
+/// Takes the generation row for the rest of a write transaction and returns the generation it
+/// holds. Done first in each transaction that may change what consumers see: the lock on `meta`
+/// then orders all such writers (on SQLite `BEGIN IMMEDIATE` already does), so checks made later
+/// in the transaction cannot race and generations commit in order.
+macro_rules! lock_generation {
     ($tx:ident, $is_pg:ident) => {{
+        let generation: i64 = sqlx::query_scalar(if $is_pg {
+            "SELECT generation FROM meta WHERE id = 1 FOR UPDATE"
+        } else {
+            "SELECT generation FROM meta WHERE id = 1"
+        })
+        .fetch_one(&mut *$tx)
+        .await?;
+        $crate::model::Generation(generation as u64)
+    }};
+}
+
+/// Bumps the generation, writes `$changes` (a `Vec<Change>`) to the change log under it, prunes
+/// the log now and then, queues the PostgreSQL NOTIFY (a wake-up hint delivered on commit) and
+/// leaves the change set in `$log` for [`write_tx!`] to announce after the commit. Evaluates to
+/// the new [`Generation`]. Call it once per transaction, after [`lock_generation!`].
+macro_rules! record_changes {
+    ($tx:ident, $is_pg:ident, $log:ident, $changes:expr) => {{
+        let changes: Vec<$crate::model::Change> = $changes;
         let generation: i64 = sqlx::query_scalar(
             "UPDATE meta SET generation = generation + 1 WHERE id = 1 RETURNING generation",
         )
         .fetch_one(&mut *$tx)
         .await?;
+        let now = $crate::model::now_unix();
+        sqlx::query("INSERT INTO change_log (generation, changes, created_at) VALUES ($1, $2, $3)")
+            .bind(generation)
+            .bind($crate::store::changes::encode_changes(&changes))
+            .bind(now)
+            .execute(&mut *$tx)
+            .await?;
+        if generation % $crate::store::changes::PRUNE_EVERY == 0 {
+            let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(generation) FROM change_log")
+                .fetch_one(&mut *$tx)
+                .await?;
+            if let Some(oldest) = oldest {
+                let (keep_from, cutoff) = $crate::store::changes::prune_bounds(generation, now);
+                // A bounded range from the oldest entry: each prune costs at most PRUNE_BATCH
+                // rows however long the log is, and runs often enough to keep up.
+                sqlx::query(
+                    "DELETE FROM change_log WHERE generation >= $1 AND generation < $2 \
+                     AND generation < $3 AND created_at < $4",
+                )
+                .bind(oldest)
+                .bind(oldest + $crate::store::changes::PRUNE_BATCH)
+                .bind(keep_from)
+                .bind(cutoff)
+                .execute(&mut *$tx)
+                .await?;
+            }
+        }
         if $is_pg {
+            // The payload is informational only: receivers never trust it (issue 9).
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind($crate::store::NOTIFY_CHANNEL)
                 .bind(generation.to_string())
                 .execute(&mut *$tx)
                 .await?;
         }
-        $crate::model::Generation(generation as u64)
+        let generation = $crate::model::Generation(generation as u64);
+        $log = Some(std::sync::Arc::new($crate::model::ChangeSet {
+            generation,
+            changes,
+        }));
+        generation
     }};
 }
 
-// The resource modules come after the macros above, which they use.
+// These modules come after the macros above, which they use.
+mod changes;
+mod feed;
 mod orgs;
 mod peers;
 mod tokens;
@@ -188,11 +275,19 @@ fn parse_col<T: std::str::FromStr>(s: &str, column: &str) -> Result<T, StoreErro
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e: T::Err| {
-        StoreError::Database(sqlx::Error::Decode(
-            format!("column {column} holds {s:?}: {e}").into(),
-        ))
-    })
+    s.parse().map_err(|e: T::Err| bad_column(column, s, e))
+}
+
+/// The error for a column that does not hold what this module wrote.
+fn bad_column(column: &str, s: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(
+        format!("column {column} holds {s:?}: {e}").into(),
+    ))
+}
+
+/// The error for a commit task that did not finish (the runtime shut down, or it panicked).
+fn commit_task_failed(e: tokio::task::JoinError) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("commit task failed: {e}"))
 }
 
 fn sql(text: String) -> sqlx::AssertSqlSafe<String> {
@@ -253,22 +348,14 @@ impl Store {
             backend,
             changes: Changes::new(Generation(0)),
             ula_prefix,
-            _listener: None,
+            _watcher: None,
         };
         let generation = store.generation().await?;
         store.changes = Changes::new(generation);
         store.ensure_default_org().await?;
-        if let Backend::Postgres(pool) = &store.backend {
-            let stop = tokio_util::sync::CancellationToken::new();
-            changes::spawn_pg_listener(
-                pool.clone(),
-                NOTIFY_CHANNEL,
-                store.changes.clone(),
-                stop.clone(),
-            )
-            .await;
-            store._listener = Some(std::sync::Arc::new(stop.drop_guard()));
-        }
+        let stop = tokio_util::sync::CancellationToken::new();
+        changes::spawn_watcher(&store.backend, store.changes.clone(), stop.clone()).await;
+        store._watcher = Some(std::sync::Arc::new(stop.drop_guard()));
         Ok(store)
     }
 
@@ -318,16 +405,24 @@ impl Store {
                 tx.commit().await?;
                 (g, o, p)
             });
+        // Rows come sorted by org: parse each org's slug once, not once per peer.
+        let mut org: Option<OrgSlug> = None;
+        let mut peers = Vec::with_capacity(peer_rows.len());
+        for row in peer_rows {
+            let slug = match org.take() {
+                Some(slug) if slug.as_str() == row.org_slug => slug,
+                _ => parse_col(&row.org_slug, "orgs.slug")?,
+            };
+            peers.push(row.into_peer_in(slug.clone())?);
+            org = Some(slug);
+        }
         Ok(Dump {
             generation: Generation(generation as u64),
             orgs: org_rows
                 .into_iter()
                 .map(OrgRow::into_org)
                 .collect::<Result<_, _>>()?,
-            peers: peer_rows
-                .into_iter()
-                .map(PeerRow::into_peer)
-                .collect::<Result<_, _>>()?,
+            peers,
         })
     }
 

@@ -8,7 +8,7 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 
 use super::{Store, StoreError, is_unique_violation, parse_col};
-use crate::model::{Generation, Org, OrgSlug};
+use crate::model::{Change, Org, OrgSlug};
 
 #[derive(sqlx::FromRow)]
 pub(super) struct OrgRow {
@@ -54,7 +54,9 @@ impl Store {
         }
     }
 
-    /// Creates an org with a fresh random /48.
+    /// Creates an org with a fresh random /48. A new org changes what DNS serves (its /48
+    /// becomes a view), so the same transaction bumps the generation and logs
+    /// [`Change::OrgCreated`].
     ///
     /// # Errors
     /// [`StoreError::OrgExists`] when the slug is taken.
@@ -63,7 +65,8 @@ impl Store {
             let prefix = random_org_prefix(self.ula_prefix);
             let now = crate::model::now_unix();
             let res: Result<Org, StoreError> = async {
-                write_tx!(self, |tx, is_pg| {
+                write_tx!(self, |tx, is_pg, log| {
+                    lock_generation!(tx, is_pg);
                     let exists: Option<i64> =
                         sqlx::query_scalar("SELECT id FROM orgs WHERE slug = $1")
                             .bind(slug.as_str())
@@ -80,35 +83,26 @@ impl Store {
                         .bind(now)
                         .execute(&mut *tx)
                         .await?;
-                        Ok(Org {
+                        let org = Org {
                             slug: slug.clone(),
                             prefix,
                             created_at: now,
-                        })
+                        };
+                        record_changes!(tx, is_pg, log, vec![Change::OrgCreated(org.clone())]);
+                        Ok(org)
                     }
                 })
             }
             .await;
             match res {
-                Ok(org) => {
-                    // A new org changes every view (its /48 becomes a DNS view).
-                    self.bump_outside().await?;
-                    return Ok(org);
-                }
-                // A concurrent creator took the slug, or the random /48 collided: look again.
+                Ok(org) => return Ok(org),
+                // The random /48 collided (or, without the lock, a concurrent creator took the
+                // slug): look again.
                 Err(StoreError::Database(e)) if is_unique_violation(&e) => continue,
                 Err(e) => return Err(e),
             }
         }
         Err(StoreError::PrefixesExhausted)
-    }
-
-    /// Bumps the generation in a transaction of its own (for changes that are not peer writes
-    /// but still change what DNS serves, such as a new org).
-    async fn bump_outside(&self) -> Result<Generation, StoreError> {
-        let generation = write_tx!(self, |tx, is_pg| { Ok(bump_generation!(tx, is_pg)) })?;
-        self.changes.publish(generation);
-        Ok(generation)
     }
 
     /// Every org, by slug.

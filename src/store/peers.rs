@@ -5,8 +5,8 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 
 use super::tokens::AuthToken;
-use super::{Store, StoreError, parse_col, sql};
-use crate::model::{Generation, GroupName, OrgSlug, Peer, PeerName, RegionCode};
+use super::{Store, StoreError, bad_column, is_unique_violation, parse_col, sql};
+use crate::model::{Change, Generation, GroupName, OrgSlug, Peer, PeerName, RegionCode};
 use crate::wireguard::PublicKey;
 
 /// What a node asks for when registering a peer (already validated).
@@ -38,7 +38,7 @@ enum Owner {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct PeerRow {
-    org_slug: String,
+    pub(super) org_slug: String,
     name: String,
     group_name: String,
     region: String,
@@ -51,12 +51,20 @@ pub(super) struct PeerRow {
 
 impl PeerRow {
     pub(super) fn into_peer(self) -> Result<Peer, StoreError> {
+        let org = parse_col(&self.org_slug, "orgs.slug")?;
+        self.into_peer_in(org)
+    }
+
+    /// The peer, with its org's slug already parsed (`load_all` parses each org's once).
+    pub(super) fn into_peer_in(self, org: OrgSlug) -> Result<Peer, StoreError> {
         Ok(Peer {
-            org: parse_col(&self.org_slug, "orgs.slug")?,
+            org,
             name: parse_col(&self.name, "peers.name")?,
             group: parse_col(&self.group_name, "peers.group_name")?,
             region: parse_col(&self.region, "peers.region")?,
-            pubkey: parse_col(&self.pubkey, "peers.pubkey")?,
+            // Checked by `PublicKey::parse` on the way in: decode only (issue 9).
+            pubkey: PublicKey::from_trusted_base64(&self.pubkey)
+                .map_err(|e| bad_column("peers.pubkey", &self.pubkey, e))?,
             address: parse_col(&self.address, "peers.address")?,
             token: parse_col(&self.token_name, "tokens.name")?,
             created_at: self.created_at,
@@ -68,6 +76,24 @@ impl PeerRow {
 pub(super) const PEER_SELECT: &str = "SELECT o.slug AS org_slug, p.name, p.group_name, p.region, p.pubkey, \
      p.address, t.name AS token_name, p.created_at, p.updated_at \
      FROM peers p JOIN orgs o ON o.id = p.org_id JOIN tokens t ON t.id = p.token_id";
+
+/// A unique violation on a peer insert or update as the domain error it means. The generation
+/// lock makes the checks before it exact, so this is a safety net, not the usual path.
+fn peer_conflict(e: sqlx::Error, name: &PeerName) -> StoreError {
+    if is_unique_violation(&e) {
+        let text = match &e {
+            sqlx::Error::Database(d) => format!("{} {}", d.constraint().unwrap_or(""), d.message()),
+            _ => String::new(),
+        };
+        if text.contains("pubkey") {
+            return StoreError::PubkeyInUse;
+        }
+        if text.contains("name") {
+            return StoreError::PeerNameTaken(name.clone());
+        }
+    }
+    StoreError::Database(e)
+}
 
 impl Store {
     /// Creates a peer for `token`, allocating its address.
@@ -81,8 +107,8 @@ impl Store {
         new: NewPeer,
     ) -> Result<(Peer, Generation), StoreError> {
         let now = crate::model::now_unix();
-        let out: Result<(Peer, Generation), StoreError> = write_tx!(self, |tx, is_pg| {
-            let generation = bump_generation!(tx, is_pg);
+        let out: Result<(Peer, Generation), StoreError> = write_tx!(self, |tx, is_pg, log| {
+            lock_generation!(tx, is_pg);
             let live: Option<(i64, Option<i64>)> =
                 sqlx::query_as("SELECT org_id, deleted_at FROM tokens WHERE id = $1")
                     .bind(token.id)
@@ -143,29 +169,32 @@ impl Store {
                             .bind(address.to_string())
                             .bind(now)
                             .execute(&mut *tx)
-                            .await?;
-                            Ok((
-                                Peer {
-                                    org: token.org.clone(),
-                                    name: new.name.clone(),
-                                    group: new.group.clone(),
-                                    region: new.region.clone(),
-                                    pubkey: new.pubkey,
-                                    address,
-                                    token: token.name.clone(),
-                                    created_at: now,
-                                    updated_at: now,
-                                },
-                                generation,
-                            ))
+                            .await
+                            .map_err(|e| peer_conflict(e, &new.name))?;
+                            let peer = Peer {
+                                org: token.org.clone(),
+                                name: new.name.clone(),
+                                group: new.group.clone(),
+                                region: new.region.clone(),
+                                pubkey: new.pubkey,
+                                address,
+                                token: token.name.clone(),
+                                created_at: now,
+                                updated_at: now,
+                            };
+                            let generation = record_changes!(
+                                tx,
+                                is_pg,
+                                log,
+                                vec![Change::PeerUpserted(peer.clone())]
+                            );
+                            Ok((peer, generation))
                         }
                     }
                 }
             }
         });
-        let (peer, generation) = out?;
-        self.changes.publish(generation);
-        Ok((peer, generation))
+        out
     }
 
     /// Re-keys a peer that `token` created; its address stays.
@@ -179,8 +208,9 @@ impl Store {
         pubkey: PublicKey,
     ) -> Result<(Peer, Generation), StoreError> {
         let now = crate::model::now_unix();
-        let out: Result<Generation, StoreError> = write_tx!(self, |tx, is_pg| {
-            let generation = bump_generation!(tx, is_pg);
+        let peer_text = format!("{PEER_SELECT} WHERE p.id = $1");
+        write_tx!(self, |tx, is_pg, log| {
+            lock_generation!(tx, is_pg);
             let id: Option<i64> = sqlx::query_scalar(
                 "SELECT p.id FROM peers p JOIN tokens t ON t.id = p.token_id \
                  WHERE p.token_id = $1 AND p.name = $2 AND t.deleted_at IS NULL",
@@ -205,15 +235,19 @@ impl Store {
                         .bind(now)
                         .bind(id)
                         .execute(&mut *tx)
+                        .await
+                        .map_err(|e| peer_conflict(e, name))?;
+                    let row: PeerRow = sqlx::query_as(sql(peer_text))
+                        .bind(id)
+                        .fetch_one(&mut *tx)
                         .await?;
-                    Ok(generation)
+                    let peer = row.into_peer()?;
+                    let generation =
+                        record_changes!(tx, is_pg, log, vec![Change::PeerUpserted(peer.clone())]);
+                    Ok((peer, generation))
                 }
             }
-        });
-        let generation = out?;
-        self.changes.publish(generation);
-        let peer = self.token_peer(token, name).await?;
-        Ok((peer, generation))
+        })
     }
 
     /// A peer that `token` created.
@@ -302,25 +336,37 @@ impl Store {
         name: &PeerName,
     ) -> Result<Generation, StoreError> {
         let text = match owner {
+            Owner::Token => format!("{PEER_SELECT} WHERE p.token_id = $1 AND p.name = $2"),
+            Owner::Org => format!("{PEER_SELECT} WHERE p.org_id = $1 AND p.name = $2"),
+        };
+        let delete = match owner {
             Owner::Token => "DELETE FROM peers WHERE token_id = $1 AND name = $2",
             Owner::Org => "DELETE FROM peers WHERE org_id = $1 AND name = $2",
         };
-        let out: Result<Generation, StoreError> = write_tx!(self, |tx, is_pg| {
-            let generation = bump_generation!(tx, is_pg);
-            let n = sqlx::query(text)
+        write_tx!(self, |tx, is_pg, log| {
+            lock_generation!(tx, is_pg);
+            let row: Option<PeerRow> = sqlx::query_as(sql(text))
                 .bind(owner_id)
                 .bind(name.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                Err(StoreError::PeerNotFound(name.clone()))
-            } else {
-                Ok(generation)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                None => Err(StoreError::PeerNotFound(name.clone())),
+                Some(row) => {
+                    let peer = row.into_peer()?;
+                    sqlx::query(delete)
+                        .bind(owner_id)
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok(record_changes!(
+                        tx,
+                        is_pg,
+                        log,
+                        vec![Change::PeerRemoved(peer)]
+                    ))
+                }
             }
-        });
-        let generation = out?;
-        self.changes.publish(generation);
-        Ok(generation)
+        })
     }
 }

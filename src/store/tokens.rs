@@ -2,9 +2,10 @@
 //!
 //! Deleting a token deletes every peer it created, in the same transaction.
 
+use super::peers::{PEER_SELECT, PeerRow};
 use super::secret::{self, TokenSecret};
 use super::{Store, StoreError, is_unique_violation, parse_col, sql};
-use crate::model::{Generation, GroupName, OrgSlug, TokenInfo, TokenName};
+use crate::model::{Change, Generation, GroupName, OrgSlug, TokenInfo, TokenName};
 use ipnet::Ipv6Net;
 
 /// A token that authenticated: what the peer API may do on its behalf.
@@ -106,7 +107,7 @@ impl Store {
         let hash = secret::hash_secret(secret.expose());
         let now = crate::model::now_unix();
         let res: Result<(), StoreError> = async {
-            write_tx!(self, |tx, is_pg| {
+            write_tx!(self, |tx, is_pg, log| {
                 sqlx::query(
                     "INSERT INTO tokens (org_id, name, secret_hash, group_name, expires_at, max_peers, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -161,8 +162,10 @@ impl Store {
         rows.iter().map(TokenRow::info).collect()
     }
 
-    /// Deletes a token and, in the same transaction, every peer it created.
-    /// Returns the number of peers deleted and the new generation.
+    /// Deletes a token and, in the same transaction, every peer it created (logged as one
+    /// [`Change::PeerRemoved`] per peer, with its full row). Returns the number of peers deleted
+    /// and the generation that reflects the delete: a new one when peers went, the current one
+    /// when the token had none (nothing a consumer sees changed).
     ///
     /// # Errors
     /// [`StoreError::OrgNotFound`], [`StoreError::TokenNotFound`].
@@ -173,8 +176,9 @@ impl Store {
     ) -> Result<(u64, Generation), StoreError> {
         let org_row = self.org_row(org).await?;
         let now = crate::model::now_unix();
-        let out = write_tx!(self, |tx, is_pg| {
-            let generation = bump_generation!(tx, is_pg);
+        let peer_text = format!("{PEER_SELECT} WHERE p.token_id = $1 ORDER BY p.name");
+        let out = write_tx!(self, |tx, is_pg, log| {
+            let current = lock_generation!(tx, is_pg);
             let id: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM tokens WHERE org_id = $1 AND name = $2 AND deleted_at IS NULL",
             )
@@ -185,6 +189,14 @@ impl Store {
             match id {
                 None => Err(StoreError::TokenNotFound(name.clone())),
                 Some(id) => {
+                    let rows: Vec<PeerRow> = sqlx::query_as(sql(peer_text))
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let removed = rows
+                        .into_iter()
+                        .map(|row| row.into_peer().map(Change::PeerRemoved))
+                        .collect::<Result<Vec<_>, _>>()?;
                     let deleted = sqlx::query("DELETE FROM peers WHERE token_id = $1")
                         .bind(id)
                         .execute(&mut *tx)
@@ -195,13 +207,16 @@ impl Store {
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
+                    let generation = if removed.is_empty() {
+                        current
+                    } else {
+                        record_changes!(tx, is_pg, log, removed)
+                    };
                     Ok((deleted, generation))
                 }
             }
         });
-        let (deleted, generation) = out?;
-        self.changes.publish(generation);
-        Ok((deleted, generation))
+        out
     }
 
     /// Looks up a presented secret and records its use.
