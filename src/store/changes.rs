@@ -276,8 +276,7 @@ impl Store {
             return Ok(LogRead::Gap);
         }
         let mut sets = Vec::with_capacity(rows.len());
-        let mut want = after_i + 1;
-        for row in rows {
+        for (want, row) in (after_i + 1..).zip(rows) {
             if row.generation != want {
                 return Ok(LogRead::Gap);
             }
@@ -288,7 +287,6 @@ impl Store {
                 generation: Generation(row.generation as u64),
                 changes,
             }));
-            want += 1;
         }
         if sets.is_empty() && stored > after_i {
             // Newer generations exist but their entries do not: pruned.

@@ -177,7 +177,7 @@ impl Store {
         let org_row = self.org_row(org).await?;
         let now = crate::model::now_unix();
         let peer_text = format!("{PEER_SELECT} WHERE p.token_id = $1 ORDER BY p.name");
-        let out = write_tx!(self, |tx, is_pg, log| {
+        write_tx!(self, |tx, is_pg, log| {
             let current = lock_generation!(tx, is_pg);
             let id: Option<i64> = sqlx::query_scalar(
                 "SELECT id FROM tokens WHERE org_id = $1 AND name = $2 AND deleted_at IS NULL",
@@ -215,8 +215,7 @@ impl Store {
                     Ok((deleted, generation))
                 }
             }
-        });
-        out
+        })
     }
 
     /// Looks up a presented secret and records its use.
