@@ -205,19 +205,29 @@ impl Changes {
             .clear();
     }
 
-    /// Takes note of the generation read from the database. `last` is the one read before by the
-    /// same caller: reads from one caller only go backwards when the database did (restore,
-    /// failover), and then every receiver is woken (the value stays, since it only grows) so that
-    /// feeds check the log and reload.
-    fn observe_stored(&self, stored: Generation, last: &mut Option<Generation>) {
-        if last.is_some_and(|l| stored < l) {
-            tracing::warn!(%stored, "the stored generation went backwards");
+    /// The newest generation announced so far.
+    fn announced(&self) -> Generation {
+        *self.tx.borrow()
+    }
+
+    /// Takes note of the generation read from the database; `before` is what was announced just
+    /// before the read. Everything announced had committed, so a read below it means the database
+    /// went backwards (restore, failover): the change sets in memory belong to another history and
+    /// go, the announced generation comes down to the stored one, and every receiver is woken so
+    /// that feeds find out and reload.
+    fn observe_stored(&self, before: Generation, stored: Generation) {
+        if stored < before {
+            tracing::warn!(%stored, announced = %before, "the stored generation went backwards");
             self.forget_recent();
-            self.tx.send_modify(|_| {});
+            self.tx.send_modify(|cur| {
+                // A write announced meanwhile is newer than the read: leave it.
+                if *cur == before {
+                    *cur = stored;
+                }
+            });
         } else {
             self.publish(stored);
         }
-        *last = Some(stored);
     }
 }
 
@@ -310,7 +320,6 @@ pub(super) async fn spawn_watcher(
     changes: Changes,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut last = None;
     match backend.clone() {
         Backend::Sqlite(pool) => {
             tokio::spawn(async move {
@@ -323,11 +332,12 @@ pub(super) async fn spawn_watcher(
                     if pool.is_closed() {
                         return;
                     }
+                    let before = changes.announced();
                     match sqlx::query_scalar::<_, i64>("SELECT generation FROM meta WHERE id = 1")
                         .fetch_one(&pool)
                         .await
                     {
-                        Ok(g) => changes.observe_stored(Generation(g as u64), &mut last),
+                        Ok(g) => changes.observe_stored(before, Generation(g as u64)),
                         Err(e) => tracing::debug!(error = %e, "reading the generation failed"),
                     }
                 }
@@ -336,14 +346,14 @@ pub(super) async fn spawn_watcher(
         Backend::Postgres(pool) => {
             let channel = super::NOTIFY_CHANNEL;
             let mut listener = listen(&pool, channel).await;
-            poll_pg(&pool, &changes, &mut last).await;
+            poll_pg(&pool, &changes).await;
             tokio::spawn(async move {
                 let mut poll = interval();
                 loop {
                     if listener.is_none() {
                         listener = listen(&pool, channel).await;
                         if listener.is_some() {
-                            poll_pg(&pool, &changes, &mut last).await;
+                            poll_pg(&pool, &changes).await;
                         }
                     }
                     tokio::select! {
@@ -364,7 +374,7 @@ pub(super) async fn spawn_watcher(
                     if pool.is_closed() {
                         return;
                     }
-                    poll_pg(&pool, &changes, &mut last).await;
+                    poll_pg(&pool, &changes).await;
                 }
             });
         }
@@ -394,12 +404,13 @@ async fn listen(pool: &sqlx::PgPool, channel: &str) -> Option<sqlx::postgres::Pg
     }
 }
 
-async fn poll_pg(pool: &sqlx::PgPool, changes: &Changes, last: &mut Option<Generation>) {
+async fn poll_pg(pool: &sqlx::PgPool, changes: &Changes) {
+    let before = changes.announced();
     match sqlx::query_scalar::<_, i64>("SELECT generation FROM meta WHERE id = 1")
         .fetch_one(pool)
         .await
     {
-        Ok(g) => changes.observe_stored(Generation(g as u64), last),
+        Ok(g) => changes.observe_stored(before, Generation(g as u64)),
         Err(e) => tracing::debug!(error = %e, "reading the generation failed"),
     }
 }
@@ -452,18 +463,22 @@ mod tests {
     fn a_stored_generation_going_backwards_wakes_and_forgets() {
         let changes = Changes::new(Generation(0));
         let mut rx = changes.subscribe();
-        let mut last = None;
         changes.publish_set(set(1));
-        changes.observe_stored(Generation(5), &mut last);
+        changes.observe_stored(changes.announced(), Generation(5));
         assert_eq!(*rx.borrow_and_update(), Generation(5));
-        changes.observe_stored(Generation(5), &mut last);
+        changes.observe_stored(changes.announced(), Generation(5));
         assert!(
             !rx.has_changed().unwrap(),
             "the same value announces nothing"
         );
-        changes.observe_stored(Generation(2), &mut last);
-        assert!(rx.has_changed().unwrap());
+        changes.observe_stored(changes.announced(), Generation(2));
+        assert_eq!(*rx.borrow_and_update(), Generation(2));
         assert!(changes.recent_from(Generation(1)).is_empty());
+        // A write announced between the snapshot of `before` and the read stays announced.
+        let before = changes.announced();
+        changes.publish_set(set(3));
+        changes.observe_stored(before, Generation(2));
+        assert_eq!(*rx.borrow_and_update(), Generation(3));
     }
 
     #[test]
