@@ -5,6 +5,12 @@
 //! ([`Update::Reload`]); later calls give the change sets committed since, in generation order and
 //! without gaps ([`Update::Changes`]), or a full state again when the feed cannot prove it has every
 //! set in between (a pruned change log, a generation that went backwards after a restore).
+//!
+//! Change sets come from memory (what writers of this process announced after their commits) as
+//! far as it reaches without a gap, and from the change log in the database beyond that. A feed
+//! wakes on every announcement: a local commit, or the store's watcher noticing a newer stored
+//! generation (another replica or process, a NOTIFY hint, the 1 s poll). It never trusts an
+//! announcement's number for content; it only reads what is committed.
 
 use std::sync::Arc;
 
@@ -78,34 +84,33 @@ impl Feed {
         loop {
             // Seen before looking, so that anything announced from here on wakes the wait below.
             let announced = *self.changes.borrow_and_update();
-            let first = Generation(at.0 + 1);
-            let sets = self.store.changes.recent_from(first);
-            if let Some(last) = sets.last() {
-                if last.generation >= announced {
-                    self.check_log = false;
-                }
-                self.at = Some(last.generation);
-                return Ok(Update::Changes(sets));
-            }
-            if self.check_log || announced > at {
-                match self.store.read_change_log(at, LOG_BATCH).await? {
-                    LogRead::Gap => {
+            let mut sets = self.store.changes.recent_from(Generation(at.0 + 1));
+            let held = sets.last().map_or(at, |set| set.generation);
+            if announced > held || (self.check_log && sets.is_empty()) {
+                // Memory does not reach what was announced (another replica's write, a set
+                // announced late or never), or something asked for a look (a restore): the log.
+                match self.store.read_change_log(held, LOG_BATCH).await? {
+                    LogRead::Gap if sets.is_empty() => {
                         tracing::info!(%at, "change log does not reach back; reloading");
                         return self.reload().await;
                     }
-                    LogRead::Sets(sets) => match sets.last() {
-                        Some(last) => {
-                            // A full batch may have more behind it.
-                            self.check_log = sets.len() as i64 == LOG_BATCH;
-                            self.at = Some(last.generation);
-                            return Ok(Update::Changes(sets));
-                        }
-                        // Nothing newer is stored (yet, or the stored generation went back to
-                        // exactly `at`): wait for the next announcement, one read per wake-up.
-                        None => self.check_log = false,
-                    },
+                    // Hand out what memory holds; the next call meets the gap.
+                    LogRead::Gap => self.check_log = true,
+                    LogRead::Sets(more) => {
+                        // A full batch may have more behind it.
+                        self.check_log = more.len() as i64 == LOG_BATCH;
+                        sets.extend(more);
+                    }
                 }
+            } else {
+                self.check_log = false;
             }
+            if let Some(last) = sets.last() {
+                self.at = Some(last.generation);
+                return Ok(Update::Changes(sets));
+            }
+            // Nothing newer is stored (yet, or the stored generation went back to exactly `at`):
+            // wait for the next announcement.
             self.wait().await;
         }
     }

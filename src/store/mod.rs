@@ -372,8 +372,11 @@ impl Store {
         read!(self, |pool| { pool.close().await })
     }
 
-    /// The change channel: its value is the newest generation committed (by this process, or by
-    /// another replica when on PostgreSQL).
+    /// The change channel: its value is the newest generation known to be committed, by this
+    /// process right after its commits, and by other replicas or processes once the store's
+    /// watcher reads the stored generation (on a NOTIFY on PostgreSQL, and every second). It only
+    /// comes down when the stored generation did (a restore). To follow the changes themselves,
+    /// use [`Store::feed`].
     pub fn changes(&self) -> watch::Receiver<Generation> {
         self.changes.subscribe()
     }

@@ -1048,3 +1048,57 @@ async fn the_same_name_through_two_replicas_gives_one_conflict() {
     a.close().await;
     b.close().await;
 }
+
+/// Runs a query that returns two integers, through a connection of its own.
+async fn query_pair(url: &str, text: &str) -> (i64, i64) {
+    use sqlx::Connection;
+    let text = sqlx::AssertSqlSafe(text.to_owned());
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_as(text).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(text).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn writes_prune_old_change_log_entries_a_batch_at_a_time() {
+    // Retention (src/store/changes.rs): entries older than an hour go, except the newest 1024;
+    // every 64th generation's write prunes at most the 512 oldest entries.
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let (tok, _) = token(&store, "personal", "k8s").await;
+        // Pretend generations 1..=2047 were written long ago.
+        let rows: Vec<String> = (2..=2047).map(|g| format!("({g}, '[]', 0)")).collect();
+        exec_sql(
+            &db.url,
+            &format!(
+                "UPDATE change_log SET created_at = 0; UPDATE meta SET generation = 2047; \
+                 INSERT INTO change_log (generation, changes, created_at) VALUES {}",
+                rows.join(", ")
+            ),
+        )
+        .await;
+        let (_, g) = store
+            .register_peer(&tok, new_peer("node-1", "web"))
+            .await
+            .unwrap();
+        assert_eq!(g, Generation(2048));
+        assert_eq!(
+            query_pair(&db.url, "SELECT MIN(generation), COUNT(*) FROM change_log").await,
+            (513, 2048 - 512)
+        );
+        // The next write (not a multiple of 64) leaves the log alone.
+        store
+            .register_peer(&tok, new_peer("node-2", "web"))
+            .await
+            .unwrap();
+        assert_eq!(
+            query_pair(&db.url, "SELECT MIN(generation), COUNT(*) FROM change_log").await,
+            (513, 2049 - 512)
+        );
+        store.close().await;
+    })
+    .await;
+}
