@@ -116,7 +116,8 @@ enum Backend {
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/postgres");
 
-/// The PostgreSQL NOTIFY channel that carries new generations between replicas.
+/// The PostgreSQL NOTIFY channel that wakes other replicas after a commit. Only a hint: its
+/// payload is never trusted (issue 9).
 const NOTIFY_CHANNEL: &str = "sixpn_changes";
 
 /// Runs `$body` inside a write transaction on whichever backend the store has. The body
