@@ -5,11 +5,18 @@
 //! ([`Update::Reload`]); later calls give the change sets committed since, in generation order and
 //! without gaps ([`Update::Changes`]), or a full state again when the feed cannot prove it has every
 //! set in between (a pruned change log, a generation that went backwards after a restore).
+//!
+//! Change sets come from memory (what writers of this process announced after their commits) as
+//! far as it reaches without a gap, and from the change log in the database beyond that. A feed
+//! wakes on every announcement: a local commit, or the store's watcher noticing a newer stored
+//! generation (another replica or process, a NOTIFY hint, the 1 s poll). It never trusts an
+//! announcement's number for content; it only reads what is committed.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::changes::LogRead;
 use super::{Dump, Store, StoreError};
 use crate::model::{ChangeSet, Generation};
 
@@ -22,12 +29,18 @@ pub enum Update {
     Reload(Dump),
 }
 
+/// At most this many change sets are read from the change log per [`Feed::next`].
+const LOG_BATCH: i64 = 10_000;
+
 /// A consumer's position in the store's change feed. See the module docs.
 #[derive(Debug)]
 pub struct Feed {
     store: Store,
     changes: watch::Receiver<Generation>,
     at: Option<Generation>,
+    /// Something was announced that the in-process buffer may not hold: read the change log
+    /// before waiting again.
+    check_log: bool,
 }
 
 impl Feed {
@@ -38,6 +51,7 @@ impl Feed {
             store,
             changes,
             at: None,
+            check_log: false,
         }
     }
 
@@ -51,19 +65,72 @@ impl Feed {
         self.at = None;
     }
 
-    /// Waits until something newer than [`Feed::at`] is committed, then returns it. Cancel safe:
-    /// a call dropped before it returns changes nothing.
+    /// Waits until something newer than [`Feed::at`] is committed, then returns it: every change
+    /// set available without a gap after [`Feed::at`] in one batch (never an empty one), or a
+    /// full [`Update::Reload`] on the first call, after [`Feed::force_reload`], and when the
+    /// change sets in between cannot be had (the change log was pruned past [`Feed::at`], or the
+    /// stored generation went below it after a restore).
+    ///
+    /// Change sets come from memory when this process committed them and announced them in
+    /// order, and from the change log otherwise (another replica's writes, an announcement that
+    /// came late or never). Cancel safe: a call dropped before it returns changes nothing.
     ///
     /// # Errors
     /// [`StoreError`] when reading the store fails; the consumer retries later.
     pub async fn next(&mut self) -> Result<Update, StoreError> {
-        if let Some(at) = self.at {
-            // Wait for a newer generation than the one held.
-            let _ = self.changes.wait_for(|g| *g > at).await;
+        let Some(at) = self.at else {
+            return self.reload().await;
+        };
+        loop {
+            // Seen before looking, so that anything announced from here on wakes the wait below.
+            let announced = *self.changes.borrow_and_update();
+            let mut sets = self.store.changes.recent_from(Generation(at.0 + 1));
+            let held = sets.last().map_or(at, |set| set.generation);
+            if announced > held || (self.check_log && sets.is_empty()) {
+                // Memory does not reach what was announced (another replica's write, a set
+                // announced late or never), or something asked for a look (a restore): the log.
+                match self.store.read_change_log(held, LOG_BATCH).await? {
+                    LogRead::Gap if sets.is_empty() => {
+                        tracing::info!(%at, "change log does not reach back; reloading");
+                        return self.reload().await;
+                    }
+                    // Hand out what memory holds; the next call meets the gap.
+                    LogRead::Gap => self.check_log = true,
+                    LogRead::Sets(more) => {
+                        // A full batch may have more behind it.
+                        self.check_log = more.len() as i64 == LOG_BATCH;
+                        sets.extend(more);
+                    }
+                }
+            } else {
+                self.check_log = false;
+            }
+            if let Some(last) = sets.last() {
+                self.at = Some(last.generation);
+                return Ok(Update::Changes(sets));
+            }
+            // Nothing newer is stored (yet, or the stored generation went back to exactly `at`):
+            // wait for the next announcement.
+            self.wait().await;
         }
+    }
+
+    /// Waits for the next announcement.
+    async fn wait(&mut self) {
+        // The sender lives in the store this feed holds, so it is never dropped meanwhile.
+        let _ = self.changes.changed().await;
+        self.check_log = true;
+    }
+
+    async fn reload(&mut self) -> Result<Update, StoreError> {
         self.changes.mark_unchanged();
         let dump = self.store.load_all().await?;
+        if self.at.is_some_and(|at| dump.generation < at) {
+            // The database went back in time: what memory holds belongs to another history.
+            self.store.changes.forget_recent();
+        }
         self.at = Some(dump.generation);
+        self.check_log = false;
         Ok(Update::Reload(dump))
     }
 }

@@ -2,12 +2,13 @@
 //! `SIXPN_TEST_POSTGRES_URL` is set, e.g. `postgres://postgres@127.0.0.1:5432/test`; each test
 //! creates a database of its own and drops it afterwards).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sixpn::model::{Generation, PeerName};
-use sixpn::store::{AuthToken, NewPeer, NewToken, Store, StoreError};
+use sixpn::model::{Change, ChangeSet, Generation, Org, OrgSlug, Peer, PeerName};
+use sixpn::store::{AuthToken, Dump, Feed, NewPeer, NewToken, Store, StoreError, Update};
 use sixpn::wireguard::PrivateKey;
 
 /// A throwaway database: a SQLite file in a temporary folder, or a PostgreSQL database.
@@ -552,6 +553,551 @@ async fn generation_starts_where_the_database_left_off() {
         assert!(store.generation().await.unwrap() >= g);
         assert_ne!(g, Generation(0));
         let _: PeerName = "node-1".parse().unwrap();
+        store.close().await;
+    })
+    .await;
+}
+
+// ---- The change feed (issue 9) ----
+
+/// How long a test waits for a feed before it fails.
+const FEED_WAIT: Duration = Duration::from_secs(10);
+
+async fn next_update(feed: &mut Feed) -> Update {
+    tokio::time::timeout(FEED_WAIT, feed.next())
+        .await
+        .expect("the feed answers")
+        .expect("the feed reads the store")
+}
+
+/// The next update, which must be a reload.
+async fn next_reload(feed: &mut Feed) -> Dump {
+    match next_update(feed).await {
+        Update::Reload(dump) => dump,
+        Update::Changes(sets) => panic!("expected a reload, got {sets:?}"),
+    }
+}
+
+/// Change sets from the feed until it holds `until`: consecutive, never an empty batch.
+async fn changes_until(feed: &mut Feed, until: Generation) -> Vec<Arc<ChangeSet>> {
+    let mut out: Vec<Arc<ChangeSet>> = Vec::new();
+    while feed.at() < Some(until) {
+        let before = feed.at().expect("a feed that reloaded once");
+        match next_update(feed).await {
+            Update::Changes(sets) => {
+                assert!(!sets.is_empty(), "never an empty batch");
+                for (i, set) in sets.iter().enumerate() {
+                    assert_eq!(set.generation, Generation(before.0 + 1 + i as u64));
+                }
+                assert_eq!(feed.at(), Some(sets.last().unwrap().generation));
+                out.extend(sets);
+            }
+            Update::Reload(dump) => panic!("expected changes, got a reload at {}", dump.generation),
+        }
+    }
+    out
+}
+
+/// What a consumer holds: a dump with change sets applied, to compare with a fresh `load_all`.
+#[derive(Debug, Default, PartialEq)]
+struct Mirror {
+    generation: Generation,
+    orgs: BTreeMap<String, Org>,
+    peers: BTreeMap<(String, String), Peer>,
+}
+
+impl Mirror {
+    fn from_dump(dump: &Dump) -> Mirror {
+        Mirror {
+            generation: dump.generation,
+            orgs: dump
+                .orgs
+                .iter()
+                .map(|o| (o.slug.to_string(), o.clone()))
+                .collect(),
+            peers: dump
+                .peers
+                .iter()
+                .map(|p| ((p.org.to_string(), p.name.to_string()), p.clone()))
+                .collect(),
+        }
+    }
+
+    fn apply(&mut self, set: &ChangeSet) {
+        assert_eq!(set.generation, Generation(self.generation.0 + 1));
+        for change in &set.changes {
+            match change {
+                Change::OrgCreated(org) => {
+                    assert!(
+                        self.orgs
+                            .insert(org.slug.to_string(), org.clone())
+                            .is_none()
+                    );
+                }
+                Change::PeerUpserted(p) => {
+                    self.peers
+                        .insert((p.org.to_string(), p.name.to_string()), p.clone());
+                }
+                Change::PeerRemoved(p) => {
+                    let old = self.peers.remove(&(p.org.to_string(), p.name.to_string()));
+                    assert_eq!(old.as_ref(), Some(p), "a removal carries the row as it was");
+                }
+            }
+        }
+        self.generation = set.generation;
+    }
+}
+
+/// Runs `sql` on the test database through a connection of its own (standing for an operator,
+/// a restore, or another role).
+async fn exec_sql(url: &str, text: &str) {
+    use sqlx::Connection;
+    let text = sqlx::AssertSqlSafe(text.to_owned());
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(text).execute(&mut conn).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::raw_sql(text).execute(&mut conn).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn feed_gives_a_reload_then_each_write_as_consecutive_change_sets() {
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let org: OrgSlug = "personal".parse().unwrap();
+        let mut feed = store.feed();
+        assert_eq!(feed.at(), None);
+        let dump = next_reload(&mut feed).await;
+        assert_eq!(feed.at(), Some(dump.generation));
+        assert_eq!(dump.orgs.len(), 1);
+        let mut mirror = Mirror::from_dump(&dump);
+
+        // Minting a token changes nothing a consumer sees: no change set, same generation.
+        let (a, _) = token(&store, "personal", "a").await;
+        let (b, _) = token(&store, "personal", "b").await;
+        assert_eq!(store.generation().await.unwrap(), dump.generation);
+
+        // Create.
+        let (p1, g1) = store
+            .register_peer(&a, new_peer("node-1", "web"))
+            .await
+            .unwrap();
+        assert_eq!(g1, Generation(dump.generation.0 + 1));
+        let sets = changes_until(&mut feed, g1).await;
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].changes, [Change::PeerUpserted(p1.clone())]);
+        sets.iter().for_each(|s| mirror.apply(s));
+
+        // Re-key: the full row as it is now, same address.
+        let key = PrivateKey::generate().unwrap().public_key();
+        let (p1b, g2) = store.rekey_peer(&a, &p1.name, key).await.unwrap();
+        let sets = changes_until(&mut feed, g2).await;
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].changes, [Change::PeerUpserted(p1b.clone())]);
+        assert_eq!(p1b.address, p1.address);
+        assert_eq!(p1b.pubkey, key);
+        sets.iter().for_each(|s| mirror.apply(s));
+
+        // A burst comes as one batch.
+        let (p2, _) = store
+            .register_peer(&a, new_peer("node-2", "web"))
+            .await
+            .unwrap();
+        let (p3, _) = store
+            .register_peer(&b, new_peer("node-3", "db"))
+            .await
+            .unwrap();
+        let (p4, g4) = store
+            .register_peer(&b, new_peer("node-4", "db"))
+            .await
+            .unwrap();
+        match next_update(&mut feed).await {
+            Update::Changes(sets) => {
+                assert_eq!(sets.len(), 3, "one batch for the burst");
+                assert_eq!(sets[2].generation, g4);
+                sets.iter().for_each(|s| mirror.apply(s));
+            }
+            Update::Reload(_) => panic!("expected changes"),
+        }
+
+        // Delete by token, then by admin.
+        let g = store.delete_token_peer(&a, &p1.name).await.unwrap();
+        let sets = changes_until(&mut feed, g).await;
+        assert_eq!(sets[0].changes, [Change::PeerRemoved(p1b)]);
+        sets.iter().for_each(|s| mirror.apply(s));
+        let g = store.delete_peer(&org, &p2.name).await.unwrap();
+        let sets = changes_until(&mut feed, g).await;
+        assert_eq!(sets[0].changes, [Change::PeerRemoved(p2)]);
+        sets.iter().for_each(|s| mirror.apply(s));
+
+        // Token delete: one change set with each removed peer's full row.
+        let (n, g) = store
+            .delete_token(&org, &"b".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(n, 2);
+        let sets = changes_until(&mut feed, g).await;
+        assert_eq!(sets.len(), 1);
+        assert_eq!(
+            sets[0].changes,
+            [Change::PeerRemoved(p3), Change::PeerRemoved(p4)]
+        );
+        sets.iter().for_each(|s| mirror.apply(s));
+        // A token without peers: nothing to announce.
+        let (n, g_same) = store
+            .delete_token(&org, &"a".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!((n, g_same), (0, g));
+
+        // Org creation bumps in its own transaction and says what it created.
+        let acme = store.create_org(&"acme".parse().unwrap()).await.unwrap();
+        let g = store.generation().await.unwrap();
+        assert_eq!(g, Generation(g_same.0 + 1));
+        let sets = changes_until(&mut feed, g).await;
+        assert_eq!(sets[0].changes, [Change::OrgCreated(acme)]);
+        sets.iter().for_each(|s| mirror.apply(s));
+
+        // What the consumer holds equals a fresh load.
+        assert_eq!(mirror, Mirror::from_dump(&store.load_all().await.unwrap()));
+        // A fresh feed starts with a reload; force_reload gives one again.
+        let mut fresh = store.feed();
+        assert_eq!(next_reload(&mut fresh).await.generation, g);
+        fresh.force_reload();
+        assert_eq!(fresh.at(), None);
+        assert_eq!(next_reload(&mut fresh).await.generation, g);
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_store_follows_the_first_through_its_feed() {
+    // Two stores on one database: two replicas on PostgreSQL (NOTIFY and the poll), two
+    // processes on one SQLite file (the poll). Neither gets the other's in-process announcement,
+    // so the change sets come from the change log.
+    each_backend(|db| async move {
+        let a = db.open().await;
+        let b = db.open().await;
+        let mut feed = b.feed();
+        let mut mirror = Mirror::from_dump(&next_reload(&mut feed).await);
+        let (tok, _) = token(&a, "personal", "k8s").await;
+        let (p1, _) = a
+            .register_peer(&tok, new_peer("node-1", "web"))
+            .await
+            .unwrap();
+        let (p1b, _) = a
+            .rekey_peer(&tok, &p1.name, PrivateKey::generate().unwrap().public_key())
+            .await
+            .unwrap();
+        let acme = a.create_org(&"acme".parse().unwrap()).await.unwrap();
+        let g = a.delete_token_peer(&tok, &p1.name).await.unwrap();
+        let sets = changes_until(&mut feed, g).await;
+        let all: Vec<Change> = sets.iter().flat_map(|s| s.changes.clone()).collect();
+        assert_eq!(
+            all,
+            [
+                Change::PeerUpserted(p1),
+                Change::PeerUpserted(p1b.clone()),
+                Change::OrgCreated(acme),
+                Change::PeerRemoved(p1b),
+            ]
+        );
+        sets.iter().for_each(|s| mirror.apply(s));
+        assert_eq!(mirror, Mirror::from_dump(&b.load_all().await.unwrap()));
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_write_reaches_a_feed_whose_publisher_is_gone() {
+    // The writer commits and goes away before any consumer of its process heard of it (a
+    // handler dropped after commit, a crash): another store on the same SQLite file still reads
+    // every change set, in one batch, from the change log — not a reload.
+    let db = TestDb::sqlite();
+    let reader = db.open().await;
+    let mut feed = reader.feed();
+    let start = next_reload(&mut feed).await.generation;
+    let writer = db.open().await;
+    let (tok, _) = token(&writer, "personal", "k8s").await;
+    let mut peers = Vec::new();
+    for i in 0..3 {
+        peers.push(
+            writer
+                .register_peer(&tok, new_peer(&format!("n{i}"), "web"))
+                .await
+                .unwrap(),
+        );
+    }
+    writer.close().await;
+    drop(writer);
+    match next_update(&mut feed).await {
+        Update::Changes(sets) => {
+            assert_eq!(sets.len(), 3);
+            for (i, (set, (peer, g))) in sets.iter().zip(&peers).enumerate() {
+                assert_eq!(set.generation, Generation(start.0 + 1 + i as u64));
+                assert_eq!(set.generation, *g);
+                assert_eq!(set.changes, [Change::PeerUpserted(peer.clone())]);
+            }
+        }
+        Update::Reload(_) => panic!("expected the change sets from the log"),
+    }
+    reader.close().await;
+}
+
+#[tokio::test]
+async fn a_pruned_change_log_gives_a_reload() {
+    each_backend(|db| async move {
+        let a = db.open().await;
+        let b = db.open().await;
+        let mut feed = b.feed();
+        let start = next_reload(&mut feed).await.generation;
+        let (tok, _) = token(&a, "personal", "k8s").await;
+        a.register_peer(&tok, new_peer("node-1", "web"))
+            .await
+            .unwrap();
+        let (_, g) = a
+            .register_peer(&tok, new_peer("node-2", "web"))
+            .await
+            .unwrap();
+        // Only the entry right after the feed's generation is gone: still a gap.
+        exec_sql(
+            &db.url,
+            &format!("DELETE FROM change_log WHERE generation = {}", start.0 + 1),
+        )
+        .await;
+        let dump = next_reload(&mut feed).await;
+        assert!(dump.generation >= g);
+        assert_eq!(dump.peers.len(), 2);
+        assert_eq!(feed.at(), Some(dump.generation));
+        // After the reload it follows the log again.
+        let (p3, g3) = a
+            .register_peer(&tok, new_peer("node-3", "web"))
+            .await
+            .unwrap();
+        let sets = changes_until(&mut feed, g3).await;
+        assert_eq!(sets.last().unwrap().changes, [Change::PeerUpserted(p3)]);
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_generation_going_backwards_gives_a_reload() {
+    // A restore or a failover to a lagging replica: the stored generation is lower than the one
+    // the consumer holds. The in-process memory of that history must not leak into the new one.
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let mut feed = store.feed();
+        next_reload(&mut feed).await;
+        let (tok, _) = token(&store, "personal", "k8s").await;
+        for i in 0..3 {
+            store
+                .register_peer(&tok, new_peer(&format!("old{i}"), "web"))
+                .await
+                .unwrap();
+        }
+        let (_, g) = store
+            .register_peer(&tok, new_peer("old3", "web"))
+            .await
+            .unwrap();
+        changes_until(&mut feed, g).await;
+        // "Restore" to generation 1: the org row stays, the peers and the log after it go.
+        exec_sql(
+            &db.url,
+            "DELETE FROM peers; DELETE FROM change_log WHERE generation > 1; \
+             UPDATE meta SET generation = 1",
+        )
+        .await;
+        let dump = next_reload(&mut feed).await;
+        assert_eq!(dump.generation, Generation(1));
+        assert!(dump.peers.is_empty());
+        // The next write is generation 2 of the new history, with its own content.
+        let (p, g2) = store
+            .register_peer(&tok, new_peer("new", "web"))
+            .await
+            .unwrap();
+        assert_eq!(g2, Generation(2));
+        let sets = changes_until(&mut feed, g2).await;
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].changes, [Change::PeerUpserted(p)]);
+        store.close().await;
+    })
+    .await;
+}
+
+/// Issue 9: NOTIFY is a hint only. A forged notification carrying the largest generation used to
+/// be published as the newest generation, after which no real write looked new: DNS froze.
+#[tokio::test]
+async fn issue_9_forged_notify_does_not_freeze_updates() {
+    let Some(base) = postgres_base_url() else {
+        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; forged NOTIFY test skipped");
+        return;
+    };
+    let db = TestDb::postgres(&base).await;
+    let a = db.open().await;
+    let b = db.open().await;
+    let mut feed = b.feed();
+    next_reload(&mut feed).await;
+    let mut seen = b.changes();
+    exec_sql(&db.url, "NOTIFY sixpn_changes, '18446744073709551615'").await;
+    // Give the forged hint time to arrive before the real write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(*seen.borrow() < Generation(u64::MAX), "payload trusted");
+    let (tok, _) = token(&a, "personal", "k8s").await;
+    let (peer, g) = a
+        .register_peer(&tok, new_peer("node-1", "web"))
+        .await
+        .unwrap();
+    let sets = changes_until(&mut feed, g).await;
+    assert_eq!(sets.last().unwrap().changes, [Change::PeerUpserted(peer)]);
+    tokio::time::timeout(FEED_WAIT, seen.wait_for(|s| *s >= g))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*seen.borrow(), g);
+    a.close().await;
+    b.close().await;
+}
+
+/// The backends LISTENing on the test database.
+async fn listen_backends(url: &str) -> Vec<i32> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid() ORDER BY pid",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_terminated_listen_connection_recovers() {
+    let Some(base) = postgres_base_url() else {
+        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; pg_terminate_backend test skipped");
+        return;
+    };
+    let db = TestDb::postgres(&base).await;
+    let a = db.open().await;
+    let b = db.open().await;
+    let mut feed = b.feed();
+    next_reload(&mut feed).await;
+    let before = listen_backends(&db.url).await;
+    assert_eq!(before.len(), 2, "one LISTEN connection per store");
+    exec_sql(
+        &db.url,
+        &format!("SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{before:?}::int[]) AS pid"),
+    )
+    .await;
+    // Both stores LISTEN again on new connections.
+    let deadline = tokio::time::Instant::now() + FEED_WAIT;
+    loop {
+        let now = listen_backends(&db.url).await;
+        if now.len() == 2 && now.iter().all(|pid| !before.contains(pid)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "LISTEN not re-established: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (tok, _) = token(&a, "personal", "k8s").await;
+    let (peer, g) = a
+        .register_peer(&tok, new_peer("node-1", "web"))
+        .await
+        .unwrap();
+    let sets = changes_until(&mut feed, g).await;
+    assert_eq!(sets.last().unwrap().changes, [Change::PeerUpserted(peer)]);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_same_name_through_two_replicas_gives_one_conflict() {
+    let Some(base) = postgres_base_url() else {
+        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; two-replica conflict test skipped");
+        return;
+    };
+    let db = TestDb::postgres(&base).await;
+    let a = db.open().await;
+    let b = db.open().await;
+    let (_, secret) = token(&a, "personal", "k8s").await;
+    let tok_b = b.authenticate(&secret).await.unwrap();
+    let tok_a = a.authenticate(&secret).await.unwrap();
+    for i in 0..10 {
+        let name = format!("node-{i}");
+        let (ra, rb) = tokio::join!(
+            a.register_peer(&tok_a, new_peer(&name, "web")),
+            b.register_peer(&tok_b, new_peer(&name, "web")),
+        );
+        let (ok, err) = match (ra, rb) {
+            (Ok(p), Err(e)) | (Err(e), Ok(p)) => (p, e),
+            other => panic!("expected one Ok and one Err, got {other:?}"),
+        };
+        assert_eq!(ok.0.name.as_str(), name);
+        assert!(matches!(err, StoreError::PeerNameTaken(_)), "{err:?}");
+    }
+    a.close().await;
+    b.close().await;
+}
+
+/// Runs a query that returns two integers, through a connection of its own.
+async fn query_pair(url: &str, text: &str) -> (i64, i64) {
+    use sqlx::Connection;
+    let text = sqlx::AssertSqlSafe(text.to_owned());
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_as(text).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(text).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn writes_prune_old_change_log_entries_a_batch_at_a_time() {
+    // Retention (src/store/changes.rs): entries older than an hour go, except the newest 1024;
+    // every 64th generation's write prunes at most the 512 oldest entries.
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let (tok, _) = token(&store, "personal", "k8s").await;
+        // Pretend generations 1..=2047 were written long ago.
+        let rows: Vec<String> = (2..=2047).map(|g| format!("({g}, '[]', 0)")).collect();
+        exec_sql(
+            &db.url,
+            &format!(
+                "UPDATE change_log SET created_at = 0; UPDATE meta SET generation = 2047; \
+                 INSERT INTO change_log (generation, changes, created_at) VALUES {}",
+                rows.join(", ")
+            ),
+        )
+        .await;
+        let (_, g) = store
+            .register_peer(&tok, new_peer("node-1", "web"))
+            .await
+            .unwrap();
+        assert_eq!(g, Generation(2048));
+        assert_eq!(
+            query_pair(&db.url, "SELECT MIN(generation), COUNT(*) FROM change_log").await,
+            (513, 2048 - 512)
+        );
+        // The next write (not a multiple of 64) leaves the log alone.
+        store
+            .register_peer(&tok, new_peer("node-2", "web"))
+            .await
+            .unwrap();
+        assert_eq!(
+            query_pair(&db.url, "SELECT MIN(generation), COUNT(*) FROM change_log").await,
+            (513, 2049 - 512)
+        );
         store.close().await;
     })
     .await;

@@ -1,0 +1,135 @@
+//! Orgs: tenants, each with a random /48 carved from the configured ULA prefix.
+//!
+//! Creating an org changes what DNS serves (a new view), so it bumps the generation like a peer
+//! write does. Nothing here touches tokens or peers.
+
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+use super::{Store, StoreError, is_unique_violation, parse_col};
+use crate::model::{Change, Org, OrgSlug};
+
+#[derive(sqlx::FromRow)]
+pub(super) struct OrgRow {
+    pub(super) id: i64,
+    slug: String,
+    prefix: String,
+    created_at: i64,
+}
+
+impl OrgRow {
+    pub(super) fn into_org(self) -> Result<Org, StoreError> {
+        Ok(Org {
+            slug: parse_col(&self.slug, "orgs.slug")?,
+            prefix: parse_col(&self.prefix, "orgs.prefix")?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+/// A random /48 inside `ula` (which is at most a /16).
+fn random_org_prefix(ula: Ipv6Net) -> Ipv6Net {
+    let mut bytes = [0u8; 16];
+    // The random source failing leaves the all-zero choice, which a retry on conflict handles.
+    let _ = getrandom::fill(&mut bytes);
+    let random = u128::from_be_bytes(bytes);
+    let host_bits = 128 - u32::from(ula.prefix_len());
+    let keep = if host_bits >= 128 {
+        0
+    } else {
+        u128::MAX << host_bits
+    };
+    let net = (u128::from(ula.network()) & keep) | (random & !keep);
+    let net = net & (u128::MAX << 80);
+    Ipv6Net::new(Ipv6Addr::from(net), 48).expect("48 is a valid prefix length")
+}
+
+impl Store {
+    pub(super) async fn ensure_default_org(&self) -> Result<(), StoreError> {
+        let slug: OrgSlug = crate::model::DEFAULT_ORG.parse().expect("valid label");
+        match self.create_org(&slug).await {
+            Ok(_) | Err(StoreError::OrgExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates an org with a fresh random /48. A new org changes what DNS serves (its /48
+    /// becomes a view), so the same transaction bumps the generation and logs
+    /// [`Change::OrgCreated`].
+    ///
+    /// # Errors
+    /// [`StoreError::OrgExists`] when the slug is taken.
+    pub async fn create_org(&self, slug: &OrgSlug) -> Result<Org, StoreError> {
+        for _ in 0..16 {
+            let prefix = random_org_prefix(self.ula_prefix);
+            let now = crate::model::now_unix();
+            let res: Result<Org, StoreError> = async {
+                write_tx!(self, |tx, is_pg, log| {
+                    lock_generation!(tx, is_pg);
+                    let exists: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM orgs WHERE slug = $1")
+                            .bind(slug.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    if exists.is_some() {
+                        Err(StoreError::OrgExists(slug.clone()))
+                    } else {
+                        sqlx::query(
+                            "INSERT INTO orgs (slug, prefix, created_at) VALUES ($1, $2, $3)",
+                        )
+                        .bind(slug.as_str())
+                        .bind(prefix.to_string())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        let org = Org {
+                            slug: slug.clone(),
+                            prefix,
+                            created_at: now,
+                        };
+                        record_changes!(tx, is_pg, log, vec![Change::OrgCreated(org.clone())]);
+                        Ok(org)
+                    }
+                })
+            }
+            .await;
+            match res {
+                Ok(org) => return Ok(org),
+                // The random /48 collided (or, without the lock, a concurrent creator took the
+                // slug): look again.
+                Err(StoreError::Database(e)) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::PrefixesExhausted)
+    }
+
+    /// Every org, by slug.
+    pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+        let rows: Vec<OrgRow> = read!(self, |pool| {
+            sqlx::query_as("SELECT id, slug, prefix, created_at FROM orgs ORDER BY slug")
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(OrgRow::into_org).collect()
+    }
+
+    /// One org.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`].
+    pub async fn get_org(&self, slug: &OrgSlug) -> Result<Org, StoreError> {
+        self.org_row(slug).await?.into_org()
+    }
+
+    pub(super) async fn org_row(&self, slug: &OrgSlug) -> Result<OrgRow, StoreError> {
+        let row: Option<OrgRow> = read!(self, |pool| {
+            sqlx::query_as("SELECT id, slug, prefix, created_at FROM orgs WHERE slug = $1")
+                .bind(slug.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::OrgNotFound(slug.clone()))
+    }
+}

@@ -1,0 +1,372 @@
+//! Peers: registered by a node through its token, one address each in the org's /48.
+
+use std::net::Ipv6Addr;
+
+use ipnet::Ipv6Net;
+
+use super::tokens::AuthToken;
+use super::{Store, StoreError, bad_column, is_unique_violation, parse_col, sql};
+use crate::model::{Change, Generation, GroupName, OrgSlug, Peer, PeerName, RegionCode};
+use crate::wireguard::PublicKey;
+
+/// What a node asks for when registering a peer (already validated).
+#[derive(Debug, Clone)]
+pub struct NewPeer {
+    /// Name, unique in the org.
+    pub name: PeerName,
+    /// Group.
+    pub group: GroupName,
+    /// Region (checked against the configuration by the caller).
+    pub region: RegionCode,
+    /// Public key.
+    pub pubkey: PublicKey,
+}
+
+/// The host part of a peer's address: peers live in `<org prefix>:1::/64`, numbered from 1.
+pub fn peer_address(org_prefix: Ipv6Net, n: u64) -> Ipv6Addr {
+    crate::model::prefix_host(org_prefix, (1u128 << 64) | u128::from(n))
+}
+
+/// Whose peer a delete may touch.
+#[derive(Debug, Clone, Copy)]
+enum Owner {
+    /// Only the peers a token created.
+    Token,
+    /// Any peer of an org (admin).
+    Org,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PeerRow {
+    pub(super) org_slug: String,
+    name: String,
+    group_name: String,
+    region: String,
+    pubkey: String,
+    address: String,
+    token_name: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl PeerRow {
+    pub(super) fn into_peer(self) -> Result<Peer, StoreError> {
+        let org = parse_col(&self.org_slug, "orgs.slug")?;
+        self.into_peer_in(org)
+    }
+
+    /// The peer, with its org's slug already parsed (`load_all` parses each org's once).
+    pub(super) fn into_peer_in(self, org: OrgSlug) -> Result<Peer, StoreError> {
+        Ok(Peer {
+            org,
+            name: parse_col(&self.name, "peers.name")?,
+            group: parse_col(&self.group_name, "peers.group_name")?,
+            region: parse_col(&self.region, "peers.region")?,
+            // Checked by `PublicKey::parse` on the way in: decode only (issue 9).
+            pubkey: PublicKey::from_trusted_base64(&self.pubkey)
+                .map_err(|e| bad_column("peers.pubkey", &self.pubkey, e))?,
+            address: parse_col(&self.address, "peers.address")?,
+            token: parse_col(&self.token_name, "tokens.name")?,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+pub(super) const PEER_SELECT: &str = "SELECT o.slug AS org_slug, p.name, p.group_name, p.region, p.pubkey, \
+     p.address, t.name AS token_name, p.created_at, p.updated_at \
+     FROM peers p JOIN orgs o ON o.id = p.org_id JOIN tokens t ON t.id = p.token_id";
+
+/// A unique violation on a peer insert or update as the domain error it means. The generation
+/// lock makes the checks before it exact, so this is a safety net, not the usual path.
+fn peer_conflict(e: sqlx::Error, name: &PeerName) -> StoreError {
+    if is_unique_violation(&e) {
+        let text = match &e {
+            sqlx::Error::Database(d) => format!("{} {}", d.constraint().unwrap_or(""), d.message()),
+            _ => String::new(),
+        };
+        if text.contains("pubkey") {
+            return StoreError::PubkeyInUse;
+        }
+        if text.contains("name") {
+            return StoreError::PeerNameTaken(name.clone());
+        }
+    }
+    StoreError::Database(e)
+}
+
+impl Store {
+    /// Creates a peer for `token`, allocating its address.
+    ///
+    /// # Errors
+    /// [`StoreError::PeerNameTaken`], [`StoreError::PubkeyInUse`], [`StoreError::PeerCapReached`],
+    /// [`StoreError::TokenDeleted`] (deleted meanwhile), [`StoreError::AddressesExhausted`].
+    pub async fn register_peer(
+        &self,
+        token: &AuthToken,
+        new: NewPeer,
+    ) -> Result<(Peer, Generation), StoreError> {
+        let now = crate::model::now_unix();
+        let out: Result<(Peer, Generation), StoreError> = write_tx!(self, |tx, is_pg, log| {
+            lock_generation!(tx, is_pg);
+            let live: Option<(i64, Option<i64>)> =
+                sqlx::query_as("SELECT org_id, deleted_at FROM tokens WHERE id = $1")
+                    .bind(token.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let org_id = match live {
+                Some((org_id, None)) => Some(org_id),
+                _ => None,
+            };
+            match org_id {
+                None => Err(StoreError::TokenDeleted),
+                Some(org_id) => {
+                    let name_taken: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM peers WHERE org_id = $1 AND name = $2")
+                            .bind(org_id)
+                            .bind(new.name.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let key_taken: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM peers WHERE pubkey = $1")
+                            .bind(new.pubkey.to_base64())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let n_live: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM peers WHERE token_id = $1")
+                            .bind(token.id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    if name_taken.is_some() {
+                        Err(StoreError::PeerNameTaken(new.name.clone()))
+                    } else if key_taken.is_some() {
+                        Err(StoreError::PubkeyInUse)
+                    } else if let Some(cap) =
+                        token.max_peers.filter(|cap| n_live >= i64::from(*cap))
+                    {
+                        Err(StoreError::PeerCapReached(cap))
+                    } else {
+                        let host: i64 = sqlx::query_scalar(
+                            "UPDATE orgs SET next_host = next_host + 1 WHERE id = $1 RETURNING next_host - 1",
+                        )
+                        .bind(org_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if host <= 0 {
+                            Err(StoreError::AddressesExhausted)
+                        } else {
+                            let address = peer_address(token.org_prefix, host as u64);
+                            sqlx::query(
+                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                            )
+                            .bind(org_id)
+                            .bind(token.id)
+                            .bind(new.name.as_str())
+                            .bind(new.group.as_str())
+                            .bind(new.region.as_str())
+                            .bind(new.pubkey.to_base64())
+                            .bind(address.to_string())
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| peer_conflict(e, &new.name))?;
+                            let peer = Peer {
+                                org: token.org.clone(),
+                                name: new.name.clone(),
+                                group: new.group.clone(),
+                                region: new.region.clone(),
+                                pubkey: new.pubkey,
+                                address,
+                                token: token.name.clone(),
+                                created_at: now,
+                                updated_at: now,
+                            };
+                            let generation = record_changes!(
+                                tx,
+                                is_pg,
+                                log,
+                                vec![Change::PeerUpserted(peer.clone())]
+                            );
+                            Ok((peer, generation))
+                        }
+                    }
+                }
+            }
+        });
+        out
+    }
+
+    /// Re-keys a peer that `token` created; its address stays.
+    ///
+    /// # Errors
+    /// [`StoreError::PeerNotFound`] (also for another token's peer), [`StoreError::PubkeyInUse`].
+    pub async fn rekey_peer(
+        &self,
+        token: &AuthToken,
+        name: &PeerName,
+        pubkey: PublicKey,
+    ) -> Result<(Peer, Generation), StoreError> {
+        let now = crate::model::now_unix();
+        let peer_text = format!("{PEER_SELECT} WHERE p.id = $1");
+        write_tx!(self, |tx, is_pg, log| {
+            lock_generation!(tx, is_pg);
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT p.id FROM peers p JOIN tokens t ON t.id = p.token_id \
+                 WHERE p.token_id = $1 AND p.name = $2 AND t.deleted_at IS NULL",
+            )
+            .bind(token.id)
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let key_owner: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM peers WHERE pubkey = $1")
+                    .bind(pubkey.to_base64())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            match id {
+                None => Err(StoreError::PeerNotFound(name.clone())),
+                Some(id) if key_owner.is_some_and(|owner| owner != id) => {
+                    Err(StoreError::PubkeyInUse)
+                }
+                Some(id) => {
+                    sqlx::query("UPDATE peers SET pubkey = $1, updated_at = $2 WHERE id = $3")
+                        .bind(pubkey.to_base64())
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| peer_conflict(e, name))?;
+                    let row: PeerRow = sqlx::query_as(sql(peer_text))
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let peer = row.into_peer()?;
+                    let generation =
+                        record_changes!(tx, is_pg, log, vec![Change::PeerUpserted(peer.clone())]);
+                    Ok((peer, generation))
+                }
+            }
+        })
+    }
+
+    /// A peer that `token` created.
+    ///
+    /// # Errors
+    /// [`StoreError::PeerNotFound`], also when another token created it.
+    pub async fn token_peer(&self, token: &AuthToken, name: &PeerName) -> Result<Peer, StoreError> {
+        let text = format!("{PEER_SELECT} WHERE p.token_id = $1 AND p.name = $2");
+        let row: Option<PeerRow> = read!(self, |pool| {
+            sqlx::query_as(sql(text))
+                .bind(token.id)
+                .bind(name.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::PeerNotFound(name.clone()))?
+            .into_peer()
+    }
+
+    /// Deletes a peer that `token` created.
+    ///
+    /// # Errors
+    /// [`StoreError::PeerNotFound`], also when another token created it.
+    pub async fn delete_token_peer(
+        &self,
+        token: &AuthToken,
+        name: &PeerName,
+    ) -> Result<Generation, StoreError> {
+        self.delete_peer_owned_by(Owner::Token, token.id, name)
+            .await
+    }
+
+    /// The org's peers, by name.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`].
+    pub async fn list_peers(&self, org: &OrgSlug) -> Result<Vec<Peer>, StoreError> {
+        let org_row = self.org_row(org).await?;
+        let text = format!("{PEER_SELECT} WHERE p.org_id = $1 ORDER BY p.name");
+        let rows: Vec<PeerRow> = read!(self, |pool| {
+            sqlx::query_as(sql(text))
+                .bind(org_row.id)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(PeerRow::into_peer).collect()
+    }
+
+    /// One peer of the org.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::PeerNotFound`].
+    pub async fn get_peer(&self, org: &OrgSlug, name: &PeerName) -> Result<Peer, StoreError> {
+        let org_row = self.org_row(org).await?;
+        let text = format!("{PEER_SELECT} WHERE p.org_id = $1 AND p.name = $2");
+        let row: Option<PeerRow> = read!(self, |pool| {
+            sqlx::query_as(sql(text))
+                .bind(org_row.id)
+                .bind(name.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::PeerNotFound(name.clone()))?
+            .into_peer()
+    }
+
+    /// Deletes one peer of the org (admin).
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::PeerNotFound`].
+    pub async fn delete_peer(
+        &self,
+        org: &OrgSlug,
+        name: &PeerName,
+    ) -> Result<Generation, StoreError> {
+        let org_row = self.org_row(org).await?;
+        self.delete_peer_owned_by(Owner::Org, org_row.id, name)
+            .await
+    }
+
+    /// Deletes the peer `name` whose token or org (per `owner`) is `owner_id`.
+    async fn delete_peer_owned_by(
+        &self,
+        owner: Owner,
+        owner_id: i64,
+        name: &PeerName,
+    ) -> Result<Generation, StoreError> {
+        let text = match owner {
+            Owner::Token => format!("{PEER_SELECT} WHERE p.token_id = $1 AND p.name = $2"),
+            Owner::Org => format!("{PEER_SELECT} WHERE p.org_id = $1 AND p.name = $2"),
+        };
+        let delete = match owner {
+            Owner::Token => "DELETE FROM peers WHERE token_id = $1 AND name = $2",
+            Owner::Org => "DELETE FROM peers WHERE org_id = $1 AND name = $2",
+        };
+        write_tx!(self, |tx, is_pg, log| {
+            lock_generation!(tx, is_pg);
+            let row: Option<PeerRow> = sqlx::query_as(sql(text))
+                .bind(owner_id)
+                .bind(name.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            match row {
+                None => Err(StoreError::PeerNotFound(name.clone())),
+                Some(row) => {
+                    let peer = row.into_peer()?;
+                    sqlx::query(delete)
+                        .bind(owner_id)
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok(record_changes!(
+                        tx,
+                        is_pg,
+                        log,
+                        vec![Change::PeerRemoved(peer)]
+                    ))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! WireGuard tokens: minted by an admin, presented by nodes, stored only as a hash.
+//!
+//! Deleting a token deletes every peer it created, in the same transaction.
+
+use super::peers::{PEER_SELECT, PeerRow};
+use super::secret::{self, TokenSecret};
+use super::{Store, StoreError, is_unique_violation, parse_col, sql};
+use crate::model::{Change, Generation, GroupName, OrgSlug, TokenInfo, TokenName};
+use ipnet::Ipv6Net;
+
+/// A token that authenticated: what the peer API may do on its behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthToken {
+    /// Row id.
+    pub id: i64,
+    /// The org it belongs to.
+    pub org: OrgSlug,
+    /// The org's /48.
+    pub org_prefix: Ipv6Net,
+    /// The token's name.
+    pub name: TokenName,
+    /// The group it is confined to, if any.
+    pub group: Option<GroupName>,
+    /// Its cap on live peers, if any.
+    pub max_peers: Option<u32>,
+}
+
+/// What an admin asks for when minting a token.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Name, unique among the org's live tokens.
+    pub name: TokenName,
+    /// Group confinement.
+    pub group: Option<GroupName>,
+    /// Expiry, unix seconds.
+    pub expires_at: Option<i64>,
+    /// Cap on live peers.
+    pub max_peers: Option<u32>,
+}
+
+/// `last_used_at` is written at most this often per token, so reads stay cheap.
+const LAST_USED_RESOLUTION: i64 = 10;
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: i64,
+    org_slug: String,
+    org_prefix: String,
+    name: String,
+    group_name: Option<String>,
+    expires_at: Option<i64>,
+    max_peers: Option<i64>,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    deleted_at: Option<i64>,
+    live_peers: i64,
+}
+
+impl TokenRow {
+    fn info(&self) -> Result<TokenInfo, StoreError> {
+        Ok(TokenInfo {
+            org: parse_col(&self.org_slug, "orgs.slug")?,
+            name: parse_col(&self.name, "tokens.name")?,
+            group: self
+                .group_name
+                .as_deref()
+                .map(|g| parse_col(g, "tokens.group_name"))
+                .transpose()?,
+            expires_at: self.expires_at,
+            max_peers: self.max_peers.map(|n| n.clamp(0, u32::MAX as i64) as u32),
+            created_at: self.created_at,
+            last_used_at: self.last_used_at,
+            live_peers: self.live_peers.max(0) as u64,
+        })
+    }
+
+    fn auth(&self) -> Result<AuthToken, StoreError> {
+        let info = self.info()?;
+        Ok(AuthToken {
+            id: self.id,
+            org: info.org,
+            org_prefix: parse_col(&self.org_prefix, "orgs.prefix")?,
+            name: info.name,
+            group: info.group,
+            max_peers: info.max_peers,
+        })
+    }
+}
+
+const TOKEN_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
+     t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
+     (SELECT COUNT(*) FROM peers p WHERE p.token_id = t.id) AS live_peers \
+     FROM tokens t JOIN orgs o ON o.id = t.org_id";
+
+impl Store {
+    /// Mints a token; the secret is returned once and only its hash is stored.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::TokenNameTaken`].
+    pub async fn mint_token(
+        &self,
+        org: &OrgSlug,
+        new: NewToken,
+    ) -> Result<(TokenInfo, TokenSecret), StoreError> {
+        let org_row = self.org_row(org).await?;
+        let secret = TokenSecret::generate();
+        let hash = secret::hash_secret(secret.expose());
+        let now = crate::model::now_unix();
+        let res: Result<(), StoreError> = async {
+            write_tx!(self, |tx, is_pg, log| {
+                sqlx::query(
+                    "INSERT INTO tokens (org_id, name, secret_hash, group_name, expires_at, max_peers, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(org_row.id)
+                .bind(new.name.as_str())
+                .bind(&hash)
+                .bind(new.group.as_ref().map(|g| g.as_str().to_owned()))
+                .bind(new.expires_at)
+                .bind(new.max_peers.map(i64::from))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            })
+        }
+        .await;
+        match res {
+            Ok(()) => {}
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                return Err(StoreError::TokenNameTaken(new.name));
+            }
+            Err(e) => return Err(e),
+        }
+        let info = TokenInfo {
+            org: org.clone(),
+            name: new.name,
+            group: new.group,
+            expires_at: new.expires_at,
+            max_peers: new.max_peers,
+            created_at: now,
+            last_used_at: None,
+            live_peers: 0,
+        };
+        Ok((info, secret))
+    }
+
+    /// The org's live tokens with their live peer counts, by name.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`].
+    pub async fn list_tokens(&self, org: &OrgSlug) -> Result<Vec<TokenInfo>, StoreError> {
+        let org_row = self.org_row(org).await?;
+        let text =
+            format!("{TOKEN_SELECT} WHERE t.org_id = $1 AND t.deleted_at IS NULL ORDER BY t.name");
+        let rows: Vec<TokenRow> = read!(self, |pool| {
+            sqlx::query_as(sql(text))
+                .bind(org_row.id)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.iter().map(TokenRow::info).collect()
+    }
+
+    /// Deletes a token and, in the same transaction, every peer it created (logged as one
+    /// [`Change::PeerRemoved`] per peer, with its full row). Returns the number of peers deleted
+    /// and the generation that reflects the delete: a new one when peers went, the current one
+    /// when the token had none (nothing a consumer sees changed).
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::TokenNotFound`].
+    pub async fn delete_token(
+        &self,
+        org: &OrgSlug,
+        name: &TokenName,
+    ) -> Result<(u64, Generation), StoreError> {
+        let org_row = self.org_row(org).await?;
+        let now = crate::model::now_unix();
+        let peer_text = format!("{PEER_SELECT} WHERE p.token_id = $1 ORDER BY p.name");
+        write_tx!(self, |tx, is_pg, log| {
+            let current = lock_generation!(tx, is_pg);
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM tokens WHERE org_id = $1 AND name = $2 AND deleted_at IS NULL",
+            )
+            .bind(org_row.id)
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            match id {
+                None => Err(StoreError::TokenNotFound(name.clone())),
+                Some(id) => {
+                    let rows: Vec<PeerRow> = sqlx::query_as(sql(peer_text))
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let removed = rows
+                        .into_iter()
+                        .map(|row| row.into_peer().map(Change::PeerRemoved))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let deleted = sqlx::query("DELETE FROM peers WHERE token_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    sqlx::query("UPDATE tokens SET deleted_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let generation = if removed.is_empty() {
+                        current
+                    } else {
+                        record_changes!(tx, is_pg, log, removed)
+                    };
+                    Ok((deleted, generation))
+                }
+            }
+        })
+    }
+
+    /// Looks up a presented secret and records its use.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownToken`], [`StoreError::TokenDeleted`], [`StoreError::TokenExpired`].
+    pub async fn authenticate(&self, secret: &str) -> Result<AuthToken, StoreError> {
+        let hash = secret::hash_secret(secret);
+        let text = format!("{TOKEN_SELECT} WHERE t.secret_hash = $1");
+        let row: Option<TokenRow> = read!(self, |pool| {
+            sqlx::query_as(sql(text))
+                .bind(&hash)
+                .fetch_optional(pool)
+                .await?
+        });
+        let row = row.ok_or(StoreError::UnknownToken)?;
+        if row.deleted_at.is_some() {
+            return Err(StoreError::TokenDeleted);
+        }
+        let now = crate::model::now_unix();
+        if row.expires_at.is_some_and(|t| t <= now) {
+            return Err(StoreError::TokenExpired);
+        }
+        if row
+            .last_used_at
+            .is_none_or(|t| now - t >= LAST_USED_RESOLUTION)
+        {
+            read!(self, |pool| {
+                sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(row.id)
+                    .execute(pool)
+                    .await?;
+            });
+        }
+        row.auth()
+    }
+}
