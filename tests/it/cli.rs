@@ -263,7 +263,8 @@ fn token_start_writes_a_config_that_matches_the_server() {
     );
     assert!(prefix.contains(&config.address));
     assert_eq!(
-        config.endpoint, "127.0.0.1:51820",
+        config.endpoint.to_string(),
+        "127.0.0.1:51820",
         "the local region's gateway"
     );
     let gateway_key = std::fs::read_to_string(s.data_dir().join("gateway.key"))
