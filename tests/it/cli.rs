@@ -2,10 +2,12 @@
 //! another process with only environment variables and arguments, and the results checked against
 //! the server's admin API, its DNS, the files on disk and `wg-quick strip` (issue 4).
 
+use std::io::{Read, Write};
 use std::net::Ipv6Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
@@ -758,4 +760,456 @@ fn keygen_prints_a_matching_pair() {
     assert_eq!(private.public_key(), public);
     let again = sixpn(dir.path(), &["keygen"], &[]).ok();
     assert_ne!(again.stdout, run.stdout, "every run makes a new key");
+}
+
+/// A fake peer API on 127.0.0.1 that answers every request with `status` and `body`, over plain
+/// HTTP, or over TLS when `tls` is given. It runs on a detached thread until the test process ends.
+fn fake_server(status: u16, body: &str, tls: Option<Arc<rustls::ServerConfig>>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let response = format!(
+        "HTTP/1.1 {status} Fake\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = match &tls {
+                None => answer_once(stream, &response),
+                Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                    Ok(conn) => {
+                        let mut tls = rustls::StreamOwned::new(conn, stream);
+                        let res = answer_once(&mut tls, &response);
+                        tls.conn.send_close_notify();
+                        let _ = tls.flush();
+                        res
+                    }
+                    Err(e) => Err(std::io::Error::other(e)),
+                },
+            };
+        }
+    });
+    format!("{scheme}://127.0.0.1:{port}")
+}
+
+/// Reads one request (headers, then Content-Length bytes of body) and writes `response`.
+fn answer_once(mut stream: impl Read + Write, response: &str) -> std::io::Result<()> {
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        request.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    stream.write_all(response.as_bytes())?;
+    stream.flush()
+}
+
+/// The exit code of a finished run.
+fn code(run: &Run) -> i32 {
+    run.output.status.code().expect("exited, not killed")
+}
+
+const GATEWAY_KEY: &str = "s6k35vSpDrtq5ERd7XHOL4udSAJZaA6kXIK+kw6c9C0=";
+
+/// Issue 11: a hostile (or hijacked) server answers with a newline in `them`, which wg-quick
+/// would run as `PostUp` as root. The CLI refuses, exits non-zero and writes no file.
+#[test]
+fn issue_11_hostile_answer_writes_no_file() {
+    let work = tempfile::tempdir().unwrap();
+    let hostile = [
+        serde_json::json!({
+            "us": "fdaa:1:2::5", "key": GATEWAY_KEY,
+            "them": "1.2.3.4:51820\n[Interface]\nPostUp = touch /tmp/pwned",
+        }),
+        serde_json::json!({
+            "us": "fdaa:1:2::5", "key": GATEWAY_KEY, "them": "1.2.3.4",
+            "endpoint": "1.2.3.4:51820\nPostUp = touch /tmp/pwned",
+        }),
+        serde_json::json!({"us": "fdaa:1:2::5", "key": GATEWAY_KEY, "them": "1.2.3.4", "allowed_ips": "::/0"}),
+        serde_json::json!({"us": "fdaa:1:2::5", "key": GATEWAY_KEY, "them": "1.2.3.4", "dns": "2001:db8::53"}),
+        serde_json::json!({"us": "fdaa:1:2::5", "key": "x\ny", "them": "1.2.3.4"}),
+        serde_json::json!({"us": "fdaa:1:2::5", "key": GATEWAY_KEY, "them": "1.2.3.4 PostUp"}),
+    ];
+    for answer in hostile {
+        let url = fake_server(200, &answer.to_string(), None);
+        for args in [
+            &["token", "start", "node-1", "", "", "wg0.conf"][..],
+            &["token", "update", "node-1", "wg0.conf"][..],
+            &["token", "ensure", "node-1", "", "", "wg0.conf"][..],
+            &["token", "start", "node-1", "", "", "-"][..],
+        ] {
+            let run = sixpn(
+                work.path(),
+                args,
+                &[
+                    ("SIXPN_API_URL", url.as_str()),
+                    ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
+                ],
+            );
+            assert_eq!(code(&run), 1, "{args:?} {answer}: {}", run.stderr);
+            assert!(run.stdout.is_empty(), "nothing printed: {}", run.stdout);
+            let line = run.fails();
+            assert!(line.contains("bad \""), "{line}");
+            assert!(line.contains("refusing to write a config"), "{line}");
+            let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
+            assert!(left.is_empty(), "{args:?} {answer}: left {left:?}");
+        }
+    }
+}
+
+#[test]
+fn exit_codes_tell_the_kind_of_failure() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    s.node(&token, &["token", "start", "node-1", "web"]).ok();
+
+    let check = |run: Run, expect: i32, what: &str| {
+        assert_eq!(code(&run), expect, "{what}: {}", run.stderr);
+        run.fails();
+    };
+    // 2: usage, by clap or by the server.
+    check(s.admin(&["token", "create"]), 2, "missing --name");
+    check(
+        s.node(&token, &["token", "start", "node-2", "web", "nowhere", "-"]),
+        2,
+        "unknown region (HTTP 4xx)",
+    );
+    check(
+        s.node(&token, &["token", "start", "node-2", "a b"]),
+        2,
+        "bad GROUP",
+    );
+    // 3: not found.
+    check(s.admin(&["peer", "show", "nobody"]), 3, "peer show");
+    check(
+        s.admin(&["peer", "delete", "nobody", "-y"]),
+        3,
+        "peer delete",
+    );
+    check(
+        s.admin(&["token", "delete", "nobody", "--yes"]),
+        3,
+        "token delete",
+    );
+    // 4: conflict, on the server or on disk.
+    check(s.admin(&["org", "create", "personal"]), 4, "org exists");
+    check(
+        s.node(&token, &["token", "start", "node-1", "web", "", "-"]),
+        4,
+        "peer name taken",
+    );
+    check(
+        s.node(
+            &token,
+            &["token", "start", "node-4", "web", "", "node-1.conf"],
+        ),
+        4,
+        "file exists",
+    );
+    // 5: authentication.
+    let run = sixpn(
+        s.work.path(),
+        &["token", "list"],
+        &[
+            ("SIXPN_API_URL", s.server.api.as_str()),
+            ("SIXPN_ADMIN_TOKEN", "wrong"),
+        ],
+    );
+    check(run, 5, "wrong admin token");
+    check(
+        s.node(
+            "sixpn_wg_nope",
+            &["token", "start", "node-5", "web", "", "-"],
+        ),
+        5,
+        "unknown WireGuard token",
+    );
+    let run = sixpn(
+        s.work.path(),
+        &["token", "start", "node-5", "web", "", "-"],
+        &[("SIXPN_API_URL", s.server.api.as_str())],
+    );
+    check(run, 5, "no WireGuard token");
+    // 6: unavailable: nothing listening, or the server failing.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let run = sixpn(
+        s.work.path(),
+        &["token", "list"],
+        &[
+            ("SIXPN_API_URL", nowhere.as_str()),
+            ("SIXPN_ADMIN_TOKEN", "x"),
+        ],
+    );
+    check(run, 6, "connection refused");
+    for status in [500, 503] {
+        let failing = fake_server(status, r#"{"error":"the store is unavailable"}"#, None);
+        let run = sixpn(
+            s.work.path(),
+            &["token", "start", "node-6", "web", "", "-"],
+            &[
+                ("SIXPN_API_URL", failing.as_str()),
+                ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
+            ],
+        );
+        let stderr = run.stderr.clone();
+        check(run, 6, &format!("HTTP {status}"));
+        assert!(stderr.contains("the store is unavailable"), "{stderr}");
+    }
+
+    // The codes are documented where a user looks.
+    let run = s.admin(&["--help"]).ok();
+    for line in ["Exit codes:", "3  not found", "6  unavailable"] {
+        assert!(run.stdout.contains(line), "{line}:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn completions_load_in_bash() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "source <({:?} completions bash) && complete -p sixpn",
+        env!("CARGO_BIN_EXE_sixpn")
+    );
+    let out = Command::new("bash")
+        .args(["--noprofile", "--norc", "-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sixpn"), "{stdout}");
+    for shell in ["zsh", "fish"] {
+        let run = sixpn(dir.path(), &["completions", shell], &[]).ok();
+        assert!(run.stdout.contains("ensure"), "{shell}: {}", run.stdout);
+    }
+    let run = sixpn(dir.path(), &["completions", "tcsh"], &[]);
+    assert_eq!(code(&run), 2);
+}
+
+#[test]
+fn token_ensure_converges_and_re_registers() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    let ensure = |args: &[&str]| {
+        let mut full = vec!["token", "ensure"];
+        full.extend_from_slice(args);
+        s.node(&token, &full)
+    };
+    let file = s.work.path().join("sixpn0.conf");
+    let args = [
+        "--normalize-name",
+        "Node-1.EU-West.compute.internal",
+        "web",
+        "",
+        "sixpn0.conf",
+        "--no-dns",
+    ];
+
+    // First run: registers, under the normalised name.
+    ensure(&args).ok();
+    let first = s.read_config("sixpn0.conf");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let peer = s
+        .peer("personal", "node-1-eu-west-compute-internal")
+        .expect("registered under the normalised name");
+    assert_eq!(peer["pubkey"], first.private_key.public_key().to_base64());
+
+    // Again: nothing changes, neither the file nor the server's key.
+    let run = ensure(&args).ok();
+    assert!(run.stderr.contains("nothing to do"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    let peer = s
+        .peer("personal", "node-1-eu-west-compute-internal")
+        .unwrap();
+    assert_eq!(peer["pubkey"], first.private_key.public_key().to_base64());
+
+    // An admin deletes the peer: the next run registers it again.
+    s.admin(&["peer", "delete", "node-1-eu-west-compute-internal"])
+        .ok();
+    ensure(&args).ok();
+    let second = s.read_config("sixpn0.conf");
+    assert_ne!(
+        second.private_key.public_key(),
+        first.private_key.public_key()
+    );
+    let peer = s
+        .peer("personal", "node-1-eu-west-compute-internal")
+        .expect("registered again");
+    assert_eq!(peer["pubkey"], second.private_key.public_key().to_base64());
+
+    // The file is lost (a new pod): the name exists, so it is re-keyed and keeps its address.
+    std::fs::remove_file(&file).unwrap();
+    ensure(&args).ok();
+    let third = s.read_config("sixpn0.conf");
+    assert_eq!(third.address, second.address);
+    let peer = s
+        .peer("personal", "node-1-eu-west-compute-internal")
+        .unwrap();
+    assert_eq!(peer["pubkey"], third.private_key.public_key().to_base64());
+
+    // A file that is not a config is replaced, not trusted.
+    std::fs::write(&file, "junk\n").unwrap();
+    ensure(&args).ok();
+    let fourth = s.read_config("sixpn0.conf");
+    assert_eq!(fourth.address, second.address);
+
+    // Without --normalize-name, NAME must already be a DNS label.
+    let run = ensure(&["Node-1.example", "web"]);
+    assert_eq!(code(&run), 2, "{}", run.stderr);
+    assert!(run.fails().contains("--normalize-name"));
+}
+
+/// A destructive command on a terminal asks, and does nothing unless told yes.
+#[test]
+fn deletes_ask_on_a_terminal() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    s.node(&token, &["token", "start", "node-1", "web", "", "-"])
+        .ok();
+    // util-linux `script` runs the command on a pseudo-terminal, fed from our stdin.
+    let on_terminal = |command: &str, input: &str| {
+        let mut child = match Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .env("SIXPN_API_URL", s.server.api.as_str())
+            .env("SIXPN_ADMIN_TOKEN", s.server.admin_token.as_str())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("note: `script` not runnable ({e}); skipping the terminal check");
+                return None;
+            }
+        };
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Some((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let bin = env!("CARGO_BIN_EXE_sixpn");
+    let Some((status, shown)) = on_terminal(&format!("{bin} peer delete node-1"), "n\n") else {
+        return;
+    };
+    assert!(
+        shown.contains("delete peer node-1 of org personal? [y/N]"),
+        "{shown}"
+    );
+    assert_eq!(status, Some(1), "{shown}");
+    assert!(s.peer("personal", "node-1").is_some(), "kept after no");
+
+    let (status, shown) = on_terminal(&format!("{bin} token delete k8s"), "y\n").unwrap();
+    assert!(shown.contains("and its 1 live peer(s)"), "{shown}");
+    assert_eq!(status, Some(0), "{shown}");
+    assert!(s.peer("personal", "node-1").is_none(), "deleted after yes");
+}
+
+/// `--cacert` / `SIXPN_CA_CERT`: a server whose certificate a private CA signed is trusted with
+/// the CA file, and refused without it with a line that says what to do.
+#[test]
+fn private_ca_is_trusted_with_cacert() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sixpn test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        )
+        .unwrap();
+    let answer = serde_json::json!({
+        "us": "fdaa:1:2::5", "them": "203.0.113.7", "key": GATEWAY_KEY,
+        "endpoint": "203.0.113.7:51820", "dns": "fdaa:1:2::3", "allowed_ips": "fdaa:1:2::/48",
+        "name": "node-1", "group": "web", "region": "local",
+    });
+    let url = fake_server(200, &answer.to_string(), Some(Arc::new(config)));
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_path = ca_file.display().to_string();
+    let env = [
+        ("SIXPN_API_URL", url.as_str()),
+        ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
+    ];
+
+    let run = sixpn(
+        work.path(),
+        &["token", "start", "node-1", "web", "", "-"],
+        &env,
+    );
+    assert_eq!(code(&run), 1, "{}", run.stderr);
+    let line = run.fails();
+    assert!(
+        line.contains("not trusted") && line.contains("--cacert"),
+        "{line}"
+    );
+
+    let run = sixpn(
+        work.path(),
+        &[
+            "token", "start", "node-1", "web", "", "-", "--cacert", &ca_path,
+        ],
+        &env,
+    )
+    .ok();
+    let config = WgQuickConfig::parse(&run.stdout).expect("a config");
+    assert_eq!(config.endpoint.to_string(), "203.0.113.7:51820");
+
+    let mut with_env = env.to_vec();
+    with_env.push(("SIXPN_CA_CERT", &ca_path));
+    sixpn(
+        work.path(),
+        &["token", "start", "node-1", "web", "", "wg0.conf"],
+        &with_env,
+    )
+    .ok();
+    assert!(work.path().join("wg0.conf").exists());
+
+    // A CA file that is not one: a usage error naming the file.
+    let run = sixpn(
+        work.path(),
+        &[
+            "token", "start", "node-1", "web", "", "-", "--cacert", "wg0.conf",
+        ],
+        &env,
+    );
+    assert_eq!(code(&run), 2, "{}", run.stderr);
+    assert!(run.fails().contains("wg0.conf"));
 }
