@@ -23,7 +23,7 @@
 # Environment: SIXPN_API_URL, SIXPN_WIREGUARD_TOKEN (required); SIXPN_CA_CERT (a private CA for
 # an https API); SIXPN_IFACE (sixpn0); SIXPN_CONF_DIR (/etc/sixpn; keep it in memory, it holds the
 # private key); SIXPN_MTU (1420); SIXPN_CHECK_EVERY (30); SIXPN_STALE_AFTER (300);
-# SIXPN_DEREGISTER (1).
+# SIXPN_DEREGISTER (1); SIXPN_WG_RUN_DIR (/var/run/wireguard, where wireguard-go puts its socket).
 set -eu
 
 # Must match `normalize_name` in src/cli/node.rs (tests/it/cli.rs checks both on the same names).
@@ -57,6 +57,7 @@ conf=$conf_dir/$iface.conf
 mtu=${SIXPN_MTU:-1420}
 every=${SIXPN_CHECK_EVERY:-30}
 stale_after=${SIXPN_STALE_AFTER:-300}
+wg_run_dir=${SIXPN_WG_RUN_DIR:-/var/run/wireguard}
 wg_pid=
 stopping=
 
@@ -113,7 +114,7 @@ done
 wireguard-go -f "$iface" &
 wg_pid=$!
 i=0
-until [ -S "/var/run/wireguard/$iface.sock" ]; do
+until [ -S "$wg_run_dir/$iface.sock" ]; do
     i=$((i + 1))
     [ "$i" -lt 100 ] || { log "wireguard-go did not start"; exit 1; }
     sleep 0.1

@@ -23,6 +23,7 @@ use crate::model::{OrgSlug, PeerName, TokenName};
 
 pub use client::DEFAULT_API_URL;
 pub use exit::{EXIT_CODES_HELP, exit_code};
+pub use node::normalize_name;
 
 const ABOUT: &str = "Private IPv6 networks over WireGuard: token API, internal DNS, gateway";
 

@@ -1213,3 +1213,154 @@ fn private_ca_is_trusted_with_cacert() {
     assert_eq!(code(&run), 2, "{}", run.stderr);
     assert!(run.fails().contains("wg0.conf"));
 }
+
+/// The deploy scripts and `--normalize-name` turn machine names into the same peer names.
+#[test]
+fn shell_and_cli_normalise_names_alike() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/node/sixpn-node.sh");
+    let long = format!("{}-b", "a".repeat(62));
+    for raw in [
+        "node-1",
+        "Node-1.EU-West.compute.internal",
+        "ip_10_0_0_1",
+        "..a..",
+        "nœud",
+        "UPPER",
+        " spaced name ",
+        long.as_str(),
+        &"x".repeat(100),
+        "...",
+    ] {
+        let out = Command::new("sh")
+            .arg(&script)
+            .args(["--normalize", raw])
+            .output()
+            .expect("run sh");
+        assert!(out.status.success(), "{raw:?}");
+        let shell = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        let cli = sixpn::cli::normalize_name(raw)
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        assert_eq!(shell, cli, "{raw:?}");
+    }
+}
+
+/// Kills a child process on drop, so a failing test leaves nothing running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `condition` every 100 ms for up to 20 s.
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The node loop of the DaemonSet and the Nomad job (deploy/node/sixpn-node.sh), with
+/// wireguard-go, wg and sixpn-wg-up stubbed: it registers under the normalised name, registers
+/// again after an admin deleted the peer, applies each new config, and deletes its peer on SIGTERM.
+#[test]
+fn node_script_re_registers_a_deleted_peer() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    let root = tempfile::tempdir().unwrap();
+    let stubs = root.path().join("bin");
+    let run_dir = root.path().join("run");
+    let conf_dir = root.path().join("conf");
+    let applied = root.path().join("applied.log");
+    std::fs::create_dir_all(&stubs).unwrap();
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let stub = |name: &str, body: &str| {
+        let path = stubs.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    // wireguard-go -f IFACE: a UAPI socket that exists while it runs (at most two minutes).
+    stub(
+        "wireguard-go",
+        r#"exec python3 -c 'import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); time.sleep(120)' "$SIXPN_WG_RUN_DIR/$2.sock""#,
+    );
+    // A handshake just now: the tunnel is never stale here.
+    stub("wg", r#"printf 'key\t%s\n' "$(date +%s)""#);
+    stub(
+        "sixpn-wg-up",
+        &format!(r#"echo "$*" >> {:?}"#, applied.display().to_string()),
+    );
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_sixpn")).parent().unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        stubs.display(),
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/node/sixpn-node.sh");
+    let mut command = Command::new("sh");
+    command
+        .arg(&script)
+        .args(["Node-7.Example.internal", "web", ""])
+        .env_clear()
+        .env("PATH", &path)
+        .env("SIXPN_API_URL", &s.server.api)
+        .env("SIXPN_WIREGUARD_TOKEN", &token)
+        .env("SIXPN_CONF_DIR", &conf_dir)
+        .env("SIXPN_WG_RUN_DIR", &run_dir)
+        .env("SIXPN_CHECK_EVERY", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(root.path().join("node.log")).unwrap());
+    let mut node = KillOnDrop(command.spawn().expect("run sixpn-node"));
+    let n_in_step = || {
+        std::fs::read_to_string(root.path().join("node.log"))
+            .unwrap_or_default()
+            .matches("nothing to do")
+            .count()
+    };
+    let name = "node-7-example-internal";
+    let n_applied = || {
+        std::fs::read_to_string(&applied)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+
+    eventually("registered and applied", || {
+        s.peer("personal", name).is_some() && n_applied() == 1
+    });
+    let first = s.peer("personal", name).unwrap();
+    assert_eq!(first["group"], "web");
+
+    s.admin(&["peer", "delete", name]).ok();
+    eventually("registered again and applied", || {
+        s.peer("personal", name).is_some() && n_applied() == 2
+    });
+    let second = s.peer("personal", name).unwrap();
+    assert_ne!(second["pubkey"], first["pubkey"], "a fresh key");
+    let config = std::fs::read_to_string(conf_dir.join("sixpn0.conf")).unwrap();
+    let config = WgQuickConfig::parse(&config).unwrap();
+    assert_eq!(
+        second["pubkey"].as_str().unwrap(),
+        config.private_key.public_key().to_base64()
+    );
+
+    // In step: the next rounds find nothing to do and apply nothing.
+    let seen = n_in_step();
+    eventually("two rounds in step", || n_in_step() >= seen + 2);
+    assert_eq!(n_applied(), 2);
+
+    // SIGTERM: the node deletes its own peer and exits cleanly.
+    let pid = node.0.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let status = node.0.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(s.peer("personal", name).is_none(), "deregistered");
+}
