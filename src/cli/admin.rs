@@ -95,6 +95,17 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
             client.base_url()
         );
     };
+    // The secret is printed as a shell assignment: it must be one plain word.
+    if secret.is_empty()
+        || !secret
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '\'' && c != '"')
+    {
+        bail!(
+            "the server at {} minted token {name} but its secret is not one plain word; delete it with `sixpn token delete {name}` and report this",
+            client.base_url()
+        );
+    }
     if json.json {
         return print_json(&minted);
     }

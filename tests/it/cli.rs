@@ -710,11 +710,13 @@ fn help_explains_every_command() {
         &["token", "delete"],
         &["token", "start"],
         &["token", "update"],
+        &["token", "ensure"],
         &["peer"],
         &["peer", "list"],
         &["peer", "show"],
         &["peer", "delete"],
         &["keygen"],
+        &["completions"],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -738,9 +740,19 @@ fn help_explains_every_command() {
         "0600",
         "--force",
         "--no-dns",
+        "--cacert",
+        "SIXPN_CA_CERT",
         "Examples:",
     ] {
         assert!(run.stdout.contains(needle), "{needle}:\n{}", run.stdout);
+    }
+    for command in [["token", "delete"], ["peer", "delete"]] {
+        let run = sixpn(dir.path(), &[command[0], command[1], "--help"], &[]).ok();
+        assert!(
+            run.stdout.contains("--yes") && run.stdout.contains("terminal"),
+            "{command:?}:\n{}",
+            run.stdout
+        );
     }
 }
 
