@@ -264,10 +264,11 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Whether a destructive command asks first: only on a terminal, and not with `--yes`. A script
-/// (no terminal on stdin) is taken to mean it; it could not answer anyway.
+/// Whether a destructive command asks first: only when a person can see the question and answer
+/// it (stdin and stderr are both terminals), and not with `--yes`. A script, or a command whose
+/// stderr goes to a log, is taken to mean it: it could not answer anyway.
 fn asks(yes: bool) -> bool {
-    !yes && std::io::stdin().is_terminal()
+    !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 /// Asks `question` on stderr and reads the answer from `input`: `y` or `yes` goes on.

@@ -237,8 +237,8 @@ Examples:
 Delete a WireGuard token. Every peer the token created is deleted with it: their DNS names vanish
 and the gateway drops them.
 
-On a terminal it asks first; --yes skips the question. Without a terminal (scripts, CI) it does
-not ask and deletes.
+On a terminal it asks first; --yes skips the question. Without one (scripts, CI, stderr to a
+log) it does not ask and deletes.
 
 Examples:
   sixpn token delete k8s
