@@ -133,6 +133,14 @@ pub async fn ensure(args: EnsureArgs) -> anyhow::Result<()> {
         match client.send(Method::GET, &peer_path(&name), None).await {
             Ok(answer) => {
                 let peer = PeerAnswer::from_json(&answer)?;
+                if let Some(answered) = &peer.name
+                    && *answered != name
+                {
+                    bail!(
+                        "the server answered for peer {answered}, not {name}; refusing to write a config from it"
+                    );
+                }
+                // A server that does not say which key it holds gets a fresh one each time.
                 if peer.pubkey == Some(existing.private_key.public_key()) {
                     let config = node_config(&existing.private_key, &peer, &args.node);
                     let rendered = config.render()?;
