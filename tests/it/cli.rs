@@ -1276,71 +1276,92 @@ fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// The node loop of the DaemonSet and the Nomad job (deploy/node/sixpn-node.sh), with
-/// wireguard-go, wg and sixpn-wg-up stubbed: it registers under the normalised name, registers
-/// again after an admin deleted the peer, applies each new config, and deletes its peer on SIGTERM.
+/// `deploy/node/sixpn-node.sh NAME web ""` running against the test server with wireguard-go, wg
+/// and sixpn-wg-up stubbed (no root, no interface): wireguard-go makes its socket, `wg` prints
+/// `wg_show` as the latest handshake, sixpn-wg-up logs each config it applies.
+struct NodeScript {
+    root: tempfile::TempDir,
+    node: KillOnDrop,
+}
+
+impl NodeScript {
+    fn spawn(s: &Setup, token: &str, raw_name: &str, wg_show: &str, env: &[(&str, &str)]) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let stubs = root.path().join("bin");
+        std::fs::create_dir_all(&stubs).unwrap();
+        std::fs::create_dir_all(root.path().join("run")).unwrap();
+        let stub = |name: &str, body: &str| {
+            let path = stubs.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        // wireguard-go -f IFACE: a UAPI socket that exists while it runs (at most two minutes).
+        stub(
+            "wireguard-go",
+            r#"exec python3 -c 'import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); time.sleep(120)' "$SIXPN_WG_RUN_DIR/$2.sock""#,
+        );
+        stub("wg", &format!("printf 'key\\t%s\\n' \"{wg_show}\""));
+        let applied = root.path().join("applied.log");
+        stub(
+            "sixpn-wg-up",
+            &format!(r#"echo "$*" >> {:?}"#, applied.display().to_string()),
+        );
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_sixpn")).parent().unwrap();
+        let path = format!(
+            "{}:{}:{}",
+            stubs.display(),
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/node/sixpn-node.sh");
+        let mut command = Command::new("sh");
+        command
+            .arg(&script)
+            .args([raw_name, "web", ""])
+            .env_clear()
+            .env("PATH", &path)
+            .env("SIXPN_API_URL", &s.server.api)
+            .env("SIXPN_WIREGUARD_TOKEN", token)
+            .env("SIXPN_CONF_DIR", root.path().join("conf"))
+            .env("SIXPN_WG_RUN_DIR", root.path().join("run"))
+            .env("SIXPN_CHECK_EVERY", "1")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(root.path().join("node.log")).unwrap());
+        let node = KillOnDrop(command.spawn().expect("run sixpn-node"));
+        NodeScript { root, node }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// How many configs sixpn-wg-up applied.
+    fn n_applied(&self) -> usize {
+        std::fs::read_to_string(self.root.path().join("applied.log"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn config(&self) -> WgQuickConfig {
+        let text = std::fs::read_to_string(self.root.path().join("conf/sixpn0.conf")).unwrap();
+        WgQuickConfig::parse(&text).unwrap()
+    }
+}
+
+/// The node loop of the DaemonSet and the Nomad job (deploy/node/sixpn-node.sh): it registers
+/// under the normalised name, registers again after an admin deleted the peer, applies each new
+/// config and nothing else, and deletes its peer on SIGTERM.
 #[test]
 fn node_script_re_registers_a_deleted_peer() {
     let s = Setup::new();
     let token = s.mint(&["--name", "k8s", "--group", "web"]);
-    let root = tempfile::tempdir().unwrap();
-    let stubs = root.path().join("bin");
-    let run_dir = root.path().join("run");
-    let conf_dir = root.path().join("conf");
-    let applied = root.path().join("applied.log");
-    std::fs::create_dir_all(&stubs).unwrap();
-    std::fs::create_dir_all(&run_dir).unwrap();
-    let stub = |name: &str, body: &str| {
-        let path = stubs.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    };
-    // wireguard-go -f IFACE: a UAPI socket that exists while it runs (at most two minutes).
-    stub(
-        "wireguard-go",
-        r#"exec python3 -c 'import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); time.sleep(120)' "$SIXPN_WG_RUN_DIR/$2.sock""#,
-    );
     // A handshake just now: the tunnel is never stale here.
-    stub("wg", r#"printf 'key\t%s\n' "$(date +%s)""#);
-    stub(
-        "sixpn-wg-up",
-        &format!(r#"echo "$*" >> {:?}"#, applied.display().to_string()),
-    );
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_sixpn")).parent().unwrap();
-    let path = format!(
-        "{}:{}:{}",
-        stubs.display(),
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/node/sixpn-node.sh");
-    let mut command = Command::new("sh");
-    command
-        .arg(&script)
-        .args(["Node-7.Example.internal", "web", ""])
-        .env_clear()
-        .env("PATH", &path)
-        .env("SIXPN_API_URL", &s.server.api)
-        .env("SIXPN_WIREGUARD_TOKEN", &token)
-        .env("SIXPN_CONF_DIR", &conf_dir)
-        .env("SIXPN_WG_RUN_DIR", &run_dir)
-        .env("SIXPN_CHECK_EVERY", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(root.path().join("node.log")).unwrap());
-    let mut node = KillOnDrop(command.spawn().expect("run sixpn-node"));
-    let n_in_step = || {
-        std::fs::read_to_string(root.path().join("node.log"))
-            .unwrap_or_default()
-            .matches("nothing to do")
-            .count()
-    };
+    let mut script = NodeScript::spawn(&s, &token, "Node-7.Example.internal", "$(date +%s)", &[]);
+    let n_in_step = || script.log().matches("nothing to do").count();
     let name = "node-7-example-internal";
-    let n_applied = || {
-        std::fs::read_to_string(&applied)
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
+    let n_applied = || script.n_applied();
 
     eventually("registered and applied", || {
         s.peer("personal", name).is_some() && n_applied() == 1
@@ -1354,8 +1375,7 @@ fn node_script_re_registers_a_deleted_peer() {
     });
     let second = s.peer("personal", name).unwrap();
     assert_ne!(second["pubkey"], first["pubkey"], "a fresh key");
-    let config = std::fs::read_to_string(conf_dir.join("sixpn0.conf")).unwrap();
-    let config = WgQuickConfig::parse(&config).unwrap();
+    let config = script.config();
     assert_eq!(
         second["pubkey"].as_str().unwrap(),
         config.private_key.public_key().to_base64()
@@ -1367,12 +1387,38 @@ fn node_script_re_registers_a_deleted_peer() {
     assert_eq!(n_applied(), 2);
 
     // SIGTERM: the node deletes its own peer and exits cleanly.
-    let pid = node.0.id().to_string();
+    let pid = script.node.0.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
-    let status = node.0.wait().expect("wait");
+    let status = script.node.0.wait().expect("wait");
     assert!(status.success(), "{status:?}");
     assert!(s.peer("personal", name).is_none(), "deregistered");
+}
+
+/// No handshake with the gateway for SIXPN_STALE_AFTER seconds: the node re-keys (same address)
+/// and applies the new config.
+#[test]
+fn node_script_re_keys_a_stale_tunnel() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    // `wg` reports no handshake ever (0).
+    let script = NodeScript::spawn(&s, &token, "node-8", "0", &[("SIXPN_STALE_AFTER", "2")]);
+    eventually("registered and applied", || {
+        s.peer("personal", "node-8").is_some() && script.n_applied() >= 1
+    });
+    let first = s.peer("personal", "node-8").unwrap();
+    eventually("re-keyed and applied", || script.n_applied() >= 2);
+    assert!(
+        script.log().contains("no handshake for"),
+        "{}",
+        script.log()
+    );
+    let now = s.peer("personal", "node-8").unwrap();
+    assert_eq!(
+        now["address"], first["address"],
+        "re-keying keeps the address"
+    );
+    assert_ne!(now["pubkey"], first["pubkey"]);
 }
