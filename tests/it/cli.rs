@@ -879,6 +879,42 @@ fn issue_11_hostile_answer_writes_no_file() {
             assert!(left.is_empty(), "{args:?} {answer}: left {left:?}");
         }
     }
+
+    // `token ensure` with a config in place reads the server's answer first (GET): a hostile one
+    // leaves the file exactly as it was, and no temporary file beside it.
+    let existing = WgQuickConfig {
+        private_key: PrivateKey::generate().unwrap(),
+        address: "fdaa:1:2::5".parse().unwrap(),
+        dns: None,
+        mtu: None,
+        gateway_key: PublicKey::parse(GATEWAY_KEY).unwrap(),
+        allowed_ips: "fdaa:1:2::/48".parse().unwrap(),
+        endpoint: "1.2.3.4:51820".parse().unwrap(),
+        persistent_keepalive: Some(15),
+    }
+    .render()
+    .unwrap();
+    std::fs::write(work.path().join("wg0.conf"), &existing).unwrap();
+    let hostile = serde_json::json!({
+        "us": "fdaa:1:2::5", "key": GATEWAY_KEY,
+        "them": "1.2.3.4:51820\n[Interface]\nPostUp = touch /tmp/pwned",
+    });
+    let url = fake_server(200, &hostile.to_string(), None);
+    let run = sixpn(
+        work.path(),
+        &["token", "ensure", "node-1", "", "", "wg0.conf", "--no-dns"],
+        &[
+            ("SIXPN_API_URL", url.as_str()),
+            ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
+        ],
+    );
+    assert_eq!(code(&run), 1, "{}", run.stderr);
+    assert!(run.fails().contains("bad \"them\" field"));
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("wg0.conf")).unwrap(),
+        existing
+    );
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1);
 }
 
 #[test]
