@@ -1,5 +1,6 @@
 //! The `sixpn` binary: a thin shell around [`sixpn::cli`]. It parses the command line, sets up
-//! logging on stderr, runs the command and turns an error into one line and a non-zero exit.
+//! logging on stderr, runs the command and turns an error into one line and an exit code that
+//! tells its kind (see `sixpn::cli::exit`).
 
 use std::process::ExitCode;
 
@@ -41,7 +42,8 @@ async fn main() -> ExitCode {
             // One line, whatever the error chain or the server's message held.
             let message = format!("{e:#}").replace(['\n', '\r'], " ");
             eprintln!("error: {message}");
-            ExitCode::FAILURE
+            // The code tells the kind of failure apart (README "Exit codes", `sixpn --help`).
+            ExitCode::from(sixpn::cli::exit_code(&e))
         }
     }
 }

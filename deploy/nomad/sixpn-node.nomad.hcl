@@ -1,7 +1,13 @@
 # sixpn node, Nomad system job: on every client, a group that joins the sixpn network as a peer
 # of group `web` and serves an app on its tunnel address. HAProxy on the gateway finds them by
-# resolving `web._g.internal` (deploy/haproxy/haproxy.cfg). Same steps as tests/e2e/run.sh:
-#   sixpn token start NAME web REGION FILE --no-dns   →   wireguard-go   →   sixpn-wg-up
+# resolving `web._g.internal` (deploy/haproxy/haproxy.cfg).
+#
+# The `tunnel` task runs sixpn-node (deploy/node/sixpn-node.sh), as the Kubernetes DaemonSet does:
+# the client's name made a DNS label (Nomad names often hold dots: `worker-1.dc1` →
+# `worker-1-dc1`), `sixpn token ensure` (register, or re-key when the name exists), wireguard-go
+# and sixpn-wg-up, then `sixpn token ensure` every 30 s, so a peer an admin deleted is
+# registered again and a tunnel with no handshake for 5 minutes is re-keyed. On SIGTERM it
+# deletes its peer; the poststop task does it once more in case the tunnel task died first.
 #
 # The token comes from a Nomad variable readable by this job only:
 #   sixpn token create --name nomad-web --group web             # prints SIXPN_WIREGUARD_TOKEN=...
@@ -27,27 +33,13 @@ job "sixpn-web" {
         cap_add = ["net_admin"]
         devices = [{ host_path = "/dev/net/tun", container_path = "/dev/net/tun" }]
         command = "/bin/sh"
-        args    = ["-c", <<-EOT
-          set -eu
-          iface=sixpn0
-          conf=$${NOMAD_SECRETS_DIR}/$iface.conf
-          rm -f "$conf"
-          if ! sixpn token start "$PEER_NAME" web "" "$conf" --no-dns; then
-            sixpn token update "$PEER_NAME" "$conf"
-          fi
-          wireguard-go -f "$iface" &
-          wg_pid=$!
-          trap 'kill "$wg_pid"' TERM INT
-          i=0
-          until [ -S "/var/run/wireguard/$iface.sock" ]; do
-            i=$((i + 1)); [ "$i" -lt 100 ] || { echo "wireguard-go did not start" >&2; exit 1; }
-            sleep 0.1
-          done
-          sixpn-wg-up "$iface" "$conf" 1420
-          wait "$wg_pid"
-        EOT
-        ]
+        # exec: sixpn-node gets Nomad's SIGTERM itself, to delete its peer.
+        args = ["-c", "exec sixpn-node \"$PEER_NAME\" web \"\""]
       }
+
+      # sixpn-node deletes its peer on SIGTERM (give it the time) and cleans up after itself.
+      kill_signal  = "SIGTERM"
+      kill_timeout = "15s"
 
       # The token, from the job's variable; rendered into the secrets dir, exported as env.
       template {
@@ -60,12 +52,14 @@ job "sixpn-web" {
 
       env {
         SIXPN_API_URL = "https://sixpn.example.net:4280"
-        # One peer per client node; a DNS label.
+        # With a private CA on the API: a file in the image or a template, e.g.
+        # SIXPN_CA_CERT = "$${NOMAD_SECRETS_DIR}/ca.pem"
+        # One peer per client node; sixpn-node makes it a DNS label.
         PEER_NAME = "${node.unique.name}"
+        # The config (with the private key) lives in the task's in-memory secrets dir.
+        SIXPN_CONF_DIR = "$${NOMAD_SECRETS_DIR}/sixpn"
+        SIXPN_MTU      = "1420"
       }
-
-      # On stop, delete the peer so it leaves DNS (and HAProxy) at once.
-      kill_timeout = "15s"
 
       resources {
         cpu    = 50
@@ -81,11 +75,7 @@ job "sixpn-web" {
       config {
         image   = "ghcr.io/sixpn/sixpn-node:latest"
         command = "/bin/sh"
-        args = ["-c", <<-EOT
-          curl -fsS -m 10 -X DELETE -H "Authorization: Bearer $SIXPN_WIREGUARD_TOKEN" \
-            "$SIXPN_API_URL/api/v3/wire_guard_peers/$PEER_NAME" || true
-        EOT
-        ]
+        args    = ["-c", "exec sixpn-node --deregister \"$PEER_NAME\""]
       }
       template {
         destination = "$${NOMAD_SECRETS_DIR}/sixpn.env"

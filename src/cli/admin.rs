@@ -4,6 +4,7 @@
 //! or the admin-token file the server wrote into its data directory. They never print a token
 //! secret except the one `token create` mints, once.
 
+use std::io::{BufRead, IsTerminal as _};
 use std::path::Path;
 
 use anyhow::bail;
@@ -11,6 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::client::{ApiClient, Credential};
+use super::exit::{Failure, fail};
 use super::output::{array, cell, fields, object_table, print, print_json};
 use super::{AdminArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs};
 use crate::model::OrgSlug;
@@ -93,6 +95,17 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
             client.base_url()
         );
     };
+    // The secret is printed as a shell assignment: it must be one plain word.
+    if secret.is_empty()
+        || !secret
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '\'' && c != '"')
+    {
+        bail!(
+            "the server at {} minted token {name} but its secret is not one plain word; delete it with `sixpn token delete {name}` and report this",
+            client.base_url()
+        );
+    }
     if json.json {
         return print_json(&minted);
     }
@@ -144,6 +157,25 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
 /// One line: no credential, server unreachable, or the server's error.
 pub async fn token_delete(args: TokenDeleteArgs) -> anyhow::Result<()> {
     let client = admin_client(&args.admin)?;
+    if asks(args.yes.yes) {
+        // Say what goes with it; a failing list just leaves the count out of the question.
+        let live = match client.get::<Value>(&tokens_path(&args.org.org)).await {
+            Ok(tokens) => tokens
+                .as_array()
+                .and_then(|list| list.iter().find(|t| t["name"] == args.name.as_str()))
+                .map(|t| format!(" and its {} live peer(s)", cell(t, "live_peers", "0"))),
+            Err(_) => None,
+        };
+        confirm(
+            &format!(
+                "delete token {} of org {}{}? Every peer it created goes with it.",
+                args.name,
+                args.org.org,
+                live.unwrap_or_default()
+            ),
+            &mut std::io::stdin().lock(),
+        )?;
+    }
     let path = format!("{}/{}", tokens_path(&args.org.org), args.name);
     let answer = client.send(Method::DELETE, &path, None).await?;
     if args.json.json {
@@ -205,11 +237,18 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
         }
         PeerCommand::Delete {
             name,
+            yes,
             org,
             admin,
             json,
         } => {
             let client = admin_client(&admin)?;
+            if asks(yes.yes) {
+                confirm(
+                    &format!("delete peer {name} of org {}?", org.org),
+                    &mut std::io::stdin().lock(),
+                )?;
+            }
             let answer = client
                 .send(
                     Method::DELETE,
@@ -222,6 +261,31 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
             }
             print(&format!("deleted peer {name}\n"))
         }
+    }
+}
+
+/// Whether a destructive command asks first: only when a person can see the question and answer
+/// it (stdin and stderr are both terminals), and not with `--yes`. A script, or a command whose
+/// stderr goes to a log, is taken to mean it: it could not answer anyway.
+fn asks(yes: bool) -> bool {
+    !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Asks `question` on stderr and reads the answer from `input`: `y` or `yes` goes on.
+///
+/// # Errors
+/// Any other answer, or none: "cancelled" (exit 1).
+fn confirm(question: &str, input: &mut impl BufRead) -> anyhow::Result<()> {
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    input.read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(fail(
+            Failure::Other,
+            "cancelled; nothing was deleted (pass --yes to skip the question)",
+        ))
     }
 }
 
@@ -273,7 +337,7 @@ fn admin_client(args: &AdminArgs) -> anyhow::Result<ApiClient> {
         std::env::var("SIXPN_ADMIN_TOKEN").ok().as_deref(),
         &args.data_dir,
     )?;
-    ApiClient::new(&args.api_url, credential)
+    ApiClient::new(&args.api_url, args.cacert.as_deref(), credential)
 }
 
 /// The admin credential: `$SIXPN_ADMIN_TOKEN` when set, else the server's admin-token file in
@@ -291,14 +355,20 @@ fn admin_credential(env_token: Option<&str>, data_dir: &Path) -> anyhow::Result<
             secret: text.trim().to_string(),
             source: path.display().to_string(),
         }),
-        Ok(_) => bail!(
-            "the admin token file {} is empty; set SIXPN_ADMIN_TOKEN to the server's admin token",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "no admin credential: set SIXPN_ADMIN_TOKEN, or point --data-dir (or SIXPN_DATA_DIR) at the server's data directory (there is no {})",
-            path.display()
-        ),
+        Ok(_) => Err(fail(
+            Failure::Auth,
+            format!(
+                "the admin token file {} is empty; set SIXPN_ADMIN_TOKEN to the server's admin token",
+                path.display()
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(fail(
+            Failure::Auth,
+            format!(
+                "no admin credential: set SIXPN_ADMIN_TOKEN, or point --data-dir (or SIXPN_DATA_DIR) at the server's data directory (there is no {})",
+                path.display()
+            ),
+        )),
         Err(e) => bail!(
             "reading the admin token file {}: {e}; set SIXPN_ADMIN_TOKEN instead",
             path.display()
@@ -328,6 +398,21 @@ mod tests {
         let c = admin_credential(Some("from-env"), dir.path()).unwrap();
         assert_eq!(c.secret, "from-env");
         assert_eq!(c.source, "$SIXPN_ADMIN_TOKEN");
+    }
+
+    #[test]
+    fn confirmation_takes_only_yes() {
+        for answer in ["y\n", "Y\n", " yes \n"] {
+            confirm("go?", &mut answer.as_bytes()).unwrap();
+        }
+        for answer in ["\n", "n\n", "no\n", "yep\n", ""] {
+            let err = confirm("go?", &mut answer.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string().starts_with("cancelled"),
+                "{answer:?}: {err}"
+            );
+        }
+        assert!(!asks(true), "--yes never asks");
     }
 
     #[test]

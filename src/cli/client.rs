@@ -1,14 +1,22 @@
 //! A small HTTP client for the sixpn APIs, turning every failure into one line that says what to do.
 //!
-//! The CLI talks to the server only through this client (never to the database). It knows the
-//! wire shapes only as `serde_json::Value`; the command modules pick out the fields they show.
+//! The CLI talks to the server only through this client (never to the database). It returns
+//! answers as `serde_json::Value`; the command modules check and pick out the fields they use.
+//! Every failure carries its kind (`exit::Failure`), mapped from the HTTP status or the transport
+//! error here and nowhere else.
+//!
+//! Over https it trusts the bundled web roots, the system's trust store, and the CA file given by
+//! `--cacert` / `$SIXPN_CA_CERT` (issue 12), so a server with a private CA needs no system change.
 
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use super::exit::{Failure, fail};
 
 /// The server's address when `SIXPN_API_URL` is unset: where `sixpn serve` listens by default.
 pub const DEFAULT_API_URL: &str = "http://127.0.0.1:4280";
@@ -43,18 +51,33 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:4280`).
+    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:4280`), trusting the CA
+    /// certificates in `cacert` besides the system's roots.
     ///
     /// # Errors
-    /// When `base_url` is not an http(s) URL.
-    pub fn new(base_url: &str, credential: Credential) -> anyhow::Result<ApiClient> {
+    /// When `base_url` is not an http(s) URL, or `cacert` cannot be read or holds no certificate.
+    pub fn new(
+        base_url: &str,
+        cacert: Option<&Path>,
+        credential: Credential,
+    ) -> anyhow::Result<ApiClient> {
         let base = parse_base_url(base_url)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("sixpn/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("setting up the HTTP client")?;
+            .user_agent(concat!("sixpn/", env!("CARGO_PKG_VERSION")));
+        // Plain http needs no roots: skip reading the system store.
+        if base.scheme() == "https" {
+            for certificate in system_roots() {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some(path) = cacert {
+            for certificate in load_ca_file(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().context("setting up the HTTP client")?;
         Ok(ApiClient {
             base,
             http,
@@ -154,7 +177,7 @@ impl ApiClient {
                     self.credential.source
                 ));
             }
-            bail!(line);
+            return Err(fail(Failure::from_status(status), line));
         }
         json.ok_or_else(|| {
             anyhow!(
@@ -168,22 +191,100 @@ impl ApiClient {
 
     fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
         let base = self.base_url();
-        if e.is_timeout() {
-            anyhow!(
-                "the sixpn server at {base} did not answer within {REQUEST_TIMEOUT:?}; check that it is healthy, or set SIXPN_API_URL to another server"
+        let cause = root_cause(e);
+        // rustls reports an untrusted or mismatched certificate as a connect error; retrying
+        // will not help, the trust settings will.
+        if cause.contains("certificate") || cause.contains("CertificateRequired") {
+            fail(
+                Failure::Other,
+                format!(
+                    "the TLS certificate of the sixpn server at {base} is not trusted ({cause}); pass --cacert FILE (or set SIXPN_CA_CERT) with the CA that signed it"
+                ),
+            )
+        } else if e.is_timeout() {
+            fail(
+                Failure::Unavailable,
+                format!(
+                    "the sixpn server at {base} did not answer within {REQUEST_TIMEOUT:?}; check that it is healthy, or set SIXPN_API_URL to another server"
+                ),
             )
         } else if e.is_connect() {
-            anyhow!(
-                "cannot reach the sixpn server at {base} ({}); start it with `sixpn serve`, or set SIXPN_API_URL to its address",
-                root_cause(e)
+            fail(
+                Failure::Unavailable,
+                format!(
+                    "cannot reach the sixpn server at {base} ({cause}); start it with `sixpn serve`, or set SIXPN_API_URL to its address"
+                ),
             )
         } else {
-            anyhow!(
-                "talking to the sixpn server at {base} failed: {}",
-                root_cause(e)
+            fail(
+                Failure::Unavailable,
+                format!("talking to the sixpn server at {base} failed: {cause}"),
             )
         }
     }
+}
+
+/// The system's trust store (e.g. /etc/ssl/certs), besides the web roots built into the binary.
+/// A store that cannot be read is no error: the bundled roots and `--cacert` still apply.
+fn system_roots() -> Vec<reqwest::Certificate> {
+    let loaded = rustls_native_certs::load_native_certs();
+    loaded
+        .certs
+        .iter()
+        .filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok())
+        .collect()
+}
+
+/// The CA certificates in a PEM file (one or more `BEGIN CERTIFICATE` blocks) or a DER file.
+///
+/// # Errors
+/// One line naming the file: it cannot be read, or holds no certificate.
+pub fn load_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let usage = |why: String| fail(Failure::Usage, why);
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| {
+        usage(format!(
+            "reading the CA certificate {shown} (--cacert or SIXPN_CA_CERT): {e}"
+        ))
+    })?;
+    let is_pem = bytes
+        .windows(b"-----BEGIN".len())
+        .any(|w| w == b"-----BEGIN");
+    let certificates = if is_pem {
+        if !bytes
+            .windows(b"-----BEGIN CERTIFICATE-----".len())
+            .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+        {
+            return Err(usage(format!(
+                "the CA file {shown} holds no certificate (a PEM file with -----BEGIN CERTIFICATE----- blocks is expected; is it a key?)"
+            )));
+        }
+        reqwest::Certificate::from_pem_bundle(&bytes).map_err(|e| {
+            usage(format!(
+                "the CA file {shown} is not valid PEM ({}); expected -----BEGIN CERTIFICATE----- blocks",
+                root_cause(&e)
+            ))
+        })?
+    } else {
+        // DER: one certificate, an ASN.1 SEQUENCE. reqwest checks it only when the client is built.
+        if bytes.first() != Some(&0x30) {
+            return Err(usage(format!(
+                "the CA file {shown} is neither PEM nor DER; expected -----BEGIN CERTIFICATE----- blocks"
+            )));
+        }
+        vec![reqwest::Certificate::from_der(&bytes).map_err(|e| {
+            usage(format!(
+                "the CA file {shown} is neither PEM nor DER ({}); expected -----BEGIN CERTIFICATE----- blocks",
+                root_cause(&e)
+            ))
+        })?]
+    };
+    if certificates.is_empty() {
+        return Err(usage(format!(
+            "the CA file {shown} holds no certificate; expected -----BEGIN CERTIFICATE----- blocks"
+        )));
+    }
+    Ok(certificates)
 }
 
 /// The innermost error message, which says what actually went wrong ("Connection refused").
@@ -202,10 +303,16 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 pub fn parse_base_url(text: &str) -> anyhow::Result<Url> {
     let text = text.trim();
     let mut url = Url::parse(text).map_err(|e| {
-        anyhow!("SIXPN_API_URL {text:?} is not a URL ({e}); expected e.g. {DEFAULT_API_URL}")
+        fail(
+            Failure::Usage,
+            format!("SIXPN_API_URL {text:?} is not a URL ({e}); expected e.g. {DEFAULT_API_URL}"),
+        )
     })?;
     if !matches!(url.scheme(), "http" | "https") {
-        bail!("SIXPN_API_URL {text:?} must start with http:// or https://");
+        return Err(fail(
+            Failure::Usage,
+            format!("SIXPN_API_URL {text:?} must start with http:// or https://"),
+        ));
     }
     if !url.path().ends_with('/') {
         let path = format!("{}/", url.path());
@@ -238,5 +345,50 @@ mod tests {
         assert!(parse_base_url("127.0.0.1:4280").is_err());
         assert!(parse_base_url("ftp://x").is_err());
         assert!(parse_base_url("").is_err());
+        let err = parse_base_url("ftp://x").unwrap_err();
+        assert_eq!(super::super::exit::exit_code(&err), 2);
+    }
+
+    #[test]
+    fn ca_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let check_err = |name: &str, contents: Option<&[u8]>, expect: &str| {
+            let path = dir.path().join(name);
+            if let Some(contents) = contents {
+                std::fs::write(&path, contents).unwrap();
+            }
+            let err = load_ca_file(&path).unwrap_err();
+            let line = err.to_string();
+            assert!(line.contains(expect), "{name}: {line}");
+            assert!(line.contains(&path.display().to_string()), "{line}");
+            assert_eq!(super::super::exit::exit_code(&err), 2);
+        };
+        check_err("missing.pem", None, "--cacert or SIXPN_CA_CERT");
+        check_err("empty.pem", Some(b""), "neither PEM nor DER");
+        check_err("text.pem", Some(b"hello\n"), "neither PEM nor DER");
+        check_err(
+            "key.pem",
+            Some(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            "holds no certificate",
+        );
+        check_err(
+            "broken.pem",
+            Some(b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"),
+            "not valid PEM",
+        );
+
+        let ca = rcgen::generate_simple_self_signed(vec!["sixpn.test".into()]).unwrap();
+        let path = dir.path().join("ca.pem");
+        let two = format!("{}{}", ca.cert.pem(), ca.cert.pem());
+        std::fs::write(&path, two).unwrap();
+        assert_eq!(load_ca_file(&path).unwrap().len(), 2);
+        let der = dir.path().join("ca.der");
+        std::fs::write(&der, ca.cert.der()).unwrap();
+        assert_eq!(load_ca_file(&der).unwrap().len(), 1);
+        let credential = Credential {
+            secret: "x".into(),
+            source: "test".into(),
+        };
+        ApiClient::new("https://sixpn.test:4280", Some(&path), credential).unwrap();
     }
 }

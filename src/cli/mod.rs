@@ -1,12 +1,15 @@
 //! The `sixpn` command line: `serve`, the admin commands (`org`, `token create|list|delete`,
-//! `peer`), the node commands (`token start|update`) and `keygen`.
+//! `peer`), the node commands (`token start|update|ensure`), `keygen` and `completions`.
 //!
 //! Only this module knows clap and stdout. Admin and node commands talk to a running server over
-//! its HTTP APIs (`client`); they never open the database. Every failure becomes one line that
-//! says what to do; `main` prints it as `error: …` and exits non-zero.
+//! its HTTP APIs (`client`); they never open the database, and they check every field of an
+//! answer before writing a file from it (`answer`). Every failure becomes one line that says what
+//! to do; `main` prints it as `error: …` and exits with the code of its kind (`exit`).
 
 mod admin;
+mod answer;
 mod client;
+pub mod exit;
 mod node;
 mod output;
 
@@ -19,6 +22,8 @@ use crate::config::{Config, Overrides};
 use crate::model::{OrgSlug, PeerName, TokenName};
 
 pub use client::DEFAULT_API_URL;
+pub use exit::{EXIT_CODES_HELP, exit_code};
+pub use node::normalize_name;
 
 const ABOUT: &str = "Private IPv6 networks over WireGuard: token API, internal DNS, gateway";
 
@@ -34,11 +39,12 @@ Re-key the node:         SIXPN_WIREGUARD_TOKEN=... sixpn token update node-1 --f
 
 Admin commands find the server at $SIXPN_API_URL (default http://127.0.0.1:4280) and authenticate
 with $SIXPN_ADMIN_TOKEN, or with the admin-token file the server wrote into its data directory
-($SIXPN_DATA_DIR or --data-dir, default ./sixpn-data).";
+($SIXPN_DATA_DIR or --data-dir, default ./sixpn-data). Over https they trust the system's roots
+plus the CA in --cacert FILE ($SIXPN_CA_CERT).";
 
 /// The `sixpn` command line.
 #[derive(Debug, Parser)]
-#[command(name = "sixpn", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(name = "sixpn", version, about = ABOUT, long_about = LONG_ABOUT, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -83,6 +89,30 @@ Examples:
   sixpn keygen
   sixpn keygen --json")]
     Keygen(KeygenArgs),
+    /// Print shell completions for bash, zsh or fish.
+    #[command(long_about = "\
+Print a completion script for bash, zsh or fish on stdout.
+
+Examples:
+  source <(sixpn completions bash)                       # this shell only
+  sixpn completions bash > /etc/bash_completion.d/sixpn
+  sixpn completions zsh > \"${fpath[1]}/_sixpn\"
+  sixpn completions fish > ~/.config/fish/completions/sixpn.fish")]
+    Completions {
+        /// The shell.
+        shell: CompletionShell,
+    },
+}
+
+/// The shells `sixpn completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    /// GNU bash.
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// `sixpn serve` flags; each one given wins over the environment and the config file.
@@ -111,6 +141,9 @@ pub struct AdminArgs {
     /// The server's base URL.
     #[arg(long, value_name = "URL", env = "SIXPN_API_URL", default_value = DEFAULT_API_URL)]
     pub api_url: String,
+    /// PEM file with the CA certificate(s) to trust for an https URL, besides the system's roots.
+    #[arg(long, value_name = "FILE", env = "SIXPN_CA_CERT")]
+    pub cacert: Option<PathBuf>,
     /// The server's data directory, where it wrote `admin-token`; used when $SIXPN_ADMIN_TOKEN is unset.
     #[arg(
         long,
@@ -204,8 +237,12 @@ Examples:
 Delete a WireGuard token. Every peer the token created is deleted with it: their DNS names vanish
 and the gateway drops them.
 
-Example:
-  sixpn token delete k8s")]
+On a terminal it asks first; --yes skips the question. Without one (scripts, CI, stderr to a
+log) it does not ask and deletes.
+
+Examples:
+  sixpn token delete k8s
+  sixpn token delete k8s --yes")]
     Delete(TokenDeleteArgs),
     /// Register this node as a peer and write its wg-quick config (node).
     #[command(long_about = "\
@@ -236,6 +273,54 @@ Examples:
   sixpn token update node-1 --force
   sixpn token update node-1 - > wg0.conf")]
     Update(UpdateArgs),
+    /// Make sure this node is a working peer: register, re-key or leave alone (node; idempotent).
+    #[command(long_about = "\
+Make sure this node is a working peer with a config in FILE, whatever happened since the last run.
+Made for loops in DaemonSets and Nomad jobs (deploy/):
+
+- FILE holds a key the server has for NAME, and the server's details match: nothing is done.
+- Only the gateway's details changed: FILE is rewritten, the key stays.
+- NAME is not registered (first run, or an admin or a preStop hook deleted it): a new key pair is
+  registered, as `token start` does.
+- NAME exists with another key (e.g. a restarted pod lost FILE): it is re-keyed, as `token update`
+  does; its address stays.
+
+FILE (default <NAME>.conf) is always replaced atomically, mode 0600. Compare it before and after
+(e.g. with cksum) to know whether to apply it again. --normalize-name turns a machine name into a
+DNS label first: lowercase, other characters than letters, digits and '-' become '-', leading and
+trailing '-' dropped, cut to 63 (`Node-1.eu-west.internal` → `node-1-eu-west-internal`).
+
+Examples:
+  sixpn token ensure node-1 web
+  sixpn token ensure --normalize-name \"$NODE_NAME\" web \"\" /etc/sixpn/sixpn0.conf --no-dns")]
+    Ensure(EnsureArgs),
+}
+
+/// `sixpn token ensure` arguments.
+#[derive(Debug, Args)]
+pub struct EnsureArgs {
+    /// The peer's name, a DNS label (or any machine name with --normalize-name).
+    pub name: String,
+    /// The peer's group when it is registered [default: the token's group].
+    pub group: Option<String>,
+    /// The gateway region when it is registered [default: the server's default region].
+    pub region: Option<String>,
+    /// Where the wg-quick config lives; `-` or `stdout` prints it (default: `<NAME>.conf`).
+    pub file: Option<String>,
+    /// Turn NAME into a DNS label first (lowercase; dots and other characters become '-').
+    #[arg(long)]
+    pub normalize_name: bool,
+    /// Node flags.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `--yes` for destructive commands.
+#[derive(Debug, Args)]
+pub struct YesArg {
+    /// Do not ask for confirmation (without a terminal, nothing is asked anyway).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 /// `sixpn token create` arguments.
@@ -297,6 +382,9 @@ pub struct UpdateArgs {
 pub struct TokenDeleteArgs {
     /// The token's name.
     pub name: TokenName,
+    /// Confirmation.
+    #[command(flatten)]
+    pub yes: YesArg,
     /// The org to act on.
     #[command(flatten)]
     pub org: OrgArg,
@@ -322,10 +410,10 @@ pub struct OrgListArgs {
     pub json: JsonArg,
 }
 
-/// Flags shared by `token start` and `token update`.
+/// Flags shared by `token start`, `token update` and `token ensure`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// Replace FILE if it exists (atomically, still mode 0600).
+    /// Replace FILE if it exists (atomically, still mode 0600); `ensure` always does.
     #[arg(long, short = 'f')]
     pub force: bool,
     /// Leave out the `DNS =` line (wg-quick hands it to resolvconf, which containers often lack).
@@ -340,6 +428,9 @@ pub struct NodeArgs {
     /// The server's base URL.
     #[arg(long, value_name = "URL", env = "SIXPN_API_URL", default_value = DEFAULT_API_URL)]
     pub api_url: String,
+    /// PEM file with the CA certificate(s) to trust for an https URL, besides the system's roots.
+    #[arg(long, value_name = "FILE", env = "SIXPN_CA_CERT")]
+    pub cacert: Option<PathBuf>,
 }
 
 /// `sixpn peer …`.
@@ -379,11 +470,17 @@ Example:
 Delete one peer: its DNS name vanishes and the gateway drops it. The token that created it stays
 and may register the name again.
 
-Example:
-  sixpn peer delete node-1")]
+On a terminal it asks first; --yes skips the question. Without a terminal it does not ask.
+
+Examples:
+  sixpn peer delete node-1
+  sixpn peer delete node-1 -y")]
     Delete {
         /// The peer's name.
         name: PeerName,
+        /// Confirmation.
+        #[command(flatten)]
+        yes: YesArg,
         /// The org to act on.
         #[command(flatten)]
         org: OrgArg,
@@ -442,9 +539,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Delete(args)) => admin::token_delete(args).await,
         Command::Token(TokenCommand::Start(args)) => node::start(args).await,
         Command::Token(TokenCommand::Update(args)) => node::update(args).await,
+        Command::Token(TokenCommand::Ensure(args)) => node::ensure(args).await,
         Command::Peer(command) => admin::peer(command).await,
         Command::Keygen(args) => node::keygen(args.json.json),
+        Command::Completions { shell } => completions(shell),
     }
+}
+
+fn completions(shell: CompletionShell) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sixpn", &mut script);
+    output::print(&String::from_utf8_lossy(&script))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

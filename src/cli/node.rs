@@ -9,23 +9,21 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
-use ipnet::Ipv6Net;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::answer::PeerAnswer;
 use super::client::{ApiClient, Credential};
+use super::exit::{Failure, fail, failure};
 use super::output::{print, print_json};
-use super::{NodeArgs, StartArgs, UpdateArgs};
-use crate::model::{GroupName, PeerName, RegionCode, prefix_host};
-use crate::wireguard::{
-    PERSISTENT_KEEPALIVE, PrivateKey, PublicKey, WgQuickConfig, endpoint_with_port,
-    is_interface_name,
-};
+use super::{EnsureArgs, NodeArgs, StartArgs, UpdateArgs};
+use crate::model::{GroupName, PeerName, RegionCode};
+use crate::wireguard::{PERSISTENT_KEEPALIVE, PrivateKey, WgQuickConfig, is_interface_name};
 
 /// The environment variables a node token is read from, in order.
 pub const TOKEN_VARS: [&str; 2] = ["SIXPN_WIREGUARD_TOKEN", "FLY_WIREGUARD_TOKEN"];
@@ -35,7 +33,7 @@ pub const TOKEN_VARS: [&str; 2] = ["SIXPN_WIREGUARD_TOKEN", "FLY_WIREGUARD_TOKEN
 /// # Errors
 /// One line: no token, bad arguments, file exists, server unreachable, or the server's error.
 pub async fn start(args: StartArgs) -> anyhow::Result<()> {
-    let client = node_client(&args.node.api_url)?;
+    let client = node_client(&args.node)?;
     let group = optional_label::<GroupName>(args.group.as_deref(), "GROUP")?;
     let region = optional_label::<RegionCode>(args.region.as_deref(), "REGION")?;
     let output = Output::choose(args.file.as_deref(), &args.name, &args.node)?;
@@ -67,20 +65,12 @@ pub async fn start(args: StartArgs) -> anyhow::Result<()> {
 /// # Errors
 /// One line: no token, file exists, server unreachable, or the server's error.
 pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
-    let client = node_client(&args.node.api_url)?;
+    let client = node_client(&args.node)?;
     let output = Output::choose(args.file.as_deref(), &args.name, &args.node)?;
     let mut claim = output.claim(args.node.force)?;
 
     let private_key = PrivateKey::generate().map_err(random_error)?;
-    // flyctl sends the empty fields too; the server ignores them.
-    let body = json!({ "name": "", "group": "", "region": "", "pubkey": private_key.public_key() });
-    let answer = client
-        .send(
-            Method::PUT,
-            &format!("api/v3/wire_guard_peers/{}", args.name),
-            Some(&body),
-        )
-        .await?;
+    let answer = rekey(&client, &args.name, &private_key).await?;
     finish(
         Action::Rekeyed,
         &args.name,
@@ -89,6 +79,149 @@ pub async fn update(args: UpdateArgs) -> anyhow::Result<()> {
         &mut claim,
         &args.node,
     )
+}
+
+/// `PUT /api/v3/wire_guard_peers/{name}` with the new public key.
+async fn rekey(
+    client: &ApiClient,
+    name: &PeerName,
+    private_key: &PrivateKey,
+) -> anyhow::Result<Value> {
+    // flyctl sends the empty fields too; the server ignores them.
+    let body = json!({ "name": "", "group": "", "region": "", "pubkey": private_key.public_key() });
+    client
+        .send(Method::PUT, &peer_path(name), Some(&body))
+        .await
+}
+
+fn peer_path(name: &PeerName) -> String {
+    format!("api/v3/wire_guard_peers/{name}")
+}
+
+/// Runs `sixpn token ensure`: leaves a peer that is in step with FILE alone, and otherwise
+/// registers it (or re-keys it when the name exists) and replaces FILE. Safe to run in a loop.
+///
+/// "In step" means: the server holds the public key of FILE's private key, and the config
+/// rendered from the server's answer equals FILE. When only the gateway's details changed, FILE
+/// is rewritten with the same key; when the peer was deleted (404) or holds another key, a new
+/// key pair is made and registered.
+///
+/// # Errors
+/// One line: no token, bad arguments, server unreachable, or the server's error.
+pub async fn ensure(args: EnsureArgs) -> anyhow::Result<()> {
+    let name = if args.normalize_name {
+        normalize_name(&args.name)?
+    } else {
+        args.name.parse::<PeerName>().map_err(|e| {
+            fail(
+                Failure::Usage,
+                format!(
+                    "NAME {:?} {e}; pass --normalize-name to turn it into a DNS label",
+                    args.name
+                ),
+            )
+        })?
+    };
+    let client = node_client(&args.node)?;
+    let group = optional_label::<GroupName>(args.group.as_deref(), "GROUP")?;
+    let region = optional_label::<RegionCode>(args.region.as_deref(), "REGION")?;
+    let output = Output::choose(args.file.as_deref(), &name, &args.node)?;
+
+    if let Output::File(path) = &output
+        && let Some((text, existing)) = read_existing(path)
+    {
+        match client.send(Method::GET, &peer_path(&name), None).await {
+            Ok(answer) => {
+                let peer = PeerAnswer::from_json(&answer)?;
+                if let Some(answered) = &peer.name
+                    && *answered != name
+                {
+                    bail!(
+                        "the server answered for peer {answered}, not {name}; refusing to write a config from it"
+                    );
+                }
+                // A server that does not say which key it holds gets a fresh one each time.
+                if peer.pubkey == Some(existing.private_key.public_key()) {
+                    let config = node_config(&existing.private_key, &peer, &args.node);
+                    let rendered = config.render()?;
+                    if rendered == text {
+                        eprintln!(
+                            "peer {name} is in step with {}; nothing to do",
+                            shown_path(path)
+                        );
+                        return Ok(());
+                    }
+                    let mut claim = Output::File(path.clone()).claim(true)?;
+                    claim.commit(rendered.as_bytes())?;
+                    eprintln!(
+                        "peer {name} keeps its key; rewrote {} with the server's current details",
+                        shown_path(path)
+                    );
+                    return Ok(());
+                }
+            }
+            // Deleted (by an admin, or by a preStop hook of an earlier pod): register again.
+            Err(e) if failure(&e) == Failure::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+
+    // Always replace: ensure converges on a working file, whatever was there.
+    let mut claim = output.claim(true)?;
+    let private_key = PrivateKey::generate().map_err(random_error)?;
+    let mut body = json!({ "name": name, "pubkey": private_key.public_key() });
+    if let Some(group) = group {
+        body["group"] = json!(group);
+    }
+    if let Some(region) = region {
+        body["region"] = json!(region);
+    }
+    let (action, answer) = match client
+        .send(Method::POST, "api/v3/wire_guard_peers", Some(&body))
+        .await
+    {
+        Ok(answer) => (Action::Registered, answer),
+        Err(e) if failure(&e) == Failure::Conflict => {
+            (Action::Rekeyed, rekey(&client, &name, &private_key).await?)
+        }
+        Err(e) => return Err(e),
+    };
+    finish(action, &name, &answer, &private_key, &mut claim, &args.node)
+}
+
+/// The file at `path` and its config, when it is a wg-quick file this module could have written.
+fn read_existing(path: &Path) -> Option<(String, WgQuickConfig)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let config = WgQuickConfig::parse(&text).ok()?;
+    Some((text, config))
+}
+
+/// Turns a machine's name into a peer name: ASCII letters lowercased, every other byte but
+/// digits and `-` (dots, `_`, non-ASCII) made `-`, leading `-` dropped, cut to 63 bytes,
+/// trailing `-` dropped. `Node-1.eu-west.compute.internal` → `node-1-eu-west-compute-internal`.
+/// The deploy scripts do the same with `tr`, `sed` and `cut`.
+///
+/// # Errors
+/// When nothing is left (the name held no letter or digit).
+pub fn normalize_name(raw: &str) -> anyhow::Result<PeerName> {
+    let mapped: String = raw
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b.to_ascii_lowercase())
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = mapped.trim_start_matches('-');
+    let cut = &trimmed[..trimmed.len().min(63)];
+    cut.trim_end_matches('-').parse().map_err(|_| {
+        fail(
+            Failure::Usage,
+            format!("NAME {raw:?} holds no letter or digit to make a peer name of"),
+        )
+    })
 }
 
 /// Runs `sixpn keygen`.
@@ -135,17 +268,14 @@ fn finish(
             private_key.public_key()
         );
     }
-    let config = WgQuickConfig {
-        private_key: private_key.clone(),
-        address: peer.us,
-        dns: (!args.no_dns).then_some(peer.dns),
-        mtu: args.mtu,
-        gateway_key: peer.key,
-        allowed_ips: peer.allowed_ips,
-        endpoint: peer.endpoint.clone(),
-        persistent_keepalive: Some(PERSISTENT_KEEPALIVE),
-    };
-    let text = config.render();
+    if let Some(answered) = &peer.name
+        && answered != name
+    {
+        bail!(
+            "the server answered for peer {answered}, not {name}; refusing to write a config from it"
+        );
+    }
+    let text = node_config(private_key, &peer, args).render()?;
     claim.commit(text.as_bytes()).with_context(|| {
         format!(
             "peer {name} is {} but its config could not be saved, so its private key is lost; run `sixpn token update {name}` to re-key it",
@@ -162,8 +292,8 @@ fn finish(
     let what = match action {
         Action::Registered => format!(
             "registered peer {name} (group {}, region {}) at {}",
-            peer.group.as_deref().unwrap_or("-"),
-            peer.region.as_deref().unwrap_or("-"),
+            peer.group.as_ref().map_or("-", |g| g.as_str()),
+            peer.region.as_ref().map_or("-", |r| r.as_str()),
             peer.us
         ),
         Action::Rekeyed => format!("re-keyed peer {name}, address {} kept", peer.us),
@@ -186,82 +316,23 @@ fn finish(
     Ok(())
 }
 
-/// The fields of a peer API answer the config is made of.
-#[derive(Debug)]
-struct PeerAnswer {
-    us: Ipv6Addr,
-    key: PublicKey,
-    endpoint: String,
-    dns: IpAddr,
-    allowed_ips: Ipv6Net,
-    pubkey: Option<PublicKey>,
-    group: Option<String>,
-    region: Option<String>,
-}
-
-impl PeerAnswer {
-    /// Reads `us`, `them`, `key` (what flyctl reads) and the extra fields sixpn sends, falling back
-    /// to what they can be derived from: `endpoint` ← `them`:51820, `allowed_ips` ← the /48 of
-    /// `us`, `dns` ← `<allowed_ips>::3`.
-    fn from_json(answer: &Value) -> anyhow::Result<PeerAnswer> {
-        let field = |key: &str| {
-            answer
-                .get(key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-        };
-        let bad = |key: &str, e: &dyn std::fmt::Display| {
-            anyhow!(
-                "the server's answer has a bad {key:?} field ({e}); is SIXPN_API_URL pointing at a sixpn server?"
-            )
-        };
-        let us_text = field("us").ok_or_else(|| bad("us", &"missing"))?;
-        // flyctl-style servers may append a prefix length; the address is what counts.
-        let us: Ipv6Addr = us_text
-            .split('/')
-            .next()
-            .unwrap_or(us_text)
-            .parse()
-            .map_err(|e| bad("us", &e))?;
-        let key = PublicKey::parse(field("key").ok_or_else(|| bad("key", &"missing"))?)
-            .map_err(|e| bad("key", &e))?;
-        let endpoint = match (field("endpoint"), field("them")) {
-            (Some(endpoint), _) => endpoint.to_string(),
-            (None, Some(them)) => endpoint_with_port(them),
-            (None, None) => return Err(bad("them", &"missing")),
-        };
-        let allowed_ips = match field("allowed_ips") {
-            Some(text) => text
-                .parse::<Ipv6Net>()
-                .map_err(|e| bad("allowed_ips", &e))?,
-            None => Ipv6Net::new(us, 48)
-                .expect("48 is a valid IPv6 prefix length")
-                .trunc(),
-        };
-        let dns = match field("dns") {
-            Some(text) => text.parse::<IpAddr>().map_err(|e| bad("dns", &e))?,
-            None => IpAddr::V6(prefix_host(allowed_ips.trunc(), 3)),
-        };
-        let pubkey = field("pubkey")
-            .map(PublicKey::parse)
-            .transpose()
-            .map_err(|e| bad("pubkey", &e))?;
-        Ok(PeerAnswer {
-            us,
-            key,
-            endpoint,
-            dns,
-            allowed_ips,
-            pubkey,
-            group: field("group").map(str::to_string),
-            region: field("region").map(str::to_string),
-        })
+/// The config a node writes: its own key, the checked answer, and its flags.
+fn node_config(private_key: &PrivateKey, peer: &PeerAnswer, args: &NodeArgs) -> WgQuickConfig {
+    WgQuickConfig {
+        private_key: private_key.clone(),
+        address: peer.us,
+        dns: (!args.no_dns).then_some(IpAddr::V6(peer.dns)),
+        mtu: args.mtu,
+        gateway_key: peer.key,
+        allowed_ips: peer.allowed_ips,
+        endpoint: peer.endpoint.clone(),
+        persistent_keepalive: Some(PERSISTENT_KEEPALIVE),
     }
 }
 
-fn node_client(api_url: &str) -> anyhow::Result<ApiClient> {
+fn node_client(args: &NodeArgs) -> anyhow::Result<ApiClient> {
     let secret = node_token(|var| std::env::var(var).ok())?;
-    ApiClient::new(api_url, secret)
+    ApiClient::new(&args.api_url, args.cacert.as_deref(), secret)
 }
 
 /// The node's WireGuard token from the environment.
@@ -277,7 +348,10 @@ fn node_token(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Credential
             });
         }
     }
-    bail!("no WireGuard token: set SIXPN_WIREGUARD_TOKEN to a token from `sixpn token create`")
+    Err(fail(
+        Failure::Auth,
+        "no WireGuard token: set SIXPN_WIREGUARD_TOKEN to a token from `sixpn token create`",
+    ))
 }
 
 /// An optional positional label where `""` means "the server's default", as flyctl sends it.
@@ -288,10 +362,12 @@ where
 {
     match text.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(text) => text
-            .parse()
-            .map(Some)
-            .map_err(|e| anyhow!("{what} {text:?} {e}; leave it out or pass \"\" for the default")),
+        Some(text) => text.parse().map(Some).map_err(|e| {
+            fail(
+                Failure::Usage,
+                format!("{what} {text:?} {e}; leave it out or pass \"\" for the default"),
+            )
+        }),
     }
 }
 
@@ -306,14 +382,20 @@ impl Output {
     fn choose(file: Option<&str>, name: &PeerName, args: &NodeArgs) -> anyhow::Result<Output> {
         let output = match file {
             Some("-" | "stdout") => Output::Stdout,
-            Some("") => bail!("FILE is empty; give a path, or - to print the config"),
+            Some("") => {
+                return Err(fail(
+                    Failure::Usage,
+                    "FILE is empty; give a path, or - to print the config",
+                ));
+            }
             Some(path) => Output::File(PathBuf::from(path)),
             None => Output::File(PathBuf::from(format!("{name}.conf"))),
         };
         if output == Output::Stdout && args.json {
-            bail!(
-                "--json and FILE - both want stdout; give the config a FILE, or leave out --json"
-            );
+            return Err(fail(
+                Failure::Usage,
+                "--json and FILE - both want stdout; give the config a FILE, or leave out --json",
+            ));
         }
         Ok(output)
     }
@@ -355,10 +437,13 @@ impl Output {
                 created: Some((path, file)),
                 committed: false,
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-                "{} already exists; pass --force to replace it, or give another FILE (or - to print the config)",
-                path.display()
-            ),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(fail(
+                Failure::Conflict,
+                format!(
+                    "{} already exists; pass --force to replace it, or give another FILE (or - to print the config)",
+                    path.display()
+                ),
+            )),
             Err(e) => Err(anyhow::Error::new(e).context(format!("creating {}", path.display()))),
         }
     }
@@ -452,8 +537,6 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;
 
-    const GW: &str = "s6k35vSpDrtq5ERd7XHOL4udSAJZaA6kXIK+kw6c9C0=";
-
     fn node_args() -> NodeArgs {
         NodeArgs {
             force: false,
@@ -461,6 +544,7 @@ mod tests {
             mtu: None,
             json: false,
             api_url: crate::cli::DEFAULT_API_URL.into(),
+            cacert: None,
         }
     }
 
@@ -490,51 +574,6 @@ mod tests {
         })
         .unwrap();
         assert_eq!(c.secret, "f");
-    }
-
-    #[test]
-    fn full_answer_is_used_as_given() {
-        let answer = json!({
-            "us": "fdaa:1:2::5", "them": "127.0.0.1", "key": GW,
-            "endpoint": "127.0.0.1:4500", "dns": "fdaa:1:2::3", "allowed_ips": "fdaa:1:2::/48",
-            "group": "web", "region": "local",
-        });
-        let p = PeerAnswer::from_json(&answer).unwrap();
-        assert_eq!(p.us, "fdaa:1:2::5".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(p.endpoint, "127.0.0.1:4500");
-        assert_eq!(p.dns.to_string(), "fdaa:1:2::3");
-        assert_eq!(p.allowed_ips.to_string(), "fdaa:1:2::/48");
-        assert_eq!(p.group.as_deref(), Some("web"));
-    }
-
-    #[test]
-    fn flyctl_minimal_answer_gets_derived_fields() {
-        let answer = json!({"us": "fdaa:1:2:0:8000::5/120", "them": "gw.example.com", "key": GW});
-        let p = PeerAnswer::from_json(&answer).unwrap();
-        assert_eq!(p.us.to_string(), "fdaa:1:2:0:8000::5");
-        assert_eq!(p.endpoint, "gw.example.com:51820");
-        assert_eq!(p.allowed_ips.to_string(), "fdaa:1:2::/48");
-        assert_eq!(p.dns.to_string(), "fdaa:1:2::3");
-    }
-
-    #[test]
-    fn bad_answers_are_explained() {
-        for (answer, field) in [
-            (json!({"them": "x", "key": GW}), "\"us\""),
-            (json!({"us": "nope", "them": "x", "key": GW}), "\"us\""),
-            (
-                json!({"us": "fdaa::5", "them": "x", "key": "short"}),
-                "\"key\"",
-            ),
-            (json!({"us": "fdaa::5", "key": GW}), "\"them\""),
-            (
-                json!({"us": "fdaa::5", "them": "x", "key": GW, "dns": "x"}),
-                "\"dns\"",
-            ),
-        ] {
-            let err = PeerAnswer::from_json(&answer).unwrap_err().to_string();
-            assert!(err.contains(field), "{answer}: {err}");
-        }
     }
 
     #[test]
@@ -614,6 +653,25 @@ mod tests {
         drop(Output::File(path.clone()).claim(true).unwrap());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "second\n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn names_are_normalised_like_the_deploy_scripts() {
+        let check = |raw: &str, expect: &str| {
+            assert_eq!(normalize_name(raw).unwrap().as_str(), expect, "{raw:?}");
+        };
+        check("node-1", "node-1");
+        check(
+            "Node-1.eu-west.compute.internal",
+            "node-1-eu-west-compute-internal",
+        );
+        check("ip_10_0_0_1", "ip-10-0-0-1");
+        check("..a..", "a");
+        check("nœud", "n--ud");
+        check(&format!("{}-b", "a".repeat(62)), &"a".repeat(62));
+        check(&"x".repeat(100), &"x".repeat(63));
+        let err = normalize_name("...").unwrap_err();
+        assert_eq!(crate::cli::exit::exit_code(&err), 2);
     }
 
     #[test]

@@ -91,11 +91,23 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
 }
 
 /// A field of a JSON object as table text: strings bare, numbers as digits, null or absent as
-/// `missing`.
+/// `missing`. Control characters are shown escaped (`\n`, `\u{1b}`), so a server's text can
+/// neither break a table's lines nor send escape sequences to the terminal.
 pub fn cell(object: &Value, key: &str, missing: &str) -> String {
     match object.get(key) {
         None | Some(Value::Null) => missing.to_string(),
         Some(Value::String(s)) if s.is_empty() => missing.to_string(),
+        Some(Value::String(s)) if s.chars().any(char::is_control) => s
+            .chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_default().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect(),
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
     }
@@ -144,5 +156,7 @@ a       database
         assert_eq!(cell(&v, "null", "never"), "never");
         assert_eq!(cell(&v, "e", "-"), "-");
         assert_eq!(cell(&v, "absent", "-"), "-");
+        let v = serde_json::json!({"s": "a\nb\u{1b}[31mc"});
+        assert_eq!(cell(&v, "s", "-"), "a\\nb\\u{1b}[31mc");
     }
 }

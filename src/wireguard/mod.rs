@@ -7,7 +7,7 @@ mod conf;
 mod key;
 
 pub use conf::{
-    ConfError, DEFAULT_WIREGUARD_PORT, PERSISTENT_KEEPALIVE, WgQuickConfig, endpoint_with_port,
-    is_interface_name,
+    ConfError, DEFAULT_WIREGUARD_PORT, Endpoint, EndpointError, PERSISTENT_KEEPALIVE,
+    WgQuickConfig, is_interface_name,
 };
 pub use key::{KeyError, PrivateKey, PublicKey};

