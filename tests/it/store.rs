@@ -1102,3 +1102,69 @@ async fn writes_prune_old_change_log_entries_a_batch_at_a_time() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_feed_skips_nothing_under_concurrent_and_abandoned_writers() {
+    // Writers commit concurrently (so they announce out of order), and some callers are dropped
+    // mid-write, possibly between their commit and their announcement (axum drops the handler of
+    // a client that went away). The feed hands out every committed change set exactly once, in
+    // order, and what it hands out adds up to the store.
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let mut feed = store.feed();
+        let mut mirror = Mirror::from_dump(&next_reload(&mut feed).await);
+        let (tok, _) = token(&store, "personal", "k8s").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut abandoned = Vec::new();
+        for i in 0..60 {
+            let (store, tok) = (store.clone(), tok.clone());
+            let write = async move {
+                let (peer, _) = store
+                    .register_peer(&tok, new_peer(&format!("n{i}"), "web"))
+                    .await?;
+                if i % 2 == 0 {
+                    store.delete_token_peer(&tok, &peer.name).await?;
+                }
+                Ok::<(), StoreError>(())
+            };
+            if i % 3 == 0 {
+                abandoned.push(tokio::spawn(write));
+            } else {
+                tasks.spawn(write);
+            }
+        }
+        // Drop the abandoned callers at various points of their writes.
+        for (i, handle) in abandoned.into_iter().enumerate() {
+            for _ in 0..i {
+                tokio::task::yield_now().await;
+            }
+            handle.abort();
+        }
+        // Consume while the writers run (`Feed::next` is cancel safe).
+        let consumer = async {
+            while !tasks.is_empty() {
+                tokio::select! {
+                    update = feed.next() => match update.unwrap() {
+                        Update::Changes(sets) => sets.iter().for_each(|s| mirror.apply(s)),
+                        Update::Reload(_) => panic!("no reason to reload"),
+                    },
+                    Some(res) = tasks.join_next() => res.unwrap().unwrap(),
+                }
+            }
+        };
+        tokio::time::timeout(FEED_WAIT, consumer)
+            .await
+            .expect("the writers finish");
+        // One more write marks the end; everything before it must have come through.
+        let (_, last) = store
+            .register_peer(&tok, new_peer("last", "web"))
+            .await
+            .unwrap();
+        for set in changes_until(&mut feed, last).await {
+            mirror.apply(&set);
+        }
+        assert_eq!(mirror, Mirror::from_dump(&store.load_all().await.unwrap()));
+        store.close().await;
+    })
+    .await;
+}
