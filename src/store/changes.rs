@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{Backend, Store, StoreError, sql};
+use super::{Backend, Store, StoreError};
 use crate::model::{
     Change, ChangeSet, Generation, GroupName, Org, OrgSlug, Peer, PeerName, RegionCode, TokenName,
 };
@@ -256,22 +256,15 @@ impl Store {
         limit: i64,
     ) -> Result<LogRead, StoreError> {
         let after_i = after.0 as i64;
-        let (stored, rows): (i64, Vec<LogRow>) = read!(self, |pool| {
-            let begin = if self.backend_name() == "postgres" {
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-            } else {
-                "BEGIN"
-            };
-            let mut tx = pool.begin_with(begin).await?;
+        let (stored, rows): (i64, Vec<LogRow>) = read_tx!(self, |tx| {
             let stored: i64 = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
             let rows = if stored > after_i {
-                sqlx::query_as(sql(
+                sqlx::query_as(
                     "SELECT generation, changes FROM change_log WHERE generation > $1 \
-                     ORDER BY generation LIMIT $2"
-                        .to_owned(),
-                ))
+                     ORDER BY generation LIMIT $2",
+                )
                 .bind(after_i)
                 .bind(limit)
                 .fetch_all(&mut *tx)
@@ -279,7 +272,6 @@ impl Store {
             } else {
                 Vec::new()
             };
-            tx.commit().await?;
             (stored, rows)
         });
         if stored < after_i {
