@@ -662,6 +662,13 @@ async fn exec_sql(url: &str, text: &str) {
     }
 }
 
+/// Consumers run their feed in a task of their own.
+#[allow(dead_code)]
+fn feed_futures_are_send(mut feed: Feed) {
+    fn assert_send<T: Send>(_: T) {}
+    assert_send(feed.next());
+}
+
 #[tokio::test]
 async fn feed_gives_a_reload_then_each_write_as_consecutive_change_sets() {
     each_backend(|db| async move {
