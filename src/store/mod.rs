@@ -247,6 +247,13 @@ macro_rules! record_changes {
         .fetch_one(&mut *$tx)
         .await?;
         let now = $crate::model::now_unix();
+        // Normally finds nothing. After the stored generation was set back by hand, entries of
+        // the abandoned history from here on would otherwise block the insert, or be read as
+        // this history's next change sets.
+        sqlx::query("DELETE FROM change_log WHERE generation >= $1")
+            .bind(generation)
+            .execute(&mut *$tx)
+            .await?;
         sqlx::query("INSERT INTO change_log (generation, changes, created_at) VALUES ($1, $2, $3)")
             .bind(generation)
             .bind($crate::store::changes::encode_changes(&changes))
