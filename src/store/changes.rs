@@ -196,6 +196,15 @@ impl Changes {
         out
     }
 
+    /// The change set of `generation`, if memory still holds it.
+    pub(super) fn recent_at(&self, generation: Generation) -> Option<Arc<ChangeSet>> {
+        self.recent
+            .lock()
+            .expect("no panics while holding the lock")
+            .get(&generation)
+            .cloned()
+    }
+
     /// Forgets every change set held in memory: after the stored generation went backwards
     /// (restore, failover) they belong to another history.
     pub(super) fn forget_recent(&self) {
@@ -250,22 +259,31 @@ struct LogRow {
 impl Store {
     /// Reads up to `limit` change sets after `after` from the change log, in one read snapshot
     /// together with the stored generation.
+    ///
+    /// `held` is the change set the caller applied last, when it has it (its generation is
+    /// `after`). If the log still holds an entry for `after` that differs from it, the database
+    /// switched to another history that has already grown past `after` (a restore or failover
+    /// overtaken between two looks): a gap, like a generation below `after`.
     pub(super) async fn read_change_log(
         &self,
         after: Generation,
+        held: Option<&ChangeSet>,
         limit: i64,
     ) -> Result<LogRead, StoreError> {
         let after_i = after.0 as i64;
+        let held = held.filter(|set| set.generation == after);
+        // Start at `after` itself when there is something to compare it with.
+        let from = if held.is_some() { after_i } else { after_i + 1 };
         let (stored, rows): (i64, Vec<LogRow>) = read_tx!(self, |tx| {
             let stored: i64 = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
-            let rows = if stored > after_i {
+            let rows = if stored >= from {
                 sqlx::query_as(
-                    "SELECT generation, changes FROM change_log WHERE generation > $1 \
+                    "SELECT generation, changes FROM change_log WHERE generation >= $1 \
                      ORDER BY generation LIMIT $2",
                 )
-                .bind(after_i)
+                .bind(from)
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?
@@ -277,18 +295,23 @@ impl Store {
         if stored < after_i {
             return Ok(LogRead::Gap);
         }
+        let mut rows = rows.into_iter().peekable();
+        // Without an entry for `after` (pruned) there is nothing to compare with.
+        if let (Some(held), Some(row)) = (held, rows.peek())
+            && row.generation == after_i
+        {
+            if decode_row(row)?.changes != held.changes {
+                tracing::warn!(generation = %after, "the change log holds another history");
+                return Ok(LogRead::Gap);
+            }
+            rows.next();
+        }
         let mut sets = Vec::with_capacity(rows.len());
         for (want, row) in (after_i + 1..).zip(rows) {
             if row.generation != want {
                 return Ok(LogRead::Gap);
             }
-            let changes = decode_changes(&row.changes).map_err(|e| {
-                super::bad_column("change_log.changes", &format!("#{}", row.generation), e)
-            })?;
-            sets.push(Arc::new(ChangeSet {
-                generation: Generation(row.generation as u64),
-                changes,
-            }));
+            sets.push(Arc::new(decode_row(&row)?));
         }
         if sets.is_empty() && stored > after_i {
             // Newer generations exist but their entries do not: pruned.
@@ -296,6 +319,16 @@ impl Store {
         }
         Ok(LogRead::Sets(sets))
     }
+}
+
+/// A change-log row as the change set it holds.
+fn decode_row(row: &LogRow) -> Result<ChangeSet, StoreError> {
+    let changes = decode_changes(&row.changes)
+        .map_err(|e| super::bad_column("change_log.changes", &format!("#{}", row.generation), e))?;
+    Ok(ChangeSet {
+        generation: Generation(row.generation as u64),
+        changes,
+    })
 }
 
 /// Starts the task that follows the stored generation: every [`POLL_EVERY`], and on PostgreSQL

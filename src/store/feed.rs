@@ -41,6 +41,9 @@ pub struct Feed {
     /// Something was announced that the in-process buffer may not hold: read the change log
     /// before waiting again.
     check_log: bool,
+    /// The change set this feed handed out last (generation `at`); `None` after a reload. Lets
+    /// the feed notice that the store switched to another history that already grew past `at`.
+    last: Option<Arc<ChangeSet>>,
 }
 
 impl Feed {
@@ -52,6 +55,7 @@ impl Feed {
             changes,
             at: None,
             check_log: false,
+            last: None,
         }
     }
 
@@ -85,17 +89,26 @@ impl Feed {
             // Seen before looking, so that anything announced from here on wakes the wait below.
             let announced = *self.changes.borrow_and_update();
             let mut sets = self.store.changes.recent_from(Generation(at.0 + 1));
+            if self.diverged_in_memory(at) {
+                // Memory holds another set for `at` than the one handed out: the store's history
+                // changed. Let the log decide.
+                sets.clear();
+                self.check_log = true;
+            }
             let held = sets.last().map_or(at, |set| set.generation);
             if announced > held || (self.check_log && sets.is_empty()) {
                 // Memory does not reach what was announced (another replica's write, a set
                 // announced late or never), or something asked for a look (a restore): the log.
-                match self.store.read_change_log(held, LOG_BATCH).await? {
-                    LogRead::Gap if sets.is_empty() => {
-                        tracing::info!(%at, "change log does not reach back; reloading");
+                let held_set = sets.last().or(self.last.as_ref()).map(|set| &**set);
+                match self
+                    .store
+                    .read_change_log(held, held_set, LOG_BATCH)
+                    .await?
+                {
+                    LogRead::Gap => {
+                        tracing::info!(%at, "change log does not continue from here; reloading");
                         return self.reload().await;
                     }
-                    // Hand out what memory holds; the next call meets the gap.
-                    LogRead::Gap => self.check_log = true,
                     LogRead::Sets(more) => {
                         // A full batch may have more behind it.
                         self.check_log = more.len() as i64 == LOG_BATCH;
@@ -107,11 +120,23 @@ impl Feed {
             }
             if let Some(last) = sets.last() {
                 self.at = Some(last.generation);
+                self.last = Some(Arc::clone(last));
                 return Ok(Update::Changes(sets));
             }
             // Nothing newer is stored (yet, or the stored generation went back to exactly `at`):
             // wait for the next announcement.
             self.wait().await;
+        }
+    }
+
+    /// Whether memory holds a change set for `at` other than the one this feed handed out.
+    fn diverged_in_memory(&self, at: Generation) -> bool {
+        let Some(last) = &self.last else {
+            return false;
+        };
+        match self.store.changes.recent_at(at) {
+            Some(set) => !Arc::ptr_eq(&set, last) && set.changes != last.changes,
+            None => false,
         }
     }
 
@@ -131,6 +156,7 @@ impl Feed {
         }
         self.at = Some(dump.generation);
         self.check_log = false;
+        self.last = None;
         Ok(Update::Reload(dump))
     }
 }

@@ -1181,3 +1181,66 @@ async fn a_feed_skips_nothing_under_concurrent_and_abandoned_writers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_history_that_overtakes_the_feed_gives_a_reload() {
+    // A restore or failover whose new history grows past the feed's generation before the store
+    // ever reads a lower one: the generation alone looks fine, the content of the set the feed
+    // holds does not match.
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let mut feed = store.feed();
+        let start = next_reload(&mut feed).await.generation;
+        assert_eq!(start, Generation(1));
+        let (tok, _) = token(&store, "personal", "k8s").await;
+        for i in 0..3 {
+            store
+                .register_peer(&tok, new_peer(&format!("old{i}"), "web"))
+                .await
+                .unwrap();
+        }
+        changes_until(&mut feed, Generation(4)).await;
+
+        // Seen through the change log: generation 1 again, and at once 2..=6 of other content.
+        exec_sql(
+            &db.url,
+            "DELETE FROM peers; DELETE FROM change_log WHERE generation > 1; \
+             INSERT INTO change_log (generation, changes, created_at) VALUES \
+             (2, '[]', 0), (3, '[]', 0), (4, '[]', 0), (5, '[]', 0), (6, '[]', 0); \
+             UPDATE meta SET generation = 6",
+        )
+        .await;
+        let dump = next_reload(&mut feed).await;
+        assert_eq!(dump.generation, Generation(6));
+        assert!(dump.peers.is_empty());
+
+        // Seen through memory: this process writes generation 7, the database goes back to 6,
+        // and this process writes 7 and 8 of the new history.
+        let (_, g7) = store
+            .register_peer(&tok, new_peer("a", "web"))
+            .await
+            .unwrap();
+        changes_until(&mut feed, g7).await;
+        exec_sql(
+            &db.url,
+            "DELETE FROM peers; DELETE FROM change_log WHERE generation > 6; \
+             UPDATE meta SET generation = 6",
+        )
+        .await;
+        store
+            .register_peer(&tok, new_peer("b", "web"))
+            .await
+            .unwrap();
+        let (_, g8) = store
+            .register_peer(&tok, new_peer("c", "web"))
+            .await
+            .unwrap();
+        assert_eq!(g8, Generation(8));
+        let dump = next_reload(&mut feed).await;
+        assert_eq!(dump.generation, g8);
+        let names: Vec<_> = dump.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        store.close().await;
+    })
+    .await;
+}
