@@ -4,7 +4,8 @@
 //! A consumer holds a [`Feed`] and loops on [`Feed::next`]. The first call gives the full state
 //! ([`Update::Reload`]); later calls give the change sets committed since, in generation order and
 //! without gaps ([`Update::Changes`]), or a full state again when the feed cannot prove it has every
-//! set in between (a pruned change log, a generation that went backwards after a restore).
+//! set in between (a pruned change log, a generation that went backwards after a restore, a
+//! restored history that already grew past the consumer's generation).
 //!
 //! Change sets come from memory (what writers of this process announced after their commits) as
 //! far as it reaches without a gap, and from the change log in the database beyond that. A feed
@@ -72,8 +73,9 @@ impl Feed {
     /// Waits until something newer than [`Feed::at`] is committed, then returns it: every change
     /// set available without a gap after [`Feed::at`] in one batch (never an empty one), or a
     /// full [`Update::Reload`] on the first call, after [`Feed::force_reload`], and when the
-    /// change sets in between cannot be had (the change log was pruned past [`Feed::at`], or the
-    /// stored generation went below it after a restore).
+    /// change sets in between cannot be had (the change log was pruned past [`Feed::at`], the
+    /// stored generation went below it after a restore, or the store holds another history whose
+    /// set for [`Feed::at`] differs from the one this feed handed out).
     ///
     /// Change sets come from memory when this process committed them and announced them in
     /// order, and from the change log otherwise (another replica's writes, an announcement that
