@@ -161,7 +161,7 @@ macro_rules! write_tx {
                 let $is_pg = true;
                 #[allow(unused_mut)]
                 let mut $log: Option<std::sync::Arc<$crate::model::ChangeSet>> = None;
-                let mut $tx = pool.begin().await?;
+                let mut $tx = $crate::store::begin_pg(pool, None).await?;
                 let out: Result<_, StoreError> = $body;
                 if out.is_ok() {
                     let changes = $self.changes.clone();
@@ -187,6 +187,32 @@ macro_rules! read {
         match &$self.backend {
             $crate::store::Backend::Sqlite($pool) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` inside a read-only transaction that sees one consistent snapshot (a deferred
+/// transaction in SQLite's WAL mode, a repeatable-read one on PostgreSQL), then ends it. Inside
+/// the body `$tx` is the transaction; `?` returns from the enclosing function.
+macro_rules! read_tx {
+    ($self:ident, |$tx:ident| $body:block) => {
+        match &$self.backend {
+            $crate::store::Backend::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::store::Backend::Postgres(pool) => {
+                let mut $tx = $crate::store::begin_pg(
+                    pool,
+                    Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+                )
+                .await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
         }
     };
 }
@@ -221,6 +247,13 @@ macro_rules! record_changes {
         .fetch_one(&mut *$tx)
         .await?;
         let now = $crate::model::now_unix();
+        // Normally finds nothing. After the stored generation was set back by hand, entries of
+        // the abandoned history from here on would otherwise block the insert, or be read as
+        // this history's next change sets.
+        sqlx::query("DELETE FROM change_log WHERE generation >= $1")
+            .bind(generation)
+            .execute(&mut *$tx)
+            .await?;
         sqlx::query("INSERT INTO change_log (generation, changes, created_at) VALUES ($1, $2, $3)")
             .bind(generation)
             .bind($crate::store::changes::encode_changes(&changes))
@@ -286,9 +319,31 @@ fn bad_column(column: &str, s: &str, e: impl std::fmt::Display) -> StoreError {
     ))
 }
 
-/// The error for a commit task that did not finish (the runtime shut down, or it panicked).
+/// Begins a transaction on PostgreSQL (with `statement`, or a plain `BEGIN`) in a task of its
+/// own. sqlx 0.9's PostgreSQL `begin` is not cancel safe: a caller dropped between sending `BEGIN`
+/// and reading its answer returns the connection to the pool inside a transaction nothing ends,
+/// and the next user of that connection runs in it (a read-only one then fails every write).
+/// The task always finishes the `BEGIN`; if the caller is gone by then, the transaction is
+/// dropped there, which rolls it back. (SQLite's driver handles this case itself.)
+async fn begin_pg(
+    pool: &sqlx::PgPool,
+    statement: Option<&'static str>,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        match statement {
+            Some(statement) => pool.begin_with(statement).await,
+            None => pool.begin().await,
+        }
+    })
+    .await
+    .map_err(commit_task_failed)?
+}
+
+/// The error for a task that did not finish a transaction's begin or commit (the runtime shut
+/// down, or it panicked).
 fn commit_task_failed(e: tokio::task::JoinError) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("commit task failed: {e}"))
+    sqlx::Error::Protocol(format!("transaction task failed: {e}"))
 }
 
 fn sql(text: String) -> sqlx::AssertSqlSafe<String> {
@@ -388,16 +443,8 @@ impl Store {
     /// [`StoreError::Database`].
     pub async fn load_all(&self) -> Result<Dump, StoreError> {
         let peer_text = format!("{PEER_SELECT} ORDER BY o.slug, p.name");
-        // One consistent read snapshot: a deferred transaction in SQLite's WAL mode, a
-        // repeatable-read one on PostgreSQL.
         let (generation, org_rows, peer_rows): (i64, Vec<OrgRow>, Vec<PeerRow>) =
-            read!(self, |pool| {
-                let begin = if self.backend_name() == "postgres" {
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                } else {
-                    "BEGIN"
-                };
-                let mut tx = pool.begin_with(begin).await?;
+            read_tx!(self, |tx| {
                 let g = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                     .fetch_one(&mut *tx)
                     .await?;
@@ -406,7 +453,6 @@ impl Store {
                         .fetch_all(&mut *tx)
                         .await?;
                 let p = sqlx::query_as(sql(peer_text)).fetch_all(&mut *tx).await?;
-                tx.commit().await?;
                 (g, o, p)
             });
         // Rows come sorted by org: parse each org's slug once, not once per peer.
