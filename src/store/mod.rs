@@ -103,6 +103,8 @@ pub struct Store {
     backend: Backend,
     changes: Changes,
     ula_prefix: Ipv6Net,
+    /// The database's identity (see [`Store::identity`]).
+    identity: std::sync::Arc<str>,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
 }
@@ -404,8 +406,10 @@ impl Store {
             backend,
             changes: Changes::new(Generation(0)),
             ula_prefix,
+            identity: std::sync::Arc::from(""),
             _watcher: None,
         };
+        store.identity = store.ensure_identity().await?.into();
         let generation = store.generation().await?;
         store.changes = Changes::new(generation);
         store.ensure_default_org().await?;
@@ -413,6 +417,59 @@ impl Store {
         changes::spawn_watcher(&store.backend, store.changes.clone(), stop.clone()).await;
         store._watcher = Some(std::sync::Arc::new(stop.drop_guard()));
         Ok(store)
+    }
+
+    /// The database's identity: random, set once when a server first opens it, the same for
+    /// every replica. Tells one database from another (a restore keeps it).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    async fn ensure_identity(&self) -> Result<String, StoreError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| StoreError::Database(sqlx::Error::Io(e.into())))?;
+        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let identity: String = read!(self, |pool| {
+            sqlx::query("UPDATE meta SET identity = $1 WHERE id = 1 AND identity IS NULL")
+                .bind(&fresh)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar("SELECT identity FROM meta WHERE id = 1")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(identity)
+    }
+
+    /// The gateway public key of `region` as stored by the first server that claimed it, storing
+    /// `candidate` when none is stored yet. Replicas call this for a region whose key they
+    /// generated, so all of them hand out the same key.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn claim_region_key(
+        &self,
+        region: &crate::model::RegionCode,
+        candidate: &crate::wireguard::PublicKey,
+    ) -> Result<crate::wireguard::PublicKey, StoreError> {
+        let now = crate::model::now_unix();
+        let stored: String = read!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO region_keys (region, public_key, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (region) DO NOTHING",
+            )
+            .bind(region.as_str())
+            .bind(candidate.to_base64())
+            .bind(now)
+            .execute(pool)
+            .await?;
+            sqlx::query_scalar("SELECT public_key FROM region_keys WHERE region = $1")
+                .bind(region.as_str())
+                .fetch_one(pool)
+                .await?
+        });
+        crate::wireguard::PublicKey::from_trusted_base64(&stored)
+            .map_err(|e| bad_column("region_keys.public_key", &stored, e))
     }
 
     /// Which backend this is: `"sqlite"` or `"postgres"`.
