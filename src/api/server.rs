@@ -1,0 +1,442 @@
+//! The HTTP/1.1 server the API runs on: our own accept loop over hyper, so that the limits a
+//! public server needs are ours to set (`axum::serve` exposes none of them).
+//!
+//! - **Header-read timeout**: a client must send a whole request head within
+//!   [`ServerLimits::header_read_timeout`] of connecting (or of its previous answer, on a
+//!   keep-alive connection); half a request line is cut off, and so is an idle keep-alive.
+//! - **Idle timeout**: a connection on which nothing is read or written for
+//!   [`ServerLimits::idle_timeout`] is closed (a client that stops halfway through a body).
+//! - **Connection caps**, in total and per source address. A connection over a cap is answered
+//!   `503` with a JSON `error` and closed at once, so it holds nothing.
+//! - **JSON for hyper's own answers**: hyper answers requests it cannot parse (a garbage request
+//!   line: `400`; a 100,000-character URI: `414`; oversized headers: `431`) itself, with an empty
+//!   body and no hook to change it. [`GuardedIo`] recognises exactly those answers on the way
+//!   out (an error status whose head says `content-length: 0`, which no answer of the router
+//!   ever has) and gives them a JSON `error` body, as every other failure has.
+//!
+//! Each request carries the client's address as [`ConnectInfo`], for the per-address limits.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long open connections get to finish their answers once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The limits of the HTTP server (from `[api]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Time allowed for a whole request head.
+    pub header_read_timeout: Duration,
+    /// Time a connection may neither read nor write.
+    pub idle_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one address.
+    pub max_connections_per_ip: usize,
+}
+
+impl ServerLimits {
+    /// The limits of an `[api]` section.
+    pub fn from_config(api: &crate::config::ApiConfig) -> Self {
+        ServerLimits {
+            header_read_timeout: api.header_read_timeout,
+            idle_timeout: api.idle_timeout,
+            max_connections: api.max_connections,
+            max_connections_per_ip: api.max_connections_per_ip,
+        }
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits::from_config(&crate::config::ApiConfig::default())
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then gives open connections
+/// [`SHUTDOWN_GRACE`] to finish.
+///
+/// # Errors
+/// None today: accept errors (such as running out of file descriptors) are logged and retried.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip: PerIp = Arc::new(Mutex::new(HashMap::new()));
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off a little instead of spinning.
+                    tracing::warn!(error = %err, "accepting an API connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(client = %peer, max = limits.max_connections,
+                "too many API connections; refusing one");
+            tracker.spawn(refuse(stream, "the server has too many open connections"));
+            continue;
+        };
+        let Some(ip_slot) = IpSlot::acquire(&per_ip, peer.ip(), limits.max_connections_per_ip)
+        else {
+            tracing::warn!(client = %peer, max = limits.max_connections_per_ip,
+                "too many API connections from one address; refusing one");
+            tracker.spawn(refuse(
+                stream,
+                "too many open connections from your address",
+            ));
+            continue;
+        };
+        tracker.spawn(serve_connection(
+            stream,
+            peer,
+            app.clone(),
+            limits,
+            shutdown.clone(),
+            (permit, ip_slot),
+        ));
+    }
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some API connections were still open at shutdown");
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+    _slots: (OwnedSemaphorePermit, IpSlot),
+) {
+    let io = TokioIo::new(GuardedIo::new(stream, limits.idle_timeout));
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        tower::ServiceExt::oneshot(app.clone(), req)
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        res = conn.as_mut() => res,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
+                Ok(res) => res,
+                Err(_) => return,
+            }
+        }
+    };
+    if let Err(err) = res {
+        // Timeouts, resets and unparsable requests: the client's doing, not worth more.
+        tracing::debug!(client = %peer, error = %err, "API connection ended with an error");
+    }
+}
+
+/// Answers `503` with a JSON `error` on a connection over a cap, then closes it.
+async fn refuse(mut stream: TcpStream, why: &str) {
+    let body = serde_json::json!({ "error": format!("{why}; try again shortly") }).to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await?;
+        // Read what the client sent before closing, so the kernel does not reset the
+        // connection (and drop our answer) over unread data.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        io::Result::Ok(())
+    })
+    .await;
+}
+
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection counted against its source address; uncounted on drop.
+struct IpSlot {
+    map: PerIp,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn acquire(map: &PerIp, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut counts = map.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A TCP stream with an idle timeout, which also gives hyper's bodyless error answers a JSON
+/// body (see the module docs).
+pub struct GuardedIo {
+    inner: TcpStream,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+    rewrite: Option<Rewrite>,
+}
+
+/// A replacement answer being written in place of the one hyper asked to write.
+struct Rewrite {
+    bytes: Vec<u8>,
+    written: usize,
+    /// The length of hyper's buffer, reported as written once the replacement is out.
+    original: usize,
+}
+
+impl GuardedIo {
+    fn new(inner: TcpStream, idle: Duration) -> Self {
+        GuardedIo {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            rewrite: None,
+        }
+    }
+
+    fn touch(&mut self) {
+        self.deadline.as_mut().reset(Instant::now() + self.idle);
+    }
+
+    fn idle_error(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        ready!(self.deadline.as_mut().poll(cx));
+        Poll::Ready(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "API connection idle for too long",
+        ))
+    }
+}
+
+impl AsyncRead for GuardedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.touch();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => this.idle_error(cx).map(Err),
+        }
+    }
+}
+
+impl AsyncWrite for GuardedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.rewrite.is_none()
+            && let Some(bytes) = json_error_answer(buf)
+        {
+            this.rewrite = Some(Rewrite {
+                bytes,
+                written: 0,
+                original: buf.len(),
+            });
+        }
+        if let Some(rewrite) = &mut this.rewrite {
+            // hyper hands the same buffer again after `Pending`; the replacement goes on.
+            while rewrite.written < rewrite.bytes.len() {
+                let n = match Pin::new(&mut this.inner)
+                    .poll_write(cx, &rewrite.bytes[rewrite.written..])
+                {
+                    Poll::Ready(res) => res?,
+                    Poll::Pending => {
+                        return match this.deadline.as_mut().poll(cx) {
+                            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                            Poll::Pending => Poll::Pending,
+                        };
+                    }
+                };
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                rewrite.written += n;
+            }
+            let original = rewrite.original;
+            this.rewrite = None;
+            this.touch();
+            return Poll::Ready(Ok(original));
+        }
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => this.idle_error(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// When `buf` is exactly an answer hyper wrote on its own (an error status, a head with
+/// `content-length: 0` and no content type, nothing after the head), the same answer with a JSON
+/// `error` body; else `None`.
+fn json_error_answer(buf: &[u8]) -> Option<Vec<u8>> {
+    let rest = buf
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| buf.strip_prefix(b"HTTP/1.0 "))?;
+    let code: u16 = std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()?;
+    if !(400..600).contains(&code) {
+        return None;
+    }
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    if head_end != buf.len() {
+        return None;
+    }
+    let head = std::str::from_utf8(&buf[..head_end - 4]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let mut zero_length = false;
+    let mut kept = String::new();
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        if name.eq_ignore_ascii_case("content-length") {
+            if value.trim() != "0" {
+                return None;
+            }
+            zero_length = true;
+        } else if name.eq_ignore_ascii_case("content-type")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            return None;
+        } else {
+            kept.push_str(line);
+            kept.push_str("\r\n");
+        }
+    }
+    if !zero_length {
+        return None;
+    }
+    let message = match code {
+        400 => {
+            "malformed HTTP request: the request line or a header could not be parsed; send \
+             an HTTP/1.1 request such as `GET /healthz HTTP/1.1`"
+        }
+        414 => {
+            "request URI is too long: peer, group and org names are DNS labels of at most 63 \
+             characters"
+        }
+        431 => "request headers are too large: send fewer or shorter headers",
+        505 => "HTTP version not supported: use HTTP/1.1",
+        _ => "the request could not be handled",
+    };
+    let body = serde_json::json!({ "error": message }).to_string();
+    Some(
+        format!(
+            "{status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{kept}\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hyper_bodyless_errors_are_rewritten() {
+        let hyper_414 = b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\ndate: Mon, 30 Nov 2026 23:00:00 GMT\r\n\r\n";
+        let out = String::from_utf8(json_error_answer(hyper_414).unwrap()).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
+        assert!(head.contains("content-type: application/json"));
+        assert!(head.contains("date: Mon"));
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(json["error"].as_str().unwrap().contains("too long"));
+
+        // Answers of the router: a body follows, or a content type is set, or it is a success.
+        for buf in [
+            &b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"[..],
+            b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\n",
+            b"{\"error\":\"HTTP/1.1 400\"}",
+        ] {
+            assert!(
+                json_error_answer(buf).is_none(),
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+}
