@@ -157,8 +157,10 @@ impl Default for ApiConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_connections_per_ip: 256,
-            token_rate: 10.0,
-            token_burst: 20,
+            // A fleet that starts at once (100 pods on one token) fits the burst; a runaway
+            // loop on a leaked token is held to 20 requests a second.
+            token_rate: 20.0,
+            token_burst: 100,
             failed_auth_rate: 1.0,
             failed_auth_burst: 20,
         }
