@@ -268,8 +268,9 @@ fn default_wg_port() -> u16 {
     51820
 }
 
-/// Values given on the command line; each one that is `Some` wins over env and file.
-#[derive(Debug, Clone, Default)]
+/// Values given on the command line; each one that is `Some` wins over env and file. `Debug`
+/// hides the database URL's password.
+#[derive(Clone, Default)]
 pub struct Overrides {
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
@@ -279,6 +280,20 @@ pub struct Overrides {
     pub api_listen: Option<SocketAddr>,
     /// `--dns-listen` (repeatable).
     pub dns_listen: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overrides")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("api_listen", &self.api_listen)
+            .field("dns_listen", &self.dns_listen)
+            .finish()
+    }
 }
 
 impl Config {
@@ -499,6 +514,11 @@ listen_port = 51820
         assert!(debug.contains("postgres://sixpn:***@db/sixpn"), "{debug}");
         c.admin_token = None;
         assert!(format!("{c:?}").contains("admin_token: None"));
+        let flags = Overrides {
+            database_url: Some("postgres://u:pa55word@db/x".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{flags:?}").contains("pa55word"));
     }
 
     #[test]

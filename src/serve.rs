@@ -84,8 +84,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .unwrap_or_else(|_| config.data_dir.clone());
 
     let url = config.database_url();
+    // The store's errors may quote the URL (an unsupported scheme, a parse error): its password
+    // never reaches the message (issue 11).
     let store = Store::open(&url, config.ula_prefix)
         .await
+        .map_err(|e| anyhow::anyhow!("{}", scrub_password(&e.to_string(), &url)))
         .with_context(|| format!("opening the store at {}", redact_url(&url)))?;
 
     let (admin_token, admin_token_file) = admin_token(&config, &data_dir)?;
@@ -435,6 +438,18 @@ fn split_endpoint(endpoint: &str) -> anyhow::Result<(String, u16)> {
     }
 }
 
+/// `text` with the password of `url` (if it has one) replaced by `***`.
+fn scrub_password(text: &str, url: &str) -> String {
+    let password = url.find("://").and_then(|s| {
+        let at = url.rfind('@').filter(|at| *at > s)?;
+        url[s + 3..at].split_once(':').map(|(_, pw)| pw)
+    });
+    match password {
+        Some(pw) if !pw.is_empty() => text.replace(pw, "***"),
+        _ => text.to_owned(),
+    }
+}
+
 /// A database URL without its password, for logs.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -514,6 +529,34 @@ mod tests {
         assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
         assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
         assert!("xml".parse::<LogFormat>().is_err());
+    }
+
+    #[test]
+    fn issue11_store_errors_never_show_the_password() {
+        let url = "postgress://u:s3cr3t@db/x";
+        let err = format!("unsupported database URL {url:?}");
+        let scrubbed = scrub_password(&err, url);
+        assert!(!scrubbed.contains("s3cr3t"), "{scrubbed}");
+        assert!(scrubbed.contains("u:***@db"));
+        assert_eq!(
+            scrub_password("no url here", "sqlite://a/b.db"),
+            "no url here"
+        );
+    }
+
+    #[tokio::test]
+    async fn issue11_a_bad_database_url_fails_without_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            database_url: Some("postgress://u:s3cr3t@db/x".into()),
+            ..Config::default()
+        };
+        let err = match start(config).await {
+            Ok(_) => panic!("a bad URL must not start"),
+            Err(err) => format!("{err:#}"),
+        };
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 
     #[test]

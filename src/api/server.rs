@@ -35,6 +35,9 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Connections being refused at once (each for at most a second); more are dropped unanswered.
+const MAX_REFUSALS: usize = 256;
+
 /// How long open connections get to finish their answers once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -81,6 +84,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Refusing costs a task for up to a second; under a flood, refuse silently beyond this.
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let per_ip: PerIp = Arc::new(Mutex::new(HashMap::new()));
     let tracker = TaskTracker::new();
     loop {
@@ -100,17 +105,26 @@ pub async fn serve(
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(client = %peer, max = limits.max_connections,
                 "too many API connections; refusing one");
-            tracker.spawn(refuse(stream, "the server has too many open connections"));
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                tracker.spawn(refuse(
+                    stream,
+                    "the server has too many open connections",
+                    refusal,
+                ));
+            }
             continue;
         };
         let Some(ip_slot) = IpSlot::acquire(&per_ip, peer.ip(), limits.max_connections_per_ip)
         else {
-            tracing::warn!(client = %peer, max = limits.max_connections_per_ip,
+            tracing::debug!(client = %peer, max = limits.max_connections_per_ip,
                 "too many API connections from one address; refusing one");
-            tracker.spawn(refuse(
-                stream,
-                "too many open connections from your address",
-            ));
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                tracker.spawn(refuse(
+                    stream,
+                    "too many open connections from your address",
+                    refusal,
+                ));
+            }
             continue;
         };
         tracker.spawn(serve_connection(
@@ -169,7 +183,7 @@ async fn serve_connection(
 }
 
 /// Answers `503` with a JSON `error` on a connection over a cap, then closes it.
-async fn refuse(mut stream: TcpStream, why: &str) {
+async fn refuse(mut stream: TcpStream, why: &str, _refusal: OwnedSemaphorePermit) {
     let body = serde_json::json!({ "error": format!("{why}; try again shortly") }).to_string();
     let answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
