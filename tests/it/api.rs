@@ -1751,3 +1751,83 @@ async fn issue10_healthz_without_database_readyz_with_it() {
         .await
         .expect_error(503, &["not ready", "database"]);
 }
+
+/// Runs `sixpn serve` with `RUST_LOG=info` and `SIXPN_LOG_FORMAT=format`, stderr on a pipe,
+/// answers a few DNS queries and an API call, stops it and returns its stderr.
+fn serve_logs(format: &str) -> String {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = crate::support::free_port();
+    let dns_port = crate::support::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sixpn"))
+        .arg("serve")
+        .env("SIXPN_DATA_DIR", dir.path())
+        .env("SIXPN_API_LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("SIXPN_DNS_LISTEN", format!("127.0.0.1:{dns_port}"))
+        .env("SIXPN_ADMIN_TOKEN", "log-admin-token")
+        .env("RUST_LOG", "info")
+        .env("SIXPN_LOG_FORMAT", format)
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", api_port)) {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dns: std::net::SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    for _ in 0..3 {
+        crate::support::dns_query(dns, "_peer.internal", hickory_proto::rr::RecordType::TXT);
+    }
+    // Stop it (SIGTERM: a clean shutdown flushes everything).
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child.wait().unwrap();
+    logs
+}
+
+/// issue 10: `SIXPN_LOG_FORMAT=json` writes one JSON object per line; no ANSI colour when stderr
+/// is not a terminal. issue 13: at `RUST_LOG=info`, hickory logs nothing per DNS query.
+#[test]
+fn issue10_issue13_log_format_colour_and_quiet_dns() {
+    let json_logs = serve_logs("json");
+    let mut n_lines = 0;
+    for line in json_logs.lines().filter(|l| !l.trim().is_empty()) {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"));
+        assert!(event["level"].is_string(), "{line}");
+        n_lines += 1;
+    }
+    assert!(n_lines > 0);
+    assert!(json_logs.contains("API listening"), "{json_logs}");
+
+    let text_logs = serve_logs("text");
+    assert!(text_logs.contains("API listening"), "{text_logs}");
+    for logs in [&json_logs, &text_logs] {
+        assert!(!logs.contains('\u{1b}'), "ANSI escapes on a pipe:\n{logs}");
+        assert!(
+            !logs.contains("hickory"),
+            "per-query DNS lines at info:\n{logs}"
+        );
+    }
+}
