@@ -351,7 +351,8 @@ impl Config {
             self.database_url = Some(v);
         }
         if let Some(v) = non_empty("SIXPN_ADMIN_TOKEN") {
-            self.admin_token = Some(v);
+            // A token read from a file often brings its newline.
+            self.admin_token = Some(v.trim().to_owned());
         }
         if let Some(v) = non_empty("SIXPN_API_LISTEN") {
             self.api.listen = v.trim().parse().map_err(|e| ConfigError::Env {
@@ -423,6 +424,21 @@ impl Config {
                 "gateway.region {} is not one of the configured [[regions]]",
                 gw.region
             )));
+        }
+        if let Some(token) = &self.admin_token {
+            if token.len() > crate::api::MAX_ADMIN_TOKEN_LEN {
+                return Err(ConfigError::Invalid(format!(
+                    "admin_token is longer than {} characters; use a shorter random token",
+                    crate::api::MAX_ADMIN_TOKEN_LEN
+                )));
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::Invalid(
+                    "admin_token contains blank or control characters, which no Authorization \
+                     header can carry"
+                        .into(),
+                ));
+            }
         }
         for (key, rate) in [
             ("api.token_rate", self.api.token_rate),
@@ -541,6 +557,16 @@ listen_port = 51820
                 .contains("token_rate")
         );
         let bad = Config::from_toml("[api]\nmax_connections = 0").unwrap();
+        assert!(bad.validate().is_err());
+        let mut bad = Config::default();
+        bad.admin_token = Some("x".repeat(crate::api::MAX_ADMIN_TOKEN_LEN + 1));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("admin_token")
+        );
+        bad.admin_token = Some("two words".into());
         assert!(bad.validate().is_err());
     }
 
