@@ -558,8 +558,10 @@ listen_port = 51820
         );
         let bad = Config::from_toml("[api]\nmax_connections = 0").unwrap();
         assert!(bad.validate().is_err());
-        let mut bad = Config::default();
-        bad.admin_token = Some("x".repeat(crate::api::MAX_ADMIN_TOKEN_LEN + 1));
+        let mut bad = Config {
+            admin_token: Some("x".repeat(crate::api::MAX_ADMIN_TOKEN_LEN + 1)),
+            ..Config::default()
+        };
         assert!(
             bad.validate()
                 .unwrap_err()

@@ -6,8 +6,9 @@
 //!   keep-alive connection); half a request line is cut off, and so is an idle keep-alive.
 //! - **Idle timeout**: a connection on which nothing is read or written for
 //!   [`ServerLimits::idle_timeout`] is closed (a client that stops halfway through a body).
-//! - **Connection caps**, in total and per source address. A connection over a cap is answered
-//!   `503` with a JSON `error` and closed at once, so it holds nothing.
+//! - **Connection caps**, in total and per source address. At a cap, a new connection evicts
+//!   the one idle longest (see `Connections`); only when every connection is busy with a
+//!   request is the new one answered `503` with a JSON `error` and closed at once.
 //! - **JSON for hyper's own answers**: hyper answers requests it cannot parse (a garbage request
 //!   line: `400`; a 100,000-character URI: `414`; oversized headers: `431`) itself, with an empty
 //!   body and no hook to change it. [`GuardedIo`] recognises exactly those answers on the way
@@ -83,10 +84,9 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let conns = Arc::new(Connections::new(limits));
     // Refusing costs a task for up to a second; under a flood, refuse silently beyond this.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-    let per_ip: PerIp = Arc::new(Mutex::new(HashMap::new()));
     let tracker = TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -102,30 +102,15 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(client = %peer, max = limits.max_connections,
-                "too many API connections; refusing one");
-            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                tracker.spawn(refuse(
-                    stream,
-                    "the server has too many open connections",
-                    refusal,
-                ));
+        let slot = match conns.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!(client = %peer, why, "refusing an API connection");
+                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                    tracker.spawn(refuse(stream, why, refusal));
+                }
+                continue;
             }
-            continue;
-        };
-        let Some(ip_slot) = IpSlot::acquire(&per_ip, peer.ip(), limits.max_connections_per_ip)
-        else {
-            tracing::debug!(client = %peer, max = limits.max_connections_per_ip,
-                "too many API connections from one address; refusing one");
-            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                tracker.spawn(refuse(
-                    stream,
-                    "too many open connections from your address",
-                    refusal,
-                ));
-            }
-            continue;
         };
         tracker.spawn(serve_connection(
             stream,
@@ -133,7 +118,7 @@ pub async fn serve(
             app.clone(),
             limits,
             shutdown.clone(),
-            (permit, ip_slot),
+            slot,
         ));
     }
     tracker.close();
@@ -152,13 +137,21 @@ async fn serve_connection(
     app: Router,
     limits: ServerLimits,
     shutdown: CancellationToken,
-    _slots: (OwnedSemaphorePermit, IpSlot),
+    slot: Slot,
 ) {
     let io = TokioIo::new(GuardedIo::new(stream, limits.idle_timeout));
+    let evicted = slot.evicted.clone();
+    let slot = Arc::new(slot);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
-        tower::ServiceExt::oneshot(app.clone(), req)
+        let busy = Busy::new(slot.clone());
+        let app = app.clone();
+        async move {
+            let res = tower::ServiceExt::oneshot(app, req).await;
+            drop(busy);
+            res
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -168,6 +161,10 @@ async fn serve_connection(
     tokio::pin!(conn);
     let res = tokio::select! {
         res = conn.as_mut() => res,
+        () = evicted.cancelled() => {
+            tracing::debug!(client = %peer, "idle API connection evicted for a new one");
+            return;
+        }
         () = shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
@@ -202,36 +199,142 @@ async fn refuse(mut stream: TcpStream, why: &str, _refusal: OwnedSemaphorePermit
     .await;
 }
 
-type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
-
-/// One connection counted against its source address; uncounted on drop.
-struct IpSlot {
-    map: PerIp,
-    ip: IpAddr,
+/// The open connections, for the caps. A connection is *idle* while no request of it is being
+/// handled: before its first request head is complete, and between keep-alive requests.
+///
+/// At a cap, a new connection evicts the connection that has been idle longest (overall, or from
+/// the same address for the per-address cap) instead of being refused: clients that open
+/// connections and send nothing (slowloris) then only ever push out each other, and a real
+/// client, which sends its request at once, gets through. Only when every connection is busy
+/// handling a request is a new one refused.
+struct Connections {
+    limits: ServerLimits,
+    state: Mutex<ConnectionsState>,
 }
 
-impl IpSlot {
-    fn acquire(map: &PerIp, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut counts = map.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= max {
-            return None;
+#[derive(Default)]
+struct ConnectionsState {
+    next_id: u64,
+    open: HashMap<u64, Entry>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct Entry {
+    ip: IpAddr,
+    /// Requests being handled.
+    busy: usize,
+    /// Since when nothing is being handled.
+    idle_since: Instant,
+    evicted: CancellationToken,
+}
+
+impl ConnectionsState {
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.open.remove(&id)?;
+        if let Some(count) = self.per_ip.get_mut(&entry.ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_ip.remove(&entry.ip);
+            }
         }
-        *count += 1;
-        Some(IpSlot {
-            map: map.clone(),
-            ip,
+        Some(entry)
+    }
+
+    /// Evicts the longest-idle connection (from `ip`, when given); `false` when all are busy.
+    fn evict_idlest(&mut self, ip: Option<IpAddr>) -> bool {
+        let idlest = self
+            .open
+            .iter()
+            .filter(|(_, e)| e.busy == 0 && ip.is_none_or(|ip| e.ip == ip))
+            .min_by_key(|(_, e)| e.idle_since)
+            .map(|(id, _)| *id);
+        match idlest.and_then(|id| self.remove(id)) {
+            Some(entry) => {
+                entry.evicted.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Connections {
+    fn new(limits: ServerLimits) -> Self {
+        Connections {
+            limits,
+            state: Mutex::new(ConnectionsState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnectionsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new connection from `ip`, evicting an idle one at a cap; `Err` says why it is
+    /// refused.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let mut state = self.lock();
+        if state.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_connections_per_ip
+            && !state.evict_idlest(Some(ip))
+        {
+            return Err("too many open connections from your address");
+        }
+        if state.open.len() >= self.limits.max_connections && !state.evict_idlest(None) {
+            return Err("the server has too many open connections");
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let evicted = CancellationToken::new();
+        state.open.insert(
+            id,
+            Entry {
+                ip,
+                busy: 0,
+                idle_since: Instant::now(),
+                evicted: evicted.clone(),
+            },
+        );
+        *state.per_ip.entry(ip).or_insert(0) += 1;
+        Ok(Slot {
+            conns: self.clone(),
+            id,
+            evicted,
         })
     }
 }
 
-impl Drop for IpSlot {
+/// One admitted connection; uncounted on drop.
+struct Slot {
+    conns: Arc<Connections>,
+    id: u64,
+    /// Cancelled when a new connection takes this one's place.
+    evicted: CancellationToken,
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut counts = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
+        self.conns.lock().remove(self.id);
+    }
+}
+
+/// A request being handled on a connection: the connection is not idle meanwhile.
+struct Busy(Arc<Slot>);
+
+impl Busy {
+    fn new(slot: Arc<Slot>) -> Self {
+        if let Some(entry) = slot.conns.lock().open.get_mut(&slot.id) {
+            entry.busy += 1;
+        }
+        Busy(slot)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if let Some(entry) = self.0.conns.lock().open.get_mut(&self.0.id) {
+            entry.busy -= 1;
+            if entry.busy == 0 {
+                entry.idle_since = Instant::now();
             }
         }
     }

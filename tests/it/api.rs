@@ -1422,8 +1422,9 @@ async fn issue11_slow_clients_are_cut_off() {
     served.stop().await;
 }
 
-/// issue 11: connections over the cap (per address here) get a JSON 503 at once and hold
-/// nothing; a slot frees when a connection closes.
+/// issue 11: at the connection cap (per address here) a new connection evicts the one idle
+/// longest, so clients that connect and send nothing cannot lock others out; only when every
+/// connection is busy with a request is a new one answered a JSON 503 at once.
 #[tokio::test]
 async fn issue11_connections_are_capped() {
     let api = TestApi::new().await;
@@ -1431,31 +1432,101 @@ async fn issue11_connections_are_capped() {
         max_connections_per_ip: 2,
         ..ServerLimits::default()
     };
-    let served = Served::start(api.router.clone(), limits).await;
-    let first = tokio::net::TcpStream::connect(served.addr).await.unwrap();
-    let second = tokio::net::TcpStream::connect(served.addr).await.unwrap();
-    // Let the server accept both before the third arrives.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, head, json) = raw_exchange(
-        served.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap();
+    // A publisher that never publishes: each create stays busy for PUBLISH_TIMEOUT.
+    let (_publish, published) = tokio::sync::watch::channel(Generation(0));
+    let router = sixpn::api::router(state_with(&api.store, api.regions.clone(), published));
+    let served = Served::start(router, limits).await;
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    // Two silent connections fill the cap; a real request still gets through, evicting the
+    // older silent one.
+    let mut oldest = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _newer = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, _, _) = raw_exchange(served.addr, healthz, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), oldest.read(&mut buf))
+        .await
+        .expect("the evicted connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the oldest silent connection was evicted");
+    drop(_newer);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Two connections busy with requests: a third is refused at once with a JSON 503.
+    let token = api.mint("personal", "busy", json!({})).await;
+    let mut busy = Vec::new();
+    for i in 0..2 {
+        let body = flyctl_create(&format!("node-{i}"), "", &pubkey(), "");
+        let request = format!(
+            "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = served.addr;
+        busy.push(tokio::spawn(async move {
+            raw_exchange(addr, request.as_bytes(), Duration::from_secs(10)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, head, json) = raw_exchange(served.addr, healthz, Duration::from_secs(3))
+        .await
+        .unwrap();
     assert_eq!(status, 503, "{json}");
+    assert!(started.elapsed() < Duration::from_secs(1));
     assert!(head.contains("retry-after"), "{head}");
     assert!(json["error"].as_str().unwrap().contains("too many"));
-    drop((first, second));
+    for call in busy {
+        let (status, _, json) = call.await.unwrap().unwrap();
+        assert_eq!(status, 200, "{json}");
+    }
+    served.stop().await;
+}
+
+/// issue 11 (acceptance, scaled down): with far more silent clients than the cap holding
+/// connections, a real create still succeeds at once.
+#[tokio::test]
+async fn issue11_silent_clients_cannot_lock_out_a_real_one() {
+    let api = TestApi::new().await;
+    let limits = ServerLimits {
+        max_connections: 50,
+        max_connections_per_ip: 50,
+        ..ServerLimits::default()
+    };
+    let served = Served::start(api.router.clone(), limits).await;
+    let mut silent = Vec::new();
+    for i in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+        // Half a request line, as a slowloris client sends.
+        if i % 2 == 0 {
+            stream.write_all(b"POST /api/v3/wire_g").await.unwrap();
+        }
+        silent.push(stream);
+    }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, _, _) = raw_exchange(
-        served.addr,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status, 200);
+    let token = api.mint("personal", "real", json!({})).await;
+    let body = flyctl_create("node-1", "", &pubkey(), "");
+    let request = format!(
+        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let started = std::time::Instant::now();
+    let (status, _, json) = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{json}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
     served.stop().await;
 }
 
