@@ -130,9 +130,13 @@ pub struct ApiConfig {
     /// after the connection opens or the previous answer; else the connection is closed.
     #[serde(deserialize_with = "duration")]
     pub header_read_timeout: Duration,
-    /// A connection on which nothing is read or written for this long is closed.
+    /// A connection on which nothing is read or written for this long, while none of its
+    /// requests is being handled, is closed.
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
+    /// A request body must arrive whole within this time, else `408`.
+    #[serde(deserialize_with = "duration")]
+    pub body_read_timeout: Duration,
     /// Most connections open at once; more are answered `503` and closed.
     pub max_connections: usize,
     /// Most connections open at once from one source address.
@@ -155,6 +159,7 @@ impl Default for ApiConfig {
             body_limit: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(15),
             max_connections: 1024,
             max_connections_per_ip: 256,
             // A fleet that starts at once (100 pods on one token) fits the burst; a runaway
@@ -455,9 +460,14 @@ impl Config {
                 "api.max_connections and api.max_connections_per_ip must be at least 1".into(),
             ));
         }
-        if self.api.header_read_timeout.is_zero() || self.api.idle_timeout.is_zero() {
+        if self.api.header_read_timeout.is_zero()
+            || self.api.idle_timeout.is_zero()
+            || self.api.body_read_timeout.is_zero()
+        {
             return Err(ConfigError::Invalid(
-                "api.header_read_timeout and api.idle_timeout must be longer than zero".into(),
+                "api.header_read_timeout, api.idle_timeout and api.body_read_timeout must be \
+                 longer than zero"
+                    .into(),
             ));
         }
         if self.dns.listen.is_empty() {

@@ -24,13 +24,19 @@ impl FromRequest<Shared> for JsonObject {
 
     async fn from_request(req: Request, state: &Shared) -> Result<Self, Self::Rejection> {
         check_content_type(req.headers().get(header::CONTENT_TYPE))?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::BodyTooLarge(state.body_limit)
-            } else {
-                ApiError::BodyUnreadable(rejection.body_text())
-            }
-        })?;
+        // A client that stops sending in the middle of its body is not waited for: the
+        // connection's idle timeout does not run while a request is being handled.
+        let read = tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state));
+        let bytes = read
+            .await
+            .map_err(|_| ApiError::BodyTimeout(state.body_timeout))?
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::BodyTooLarge(state.body_limit)
+                } else {
+                    ApiError::BodyUnreadable(rejection.body_text())
+                }
+            })?;
         parse_object(&bytes).map(JsonObject)
     }
 }

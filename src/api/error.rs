@@ -73,6 +73,9 @@ pub enum ApiError {
     /// The body is larger than the configured limit.
     #[error("request body is larger than the limit of {0} bytes")]
     BodyTooLarge(usize),
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {} s; send it at once", .0.as_secs())]
+    BodyTimeout(std::time::Duration),
     /// The body could not be read for another reason.
     #[error("could not read the request body: {0}")]
     BodyUnreadable(String),
@@ -150,6 +153,7 @@ impl ApiError {
             } => StatusCode::FORBIDDEN,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MalformedJson(_) | ApiError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::WrongContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_)

@@ -61,6 +61,8 @@ pub struct ApiState {
     pub gateway: Option<GatewayHandle>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// How long a whole request body may take to arrive (else `408`).
+    pub body_timeout: Duration,
     /// Rate limits per WireGuard token and per source address.
     pub rate_limits: RateLimits,
 }

@@ -5,7 +5,9 @@
 //!   [`ServerLimits::header_read_timeout`] of connecting (or of its previous answer, on a
 //!   keep-alive connection); half a request line is cut off, and so is an idle keep-alive.
 //! - **Idle timeout**: a connection on which nothing is read or written for
-//!   [`ServerLimits::idle_timeout`] is closed (a client that stops halfway through a body).
+//!   [`ServerLimits::idle_timeout`] while no request of it is being handled is closed (a client
+//!   that does not read its answer). A request whose body stalls is answered `408` after the
+//!   body timeout (`ApiState::body_timeout`), so a slow handler is never cut off mid-answer.
 //! - **Connection caps**, in total and per source address. At a cap, a new connection evicts
 //!   the one idle longest (see `Connections`); only when every connection is busy with a
 //!   request is the new one answered `503` with a JSON `error` and closed at once.
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -139,7 +142,11 @@ async fn serve_connection(
     shutdown: CancellationToken,
     slot: Slot,
 ) {
-    let io = TokioIo::new(GuardedIo::new(stream, limits.idle_timeout));
+    let io = TokioIo::new(GuardedIo::new(
+        stream,
+        limits.idle_timeout,
+        slot.busy.clone(),
+    ));
     let evicted = slot.evicted.clone();
     let slot = Arc::new(slot);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -298,6 +305,7 @@ impl Connections {
         Ok(Slot {
             conns: self.clone(),
             id,
+            busy: Arc::new(AtomicUsize::new(0)),
             evicted,
         })
     }
@@ -307,6 +315,8 @@ impl Connections {
 struct Slot {
     conns: Arc<Connections>,
     id: u64,
+    /// Requests being handled, shared with the connection's [`GuardedIo`].
+    busy: Arc<AtomicUsize>,
     /// Cancelled when a new connection takes this one's place.
     evicted: CancellationToken,
 }
@@ -322,6 +332,7 @@ struct Busy(Arc<Slot>);
 
 impl Busy {
     fn new(slot: Arc<Slot>) -> Self {
+        slot.busy.fetch_add(1, Ordering::Relaxed);
         if let Some(entry) = slot.conns.lock().open.get_mut(&slot.id) {
             entry.busy += 1;
         }
@@ -331,6 +342,7 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
         if let Some(entry) = self.0.conns.lock().open.get_mut(&self.0.id) {
             entry.busy -= 1;
             if entry.busy == 0 {
@@ -344,6 +356,8 @@ impl Drop for Busy {
 /// body (see the module docs).
 pub struct GuardedIo {
     inner: TcpStream,
+    /// Requests of this connection being handled; the idle timeout does not run meanwhile.
+    busy: Arc<AtomicUsize>,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
     rewrite: Option<Rewrite>,
@@ -358,9 +372,10 @@ struct Rewrite {
 }
 
 impl GuardedIo {
-    fn new(inner: TcpStream, idle: Duration) -> Self {
+    fn new(inner: TcpStream, idle: Duration, busy: Arc<AtomicUsize>) -> Self {
         GuardedIo {
             inner,
+            busy,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
             rewrite: None,
@@ -372,7 +387,14 @@ impl GuardedIo {
     }
 
     fn idle_error(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        ready!(self.deadline.as_mut().poll(cx));
+        loop {
+            ready!(self.deadline.as_mut().poll(cx));
+            if self.busy.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            // A handler is at work (hyper watches the socket meanwhile): not idle.
+            self.touch();
+        }
         Poll::Ready(io::Error::new(
             io::ErrorKind::TimedOut,
             "API connection idle for too long",
@@ -425,10 +447,7 @@ impl AsyncWrite for GuardedIo {
                 {
                     Poll::Ready(res) => res?,
                     Poll::Pending => {
-                        return match this.deadline.as_mut().poll(cx) {
-                            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
-                            Poll::Pending => Poll::Pending,
-                        };
+                        return this.idle_error(cx).map(Err);
                     }
                 };
                 if n == 0 {

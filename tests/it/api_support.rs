@@ -23,6 +23,9 @@ pub const ADMIN: &str = "test-admin-token-0123456789";
 /// The body limit of every test router.
 pub const BODY_LIMIT: usize = 4096;
 
+/// The body read timeout of every test router.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A fresh WireGuard public key in text form.
 pub fn pubkey() -> String {
     PrivateKey::generate()
@@ -127,6 +130,7 @@ pub fn state_with(
         published,
         gateway: None,
         body_limit: BODY_LIMIT,
+        body_timeout: BODY_TIMEOUT,
         // Most tests send bursts from one token; the rate-limit tests turn limits on.
         rate_limits: RateLimits::off(),
     }
