@@ -35,6 +35,7 @@ fn errors(statuses: &[&str]) -> serde_json::Map<String, Value> {
                 "403" => "Group outside the token's group, or a peer another token of the org created",
                 "404" => "No such resource",
                 "409" => "Conflict: name (this token's peer: re-key it with PUT; another token's: pick another name) or public key already in use",
+                "408" => "The request body did not arrive in time",
                 "413" => "Request body over the size limit",
                 "415" => "Content-Type is not application/json",
                 "422" => "A field is missing or invalid (the message names it)",
@@ -129,7 +130,7 @@ pub fn document() -> Value {
                     "Create a named peer for the token (flyctl `wireguard token start`)", "peer",
                     &peer_security, Some("PeerCreate"),
                     ("200", response("The peer and how to reach the gateway", "PeerResponse")),
-                    &["400", "401", "403", "409", "413", "415", "422", "429", "503"]),
+                    &["400", "401", "403", "408", "409", "413", "415", "422", "429", "503"]),
             },
             "/api/v3/wire_guard_peers/{name}": {
                 "parameters": [name],
@@ -140,7 +141,7 @@ pub fn document() -> Value {
                     "Re-key one of the token's peers; its address stays (flyctl `wireguard token update`)",
                     "peer", &peer_security, Some("PeerRekey"),
                     ("200", response("The re-keyed peer", "PeerResponse")),
-                    &["400", "401", "403", "404", "409", "413", "415", "422"]),
+                    &["400", "401", "403", "404", "408", "409", "413", "415", "422"]),
                 "delete": operation("deletePeer", "Delete one of the token's peers", "peer",
                     &peer_security, None, ("200", response("Deleted", "Deleted")),
                     &["401", "403", "404", "422"]),
@@ -150,7 +151,7 @@ pub fn document() -> Value {
                     ("200", array_response("The orgs", "Org")), &["401"]),
                 "post": operation("createOrg", "Create an org with a fresh /48", "admin",
                     &admin_security, Some("OrgCreate"), ("201", response("The new org", "Org")),
-                    &["400", "401", "409", "413", "415", "422"]),
+                    &["400", "401", "408", "409", "413", "415", "422"]),
             },
             "/api/v1/orgs/{org}/wireguard_tokens": {
                 "parameters": [org.clone()],
@@ -160,7 +161,7 @@ pub fn document() -> Value {
                 "post": operation("mintToken", "Mint a WireGuard token; the secret is shown once",
                     "admin", &admin_security, Some("TokenCreate"),
                     ("201", response("The token with its secret", "MintedToken")),
-                    &["400", "401", "404", "409", "413", "415", "422"]),
+                    &["400", "401", "404", "408", "409", "413", "415", "422"]),
             },
             "/api/v1/orgs/{org}/wireguard_tokens/{name}": {
                 "parameters": [org.clone(), token_name],

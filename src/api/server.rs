@@ -42,6 +42,9 @@ use tokio_util::task::TaskTracker;
 /// Connections being refused at once (each for at most a second); more are dropped unanswered.
 const MAX_REFUSALS: usize = 256;
 
+/// The largest read buffer of one connection, so also the largest request head.
+const MAX_READ_BUF: usize = 128 * 1024;
+
 /// How long open connections get to finish their answers once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -163,7 +166,10 @@ async fn serve_connection(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper's default read buffer may grow to ~400 KiB per connection; a request head never
+        // needs that. 128 KiB still lets an over-long URI (over 64 KiB) be answered 414.
+        .max_buf_size(MAX_READ_BUF);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let res = tokio::select! {
