@@ -29,7 +29,7 @@ const TOKEN_PREFIX: &str = "sixpn_wg_";
 /// The longest admin token compared; a longer presented one is refused unread.
 pub const MAX_ADMIN_TOKEN_LEN: usize = 512;
 
-/// Whether `secret` has the form of a WireGuard token: [`TOKEN_PREFIX`] and 64 lowercase hex
+/// Whether `secret` has the form of a WireGuard token: `sixpn_wg_` and 64 lowercase hex
 /// digits. Anything else cannot be one, and is refused without a database query.
 pub fn is_token_shaped(secret: &str) -> bool {
     secret.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| {
