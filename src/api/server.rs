@@ -80,7 +80,7 @@ impl Default for ServerLimits {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then gives open connections
-/// [`SHUTDOWN_GRACE`] to finish.
+/// five seconds to finish.
 ///
 /// # Errors
 /// None today: accept errors (such as running out of file descriptors) are logged and retried.
