@@ -105,7 +105,10 @@ async fn explain_not_found(state: &ApiState, token: &AuthToken, err: StoreError)
             name: name.to_string(),
             creating: false,
         },
-        Err(_) => StoreError::PeerNotFound(name).into(),
+        Err(StoreError::PeerNotFound(_) | StoreError::OrgNotFound(_)) => {
+            StoreError::PeerNotFound(name).into()
+        }
+        Err(other) => other.into(),
     }
 }
 
