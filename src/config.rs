@@ -267,6 +267,14 @@ pub struct GatewayConfig {
     /// Where the userspace implementation's UAPI socket lives; default `/run/wireguard`.
     #[serde(default)]
     pub uapi_dir: Option<PathBuf>,
+    /// How often a full reconcile repairs drift (changes themselves are applied at once, peer by
+    /// peer); default 30 s.
+    #[serde(default = "default_resync_period", deserialize_with = "duration")]
+    pub resync_period: Duration,
+}
+
+fn default_resync_period() -> Duration {
+    crate::gateway::RESYNC_PERIOD
 }
 
 fn default_wg_port() -> u16 {
