@@ -103,10 +103,12 @@ pub struct Store {
     backend: Backend,
     changes: Changes,
     ula_prefix: Ipv6Net,
-    /// The database's identity (see [`Store::identity`]).
-    identity: std::sync::Arc<str>,
+    /// The database's identity (see [`Store::identity`]); empty until the database answered.
+    identity: std::sync::Arc<std::sync::OnceLock<String>>,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
+    /// The token that guard cancels.
+    watch_stop: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, Clone)]
@@ -366,14 +368,62 @@ impl Store {
     /// # Errors
     /// [`StoreError::BadUrl`], [`StoreError::Migrate`] or [`StoreError::Database`].
     pub async fn open(url: &str, ula_prefix: Ipv6Net) -> Result<Store, StoreError> {
+        let mut store = Store::connect(url, ula_prefix, false).await?;
+        let generation = store.init().await?;
+        store.changes = Changes::new(generation);
+        store.start_watcher().await;
+        Ok(store)
+    }
+
+    /// Like [`Store::open`], but without waiting for the database: the store is returned at once,
+    /// and a background task keeps trying to reach, migrate and prepare the database (every
+    /// second) until it answers. Until then every call fails with the connection's error (the
+    /// API answers 503) and [`Store::identity`] is empty. For a server that must serve DNS from
+    /// its last-known-good state while the database is down.
+    ///
+    /// # Errors
+    /// [`StoreError::BadUrl`].
+    pub async fn open_lazy(url: &str, ula_prefix: Ipv6Net) -> Result<Store, StoreError> {
+        let store = Store::connect(url, ula_prefix, true).await?;
+        let pending = store.clone();
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                match pending.init().await {
+                    Ok(generation) => {
+                        pending.changes.publish(generation);
+                        pending.start_watcher().await;
+                        tracing::info!(%generation, "the database answers; following it");
+                        return;
+                    }
+                    Err(error) => {
+                        if !warned {
+                            tracing::warn!(%error, "the database does not answer yet; retrying every second");
+                            warned = true;
+                        }
+                        if pending.watch_stop.is_cancelled() {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    /// Builds the pool: connecting at once, or at first use (`lazy`).
+    async fn connect(url: &str, ula_prefix: Ipv6Net, lazy: bool) -> Result<Store, StoreError> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
-            let pool = sqlx::postgres::PgPoolOptions::new()
+            let options = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(std::time::Duration::from_secs(10))
-                .connect_with(opts)
-                .await?;
-            PG_MIGRATOR.run(&pool).await?;
+                .acquire_timeout(std::time::Duration::from_secs(if lazy { 2 } else { 10 }));
+            let pool = if lazy {
+                options.connect_lazy_with(opts)
+            } else {
+                options.connect_with(opts).await?
+            };
             Backend::Postgres(pool)
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -392,37 +442,52 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(std::time::Duration::from_secs(30));
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            let options = sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(std::time::Duration::from_secs(30))
-                .connect_with(opts)
-                .await?;
-            SQLITE_MIGRATOR.run(&pool).await?;
+                .acquire_timeout(std::time::Duration::from_secs(if lazy { 2 } else { 30 }));
+            let pool = if lazy {
+                options.connect_lazy_with(opts)
+            } else {
+                options.connect_with(opts).await?
+            };
             Backend::Sqlite(pool)
         } else {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
-        let mut store = Store {
+        let watch_stop = tokio_util::sync::CancellationToken::new();
+        Ok(Store {
             backend,
             changes: Changes::new(Generation(0)),
             ula_prefix,
-            identity: std::sync::Arc::from(""),
-            _watcher: None,
-        };
-        store.identity = store.ensure_identity().await?.into();
-        let generation = store.generation().await?;
-        store.changes = Changes::new(generation);
-        store.ensure_default_org().await?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        changes::spawn_watcher(&store.backend, store.changes.clone(), stop.clone()).await;
-        store._watcher = Some(std::sync::Arc::new(stop.drop_guard()));
-        Ok(store)
+            identity: Default::default(),
+            _watcher: Some(std::sync::Arc::new(watch_stop.clone().drop_guard())),
+            watch_stop,
+        })
+    }
+
+    /// Migrates, learns the identity and makes sure the default org exists; returns the stored
+    /// generation.
+    async fn init(&self) -> Result<Generation, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
+            Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+        }
+        let identity = self.ensure_identity().await?;
+        let _ = self.identity.set(identity);
+        self.ensure_default_org().await?;
+        // Read after the default org, which may have just been created.
+        self.generation().await
+    }
+
+    /// Starts following the stored generation (other replicas' and processes' writes).
+    async fn start_watcher(&self) {
+        changes::spawn_watcher(&self.backend, self.changes.clone(), self.watch_stop.clone()).await;
     }
 
     /// The database's identity: random, set once when a server first opens it, the same for
     /// every replica. Tells one database from another (a restore keeps it).
     pub fn identity(&self) -> &str {
-        &self.identity
+        self.identity.get().map_or("", String::as_str)
     }
 
     async fn ensure_identity(&self) -> Result<String, StoreError> {
