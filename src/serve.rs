@@ -26,6 +26,8 @@ pub struct Running {
     pub admin_token_file: Option<PathBuf>,
     /// The store the server runs on.
     pub store: Store,
+    /// The regions peers are handed, with their gateway keys.
+    pub regions: Vec<crate::model::Region>,
     cancel: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
     /// The data directory's lock, released when the server is dropped.
@@ -190,6 +192,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         dns_addrs,
         admin_token_file: resolved.admin_token_file,
         store,
+        regions: resolved.regions,
         cancel,
         tasks,
         _lock: lock,

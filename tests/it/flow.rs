@@ -134,3 +134,31 @@ async fn replicas_on_postgres_answer_a_change_within_100_ms() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue13_a_second_server_on_one_data_dir_is_refused_naming_the_first() {
+    let (first, dir) = start().await;
+    let mut config = sixpn::config::Config {
+        data_dir: dir.path().to_owned(),
+        admin_token: Some("flow-admin".into()),
+        ..Default::default()
+    };
+    config.api.listen = "127.0.0.1:0".parse().unwrap();
+    config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    let err = match sixpn::serve::start(config.clone()).await {
+        Ok(_) => panic!("a second server on the same data directory must not start"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("already running"), "{err}");
+    assert!(
+        err.contains(&format!("process {}", std::process::id())),
+        "{err}"
+    );
+    assert!(err.contains("sixpn.lock"), "{err}");
+    // Once the first has stopped, the directory is free again.
+    first.shutdown().await.unwrap();
+    let second = sixpn::serve::start(config)
+        .await
+        .expect("starts after the first stopped");
+    second.shutdown().await.unwrap();
+}

@@ -11,3 +11,4 @@ mod gateway;
 mod incremental;
 mod store;
 mod support;
+mod tls;
