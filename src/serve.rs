@@ -249,25 +249,24 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
 /// listen, `STOPPING=1` when shutdown begins. Does nothing without `$NOTIFY_SOCKET`; a failure
 /// is logged, never fatal.
 fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let res = (|| {
-        let socket = std::os::unix::net::UnixDatagram::unbound()?;
-        let bytes = path.as_encoded_bytes();
-        // `@name`: a socket in the abstract namespace.
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            use std::os::linux::net::SocketAddrExt as _;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            socket.send_to_addr(state.as_bytes(), &addr)?;
-        } else {
-            socket.send_to(state.as_bytes(), &path)?;
-        }
-        std::io::Result::Ok(())
-    })();
-    if let Err(error) = res {
+    if let Some(path) = std::env::var_os("NOTIFY_SOCKET")
+        && let Err(error) = notify_socket(&path, state)
+    {
         tracing::warn!(%error, state, "telling systemd (NOTIFY_SOCKET) failed");
     }
+}
+
+/// Sends `state` in one datagram to the `sd_notify` socket `path` (`@name`: abstract namespace).
+fn notify_socket(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    if let Some(name) = path.as_encoded_bytes().strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt as _;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        socket.send_to_addr(state.as_bytes(), &addr)?;
+    } else {
+        socket.send_to(state.as_bytes(), path)?;
+    }
+    Ok(())
 }
 
 /// Runs the server until ctrl-c or SIGTERM.
@@ -391,6 +390,28 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sd_notify_sends_one_datagram_per_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        notify_socket(path.as_os_str(), "READY=1").unwrap();
+        notify_socket(path.as_os_str(), "STOPPING=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1");
+        // The abstract namespace, as systemd in a container may use.
+        let name = format!("sixpn-test-{}", std::process::id());
+        use std::os::linux::net::SocketAddrExt as _;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let abstract_listener = std::os::unix::net::UnixDatagram::bind_addr(&addr).unwrap();
+        notify_socket(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
+        let n = abstract_listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+    }
 
     #[test]
     fn hickory_is_quiet_at_info() {
