@@ -128,7 +128,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ),
         _ => None,
     };
-    if gateway.is_some() {
+    // An IPv6 wildcard on port 53 in `[dns] listen` (older configs) already answers on every
+    // org's ::3, and would keep the per-address sockets from binding.
+    let wildcard_53 = dns_addrs.iter().any(|a| {
+        a.is_ipv6() && a.ip().is_unspecified() && a.port() == crate::dns::listeners::RESOLVER_PORT
+    });
+    if gateway.is_some() && wildcard_53 {
+        tracing::info!(
+            "org resolvers: [dns] listen holds [::]:53, which answers on every org's ::3 (and on every other interface too; leave dns.listen at its default to serve only the ::3 addresses)"
+        );
+    } else if gateway.is_some() {
         // Each org's resolver address, which the gateway puts on its interface (issue 12).
         let snapshot = snapshot.clone();
         let cancel = cancel.clone();
