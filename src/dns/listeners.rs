@@ -168,3 +168,20 @@ pub async fn serve_org_resolvers(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_org_address_binds_before_it_exists() {
+        // An address no interface has (yet): IPV6_FREEBIND lets UDP and TCP bind it anyway.
+        let addr: Ipv6Addr = "fdaa:ffff:fffe::3".parse().unwrap();
+        let listeners = bind_freebind(SocketAddrV6::new(addr, 0, 0, 0)).unwrap();
+        let bound = listeners.local_addrs();
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].ip(), std::net::IpAddr::V6(addr));
+        assert_eq!(listeners.tcp[0].local_addr().unwrap().ip(), bound[0].ip());
+        assert_eq!(listeners.workers, 1);
+    }
+}

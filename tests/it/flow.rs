@@ -155,6 +155,27 @@ async fn issue13_a_second_server_on_one_data_dir_is_refused_naming_the_first() {
         "{err}"
     );
     assert!(err.contains("sixpn.lock"), "{err}");
+    // The binary exits non-zero with the same line.
+    let data_dir = dir.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sixpn"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--api-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"])
+            .env("SIXPN_ADMIN_TOKEN", "flow-admin")
+            .env_remove("SIXPN_DATABASE_URL")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("process {}", std::process::id())),
+        "{stderr}"
+    );
     // Once the first has stopped, the directory is free again.
     first.shutdown().await.unwrap();
     let second = sixpn::serve::start(config)
