@@ -495,6 +495,9 @@ if wait_for "$HAPROXY_REMOVAL_BOUND" haproxy_only_n1; then
 else
     fail "(d) HAProxy still has n2 after ${HAPROXY_REMOVAL_BOUND}s: $(haproxy_addrs | tr '\n' ' ')"
 fi
+# n1's health check may still be catching up with (c)'s tunnel restart (fall 2, rise 1, inter 2s).
+n1_up() { test "$(haproxy_servers | awk '$2 == 2 { print $1 }')" = "${addr[1]}"; }
+wait_for 10 n1_up || fail "(d) HAProxy's check of n1 passes ($(haproxy_servers | tr '\n' ' '))"
 result=$(spread 10)
 check "(d) all requests now go to n1 ($result)" test "$result" = "n1=10 n2=0 other=0"
 log "(d) delete took $((t_cli - t0)) ms in the CLI"
