@@ -80,6 +80,11 @@ impl Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let data_dir = crate::config::prepare_data_dir(&config)?;
     let lock = lock_data_dir(&data_dir)?;
+    // A bad certificate or key fails the start before anything else is touched.
+    let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::api::server::load_tls(cert, key)?),
+        _ => None,
+    };
 
     let url = config.database_url();
     // The store's errors may quote the URL (an unsupported scheme, a parse error): its password
@@ -90,10 +95,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("opening the store at {}", redact_url(&url)))?;
 
     let resolved = crate::config::resolve(&config, &data_dir, &store).await?;
-    let tls = match (&config.api.tls_cert, &config.api.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::api::server::load_tls(cert, key)?),
-        _ => None,
-    };
 
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
