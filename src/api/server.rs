@@ -17,11 +17,16 @@
 //!   out (an error status whose head says `content-length: 0`, which no answer of the router
 //!   ever has) and gives them a JSON `error` body, as every other failure has.
 //!
+//! - **HTTPS**: with a certificate and key ([`load_tls`], from `[api] tls_cert`/`tls_key`) every
+//!   connection is TLS (rustls) and nothing else is served; the handshake must finish within the
+//!   header-read timeout. The limits above apply to the decrypted stream.
+//!
 //! Each request carries the client's address as [`ConnectInfo`], for the per-address limits.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,6 +84,98 @@ impl Default for ServerLimits {
     }
 }
 
+/// Why the API's certificate or key cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("reading {what} {path}: {source}")]
+    Read {
+        /// `api.tls_cert` or `api.tls_key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A file holds no usable PEM data.
+    #[error("{what} {path}: {message}")]
+    Pem {
+        /// `api.tls_cert` or `api.tls_key`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// rustls refused the pair (e.g. the key does not match the certificate).
+    #[error("api.tls_cert {cert} with api.tls_key {key}: {source}")]
+    Config {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        source: rustls::Error,
+    },
+}
+
+/// The server-side TLS configuration from a PEM certificate chain and its PEM private key
+/// (PKCS#8, PKCS#1 or SEC1), offering HTTP/1.1 by ALPN.
+///
+/// # Errors
+/// [`TlsError`] names the file at fault: missing or unreadable, no PEM certificate or key in it,
+/// or a key that does not belong to the certificate.
+pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |what: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let pem_error = |what: &'static str, path: &Path, message: String| TlsError::Pem {
+        what,
+        path: path.to_owned(),
+        message,
+    };
+    let cert_pem = read("api.tls_cert", cert)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error("api.tls_cert", cert, format!("not a PEM certificate: {e}")))?;
+    if chain.is_empty() {
+        return Err(pem_error(
+            "api.tls_cert",
+            cert,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let key_pem = read("api.tls_key", key)?;
+    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        pem_error(
+            "api.tls_key",
+            key,
+            format!("holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+        )
+    })?;
+    let config_error = |source| TlsError::Config {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        source,
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(config_error)?
+    .with_no_client_auth()
+    .with_single_cert(chain, private_key)
+    .map_err(config_error)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then gives open connections
 /// five seconds to finish.
 ///
@@ -90,6 +187,21 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    serve_with_tls(listener, app, limits, None, shutdown).await
+}
+
+/// Like [`serve`]; with `tls` (see [`load_tls`]) every connection is HTTPS.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let conns = Arc::new(Connections::new(limits));
     // Refusing costs a task for up to a second; under a flood, refuse silently beyond this.
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
@@ -123,6 +235,7 @@ pub async fn serve(
             peer,
             app.clone(),
             limits,
+            tls.clone(),
             shutdown.clone(),
             slot,
         ));
@@ -142,9 +255,37 @@ async fn serve_connection(
     peer: SocketAddr,
     app: Router,
     limits: ServerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
     slot: Slot,
 ) {
+    let Some(acceptor) = tls else {
+        return serve_stream(stream, peer, app, limits, shutdown, slot).await;
+    };
+    // The handshake counts against the header-read timeout: a client that connects and sends
+    // nothing is cut off as it would be without TLS.
+    let handshake = tokio::select! {
+        res = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => res,
+        () = slot.evicted.cancelled() => return,
+        () = shutdown.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok(stream)) => serve_stream(stream, peer, app, limits, shutdown, slot).await,
+        Ok(Err(err)) => tracing::debug!(client = %peer, error = %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+    slot: Slot,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(GuardedIo::new(
         stream,
         limits.idle_timeout,
@@ -358,10 +499,10 @@ impl Drop for Busy {
     }
 }
 
-/// A TCP stream with an idle timeout, which also gives hyper's bodyless error answers a JSON
-/// body (see the module docs).
-pub struct GuardedIo {
-    inner: TcpStream,
+/// A stream (TCP, or TLS over TCP) with an idle timeout, which also gives hyper's bodyless error
+/// answers a JSON body (see the module docs).
+pub struct GuardedIo<S = TcpStream> {
+    inner: S,
     /// Requests of this connection being handled; the idle timeout does not run meanwhile.
     busy: Arc<AtomicUsize>,
     idle: Duration,
@@ -377,8 +518,8 @@ struct Rewrite {
     original: usize,
 }
 
-impl GuardedIo {
-    fn new(inner: TcpStream, idle: Duration, busy: Arc<AtomicUsize>) -> Self {
+impl<S> GuardedIo<S> {
+    fn new(inner: S, idle: Duration, busy: Arc<AtomicUsize>) -> Self {
         GuardedIo {
             inner,
             busy,
@@ -408,7 +549,7 @@ impl GuardedIo {
     }
 }
 
-impl AsyncRead for GuardedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -429,7 +570,7 @@ impl AsyncRead for GuardedIo {
     }
 }
 
-impl AsyncWrite for GuardedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

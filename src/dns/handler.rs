@@ -21,27 +21,34 @@ use super::fit::{OPT_LEN, answers_that_fit};
 use crate::snapshot::name::{self, MAX_WIRE_NAME, wire_lower};
 use crate::snapshot::{Hit, RrSet, Snapshot, SnapshotHandle, StaticEntry};
 
-/// The largest UDP payload we answer with, whatever the client advertises. Large enough for
-/// every realistic group, small enough to stay clear of absurd values.
-pub const MAX_UDP_PAYLOAD: u16 = 4096;
+/// The default largest UDP payload we answer with, whatever the client advertises
+/// (`[dns] max_udp_payload`, the same for the fast path).
+pub const MAX_UDP_PAYLOAD: u16 = crate::config::DEFAULT_MAX_UDP_PAYLOAD;
 
 /// Answers queries from the current snapshot.
 #[derive(Debug, Clone)]
 pub struct Handler {
     snapshot: SnapshotHandle,
+    /// The largest UDP answer, as the snapshot's answer table (the fast path) has it.
+    max_udp_payload: u16,
 }
 
 impl Handler {
-    /// A handler reading from `snapshot`.
+    /// A handler reading from `snapshot`; its largest UDP answer is the snapshot's
+    /// (`[dns] max_udp_payload`), fixed for the server's life.
     pub fn new(snapshot: SnapshotHandle) -> Handler {
-        Handler { snapshot }
+        let max_udp_payload = snapshot.load().fast().max_udp_payload.max(512);
+        Handler {
+            snapshot,
+            max_udp_payload,
+        }
     }
 }
 
 /// The OPT record of a response to a query that carried `request`.
-fn response_edns(request: &Edns) -> Edns {
+fn response_edns(request: &Edns, max_udp_payload: u16) -> Edns {
     let mut edns = Edns::new();
-    edns.set_max_payload(request.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+    edns.set_max_payload(request.max_payload().clamp(512, max_udp_payload));
     edns.set_version(0);
     edns.set_dnssec_ok(request.flags().dnssec_ok);
     edns
@@ -55,7 +62,10 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let handle = &mut response_handle;
-        let edns = request.edns.as_ref().map(response_edns);
+        let edns = request
+            .edns
+            .as_ref()
+            .map(|e| response_edns(e, self.max_udp_payload));
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
 
         if request.metadata.op_code != OpCode::Query {

@@ -10,11 +10,14 @@
 //! [`serve`] runs them until the cancellation token fires. This module never touches the store:
 //! every answer comes from the current snapshot, loaded once per query.
 //!
+//! In gateway mode, [`listeners`] serves the same way on each org's `::3` as orgs appear.
+//!
 //! hickory logs two INFO lines per query; add [`LOG_FILTER`] to the tracing filter to keep
 //! per-query events at debug.
 
 pub mod fit;
 mod handler;
+pub mod listeners;
 pub mod udp;
 
 use std::io;
@@ -67,6 +70,8 @@ const UDP_RECV_BUFFER: usize = 4 << 20;
 pub struct Listeners {
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
+    /// Fast-path threads (and `SO_REUSEPORT` sockets) per UDP address; 0: one per CPU.
+    workers: usize,
 }
 
 impl Listeners {
@@ -88,6 +93,7 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Listeners> {
     let mut listeners = Listeners {
         udp: Vec::with_capacity(listen.len()),
         tcp: Vec::with_capacity(listen.len()),
+        workers: 0,
     };
     for &addr in listen {
         let named = |e: io::Error| io::Error::new(e.kind(), format!("binding DNS on {addr}: {e}"));
@@ -128,15 +134,22 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> Result<(), DnsError> {
     let handler = Handler::new(snapshot.clone());
+    // The fast path's buffers hold the largest answer it may write (`[dns] max_udp_payload`).
+    let buf_size = usize::from(snapshot.load().fast().max_udp_payload);
     let source = Arc::new(snapshot);
     let mut fast = Vec::with_capacity(listeners.udp.len());
     let mut delegated = tokio::task::JoinSet::new();
     for socket in listeners.udp {
         let addr = socket.local_addr().map_err(DnsError::FastPath)?;
         let (tx, rx) = tokio::sync::mpsc::channel(udp::DELEGATE_QUEUE);
+        let config = FastServerConfig {
+            workers: listeners.workers,
+            buf_size: buf_size.max(4096),
+            ..FastServerConfig::new(addr)
+        };
         let server = FastServer::start_on(
             socket,
-            &FastServerConfig::new(addr),
+            &config,
             source.clone(),
             Arc::new(udp::ToHandler(tx)),
         )

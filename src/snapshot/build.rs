@@ -106,7 +106,7 @@ fn fast_settings(
         ttl: settings.ttl,
         views: settings.views.clone(),
         zones: fast_zones,
-        max_udp_payload: crate::fastpath::index::DEFAULT_MAX_UDP_PAYLOAD,
+        max_udp_payload: settings.max_udp_payload,
     }
 }
 

@@ -73,6 +73,8 @@ pub struct SnapshotSettings {
     pub views: Vec<ViewConfig>,
     /// Static zones merged into every view; always holds `internal.`.
     pub zones: Arc<[StaticZone]>,
+    /// The largest UDP answer (`[dns] max_udp_payload`), for the fast path and the full handler.
+    pub max_udp_payload: u16,
 }
 
 impl Default for SnapshotSettings {
@@ -83,6 +85,7 @@ impl Default for SnapshotSettings {
             ttl: dns.ttl,
             views: dns.views,
             zones: Arc::from(vec![zone::builtin_internal()]),
+            max_udp_payload: dns.max_udp_payload,
         }
     }
 }
@@ -104,6 +107,7 @@ impl SnapshotSettings {
             ttl: dns.ttl,
             views: dns.views.clone(),
             zones: Arc::from(zone::with_internal(zones)?),
+            max_udp_payload: dns.max_udp_payload,
         })
     }
 }

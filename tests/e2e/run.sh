@@ -6,8 +6,9 @@
 #
 # Topology (all inside namespaces this script creates; nothing is touched on the host):
 #
-#   sixpn-gw  br0 10.99.0.1/24   wg0 (wireguard-go, :51820)   sixpn serve (API 10.99.0.1:4280,
-#             DNS [::]:53)   HAProxy (127.0.0.1:8080, deploy/haproxy/haproxy.cfg)
+#   sixpn-gw  br0 10.99.0.1/24   wg0 (wireguard-go, :51820)   sixpn serve (API https://10.99.0.1:4280
+#             with a private CA, DNS on each org's ::3 only)   HAProxy (127.0.0.1:8080 and, for a
+#             group of 300 in org `big`, 127.0.0.1:8081; deploy/haproxy/haproxy.cfg as shipped)
 #   sixpn-n1  eth0 10.99.0.11/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-n2  eth0 10.99.0.12/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-x1  eth0 10.99.0.13/24 wg0 (wireguard-go)   a peer of another org (acme)
@@ -28,7 +29,7 @@ NS_N1=$prefix-n1
 NS_N2=$prefix-n2
 NS_X=$prefix-x1 # a node of another org, to show the orgs are isolated
 GW_IP=10.99.0.1
-API=http://$GW_IP:4280
+API=https://$GW_IP:4280
 ADMIN_TOKEN=e2e-admin-$RANDOM$RANDOM
 WG_UP=$root/deploy/node/sixpn-wg-up.sh
 # The system python (a version-manager shim may not exec through, which would hide its PID).
@@ -172,18 +173,36 @@ for ns in "$NS_N1" "$NS_N2" "$NS_X"; do
 done
 
 # ----------------------------------------------------------------------------- gateway
+log "a private CA and the API's certificate for $GW_IP"
+pki=$work/pki
+mkdir -p "$pki"
+(
+    cd "$pki" &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -keyout ca.key -out ca.pem -subj /CN=sixpn-e2e-ca &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout api.key -out api.csr -subj "/CN=$GW_IP" &&
+        printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$GW_IP" >ext.cnf &&
+        openssl x509 -req -in api.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile ext.cnf -out api.crt
+) >"$work/pki.log" 2>&1 || die "making the test CA (see pki.log)"
+CA=$pki/ca.pem
+
 log "starting wireguard-go and sixpn serve in $NS_GW"
 mkdir -p "$work/gw"
+# As deploy/gateway/sixpn.toml: HTTPS, [dns] listen left at its loopback default (the org ::3
+# resolvers come with the gateway), max_udp_payload as HAProxy's accepted_payload_size.
 cat >"$work/gw/sixpn.toml" <<EOF
 data_dir = "$work/gw/data"
 
 [api]
 listen = "$GW_IP:4280"
+tls_cert = "$pki/api.crt"
+tls_key = "$pki/api.key"
 
 [dns]
-# Dual-stack: IPv4 too. The org ::3 addresses come up on wg0 when the gateway starts.
-listen = ["[::]:53"]
 ttl = 5
+max_udp_payload = 16384
 
 [[regions]]
 code = "e2e"
@@ -204,14 +223,15 @@ nsbg "$NS_GW" sixpn-serve env RUST_LOG=info,hickory_server=warn SIXPN_ADMIN_TOKE
 serve_pid=$last_pid
 api_up() {
     kill -0 "$serve_pid" || return 0 # exited: stop waiting
-    nsrun "$NS_GW" curl -fsS -o /dev/null "$API/healthz"
+    nsrun "$NS_GW" curl -fsS --cacert "$CA" -o /dev/null "$API/healthz"
 }
 wait_for 30 api_up || die "sixpn serve did not come up (see sixpn-serve.log)"
 kill -0 "$serve_pid" 2>/dev/null || die "sixpn serve exited (see sixpn-serve.log)"
-pass "sixpn serve runs in gateway mode on wireguard-go"
+pass "sixpn serve runs in gateway mode on wireguard-go, API over HTTPS"
+check "the API refuses plain HTTP" sh -c "! ip netns exec '$NS_GW' curl -fsS -m 3 -o /dev/null 'http://$GW_IP:4280/healthz'"
 
 admin() {
-    nsrun "$NS_GW" env SIXPN_API_URL="$API" SIXPN_ADMIN_TOKEN="$ADMIN_TOKEN" "$sixpn" "$@"
+    nsrun "$NS_GW" env SIXPN_API_URL="$API" SIXPN_ADMIN_TOKEN="$ADMIN_TOKEN" SIXPN_CA_CERT="$CA" "$sixpn" "$@"
 }
 gw_pubkey=$(nsrun "$NS_GW" wg show wg0 public-key)
 check "the gateway interface carries the gateway key" test "$gw_pubkey" = \
@@ -222,11 +242,11 @@ check "the gateway interface carries the gateway key" test "$gw_pubkey" = \
 mint() {
     admin token create --name "$1" --group web | sed -n 's/^SIXPN_WIREGUARD_TOKEN=//p'
 }
-# node_cmd NS TOKEN ARGS...: run the sixpn CLI on a node.
+# node_cmd NS TOKEN ARGS...: run the sixpn CLI on a node (trusting the private CA by --cacert).
 node_cmd() {
     local ns=$1 token=$2
     shift 2
-    nsrun "$ns" env SIXPN_API_URL="$API" SIXPN_WIREGUARD_TOKEN="$token" "$sixpn" "$@"
+    nsrun "$ns" env SIXPN_API_URL="$API" SIXPN_WIREGUARD_TOKEN="$token" "$sixpn" "$@" --cacert "$CA"
 }
 # wg_up NS CONF: start wireguard-go wg0 in NS and apply CONF; sets wg_pid.
 wg_up() {
@@ -303,6 +323,15 @@ ok = s.get("last_handshake") and s.get("rx_bytes", 0) > 0 and s.get("tx_bytes", 
 print(s, file=sys.stderr)
 sys.exit(0 if ok else 1)'
 }
+# Port 53 is served on the org's ::3 and nowhere else: not the underlay, not a wildcard.
+gw_listeners_53() { ip netns exec "$NS_GW" ss -Hln"$1" | awk '{ print $4 }' | grep -E ':53$' | sort -u; }
+for proto in u t; do
+    l53=$(gw_listeners_53 "$proto" | tr '\n' ' ')
+    check "(a) port 53/${proto/u/udp} on the gateway: the org resolver [$ORG_DNS]:53 listens ($l53)" \
+        sh -c "printf '%s' '$l53' | grep -qF '[$ORG_DNS]:53'"
+    check "(a) port 53/${proto/u/udp} on the gateway: nothing on the underlay or a wildcard ($l53)" \
+        sh -c "! printf '%s\n' $l53 | grep -qvE '^\\[fd[0-9a-f:]*::3\\]:53\$'"
+done
 check "(a) sixpn peer show n1: last handshake, bytes and endpoint from the gateway" status_ok n1
 admin peer show n1 >"$work/peer-show-n1.log" 2>&1
 check "(a) sixpn peer show n1 prints the handshake" grep -qi "handshake" "$work/peer-show-n1.log"
@@ -369,7 +398,7 @@ nsbg "$NS_GW" haproxy env SIXPN_DNS="$ORG_DNS" HAPROXY_LISTEN=127.0.0.1:8080 HAP
 # haproxy_servers: "address op_state" of each server slot that holds an address, from HAProxy's
 # runtime API (op_state 2 = running, i.e. its health check passes).
 haproxy_servers() {
-    "$PYTHON" - "$haproxy_sock" 2>/dev/null <<'PY' |
+    "$PYTHON" - "${1:-$haproxy_sock}" 2>/dev/null <<'PY' |
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.settimeout(2)
@@ -466,9 +495,61 @@ if wait_for "$HAPROXY_REMOVAL_BOUND" haproxy_only_n1; then
 else
     fail "(d) HAProxy still has n2 after ${HAPROXY_REMOVAL_BOUND}s: $(haproxy_addrs | tr '\n' ' ')"
 fi
+# n1's health check may still be catching up with (c)'s tunnel restart (fall 2, rise 1, inter 2s).
+n1_up() { test "$(haproxy_servers | awk '$2 == 2 { print $1 }')" = "${addr[1]}"; }
+wait_for 10 n1_up || fail "(d) HAProxy's check of n1 passes ($(haproxy_servers | tr '\n' ' '))"
 result=$(spread 10)
 check "(d) all requests now go to n1 ($result)" test "$result" = "n1=10 n2=0 other=0"
 log "(d) delete took $((t_cli - t0)) ms in the CLI"
+
+# ----------------------------------------------------------------------------- (h) big group
+log "(h) org big, created now, with a group of 300 peers; HAProxy as shipped on its ::3"
+admin org create big >"$work/org-create-big.log" 2>&1 || fail "(h) sixpn org create big (see org-create-big.log)"
+big_tokens=()
+for t in 1 2 3; do
+    # Three tokens: each one's burst (100 requests) covers its share without waiting.
+    big_tokens+=("$(admin token create --org big --name "big$t" --group web | sed -n 's/^SIXPN_WIREGUARD_TOKEN=//p')")
+done
+# register 300 fake peers (random public keys) over HTTPS; prints the org's resolver address.
+big_dns=$(nsrun "$NS_GW" "$PYTHON" - "$GW_IP" "$CA" "${big_tokens[@]}" 2>"$work/big-register.log" <<'PY'
+import base64, http.client, json, os, ssl, sys
+host, ca, tokens = sys.argv[1], sys.argv[2], sys.argv[3:]
+ctx = ssl.create_default_context(cafile=ca)
+dns = None
+for t, token in enumerate(tokens):
+    conn = http.client.HTTPSConnection(host, 4280, context=ctx, timeout=10)
+    for i in range(100):
+        body = json.dumps({"name": f"big-{t}-{i}", "group": "web", "region": "e2e",
+                           "pubkey": base64.b64encode(os.urandom(32)).decode()})
+        conn.request("POST", "/api/v3/wire_guard_peers", body,
+                     {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        res = conn.getresponse()
+        answer = json.loads(res.read() or b"{}")
+        if res.status != 200:
+            sys.exit(f"peer big-{t}-{i}: {res.status} {answer}")
+        dns = answer["dns"]
+print(dns)
+PY
+)
+if [ -n "$big_dns" ] && [ "$big_dns" != "$ORG_DNS" ]; then
+    pass "(h) 300 peers registered in org big (resolver $big_dns)"
+    check "(h) org big's ::3 ($big_dns) is served, over UDP and TCP, though the org came after start" \
+        sh -c "ip netns exec '$NS_GW' ss -Hlnu | grep -qF '[$big_dns]:53' && ip netns exec '$NS_GW' ss -Hlnt | grep -qF '[$big_dns]:53'"
+    big_tcp=$(nsrun "$NS_GW" dig +tcp +short +time=2 +tries=2 @"$big_dns" web._g.internal AAAA | grep -c :)
+    check "(h) dig +tcp @$big_dns web._g.internal lists all 300 ($big_tcp)" test "$big_tcp" = 300
+    big_sock=$work/haproxy-big.sock
+    nsbg "$NS_GW" haproxy-big env SIXPN_DNS="$big_dns" HAPROXY_LISTEN=127.0.0.1:8081 HAPROXY_STATS="$big_sock" \
+        haproxy -f "$HAPROXY_CFG" -db
+    big_count() { haproxy_servers "$big_sock" | awk '{ print $1 }' | sort -u | wc -l; }
+    big_all() { test "$(big_count)" = 300; }
+    if wait_for 20 big_all; then
+        pass "(h) HAProxy as shipped resolved the group of 300 and lists all 300 addresses (show servers state)"
+    else
+        fail "(h) HAProxy lists $(big_count) of 300 addresses (see haproxy-big.log)"
+    fi
+else
+    fail "(h) registering 300 peers in org big (see big-register.log)"
+fi
 
 # ----------------------------------------------------------------------------- (g) drift
 log "(g) restarting the gateway's wireguard-go: sixpn must reconfigure the blank interface"

@@ -12,3 +12,4 @@ mod incremental;
 mod replicas;
 mod store;
 mod support;
+mod tls;
