@@ -50,10 +50,7 @@ fn bench(c: &mut Criterion) {
                 i += 1;
                 let mut peer = template.clone();
                 peer.name = format!("new-{i}").parse().expect("valid");
-                peer.address = sixpn::store::peer_address(
-                    dump.orgs[0].prefix,
-                    n_peers as u64 + i,
-                );
+                peer.address = sixpn::store::peer_address(dump.orgs[0].prefix, n_peers as u64 + i);
                 let mut touched = Touched::default();
                 let generation = Generation(1 + i);
                 model.apply(generation, &[Change::PeerUpserted(peer)], &mut touched);

@@ -589,8 +589,13 @@ pub fn prepare_data_dir(config: &Config) -> anyhow::Result<PathBuf> {
 ///
 /// # Errors
 /// An unreadable or malformed key or token file, a region without a key, a bad endpoint, the
-/// store failing.
-pub async fn resolve(config: &Config, data_dir: &Path, store: &Store) -> anyhow::Result<Resolved> {
+/// store failing (unless `degraded`: the server started without its database).
+pub async fn resolve(
+    config: &Config,
+    data_dir: &Path,
+    store: &Store,
+    degraded: bool,
+) -> anyhow::Result<Resolved> {
     let (admin_token, admin_token_file) = admin_token(config, data_dir)?;
     let gateway_key = match &config.gateway {
         Some(gw) => {
@@ -603,13 +608,21 @@ pub async fn resolve(config: &Config, data_dir: &Path, store: &Store) -> anyhow:
         None => None,
     };
     let mut regions = resolve_regions(config, data_dir, gateway_key.as_ref())?;
-    if config.regions.is_empty() && gateway_key.is_none() {
-        // The key of the default region was generated here: agree on one through the store.
+    // The key of the default region was generated here: agree on one through the store (not
+    // while the server started without it: writes answer 503 then, so no node gets a key).
+    if config.regions.is_empty() && gateway_key.is_none() && !degraded {
         for region in &mut regions {
-            let claimed = store
+            let claimed = match store
                 .claim_region_key(&region.code, &region.public_key)
                 .await
-                .with_context(|| format!("claiming the gateway key of region {}", region.code))?;
+            {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    return Err(error).with_context(|| {
+                        format!("claiming the gateway key of region {}", region.code)
+                    });
+                }
+            };
             if claimed != region.public_key {
                 tracing::info!(region = %region.code, public_key = %claimed, "using the region key another server stored");
             }

@@ -72,6 +72,10 @@ impl Running {
     }
 }
 
+/// How long a server with a last-known-good DNS state waits for its store at start before it
+/// serves DNS from that state (and keeps trying the store in the background).
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(600);
+
 /// Starts everything `config` asks for and returns once it is all listening.
 ///
 /// # Errors
@@ -87,21 +91,61 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
 
     let url = config.database_url();
-    // The store's errors may quote the URL (an unsupported scheme, a parse error): its password
-    // never reaches the message (issue 11).
-    let store = Store::open(&url, config.ula_prefix)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", scrub_password(&e.to_string(), &url)))
-        .with_context(|| format!("opening the store at {}", redact_url(&url)))?;
+    // DNS never waits for the database (issue 13): when the store cannot be reached but this
+    // data directory holds the last-known-good DNS state of the same database URL, the server
+    // starts anyway, serves DNS from that state, answers writes with 503 and follows the store
+    // once it answers.
+    let state_path = data_dir.join(crate::snapshot::disk::FILE_NAME);
+    let fingerprint = crate::snapshot::disk::url_fingerprint(&redact_url(&url));
+    let saved = crate::snapshot::disk::StateFile::load_any(&state_path)
+        .filter(|(_, identity)| identity.starts_with(&format!("{fingerprint}/")));
+    // With a saved state, the store gets a moment to answer before DNS starts from the state
+    // (sqlx retries a refused connection until its pool timeout); without one, it gets its
+    // usual time.
+    let opened = match &saved {
+        Some(_) => tokio::time::timeout(STORE_PATIENCE, Store::open(&url, config.ula_prefix))
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Database(
+                    sqlx::Error::PoolTimedOut,
+                ))
+            }),
+        None => Store::open(&url, config.ula_prefix).await,
+    };
+    let (store, fallback) = match (opened, saved) {
+        (Ok(store), _) => (store, None),
+        (Err(error), Some((model, _))) if error.is_unavailable() => {
+            tracing::warn!(
+                error = %scrub_password(&error.to_string(), &url),
+                generation = %model.generation(),
+                "the database does not answer: serving DNS from the last-known-good state, writes answer 503 until it does"
+            );
+            let store = Store::open_lazy(&url, config.ula_prefix).await?;
+            (store, Some(model))
+        }
+        // The store's errors may quote the URL (an unsupported scheme, a parse error): its
+        // password never reaches the message (issue 11).
+        (Err(error), _) => {
+            return Err(anyhow::anyhow!(
+                "{}",
+                scrub_password(&error.to_string(), &url)
+            ))
+            .with_context(|| format!("opening the store at {}", redact_url(&url)));
+        }
+    };
+    let degraded = fallback.is_some();
 
-    let resolved = crate::config::resolve(&config, &data_dir, &store).await?;
+    let resolved = crate::config::resolve(&config, &data_dir, &store, degraded).await?;
 
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
 
-    let snapshot = crate::snapshot::start(
+    let state = crate::snapshot::disk::StateFile::for_store(&state_path, &fingerprint, &store);
+    let snapshot = crate::snapshot::start_persisted(
         store.clone(),
         crate::snapshot::SnapshotSettings::from_config(&config.dns)?,
+        Some(state),
+        fallback,
         cancel.clone(),
     )
     .await

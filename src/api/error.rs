@@ -226,52 +226,8 @@ fn store_status(err: &StoreError) -> StatusCode {
 }
 
 /// Whether a database error means "the database cannot serve right now" (503, worth a retry)
-/// rather than a bug (500): the pool is exhausted or closed, the connection broke, the disk is
-/// full, the database is locked, read-only or shutting down.
-///
-/// This belongs in `store/` (a `StoreError::Unavailable`), so that the API never looks at
-/// sqlx; until the store says so itself, the API classifies here.
-pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::BeginFailed => true,
-        sqlx::Error::Database(db) => {
-            let Some(code) = db.code() else { return false };
-            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                code.parse().is_ok_and(unavailable_sqlite_code)
-            } else {
-                unavailable_sqlstate(&code)
-            }
-        }
-        _ => false,
-    }
-}
-
-/// SQLite result codes (possibly extended) that mean the database cannot serve now.
-fn unavailable_sqlite_code(code: i64) -> bool {
-    // The primary code is the low byte of an extended one.
-    matches!(
-        code & 0xff,
-        5 /* BUSY */ | 6 /* LOCKED */ | 7 /* NOMEM */ | 8 /* READONLY */
-            | 10 /* IOERR */ | 13 /* FULL */ | 14 /* CANTOPEN */
-    )
-}
-
-/// PostgreSQL SQLSTATEs that mean the database cannot serve now.
-fn unavailable_sqlstate(code: &str) -> bool {
-    // PostgreSQL: connection exceptions, insufficient resources (disk full, out of memory, too
-    // many connections), operator intervention (shutdown, cannot connect now), system errors,
-    // a read-only (standby) server, and serialization failures and deadlocks worth a retry.
-    code.starts_with("08")
-        || code.starts_with("53")
-        || code.starts_with("57P")
-        || code.starts_with("58")
-        || matches!(code, "25006" | "40001" | "40P01")
-}
+/// rather than a bug (500); the store classifies ([`crate::store::is_unavailable`]).
+pub(crate) use crate::store::is_unavailable;
 
 fn store_message(err: &StoreError) -> String {
     match err {
@@ -345,6 +301,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{unavailable_sqlite_code, unavailable_sqlstate};
 
     #[test]
     fn every_error_has_a_message_and_a_fitting_status() {

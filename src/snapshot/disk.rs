@@ -30,14 +30,48 @@ pub struct StateFile {
     pub path: PathBuf,
     /// The identity of the store whose state it holds.
     pub identity: String,
+    /// When set, the identity is `<fingerprint>/<the store's identity>`, read when saving (a
+    /// store opened while its database was down learns its identity later; nothing is saved
+    /// before).
+    follow: Option<(String, crate::store::Store)>,
+}
+
+/// A short fingerprint of a database URL (with its password removed): a state file written for
+/// one URL is never served for another.
+pub fn url_fingerprint(redacted_url: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(redacted_url.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl StateFile {
+    /// The state file at `path` for `store`, reached at a URL with `fingerprint`
+    /// ([`url_fingerprint`]).
+    pub fn for_store(path: &Path, fingerprint: &str, store: &crate::store::Store) -> StateFile {
+        StateFile {
+            path: path.to_owned(),
+            identity: String::new(),
+            follow: Some((fingerprint.to_owned(), store.clone())),
+        }
+    }
+
+    /// The identity to write now; `None` while the store's is not known yet.
+    pub fn current_identity(&self) -> Option<String> {
+        match &self.follow {
+            None => Some(self.identity.clone()),
+            Some((fingerprint, store)) => {
+                let id = store.identity();
+                (!id.is_empty()).then(|| format!("{fingerprint}/{id}"))
+            }
+        }
+    }
+
     /// The state file in `data_dir` for the store `identity`.
     pub fn new(data_dir: &Path, identity: impl Into<String>) -> StateFile {
         StateFile {
             path: data_dir.join(FILE_NAME),
             identity: identity.into(),
+            follow: None,
         }
     }
 
@@ -46,7 +80,8 @@ impl StateFile {
     /// # Errors
     /// The I/O error.
     pub fn save(&self, model: &Model) -> std::io::Result<Duration> {
-        self.save_unsealed(model.encode_unsealed(&self.identity))
+        let identity = self.current_identity().unwrap_or_default();
+        self.save_unsealed(model.encode_unsealed(&identity))
     }
 
     /// Writes what [`Model::encode_unsealed`] made (with this file's identity), sealing it here.
@@ -84,10 +119,11 @@ impl StateFile {
                 return None;
             }
         };
+        let expected = self.current_identity()?;
         match Model::decode(&bytes) {
-            Ok((model, identity)) if identity == self.identity => Some(model),
+            Ok((model, identity)) if identity == expected => Some(model),
             Ok((_, identity)) => {
-                tracing::warn!(path = %self.path.display(), file = %identity, store = %self.identity, "the saved DNS state belongs to another database; ignoring it");
+                tracing::warn!(path = %self.path.display(), file = %identity, store = %expected, "the saved DNS state belongs to another database; ignoring it");
                 None
             }
             Err(error) => {

@@ -55,7 +55,8 @@ pub async fn start(
 }
 
 /// Like [`start`], keeping the last-known-good state in `state` (see [`super::disk`]), and, when
-/// `fallback` is given and the store cannot be read, serving from it until the store answers.
+/// `fallback` is given (the store did not answer), serving from it at once until the store
+/// answers.
 ///
 /// # Errors
 /// [`SnapshotError::Load`] when the first load fails and there is no fallback.
@@ -85,20 +86,21 @@ pub(crate) async fn start_with(
 ) -> Result<SnapshotHandle, SnapshotError> {
     let base = Base::new(&settings);
     source.force_reload();
-    let (model, snapshot) = match (source.next().await, persistence.fallback) {
-        (Ok(first), _) => {
+    let (model, snapshot) = match persistence.fallback {
+        // The store did not answer at start: serve the saved state at once and let the loop
+        // below replace it as soon as the store answers.
+        Some(fallback) => {
+            tracing::warn!(generation = %fallback.generation(), "serving DNS from the last-known-good state until the store answers");
+            let snapshot = Snapshot::from_model(Arc::clone(&base), &fallback);
+            (fallback, snapshot)
+        }
+        None => {
+            let first = source.next().await.map_err(SnapshotError::Load)?;
             let base = Arc::clone(&base);
             tokio::task::spawn_blocking(move || step(&base, None, Model::default(), first))
                 .await
                 .map_err(|e| SnapshotError::Load(StoreError::BadUrl(format!("first build: {e}"))))?
         }
-        (Err(error), Some(fallback)) => {
-            tracing::warn!(%error, generation = %fallback.generation(), "the store cannot be read; serving DNS from the last-known-good state until it answers");
-            source.force_reload();
-            let snapshot = Snapshot::from_model(Arc::clone(&base), &fallback);
-            (fallback, snapshot)
-        }
-        (Err(error), None) => return Err(SnapshotError::Load(error)),
     };
     warn_missing_views(&snapshot, None);
     let handle = SnapshotHandle::new(snapshot);
@@ -186,7 +188,11 @@ async fn run(
 /// Writes `model` as the last-known-good state: encoded on a blocking thread (it needs the model),
 /// sealed and written on another one while the publisher goes on.
 async fn save(state: &StateFile, model: Model, pacer: &mut Pacer) -> Option<Model> {
-    let identity = state.identity.clone();
+    let Some(identity) = state.current_identity() else {
+        // The store has not answered yet: nothing of its own to save.
+        pacer.wrote(Duration::ZERO);
+        return Some(model);
+    };
     let started = Instant::now();
     let encoded = tokio::task::spawn_blocking(move || {
         let bytes = model.encode_unsealed(&identity);

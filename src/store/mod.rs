@@ -86,6 +86,27 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+impl StoreError {
+    /// Whether the database cannot be reached or used right now (down, unreachable, its file
+    /// unreadable, its disk full), as opposed to refusing a request or a bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => is_unavailable(e) || unreadable_file(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => {
+                is_unavailable(e) || unreadable_file(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// SQLite's "not a database" and "corrupt": the file is there but cannot be read as one.
+fn unreadable_file(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+            && db.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 11 | 26)))
+}
+
 /// A full copy of what DNS and the gateway need, at one generation.
 #[derive(Debug, Clone, Default)]
 pub struct Dump {
@@ -307,6 +328,51 @@ mod feed;
 mod orgs;
 mod peers;
 mod tokens;
+
+/// Whether a database error means "the database cannot serve right now" (503, worth a retry)
+/// rather than a bug (500): the pool is exhausted or closed, the connection broke, the disk is
+/// full, the database is locked, read-only or shutting down.
+pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else { return false };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                code.parse().is_ok_and(unavailable_sqlite_code)
+            } else {
+                unavailable_sqlstate(&code)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// SQLite result codes (possibly extended) that mean the database cannot serve now.
+pub(crate) fn unavailable_sqlite_code(code: i64) -> bool {
+    // The primary code is the low byte of an extended one.
+    matches!(
+        code & 0xff,
+        5 /* BUSY */ | 6 /* LOCKED */ | 7 /* NOMEM */ | 8 /* READONLY */
+            | 10 /* IOERR */ | 13 /* FULL */ | 14 /* CANTOPEN */
+    )
+}
+
+/// PostgreSQL SQLSTATEs that mean the database cannot serve now.
+pub(crate) fn unavailable_sqlstate(code: &str) -> bool {
+    // PostgreSQL: connection exceptions, insufficient resources (disk full, out of memory, too
+    // many connections), operator intervention (shutdown, cannot connect now), system errors,
+    // a read-only (standby) server, and serialization failures and deadlocks worth a retry.
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || code.starts_with("58")
+        || matches!(code, "25006" | "40001" | "40P01")
+}
 
 /// Parses a column written by this module; a failure means the row was edited by hand.
 fn parse_col<T: std::str::FromStr>(s: &str, column: &str) -> Result<T, StoreError>
