@@ -24,6 +24,7 @@
 //! - [`fastpath`]: the UDP fast path in front of it (prebuilt answer bytes, batched sockets).
 //! - [`api`]: the peer API (token auth) and admin API (axum).
 //! - [`gateway`]: keeps a WireGuard interface equal to the store.
+//! - [`metrics`]: Prometheus counters and histograms, rendered by `GET /metrics`.
 //! - [`cli`]: the `sixpn` command line.
 //! - [`serve`]: wires store → publisher → API + DNS (+ gateway) under one cancellation token.
 //!
@@ -43,6 +44,7 @@ pub mod config;
 pub mod dns;
 pub mod fastpath;
 pub mod gateway;
+pub mod metrics;
 pub mod model;
 pub mod serve;
 pub mod snapshot;

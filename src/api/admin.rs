@@ -191,7 +191,7 @@ pub async fn create_org(
     let slug: OrgSlug = text
         .parse()
         .map_err(|err| ApiError::not_a_label("slug", text, err))?;
-    let org = state.store.create_org(&slug).await?;
+    let org = super::metrics::timed("create_org", state.store.create_org(&slug)).await?;
     tracing::info!(org = %org.slug, prefix = %org.prefix, "org created");
     // A new org is a new DNS view; the store has published the generation that adds it.
     let generation = *state.store.changes().borrow();
@@ -204,7 +204,7 @@ pub async fn list_orgs(
     _: AdminAuth,
     State(state): State<Shared>,
 ) -> Result<Json<Vec<OrgJson>>, ApiError> {
-    let orgs = state.store.list_orgs().await?;
+    let orgs = super::metrics::timed("list_orgs", state.store.list_orgs()).await?;
     Ok(Json(orgs.iter().map(OrgJson::from).collect()))
 }
 
@@ -301,7 +301,8 @@ pub async fn mint_token(
         expires_at,
         max_peers,
     };
-    let (info, secret) = state.store.mint_token(&org, new).await?;
+    let (info, secret) =
+        super::metrics::timed("mint_token", state.store.mint_token(&org, new)).await?;
     tracing::info!(org = %info.org, token = %info.name, "token minted");
     Ok((
         StatusCode::CREATED,
@@ -319,7 +320,7 @@ pub async fn list_tokens(
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<Vec<TokenJson>>, ApiError> {
     let org = parse_org(&org)?;
-    let tokens = state.store.list_tokens(&org).await?;
+    let tokens = super::metrics::timed("list_tokens", state.store.list_tokens(&org)).await?;
     Ok(Json(tokens.iter().map(TokenJson::from).collect()))
 }
 
@@ -331,7 +332,8 @@ pub async fn delete_token(
 ) -> Result<Json<Value>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_token_name(&name)?;
-    let (n_deleted, generation) = state.store.delete_token(&org, &name).await?;
+    let (n_deleted, generation) =
+        super::metrics::timed("delete_token", state.store.delete_token(&org, &name)).await?;
     tracing::info!(%org, token = %name, deleted_peers = n_deleted, %generation, "token deleted");
     state.wait_published(generation).await;
     Ok(Json(serde_json::json!({
@@ -347,7 +349,7 @@ pub async fn list_peers(
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<Vec<PeerJson>>, ApiError> {
     let org = parse_org(&org)?;
-    let peers = state.store.list_peers(&org).await?;
+    let peers = super::metrics::timed("list_peers", state.store.list_peers(&org)).await?;
     Ok(Json(peers.iter().map(PeerJson::from).collect()))
 }
 
@@ -359,7 +361,7 @@ pub async fn show_peer(
 ) -> Result<Json<PeerWithStatus>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_path_name(&name)?;
-    let peer = state.store.get_peer(&org, &name).await?;
+    let peer = super::metrics::timed("get_peer", state.store.get_peer(&org, &name)).await?;
     let status = match &state.gateway {
         Some(gateway) => gateway
             .peer_status(&peer.pubkey)
@@ -381,7 +383,8 @@ pub async fn delete_peer(
 ) -> Result<Json<Value>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_path_name(&name)?;
-    let generation = state.store.delete_peer(&org, &name).await?;
+    let generation =
+        super::metrics::timed("delete_peer", state.store.delete_peer(&org, &name)).await?;
     tracing::info!(%org, peer = %name, %generation, "peer deleted by admin");
     state.wait_published(generation).await;
     Ok(Json(serde_json::json!({ "deleted": name.as_str() })))

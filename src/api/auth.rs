@@ -172,9 +172,7 @@ impl FromRequestParts<Shared> for PeerAuth {
         if !is_token_shaped(secret) {
             return Err(failures.charge(ApiError::MalformedToken));
         }
-        let token = state
-            .store
-            .authenticate(secret)
+        let token = super::metrics::timed("authenticate", state.store.authenticate(secret))
             .await
             .map_err(|e| failures.charge(e.into()))?;
         state

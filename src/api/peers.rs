@@ -100,7 +100,7 @@ async fn explain_not_found(state: &ApiState, token: &AuthToken, err: StoreError)
     let StoreError::PeerNotFound(name) = err else {
         return err.into();
     };
-    match state.store.get_peer(&token.org, &name).await {
+    match super::metrics::timed("get_peer", state.store.get_peer(&token.org, &name)).await {
         Ok(_) => ApiError::PeerOfAnotherToken {
             name: name.to_string(),
             creating: false,
@@ -162,18 +162,27 @@ pub async fn create(
         region: region.code.clone(),
         pubkey,
     };
-    let (peer, generation) = match state.store.register_peer(&token, new).await {
+    let (peer, generation) = match super::metrics::timed(
+        "register_peer",
+        state.store.register_peer(&token, new),
+    )
+    .await
+    {
         Ok(done) => done,
         Err(StoreError::PeerNameTaken(name)) => {
             // The name is taken in the org: by this token (re-key it with PUT), or by another
             // one (pick another name).
-            return Err(match state.store.token_peer(&token, &name).await {
-                Err(StoreError::PeerNotFound(_)) => ApiError::PeerOfAnotherToken {
-                    name: name.to_string(),
-                    creating: true,
+            return Err(
+                match super::metrics::timed("token_peer", state.store.token_peer(&token, &name))
+                    .await
+                {
+                    Err(StoreError::PeerNotFound(_)) => ApiError::PeerOfAnotherToken {
+                        name: name.to_string(),
+                        creating: true,
+                    },
+                    _ => StoreError::PeerNameTaken(name).into(),
                 },
-                _ => StoreError::PeerNameTaken(name).into(),
-            });
+            );
         }
         Err(err) => return Err(err.into()),
     };
@@ -205,10 +214,11 @@ pub async fn rekey(
     }
     // Read the peer first: its region must still be served, and a non-empty `group` or
     // `region` in the body must match it, before anything is written.
-    let current = match state.store.token_peer(&token, &name).await {
-        Ok(peer) => peer,
-        Err(err) => return Err(explain_not_found(&state, &token, err).await),
-    };
+    let current =
+        match super::metrics::timed("token_peer", state.store.token_peer(&token, &name)).await {
+            Ok(peer) => peer,
+            Err(err) => return Err(explain_not_found(&state, &token, err).await),
+        };
     let region = state.region_of(&current)?;
     if let Some(group) = body.string("group")?
         && !group.eq_ignore_ascii_case(current.group.as_str())
@@ -229,7 +239,8 @@ pub async fn rekey(
         )));
     }
 
-    let (peer, generation) = state.store.rekey_peer(&token, &name, pubkey).await?;
+    let (peer, generation) =
+        super::metrics::timed("rekey_peer", state.store.rekey_peer(&token, &name, pubkey)).await?;
     tracing::info!(org = %peer.org, peer = %peer.name, %generation, "peer re-keyed");
     state.wait_published(generation).await;
     Ok(Json(PeerResponse::new(&token, &peer, region)))
@@ -242,10 +253,11 @@ pub async fn show(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
-    let peer = match state.store.token_peer(&token, &name).await {
-        Ok(peer) => peer,
-        Err(err) => return Err(explain_not_found(&state, &token, err).await),
-    };
+    let peer =
+        match super::metrics::timed("token_peer", state.store.token_peer(&token, &name)).await {
+            Ok(peer) => peer,
+            Err(err) => return Err(explain_not_found(&state, &token, err).await),
+        };
     let region = state.region_of(&peer)?;
     Ok(Json(PeerResponse::new(&token, &peer, region)))
 }
@@ -257,7 +269,12 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_path_name(&name)?;
-    let generation = match state.store.delete_token_peer(&token, &name).await {
+    let generation = match super::metrics::timed(
+        "delete_token_peer",
+        state.store.delete_token_peer(&token, &name),
+    )
+    .await
+    {
         Ok(generation) => generation,
         Err(err) => return Err(explain_not_found(&state, &token, err).await),
     };

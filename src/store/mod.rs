@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 pub use changes::Changes;
 pub use feed::{Feed, Update};
+pub use orgs::OrgCounts;
 pub use peers::{NewPeer, peer_address};
 pub use secret::TokenSecret;
 pub use tokens::{AuthToken, NewToken};

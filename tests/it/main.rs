@@ -9,5 +9,6 @@ mod fastpath;
 mod flow;
 mod gateway;
 mod incremental;
+mod ops;
 mod store;
 mod support;
