@@ -112,6 +112,24 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     parse_authorization(value)
 }
 
+/// The client's address, as the API's server saw it (`None` in in-process tests): what the
+/// audit log records as a change's source.
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
+
 /// A request authenticated with a live WireGuard token (peer API).
 #[derive(Debug, Clone)]
 pub struct PeerAuth(pub AuthToken);

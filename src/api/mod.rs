@@ -137,6 +137,7 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::delete(admin::delete_token),
         )
         .route("/api/v1/orgs/{org}/peers", get(admin::list_peers))
+        .route("/api/v1/orgs/{org}/audit", get(admin::audit))
         .route(
             "/api/v1/orgs/{org}/peers/{name}",
             get(admin::show_peer).delete(admin::delete_peer),

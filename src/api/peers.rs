@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
-use super::auth::PeerAuth;
+use super::auth::{PeerAuth, Source};
 use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
 use super::{ApiState, Shared, rfc3339};
@@ -48,6 +48,9 @@ pub struct PeerResponse {
     pub created_at: String,
     /// Last re-key (or creation) time, RFC 3339.
     pub updated_at: String,
+    /// Whether the peer is removed once idle; only in the answer to a create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
 }
 
 impl PeerResponse {
@@ -66,6 +69,7 @@ impl PeerResponse {
             allowed_ips: token.org_prefix.to_string(),
             created_at: rfc3339(peer.created_at),
             updated_at: rfc3339(peer.updated_at),
+            ephemeral: None,
         }
     }
 }
@@ -121,6 +125,7 @@ pub(super) fn parse_path_name(name: &str) -> Result<PeerName, ApiError> {
 /// `POST /api/v3/wire_guard_peers`: creates a peer for the token.
 pub async fn create(
     State(state): State<Shared>,
+    Source(source): Source,
     PeerAuth(token): PeerAuth,
     body: JsonObject,
 ) -> Result<Json<PeerResponse>, ApiError> {
@@ -155,6 +160,8 @@ pub async fn create(
         None => state.default_region()?,
     };
     let pubkey = parse_pubkey(&state, body.required_string("pubkey")?)?;
+    // flyctl never sends it: absent means no.
+    let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
 
     let new = NewPeer {
         name,
@@ -162,9 +169,10 @@ pub async fn create(
         region: region.code.clone(),
         pubkey,
     };
-    let (peer, generation) = match super::metrics::timed(
+    let store = state.store.with_source(source);
+    let (peer, generation, ephemeral) = match super::metrics::timed(
         "register_peer",
-        state.store.register_peer(&token, new),
+        store.register_peer_opts(&token, new, ephemeral),
     )
     .await
     {
@@ -189,7 +197,9 @@ pub async fn create(
     tracing::info!(org = %peer.org, peer = %peer.name, group = %peer.group, address = %peer.address,
         %generation, "peer registered");
     state.wait_published(generation).await;
-    Ok(Json(PeerResponse::new(&token, &peer, region)))
+    let mut res = PeerResponse::new(&token, &peer, region);
+    res.ephemeral = Some(ephemeral);
+    Ok(Json(res))
 }
 
 /// `PUT /api/v3/wire_guard_peers/{name}`: re-keys one of the token's peers; the address stays.
@@ -198,6 +208,7 @@ pub async fn create(
 /// A non-empty field that contradicts the peer is refused rather than silently ignored.
 pub async fn rekey(
     State(state): State<Shared>,
+    Source(source): Source,
     PeerAuth(token): PeerAuth,
     ApiPath(name): ApiPath<String>,
     body: JsonObject,
@@ -239,8 +250,14 @@ pub async fn rekey(
         )));
     }
 
-    let (peer, generation) =
-        super::metrics::timed("rekey_peer", state.store.rekey_peer(&token, &name, pubkey)).await?;
+    let (peer, generation) = super::metrics::timed(
+        "rekey_peer",
+        state
+            .store
+            .with_source(source)
+            .rekey_peer(&token, &name, pubkey),
+    )
+    .await?;
     tracing::info!(org = %peer.org, peer = %peer.name, %generation, "peer re-keyed");
     state.wait_published(generation).await;
     Ok(Json(PeerResponse::new(&token, &peer, region)))
@@ -265,13 +282,17 @@ pub async fn show(
 /// `DELETE /api/v3/wire_guard_peers/{name}`: deletes one of the token's peers.
 pub async fn delete(
     State(state): State<Shared>,
+    Source(source): Source,
     PeerAuth(token): PeerAuth,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_path_name(&name)?;
     let generation = match super::metrics::timed(
         "delete_token_peer",
-        state.store.delete_token_peer(&token, &name),
+        state
+            .store
+            .with_source(source)
+            .delete_token_peer(&token, &name),
     )
     .await
     {

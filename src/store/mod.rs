@@ -23,6 +23,7 @@ mod secret;
 use ipnet::Ipv6Net;
 use tokio::sync::watch;
 
+pub use audit::{AuditAction, AuditEntry, AuditPage};
 pub use changes::Changes;
 pub use feed::{Feed, Update};
 pub use orgs::OrgCounts;
@@ -106,6 +107,9 @@ pub struct Store {
     ula_prefix: Ipv6Net,
     /// The database's identity (see [`Store::identity`]).
     identity: std::sync::Arc<str>,
+    /// The client address the audit log records for writes through this handle (see
+    /// [`Store::with_source`]); `None`: the server itself, or unknown.
+    source: Option<std::net::IpAddr>,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
 }
@@ -300,7 +304,30 @@ macro_rules! record_changes {
     }};
 }
 
+/// Writes one audit log row inside the write transaction `$tx`: `$org_id` (an `i64`
+/// expression), the actor's name, the store handle's source address, the [`AuditAction`], the
+/// target's name and an optional detail.
+macro_rules! audit {
+    ($self:ident, $tx:ident, $org_id:expr, $actor:expr, $action:expr, $target:expr, $detail:expr) => {{
+        let detail: Option<String> = $detail;
+        sqlx::query(
+            "INSERT INTO audit_log (org_id, at, actor, source, action, target, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind($org_id)
+        .bind($crate::model::now_unix())
+        .bind($actor)
+        .bind($self.source.map(|a| a.to_string()))
+        .bind($crate::store::AuditAction::as_str($action))
+        .bind($target)
+        .bind(detail)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
 // These modules come after the macros above, which they use.
+mod audit;
 mod changes;
 mod feed;
 mod orgs;
@@ -408,6 +435,7 @@ impl Store {
             changes: Changes::new(Generation(0)),
             ula_prefix,
             identity: std::sync::Arc::from(""),
+            source: None,
             _watcher: None,
         };
         store.identity = store.ensure_identity().await?.into();
@@ -471,6 +499,15 @@ impl Store {
         });
         crate::wireguard::PublicKey::from_trusted_base64(&stored)
             .map_err(|e| bad_column("region_keys.public_key", &stored, e))
+    }
+
+    /// This handle, recording `source` as the client address of the writes made through it in
+    /// the audit log. Cheap: the pool and channels are shared.
+    pub fn with_source(&self, source: Option<std::net::IpAddr>) -> Store {
+        Store {
+            source,
+            ..self.clone()
+        }
     }
 
     /// Which backend this is: `"sqlite"` or `"postgres"`.

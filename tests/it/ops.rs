@@ -152,3 +152,158 @@ async fn issue10_metrics_pass_promtool_and_move() {
         ) >= 1.0
     );
 }
+
+/// A fresh public key, base64.
+fn new_key() -> String {
+    sixpn::wireguard::PrivateKey::generate()
+        .unwrap()
+        .public_key()
+        .to_base64()
+}
+
+/// The `sixpn` binary with the server's address and admin token in its environment.
+fn cli(server: &ServerProcess, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sixpn"))
+        .args(args)
+        .env("SIXPN_API_URL", &server.api)
+        .env("SIXPN_ADMIN_TOKEN", &server.admin_token)
+        .env_remove("SIXPN_ORG")
+        .output()
+        .expect("run sixpn")
+}
+
+/// issue 10: the audit log lists each change of a run in order, with actor and source address,
+/// through the API (with a working cursor) and the CLI.
+#[tokio::test]
+async fn issue10_audit_log_lists_every_change_with_actor_and_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(dir.path(), &[]);
+    let api = Api::new(&server.api, &server.admin_token);
+    let http = reqwest::Client::new();
+    let peers = format!("{}/api/v3/wire_guard_peers", server.api);
+
+    let token = api.mint("personal", "ci", None).await;
+    let (status, _) = api.register(&token, "a1", "web").await;
+    assert_eq!(status, 200);
+    let (status, _) = api.register(&token, "a2", "web").await;
+    assert_eq!(status, 200);
+    let res = http
+        .put(format!("{peers}/a1"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"pubkey\":\"{}\"}}", new_key()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http
+        .delete(format!("{peers}/a1"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    api.delete_token("personal", "ci").await;
+
+    let audit_url = format!("{}/api/v1/orgs/personal/audit", server.api);
+    let page: serde_json::Value = http
+        .get(&audit_url)
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<(String, String, String)> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["source"], "127.0.0.1", "{e}");
+            assert!(e["at"].as_str().unwrap().ends_with('Z'), "{e}");
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("peer_deleted", "admin", "a2"),
+        ("token_deleted", "admin", "ci"),
+        ("peer_deleted", "ci", "a1"),
+        ("peer_rekeyed", "ci", "a1"),
+        ("peer_created", "ci", "a2"),
+        ("peer_created", "ci", "a1"),
+        ("token_minted", "admin", "ci"),
+    ]
+    .iter()
+    .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+    .collect();
+    assert_eq!(got, want, "{page}");
+    assert!(page["next"].is_null());
+
+    // The cursor walks the same log in pages.
+    let mut walked = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let url = match before {
+            Some(id) => format!("{audit_url}?limit=3&before={id}"),
+            None => format!("{audit_url}?limit=3"),
+        };
+        let page: serde_json::Value = http
+            .get(url)
+            .bearer_auth(&server.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let entries = page["entries"].as_array().unwrap();
+        assert!(entries.len() <= 3);
+        walked.extend(
+            entries
+                .iter()
+                .map(|e| e["action"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_i64() {
+            Some(id) => before = Some(id),
+            None => break,
+        }
+    }
+    assert_eq!(walked, want.iter().map(|w| w.0.clone()).collect::<Vec<_>>());
+
+    // Through the CLI: JSON, then the table.
+    let out = cli(&server, &["audit", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["entries"], page["entries"]);
+    let out = cli(&server, &["audit", "--org", "personal", "--limit", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].contains("ACTION") && lines[0].contains("SOURCE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("peer_deleted") && lines[1].contains("a2"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("token_deleted") && lines[2].contains("127.0.0.1"),
+        "{table}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--before"));
+}
