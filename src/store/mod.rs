@@ -27,7 +27,7 @@ pub use audit::{AuditAction, AuditEntry, AuditPage};
 pub use changes::Changes;
 pub use feed::{Feed, Update};
 pub use orgs::OrgCounts;
-pub use peers::{NewPeer, peer_address};
+pub use peers::{HANDSHAKE_RESOLUTION, NewPeer, peer_address};
 pub use secret::TokenSecret;
 pub use tokens::{AuthToken, NewToken};
 

@@ -450,3 +450,143 @@ impl Store {
         })
     }
 }
+
+/// A handshake time is written only when it moved by more than this since the stored one, so a
+/// gateway reporting every few seconds costs the store one write per peer per this period.
+pub const HANDSHAKE_RESOLUTION: i64 = 30;
+
+/// Most ephemeral peers one reaping transaction removes; the rest wait for the next pass.
+const REAP_BATCH: i64 = 500;
+
+impl Store {
+    /// Records when a gateway last saw each peer alive (a handshake, or traffic) as
+    /// `(public key, unix seconds)`, in one transaction, skipping peers whose stored time is
+    /// less than `resolution` seconds older (gateways pass [`HANDSHAKE_RESOLUTION`]). Not a
+    /// change consumers see: the generation stays. Returns how many peers changed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn record_handshakes(
+        &self,
+        seen: &[(PublicKey, i64)],
+        resolution: i64,
+    ) -> Result<u64, StoreError> {
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        write_tx!(self, |tx, is_pg, log| {
+            let mut n = 0;
+            for (key, at) in seen {
+                n += sqlx::query(
+                    "UPDATE peers SET last_handshake_at = $1 WHERE pubkey = $2 \
+                     AND (last_handshake_at IS NULL OR last_handshake_at < $3)",
+                )
+                .bind(at)
+                .bind(key.to_base64())
+                .bind(at - resolution)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            Ok(n)
+        })
+    }
+
+    /// The stored last handshake of an org's peer (`None`: never seen), and whether it is
+    /// ephemeral.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::PeerNotFound`].
+    pub async fn peer_liveness(
+        &self,
+        org: &OrgSlug,
+        name: &PeerName,
+    ) -> Result<(Option<i64>, bool), StoreError> {
+        let org_row = self.org_row(org).await?;
+        let row: Option<(Option<i64>, i64)> = read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT last_handshake_at, ephemeral FROM peers WHERE org_id = $1 AND name = $2",
+            )
+            .bind(org_row.id)
+            .bind(name.as_str())
+            .fetch_optional(pool)
+            .await?
+        });
+        let (at, ephemeral) = row.ok_or_else(|| StoreError::PeerNotFound(name.clone()))?;
+        Ok((at, ephemeral != 0))
+    }
+
+    /// Removes ephemeral peers idle since before `now - idle`: no handshake recorded since then,
+    /// and neither created nor re-keyed since then (a peer that never connected counts from its
+    /// creation). One ordinary write transaction: it takes the generation lock, so several
+    /// replicas reaping at once remove each peer once, and DNS and gateways follow through the
+    /// change feed. Each removal is logged as `peer_reaped` by `reaper`. Returns the peers
+    /// removed and the generation (unchanged when none was idle); at most a batch per call.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn reap_idle_peers(
+        &self,
+        idle: std::time::Duration,
+    ) -> Result<(Vec<Peer>, Generation), StoreError> {
+        let cutoff = crate::model::now_unix() - i64::try_from(idle.as_secs()).unwrap_or(i64::MAX);
+        let text = format!(
+            "{PEER_SELECT} WHERE p.ephemeral = 1 AND p.updated_at < $1 \
+             AND (p.last_handshake_at IS NULL OR p.last_handshake_at < $1) \
+             ORDER BY p.id LIMIT $2"
+        );
+        write_tx!(self, |tx, is_pg, log| {
+            let current = lock_generation!(tx, is_pg);
+            let rows: Vec<PeerRow> = sqlx::query_as(sql(text))
+                .bind(cutoff)
+                .bind(REAP_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut reaped = Vec::with_capacity(rows.len());
+            for row in rows {
+                let org_id = row.org_id;
+                let peer = row.into_peer()?;
+                // The condition again: on PostgreSQL a handshake recorded since the select
+                // (committed meanwhile) is seen here, and the peer stays.
+                let deleted = sqlx::query(
+                    "DELETE FROM peers WHERE org_id = $1 AND name = $2 AND ephemeral = 1 \
+                     AND updated_at < $3 AND (last_handshake_at IS NULL OR last_handshake_at < $3)",
+                )
+                .bind(org_id)
+                .bind(peer.name.as_str())
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if deleted == 0 {
+                    continue;
+                }
+                audit!(
+                    self,
+                    tx,
+                    org_id,
+                    "reaper",
+                    AuditAction::PeerReaped,
+                    peer.name.as_str(),
+                    Some(format!(
+                        "address={} idle for {}",
+                        peer.address,
+                        humantime::format_duration(idle)
+                    ))
+                );
+                reaped.push(peer);
+            }
+            let generation = if reaped.is_empty() {
+                current
+            } else {
+                record_changes!(
+                    tx,
+                    is_pg,
+                    log,
+                    reaped.iter().cloned().map(Change::PeerRemoved).collect()
+                )
+            };
+            Ok((reaped, generation))
+        })
+    }
+}

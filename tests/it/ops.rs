@@ -307,3 +307,159 @@ async fn issue10_audit_log_lists_every_change_with_actor_and_source() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--before"));
 }
+
+async fn admin_get(server: &ServerProcess, path: &str) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .get(format!("{}{path}", server.api))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Creates a peer with `extra` fields in flyctl's body; returns the status and the answer.
+async fn create_peer(
+    server: &ServerProcess,
+    token: &str,
+    name: &str,
+    extra: &str,
+) -> (u16, serde_json::Value) {
+    let body = format!(
+        "{{\"name\":\"{name}\",\"group\":\"pods\",\"pubkey\":\"{}\",\"region\":\"\"{extra}}}",
+        new_key()
+    );
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v3/wire_guard_peers", server.api))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// issue 10: with a short `[peers] ephemeral_idle`, an ephemeral peer that never handshakes is
+/// removed from the API and DNS (and so, through the change feed, from any gateway interface:
+/// the reaper's delete is an ordinary store delete), logged as `peer_reaped`, counted in
+/// `/metrics`; an ephemeral peer whose handshakes are being recorded stays until they stop, and a
+/// plain peer stays. The handshakes are recorded into the store directly, as a gateway does
+/// (`Store::record_handshakes`), not made through wireguard-go.
+#[tokio::test]
+async fn issue10_idle_ephemeral_peers_are_reaped_live_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sixpn.toml");
+    std::fs::write(&config, "[peers]\nephemeral_idle = \"3s\"\n").unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::spawn(&data, &[("SIXPN_CONFIG", config.to_str().unwrap())]);
+    let api = Api::new(&server.api, &server.admin_token);
+
+    // A token minted ephemeral makes its peers ephemeral; a plain token's peer is one on request.
+    let res = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/orgs/personal/wireguard_tokens",
+            server.api
+        ))
+        .bearer_auth(&server.admin_token)
+        .json(&serde_json::json!({ "name": "ci-runs", "ephemeral": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let minted: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(minted["ephemeral"], true);
+    let eph_token = minted["token"].as_str().unwrap().to_owned();
+    let plain_token = api.mint("personal", "plain", None).await;
+
+    let (status, idle) = create_peer(&server, &eph_token, "idle-1", "").await;
+    assert_eq!(status, 200, "{idle}");
+    assert_eq!(idle["ephemeral"], true);
+    let (status, live) = create_peer(&server, &plain_token, "live-1", ",\"ephemeral\":true").await;
+    assert_eq!(status, 200, "{live}");
+    assert_eq!(live["ephemeral"], true);
+    let (status, steady) = create_peer(&server, &plain_token, "steady-1", "").await;
+    assert_eq!(status, 200, "{steady}");
+    assert_eq!(steady["ephemeral"], false);
+    let live_key: sixpn::wireguard::PublicKey = live["pubkey"].as_str().unwrap().parse().unwrap();
+
+    // What a gateway does: record live-1's handshakes in the store, here every 300 ms.
+    let store = sixpn::store::Store::open(
+        &format!("sqlite://{}", data.join("sixpn.db").display()),
+        "fdaa::/16".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let now = sixpn::model::now_unix();
+        store
+            .record_handshakes(&[(live_key, now)], 0)
+            .await
+            .unwrap();
+        let (status, _) = admin_get(&server, "/api/v1/orgs/personal/peers/idle-1").await;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "idle-1 was never reaped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "reaped too early: {waited:?}"
+    );
+    let nx = dns_query(server.dns, "idle-1._peer.internal", RecordType::AAAA);
+    assert_eq!(
+        nx.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    for name in ["live-1", "steady-1"] {
+        let (status, _) = admin_get(&server, &format!("/api/v1/orgs/personal/peers/{name}")).await;
+        assert_eq!(status, 200, "{name} was reaped");
+        let answer = dns_query(
+            server.dns,
+            &format!("{name}._peer.internal"),
+            RecordType::AAAA,
+        );
+        assert_eq!(answer.answers.len(), 1, "{name}");
+    }
+
+    // Once its handshakes stop, live-1 goes too; steady-1 never does.
+    let start = std::time::Instant::now();
+    loop {
+        let (status, _) = admin_get(&server, "/api/v1/orgs/personal/peers/live-1").await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "live-1 was never reaped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let (status, _) = admin_get(&server, "/api/v1/orgs/personal/peers/steady-1").await;
+    assert_eq!(status, 200);
+
+    let (_, page) = admin_get(&server, "/api/v1/orgs/personal/audit?limit=2").await;
+    let entries = page["entries"].as_array().unwrap();
+    for (entry, target) in entries.iter().zip(["live-1", "idle-1"]) {
+        assert_eq!(entry["action"], "peer_reaped", "{page}");
+        assert_eq!(entry["actor"], "reaper");
+        assert_eq!(entry["target"], target);
+        assert!(entry["source"].is_null());
+    }
+    let metrics = scrape(&server.api).await;
+    assert_eq!(sample(&metrics, "sixpn_peers_reaped_total", &[]), Some(2.0));
+    assert_eq!(
+        sample(&metrics, "sixpn_org_peers", &["org=\"personal\""]),
+        Some(1.0)
+    );
+    store.close().await;
+}
