@@ -101,7 +101,7 @@ const TOKEN_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_pre
 /// authentication, on every peer API request.
 const TOKEN_AUTH_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
      t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
-     0 AS live_peers, t.ephemeral \
+     CAST(0 AS BIGINT) AS live_peers, t.ephemeral \
      FROM tokens t JOIN orgs o ON o.id = t.org_id";
 
 impl Store {
