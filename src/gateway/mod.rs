@@ -408,8 +408,22 @@ impl Reconciler {
                     || device.listen_port != self.listen_port;
                 if reset {
                     tracing::info!(interface = %self.interface, "the interface lost its configuration (restarted?); reconfiguring");
+                    return true;
                 }
-                reset
+                // Peers changed behind our back (`wg set` by hand): the change feed never
+                // mentions them, so only a full reconcile puts the interface back.
+                let wanted: std::collections::HashSet<&[u8; 32]> = self
+                    .wanted
+                    .values()
+                    .map(|(key, _)| key.as_bytes())
+                    .collect();
+                let drifted = device.peers.len() != wanted.len()
+                    || device.peers.iter().any(|p| !wanted.contains(&p.public_key));
+                if drifted {
+                    tracing::info!(interface = %self.interface, on_interface = device.peers.len(), wanted = wanted.len(),
+                        "the interface's peers differ from the store's; reconciling");
+                }
+                drifted
             }
             Err(_) => true,
         }

@@ -511,14 +511,6 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
         .unwrap();
     assert_eq!(peer_a.endpoint.as_deref(), Some("192.0.2.7:51820"));
 
-    // Drift: a stray peer added by hand is removed on the next change.
-    client
-        .set(&DeviceUpdate {
-            peers: vec![PeerUpdate::upsert(*key(50).as_bytes(), vec![])],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     // Delete "a": gone from the interface.
     let generation = store.delete_peer(&org_slug, &a.name).await.unwrap();
     tokio::time::timeout(
@@ -530,6 +522,26 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
     .unwrap();
     let device = client.get().await.unwrap();
     let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
+    assert_eq!(keys, vec![*b2.pubkey.as_bytes()]);
+
+    // Drift: a stray peer added by hand is removed by the next probe's full reconcile (the
+    // change feed never mentions it).
+    client
+        .set(&DeviceUpdate {
+            peers: vec![PeerUpdate::upsert(*key(50).as_bytes(), vec![])],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + sixpn::gateway::PROBE_PERIOD * 3;
+    let keys = loop {
+        let device = client.get().await.unwrap();
+        let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
+        if keys.len() == 1 || std::time::Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(keys, vec![*b2.pubkey.as_bytes()]);
 
     // A second start with the same key file keeps the key.
