@@ -395,6 +395,10 @@ pub struct StartArgs {
     pub region: Option<String>,
     /// Where to write the wg-quick config; `-` or `stdout` prints it (default: `<NAME>.conf`).
     pub file: Option<String>,
+    /// Make the peer ephemeral: the server removes it once idle ([peers] ephemeral_idle), e.g.
+    /// for a CI job or an autoscaled pod. A token minted `--ephemeral` makes every peer so.
+    #[arg(long)]
+    pub ephemeral: bool,
     /// Node flags.
     #[command(flatten)]
     pub node: NodeArgs,
