@@ -123,6 +123,21 @@ pub struct PeerJson {
     pub created_at: String,
     /// Last re-key, RFC 3339.
     pub updated_at: String,
+    /// Removed once idle (`[peers] ephemeral_idle`).
+    pub ephemeral: bool,
+    /// When a gateway last saw it alive (a handshake or traffic, 30 s coarse), RFC 3339;
+    /// `null`: never.
+    pub last_seen_at: Option<String>,
+}
+
+impl PeerJson {
+    fn with_liveness(mut self, liveness: Option<&(Option<i64>, bool)>) -> Self {
+        if let Some((at, ephemeral)) = liveness {
+            self.ephemeral = *ephemeral;
+            self.last_seen_at = at.map(rfc3339);
+        }
+        self
+    }
 }
 
 impl From<&Peer> for PeerJson {
@@ -137,6 +152,8 @@ impl From<&Peer> for PeerJson {
             token: p.token.to_string(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
+            ephemeral: false,
+            last_seen_at: None,
         }
     }
 }
@@ -365,7 +382,13 @@ pub async fn list_peers(
 ) -> Result<Json<Vec<PeerJson>>, ApiError> {
     let org = parse_org(&org)?;
     let peers = super::metrics::timed("list_peers", state.store.list_peers(&org)).await?;
-    Ok(Json(peers.iter().map(PeerJson::from).collect()))
+    let liveness = super::metrics::timed("org_liveness", state.store.org_liveness(&org)).await?;
+    Ok(Json(
+        peers
+            .iter()
+            .map(|p| PeerJson::from(p).with_liveness(liveness.get(p.name.as_str())))
+            .collect(),
+    ))
 }
 
 /// `GET /api/v1/orgs/{org}/peers/{name}`: one peer, with its gateway status when a gateway runs.
@@ -384,8 +407,10 @@ pub async fn show_peer(
             .map(StatusJson::from),
         None => None,
     };
+    let liveness =
+        super::metrics::timed("peer_liveness", state.store.peer_liveness(&org, &name)).await?;
     Ok(Json(PeerWithStatus {
-        peer: PeerJson::from(&peer),
+        peer: PeerJson::from(&peer).with_liveness(Some(&liveness)),
         status,
     }))
 }

@@ -492,6 +492,12 @@ fn operations(doc: &mut Value, admin_security: &Value, none: &Value, ts: &Value)
     schemas["TokenCreate"]["properties"]["ephemeral"] = json!({ "type": "boolean",
         "default": false, "description": "Every peer the token creates is ephemeral" });
     schemas["Token"]["properties"]["ephemeral"] = json!({ "type": "boolean" });
+    schemas["Peer"]["properties"]["ephemeral"] = json!({ "type": "boolean",
+        "description": ephemeral_doc });
+    schemas["Peer"]["properties"]["last_seen_at"] = json!({ "type": "string",
+        "format": "date-time", "nullable": true,
+        "description": "When a gateway last saw the peer alive (handshake or traffic, 30 s \
+            coarse); null: never" });
 }
 
 #[cfg(test)]

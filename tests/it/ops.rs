@@ -420,6 +420,20 @@ async fn issue10_idle_ephemeral_peers_are_reaped_live_ones_stay() {
         nx.metadata.response_code,
         hickory_proto::op::ResponseCode::NXDomain
     );
+    let (_, list) = admin_get(&server, "/api/v1/orgs/personal/peers").await;
+    let shown: Vec<(&str, bool, bool)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap(),
+                p["ephemeral"].as_bool().unwrap(),
+                p["last_seen_at"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(shown, [("live-1", true, true), ("steady-1", false, false)]);
     for name in ["live-1", "steady-1"] {
         let (status, _) = admin_get(&server, &format!("/api/v1/orgs/personal/peers/{name}")).await;
         assert_eq!(status, 200, "{name} was reaped");
