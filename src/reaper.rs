@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 
 /// The longest pause between two passes.
-const MAX_PERIOD: Duration = Duration::from_secs(60);
+pub const MAX_PERIOD: Duration = Duration::from_secs(60);
 
 /// How often to look for idle peers: a quarter of the idle time (so a peer goes at most 25 %
 /// late), between 1 s and [`MAX_PERIOD`].

@@ -349,7 +349,7 @@ pub struct TokenCreateArgs {
     /// Cap on the token's live peers.
     #[arg(long, value_name = "N")]
     pub max_peers: Option<u32>,
-    /// Make every peer of the token ephemeral: removed once idle ([peers] ephemeral_idle).
+    /// Make every peer of the token ephemeral: removed once idle (`[peers] ephemeral_idle`).
     #[arg(long)]
     pub ephemeral: bool,
     /// The org to act on.
@@ -395,7 +395,7 @@ pub struct StartArgs {
     pub region: Option<String>,
     /// Where to write the wg-quick config; `-` or `stdout` prints it (default: `<NAME>.conf`).
     pub file: Option<String>,
-    /// Make the peer ephemeral: the server removes it once idle ([peers] ephemeral_idle), e.g.
+    /// Make the peer ephemeral: the server removes it once idle (`[peers] ephemeral_idle`), e.g.
     /// for a CI job or an autoscaled pod. A token minted `--ephemeral` makes every peer so.
     #[arg(long)]
     pub ephemeral: bool,
