@@ -125,7 +125,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Source {
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip()),
+                // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; log them as a.b.c.d.
+                .map(|ConnectInfo(addr)| addr.ip().to_canonical()),
         ))
     }
 }
