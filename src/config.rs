@@ -64,6 +64,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// The authoritative DNS server.
     pub dns: DnsConfig,
+    /// Peer lifecycle: ephemeral peers.
+    pub peers: PeersConfig,
     /// Gateway regions peers can connect to.
     pub regions: Vec<RegionConfig>,
     /// When present, keep this WireGuard interface in step with the store.
@@ -79,6 +81,7 @@ impl Default for Config {
             admin_token: None,
             api: ApiConfig::default(),
             dns: DnsConfig::default(),
+            peers: PeersConfig::default(),
             regions: Vec::new(),
             gateway: None,
         }
@@ -100,6 +103,7 @@ impl std::fmt::Debug for Config {
             )
             .field("api", &self.api)
             .field("dns", &self.dns)
+            .field("peers", &self.peers)
             .field("regions", &self.regions)
             .field("gateway", &self.gateway)
             .finish()
@@ -178,6 +182,24 @@ impl Default for ApiConfig {
             failed_auth_burst: 20,
             tls_cert: None,
             tls_key: None,
+        }
+    }
+}
+
+/// The `[peers]` section (issue 10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// An ephemeral peer with no handshake on its gateway for this long (counted from its
+    /// creation or last re-key when it never connected) is removed.
+    #[serde(deserialize_with = "duration")]
+    pub ephemeral_idle: Duration,
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        PeersConfig {
+            ephemeral_idle: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -434,6 +456,11 @@ impl Config {
                 "ula_prefix {} is too long: orgs need 32 bits of /48s, use a /16 such as fdaa::/16",
                 self.ula_prefix
             )));
+        }
+        if self.peers.ephemeral_idle < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "[peers] ephemeral_idle must be at least 1s".into(),
+            ));
         }
         if self.regions.iter().filter(|r| r.default).count() > 1 {
             return Err(ConfigError::Invalid(

@@ -32,6 +32,8 @@
 //!   of the hickory handler (prebuilt answer bytes, batched sockets).
 //! - [`api`]: the peer API (token auth) and admin API (axum).
 //! - [`gateway`]: keeps a WireGuard interface equal to the store.
+//! - [`metrics`]: Prometheus counters and histograms, rendered by `GET /metrics`.
+//! - [`reaper`]: removes idle ephemeral peers through ordinary store deletes.
 //! - [`cli`]: the `sixpn` command line.
 //! - [`serve`]: wires store → publisher → API + DNS (+ gateway) under one cancellation token.
 //!
@@ -53,7 +55,9 @@ pub mod config;
 pub mod dns;
 pub mod fastpath;
 pub mod gateway;
+pub mod metrics;
 pub mod model;
+pub mod reaper;
 pub mod serve;
 pub mod snapshot;
 pub mod store;

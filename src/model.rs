@@ -204,6 +204,8 @@ pub struct TokenInfo {
     pub last_used_at: Option<i64>,
     /// Number of live peers created with this token.
     pub live_peers: u64,
+    /// Every peer the token creates is ephemeral (removed once idle).
+    pub ephemeral: bool,
 }
 
 /// A gateway region as the API hands it to nodes, resolved from the configuration.

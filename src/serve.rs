@@ -165,6 +165,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
 
+    // Every replica reaps idle ephemeral peers; the store makes that safe (issue 10).
+    {
+        let (store, idle, cancel) = (store.clone(), config.peers.ephemeral_idle, cancel.clone());
+        tasks.spawn(async move {
+            crate::reaper::run(store, idle, cancel).await;
+            Ok(())
+        });
+    }
     let gateway = match (&config.gateway, &resolved.gateway_key) {
         (Some(gw), Some(key)) => Some(
             crate::gateway::start_with_key(gw, key.clone(), store.clone(), cancel.clone())

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::AdminAuth;
+use super::auth::{AdminAuth, Source};
 use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
 use super::peers::parse_path_name;
@@ -62,6 +62,8 @@ pub struct TokenJson {
     pub last_used_at: Option<String>,
     /// Live peers it created.
     pub live_peers: u64,
+    /// Every peer it creates is ephemeral.
+    pub ephemeral: bool,
 }
 
 impl From<&TokenInfo> for TokenJson {
@@ -75,6 +77,7 @@ impl From<&TokenInfo> for TokenJson {
             created_at: rfc3339(t.created_at),
             last_used_at: t.last_used_at.map(rfc3339),
             live_peers: t.live_peers,
+            ephemeral: t.ephemeral,
         }
     }
 }
@@ -120,6 +123,21 @@ pub struct PeerJson {
     pub created_at: String,
     /// Last re-key, RFC 3339.
     pub updated_at: String,
+    /// Removed once idle (`[peers] ephemeral_idle`).
+    pub ephemeral: bool,
+    /// When a gateway last saw it alive (a handshake or traffic, 30 s coarse), RFC 3339;
+    /// `null`: never.
+    pub last_seen_at: Option<String>,
+}
+
+impl PeerJson {
+    fn with_liveness(mut self, liveness: Option<&(Option<i64>, bool)>) -> Self {
+        if let Some((at, ephemeral)) = liveness {
+            self.ephemeral = *ephemeral;
+            self.last_seen_at = at.map(rfc3339);
+        }
+        self
+    }
 }
 
 impl From<&Peer> for PeerJson {
@@ -134,6 +152,8 @@ impl From<&Peer> for PeerJson {
             token: p.token.to_string(),
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
+            ephemeral: false,
+            last_seen_at: None,
         }
     }
 }
@@ -191,7 +211,7 @@ pub async fn create_org(
     let slug: OrgSlug = text
         .parse()
         .map_err(|err| ApiError::not_a_label("slug", text, err))?;
-    let org = state.store.create_org(&slug).await?;
+    let org = super::metrics::timed("create_org", state.store.create_org(&slug)).await?;
     tracing::info!(org = %org.slug, prefix = %org.prefix, "org created");
     // A new org is a new DNS view; the store has published the generation that adds it.
     let generation = *state.store.changes().borrow();
@@ -204,7 +224,7 @@ pub async fn list_orgs(
     _: AdminAuth,
     State(state): State<Shared>,
 ) -> Result<Json<Vec<OrgJson>>, ApiError> {
-    let orgs = state.store.list_orgs().await?;
+    let orgs = super::metrics::timed("list_orgs", state.store.list_orgs()).await?;
     Ok(Json(orgs.iter().map(OrgJson::from).collect()))
 }
 
@@ -262,6 +282,7 @@ fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
 /// `POST /api/v1/orgs/{org}/wireguard_tokens`: mints a token; the only answer holding its secret.
 pub async fn mint_token(
     _: AdminAuth,
+    Source(source): Source,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
     body: JsonObject,
@@ -295,13 +316,21 @@ pub async fn mint_token(
             reason: "must be at least 1 (leave it out for no cap)".to_owned(),
         });
     }
+    let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
     let new = NewToken {
         name,
         group,
         expires_at,
         max_peers,
     };
-    let (info, secret) = state.store.mint_token(&org, new).await?;
+    let (info, secret) = super::metrics::timed(
+        "mint_token",
+        state
+            .store
+            .with_source(source)
+            .mint_token_opts(&org, new, ephemeral),
+    )
+    .await?;
     tracing::info!(org = %info.org, token = %info.name, "token minted");
     Ok((
         StatusCode::CREATED,
@@ -319,19 +348,24 @@ pub async fn list_tokens(
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<Vec<TokenJson>>, ApiError> {
     let org = parse_org(&org)?;
-    let tokens = state.store.list_tokens(&org).await?;
+    let tokens = super::metrics::timed("list_tokens", state.store.list_tokens(&org)).await?;
     Ok(Json(tokens.iter().map(TokenJson::from).collect()))
 }
 
 /// `DELETE /api/v1/orgs/{org}/wireguard_tokens/{name}`: deletes a token and every peer it made.
 pub async fn delete_token(
     _: AdminAuth,
+    Source(source): Source,
     State(state): State<Shared>,
     ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_token_name(&name)?;
-    let (n_deleted, generation) = state.store.delete_token(&org, &name).await?;
+    let (n_deleted, generation) = super::metrics::timed(
+        "delete_token",
+        state.store.with_source(source).delete_token(&org, &name),
+    )
+    .await?;
     tracing::info!(%org, token = %name, deleted_peers = n_deleted, %generation, "token deleted");
     state.wait_published(generation).await;
     Ok(Json(serde_json::json!({
@@ -347,8 +381,14 @@ pub async fn list_peers(
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<Vec<PeerJson>>, ApiError> {
     let org = parse_org(&org)?;
-    let peers = state.store.list_peers(&org).await?;
-    Ok(Json(peers.iter().map(PeerJson::from).collect()))
+    let peers = super::metrics::timed("list_peers", state.store.list_peers(&org)).await?;
+    let liveness = super::metrics::timed("org_liveness", state.store.org_liveness(&org)).await?;
+    Ok(Json(
+        peers
+            .iter()
+            .map(|p| PeerJson::from(p).with_liveness(liveness.get(p.name.as_str())))
+            .collect(),
+    ))
 }
 
 /// `GET /api/v1/orgs/{org}/peers/{name}`: one peer, with its gateway status when a gateway runs.
@@ -359,7 +399,7 @@ pub async fn show_peer(
 ) -> Result<Json<PeerWithStatus>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_path_name(&name)?;
-    let peer = state.store.get_peer(&org, &name).await?;
+    let peer = super::metrics::timed("get_peer", state.store.get_peer(&org, &name)).await?;
     let status = match &state.gateway {
         Some(gateway) => gateway
             .peer_status(&peer.pubkey)
@@ -367,8 +407,10 @@ pub async fn show_peer(
             .map(StatusJson::from),
         None => None,
     };
+    let liveness =
+        super::metrics::timed("peer_liveness", state.store.peer_liveness(&org, &name)).await?;
     Ok(Json(PeerWithStatus {
-        peer: PeerJson::from(&peer),
+        peer: PeerJson::from(&peer).with_liveness(Some(&liveness)),
         status,
     }))
 }
@@ -376,15 +418,125 @@ pub async fn show_peer(
 /// `DELETE /api/v1/orgs/{org}/peers/{name}`: deletes one peer.
 pub async fn delete_peer(
     _: AdminAuth,
+    Source(source): Source,
     State(state): State<Shared>,
     ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_path_name(&name)?;
-    let generation = state.store.delete_peer(&org, &name).await?;
+    let generation = super::metrics::timed(
+        "delete_peer",
+        state.store.with_source(source).delete_peer(&org, &name),
+    )
+    .await?;
     tracing::info!(%org, peer = %name, %generation, "peer deleted by admin");
     state.wait_published(generation).await;
     Ok(Json(serde_json::json!({ "deleted": name.as_str() })))
+}
+
+/// The most audit entries one page may hold, and how many a page holds by default.
+pub const AUDIT_MAX_LIMIT: u32 = 1000;
+/// See [`AUDIT_MAX_LIMIT`].
+pub const AUDIT_DEFAULT_LIMIT: u32 = 100;
+
+/// One audit log entry as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct AuditJson {
+    /// Position in the log (the cursor).
+    pub id: i64,
+    /// When, RFC 3339.
+    pub at: String,
+    /// Who: `admin`, the token's name, or `reaper`.
+    pub actor: String,
+    /// The client's address; `null` when the server itself acted.
+    pub source: Option<String>,
+    /// What: `token_minted`, `token_deleted`, `peer_created`, `peer_rekeyed`, `peer_deleted`,
+    /// `peer_reaped`.
+    pub action: String,
+    /// The token's or peer's name.
+    pub target: String,
+    /// More about the change.
+    pub detail: Option<String>,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Serialize)]
+pub struct AuditPageJson {
+    /// The org.
+    pub org: String,
+    /// Entries, newest first.
+    pub entries: Vec<AuditJson>,
+    /// Pass as `?before=` for the next (older) page; `null` on the last one.
+    pub next: Option<i64>,
+}
+
+/// Reads `limit` and `before` from a query string (`limit=50&before=1234`).
+fn audit_query(query: Option<&str>) -> Result<(u32, Option<i64>), ApiError> {
+    let mut limit = AUDIT_DEFAULT_LIMIT;
+    let mut before = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=AUDIT_MAX_LIMIT).contains(n))
+                    .ok_or_else(|| ApiError::InvalidField {
+                        field: "limit",
+                        reason: format!(
+                            "must be a whole number from 1 to {AUDIT_MAX_LIMIT}, got {value:?}"
+                        ),
+                    })?;
+            }
+            "before" => {
+                before = Some(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| ApiError::InvalidField {
+                            field: "before",
+                            reason: format!(
+                                "must be the `next` value of a previous page, got {value:?}"
+                            ),
+                        })?,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok((limit, before))
+}
+
+/// `GET /api/v1/orgs/{org}/audit`: the org's token and peer changes, newest first.
+pub async fn audit(
+    _: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath(org): ApiPath<String>,
+    uri: axum::http::Uri,
+) -> Result<Json<AuditPageJson>, ApiError> {
+    let org = parse_org(&org)?;
+    let (limit, before) = audit_query(uri.query())?;
+    let page =
+        super::metrics::timed("audit_log", state.store.audit_log(&org, before, limit)).await?;
+    Ok(Json(AuditPageJson {
+        org: org.to_string(),
+        entries: page
+            .entries
+            .into_iter()
+            .map(|e| AuditJson {
+                id: e.id,
+                at: rfc3339(e.at),
+                actor: e.actor,
+                source: e.source,
+                action: e.action,
+                target: e.target,
+                detail: e.detail,
+            })
+            .collect(),
+        next: page.next,
+    }))
 }
 
 #[cfg(test)]
@@ -404,11 +556,22 @@ mod tests {
                 created_at: rfc3339(0),
                 last_used_at: None,
                 live_peers: 0,
+                ephemeral: false,
             },
         };
         let debug = format!("{minted:?}");
         assert!(!debug.contains("supersecret"), "{debug}");
         assert!(debug.contains("k8s"));
+    }
+
+    #[test]
+    fn audit_query_forms() {
+        assert_eq!(audit_query(None).unwrap(), (AUDIT_DEFAULT_LIMIT, None));
+        assert_eq!(audit_query(Some("limit=5&before=9")).unwrap(), (5, Some(9)));
+        assert_eq!(audit_query(Some("limit=1000")).unwrap(), (1000, None));
+        assert!(audit_query(Some("limit=1001")).is_err());
+        assert!(audit_query(Some("limit=0")).is_err());
+        assert!(audit_query(Some("before=x")).is_err());
     }
 
     #[test]

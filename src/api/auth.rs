@@ -112,6 +112,25 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     parse_authorization(value)
 }
 
+/// The client's address, as the API's server saw it (`None` in in-process tests): what the
+/// audit log records as a change's source.
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; log them as a.b.c.d.
+                .map(|ConnectInfo(addr)| addr.ip().to_canonical()),
+        ))
+    }
+}
+
 /// A request authenticated with a live WireGuard token (peer API).
 #[derive(Debug, Clone)]
 pub struct PeerAuth(pub AuthToken);
@@ -172,9 +191,7 @@ impl FromRequestParts<Shared> for PeerAuth {
         if !is_token_shaped(secret) {
             return Err(failures.charge(ApiError::MalformedToken));
         }
-        let token = state
-            .store
-            .authenticate(secret)
+        let token = super::metrics::timed("authenticate", state.store.authenticate(secret))
             .await
             .map_err(|e| failures.charge(e.into()))?;
         state

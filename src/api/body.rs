@@ -175,6 +175,18 @@ impl JsonObject {
         self.string(field)?.ok_or(ApiError::MissingField(field))
     }
 
+    /// A boolean field; absent or `null` is `None`.
+    pub fn bool(&self, field: &'static str) -> Result<Option<bool>, ApiError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => Err(ApiError::InvalidField {
+                field,
+                reason: format!("must be true or false, got {}", kind(other)),
+            }),
+        }
+    }
+
     /// A non-negative integer field that fits in a `u32`; absent or `null` is `None`.
     pub fn u32(&self, field: &'static str) -> Result<Option<u32>, ApiError> {
         match self.0.get(field) {

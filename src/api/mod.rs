@@ -1,6 +1,6 @@
 //! The HTTP API (axum): the peer API that nodes call with a WireGuard token
 //! (`/api/v3/wire_guard_peers`, wire-compatible with flyctl), the admin API (`/api/v1`), the
-//! OpenAPI document (`/api/openapi.json`), `/healthz` and `/readyz`.
+//! OpenAPI document (`/api/openapi.json`), `/healthz`, `/readyz` and `/metrics`.
 //!
 //! This module owns HTTP and JSON and nothing else: it never touches SQL (everything goes through
 //! [`Store`]) and never logs an `Authorization` header or a secret. Every failure, including
@@ -15,6 +15,7 @@ mod auth;
 mod body;
 mod error;
 mod limits;
+mod metrics;
 mod openapi;
 mod peers;
 pub mod server;
@@ -72,6 +73,8 @@ pub struct ApiState {
 struct Inner {
     api: ApiState,
     limiters: limits::Limiters,
+    /// When the DNS snapshot was last published, for `/metrics`.
+    publish_clock: metrics::PublishClock,
 }
 
 impl std::ops::Deref for Inner {
@@ -109,8 +112,10 @@ impl ApiState {
 /// Builds the whole HTTP API over `state`.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.body_limit;
+    crate::metrics::init();
     let state: Shared = Arc::new(Inner {
         limiters: limits::Limiters::new(state.rate_limits),
+        publish_clock: metrics::PublishClock::follow(&state.published),
         api: state,
     });
     let routes = Router::new()
@@ -132,6 +137,7 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::delete(admin::delete_token),
         )
         .route("/api/v1/orgs/{org}/peers", get(admin::list_peers))
+        .route("/api/v1/orgs/{org}/audit", get(admin::audit))
         .route(
             "/api/v1/orgs/{org}/peers/{name}",
             get(admin::show_peer).delete(admin::delete_peer),
@@ -139,6 +145,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
         // Must come after the routes: it is attached to each route registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
@@ -151,6 +158,7 @@ fn with_layers(routes: Router, body_limit: usize) -> Router {
     routes
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_span)

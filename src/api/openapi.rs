@@ -102,7 +102,7 @@ pub fn document() -> Value {
     let ts = json!({ "type": "string", "format": "date-time", "example": "2026-11-25T16:00:00Z" });
     let ts_null = json!({ "type": "string", "format": "date-time", "nullable": true });
 
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "sixpn",
@@ -414,7 +414,90 @@ pub fn document() -> Value {
                 }
             }
         }
-    })
+    });
+    operations(&mut doc, &admin_security, &none, &ts);
+    doc
+}
+
+/// The operations of issue 10 (audit log, metrics, ephemeral peers), added to `doc`: the
+/// `json!` above is near the macro's recursion limit.
+fn operations(doc: &mut Value, admin_security: &Value, none: &Value, ts: &Value) {
+    let org = path_param("org", "The org's slug");
+    let query = |name: &str, description: &str, schema: Value| {
+        json!({ "name": name, "in": "query", "required": false, "description": description,
+            "schema": schema })
+    };
+    let mut audit = operation(
+        "listAudit",
+        "The org's audit log: every token and peer change, newest first",
+        "admin",
+        admin_security,
+        None,
+        ("200", response("A page of the audit log", "AuditPage")),
+        &["401", "404", "422"],
+    );
+    audit["parameters"] = json!([
+        query(
+            "limit",
+            "Entries per page (default 100)",
+            json!({ "type": "integer", "minimum": 1, "maximum": 1000 })
+        ),
+        query(
+            "before",
+            "The `next` value of the previous page: only older entries",
+            json!({ "type": "integer", "minimum": 1 })
+        ),
+    ]);
+    doc["paths"]["/api/v1/orgs/{org}/audit"] = json!({ "parameters": [org], "get": audit });
+    doc["paths"]["/metrics"] = json!({
+        "get": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics (text format 0.0.4), names prefixed sixpn_",
+            "tags": ["meta"], "security": none,
+            "responses": { "200": { "description": "The metrics",
+                "content": { "text/plain": { "schema": { "type": "string" } } } } }
+        }
+    });
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["AuditEntry"] = json!({
+        "type": "object",
+        "required": ["id", "at", "actor", "source", "action", "target", "detail"],
+        "properties": {
+            "id": { "type": "integer", "minimum": 1, "description": "Position in the log" },
+            "at": ts,
+            "actor": { "type": "string", "description": "admin, the token's name, or reaper" },
+            "source": { "type": "string", "nullable": true,
+                "description": "The client's address; null when the server itself acted" },
+            "action": { "type": "string", "enum": ["token_minted", "token_deleted",
+                "peer_created", "peer_rekeyed", "peer_deleted", "peer_reaped"] },
+            "target": { "type": "string", "description": "The token's or peer's name" },
+            "detail": { "type": "string", "nullable": true }
+        }
+    });
+    schemas["AuditPage"] = json!({
+        "type": "object", "required": ["org", "entries", "next"],
+        "properties": {
+            "org": { "type": "string" },
+            "entries": { "type": "array", "items": { "$ref": "#/components/schemas/AuditEntry" } },
+            "next": { "type": "integer", "nullable": true,
+                "description": "Pass as ?before= for the next, older page; null on the last" }
+        }
+    });
+    let ephemeral_doc = "Removed once idle: no handshake on its gateway for [peers] \
+        ephemeral_idle (default 30m; a peer that never connected counts from its creation)";
+    schemas["PeerCreate"]["properties"]["ephemeral"] = json!({ "type": "boolean",
+        "default": false, "description": ephemeral_doc });
+    schemas["PeerResponse"]["properties"]["ephemeral"] = json!({ "type": "boolean",
+        "description": "Only in the answer to a create: whether the peer is ephemeral" });
+    schemas["TokenCreate"]["properties"]["ephemeral"] = json!({ "type": "boolean",
+        "default": false, "description": "Every peer the token creates is ephemeral" });
+    schemas["Token"]["properties"]["ephemeral"] = json!({ "type": "boolean" });
+    schemas["Peer"]["properties"]["ephemeral"] = json!({ "type": "boolean",
+        "description": ephemeral_doc });
+    schemas["Peer"]["properties"]["last_seen_at"] = json!({ "type": "string",
+        "format": "date-time", "nullable": true,
+        "description": "When a gateway last saw the peer alive (handshake or traffic, 30 s \
+            coarse); null: never" });
 }
 
 #[cfg(test)]

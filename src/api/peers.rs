@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
-use super::auth::PeerAuth;
+use super::auth::{PeerAuth, Source};
 use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
 use super::{ApiState, Shared, rfc3339};
@@ -48,6 +48,9 @@ pub struct PeerResponse {
     pub created_at: String,
     /// Last re-key (or creation) time, RFC 3339.
     pub updated_at: String,
+    /// Whether the peer is removed once idle; only in the answer to a create.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<bool>,
 }
 
 impl PeerResponse {
@@ -66,6 +69,7 @@ impl PeerResponse {
             allowed_ips: token.org_prefix.to_string(),
             created_at: rfc3339(peer.created_at),
             updated_at: rfc3339(peer.updated_at),
+            ephemeral: None,
         }
     }
 }
@@ -100,7 +104,7 @@ async fn explain_not_found(state: &ApiState, token: &AuthToken, err: StoreError)
     let StoreError::PeerNotFound(name) = err else {
         return err.into();
     };
-    match state.store.get_peer(&token.org, &name).await {
+    match super::metrics::timed("get_peer", state.store.get_peer(&token.org, &name)).await {
         Ok(_) => ApiError::PeerOfAnotherToken {
             name: name.to_string(),
             creating: false,
@@ -121,6 +125,7 @@ pub(super) fn parse_path_name(name: &str) -> Result<PeerName, ApiError> {
 /// `POST /api/v3/wire_guard_peers`: creates a peer for the token.
 pub async fn create(
     State(state): State<Shared>,
+    Source(source): Source,
     PeerAuth(token): PeerAuth,
     body: JsonObject,
 ) -> Result<Json<PeerResponse>, ApiError> {
@@ -155,6 +160,8 @@ pub async fn create(
         None => state.default_region()?,
     };
     let pubkey = parse_pubkey(&state, body.required_string("pubkey")?)?;
+    // flyctl never sends it: absent means no.
+    let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
 
     let new = NewPeer {
         name,
@@ -162,25 +169,37 @@ pub async fn create(
         region: region.code.clone(),
         pubkey,
     };
-    let (peer, generation) = match state.store.register_peer(&token, new).await {
+    let store = state.store.with_source(source);
+    let (peer, generation, ephemeral) = match super::metrics::timed(
+        "register_peer",
+        store.register_peer_opts(&token, new, ephemeral),
+    )
+    .await
+    {
         Ok(done) => done,
         Err(StoreError::PeerNameTaken(name)) => {
             // The name is taken in the org: by this token (re-key it with PUT), or by another
             // one (pick another name).
-            return Err(match state.store.token_peer(&token, &name).await {
-                Err(StoreError::PeerNotFound(_)) => ApiError::PeerOfAnotherToken {
-                    name: name.to_string(),
-                    creating: true,
+            return Err(
+                match super::metrics::timed("token_peer", state.store.token_peer(&token, &name))
+                    .await
+                {
+                    Err(StoreError::PeerNotFound(_)) => ApiError::PeerOfAnotherToken {
+                        name: name.to_string(),
+                        creating: true,
+                    },
+                    _ => StoreError::PeerNameTaken(name).into(),
                 },
-                _ => StoreError::PeerNameTaken(name).into(),
-            });
+            );
         }
         Err(err) => return Err(err.into()),
     };
     tracing::info!(org = %peer.org, peer = %peer.name, group = %peer.group, address = %peer.address,
         %generation, "peer registered");
     state.wait_published(generation).await;
-    Ok(Json(PeerResponse::new(&token, &peer, region)))
+    let mut res = PeerResponse::new(&token, &peer, region);
+    res.ephemeral = Some(ephemeral);
+    Ok(Json(res))
 }
 
 /// `PUT /api/v3/wire_guard_peers/{name}`: re-keys one of the token's peers; the address stays.
@@ -189,6 +208,7 @@ pub async fn create(
 /// A non-empty field that contradicts the peer is refused rather than silently ignored.
 pub async fn rekey(
     State(state): State<Shared>,
+    Source(source): Source,
     PeerAuth(token): PeerAuth,
     ApiPath(name): ApiPath<String>,
     body: JsonObject,
@@ -205,10 +225,11 @@ pub async fn rekey(
     }
     // Read the peer first: its region must still be served, and a non-empty `group` or
     // `region` in the body must match it, before anything is written.
-    let current = match state.store.token_peer(&token, &name).await {
-        Ok(peer) => peer,
-        Err(err) => return Err(explain_not_found(&state, &token, err).await),
-    };
+    let current =
+        match super::metrics::timed("token_peer", state.store.token_peer(&token, &name)).await {
+            Ok(peer) => peer,
+            Err(err) => return Err(explain_not_found(&state, &token, err).await),
+        };
     let region = state.region_of(&current)?;
     if let Some(group) = body.string("group")?
         && !group.eq_ignore_ascii_case(current.group.as_str())
@@ -229,7 +250,14 @@ pub async fn rekey(
         )));
     }
 
-    let (peer, generation) = state.store.rekey_peer(&token, &name, pubkey).await?;
+    let (peer, generation) = super::metrics::timed(
+        "rekey_peer",
+        state
+            .store
+            .with_source(source)
+            .rekey_peer(&token, &name, pubkey),
+    )
+    .await?;
     tracing::info!(org = %peer.org, peer = %peer.name, %generation, "peer re-keyed");
     state.wait_published(generation).await;
     Ok(Json(PeerResponse::new(&token, &peer, region)))
@@ -242,10 +270,11 @@ pub async fn show(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
-    let peer = match state.store.token_peer(&token, &name).await {
-        Ok(peer) => peer,
-        Err(err) => return Err(explain_not_found(&state, &token, err).await),
-    };
+    let peer =
+        match super::metrics::timed("token_peer", state.store.token_peer(&token, &name)).await {
+            Ok(peer) => peer,
+            Err(err) => return Err(explain_not_found(&state, &token, err).await),
+        };
     let region = state.region_of(&peer)?;
     Ok(Json(PeerResponse::new(&token, &peer, region)))
 }
@@ -253,11 +282,20 @@ pub async fn show(
 /// `DELETE /api/v3/wire_guard_peers/{name}`: deletes one of the token's peers.
 pub async fn delete(
     State(state): State<Shared>,
+    Source(source): Source,
     PeerAuth(token): PeerAuth,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_path_name(&name)?;
-    let generation = match state.store.delete_token_peer(&token, &name).await {
+    let generation = match super::metrics::timed(
+        "delete_token_peer",
+        state
+            .store
+            .with_source(source)
+            .delete_token_peer(&token, &name),
+    )
+    .await
+    {
         Ok(generation) => generation,
         Err(err) => return Err(explain_not_found(&state, &token, err).await),
     };

@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use super::client::{ApiClient, Credential};
 use super::exit::{Failure, fail};
 use super::output::{array, cell, fields, object_table, print, print_json};
-use super::{AdminArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs};
+use super::{
+    AdminArgs, AuditArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs,
+};
 use crate::model::OrgSlug;
 
 /// The name of the file in the data directory where the server keeps a generated admin token.
@@ -71,6 +73,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         group,
         expires,
         max_peers,
+        ephemeral,
         org,
         admin,
         json,
@@ -85,6 +88,9 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     }
     if let Some(max_peers) = max_peers {
         body["max_peers"] = json!(max_peers);
+    }
+    if ephemeral {
+        body["ephemeral"] = json!(true);
     }
     let minted = client
         .send(Method::POST, &tokens_path(&org.org), Some(&body))
@@ -111,7 +117,8 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     }
     print(&format!("SIXPN_WIREGUARD_TOKEN={secret}\n"))?;
     eprintln!(
-        "minted token {name} for org {} (group {}, expires {}, max peers {}); the secret above is shown only this once",
+        "minted {}token {name} for org {} (group {}, expires {}, max peers {}); the secret above is shown only this once",
+        if ephemeral { "ephemeral " } else { "" },
         org.org,
         cell(&minted, "group", "any"),
         cell(&minted, "expires_at", "never"),
@@ -149,6 +156,52 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
             ("MAX PEERS", "max_peers", "-"),
         ],
     ))
+}
+
+/// Runs `sixpn audit`: one page of the org's audit log, newest first.
+///
+/// # Errors
+/// One line: no credential, server unreachable, or the server's error.
+pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let client = admin_client(&args.admin)?;
+    let mut path = format!("/api/v1/orgs/{}/audit?limit={}", args.org.org, args.limit);
+    if let Some(before) = args.before {
+        path.push_str(&format!("&before={before}"));
+    }
+    let page: Value = client.get(&path).await?;
+    let entries = match page.get("entries") {
+        Some(entries) => array(entries, "audit log")?,
+        None => bail!(
+            "the server at {} answered an audit log without entries; is it older than this CLI?",
+            client.base_url()
+        ),
+    };
+    if args.json.json {
+        return print_json(&page);
+    }
+    if entries.is_empty() {
+        eprintln!("no changes logged in org {}", args.org.org);
+        return Ok(());
+    }
+    print(&object_table(
+        entries,
+        &[
+            ("ID", "id", "-"),
+            ("TIME", "at", "-"),
+            ("ACTOR", "actor", "-"),
+            ("SOURCE", "source", "-"),
+            ("ACTION", "action", "-"),
+            ("TARGET", "target", "-"),
+            ("DETAIL", "detail", ""),
+        ],
+    ))?;
+    if let Some(next) = page.get("next").and_then(Value::as_i64) {
+        eprintln!(
+            "older entries: sixpn audit --org {} --before {next}",
+            args.org.org
+        );
+    }
+    Ok(())
 }
 
 /// Runs `sixpn token delete`: the token and every peer it created.

@@ -79,6 +79,17 @@ Examples:
     /// List, show and delete peers (admin).
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Show the org's audit log: every token and peer change, newest first (admin).
+    #[command(long_about = "\
+Show the org's audit log: each token and peer change (token_minted, token_deleted, peer_created,
+peer_rekeyed, peer_deleted, peer_reaped) with its time, actor (admin, the token's name, or reaper
+for idle ephemeral peers), the client's address and the target, newest first.
+
+Examples:
+  sixpn audit
+  sixpn audit --org acme --limit 20
+  sixpn audit --json | jq '.entries[] | select(.action == \"peer_reaped\")'")]
+    Audit(AuditArgs),
     /// Generate a WireGuard key pair locally (like `wg genkey | wg pubkey`).
     #[command(long_about = "\
 Generate a WireGuard key pair from the operating system's secure random source and print both
@@ -338,6 +349,30 @@ pub struct TokenCreateArgs {
     /// Cap on the token's live peers.
     #[arg(long, value_name = "N")]
     pub max_peers: Option<u32>,
+    /// Make every peer of the token ephemeral: removed once idle (`[peers] ephemeral_idle`).
+    #[arg(long)]
+    pub ephemeral: bool,
+    /// The org to act on.
+    #[command(flatten)]
+    pub org: OrgArg,
+    /// The server and the admin credential.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// `sixpn audit` arguments.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Entries to show, newest first (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Only entries older than this id (the `next` of a previous `--json` page).
+    #[arg(long, value_name = "ID")]
+    pub before: Option<i64>,
     /// The org to act on.
     #[command(flatten)]
     pub org: OrgArg,
@@ -360,6 +395,10 @@ pub struct StartArgs {
     pub region: Option<String>,
     /// Where to write the wg-quick config; `-` or `stdout` prints it (default: `<NAME>.conf`).
     pub file: Option<String>,
+    /// Make the peer ephemeral: the server removes it once idle (`[peers] ephemeral_idle`), e.g.
+    /// for a CI job or an autoscaled pod. A token minted `--ephemeral` makes every peer so.
+    #[arg(long)]
+    pub ephemeral: bool,
     /// Node flags.
     #[command(flatten)]
     pub node: NodeArgs,
@@ -541,6 +580,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Update(args)) => node::update(args).await,
         Command::Token(TokenCommand::Ensure(args)) => node::ensure(args).await,
         Command::Peer(command) => admin::peer(command).await,
+        Command::Audit(args) => admin::audit(args).await,
         Command::Keygen(args) => node::keygen(args.json.json),
         Command::Completions { shell } => completions(shell),
     }

@@ -47,6 +47,9 @@ pub async fn start(args: StartArgs) -> anyhow::Result<()> {
     if let Some(region) = region {
         body["region"] = json!(region);
     }
+    if args.ephemeral {
+        body["ephemeral"] = json!(true);
+    }
     let answer = client
         .send(Method::POST, "api/v3/wire_guard_peers", Some(&body))
         .await?;

@@ -409,7 +409,10 @@ async fn send<'a, R: ResponseHandler>(
     request: &Request,
 ) -> ResponseInfo {
     match handle.send_response(response).await {
-        Ok(info) => info,
+        Ok(info) => {
+            crate::metrics::count_full_query(u16::from(info.response_code), info.truncation);
+            info
+        }
         Err(error) => {
             tracing::debug!(%error, src = %request.src(), "sending a DNS response failed");
             let mut metadata = Metadata::response_from_request(&request.metadata);

@@ -213,6 +213,8 @@ fn run<S: IndexSource, D: Delegate>(
     buf_size: usize,
 ) {
     let mut batch = Batch::new(batch, buf_size);
+    // Plain per-thread counts, added into the shared metrics once per batch (issue 10).
+    let mut counts = crate::metrics::FastCounts::default();
     let fd = socket.as_fd();
     while !stop.load(Ordering::Relaxed) {
         let n = match batch.recv(fd) {
@@ -246,7 +248,11 @@ fn run<S: IndexSource, D: Delegate>(
                 let outcome = match index {
                     Some(index) => {
                         let (query, out) = batch.datagram_and_reply_buf(i);
-                        answer(index, src.ip(), query, out)
+                        let outcome = answer(index, src.ip(), query, out);
+                        if let Outcome::Reply(len) = outcome {
+                            counts.reply(&out[..len]);
+                        }
+                        outcome
                     }
                     None => Outcome::Delegate,
                 };
@@ -259,5 +265,6 @@ fn run<S: IndexSource, D: Delegate>(
         });
         debug_assert!(batch.received() == n);
         batch.send(fd);
+        counts.flush();
     }
 }

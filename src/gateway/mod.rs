@@ -60,6 +60,10 @@ pub const PROBE_PERIOD: Duration = Duration::from_secs(3);
 /// How long [`start`] waits for the interface's UAPI socket to appear.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
 
+/// How often the gateway reads its peers' last handshakes and records those that moved (by more
+/// than [`crate::store::HANDSHAKE_RESOLUTION`]) in the store, for the reaper of every replica.
+pub const HANDSHAKE_PERIOD: Duration = Duration::from_secs(10);
+
 /// What can stop the gateway from starting or reconciling.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -404,8 +408,22 @@ impl Reconciler {
                     || device.listen_port != self.listen_port;
                 if reset {
                     tracing::info!(interface = %self.interface, "the interface lost its configuration (restarted?); reconfiguring");
+                    return true;
                 }
-                reset
+                // Peers changed behind our back (`wg set` by hand): the change feed never
+                // mentions them, so only a full reconcile puts the interface back.
+                let wanted: std::collections::HashSet<&[u8; 32]> = self
+                    .wanted
+                    .values()
+                    .map(|(key, _)| key.as_bytes())
+                    .collect();
+                let drifted = device.peers.len() != wanted.len()
+                    || device.peers.iter().any(|p| !wanted.contains(&p.public_key));
+                if drifted {
+                    tracing::info!(interface = %self.interface, on_interface = device.peers.len(), wanted = wanted.len(),
+                        "the interface's peers differ from the store's; reconciling");
+                }
+                drifted
             }
             Err(_) => true,
         }
@@ -495,6 +513,7 @@ pub async fn start_with_key(
     warn_if_not_forwarding();
     let (applied_tx, applied) = watch::channel(generation);
 
+    tokio::spawn(record_handshakes(link.clone(), store, cancel.clone()));
     tokio::spawn(async move {
         let mut probe = tokio::time::interval(PROBE_PERIOD);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -541,6 +560,7 @@ pub async fn start_with_key(
                     });
                 }
                 Err(e) => {
+                    metrics::counter!("sixpn_gateway_sync_errors_total").increment(1);
                     // Warn once per outage; the retries every PROBE_PERIOD log at debug. What
                     // failed is redone by a full reconcile.
                     if !failed {
@@ -565,6 +585,74 @@ pub async fn start_with_key(
             applied,
         }),
     })
+}
+
+/// Every [`HANDSHAKE_PERIOD`] until `cancel` fires: reads the interface and records in the store
+/// when each peer was last seen alive: its last handshake, or now when it sent traffic since the
+/// previous read (WireGuard re-handshakes only every two minutes of traffic). Only times that
+/// moved by more than [`crate::store::HANDSHAKE_RESOLUTION`] since this task last wrote them are
+/// written, in one batch. Failures are logged at debug and retried on the next tick (the
+/// reconcile loop reports outages).
+async fn record_handshakes(link: Link, store: Store, cancel: CancellationToken) {
+    let mut ticks = tokio::time::interval(HANDSHAKE_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Per peer: the time last written, and the received bytes at the previous read.
+    let mut written: HashMap<RawKey, i64> = HashMap::new();
+    let mut rx: HashMap<RawKey, u64> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        let device = match link.get().await {
+            Ok(device) => device,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading handshakes");
+                continue;
+            }
+        };
+        let now = crate::model::now_unix();
+        let mut moved: Vec<(RawKey, i64)> = Vec::new();
+        for peer in &device.peers {
+            let traffic = rx
+                .insert(peer.public_key, peer.rx_bytes)
+                .is_some_and(|before| peer.rx_bytes > before);
+            let seen = if traffic {
+                Some(now)
+            } else {
+                peer.last_handshake_unix()
+            };
+            if let Some(at) = seen
+                && written
+                    .get(&peer.public_key)
+                    .is_none_or(|w| at - w > crate::store::HANDSHAKE_RESOLUTION)
+            {
+                moved.push((peer.public_key, at));
+            }
+        }
+        // Forget peers that left the interface, so the maps stay its size.
+        rx.retain(|key, _| device.peers.iter().any(|p| p.public_key == *key));
+        written.retain(|key, _| rx.contains_key(key));
+        if moved.is_empty() {
+            continue;
+        }
+        let seen: Vec<(PublicKey, i64)> = moved
+            .iter()
+            .filter_map(|(key, at)| {
+                Some((PublicKey::from_trusted_base64(&base64_key(key)).ok()?, *at))
+            })
+            .collect();
+        match store
+            .record_handshakes(&seen, crate::store::HANDSHAKE_RESOLUTION)
+            .await
+        {
+            Ok(n) => {
+                tracing::debug!(seen = seen.len(), recorded = n, "peer liveness recorded");
+                written.extend(moved);
+            }
+            Err(e) => tracing::debug!(error = %e, "recording handshakes"),
+        }
+    }
 }
 
 /// Peers reach each other through the gateway only when the host forwards IPv6. Changing a

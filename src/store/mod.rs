@@ -23,9 +23,11 @@ mod secret;
 use ipnet::Ipv6Net;
 use tokio::sync::watch;
 
+pub use audit::{AuditAction, AuditEntry, AuditPage};
 pub use changes::Changes;
 pub use feed::{Feed, Update};
-pub use peers::{NewPeer, peer_address};
+pub use orgs::OrgCounts;
+pub use peers::{HANDSHAKE_RESOLUTION, NewPeer, peer_address};
 pub use secret::TokenSecret;
 pub use tokens::{AuthToken, NewToken};
 
@@ -126,6 +128,9 @@ pub struct Store {
     ula_prefix: Ipv6Net,
     /// The database's identity (see [`Store::identity`]); empty until the database answered.
     identity: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// The client address the audit log records for writes through this handle (see
+    /// [`Store::with_source`]); `None`: the server itself, or unknown.
+    source: Option<std::net::IpAddr>,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
     /// The token that guard cancels.
@@ -322,7 +327,30 @@ macro_rules! record_changes {
     }};
 }
 
+/// Writes one audit log row inside the write transaction `$tx`: `$org_id` (an `i64`
+/// expression), the actor's name, the store handle's source address, the [`AuditAction`], the
+/// target's name and an optional detail.
+macro_rules! audit {
+    ($self:ident, $tx:ident, $org_id:expr, $actor:expr, $action:expr, $target:expr, $detail:expr) => {{
+        let detail: Option<String> = $detail;
+        sqlx::query(
+            "INSERT INTO audit_log (org_id, at, actor, source, action, target, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind($org_id)
+        .bind($crate::model::now_unix())
+        .bind($actor)
+        .bind($self.source.map(|a| a.to_string()))
+        .bind($crate::store::AuditAction::as_str($action))
+        .bind($target)
+        .bind(detail)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
 // These modules come after the macros above, which they use.
+mod audit;
 mod changes;
 mod feed;
 mod orgs;
@@ -528,6 +556,7 @@ impl Store {
             changes: Changes::new(Generation(0)),
             ula_prefix,
             identity: Default::default(),
+            source: None,
             _watcher: Some(std::sync::Arc::new(watch_stop.clone().drop_guard())),
             watch_stop,
         })
@@ -603,6 +632,15 @@ impl Store {
         });
         crate::wireguard::PublicKey::from_trusted_base64(&stored)
             .map_err(|e| bad_column("region_keys.public_key", &stored, e))
+    }
+
+    /// This handle, recording `source` as the client address of the writes made through it in
+    /// the audit log. Cheap: the pool and channels are shared.
+    pub fn with_source(&self, source: Option<std::net::IpAddr>) -> Store {
+        Store {
+            source,
+            ..self.clone()
+        }
     }
 
     /// Which backend this is: `"sqlite"` or `"postgres"`.

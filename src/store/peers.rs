@@ -5,7 +5,7 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 
 use super::tokens::AuthToken;
-use super::{Store, StoreError, bad_column, is_unique_violation, parse_col, sql};
+use super::{AuditAction, Store, StoreError, bad_column, is_unique_violation, parse_col, sql};
 use crate::model::{Change, Generation, GroupName, OrgSlug, Peer, PeerName, RegionCode};
 use crate::wireguard::PublicKey;
 
@@ -38,6 +38,7 @@ enum Owner {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct PeerRow {
+    pub(super) org_id: i64,
     pub(super) org_slug: String,
     name: String,
     group_name: String,
@@ -73,7 +74,7 @@ impl PeerRow {
     }
 }
 
-pub(super) const PEER_SELECT: &str = "SELECT o.slug AS org_slug, p.name, p.group_name, p.region, p.pubkey, \
+pub(super) const PEER_SELECT: &str = "SELECT p.org_id, o.slug AS org_slug, p.name, p.group_name, p.region, p.pubkey, \
      p.address, t.name AS token_name, p.created_at, p.updated_at \
      FROM peers p JOIN orgs o ON o.id = p.org_id JOIN tokens t ON t.id = p.token_id";
 
@@ -106,35 +107,56 @@ impl Store {
         token: &AuthToken,
         new: NewPeer,
     ) -> Result<(Peer, Generation), StoreError> {
+        self.register_peer_opts(token, new, false)
+            .await
+            .map(|(peer, generation, _)| (peer, generation))
+    }
+
+    /// Creates a peer like [`Store::register_peer`]; it is ephemeral when `ephemeral` is set or
+    /// the token was minted ephemeral (read in the transaction). Returns whether it is.
+    /// Logged in the audit log as created by the token.
+    ///
+    /// # Errors
+    /// As [`Store::register_peer`].
+    pub async fn register_peer_opts(
+        &self,
+        token: &AuthToken,
+        new: NewPeer,
+        ephemeral: bool,
+    ) -> Result<(Peer, Generation, bool), StoreError> {
         let now = crate::model::now_unix();
-        let out: Result<(Peer, Generation), StoreError> = write_tx!(self, |tx, is_pg, log| {
-            lock_generation!(tx, is_pg);
-            let live: Option<(i64, Option<i64>)> =
-                sqlx::query_as("SELECT org_id, deleted_at FROM tokens WHERE id = $1")
-                    .bind(token.id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let org_id = match live {
-                Some((org_id, None)) => Some(org_id),
-                _ => None,
-            };
-            match org_id {
-                None => Err(StoreError::TokenDeleted),
-                Some(org_id) => {
-                    let name_taken: Option<i64> =
-                        sqlx::query_scalar("SELECT id FROM peers WHERE org_id = $1 AND name = $2")
-                            .bind(org_id)
-                            .bind(new.name.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    let key_taken: Option<i64> =
-                        sqlx::query_scalar("SELECT id FROM peers WHERE pubkey = $1")
-                            .bind(new.pubkey.to_base64())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    // Counted only for a capped token, and only up to the cap: a write must not
-                    // cost O(the token's peers).
-                    let n_live: i64 = match token.max_peers {
+        let out: Result<(Peer, Generation, bool), StoreError> = write_tx!(
+            self,
+            |tx, is_pg, log| {
+                lock_generation!(tx, is_pg);
+                let live: Option<(i64, Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT org_id, deleted_at, ephemeral FROM tokens WHERE id = $1",
+                )
+                .bind(token.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (org_id, ephemeral) = match live {
+                    Some((org_id, None, by_token)) => (Some(org_id), ephemeral || by_token != 0),
+                    _ => (None, ephemeral),
+                };
+                match org_id {
+                    None => Err(StoreError::TokenDeleted),
+                    Some(org_id) => {
+                        let name_taken: Option<i64> = sqlx::query_scalar(
+                            "SELECT id FROM peers WHERE org_id = $1 AND name = $2",
+                        )
+                        .bind(org_id)
+                        .bind(new.name.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let key_taken: Option<i64> =
+                            sqlx::query_scalar("SELECT id FROM peers WHERE pubkey = $1")
+                                .bind(new.pubkey.to_base64())
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        // Counted only for a capped token, and only up to the cap: a write must not
+                        // cost O(the token's peers).
+                        let n_live: i64 = match token.max_peers {
                         None => 0,
                         Some(cap) => sqlx::query_scalar(
                             "SELECT COUNT(*) FROM (SELECT 1 FROM peers WHERE token_id = $1 LIMIT $2) AS capped",
@@ -144,28 +166,28 @@ impl Store {
                         .fetch_one(&mut *tx)
                         .await?,
                     };
-                    if name_taken.is_some() {
-                        Err(StoreError::PeerNameTaken(new.name.clone()))
-                    } else if key_taken.is_some() {
-                        Err(StoreError::PubkeyInUse)
-                    } else if let Some(cap) =
-                        token.max_peers.filter(|cap| n_live >= i64::from(*cap))
-                    {
-                        Err(StoreError::PeerCapReached(cap))
-                    } else {
-                        let host: i64 = sqlx::query_scalar(
+                        if name_taken.is_some() {
+                            Err(StoreError::PeerNameTaken(new.name.clone()))
+                        } else if key_taken.is_some() {
+                            Err(StoreError::PubkeyInUse)
+                        } else if let Some(cap) =
+                            token.max_peers.filter(|cap| n_live >= i64::from(*cap))
+                        {
+                            Err(StoreError::PeerCapReached(cap))
+                        } else {
+                            let host: i64 = sqlx::query_scalar(
                             "UPDATE orgs SET next_host = next_host + 1 WHERE id = $1 RETURNING next_host - 1",
                         )
                         .bind(org_id)
                         .fetch_one(&mut *tx)
                         .await?;
-                        if host <= 0 {
-                            Err(StoreError::AddressesExhausted)
-                        } else {
-                            let address = peer_address(token.org_prefix, host as u64);
-                            sqlx::query(
-                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                            if host <= 0 {
+                                Err(StoreError::AddressesExhausted)
+                            } else {
+                                let address = peer_address(token.org_prefix, host as u64);
+                                sqlx::query(
+                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at, ephemeral) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
                             )
                             .bind(org_id)
                             .bind(token.id)
@@ -175,32 +197,48 @@ impl Store {
                             .bind(new.pubkey.to_base64())
                             .bind(address.to_string())
                             .bind(now)
+                            .bind(i64::from(ephemeral))
                             .execute(&mut *tx)
                             .await
                             .map_err(|e| peer_conflict(e, &new.name))?;
-                            let peer = Peer {
-                                org: token.org.clone(),
-                                name: new.name.clone(),
-                                group: new.group.clone(),
-                                region: new.region.clone(),
-                                pubkey: new.pubkey,
-                                address,
-                                token: token.name.clone(),
-                                created_at: now,
-                                updated_at: now,
-                            };
-                            let generation = record_changes!(
-                                tx,
-                                is_pg,
-                                log,
-                                vec![Change::PeerUpserted(peer.clone())]
-                            );
-                            Ok((peer, generation))
+                                let detail = format!(
+                                    "address={address} group={}{}",
+                                    new.group,
+                                    if ephemeral { " ephemeral" } else { "" }
+                                );
+                                audit!(
+                                    self,
+                                    tx,
+                                    org_id,
+                                    token.name.as_str(),
+                                    AuditAction::PeerCreated,
+                                    new.name.as_str(),
+                                    Some(detail)
+                                );
+                                let peer = Peer {
+                                    org: token.org.clone(),
+                                    name: new.name.clone(),
+                                    group: new.group.clone(),
+                                    region: new.region.clone(),
+                                    pubkey: new.pubkey,
+                                    address,
+                                    token: token.name.clone(),
+                                    created_at: now,
+                                    updated_at: now,
+                                };
+                                let generation = record_changes!(
+                                    tx,
+                                    is_pg,
+                                    log,
+                                    vec![Change::PeerUpserted(peer.clone())]
+                                );
+                                Ok((peer, generation, ephemeral))
+                            }
                         }
                     }
                 }
             }
-        });
+        );
         out
     }
 
@@ -248,7 +286,17 @@ impl Store {
                         .bind(id)
                         .fetch_one(&mut *tx)
                         .await?;
+                    let org_id = row.org_id;
                     let peer = row.into_peer()?;
+                    audit!(
+                        self,
+                        tx,
+                        org_id,
+                        token.name.as_str(),
+                        AuditAction::PeerRekeyed,
+                        name.as_str(),
+                        Some(format!("pubkey={}", peer.pubkey.to_base64()))
+                    );
                     let generation =
                         record_changes!(tx, is_pg, log, vec![Change::PeerUpserted(peer.clone())]);
                     Ok((peer, generation))
@@ -283,8 +331,14 @@ impl Store {
         token: &AuthToken,
         name: &PeerName,
     ) -> Result<Generation, StoreError> {
-        self.delete_peer_owned_by(Owner::Token, token.id, name)
-            .await
+        self.delete_peer_owned_by(
+            Owner::Token,
+            token.id,
+            name,
+            token.name.as_str(),
+            AuditAction::PeerDeleted,
+        )
+        .await
     }
 
     /// The org's peers, by name.
@@ -331,16 +385,25 @@ impl Store {
         name: &PeerName,
     ) -> Result<Generation, StoreError> {
         let org_row = self.org_row(org).await?;
-        self.delete_peer_owned_by(Owner::Org, org_row.id, name)
-            .await
+        self.delete_peer_owned_by(
+            Owner::Org,
+            org_row.id,
+            name,
+            "admin",
+            AuditAction::PeerDeleted,
+        )
+        .await
     }
 
-    /// Deletes the peer `name` whose token or org (per `owner`) is `owner_id`.
+    /// Deletes the peer `name` whose token or org (per `owner`) is `owner_id`, logging `action`
+    /// by `actor` in the audit log.
     async fn delete_peer_owned_by(
         &self,
         owner: Owner,
         owner_id: i64,
         name: &PeerName,
+        actor: &str,
+        action: AuditAction,
     ) -> Result<Generation, StoreError> {
         let text = match owner {
             Owner::Token => format!("{PEER_SELECT} WHERE p.token_id = $1 AND p.name = $2"),
@@ -360,7 +423,17 @@ impl Store {
             match row {
                 None => Err(StoreError::PeerNotFound(name.clone())),
                 Some(row) => {
+                    let org_id = row.org_id;
                     let peer = row.into_peer()?;
+                    audit!(
+                        self,
+                        tx,
+                        org_id,
+                        actor,
+                        action,
+                        name.as_str(),
+                        Some(format!("address={}", peer.address))
+                    );
                     sqlx::query(delete)
                         .bind(owner_id)
                         .bind(name.as_str())
@@ -375,5 +448,169 @@ impl Store {
                 }
             }
         })
+    }
+}
+
+/// A handshake time is written only when it moved by more than this since the stored one, so a
+/// gateway reporting every few seconds costs the store one write per peer per this period.
+pub const HANDSHAKE_RESOLUTION: i64 = 30;
+
+/// Most ephemeral peers one reaping transaction removes; the rest wait for the next pass.
+const REAP_BATCH: i64 = 500;
+
+impl Store {
+    /// Records when a gateway last saw each peer alive (a handshake, or traffic) as
+    /// `(public key, unix seconds)`, in one transaction, skipping peers whose stored time is
+    /// less than `resolution` seconds older (gateways pass [`HANDSHAKE_RESOLUTION`]). Not a
+    /// change consumers see: the generation stays. Returns how many peers changed.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn record_handshakes(
+        &self,
+        seen: &[(PublicKey, i64)],
+        resolution: i64,
+    ) -> Result<u64, StoreError> {
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        write_tx!(self, |tx, is_pg, log| {
+            let mut n = 0;
+            for (key, at) in seen {
+                n += sqlx::query(
+                    "UPDATE peers SET last_handshake_at = $1 WHERE pubkey = $2 \
+                     AND (last_handshake_at IS NULL OR last_handshake_at < $3)",
+                )
+                .bind(at)
+                .bind(key.to_base64())
+                .bind(at - resolution)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            Ok(n)
+        })
+    }
+
+    /// The stored last handshake of an org's peer (`None`: never seen), and whether it is
+    /// ephemeral.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::PeerNotFound`].
+    pub async fn peer_liveness(
+        &self,
+        org: &OrgSlug,
+        name: &PeerName,
+    ) -> Result<(Option<i64>, bool), StoreError> {
+        let org_row = self.org_row(org).await?;
+        let row: Option<(Option<i64>, i64)> = read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT last_handshake_at, ephemeral FROM peers WHERE org_id = $1 AND name = $2",
+            )
+            .bind(org_row.id)
+            .bind(name.as_str())
+            .fetch_optional(pool)
+            .await?
+        });
+        let (at, ephemeral) = row.ok_or_else(|| StoreError::PeerNotFound(name.clone()))?;
+        Ok((at, ephemeral != 0))
+    }
+
+    /// Removes ephemeral peers idle since before `now - idle`: no handshake recorded since then,
+    /// and neither created nor re-keyed since then (a peer that never connected counts from its
+    /// creation). One ordinary write transaction: it takes the generation lock, so several
+    /// replicas reaping at once remove each peer once, and DNS and gateways follow through the
+    /// change feed. Each removal is logged as `peer_reaped` by `reaper`. Returns the peers
+    /// removed and the generation (unchanged when none was idle); at most a batch per call.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn reap_idle_peers(
+        &self,
+        idle: std::time::Duration,
+    ) -> Result<(Vec<Peer>, Generation), StoreError> {
+        let cutoff = crate::model::now_unix() - i64::try_from(idle.as_secs()).unwrap_or(i64::MAX);
+        let text = format!(
+            "{PEER_SELECT} WHERE p.ephemeral = 1 AND p.updated_at < $1 \
+             AND (p.last_handshake_at IS NULL OR p.last_handshake_at < $1) \
+             ORDER BY p.id LIMIT $2"
+        );
+        write_tx!(self, |tx, is_pg, log| {
+            let current = lock_generation!(tx, is_pg);
+            let rows: Vec<PeerRow> = sqlx::query_as(sql(text))
+                .bind(cutoff)
+                .bind(REAP_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut reaped = Vec::with_capacity(rows.len());
+            for row in rows {
+                let org_id = row.org_id;
+                let peer = row.into_peer()?;
+                // The condition again: on PostgreSQL a handshake recorded since the select
+                // (committed meanwhile) is seen here, and the peer stays.
+                let deleted = sqlx::query(
+                    "DELETE FROM peers WHERE org_id = $1 AND name = $2 AND ephemeral = 1 \
+                     AND updated_at < $3 AND (last_handshake_at IS NULL OR last_handshake_at < $3)",
+                )
+                .bind(org_id)
+                .bind(peer.name.as_str())
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if deleted == 0 {
+                    continue;
+                }
+                audit!(
+                    self,
+                    tx,
+                    org_id,
+                    "reaper",
+                    AuditAction::PeerReaped,
+                    peer.name.as_str(),
+                    Some(format!(
+                        "address={} idle for {}",
+                        peer.address,
+                        humantime::format_duration(idle)
+                    ))
+                );
+                reaped.push(peer);
+            }
+            let generation = if reaped.is_empty() {
+                current
+            } else {
+                record_changes!(
+                    tx,
+                    is_pg,
+                    log,
+                    reaped.iter().cloned().map(Change::PeerRemoved).collect()
+                )
+            };
+            Ok((reaped, generation))
+        })
+    }
+}
+
+impl Store {
+    /// Every peer of the org by name: whether it is ephemeral, and when a gateway last saw it
+    /// alive (`None`: never). One indexed read, for the admin API's lists.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::Database`].
+    pub async fn org_liveness(
+        &self,
+        org: &OrgSlug,
+    ) -> Result<std::collections::HashMap<String, (Option<i64>, bool)>, StoreError> {
+        let org_row = self.org_row(org).await?;
+        let rows: Vec<(String, Option<i64>, i64)> = read!(self, |pool| {
+            sqlx::query_as("SELECT name, last_handshake_at, ephemeral FROM peers WHERE org_id = $1")
+                .bind(org_row.id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(name, at, ephemeral)| (name, (at, ephemeral != 0)))
+            .collect())
     }
 }

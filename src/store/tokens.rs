@@ -4,7 +4,7 @@
 
 use super::peers::{PEER_SELECT, PeerRow};
 use super::secret::{self, TokenSecret};
-use super::{Store, StoreError, is_unique_violation, parse_col, sql};
+use super::{AuditAction, Store, StoreError, is_unique_violation, parse_col, sql};
 use crate::model::{Change, Generation, GroupName, OrgSlug, TokenInfo, TokenName};
 use ipnet::Ipv6Net;
 
@@ -23,6 +23,8 @@ pub struct AuthToken {
     pub group: Option<GroupName>,
     /// Its cap on live peers, if any.
     pub max_peers: Option<u32>,
+    /// Every peer it creates is ephemeral.
+    pub ephemeral: bool,
 }
 
 /// What an admin asks for when minting a token.
@@ -54,6 +56,7 @@ struct TokenRow {
     last_used_at: Option<i64>,
     deleted_at: Option<i64>,
     live_peers: i64,
+    ephemeral: i64,
 }
 
 impl TokenRow {
@@ -71,6 +74,7 @@ impl TokenRow {
             created_at: self.created_at,
             last_used_at: self.last_used_at,
             live_peers: self.live_peers.max(0) as u64,
+            ephemeral: self.ephemeral != 0,
         })
     }
 
@@ -83,20 +87,21 @@ impl TokenRow {
             name: info.name,
             group: info.group,
             max_peers: info.max_peers,
+            ephemeral: info.ephemeral,
         })
     }
 }
 
 const TOKEN_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
      t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
-     (SELECT COUNT(*) FROM peers p WHERE p.token_id = t.id) AS live_peers \
+     (SELECT COUNT(*) FROM peers p WHERE p.token_id = t.id) AS live_peers, t.ephemeral \
      FROM tokens t JOIN orgs o ON o.id = t.org_id";
 
 /// [`TOKEN_SELECT`] without the live peer count, which costs O(the token's peers): for
 /// authentication, on every peer API request.
 const TOKEN_AUTH_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
      t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
-     CAST(0 AS BIGINT) AS live_peers \
+     CAST(0 AS BIGINT) AS live_peers, t.ephemeral \
      FROM tokens t JOIN orgs o ON o.id = t.org_id";
 
 impl Store {
@@ -109,6 +114,20 @@ impl Store {
         org: &OrgSlug,
         new: NewToken,
     ) -> Result<(TokenInfo, TokenSecret), StoreError> {
+        self.mint_token_opts(org, new, false).await
+    }
+
+    /// Mints a token like [`Store::mint_token`]; with `ephemeral`, every peer it creates is
+    /// ephemeral. Logged in the audit log as minted by `admin`.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::TokenNameTaken`].
+    pub async fn mint_token_opts(
+        &self,
+        org: &OrgSlug,
+        new: NewToken,
+        ephemeral: bool,
+    ) -> Result<(TokenInfo, TokenSecret), StoreError> {
         let org_row = self.org_row(org).await?;
         let secret = TokenSecret::generate();
         let hash = secret::hash_secret(secret.expose());
@@ -116,8 +135,8 @@ impl Store {
         let res: Result<(), StoreError> = async {
             write_tx!(self, |tx, is_pg, log| {
                 sqlx::query(
-                    "INSERT INTO tokens (org_id, name, secret_hash, group_name, expires_at, max_peers, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO tokens (org_id, name, secret_hash, group_name, expires_at, max_peers, created_at, ephemeral) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(org_row.id)
                 .bind(new.name.as_str())
@@ -126,8 +145,28 @@ impl Store {
                 .bind(new.expires_at)
                 .bind(new.max_peers.map(i64::from))
                 .bind(now)
+                .bind(i64::from(ephemeral))
                 .execute(&mut *tx)
                 .await?;
+                let mut detail = Vec::new();
+                if let Some(group) = &new.group {
+                    detail.push(format!("group={group}"));
+                }
+                if let Some(cap) = new.max_peers {
+                    detail.push(format!("max_peers={cap}"));
+                }
+                if ephemeral {
+                    detail.push("ephemeral".to_owned());
+                }
+                audit!(
+                    self,
+                    tx,
+                    org_row.id,
+                    "admin",
+                    AuditAction::TokenMinted,
+                    new.name.as_str(),
+                    (!detail.is_empty()).then(|| detail.join(" "))
+                );
                 Ok(())
             })
         }
@@ -148,6 +187,7 @@ impl Store {
             created_at: now,
             last_used_at: None,
             live_peers: 0,
+            ephemeral,
         };
         Ok((info, secret))
     }
@@ -204,6 +244,28 @@ impl Store {
                         .into_iter()
                         .map(|row| row.into_peer().map(Change::PeerRemoved))
                         .collect::<Result<Vec<_>, _>>()?;
+                    audit!(
+                        self,
+                        tx,
+                        org_row.id,
+                        "admin",
+                        AuditAction::TokenDeleted,
+                        name.as_str(),
+                        Some(format!("deleted_peers={}", removed.len()))
+                    );
+                    for change in &removed {
+                        if let Change::PeerRemoved(peer) = change {
+                            audit!(
+                                self,
+                                tx,
+                                org_row.id,
+                                "admin",
+                                AuditAction::PeerDeleted,
+                                peer.name.as_str(),
+                                Some(format!("with token {name}"))
+                            );
+                        }
+                    }
                     let deleted = sqlx::query("DELETE FROM peers WHERE token_id = $1")
                         .bind(id)
                         .execute(&mut *tx)

@@ -964,9 +964,11 @@ async fn healthz_and_openapi() {
         ),
         ("/api/v1/orgs/{org}/peers", &["get"][..]),
         ("/api/v1/orgs/{org}/peers/{name}", &["get", "delete"][..]),
+        ("/api/v1/orgs/{org}/audit", &["get"][..]),
         ("/api/openapi.json", &["get"][..]),
         ("/healthz", &["get"][..]),
         ("/readyz", &["get"][..]),
+        ("/metrics", &["get"][..]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), routes.len());

@@ -1458,3 +1458,64 @@ fn node_script_re_keys_a_stale_tunnel() {
     );
     assert_ne!(now["pubkey"], first["pubkey"]);
 }
+
+/// issue 10: `token create --ephemeral` mints a token whose peers are all ephemeral, and
+/// `token start --ephemeral` asks for one with a plain token; the audit log (`sixpn audit`)
+/// shows both creations as ephemeral, by their tokens.
+#[test]
+fn issue10_ephemeral_tokens_and_peers_from_the_cli() {
+    let s = Setup::new();
+    let eph = s.mint(&["--name", "ci", "--ephemeral"]);
+    let plain = s.mint(&["--name", "k8s"]);
+    let tokens = s.admin(&["token", "list", "--json"]).ok().json();
+    let flag = |name: &str| {
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["ephemeral"]
+            .clone()
+    };
+    assert_eq!(flag("ci"), true);
+    assert_eq!(flag("k8s"), false);
+    s.node(&eph, &["token", "start", "job-1", "ci", "local", "-"])
+        .ok();
+    s.node(
+        &plain,
+        &[
+            "token",
+            "start",
+            "job-2",
+            "web",
+            "local",
+            "-",
+            "--ephemeral",
+        ],
+    )
+    .ok();
+    s.node(&plain, &["token", "start", "svc-1", "web", "local", "-"])
+        .ok();
+    let audit = s.admin(&["audit", "--json"]).ok().json();
+    let created: Vec<(String, String, bool)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "peer_created")
+        .map(|e| {
+            (
+                e["target"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+                e["detail"].as_str().unwrap().contains("ephemeral"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        created,
+        [
+            ("svc-1".to_owned(), "k8s".to_owned(), false),
+            ("job-2".to_owned(), "k8s".to_owned(), true),
+            ("job-1".to_owned(), "ci".to_owned(), true),
+        ]
+    );
+}

@@ -396,8 +396,7 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
         } else {
             uapi_dir.to_owned()
         }),
-        // Short, so the drift repair below happens within the test.
-        resync_period: Duration::from_secs(1),
+        resync_period: sixpn::gateway::RESYNC_PERIOD,
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let handle = sixpn::gateway::start(&config, store.clone(), cancel.clone())
@@ -513,15 +512,6 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
         .unwrap();
     assert_eq!(peer_a.endpoint.as_deref(), Some("192.0.2.7:51820"));
 
-    // Drift: a stray peer added by hand. A change names only the peers it changed, so the stray
-    // stays until the next full reconcile (every `resync_period`) removes it.
-    client
-        .set(&DeviceUpdate {
-            peers: vec![PeerUpdate::upsert(*key(50).as_bytes(), vec![])],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     // Delete "a": gone from the interface.
     let generation = store.delete_peer(&org_slug, &a.name).await.unwrap();
     tokio::time::timeout(
@@ -532,24 +522,28 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
     .expect("gateway applies the delete")
     .unwrap();
     let device = client.get().await.unwrap();
-    let mut keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
-    keys.sort();
-    let mut expected = vec![*b2.pubkey.as_bytes(), *key(50).as_bytes()];
-    expected.sort();
-    assert_eq!(keys, expected, "the delete named only peer a");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
+    assert_eq!(keys, vec![*b2.pubkey.as_bytes()]);
+
+    // Drift: a stray peer added by hand is removed by the next probe's full reconcile (the
+    // change feed never mentions it).
+    client
+        .set(&DeviceUpdate {
+            peers: vec![PeerUpdate::upsert(*key(50).as_bytes(), vec![])],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + sixpn::gateway::PROBE_PERIOD * 3;
+    let keys = loop {
         let device = client.get().await.unwrap();
         let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
-        if keys == vec![*b2.pubkey.as_bytes()] {
-            break;
+        if keys.len() == 1 || std::time::Instant::now() > deadline {
+            break keys;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the full reconcile removes the stray peer: {keys:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(keys, vec![*b2.pubkey.as_bytes()]);
 
     // A second start with the same key file keeps the key.
     cancel.cancel();
@@ -660,4 +654,176 @@ async fn uapi_client_reports_errno_and_protocol_errors() {
     let server = fake_uapi(&sock, "listen_port=1\n").await;
     assert!(matches!(client.get().await, Err(UapiError::Protocol(_))));
     server.await.unwrap();
+}
+
+/// issue 10: a real WireGuard handshake between a node (a second wireguard-go) and the gateway
+/// interface is recorded in the store by the gateway, so reaping removes the ephemeral peer that
+/// never connected (from the store and the interface) and keeps the one that did.
+#[tokio::test]
+async fn issue10_real_handshakes_keep_an_ephemeral_peer_alive() {
+    if std::env::var(INNER).is_ok() {
+        return handshake_inner().await;
+    }
+    let Some(wg) = WgNetns::start("hs") else {
+        return;
+    };
+    run_inside(
+        &wg,
+        "gateway::issue10_real_handshakes_keep_an_ephemeral_peer_alive",
+        false,
+    );
+}
+
+async fn handshake_inner() {
+    use sixpn::config::GatewayConfig;
+    use sixpn::store::{NewPeer, NewToken, Store};
+    const NODE_IFACE: &str = "wgnode0";
+    const PORT: u16 = 51899;
+    let uapi_dir = std::path::PathBuf::from(std::env::var(INNER).unwrap());
+
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", data.path().join("sixpn.db").display());
+    let store = Store::open(&url, "fdaa::/16".parse().unwrap())
+        .await
+        .unwrap();
+    let org: sixpn::model::OrgSlug = "personal".parse().unwrap();
+    let new_token = NewToken {
+        name: "ci".parse().unwrap(),
+        group: None,
+        expires_at: None,
+        max_peers: None,
+    };
+    let (_, secret) = store.mint_token_opts(&org, new_token, true).await.unwrap();
+    let token = store.authenticate(secret.expose()).await.unwrap();
+    let node_key = PrivateKey::generate().unwrap();
+    let peer = |name: &str, pubkey: PublicKey| NewPeer {
+        name: name.parse().unwrap(),
+        group: "ci".parse().unwrap(),
+        region: "e2e".parse().unwrap(),
+        pubkey,
+    };
+    let (idle, _) = store
+        .register_peer(&token, peer("idle", key(7)))
+        .await
+        .unwrap();
+    let (live, _) = store
+        .register_peer(&token, peer("live", node_key.public_key()))
+        .await
+        .unwrap();
+
+    let config = GatewayConfig {
+        interface: IFACE.into(),
+        region: "e2e".parse().unwrap(),
+        private_key_file: Some(data.path().join("gateway.key")),
+        listen_port: PORT,
+        uapi_dir: Some(uapi_dir.clone()),
+        resync_period: sixpn::gateway::RESYNC_PERIOD,
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let handle = sixpn::gateway::start(&config, store.clone(), cancel.clone())
+        .await
+        .unwrap();
+    // The idle peer must be older than the handshake by a margin the reap below can tell.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The node: a second wireguard-go in this namespace, pointed at the gateway over loopback.
+    let ok = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut node = Command::new("wireguard-go")
+        .args(["-f", NODE_IFACE])
+        .env("LOG_LEVEL", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the node's wireguard-go");
+    let sock = uapi_dir.join(format!("{NODE_IFACE}.sock"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "no {sock:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let node_client = UapiClient::new(Some(&uapi_dir), NODE_IFACE);
+    node_client
+        .set(&DeviceUpdate {
+            private_key: Some(node_key.clone()),
+            peers: vec![PeerUpdate {
+                public_key: *handle.public_key().as_bytes(),
+                allowed_ips: vec!["fdaa::/16".parse().unwrap()],
+                endpoint: Some(format!("127.0.0.1:{PORT}").parse().unwrap()),
+                persistent_keepalive: Some(1),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ok = Command::new("ip")
+        .args(["link", "set", NODE_IFACE, "up"])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+
+    // A real handshake, as the gateway sees it...
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let handshake = loop {
+        if let Some(at) = handle
+            .peer_status(&live.pubkey)
+            .await
+            .and_then(|s| s.last_handshake)
+        {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "no handshake with the gateway");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // ...recorded in the store by the gateway within a period.
+    let deadline = Instant::now() + sixpn::gateway::HANDSHAKE_PERIOD + Duration::from_secs(5);
+    let recorded = loop {
+        let (at, ephemeral) = store.peer_liveness(&org, &live.name).await.unwrap();
+        assert!(ephemeral);
+        if let Some(at) = at {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never recorded the handshake"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(recorded >= handshake, "{recorded} < {handshake}");
+    assert_eq!(store.peer_liveness(&org, &idle.name).await.unwrap().0, None);
+
+    // Reap with an idle time that ends just before the handshake: the never-connected peer
+    // (created 3 s earlier) goes, the live one stays.
+    let now = sixpn::model::now_unix();
+    let idle_for = Duration::from_secs(u64::try_from(now - recorded + 1).unwrap());
+    let (reaped, generation) = store.reap_idle_peers(idle_for).await.unwrap();
+    let names: Vec<&str> = reaped.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["idle"]);
+    let mut applied = handle.applied();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        applied.wait_for(|g| *g >= generation),
+    )
+    .await
+    .expect("gateway applies the reap")
+    .unwrap();
+    let gateway_client = UapiClient::new(Some(&uapi_dir), IFACE);
+    let keys: Vec<_> = gateway_client
+        .get()
+        .await
+        .unwrap()
+        .peers
+        .iter()
+        .map(|p| p.public_key)
+        .collect();
+    assert_eq!(keys, vec![*live.pubkey.as_bytes()]);
+    cancel.cancel();
+    let _ = node.kill();
+    let _ = node.wait();
 }

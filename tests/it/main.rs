@@ -9,6 +9,7 @@ mod fastpath;
 mod flow;
 mod gateway;
 mod incremental;
+mod ops;
 mod outage;
 mod replicas;
 mod store;

@@ -1244,3 +1244,235 @@ async fn a_history_that_overtakes_the_feed_gives_a_reload() {
     })
     .await;
 }
+
+/// issue 10: every token and peer write logs who, from where, what and which, in the same
+/// transaction (a refused write logs nothing), newest first with a working cursor.
+#[tokio::test]
+async fn issue10_audit_log_records_each_write_in_order() {
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let admin = store.with_source(Some("192.0.2.7".parse().unwrap()));
+        let node = store.with_source(Some("2001:db8::9".parse().unwrap()));
+        let org: OrgSlug = "personal".parse().unwrap();
+        let (_, secret) = admin.mint_token(&org, new_token("ci")).await.unwrap();
+        let tok = store.authenticate(secret.expose()).await.unwrap();
+        node.register_peer(&tok, new_peer("n1", "web"))
+            .await
+            .unwrap();
+        node.register_peer(&tok, new_peer("n2", "web"))
+            .await
+            .unwrap();
+        // Refused: nothing is logged.
+        let err = node
+            .register_peer(&tok, new_peer("n1", "web"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::PeerNameTaken(_)), "{err:?}");
+        let key = PrivateKey::generate().unwrap().public_key();
+        node.rekey_peer(&tok, &"n1".parse().unwrap(), key)
+            .await
+            .unwrap();
+        node.delete_token_peer(&tok, &"n2".parse().unwrap())
+            .await
+            .unwrap();
+        admin
+            .delete_peer(&org, &"n1".parse().unwrap())
+            .await
+            .unwrap();
+        node.register_peer(&tok, new_peer("n3", "web"))
+            .await
+            .unwrap();
+        admin
+            .delete_token(&org, &"ci".parse().unwrap())
+            .await
+            .unwrap();
+
+        let page = store.audit_log(&org, None, 100).await.unwrap();
+        assert_eq!(page.next, None);
+        let got: Vec<(&str, &str, &str, Option<&str>)> = page
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.action.as_str(),
+                    e.actor.as_str(),
+                    e.target.as_str(),
+                    e.source.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("peer_deleted", "admin", "n3", Some("192.0.2.7")),
+                ("token_deleted", "admin", "ci", Some("192.0.2.7")),
+                ("peer_created", "ci", "n3", Some("2001:db8::9")),
+                ("peer_deleted", "admin", "n1", Some("192.0.2.7")),
+                ("peer_deleted", "ci", "n2", Some("2001:db8::9")),
+                ("peer_rekeyed", "ci", "n1", Some("2001:db8::9")),
+                ("peer_created", "ci", "n2", Some("2001:db8::9")),
+                ("peer_created", "ci", "n1", Some("2001:db8::9")),
+                ("token_minted", "admin", "ci", Some("192.0.2.7")),
+            ]
+        );
+        assert!(page.entries.windows(2).all(|w| w[0].id > w[1].id));
+        // Pages of two walk the same entries.
+        let mut walked = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.audit_log(&org, before, 2).await.unwrap();
+            walked.extend(page.entries.iter().map(|e| e.id));
+            match page.next {
+                Some(id) => before = Some(id),
+                None => break,
+            }
+        }
+        assert_eq!(
+            walked,
+            page.entries.iter().map(|e| e.id).collect::<Vec<_>>()
+        );
+        // Another org sees none of it.
+        let other: OrgSlug = "acme".parse().unwrap();
+        store.create_org(&other).await.unwrap();
+        assert!(
+            store
+                .audit_log(&other, None, 100)
+                .await
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+        store.close().await;
+    })
+    .await;
+}
+
+/// issue 10: handshake times are written only when they moved by more than the resolution.
+#[tokio::test]
+async fn issue10_handshakes_are_recorded_coarsely() {
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let (tok, _) = token(&store, "personal", "k8s").await;
+        let new = new_peer("n1", "web");
+        let key = new.pubkey;
+        store.register_peer(&tok, new).await.unwrap();
+        let org: OrgSlug = "personal".parse().unwrap();
+        let name: PeerName = "n1".parse().unwrap();
+        let generation = store.generation().await.unwrap();
+        assert_eq!(
+            store.peer_liveness(&org, &name).await.unwrap(),
+            (None, false)
+        );
+        assert_eq!(
+            store.record_handshakes(&[(key, 1000)], 30).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store.record_handshakes(&[(key, 1020)], 30).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store.record_handshakes(&[(key, 1031)], 30).await.unwrap(),
+            1
+        );
+        assert_eq!(store.record_handshakes(&[(key, 900)], 30).await.unwrap(), 0);
+        assert_eq!(
+            store.peer_liveness(&org, &name).await.unwrap(),
+            (Some(1031), false)
+        );
+        // Not a change DNS or a gateway sees.
+        assert_eq!(store.generation().await.unwrap(), generation);
+        store.close().await;
+    })
+    .await;
+}
+
+/// issue 10: the reaper removes exactly the idle ephemeral peers, once, even with two replicas
+/// reaping at the same time; each removal is one logged change and a `peer_reaped` entry.
+#[tokio::test]
+async fn issue10_reaping_removes_idle_ephemeral_peers_once() {
+    each_backend(|db| async move {
+        let a = db.open().await;
+        let b = db.open().await;
+        let org: OrgSlug = "personal".parse().unwrap();
+        let (plain, _) = token(&a, "personal", "plain").await;
+        let (_, secret) = a
+            .mint_token_opts(&org, new_token("ci"), true)
+            .await
+            .unwrap();
+        let eph = a.authenticate(secret.expose()).await.unwrap();
+        assert!(eph.ephemeral);
+        let mut idle_names = Vec::new();
+        for i in 0..6 {
+            let name = format!("run-{i}");
+            let (_, _, ephemeral) = a
+                .register_peer_opts(&eph, new_peer(&name, "ci"), false)
+                .await
+                .unwrap();
+            assert!(ephemeral, "the token makes its peers ephemeral");
+            idle_names.push(name);
+        }
+        let (_, _, ephemeral) = a
+            .register_peer_opts(&plain, new_peer("asked", "web"), true)
+            .await
+            .unwrap();
+        assert!(ephemeral);
+        idle_names.push("asked".to_owned());
+        let live = new_peer("live", "web");
+        let live_key = live.pubkey;
+        a.register_peer_opts(&plain, live, true).await.unwrap();
+        a.register_peer(&plain, new_peer("plain", "web"))
+            .await
+            .unwrap();
+        // Nothing is idle for an hour yet.
+        let (none, _) = a.reap_idle_peers(Duration::from_secs(3600)).await.unwrap();
+        assert!(none.is_empty());
+        // Everything created before now is idle for 0 s, except a peer seen just now.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let now = sixpn::model::now_unix();
+        a.record_handshakes(&[(live_key, now + 5)], 0)
+            .await
+            .unwrap();
+        let mut feed = a.feed();
+        let before = next_reload(&mut feed).await.generation;
+        let (ra, rb) = tokio::join!(
+            a.reap_idle_peers(Duration::ZERO),
+            b.reap_idle_peers(Duration::ZERO)
+        );
+        let (ra, ga) = ra.unwrap();
+        let (rb, gb) = rb.unwrap();
+        let mut reaped: Vec<String> = ra.iter().chain(&rb).map(|p| p.name.to_string()).collect();
+        reaped.sort();
+        idle_names.sort();
+        assert_eq!(
+            reaped, idle_names,
+            "each idle ephemeral peer reaped exactly once"
+        );
+        let after = ga.max(gb);
+        assert!(after > before);
+        let sets = changes_until(&mut feed, after).await;
+        let removed: usize = sets
+            .iter()
+            .flat_map(|s| &s.changes)
+            .filter(|c| matches!(c, Change::PeerRemoved(_)))
+            .count();
+        assert_eq!(removed, idle_names.len());
+        let left: Vec<String> = a
+            .list_peers(&org)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect();
+        assert_eq!(left, ["live", "plain"]);
+        let page = a.audit_log(&org, None, 7).await.unwrap();
+        assert!(
+            page.entries
+                .iter()
+                .all(|e| e.action == "peer_reaped" && e.actor == "reaper" && e.source.is_none())
+        );
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}

@@ -1,0 +1,164 @@
+//! `GET /metrics` and what the API itself counts: requests by matched route, method and status
+//! with their latency, and the latency of the store calls the handlers make.
+//!
+//! States are read at scrape time, each bounded by [`SCRAPE_TIMEOUT`] so a scrape never hangs
+//! while the database or the interface is down: the snapshot's generation and age, the store's
+//! generation and per-org counts, and the gateway's handshake ages. Recording itself lives in
+//! [`crate::metrics`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+use crate::store::StoreError;
+
+/// How long a scrape waits for the store, and for the gateway interface.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Handshake ages the gateway gauge is bucketed by, in seconds (cumulative, like `le`).
+const HANDSHAKE_BUCKETS: [(i64, &str); 4] = [
+    (180, "180"),
+    (600, "600"),
+    (1800, "1800"),
+    (86_400, "86400"),
+];
+
+/// Counts and times every request, by the route that matched (never the raw path, which holds
+/// names).
+pub(super) async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(no route)".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::histogram!("sixpn_api_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!("sixpn_api_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    res
+}
+
+/// Runs a store call and records its latency under `op` (and a failure of the database).
+pub(super) async fn timed<T>(
+    op: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let start = Instant::now();
+    let res = call.await;
+    metrics::histogram!("sixpn_store_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
+    if matches!(res, Err(StoreError::Database(_))) {
+        metrics::counter!("sixpn_store_errors_total", "op" => op).increment(1);
+    }
+    res
+}
+
+/// Keeps the time of the newest snapshot publish this process saw, for the age gauge.
+#[derive(Debug)]
+pub(super) struct PublishClock {
+    /// Unix milliseconds of the last publish (or of when the router was built).
+    at_ms: Arc<AtomicI64>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl PublishClock {
+    /// Follows `published` on a task of its own (when a runtime runs) until its sender goes.
+    pub(super) fn follow(
+        published: &tokio::sync::watch::Receiver<crate::model::Generation>,
+    ) -> PublishClock {
+        let at_ms = Arc::new(AtomicI64::new(now_ms()));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let mut published = published.clone();
+            let at = Arc::clone(&at_ms);
+            runtime.spawn(async move {
+                while published.changed().await.is_ok() {
+                    at.store(now_ms(), Ordering::Relaxed);
+                }
+            });
+        }
+        PublishClock { at_ms }
+    }
+
+    fn age(&self) -> f64 {
+        (now_ms() - self.at_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub(super) async fn metrics(State(state): State<Shared>) -> Response {
+    let generation = state.published.borrow().0;
+    metrics::gauge!("sixpn_snapshot_generation").set(generation as f64);
+    metrics::gauge!("sixpn_snapshot_age_seconds").set(state.publish_clock.age());
+    metrics::gauge!("sixpn_store_generation").set(state.store.changes().borrow().0 as f64);
+
+    let gateway = async {
+        match &state.gateway {
+            Some(gateway) => tokio::time::timeout(SCRAPE_TIMEOUT, gateway.peer_statuses())
+                .await
+                .ok()
+                .and_then(Result::ok),
+            None => None,
+        }
+    };
+    let (counts, statuses) = tokio::join!(
+        tokio::time::timeout(SCRAPE_TIMEOUT, state.store.org_counts()),
+        gateway
+    );
+    match counts {
+        Ok(Ok(counts)) => {
+            metrics::gauge!("sixpn_store_up").set(1.0);
+            for c in counts {
+                let org = c.org.to_string();
+                metrics::gauge!("sixpn_org_peers", "org" => org.clone()).set(c.peers as f64);
+                metrics::gauge!("sixpn_org_tokens", "org" => org).set(c.tokens as f64);
+            }
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, "metrics: the store failed");
+            metrics::gauge!("sixpn_store_up").set(0.0);
+        }
+        Err(_) => metrics::gauge!("sixpn_store_up").set(0.0),
+    }
+    if let Some(statuses) = statuses {
+        let now = crate::model::now_unix();
+        let ages: Vec<i64> = statuses
+            .values()
+            .filter_map(|s| s.last_handshake)
+            .map(|t| (now - t).max(0))
+            .collect();
+        let never = statuses.len() - ages.len();
+        metrics::gauge!("sixpn_gateway_peers", "handshake" => "never").set(never as f64);
+        for (secs, label) in HANDSHAKE_BUCKETS {
+            let n = ages.iter().filter(|a| **a <= secs).count();
+            let name = format!("within_{label}s");
+            metrics::gauge!("sixpn_gateway_peers", "handshake" => name).set(n as f64);
+        }
+        let n_all = statuses.len();
+        metrics::gauge!("sixpn_gateway_peers", "handshake" => "any").set(n_all as f64);
+        let oldest = ages.iter().copied().max().unwrap_or(0);
+        metrics::gauge!("sixpn_gateway_oldest_handshake_age_seconds").set(oldest as f64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
+}

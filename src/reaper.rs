@@ -1,0 +1,76 @@
+//! The reaper: removes ephemeral peers that have been idle for `[peers] ephemeral_idle`.
+//!
+//! It only decides *when* to look; [`Store::reap_idle_peers`] decides what is idle and removes
+//! it in an ordinary write transaction, so DNS and every gateway follow through the change feed
+//! like after any delete. Every replica may run a reaper: the transaction takes the generation
+//! lock, so a peer is reaped once, and what counts as idle comes from the handshake times the
+//! gateways record in the store, which every replica reads alike.
+//!
+//! It never touches the WireGuard interface or the DNS snapshot itself.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// The longest pause between two passes.
+pub const MAX_PERIOD: Duration = Duration::from_secs(60);
+
+/// How often to look for idle peers: a quarter of the idle time (so a peer goes at most 25 %
+/// late), between 1 s and [`MAX_PERIOD`].
+pub fn period(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_secs(1), MAX_PERIOD)
+}
+
+/// Runs the reaper until `cancel` fires. Failures (the database is down) are logged once per
+/// outage and retried on the next pass.
+pub async fn run(store: Store, idle: Duration, cancel: CancellationToken) {
+    let mut ticks = tokio::time::interval(period(idle));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        // Drain: a pass removes at most a batch; go on while batches come back full of work.
+        loop {
+            match store.reap_idle_peers(idle).await {
+                Ok((reaped, generation)) => {
+                    if failing {
+                        tracing::info!("reaper: the store answers again");
+                        failing = false;
+                    }
+                    for peer in &reaped {
+                        tracing::info!(org = %peer.org, peer = %peer.name, address = %peer.address,
+                            %generation, idle = %humantime::format_duration(idle), "ephemeral peer reaped");
+                    }
+                    metrics::counter!("sixpn_peers_reaped_total").increment(reaped.len() as u64);
+                    if reaped.is_empty() || cancel.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "reaper: removing idle ephemeral peers failed; retrying");
+                        failing = true;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_is_a_quarter_of_idle_within_bounds() {
+        assert_eq!(period(Duration::from_secs(30 * 60)), MAX_PERIOD);
+        assert_eq!(period(Duration::from_secs(120)), Duration::from_secs(30));
+        assert_eq!(period(Duration::from_secs(2)), Duration::from_secs(1));
+    }
+}
