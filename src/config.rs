@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv6Net};
 use serde::Deserialize;
@@ -44,8 +45,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The whole configuration of `sixpn serve`.
-#[derive(Debug, Clone, Deserialize)]
+/// The whole configuration of `sixpn serve`. `Debug` hides the admin token and the database
+/// URL's password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where SQLite, the generated admin token and generated keys live.
@@ -81,6 +83,41 @@ impl Default for Config {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("ula_prefix", &self.ula_prefix)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("api", &self.api)
+            .field("dns", &self.dns)
+            .field("regions", &self.regions)
+            .field("gateway", &self.gateway)
+            .finish()
+    }
+}
+
+/// A database URL without its password (`postgres://user:***@host/db`), for logs and `Debug`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// The `[api]` section.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -89,6 +126,30 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// A client must send a whole request head (request line and headers) within this time
+    /// after the connection opens or the previous answer; else the connection is closed.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// A connection on which nothing is read or written for this long, while none of its
+    /// requests is being handled, is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// A request body must arrive whole within this time, else `408`.
+    #[serde(deserialize_with = "duration")]
+    pub body_read_timeout: Duration,
+    /// Most connections open at once; more are answered `503` and closed.
+    pub max_connections: usize,
+    /// Most connections open at once from one source address.
+    pub max_connections_per_ip: usize,
+    /// Peer-API requests per second allowed per WireGuard token (0: no limit).
+    pub token_rate: f64,
+    /// Requests a WireGuard token may send at once before `token_rate` applies.
+    pub token_burst: u32,
+    /// Failed authentications per second allowed per source address (0: no limit); over it,
+    /// the address gets `429` until its budget refills.
+    pub failed_auth_rate: f64,
+    /// Failed authentications a source address may make at once before `failed_auth_rate` applies.
+    pub failed_auth_burst: u32,
 }
 
 impl Default for ApiConfig {
@@ -96,7 +157,36 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: "127.0.0.1:4280".parse().expect("valid literal"),
             body_limit: 16 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(15),
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            // A fleet that starts at once (100 pods on one token) fits the burst; a runaway
+            // loop on a leaked token is held to 20 requests a second.
+            token_rate: 20.0,
+            token_burst: 100,
+            failed_auth_rate: 1.0,
+            failed_auth_burst: 20,
         }
+    }
+}
+
+/// Reads a humantime duration (`"10s"`, `"2m"`) or a whole number of seconds.
+fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Secs(secs) => Ok(Duration::from_secs(secs)),
+        Raw::Text(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{e}: expected a duration such as \"10s\" or \"2m\""
+            ))
+        }),
     }
 }
 
@@ -177,14 +267,23 @@ pub struct GatewayConfig {
     /// Where the userspace implementation's UAPI socket lives; default `/run/wireguard`.
     #[serde(default)]
     pub uapi_dir: Option<PathBuf>,
+    /// How often a full reconcile repairs drift (changes themselves are applied at once, peer by
+    /// peer); default 30 s.
+    #[serde(default = "default_resync_period", deserialize_with = "duration")]
+    pub resync_period: Duration,
+}
+
+fn default_resync_period() -> Duration {
+    crate::gateway::RESYNC_PERIOD
 }
 
 fn default_wg_port() -> u16 {
     51820
 }
 
-/// Values given on the command line; each one that is `Some` wins over env and file.
-#[derive(Debug, Clone, Default)]
+/// Values given on the command line; each one that is `Some` wins over env and file. `Debug`
+/// hides the database URL's password.
+#[derive(Clone, Default)]
 pub struct Overrides {
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
@@ -194,6 +293,20 @@ pub struct Overrides {
     pub api_listen: Option<SocketAddr>,
     /// `--dns-listen` (repeatable).
     pub dns_listen: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overrides")
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("api_listen", &self.api_listen)
+            .field("dns_listen", &self.dns_listen)
+            .finish()
+    }
 }
 
 impl Config {
@@ -251,7 +364,8 @@ impl Config {
             self.database_url = Some(v);
         }
         if let Some(v) = non_empty("SIXPN_ADMIN_TOKEN") {
-            self.admin_token = Some(v);
+            // A token read from a file often brings its newline.
+            self.admin_token = Some(v.trim().to_owned());
         }
         if let Some(v) = non_empty("SIXPN_API_LISTEN") {
             self.api.listen = v.trim().parse().map_err(|e| ConfigError::Env {
@@ -324,6 +438,46 @@ impl Config {
                 gw.region
             )));
         }
+        if let Some(token) = &self.admin_token {
+            if token.len() > crate::api::MAX_ADMIN_TOKEN_LEN {
+                return Err(ConfigError::Invalid(format!(
+                    "admin_token is longer than {} characters; use a shorter random token",
+                    crate::api::MAX_ADMIN_TOKEN_LEN
+                )));
+            }
+            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(ConfigError::Invalid(
+                    "admin_token contains blank or control characters, which no Authorization \
+                     header can carry"
+                        .into(),
+                ));
+            }
+        }
+        for (key, rate) in [
+            ("api.token_rate", self.api.token_rate),
+            ("api.failed_auth_rate", self.api.failed_auth_rate),
+        ] {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be a number of requests per second, 0 or more (0 turns the limit off)"
+                )));
+            }
+        }
+        if self.api.max_connections == 0 || self.api.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "api.max_connections and api.max_connections_per_ip must be at least 1".into(),
+            ));
+        }
+        if self.api.header_read_timeout.is_zero()
+            || self.api.idle_timeout.is_zero()
+            || self.api.body_read_timeout.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "api.header_read_timeout, api.idle_timeout and api.body_read_timeout must be \
+                 longer than zero"
+                    .into(),
+            ));
+        }
         if self.dns.listen.is_empty() {
             return Err(ConfigError::Invalid("dns.listen is empty".into()));
         }
@@ -380,6 +534,60 @@ listen_port = 51820
         c.validate().unwrap();
         assert_eq!(c.regions[0].code.as_str(), "ams");
         assert_eq!(c.gateway.unwrap().listen_port, 51820);
+    }
+
+    #[test]
+    fn issue11_debug_hides_the_admin_token_and_the_database_password() {
+        let mut c = Config::from_toml(
+            "admin_token = \"adm1n-s3cret\"\ndatabase_url = \"postgres://sixpn:pa55word@db/sixpn\"",
+        )
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("adm1n-s3cret"), "{debug}");
+        assert!(!debug.contains("pa55word"), "{debug}");
+        assert!(debug.contains("postgres://sixpn:***@db/sixpn"), "{debug}");
+        c.admin_token = None;
+        assert!(format!("{c:?}").contains("admin_token: None"));
+        let flags = Overrides {
+            database_url: Some("postgres://u:pa55word@db/x".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{flags:?}").contains("pa55word"));
+    }
+
+    #[test]
+    fn api_limits_parse_and_validate() {
+        let c = Config::from_toml(
+            "[api]\nheader_read_timeout = \"5s\"\nidle_timeout = 30\ntoken_rate = 0\nmax_connections = 10",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.api.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.api.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.api.token_rate, 0.0);
+        assert_eq!(c.api.token_burst, ApiConfig::default().token_burst);
+        assert!(Config::from_toml("[api]\nidle_timeout = \"soon\"").is_err());
+        let bad = Config::from_toml("[api]\ntoken_rate = -1.0").unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("token_rate")
+        );
+        let bad = Config::from_toml("[api]\nmax_connections = 0").unwrap();
+        assert!(bad.validate().is_err());
+        let mut bad = Config {
+            admin_token: Some("x".repeat(crate::api::MAX_ADMIN_TOKEN_LEN + 1)),
+            ..Config::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("admin_token")
+        );
+        bad.admin_token = Some("two words".into());
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! - [`model`]: shared domain types (names, orgs, peers, tokens, generation).
 //! - [`wireguard`]: keys and wg-quick files.
 //! - [`config`]: TOML + env + flags.
-//! - [`store`]: SQLite / PostgreSQL, the source of truth, and the change channel.
+//! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed.
 //! - [`snapshot`]: the immutable, query-ready DNS view and its publisher.
 //! - [`dns`]: the hickory-server authoritative server over the snapshot.
 //! - [`fastpath`]: the UDP fast path in front of it (prebuilt answer bytes, batched sockets).

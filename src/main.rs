@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use clap::error::ErrorKind;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,13 +28,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // hickory-server logs two INFO lines per DNS query; by default keep only its warnings.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{}", sixpn::dns::LOG_FILTER)));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = sixpn::serve::init_logging(None) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     match sixpn::cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

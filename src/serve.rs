@@ -84,8 +84,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .unwrap_or_else(|_| config.data_dir.clone());
 
     let url = config.database_url();
+    // The store's errors may quote the URL (an unsupported scheme, a parse error): its password
+    // never reaches the message (issue 11).
     let store = Store::open(&url, config.ula_prefix)
         .await
+        .map_err(|e| anyhow::anyhow!("{}", scrub_password(&e.to_string(), &url)))
         .with_context(|| format!("opening the store at {}", redact_url(&url)))?;
 
     let (admin_token, admin_token_file) = admin_token(&config, &data_dir)?;
@@ -142,6 +145,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         published: snapshot.published(),
         gateway,
         body_limit: config.api.body_limit,
+        body_timeout: config.api.body_read_timeout,
+        rate_limits: crate::api::RateLimits::from_config(&config.api),
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -150,9 +155,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     {
         let cancel = cancel.clone();
         let app = crate::api::router(state);
+        let limits = crate::api::server::ServerLimits::from_config(&config.api);
         tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(cancel.cancelled_owned())
+            crate::api::server::serve(listener, app, limits, cancel)
                 .await
                 .context("API server")
         });
@@ -199,6 +204,90 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cancel.cancel();
     });
     running.wait().await
+}
+
+/// How log lines are written: `text` for people, `json` (one object per line) for log
+/// shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only on a terminal without `NO_COLOR`.
+    #[default]
+    Text,
+    /// One JSON object per line, never coloured.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" | "" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?}: use text or json")),
+        }
+    }
+}
+
+/// The tracing filter: `RUST_LOG` (default `info`). hickory-server logs two INFO lines per DNS
+/// query, so unless `RUST_LOG` names hickory itself, hickory's crates are held to `warn` while
+/// the filter is at `info` or quieter: their per-query lines then show only at `debug` (issue 13).
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
+    let text = rust_log.map(str::trim).filter(|t| !t.is_empty());
+    let mut filter = text
+        .and_then(|t| EnvFilter::try_new(t).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let names_hickory = text.is_some_and(|t| t.contains("hickory"));
+    let verbose = filter
+        .max_level_hint()
+        .is_some_and(|level| level >= LevelFilter::DEBUG);
+    if !names_hickory && !verbose {
+        for directive in crate::dns::LOG_FILTER.split(',') {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
+
+/// Whether log lines on stderr get ANSI colours: only on a terminal, and never when `NO_COLOR`
+/// is set to anything non-empty (<https://no-color.org>).
+pub fn log_colours(no_color: Option<&std::ffi::OsStr>, stderr_is_terminal: bool) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Sets up logging on stderr for the binary: [`log_filter`] over `RUST_LOG`, the format from
+/// `format` or else `SIXPN_LOG_FORMAT` (`text` by default), colours per [`log_colours`].
+///
+/// # Errors
+/// An unknown format name in `SIXPN_LOG_FORMAT`.
+pub fn init_logging(format: Option<LogFormat>) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let format = match format {
+        Some(format) => format,
+        None => match std::env::var("SIXPN_LOG_FORMAT") {
+            Ok(text) => text
+                .parse()
+                .map_err(|e| anyhow::anyhow!("SIXPN_LOG_FORMAT: {e}"))?,
+            Err(_) => LogFormat::Text,
+        },
+    };
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(log_colours(
+                std::env::var_os("NO_COLOR").as_deref(),
+                std::io::stderr().is_terminal(),
+            ))
+            .init(),
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -350,6 +439,18 @@ fn split_endpoint(endpoint: &str) -> anyhow::Result<(String, u16)> {
     }
 }
 
+/// `text` with the password of `url` (if it has one) replaced by `***`.
+fn scrub_password(text: &str, url: &str) -> String {
+    let password = url.find("://").and_then(|s| {
+        let at = url.rfind('@').filter(|at| *at > s)?;
+        url[s + 3..at].split_once(':').map(|(_, pw)| pw)
+    });
+    match password {
+        Some(pw) if !pw.is_empty() => text.replace(pw, "***"),
+        _ => text.to_owned(),
+    }
+}
+
 /// A database URL without its password, for logs.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -388,6 +489,75 @@ mod tests {
         );
         assert!(split_endpoint("host:notaport").is_err());
         assert!(split_endpoint("").is_err());
+    }
+
+    #[test]
+    fn hickory_is_quiet_at_info() {
+        // issue 13: `RUST_LOG=info` (what the README suggests) logged two lines per DNS query.
+        for rust_log in [
+            None,
+            Some("info"),
+            Some(""),
+            Some("warn"),
+            Some("sixpn=info"),
+        ] {
+            let filter = log_filter(rust_log).to_string();
+            assert!(
+                filter.contains("hickory_server=warn"),
+                "{rust_log:?}: {filter}"
+            );
+        }
+        // Asking for debug, or naming hickory, is obeyed.
+        assert!(
+            !log_filter(Some("debug"))
+                .to_string()
+                .contains("hickory_server=warn")
+        );
+        assert!(
+            log_filter(Some("info,hickory_server=info"))
+                .to_string()
+                .contains("hickory_server=info")
+        );
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colours(None, true));
+        assert!(!log_colours(None, false));
+        assert!(!log_colours(Some(OsStr::new("1")), true));
+        assert!(log_colours(Some(OsStr::new("")), true));
+        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
+        assert!("xml".parse::<LogFormat>().is_err());
+    }
+
+    #[test]
+    fn issue11_store_errors_never_show_the_password() {
+        let url = "postgress://u:s3cr3t@db/x";
+        let err = format!("unsupported database URL {url:?}");
+        let scrubbed = scrub_password(&err, url);
+        assert!(!scrubbed.contains("s3cr3t"), "{scrubbed}");
+        assert!(scrubbed.contains("u:***@db"));
+        assert_eq!(
+            scrub_password("no url here", "sqlite://a/b.db"),
+            "no url here"
+        );
+    }
+
+    #[tokio::test]
+    async fn issue11_a_bad_database_url_fails_without_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_owned(),
+            database_url: Some("postgress://u:s3cr3t@db/x".into()),
+            ..Config::default()
+        };
+        let err = match start(config).await {
+            Ok(_) => panic!("a bad URL must not start"),
+            Err(err) => format!("{err:#}"),
+        };
+        assert!(!err.contains("s3cr3t"), "{err}");
     }
 
     #[test]

@@ -79,14 +79,24 @@ impl From<&TokenInfo> for TokenJson {
     }
 }
 
-/// The answer to a mint: the secret, shown this once, beside the token's metadata.
-#[derive(Debug, Serialize)]
+/// The answer to a mint: the secret, shown this once, beside the token's metadata. `Debug`
+/// hides the secret.
+#[derive(Serialize)]
 pub struct MintedToken {
     /// The secret.
     pub token: String,
     /// Everything else.
     #[serde(flatten)]
     pub info: TokenJson,
+}
+
+impl std::fmt::Debug for MintedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedToken")
+            .field("token", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
 }
 
 /// A peer as the admin API shows it.
@@ -198,8 +208,14 @@ pub async fn list_orgs(
     Ok(Json(orgs.iter().map(OrgJson::from).collect()))
 }
 
+/// The longest `expires_in` accepted: 100 years (36,525 days). Longer is surely a typo (issue
+/// 11: `--expires 10000y`), and "never" is said by leaving the field out.
+pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(36_525 * 86_400);
+
 /// Reads `expires_in`: a humantime duration (`"30d"`, `"12h"`, `"3600s"`), a string of digits
-/// (seconds), or an integer number of seconds; it must be positive.
+/// (seconds), or an integer number of seconds; it must be positive and at most
+/// [`MAX_EXPIRES_IN`]. `null` is refused: the OpenAPI document says string or integer, and no
+/// expiry is said by leaving the field out.
 fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
     let invalid = |reason: String| ApiError::InvalidField {
         field: "expires_in",
@@ -218,6 +234,13 @@ fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
                 "is not a duration ({err}): got {s:?}; use e.g. \"30d\", \"12h\" or a number of seconds"
             ))
         })?,
+        Value::Null => {
+            return Err(invalid(
+                "must be a duration such as \"30d\" or a number of seconds, not null; leave \
+                 it out for a token that never expires"
+                    .to_owned(),
+            ));
+        }
         _ => {
             return Err(invalid(
                 "must be a duration such as \"30d\" or a number of seconds".to_owned(),
@@ -226,6 +249,12 @@ fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
     };
     if duration.is_zero() {
         return Err(invalid("must be longer than zero".to_owned()));
+    }
+    if duration > MAX_EXPIRES_IN {
+        return Err(invalid(format!(
+            "is too long: at most 100 years ({}d); leave it out for a token that never expires",
+            MAX_EXPIRES_IN.as_secs() / 86_400
+        )));
     }
     Ok(duration)
 }
@@ -246,7 +275,7 @@ pub async fn mint_token(
         ),
         None => None,
     };
-    let expires_at = match body.raw("expires_in") {
+    let expires_at = match body.0.get("expires_in") {
         Some(value) => {
             let secs = i64::try_from(parse_expires_in(value)?.as_secs())
                 .ok()
@@ -363,6 +392,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn issue11_debug_of_a_minted_token_hides_the_secret() {
+        let minted = MintedToken {
+            token: "sixpn_wg_supersecret".to_owned(),
+            info: TokenJson {
+                org: "personal".into(),
+                name: "k8s".into(),
+                group: None,
+                expires_at: None,
+                max_peers: None,
+                created_at: rfc3339(0),
+                last_used_at: None,
+                live_peers: 0,
+            },
+        };
+        let debug = format!("{minted:?}");
+        assert!(!debug.contains("supersecret"), "{debug}");
+        assert!(debug.contains("k8s"));
+    }
+
+    #[test]
     fn expires_in_forms() {
         let ok = |v: Value| parse_expires_in(&v).map(|d| d.as_secs()).ok();
         assert_eq!(ok(serde_json::json!("30d")), Some(30 * 86400));
@@ -375,5 +424,16 @@ mod tests {
         assert_eq!(ok(serde_json::json!(1.5)), None);
         assert_eq!(ok(serde_json::json!("soon")), None);
         assert_eq!(ok(serde_json::json!(true)), None);
+        // issue 11: null, and absurd lengths, are refused with a reason.
+        assert_eq!(ok(Value::Null), None);
+        assert_eq!(ok(serde_json::json!("100y")), Some(36_525 * 86_400));
+        assert_eq!(ok(serde_json::json!("101y")), None);
+        assert_eq!(ok(serde_json::json!("10000y")), None);
+        assert_eq!(ok(serde_json::json!(u64::MAX)), None);
+        assert_eq!(ok(serde_json::json!("36525d")), Some(36_525 * 86_400));
+        let err = parse_expires_in(&serde_json::json!("10000y")).unwrap_err();
+        assert!(err.to_string().contains("100 years"), "{err}");
+        let err = parse_expires_in(&Value::Null).unwrap_err();
+        assert!(err.to_string().contains("null"), "{err}");
     }
 }

@@ -13,9 +13,32 @@ use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+
 use super::Shared;
 use super::error::ApiError;
-use crate::store::AuthToken;
+use super::limits::source_key;
+use crate::store::{AuthToken, StoreError};
+
+/// The prefix of every WireGuard token secret. The store mints them (`store/secret.rs`, which
+/// does not export its constant); the test `minted_tokens_are_token_shaped` keeps the two in step.
+const TOKEN_PREFIX: &str = "sixpn_wg_";
+
+/// The longest admin token compared; a longer presented one is refused unread.
+pub const MAX_ADMIN_TOKEN_LEN: usize = 512;
+
+/// Whether `secret` has the form of a WireGuard token: `sixpn_wg_` and 64 lowercase hex
+/// digits. Anything else cannot be one, and is refused without a database query.
+pub fn is_token_shaped(secret: &str) -> bool {
+    secret.strip_prefix(TOKEN_PREFIX).is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
 
 /// The admin credential. Only its SHA-256 digest is kept, and presented tokens are compared with
 /// it in constant time. `Debug` is redacted.
@@ -36,8 +59,12 @@ impl AdminToken {
         }
     }
 
-    /// Whether `presented` is the admin token (constant time in the secret's content).
+    /// Whether `presented` is the admin token (constant time in the secret's content). A
+    /// presented token longer than [`MAX_ADMIN_TOKEN_LEN`] never matches and is not hashed.
     pub fn matches(&self, presented: &str) -> bool {
+        if presented.len() > MAX_ADMIN_TOKEN_LEN {
+            return false;
+        }
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let equal: bool = self.digest.ct_eq(&digest).into();
         equal && !self.empty
@@ -89,12 +116,75 @@ fn presented_token(headers: &HeaderMap) -> Result<&str, ApiError> {
 #[derive(Debug, Clone)]
 pub struct PeerAuth(pub AuthToken);
 
+/// The failed-authentication limit of one request's source address. Requests that came
+/// without an address (in-process tests) are not limited.
+struct FailedAuth<'a> {
+    state: &'a Shared,
+    source: Option<std::net::IpAddr>,
+}
+
+impl<'a> FailedAuth<'a> {
+    /// Refuses at once when the source has failed too often lately.
+    fn check(state: &'a Shared, parts: &Parts) -> Result<Self, ApiError> {
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| source_key(addr.ip()));
+        if let Some(source) = source {
+            state
+                .limiters
+                .failed_auth
+                .check(source)
+                .map_err(|retry_after| ApiError::RateLimited {
+                    what: "too many failed authentications from your address",
+                    retry_after,
+                })?;
+        }
+        Ok(FailedAuth { state, source })
+    }
+
+    /// Charges the source for `err` when it is an authentication failure, and returns it.
+    fn charge(&self, err: ApiError) -> ApiError {
+        let failed = matches!(
+            err,
+            ApiError::MissingToken
+                | ApiError::BadAuthScheme
+                | ApiError::BadAdminToken
+                | ApiError::MalformedToken
+                | ApiError::Store(
+                    StoreError::UnknownToken | StoreError::TokenDeleted | StoreError::TokenExpired
+                )
+        );
+        if failed && let Some(source) = self.source {
+            // The request is refused anyway; an empty bucket only matters for the next one.
+            let _ = self.state.limiters.failed_auth.take(source);
+        }
+        err
+    }
+}
+
 impl FromRequestParts<Shared> for PeerAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        let secret = presented_token(&parts.headers)?;
-        let token = state.store.authenticate(secret).await?;
+        let failures = FailedAuth::check(state, parts)?;
+        let secret = presented_token(&parts.headers).map_err(|e| failures.charge(e))?;
+        if !is_token_shaped(secret) {
+            return Err(failures.charge(ApiError::MalformedToken));
+        }
+        let token = state
+            .store
+            .authenticate(secret)
+            .await
+            .map_err(|e| failures.charge(e.into()))?;
+        state
+            .limiters
+            .tokens
+            .take(token.id)
+            .map_err(|retry_after| ApiError::RateLimited {
+                what: "this token is sending too many requests",
+                retry_after,
+            })?;
         // The org, the token's name and group identify the caller in the logs; the secret never.
         let span = tracing::Span::current();
         span.record("org", tracing::field::display(&token.org));
@@ -111,11 +201,12 @@ impl FromRequestParts<Shared> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        let presented = presented_token(&parts.headers)?;
+        let failures = FailedAuth::check(state, parts)?;
+        let presented = presented_token(&parts.headers).map_err(|e| failures.charge(e))?;
         if state.admin_token.matches(presented) {
             Ok(AdminAuth)
         } else {
-            Err(ApiError::BadAdminToken)
+            Err(failures.charge(ApiError::BadAdminToken))
         }
     }
 }
@@ -144,12 +235,36 @@ mod tests {
     }
 
     #[test]
+    fn minted_tokens_are_token_shaped() {
+        for _ in 0..10 {
+            assert!(is_token_shaped(
+                crate::store::TokenSecret::generate().expose()
+            ));
+        }
+    }
+
+    #[test]
+    fn token_shapes() {
+        let good = format!("{TOKEN_PREFIX}{}", "0123456789abcdef".repeat(4));
+        assert!(is_token_shaped(&good));
+        assert!(!is_token_shaped(&good.to_uppercase()));
+        assert!(!is_token_shaped(&good[..good.len() - 1]));
+        assert!(!is_token_shaped(&format!("{good}0")));
+        assert!(!is_token_shaped(&good.replace("sixpn_wg_", "sixpn_xx_")));
+        assert!(!is_token_shaped(&good.replace('a', "g")));
+        assert!(!is_token_shaped("sixpn_wg_"));
+        assert!(!is_token_shaped(""));
+    }
+
+    #[test]
     fn admin_token() {
         let admin = AdminToken::new("s3cret");
         assert!(admin.matches("s3cret"));
         assert!(!admin.matches("s3cre"));
         assert!(!admin.matches(""));
         assert!(!AdminToken::new("").matches(""));
+        let long = "x".repeat(MAX_ADMIN_TOKEN_LEN + 1);
+        assert!(!AdminToken::new(&long).matches(&long));
         assert_eq!(format!("{admin:?}"), "AdminToken(<redacted>)");
     }
 }

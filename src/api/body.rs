@@ -24,13 +24,19 @@ impl FromRequest<Shared> for JsonObject {
 
     async fn from_request(req: Request, state: &Shared) -> Result<Self, Self::Rejection> {
         check_content_type(req.headers().get(header::CONTENT_TYPE))?;
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::BodyTooLarge(state.body_limit)
-            } else {
-                ApiError::BodyUnreadable(rejection.body_text())
-            }
-        })?;
+        // A client that stops sending in the middle of its body is not waited for: the
+        // connection's idle timeout does not run while a request is being handled.
+        let read = tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state));
+        let bytes = read
+            .await
+            .map_err(|_| ApiError::BodyTimeout(state.body_timeout))?
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::BodyTooLarge(state.body_limit)
+                } else {
+                    ApiError::BodyUnreadable(rejection.body_text())
+                }
+            })?;
         parse_object(&bytes).map(JsonObject)
     }
 }
@@ -80,8 +86,19 @@ fn check_content_type(value: Option<&header::HeaderValue>) -> Result<(), ApiErro
     }
 }
 
-/// Parses `bytes` as a JSON object.
+/// Parses `bytes` as a JSON object. A leading UTF-8 byte-order mark, which some Windows tools
+/// write, is skipped (issue 13); a UTF-16 or UTF-32 one is named in the error.
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if bytes.starts_with(b"\xFF\xFE")
+        || bytes.starts_with(b"\xFE\xFF")
+        || bytes.starts_with(b"\0\0\xFE\xFF")
+    {
+        return Err(ApiError::MalformedJson(
+            "the body starts with a UTF-16 or UTF-32 byte-order mark; send the JSON as UTF-8"
+                .to_owned(),
+        ));
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::MalformedJson(
             "the body is empty; send a JSON object".to_owned(),
@@ -176,11 +193,6 @@ impl JsonObject {
             }),
         }
     }
-
-    /// The raw value of a field, for fields that accept several kinds.
-    pub fn raw(&self, field: &str) -> Option<&Value> {
-        self.0.get(field).filter(|v| !v.is_null())
-    }
 }
 
 #[cfg(test)]
@@ -206,6 +218,18 @@ mod tests {
             Ok(map) if map.len() == 1
         ));
         assert!(matches!(parse_object(b""), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(
+            parse_object(b"\xEF\xBB\xBF{\"a\":1}\n"),
+            Ok(map) if map.len() == 1
+        ));
+        assert!(matches!(
+            parse_object(b"\xEF\xBB\xBF"),
+            Err(ApiError::MalformedJson(msg)) if msg.contains("empty")
+        ));
+        assert!(matches!(
+            parse_object(b"\xFF\xFE{\0}\0"),
+            Err(ApiError::MalformedJson(msg)) if msg.contains("byte-order mark")
+        ));
         assert!(matches!(
             parse_object(b"{"),
             Err(ApiError::MalformedJson(_))

@@ -25,6 +25,35 @@ pub enum ApiError {
         "malformed Authorization header: expected `Bearer <token>`, `FlyV1 <token>` or `Bearer FlyV1 <token>`"
     )]
     BadAuthScheme,
+    /// A bearer token that cannot be a WireGuard token (wrong prefix, length or characters);
+    /// refused without asking the database.
+    #[error(
+        "unknown token: this is not a sixpn WireGuard token (expected `sixpn_wg_` and 64 hex digits); check SIXPN_WIREGUARD_TOKEN"
+    )]
+    MalformedToken,
+    /// Too many requests from one token, or too many failed authentications from one address.
+    #[error("{what}; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// What limit was hit, a full clause.
+        what: &'static str,
+        /// When a request will be accepted again (`Retry-After`).
+        retry_after: std::time::Duration,
+    },
+    /// The peer name exists in the org, but another token created it.
+    #[error(
+        "peer {name} belongs to another token of this org: a token can only {} peers it created itself{}",
+        if *creating { "re-key" } else { "read, re-key and delete" },
+        if *creating { "; pick another name, or ask an admin to delete the other peer" } else { "; use the token that created it, or ask an admin" }
+    )]
+    PeerOfAnotherToken {
+        /// The peer's name.
+        name: String,
+        /// Whether this was a create (409) rather than a read, re-key or delete (403).
+        creating: bool,
+    },
+    /// `/readyz`: the server should not take traffic yet; the string says why.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// The admin API was called without the admin token.
     #[error(
         "invalid admin token: send `Authorization: Bearer <admin token>` (SIXPN_ADMIN_TOKEN, or the admin-token file in the data directory)"
@@ -44,6 +73,9 @@ pub enum ApiError {
     /// The body is larger than the configured limit.
     #[error("request body is larger than the limit of {0} bytes")]
     BodyTooLarge(usize),
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {} s; send it at once", .0.as_secs())]
+    BodyTimeout(std::time::Duration),
     /// The body could not be read for another reason.
     #[error("could not read the request body: {0}")]
     BodyUnreadable(String),
@@ -110,10 +142,18 @@ impl ApiError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MissingToken | ApiError::BadAuthScheme | ApiError::BadAdminToken => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::MissingToken
+            | ApiError::BadAuthScheme
+            | ApiError::BadAdminToken
+            | ApiError::MalformedToken => StatusCode::UNAUTHORIZED,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PeerOfAnotherToken { creating: true, .. } => StatusCode::CONFLICT,
+            ApiError::PeerOfAnotherToken {
+                creating: false, ..
+            } => StatusCode::FORBIDDEN,
+            ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::MalformedJson(_) | ApiError::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::WrongContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_)
@@ -178,13 +218,59 @@ fn store_status(err: &StoreError) -> StatusCode {
         StoreError::AddressesExhausted | StoreError::PrefixesExhausted => {
             StatusCode::INSUFFICIENT_STORAGE
         }
-        StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        StoreError::Database(err) if is_unavailable(err) => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }
+}
+
+/// Whether a database error means "the database cannot serve right now" (503, worth a retry)
+/// rather than a bug (500): the pool is exhausted or closed, the connection broke, the disk is
+/// full, the database is locked, read-only or shutting down.
+///
+/// This belongs in `store/` (a `StoreError::Unavailable`), so that the API never looks at
+/// sqlx; until the store says so itself, the API classifies here.
+pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else { return false };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                code.parse().is_ok_and(unavailable_sqlite_code)
+            } else {
+                unavailable_sqlstate(&code)
+            }
+        }
+        _ => false,
+    }
+}
+
+/// SQLite result codes (possibly extended) that mean the database cannot serve now.
+fn unavailable_sqlite_code(code: i64) -> bool {
+    // The primary code is the low byte of an extended one.
+    matches!(
+        code & 0xff,
+        5 /* BUSY */ | 6 /* LOCKED */ | 7 /* NOMEM */ | 8 /* READONLY */
+            | 10 /* IOERR */ | 13 /* FULL */ | 14 /* CANTOPEN */
+    )
+}
+
+/// PostgreSQL SQLSTATEs that mean the database cannot serve now.
+fn unavailable_sqlstate(code: &str) -> bool {
+    // PostgreSQL: connection exceptions, insufficient resources (disk full, out of memory, too
+    // many connections), operator intervention (shutdown, cannot connect now), system errors,
+    // a read-only (standby) server, and serialization failures and deadlocks worth a retry.
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || code.starts_with("58")
+        || matches!(code, "25006" | "40001" | "40P01")
 }
 
 fn store_message(err: &StoreError) -> String {
@@ -211,7 +297,7 @@ fn store_message(err: &StoreError) -> String {
             "a token named {name} already exists in this org: pick another name or delete it first"
         ),
         StoreError::OrgExists(slug) => format!("org {slug} already exists"),
-        StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+        StoreError::Database(err) if is_unavailable(err) => {
             "the database is unavailable; try again shortly".to_owned()
         }
         StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
@@ -234,6 +320,18 @@ impl IntoResponse for ApiError {
         }
         let mut res =
             (status, Json(serde_json::json!({ "error": self.message() }))).into_response();
+        if let ApiError::RateLimited { retry_after, .. } = &self {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            && !res.headers().contains_key(header::RETRY_AFTER)
+        {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -279,6 +377,83 @@ mod tests {
         )));
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(err.message(), "internal error");
+    }
+
+    /// issue 11: a full disk, a broken connection or a locked database is 503, not 500.
+    #[tokio::test]
+    async fn issue11_unavailable_databases_are_503() {
+        for err in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        ] {
+            let err = ApiError::Store(StoreError::Database(err));
+            assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+            assert!(err.message().contains("unavailable"));
+        }
+        // A real SQLITE_FULL: a database that may not grow past one page.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x TEXT)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA max_page_count = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let mut full = None;
+        for _ in 0..100 {
+            if let Err(e) = sqlx::query("INSERT INTO t VALUES (randomblob(1000))")
+                .execute(&pool)
+                .await
+            {
+                full = Some(e);
+                break;
+            }
+        }
+        let err = ApiError::Store(StoreError::Database(full.expect("the disk fills up")));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+        // PostgreSQL: disk full, admin shutdown, connection failure; not a syntax error.
+        for code in ["53100", "57P01", "08006", "40001"] {
+            assert!(unavailable_sqlstate(code), "{code}");
+        }
+        assert!(!unavailable_sqlstate("42601"));
+        assert!(!unavailable_sqlstate("23505"));
+        assert!(unavailable_sqlite_code(13));
+        assert!(unavailable_sqlite_code(266)); // SQLITE_IOERR_READ
+        assert!(!unavailable_sqlite_code(2067)); // SQLITE_CONSTRAINT_UNIQUE
+    }
+
+    #[test]
+    fn a_peer_of_another_token_is_409_on_create_403_otherwise() {
+        let create = ApiError::PeerOfAnotherToken {
+            name: "node-1".into(),
+            creating: true,
+        };
+        assert_eq!(create.status(), StatusCode::CONFLICT);
+        assert!(!create.message().contains("PUT"));
+        let read = ApiError::PeerOfAnotherToken {
+            name: "node-1".into(),
+            creating: false,
+        };
+        assert_eq!(read.status(), StatusCode::FORBIDDEN);
+        assert!(read.message().contains("belongs to another token"));
+    }
+
+    #[test]
+    fn rate_limited_answers_carry_retry_after() {
+        let res = ApiError::RateLimited {
+            what: "too many",
+            retry_after: std::time::Duration::from_secs(3),
+        }
+        .into_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "3");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The HTTP API (axum): the peer API that nodes call with a WireGuard token
 //! (`/api/v3/wire_guard_peers`, wire-compatible with flyctl), the admin API (`/api/v1`), the
-//! OpenAPI document (`/api/openapi.json`) and `/healthz`.
+//! OpenAPI document (`/api/openapi.json`), `/healthz` and `/readyz`.
 //!
 //! This module owns HTTP and JSON and nothing else: it never touches SQL (everything goes through
 //! [`Store`]) and never logs an `Authorization` header or a secret. Every failure, including
@@ -14,8 +14,10 @@ mod admin;
 mod auth;
 mod body;
 mod error;
+mod limits;
 mod openapi;
 mod peers;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -31,8 +33,9 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use auth::{AdminToken, parse_authorization};
+pub use auth::{AdminToken, MAX_ADMIN_TOKEN_LEN, is_token_shaped, parse_authorization};
 pub use error::ApiError;
+pub use limits::RateLimits;
 pub use peers::{DEFAULT_GROUP, PeerResponse};
 
 use crate::gateway::GatewayHandle;
@@ -58,10 +61,30 @@ pub struct ApiState {
     pub gateway: Option<GatewayHandle>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// How long a whole request body may take to arrive (else `408`).
+    pub body_timeout: Duration,
+    /// Rate limits per WireGuard token and per source address.
+    pub rate_limits: RateLimits,
 }
 
-/// The state as the router holds it.
-type Shared = Arc<ApiState>;
+/// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for
+/// itself across requests (the rate limiters).
+struct Inner {
+    api: ApiState,
+    limiters: limits::Limiters,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = ApiState;
+    fn deref(&self) -> &ApiState {
+        &self.api
+    }
+}
+
+type Shared = Arc<Inner>;
+
+/// How long `/readyz` waits for the store, and for the snapshot to catch up.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl ApiState {
     /// Waits until the DNS snapshot has published `generation`, for at most [`PUBLISH_TIMEOUT`].
@@ -86,7 +109,10 @@ impl ApiState {
 /// Builds the whole HTTP API over `state`.
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.body_limit;
-    let state: Shared = Arc::new(state);
+    let state: Shared = Arc::new(Inner {
+        limiters: limits::Limiters::new(state.rate_limits),
+        api: state,
+    });
     let routes = Router::new()
         .route("/api/v3/wire_guard_peers", post(peers::create))
         .route(
@@ -112,6 +138,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/openapi.json", get(openapi_json))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         // Must come after the routes: it is attached to each route registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
@@ -174,17 +201,67 @@ async fn openapi_json() -> Json<serde_json::Value> {
     Json(openapi::document())
 }
 
-/// `GET /healthz`: the database answers, and the generation DNS has published.
-async fn healthz(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.store.generation().await?;
+/// `GET /healthz`, liveness: the process serves HTTP. It never touches the store, so it
+/// answers at once even while the database is down (that is `/readyz`'s business).
+async fn healthz(State(state): State<Shared>) -> Json<serde_json::Value> {
     let generation = *state.published.borrow();
+    Json(serde_json::json!({ "status": "ok", "generation": generation.0 }))
+}
+
+/// `GET /readyz`, readiness: the store answers within [`READY_TIMEOUT`], and the DNS snapshot
+/// has published every change the store reported (waiting up to [`READY_TIMEOUT`] for a
+/// snapshot that is just being rebuilt, so a write does not make the probe flap).
+async fn readyz(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+    let committed = *state.store.changes().borrow();
+    let mut published = state.published.clone();
+    let (store, snapshot) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, state.store.generation()),
+        // The watch guard is not `Send`: copy the generation out before `join!` awaits on.
+        tokio::time::timeout(READY_TIMEOUT, async {
+            published.wait_for(|g| *g >= committed).await.map(|g| *g)
+        }),
+    );
+    match store {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness: the store failed");
+            return Err(ApiError::NotReady("the database is unavailable".to_owned()));
+        }
+        Err(_) => {
+            return Err(ApiError::NotReady(format!(
+                "the database did not answer within {} ms",
+                READY_TIMEOUT.as_millis()
+            )));
+        }
+    }
+    let generation = match snapshot {
+        Ok(Ok(g)) => g,
+        Ok(Err(_)) => {
+            return Err(ApiError::NotReady(
+                "the DNS snapshot publisher has stopped".to_owned(),
+            ));
+        }
+        Err(_) => {
+            return Err(ApiError::NotReady(format!(
+                "the DNS snapshot is behind the store (published generation {}, committed {})",
+                state.published.borrow().0,
+                committed.0
+            )));
+        }
+    };
     Ok(Json(
-        serde_json::json!({ "status": "ok", "generation": generation.0 }),
+        serde_json::json!({ "status": "ready", "generation": generation.0 }),
     ))
 }
 
-/// Unix seconds as an RFC 3339 UTC timestamp (`2026-11-25T16:00:00Z`).
+/// The last second RFC 3339 can write (four-digit years): 9999-12-31T23:59:59Z.
+const MAX_RFC3339: i64 = 253_402_300_799;
+
+/// Unix seconds as an RFC 3339 UTC timestamp (`2026-11-25T16:00:00Z`). Times outside what
+/// RFC 3339 can write are clamped to its range (years 1970 to 9999), so a stored row can never
+/// make an answer fail.
 fn rfc3339(secs: i64) -> String {
+    let secs = secs.clamp(0, MAX_RFC3339);
     let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
     humantime::format_rfc3339_seconds(time).to_string()
 }
@@ -229,5 +306,9 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_622_400), "2026-11-25T16:00:00Z");
         assert_eq!(rfc3339(-1), "1970-01-01T00:00:00Z");
+        // issue 11: a token minted with `--expires 10000y` once made every token list panic.
+        assert_eq!(rfc3339(MAX_RFC3339), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(MAX_RFC3339 + 1), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
     }
 }

@@ -32,14 +32,15 @@ fn errors(statuses: &[&str]) -> serde_json::Map<String, Value> {
             let description = match *status {
                 "400" => "Malformed JSON or unreadable body",
                 "401" => "Missing, malformed, unknown, expired or deleted token",
-                "403" => "Group outside the token's group",
-                "404" => "No such resource (or not one this token created)",
-                "409" => "Conflict: name or public key already in use",
+                "403" => "Group outside the token's group, or a peer another token of the org created",
+                "404" => "No such resource",
+                "409" => "Conflict: name (this token's peer: re-key it with PUT; another token's: pick another name) or public key already in use",
+                "408" => "The request body did not arrive in time",
                 "413" => "Request body over the size limit",
                 "415" => "Content-Type is not application/json",
                 "422" => "A field is missing or invalid (the message names it)",
-                "429" => "The token's cap on live peers is reached",
-                "503" => "Database unavailable or no region configured",
+                "429" => "The token's cap on live peers is reached, or a rate limit (with Retry-After)",
+                "503" => "Database unavailable, no region configured, or too many connections",
                 _ => "Error",
             };
             ((*status).to_owned(), response(description, "Error"))
@@ -57,7 +58,14 @@ fn operation(
     ok: (&str, Value),
     error_statuses: &[&str],
 ) -> Value {
-    let mut responses = errors(error_statuses);
+    // Every authenticated operation can meet the rate limits (429) and a database outage (503).
+    let mut statuses = error_statuses.to_vec();
+    for always in ["429", "503"] {
+        if !statuses.contains(&always) {
+            statuses.push(always);
+        }
+    }
+    let mut responses = errors(&statuses);
     responses.insert(ok.0.to_owned(), ok.1);
     let mut op = json!({
         "operationId": id,
@@ -102,7 +110,14 @@ pub fn document() -> Value {
             "description": "Private IPv6 networks over WireGuard. The peer API (/api/v3) is \
                 wire-compatible with flyctl `wireguard token start|update`; the admin API (/api/v1) \
                 manages orgs, WireGuard tokens and peers. Every error answers \
-                {\"error\": \"<what to fix>\"}."
+                {\"error\": \"<what to fix>\"}, including those of the HTTP layer (400 for an \
+                unparsable request, 414, 431, 503 over the connection cap). A WireGuard token \
+                reaches only the peers it created: a name another token of the same org created \
+                answers 409 on create and 403 on read, re-key and delete, saying so; a name in \
+                another org is 404, like no peer. Names and groups are DNS labels, \
+                ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$, case-insensitive. Rate limits (429 with \
+                Retry-After): per WireGuard token, and per source address for failed \
+                authentications."
         },
         "tags": [
             { "name": "peer", "description": "Peer API, authenticated by a WireGuard token" },
@@ -115,27 +130,28 @@ pub fn document() -> Value {
                     "Create a named peer for the token (flyctl `wireguard token start`)", "peer",
                     &peer_security, Some("PeerCreate"),
                     ("200", response("The peer and how to reach the gateway", "PeerResponse")),
-                    &["400", "401", "403", "409", "413", "415", "422", "429", "503"]),
+                    &["400", "401", "403", "408", "409", "413", "415", "422", "429", "503"]),
             },
             "/api/v3/wire_guard_peers/{name}": {
                 "parameters": [name],
                 "get": operation("getPeer", "One of the token's peers", "peer", &peer_security,
-                    None, ("200", response("The peer", "PeerResponse")), &["401", "404", "422"]),
+                    None, ("200", response("The peer", "PeerResponse")),
+                    &["401", "403", "404", "422"]),
                 "put": operation("rekeyPeer",
                     "Re-key one of the token's peers; its address stays (flyctl `wireguard token update`)",
                     "peer", &peer_security, Some("PeerRekey"),
                     ("200", response("The re-keyed peer", "PeerResponse")),
-                    &["400", "401", "404", "409", "413", "415", "422"]),
+                    &["400", "401", "403", "404", "408", "409", "413", "415", "422"]),
                 "delete": operation("deletePeer", "Delete one of the token's peers", "peer",
                     &peer_security, None, ("200", response("Deleted", "Deleted")),
-                    &["401", "404", "422"]),
+                    &["401", "403", "404", "422"]),
             },
             "/api/v1/orgs": {
                 "get": operation("listOrgs", "Every org", "admin", &admin_security, None,
                     ("200", array_response("The orgs", "Org")), &["401"]),
                 "post": operation("createOrg", "Create an org with a fresh /48", "admin",
                     &admin_security, Some("OrgCreate"), ("201", response("The new org", "Org")),
-                    &["400", "401", "409", "413", "415", "422"]),
+                    &["400", "401", "408", "409", "413", "415", "422"]),
             },
             "/api/v1/orgs/{org}/wireguard_tokens": {
                 "parameters": [org.clone()],
@@ -145,7 +161,7 @@ pub fn document() -> Value {
                 "post": operation("mintToken", "Mint a WireGuard token; the secret is shown once",
                     "admin", &admin_security, Some("TokenCreate"),
                     ("201", response("The token with its secret", "MintedToken")),
-                    &["400", "401", "404", "409", "413", "415", "422"]),
+                    &["400", "401", "404", "408", "409", "413", "415", "422"]),
             },
             "/api/v1/orgs/{org}/wireguard_tokens/{name}": {
                 "parameters": [org.clone(), token_name],
@@ -178,12 +194,23 @@ pub fn document() -> Value {
             "/healthz": {
                 "get": {
                     "operationId": "healthz",
-                    "summary": "Liveness: the database answers; the generation DNS has published",
+                    "summary": "Liveness: the process serves HTTP (never touches the database); \
+                        the generation DNS has published",
                     "tags": ["meta"], "security": none,
                     "responses": {
-                        "200": response("Healthy", "Health"),
-                        "500": response("Database failure", "Error"),
-                        "503": response("Database unavailable", "Error")
+                        "200": response("Alive", "Health")
+                    }
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness: the database answers within 1 s and the DNS snapshot \
+                        has published every committed change",
+                    "tags": ["meta"], "security": none,
+                    "responses": {
+                        "200": response("Ready", "Ready"),
+                        "503": response("Not ready; the error says why", "Error")
                     }
                 }
             }
@@ -211,8 +238,15 @@ pub fn document() -> Value {
                         "description": "What was wrong and how to fix it" } }
                 },
                 "Label": {
-                    "type": "string", "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
-                    "description": "A DNS label; stored lowercase"
+                    "type": "string", "minLength": 1, "maxLength": 63,
+                    "pattern": "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+                    "description": "A DNS label: ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ matched \
+                        case-insensitively (input in any case, stored and answered lowercase)"
+                },
+                "OptionalLabel": {
+                    "type": "string", "nullable": true, "maxLength": 63,
+                    "pattern": "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)?$",
+                    "description": "A DNS label as in Label; empty, null or absent means \"not given\""
                 },
                 "PublicKey": {
                     "type": "string", "minLength": 44, "maxLength": 44,
@@ -223,11 +257,12 @@ pub fn document() -> Value {
                     "type": "object", "required": ["name", "pubkey"],
                     "properties": {
                         "name": { "$ref": "#/components/schemas/Label" },
-                        "group": { "type": "string",
-                            "description": "A DNS label; empty or absent: the token's group, else `default`" },
+                        "group": { "allOf": [{ "$ref": "#/components/schemas/OptionalLabel" }],
+                            "nullable": true,
+                            "description": "A DNS label; empty, null or absent: the token's group, else `default`" },
                         "pubkey": { "$ref": "#/components/schemas/PublicKey" },
-                        "region": { "type": "string",
-                            "description": "A configured region; empty or absent: the default region" }
+                        "region": { "type": "string", "nullable": true,
+                            "description": "A configured region; empty, null or absent: the default region" }
                     },
                     "example": { "name": "node-1", "group": "k8s",
                         "pubkey": "qo8Xh4XIqcCm8rFm8yRZ8fdzsm07kB6aZbXdUwoJqEg=", "region": "" }
@@ -236,9 +271,9 @@ pub fn document() -> Value {
                     "type": "object", "required": ["pubkey"],
                     "properties": {
                         "pubkey": { "$ref": "#/components/schemas/PublicKey" },
-                        "name": { "type": "string", "description": "Ignored when empty; must match the URL otherwise" },
-                        "group": { "type": "string", "description": "Ignored when empty; must match the peer otherwise" },
-                        "region": { "type": "string", "description": "Ignored when empty; must match the peer otherwise" }
+                        "name": { "type": "string", "nullable": true, "description": "Ignored when empty or null; must match the URL otherwise" },
+                        "group": { "type": "string", "nullable": true, "description": "Ignored when empty or null; must match the peer otherwise" },
+                        "region": { "type": "string", "nullable": true, "description": "Ignored when empty or null; must match the peer otherwise" }
                     }
                 },
                 "PeerResponse": {
@@ -289,16 +324,22 @@ pub fn document() -> Value {
                     "type": "object", "required": ["name"],
                     "properties": {
                         "name": { "$ref": "#/components/schemas/Label" },
-                        "group": { "type": "string", "description": "Confine the token to this group" },
+                        "group": { "allOf": [{ "$ref": "#/components/schemas/OptionalLabel" }],
+                            "nullable": true,
+                            "description": "Confine the token to this group (empty, null or absent: no confinement)" },
                         "expires_in": {
+                            "description": "Lifetime, at most 100 years (36525d); leave it out for \
+                                a token that never expires. Not nullable: null is refused.",
                             "oneOf": [
-                                { "type": "string", "example": "30d",
-                                  "description": "A duration: 30d, 12h, 3600s" },
-                                { "type": "integer", "minimum": 1, "description": "Seconds" }
+                                { "type": "string", "example": "30d", "minLength": 1,
+                                  "description": "A duration: 30d, 12h, 3600s, or digits (seconds)" },
+                                { "type": "integer", "minimum": 1, "maximum": 3_155_760_000_u64,
+                                  "description": "Seconds" }
                             ]
                         },
-                        "max_peers": { "type": "integer", "minimum": 1,
-                            "description": "Cap on the token's live peers" }
+                        "max_peers": { "type": "integer", "minimum": 1, "maximum": 4_294_967_295_u64,
+                            "nullable": true,
+                            "description": "Cap on the token's live peers (null or absent: no cap)" }
                     }
                 },
                 "Token": {
@@ -361,6 +402,13 @@ pub fn document() -> Value {
                     "type": "object", "required": ["status", "generation"],
                     "properties": {
                         "status": { "type": "string", "enum": ["ok"] },
+                        "generation": { "type": "integer", "minimum": 0 }
+                    }
+                },
+                "Ready": {
+                    "type": "object", "required": ["status", "generation"],
+                    "properties": {
+                        "status": { "type": "string", "enum": ["ready"] },
                         "generation": { "type": "integer", "minimum": 0 }
                     }
                 }

@@ -1,9 +1,11 @@
 //! The peer API, `/api/v3/wire_guard_peers`: what a node calls with its WireGuard token,
 //! wire-compatible with flyctl's `wireguard token start|update`.
 //!
-//! A token only ever reaches peers it created itself; for any other name (another token's peer,
-//! another org's peer, no peer at all) the answer is the same 404, so nothing leaks. Every write
-//! answers only once the DNS snapshot holding it is published (see [`ApiState::wait_published`]).
+//! A token only ever reaches peers it created itself. A name another token of the same org
+//! created is refused as such (`409` on create, `403` on read, re-key and delete: issue 13), so
+//! the caller learns to pick another name rather than retry; a name in another org is the same
+//! `404` as no peer at all, so nothing leaks across orgs. Every write answers only once the DNS
+//! snapshot holding it is published (see [`ApiState::wait_published`]).
 
 use axum::Json;
 use axum::extract::State;
@@ -14,7 +16,7 @@ use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
 use super::{ApiState, Shared, rfc3339};
 use crate::model::{GroupName, Peer, PeerName, Region, prefix_host};
-use crate::store::{AuthToken, NewPeer};
+use crate::store::{AuthToken, NewPeer, StoreError};
 use crate::wireguard::PublicKey;
 
 /// What the peer API answers for a peer. flyctl reads `us`, `them` and `key`.
@@ -71,12 +73,43 @@ impl PeerResponse {
 /// The group a new peer gets when neither the request nor the token names one.
 pub const DEFAULT_GROUP: &str = "default";
 
-/// Parses the `pubkey` field.
-pub(super) fn parse_pubkey(text: &str) -> Result<PublicKey, ApiError> {
-    PublicKey::parse(text).map_err(|err| ApiError::InvalidField {
+/// Parses the `pubkey` field. Surrounding whitespace is ignored: a key pasted from
+/// `wg pubkey` output often brings its newline (issue 13). A gateway's own key is refused: a
+/// peer holding it would shadow the gateway.
+pub(super) fn parse_pubkey(state: &ApiState, text: &str) -> Result<PublicKey, ApiError> {
+    let key = PublicKey::parse(text.trim()).map_err(|err| ApiError::InvalidField {
         field: "pubkey",
         reason: format!("is not a usable WireGuard public key: {err}"),
-    })
+    })?;
+    if let Some(region) = state.regions.iter().find(|r| r.public_key == key) {
+        return Err(ApiError::InvalidField {
+            field: "pubkey",
+            reason: format!(
+                "is the public key of the gateway of region {}, not a key of this node: \
+                 generate the node's own key pair (`wg genkey | tee node.key | wg pubkey`)",
+                region.code
+            ),
+        });
+    }
+    Ok(key)
+}
+
+/// Turns "no such peer of this token" into "the peer belongs to another token" when the name
+/// exists in the token's org (issue 13); any other error passes through.
+async fn explain_not_found(state: &ApiState, token: &AuthToken, err: StoreError) -> ApiError {
+    let StoreError::PeerNotFound(name) = err else {
+        return err.into();
+    };
+    match state.store.get_peer(&token.org, &name).await {
+        Ok(_) => ApiError::PeerOfAnotherToken {
+            name: name.to_string(),
+            creating: false,
+        },
+        Err(StoreError::PeerNotFound(_) | StoreError::OrgNotFound(_)) => {
+            StoreError::PeerNotFound(name).into()
+        }
+        Err(other) => other.into(),
+    }
 }
 
 /// Parses a peer name given in the URL.
@@ -121,7 +154,7 @@ pub async fn create(
         Some(code) => state.region(code)?,
         None => state.default_region()?,
     };
-    let pubkey = parse_pubkey(body.required_string("pubkey")?)?;
+    let pubkey = parse_pubkey(&state, body.required_string("pubkey")?)?;
 
     let new = NewPeer {
         name,
@@ -129,7 +162,21 @@ pub async fn create(
         region: region.code.clone(),
         pubkey,
     };
-    let (peer, generation) = state.store.register_peer(&token, new).await?;
+    let (peer, generation) = match state.store.register_peer(&token, new).await {
+        Ok(done) => done,
+        Err(StoreError::PeerNameTaken(name)) => {
+            // The name is taken in the org: by this token (re-key it with PUT), or by another
+            // one (pick another name).
+            return Err(match state.store.token_peer(&token, &name).await {
+                Err(StoreError::PeerNotFound(_)) => ApiError::PeerOfAnotherToken {
+                    name: name.to_string(),
+                    creating: true,
+                },
+                _ => StoreError::PeerNameTaken(name).into(),
+            });
+        }
+        Err(err) => return Err(err.into()),
+    };
     tracing::info!(org = %peer.org, peer = %peer.name, group = %peer.group, address = %peer.address,
         %generation, "peer registered");
     state.wait_published(generation).await;
@@ -147,7 +194,7 @@ pub async fn rekey(
     body: JsonObject,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
-    let pubkey = parse_pubkey(body.required_string("pubkey")?)?;
+    let pubkey = parse_pubkey(&state, body.required_string("pubkey")?)?;
     if let Some(body_name) = body.string("name")?
         && !body_name.eq_ignore_ascii_case(name.as_str())
     {
@@ -158,7 +205,10 @@ pub async fn rekey(
     }
     // Read the peer first: its region must still be served, and a non-empty `group` or
     // `region` in the body must match it, before anything is written.
-    let current = state.store.token_peer(&token, &name).await?;
+    let current = match state.store.token_peer(&token, &name).await {
+        Ok(peer) => peer,
+        Err(err) => return Err(explain_not_found(&state, &token, err).await),
+    };
     let region = state.region_of(&current)?;
     if let Some(group) = body.string("group")?
         && !group.eq_ignore_ascii_case(current.group.as_str())
@@ -192,7 +242,10 @@ pub async fn show(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
-    let peer = state.store.token_peer(&token, &name).await?;
+    let peer = match state.store.token_peer(&token, &name).await {
+        Ok(peer) => peer,
+        Err(err) => return Err(explain_not_found(&state, &token, err).await),
+    };
     let region = state.region_of(&peer)?;
     Ok(Json(PeerResponse::new(&token, &peer, region)))
 }
@@ -204,7 +257,10 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let name = parse_path_name(&name)?;
-    let generation = state.store.delete_token_peer(&token, &name).await?;
+    let generation = match state.store.delete_token_peer(&token, &name).await {
+        Ok(generation) => generation,
+        Err(err) => return Err(explain_not_found(&state, &token, err).await),
+    };
     tracing::info!(org = %token.org, peer = %name, %generation, "peer deleted by its token");
     state.wait_published(generation).await;
     Ok(Json(serde_json::json!({ "deleted": name.as_str() })))

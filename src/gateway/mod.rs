@@ -50,7 +50,7 @@ use self::reconcile::{Change, Wanted};
 use self::uapi::{Device, DeviceUpdate, PeerInfo, RawKey, UapiClient, UapiError};
 use self::wgtool::{WgTool, WgToolError};
 
-/// How often the gateway reconciles without being told of a change, to repair drift.
+/// How often the gateway reconciles in full by default (`[gateway] resync_period`), to repair drift.
 pub const RESYNC_PERIOD: Duration = Duration::from_secs(30);
 
 /// How often the gateway checks that the interface still has its key and port (a restarted
@@ -487,6 +487,7 @@ pub async fn start_with_key(
         wanted: HashMap::new(),
         orgs: Vec::new(),
     };
+    let resync_period = config.resync_period;
     let mut feed = store.feed();
     let first = feed.next().await?;
     let generation = reconciler.update(first).await?;
@@ -510,7 +511,7 @@ pub async fn start_with_key(
                 _ = probe.tick() => {
                     // The safety net: a full reconcile now and then, and on the next probe after
                     // a failure or when the interface came back blank.
-                    if !healthy || last_full.elapsed() >= RESYNC_PERIOD || reconciler.device_was_reset().await {
+                    if !healthy || last_full.elapsed() >= resync_period || reconciler.device_was_reset().await {
                         feed.force_reload();
                         healthy = true;
                     }

@@ -15,6 +15,7 @@
 //! This module never touches sockets.
 
 mod build;
+pub mod disk;
 pub mod model;
 pub mod name;
 mod publisher;
@@ -36,7 +37,7 @@ use crate::store::{Dump, StoreError};
 pub use model::{Model, Touched};
 
 pub(crate) use build::org_record;
-pub use publisher::start;
+pub use publisher::{start, start_persisted};
 pub use zone::StaticZone;
 
 /// What can go wrong while preparing or refreshing snapshots.

@@ -260,3 +260,189 @@ impl OrgNames {
         Some(old)
     }
 }
+
+/// The on-disk form of a model (the last-known-good DNS state, see `snapshot::disk`): a magic,
+/// a version, the generation, the store's identity, then per org its slug, prefix and creation
+/// time and its peers (name, group, address), and a SHA-256 of everything before it.
+pub mod encoding {
+    use super::*;
+
+    const MAGIC: &[u8; 8] = b"SIXPNDNS";
+    const VERSION: u32 = 1;
+
+    fn put_str(out: &mut Vec<u8>, s: &str) {
+        out.push(s.len() as u8);
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    impl Model {
+        /// Encodes the model, tagged with the identity of the store it came from.
+        pub fn encode(&self, identity: &str) -> Vec<u8> {
+            seal(self.encode_unsealed(identity))
+        }
+
+        /// [`Model::encode`] without its checksum (see [`seal`]): the part that needs the model,
+        /// so the rest can run elsewhere.
+        pub fn encode_unsealed(&self, identity: &str) -> Vec<u8> {
+            let n_peers: usize = self.orgs.iter().map(|o| o.peers.len()).sum();
+            let mut out = Vec::with_capacity(64 + n_peers * 40);
+            out.extend_from_slice(MAGIC);
+            out.extend_from_slice(&VERSION.to_le_bytes());
+            out.extend_from_slice(&self.generation.0.to_le_bytes());
+            out.extend_from_slice(&(identity.len() as u32).to_le_bytes());
+            out.extend_from_slice(identity.as_bytes());
+            out.extend_from_slice(&(self.orgs.len() as u32).to_le_bytes());
+            for org in &self.orgs {
+                put_str(&mut out, org.org.slug.as_str());
+                out.extend_from_slice(&org.org.prefix.network().octets());
+                out.push(org.org.prefix.prefix_len());
+                out.extend_from_slice(&org.org.created_at.to_le_bytes());
+                out.extend_from_slice(&(org.peers.len() as u64).to_le_bytes());
+                for (name, member) in &org.peers {
+                    put_str(&mut out, name.as_str());
+                    put_str(&mut out, member.group.as_str());
+                    out.extend_from_slice(&member.address.octets());
+                }
+            }
+            out
+        }
+
+        /// Decodes what [`Model::encode`] wrote; returns the model and the store identity.
+        ///
+        /// # Errors
+        /// A message saying what is wrong (truncated, corrupted, another version).
+        pub fn decode(bytes: &[u8]) -> Result<(Model, String), String> {
+            use sha2::Digest as _;
+            if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
+                return Err("not a sixpn DNS state file".into());
+            }
+            let (body, digest) = bytes.split_at(bytes.len() - 32);
+            if sha2::Sha256::digest(body)[..] != *digest {
+                return Err("checksum mismatch (truncated or corrupted)".into());
+            }
+            let mut r = Reader {
+                bytes: body,
+                at: MAGIC.len(),
+            };
+            let version = u32::from_le_bytes(r.take()?);
+            if version != VERSION {
+                return Err(format!("version {version}, expected {VERSION}"));
+            }
+            let generation = Generation(u64::from_le_bytes(r.take()?));
+            let id_len = u32::from_le_bytes(r.take()?) as usize;
+            let identity = String::from_utf8(r.bytes(id_len)?.to_vec())
+                .map_err(|_| "identity is not UTF-8".to_string())?;
+            let n_orgs = u32::from_le_bytes(r.take()?);
+            let mut model = Model {
+                generation,
+                ..Model::default()
+            };
+            for _ in 0..n_orgs {
+                let slug: OrgSlug = r.label()?;
+                let network = Ipv6Addr::from(r.take::<16>()?);
+                let len = r.take::<1>()?[0];
+                let prefix = ipnet::Ipv6Net::new(network, len).map_err(|e| e.to_string())?;
+                let created_at = i64::from_le_bytes(r.take()?);
+                let view = model.orgs.len();
+                model.add_org(Org {
+                    slug,
+                    prefix,
+                    created_at,
+                });
+                let n_peers = u64::from_le_bytes(r.take()?);
+                for _ in 0..n_peers {
+                    let name: PeerName = r.label()?;
+                    let group: GroupName = r.label()?;
+                    let address = Ipv6Addr::from(r.take::<16>()?);
+                    model.orgs[view].insert(&name, &group, address);
+                }
+            }
+            if r.at != body.len() {
+                return Err("trailing bytes".into());
+            }
+            Ok((model, identity))
+        }
+    }
+
+    /// Appends the checksum to what [`Model::encode_unsealed`] wrote.
+    pub fn seal(mut out: Vec<u8>) -> Vec<u8> {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    struct Reader<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Reader<'a> {
+        fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+            let out = self
+                .bytes
+                .get(self.at..self.at + n)
+                .ok_or_else(|| "truncated".to_string())?;
+            self.at += n;
+            Ok(out)
+        }
+
+        fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+            let mut out = [0u8; N];
+            out.copy_from_slice(self.bytes(N)?);
+            Ok(out)
+        }
+
+        fn label<T: std::str::FromStr>(&mut self) -> Result<T, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            let len = usize::from(self.take::<1>()?[0]);
+            let s = std::str::from_utf8(self.bytes(len)?).map_err(|e| e.to_string())?;
+            s.parse().map_err(|e: T::Err| format!("{s:?}: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Peer;
+
+    #[test]
+    fn encode_decode_round_trips_and_detects_damage() {
+        let org = Org {
+            slug: "acme".parse().unwrap(),
+            prefix: "fdaa:1:2::/48".parse().unwrap(),
+            created_at: 42,
+        };
+        let peer = Peer {
+            org: org.slug.clone(),
+            name: "node-1".parse().unwrap(),
+            group: "web".parse().unwrap(),
+            region: "local".parse().unwrap(),
+            pubkey: crate::wireguard::PrivateKey::from_bytes([3; 32]).public_key(),
+            address: "fdaa:1:2:1::1".parse().unwrap(),
+            token: "t".parse().unwrap(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let dump = Dump {
+            generation: Generation(9),
+            orgs: vec![org],
+            peers: vec![peer],
+        };
+        let model = Model::from_dump(&dump);
+        let bytes = model.encode("db-1");
+        let (back, identity) = Model::decode(&bytes).unwrap();
+        assert_eq!(identity, "db-1");
+        assert_eq!(back.generation(), Generation(9));
+        let key = NameKey::Peer(0, "node-1".parse().unwrap());
+        assert_eq!(back.content(&key), model.content(&key));
+        assert_eq!(back.keys().count(), model.keys().count());
+        let mut damaged = bytes.clone();
+        damaged[20] ^= 1;
+        assert!(Model::decode(&damaged).is_err());
+        assert!(Model::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::disk::{Pacer, StateFile};
 use super::{Base, Model, Snapshot, SnapshotError, SnapshotHandle, SnapshotSettings, Touched};
 use crate::store::{Feed, Store, StoreError, Update};
 
@@ -50,26 +51,65 @@ pub async fn start(
     settings: SnapshotSettings,
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
-    start_with(store.feed(), settings, cancel).await
+    start_with(store.feed(), settings, Persistence::default(), cancel).await
+}
+
+/// Like [`start`], keeping the last-known-good state in `state` (see [`super::disk`]), and, when
+/// `fallback` is given and the store cannot be read, serving from it until the store answers.
+///
+/// # Errors
+/// [`SnapshotError::Load`] when the first load fails and there is no fallback.
+pub async fn start_persisted(
+    store: Store,
+    settings: SnapshotSettings,
+    state: Option<StateFile>,
+    fallback: Option<Model>,
+    cancel: CancellationToken,
+) -> Result<SnapshotHandle, SnapshotError> {
+    let persistence = Persistence { state, fallback };
+    start_with(store.feed(), settings, persistence, cancel).await
+}
+
+/// Where the publisher keeps its last-known-good state, and what to serve if the store is down.
+#[derive(Debug, Default)]
+pub(crate) struct Persistence {
+    state: Option<StateFile>,
+    fallback: Option<Model>,
 }
 
 pub(crate) async fn start_with(
     mut source: impl UpdateSource,
     settings: SnapshotSettings,
+    persistence: Persistence,
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
     let base = Base::new(&settings);
     source.force_reload();
-    let first = source.next().await.map_err(SnapshotError::Load)?;
-    let (model, snapshot) = {
-        let base = Arc::clone(&base);
-        tokio::task::spawn_blocking(move || step(&base, None, Model::default(), first))
-            .await
-            .map_err(|e| SnapshotError::Load(StoreError::BadUrl(format!("first build: {e}"))))?
+    let (model, snapshot) = match (source.next().await, persistence.fallback) {
+        (Ok(first), _) => {
+            let base = Arc::clone(&base);
+            tokio::task::spawn_blocking(move || step(&base, None, Model::default(), first))
+                .await
+                .map_err(|e| SnapshotError::Load(StoreError::BadUrl(format!("first build: {e}"))))?
+        }
+        (Err(error), Some(fallback)) => {
+            tracing::warn!(%error, generation = %fallback.generation(), "the store cannot be read; serving DNS from the last-known-good state until it answers");
+            source.force_reload();
+            let snapshot = Snapshot::from_model(Arc::clone(&base), &fallback);
+            (fallback, snapshot)
+        }
+        (Err(error), None) => return Err(SnapshotError::Load(error)),
     };
     warn_missing_views(&snapshot, None);
     let handle = SnapshotHandle::new(snapshot);
-    tokio::spawn(run(source, base, model, handle.clone(), cancel));
+    tokio::spawn(run(
+        source,
+        base,
+        model,
+        handle.clone(),
+        persistence.state,
+        cancel,
+    ));
     Ok(handle)
 }
 
@@ -78,12 +118,33 @@ async fn run(
     base: Arc<Base>,
     mut model: Model,
     handle: SnapshotHandle,
+    state: Option<StateFile>,
     cancel: CancellationToken,
 ) {
     let mut backoff = MIN_BACKOFF;
+    let mut pacer = Pacer::new();
+    // The generation on disk; `None` until the first write.
+    let mut saved = None;
     loop {
+        let unsaved = state.is_some() && saved != Some(model.generation());
         let update = tokio::select! {
             update = source.next() => update,
+            () = tokio::time::sleep(pacer.wait()), if unsaved => {
+                if let Some(state) = &state {
+                    match save(state, std::mem::take(&mut model), &mut pacer).await {
+                        Some(kept) => {
+                            saved = Some(kept.generation());
+                            model = kept;
+                        }
+                        None => {
+                            // The model went with the failed task: start over from a full state.
+                            tracing::error!("encoding the DNS state failed; reloading");
+                            source.force_reload();
+                        }
+                    }
+                }
+                continue;
+            }
             () = cancel.cancelled() => return,
         };
         let update = match update {
@@ -120,6 +181,34 @@ async fn run(
             }
         }
     }
+}
+
+/// Writes `model` as the last-known-good state: encoded on a blocking thread (it needs the model),
+/// sealed and written on another one while the publisher goes on.
+async fn save(state: &StateFile, model: Model, pacer: &mut Pacer) -> Option<Model> {
+    let identity = state.identity.clone();
+    let started = Instant::now();
+    let encoded = tokio::task::spawn_blocking(move || {
+        let bytes = model.encode_unsealed(&identity);
+        (model, bytes)
+    })
+    .await;
+    let Ok((model, bytes)) = encoded else {
+        return None;
+    };
+    let state = state.clone();
+    let generation = model.generation();
+    let encode_took = started.elapsed();
+    pacer.wrote(encode_took);
+    tokio::task::spawn_blocking(move || match state.save_unsealed(bytes) {
+        Ok(took) => {
+            tracing::debug!(path = %state.path.display(), %generation, took_ms = (encode_took + took).as_millis() as u64, "saved the DNS state")
+        }
+        Err(error) => {
+            tracing::warn!(path = %state.path.display(), %error, "cannot save the DNS state")
+        }
+    });
+    Some(model)
 }
 
 /// Applies one update: a patch of `current` for changes, a full build for a reload.
@@ -272,9 +361,14 @@ mod tests {
         let (source, tx) = fake();
         tx.send(Ok(dump(1, vec![peer(1)]))).unwrap();
         let cancel = CancellationToken::new();
-        let handle = start_with(source, SnapshotSettings::default(), cancel.clone())
-            .await
-            .unwrap();
+        let handle = start_with(
+            source,
+            SnapshotSettings::default(),
+            Persistence::default(),
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
         assert_eq!(handle.load().generation(), Generation(1));
         let mut published = handle.published();
         let sets = (2..=50u8)
@@ -302,9 +396,14 @@ mod tests {
         let (source, tx) = fake();
         tx.send(Ok(dump(1, vec![peer(1), peer(2)]))).unwrap();
         let cancel = CancellationToken::new();
-        let handle = start_with(source, SnapshotSettings::default(), cancel.clone())
-            .await
-            .unwrap();
+        let handle = start_with(
+            source,
+            SnapshotSettings::default(),
+            Persistence::default(),
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
         for _ in 0..3 {
             tx.send(Err(StoreError::BadUrl("database is down".into())))
                 .unwrap();
@@ -323,9 +422,51 @@ mod tests {
         let res = start_with(
             source,
             SnapshotSettings::default(),
+            Persistence::default(),
             CancellationToken::new(),
         )
         .await;
         assert!(matches!(res, Err(SnapshotError::Load(_))));
+    }
+
+    #[tokio::test]
+    async fn a_down_store_serves_the_saved_state_then_catches_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path(), "db-1");
+        let saved = Model::from_dump(&match dump(4, vec![peer(1), peer(2)]) {
+            Update::Reload(d) => d,
+            Update::Changes(_) => unreachable!(),
+        });
+        state.save(&saved).unwrap();
+        let (source, tx) = fake();
+        tx.send(Err(StoreError::BadUrl("down".into()))).unwrap();
+        let cancel = CancellationToken::new();
+        let handle = start_with(
+            source,
+            SnapshotSettings::default(),
+            Persistence {
+                state: Some(state.clone()),
+                fallback: state.load(),
+            },
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(handle.load().generation(), Generation(4));
+        assert_eq!(
+            members(&handle.load(), "web"),
+            2,
+            "answers from disk at once"
+        );
+        // The store answers again: its state replaces the saved one, and is saved in turn.
+        tx.send(Ok(dump(9, vec![peer(3)]))).unwrap();
+        handle.wait_for(Generation(9)).await;
+        assert_eq!(members(&handle.load(), "web"), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while state.load().map(|m| m.generation()) != Some(Generation(9)) {
+            assert!(std::time::Instant::now() < deadline, "state saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
     }
 }

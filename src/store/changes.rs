@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use super::{Backend, Store, StoreError, sql};
+use super::{Backend, Store, StoreError};
 use crate::model::{
     Change, ChangeSet, Generation, GroupName, Org, OrgSlug, Peer, PeerName, RegionCode, TokenName,
 };
@@ -43,6 +43,11 @@ pub(super) const PRUNE_BATCH: i64 = 512;
 
 /// How many recent change sets [`Changes`] keeps in memory.
 const RECENT_CAP: usize = 4096;
+
+/// How many changes (peer rows, orgs) the recent change sets may hold together; beyond it the
+/// oldest sets go, so a token delete with a million peers does not stay in memory. The newest set
+/// always stays.
+const RECENT_MAX_CHANGES: usize = 1 << 16;
 
 /// How often the watcher reads the stored generation.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -128,7 +133,14 @@ fn trusted_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PublicKey, D::E
 #[derive(Debug, Clone)]
 pub struct Changes {
     tx: watch::Sender<Generation>,
-    recent: Arc<Mutex<BTreeMap<Generation, Arc<ChangeSet>>>>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The recent change sets by generation, and how many changes they hold together.
+#[derive(Debug, Default)]
+struct Recent {
+    sets: BTreeMap<Generation, Arc<ChangeSet>>,
+    n_changes: usize,
 }
 
 impl Changes {
@@ -158,13 +170,17 @@ impl Changes {
     pub fn publish_set(&self, set: Arc<ChangeSet>) {
         let generation = set.generation;
         {
-            let mut recent = self
-                .recent
-                .lock()
-                .expect("no panics while holding the lock");
-            recent.insert(generation, set);
-            while recent.len() > RECENT_CAP {
-                recent.pop_first();
+            let mut recent = self.recent();
+            recent.n_changes += set.changes.len();
+            if let Some(old) = recent.sets.insert(generation, set) {
+                recent.n_changes -= old.changes.len();
+            }
+            while recent.sets.len() > RECENT_CAP
+                || (recent.n_changes > RECENT_MAX_CHANGES && recent.sets.len() > 1)
+            {
+                if let Some((_, old)) = recent.sets.pop_first() {
+                    recent.n_changes -= old.changes.len();
+                }
             }
         }
         // Announce even when a newer generation was announced first, so feeds waiting for this
@@ -180,13 +196,10 @@ impl Changes {
     /// The recent change sets from `first` on, as far as they follow each other without a gap;
     /// empty when `first` itself is not in memory.
     pub fn recent_from(&self, first: Generation) -> Vec<Arc<ChangeSet>> {
-        let recent = self
-            .recent
-            .lock()
-            .expect("no panics while holding the lock");
+        let recent = self.recent();
         let mut out = Vec::new();
         let mut want = first;
-        for (generation, set) in recent.range(first..) {
+        for (generation, set) in recent.sets.range(first..) {
             if *generation != want {
                 break;
             }
@@ -196,13 +209,20 @@ impl Changes {
         out
     }
 
+    /// The change set of `generation`, if memory still holds it.
+    pub(super) fn recent_at(&self, generation: Generation) -> Option<Arc<ChangeSet>> {
+        self.recent().sets.get(&generation).cloned()
+    }
+
     /// Forgets every change set held in memory: after the stored generation went backwards
     /// (restore, failover) they belong to another history.
     pub(super) fn forget_recent(&self) {
-        self.recent
-            .lock()
-            .expect("no panics while holding the lock")
-            .clear();
+        *self.recent() = Recent::default();
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // Nothing panics while holding the lock, so it is never poisoned.
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The newest generation announced so far.
@@ -250,53 +270,59 @@ struct LogRow {
 impl Store {
     /// Reads up to `limit` change sets after `after` from the change log, in one read snapshot
     /// together with the stored generation.
+    ///
+    /// `held` is the change set the caller applied last, when it has it (its generation is
+    /// `after`). If the log still holds an entry for `after` that differs from it, the database
+    /// switched to another history that has already grown past `after` (a restore or failover
+    /// overtaken between two looks): a gap, like a generation below `after`.
     pub(super) async fn read_change_log(
         &self,
         after: Generation,
+        held: Option<&ChangeSet>,
         limit: i64,
     ) -> Result<LogRead, StoreError> {
         let after_i = after.0 as i64;
-        let (stored, rows): (i64, Vec<LogRow>) = read!(self, |pool| {
-            let begin = if self.backend_name() == "postgres" {
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-            } else {
-                "BEGIN"
-            };
-            let mut tx = pool.begin_with(begin).await?;
+        let held = held.filter(|set| set.generation == after);
+        // Start at `after` itself when there is something to compare it with.
+        let from = if held.is_some() { after_i } else { after_i + 1 };
+        let (stored, rows): (i64, Vec<LogRow>) = read_tx!(self, |tx| {
             let stored: i64 = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
-            let rows = if stored > after_i {
-                sqlx::query_as(sql(
-                    "SELECT generation, changes FROM change_log WHERE generation > $1 \
-                     ORDER BY generation LIMIT $2"
-                        .to_owned(),
-                ))
-                .bind(after_i)
+            let rows = if stored >= from {
+                sqlx::query_as(
+                    "SELECT generation, changes FROM change_log WHERE generation >= $1 \
+                     ORDER BY generation LIMIT $2",
+                )
+                .bind(from)
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?
             } else {
                 Vec::new()
             };
-            tx.commit().await?;
             (stored, rows)
         });
         if stored < after_i {
             return Ok(LogRead::Gap);
+        }
+        let mut rows = rows.into_iter().peekable();
+        // Without an entry for `after` (pruned) there is nothing to compare with.
+        if let (Some(held), Some(row)) = (held, rows.peek())
+            && row.generation == after_i
+        {
+            if decode_row(row)?.changes != held.changes {
+                tracing::warn!(generation = %after, "the change log holds another history");
+                return Ok(LogRead::Gap);
+            }
+            rows.next();
         }
         let mut sets = Vec::with_capacity(rows.len());
         for (want, row) in (after_i + 1..).zip(rows) {
             if row.generation != want {
                 return Ok(LogRead::Gap);
             }
-            let changes = decode_changes(&row.changes).map_err(|e| {
-                super::bad_column("change_log.changes", &format!("#{}", row.generation), e)
-            })?;
-            sets.push(Arc::new(ChangeSet {
-                generation: Generation(row.generation as u64),
-                changes,
-            }));
+            sets.push(Arc::new(decode_row(&row)?));
         }
         if sets.is_empty() && stored > after_i {
             // Newer generations exist but their entries do not: pruned.
@@ -304,6 +330,16 @@ impl Store {
         }
         Ok(LogRead::Sets(sets))
     }
+}
+
+/// A change-log row as the change set it holds.
+fn decode_row(row: &LogRow) -> Result<ChangeSet, StoreError> {
+    let changes = decode_changes(&row.changes)
+        .map_err(|e| super::bad_column("change_log.changes", &format!("#{}", row.generation), e))?;
+    Ok(ChangeSet {
+        generation: Generation(row.generation as u64),
+        changes,
+    })
 }
 
 /// Starts the task that follows the stored generation: every [`POLL_EVERY`], and on PostgreSQL
@@ -457,6 +493,31 @@ mod tests {
         }
         assert!(changes.recent_from(Generation(1)).is_empty());
         assert_eq!(changes.recent_from(Generation(11)).len(), RECENT_CAP);
+
+        // Big sets count by their changes; the newest always stays.
+        let changes = Changes::new(Generation(0));
+        let big = |g: u64, n: usize| {
+            Arc::new(ChangeSet {
+                generation: Generation(g),
+                changes: vec![
+                    Change::OrgCreated(Org {
+                        slug: "acme".parse().unwrap(),
+                        prefix: "fdaa:3:4::/48".parse().unwrap(),
+                        created_at: 0,
+                    });
+                    n
+                ],
+            })
+        };
+        changes.publish_set(big(1, RECENT_MAX_CHANGES / 2));
+        changes.publish_set(big(2, RECENT_MAX_CHANGES / 2));
+        assert_eq!(gens(&changes.recent_from(Generation(1))), [1, 2]);
+        changes.publish_set(big(3, 1));
+        assert_eq!(gens(&changes.recent_from(Generation(2))), [2, 3]);
+        assert!(changes.recent_from(Generation(1)).is_empty());
+        changes.publish_set(big(4, RECENT_MAX_CHANGES + 1));
+        assert_eq!(gens(&changes.recent_from(Generation(4))), [4]);
+        assert!(changes.recent_from(Generation(3)).is_empty());
     }
 
     #[test]

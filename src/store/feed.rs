@@ -4,7 +4,8 @@
 //! A consumer holds a [`Feed`] and loops on [`Feed::next`]. The first call gives the full state
 //! ([`Update::Reload`]); later calls give the change sets committed since, in generation order and
 //! without gaps ([`Update::Changes`]), or a full state again when the feed cannot prove it has every
-//! set in between (a pruned change log, a generation that went backwards after a restore).
+//! set in between (a pruned change log, a generation that went backwards after a restore, a
+//! restored history that already grew past the consumer's generation).
 //!
 //! Change sets come from memory (what writers of this process announced after their commits) as
 //! far as it reaches without a gap, and from the change log in the database beyond that. A feed
@@ -41,6 +42,9 @@ pub struct Feed {
     /// Something was announced that the in-process buffer may not hold: read the change log
     /// before waiting again.
     check_log: bool,
+    /// The change set this feed handed out last (generation `at`); `None` after a reload. Lets
+    /// the feed notice that the store switched to another history that already grew past `at`.
+    last: Option<Arc<ChangeSet>>,
 }
 
 impl Feed {
@@ -52,6 +56,7 @@ impl Feed {
             changes,
             at: None,
             check_log: false,
+            last: None,
         }
     }
 
@@ -68,8 +73,9 @@ impl Feed {
     /// Waits until something newer than [`Feed::at`] is committed, then returns it: every change
     /// set available without a gap after [`Feed::at`] in one batch (never an empty one), or a
     /// full [`Update::Reload`] on the first call, after [`Feed::force_reload`], and when the
-    /// change sets in between cannot be had (the change log was pruned past [`Feed::at`], or the
-    /// stored generation went below it after a restore).
+    /// change sets in between cannot be had (the change log was pruned past [`Feed::at`], the
+    /// stored generation went below it after a restore, or the store holds another history whose
+    /// set for [`Feed::at`] differs from the one this feed handed out).
     ///
     /// Change sets come from memory when this process committed them and announced them in
     /// order, and from the change log otherwise (another replica's writes, an announcement that
@@ -85,17 +91,26 @@ impl Feed {
             // Seen before looking, so that anything announced from here on wakes the wait below.
             let announced = *self.changes.borrow_and_update();
             let mut sets = self.store.changes.recent_from(Generation(at.0 + 1));
+            if self.diverged_in_memory(at) {
+                // Memory holds another set for `at` than the one handed out: the store's history
+                // changed. Let the log decide.
+                sets.clear();
+                self.check_log = true;
+            }
             let held = sets.last().map_or(at, |set| set.generation);
             if announced > held || (self.check_log && sets.is_empty()) {
                 // Memory does not reach what was announced (another replica's write, a set
                 // announced late or never), or something asked for a look (a restore): the log.
-                match self.store.read_change_log(held, LOG_BATCH).await? {
-                    LogRead::Gap if sets.is_empty() => {
-                        tracing::info!(%at, "change log does not reach back; reloading");
+                let held_set = sets.last().or(self.last.as_ref()).map(|set| &**set);
+                match self
+                    .store
+                    .read_change_log(held, held_set, LOG_BATCH)
+                    .await?
+                {
+                    LogRead::Gap => {
+                        tracing::info!(%at, "change log does not continue from here; reloading");
                         return self.reload().await;
                     }
-                    // Hand out what memory holds; the next call meets the gap.
-                    LogRead::Gap => self.check_log = true,
                     LogRead::Sets(more) => {
                         // A full batch may have more behind it.
                         self.check_log = more.len() as i64 == LOG_BATCH;
@@ -107,11 +122,23 @@ impl Feed {
             }
             if let Some(last) = sets.last() {
                 self.at = Some(last.generation);
+                self.last = Some(Arc::clone(last));
                 return Ok(Update::Changes(sets));
             }
             // Nothing newer is stored (yet, or the stored generation went back to exactly `at`):
             // wait for the next announcement.
             self.wait().await;
+        }
+    }
+
+    /// Whether memory holds a change set for `at` other than the one this feed handed out.
+    fn diverged_in_memory(&self, at: Generation) -> bool {
+        let Some(last) = &self.last else {
+            return false;
+        };
+        match self.store.changes.recent_at(at) {
+            Some(set) => !Arc::ptr_eq(&set, last) && set.changes != last.changes,
+            None => false,
         }
     }
 
@@ -131,6 +158,7 @@ impl Feed {
         }
         self.at = Some(dump.generation);
         self.check_log = false;
+        self.last = None;
         Ok(Update::Reload(dump))
     }
 }

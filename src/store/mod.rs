@@ -103,8 +103,12 @@ pub struct Store {
     backend: Backend,
     changes: Changes,
     ula_prefix: Ipv6Net,
+    /// The database's identity (see [`Store::identity`]); empty until the database answered.
+    identity: std::sync::Arc<std::sync::OnceLock<String>>,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
+    /// The token that guard cancels.
+    watch_stop: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +165,7 @@ macro_rules! write_tx {
                 let $is_pg = true;
                 #[allow(unused_mut)]
                 let mut $log: Option<std::sync::Arc<$crate::model::ChangeSet>> = None;
-                let mut $tx = pool.begin().await?;
+                let mut $tx = $crate::store::begin_pg(pool, None).await?;
                 let out: Result<_, StoreError> = $body;
                 if out.is_ok() {
                     let changes = $self.changes.clone();
@@ -187,6 +191,32 @@ macro_rules! read {
         match &$self.backend {
             $crate::store::Backend::Sqlite($pool) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` inside a read-only transaction that sees one consistent snapshot (a deferred
+/// transaction in SQLite's WAL mode, a repeatable-read one on PostgreSQL), then ends it. Inside
+/// the body `$tx` is the transaction; `?` returns from the enclosing function.
+macro_rules! read_tx {
+    ($self:ident, |$tx:ident| $body:block) => {
+        match &$self.backend {
+            $crate::store::Backend::Sqlite(pool) => {
+                let mut $tx = pool.begin_with("BEGIN").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::store::Backend::Postgres(pool) => {
+                let mut $tx = $crate::store::begin_pg(
+                    pool,
+                    Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+                )
+                .await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
         }
     };
 }
@@ -221,6 +251,13 @@ macro_rules! record_changes {
         .fetch_one(&mut *$tx)
         .await?;
         let now = $crate::model::now_unix();
+        // Normally finds nothing. After the stored generation was set back by hand, entries of
+        // the abandoned history from here on would otherwise block the insert, or be read as
+        // this history's next change sets.
+        sqlx::query("DELETE FROM change_log WHERE generation >= $1")
+            .bind(generation)
+            .execute(&mut *$tx)
+            .await?;
         sqlx::query("INSERT INTO change_log (generation, changes, created_at) VALUES ($1, $2, $3)")
             .bind(generation)
             .bind($crate::store::changes::encode_changes(&changes))
@@ -286,9 +323,31 @@ fn bad_column(column: &str, s: &str, e: impl std::fmt::Display) -> StoreError {
     ))
 }
 
-/// The error for a commit task that did not finish (the runtime shut down, or it panicked).
+/// Begins a transaction on PostgreSQL (with `statement`, or a plain `BEGIN`) in a task of its
+/// own. sqlx 0.9's PostgreSQL `begin` is not cancel safe: a caller dropped between sending `BEGIN`
+/// and reading its answer returns the connection to the pool inside a transaction nothing ends,
+/// and the next user of that connection runs in it (a read-only one then fails every write).
+/// The task always finishes the `BEGIN`; if the caller is gone by then, the transaction is
+/// dropped there, which rolls it back. (SQLite's driver handles this case itself.)
+async fn begin_pg(
+    pool: &sqlx::PgPool,
+    statement: Option<&'static str>,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        match statement {
+            Some(statement) => pool.begin_with(statement).await,
+            None => pool.begin().await,
+        }
+    })
+    .await
+    .map_err(commit_task_failed)?
+}
+
+/// The error for a task that did not finish a transaction's begin or commit (the runtime shut
+/// down, or it panicked).
 fn commit_task_failed(e: tokio::task::JoinError) -> sqlx::Error {
-    sqlx::Error::Protocol(format!("commit task failed: {e}"))
+    sqlx::Error::Protocol(format!("transaction task failed: {e}"))
 }
 
 fn sql(text: String) -> sqlx::AssertSqlSafe<String> {
@@ -309,14 +368,62 @@ impl Store {
     /// # Errors
     /// [`StoreError::BadUrl`], [`StoreError::Migrate`] or [`StoreError::Database`].
     pub async fn open(url: &str, ula_prefix: Ipv6Net) -> Result<Store, StoreError> {
+        let mut store = Store::connect(url, ula_prefix, false).await?;
+        let generation = store.init().await?;
+        store.changes = Changes::new(generation);
+        store.start_watcher().await;
+        Ok(store)
+    }
+
+    /// Like [`Store::open`], but without waiting for the database: the store is returned at once,
+    /// and a background task keeps trying to reach, migrate and prepare the database (every
+    /// second) until it answers. Until then every call fails with the connection's error (the
+    /// API answers 503) and [`Store::identity`] is empty. For a server that must serve DNS from
+    /// its last-known-good state while the database is down.
+    ///
+    /// # Errors
+    /// [`StoreError::BadUrl`].
+    pub async fn open_lazy(url: &str, ula_prefix: Ipv6Net) -> Result<Store, StoreError> {
+        let store = Store::connect(url, ula_prefix, true).await?;
+        let pending = store.clone();
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                match pending.init().await {
+                    Ok(generation) => {
+                        pending.changes.publish(generation);
+                        pending.start_watcher().await;
+                        tracing::info!(%generation, "the database answers; following it");
+                        return;
+                    }
+                    Err(error) => {
+                        if !warned {
+                            tracing::warn!(%error, "the database does not answer yet; retrying every second");
+                            warned = true;
+                        }
+                        if pending.watch_stop.is_cancelled() {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    /// Builds the pool: connecting at once, or at first use (`lazy`).
+    async fn connect(url: &str, ula_prefix: Ipv6Net, lazy: bool) -> Result<Store, StoreError> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
-            let pool = sqlx::postgres::PgPoolOptions::new()
+            let options = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(std::time::Duration::from_secs(10))
-                .connect_with(opts)
-                .await?;
-            PG_MIGRATOR.run(&pool).await?;
+                .acquire_timeout(std::time::Duration::from_secs(if lazy { 2 } else { 10 }));
+            let pool = if lazy {
+                options.connect_lazy_with(opts)
+            } else {
+                options.connect_with(opts).await?
+            };
             Backend::Postgres(pool)
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -335,29 +442,99 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(std::time::Duration::from_secs(30));
-            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            let options = sqlx::sqlite::SqlitePoolOptions::new()
                 .max_connections(8)
-                .acquire_timeout(std::time::Duration::from_secs(30))
-                .connect_with(opts)
-                .await?;
-            SQLITE_MIGRATOR.run(&pool).await?;
+                .acquire_timeout(std::time::Duration::from_secs(if lazy { 2 } else { 30 }));
+            let pool = if lazy {
+                options.connect_lazy_with(opts)
+            } else {
+                options.connect_with(opts).await?
+            };
             Backend::Sqlite(pool)
         } else {
             return Err(StoreError::BadUrl(url.to_owned()));
         };
-        let mut store = Store {
+        let watch_stop = tokio_util::sync::CancellationToken::new();
+        Ok(Store {
             backend,
             changes: Changes::new(Generation(0)),
             ula_prefix,
-            _watcher: None,
-        };
-        let generation = store.generation().await?;
-        store.changes = Changes::new(generation);
-        store.ensure_default_org().await?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        changes::spawn_watcher(&store.backend, store.changes.clone(), stop.clone()).await;
-        store._watcher = Some(std::sync::Arc::new(stop.drop_guard()));
-        Ok(store)
+            identity: Default::default(),
+            _watcher: Some(std::sync::Arc::new(watch_stop.clone().drop_guard())),
+            watch_stop,
+        })
+    }
+
+    /// Migrates, learns the identity and makes sure the default org exists; returns the stored
+    /// generation.
+    async fn init(&self) -> Result<Generation, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
+            Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
+        }
+        let identity = self.ensure_identity().await?;
+        let _ = self.identity.set(identity);
+        self.ensure_default_org().await?;
+        // Read after the default org, which may have just been created.
+        self.generation().await
+    }
+
+    /// Starts following the stored generation (other replicas' and processes' writes).
+    async fn start_watcher(&self) {
+        changes::spawn_watcher(&self.backend, self.changes.clone(), self.watch_stop.clone()).await;
+    }
+
+    /// The database's identity: random, set once when a server first opens it, the same for
+    /// every replica. Tells one database from another (a restore keeps it).
+    pub fn identity(&self) -> &str {
+        self.identity.get().map_or("", String::as_str)
+    }
+
+    async fn ensure_identity(&self) -> Result<String, StoreError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| StoreError::Database(sqlx::Error::Io(e.into())))?;
+        let fresh: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let identity: String = read!(self, |pool| {
+            sqlx::query("UPDATE meta SET identity = $1 WHERE id = 1 AND identity IS NULL")
+                .bind(&fresh)
+                .execute(pool)
+                .await?;
+            sqlx::query_scalar("SELECT identity FROM meta WHERE id = 1")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(identity)
+    }
+
+    /// The gateway public key of `region` as stored by the first server that claimed it, storing
+    /// `candidate` when none is stored yet. Replicas call this for a region whose key they
+    /// generated, so all of them hand out the same key.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn claim_region_key(
+        &self,
+        region: &crate::model::RegionCode,
+        candidate: &crate::wireguard::PublicKey,
+    ) -> Result<crate::wireguard::PublicKey, StoreError> {
+        let now = crate::model::now_unix();
+        let stored: String = read!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO region_keys (region, public_key, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (region) DO NOTHING",
+            )
+            .bind(region.as_str())
+            .bind(candidate.to_base64())
+            .bind(now)
+            .execute(pool)
+            .await?;
+            sqlx::query_scalar("SELECT public_key FROM region_keys WHERE region = $1")
+                .bind(region.as_str())
+                .fetch_one(pool)
+                .await?
+        });
+        crate::wireguard::PublicKey::from_trusted_base64(&stored)
+            .map_err(|e| bad_column("region_keys.public_key", &stored, e))
     }
 
     /// Which backend this is: `"sqlite"` or `"postgres"`.
@@ -388,16 +565,8 @@ impl Store {
     /// [`StoreError::Database`].
     pub async fn load_all(&self) -> Result<Dump, StoreError> {
         let peer_text = format!("{PEER_SELECT} ORDER BY o.slug, p.name");
-        // One consistent read snapshot: a deferred transaction in SQLite's WAL mode, a
-        // repeatable-read one on PostgreSQL.
         let (generation, org_rows, peer_rows): (i64, Vec<OrgRow>, Vec<PeerRow>) =
-            read!(self, |pool| {
-                let begin = if self.backend_name() == "postgres" {
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                } else {
-                    "BEGIN"
-                };
-                let mut tx = pool.begin_with(begin).await?;
+            read_tx!(self, |tx| {
                 let g = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                     .fetch_one(&mut *tx)
                     .await?;
@@ -406,7 +575,6 @@ impl Store {
                         .fetch_all(&mut *tx)
                         .await?;
                 let p = sqlx::query_as(sql(peer_text)).fetch_all(&mut *tx).await?;
-                tx.commit().await?;
                 (g, o, p)
             });
         // Rows come sorted by org: parse each org's slug once, not once per peer.

@@ -132,11 +132,18 @@ impl Store {
                             .bind(new.pubkey.to_base64())
                             .fetch_optional(&mut *tx)
                             .await?;
-                    let n_live: i64 =
-                        sqlx::query_scalar("SELECT COUNT(*) FROM peers WHERE token_id = $1")
-                            .bind(token.id)
-                            .fetch_one(&mut *tx)
-                            .await?;
+                    // Counted only for a capped token, and only up to the cap: a write must not
+                    // cost O(the token's peers).
+                    let n_live: i64 = match token.max_peers {
+                        None => 0,
+                        Some(cap) => sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM (SELECT 1 FROM peers WHERE token_id = $1 LIMIT $2) AS capped",
+                        )
+                        .bind(token.id)
+                        .bind(i64::from(cap))
+                        .fetch_one(&mut *tx)
+                        .await?,
+                    };
                     if name_taken.is_some() {
                         Err(StoreError::PeerNameTaken(new.name.clone()))
                     } else if key_taken.is_some() {

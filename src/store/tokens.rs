@@ -92,6 +92,13 @@ const TOKEN_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_pre
      (SELECT COUNT(*) FROM peers p WHERE p.token_id = t.id) AS live_peers \
      FROM tokens t JOIN orgs o ON o.id = t.org_id";
 
+/// [`TOKEN_SELECT`] without the live peer count, which costs O(the token's peers): for
+/// authentication, on every peer API request.
+const TOKEN_AUTH_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
+     t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
+     CAST(0 AS BIGINT) AS live_peers \
+     FROM tokens t JOIN orgs o ON o.id = t.org_id";
+
 impl Store {
     /// Mints a token; the secret is returned once and only its hash is stored.
     ///
@@ -224,7 +231,7 @@ impl Store {
     /// [`StoreError::UnknownToken`], [`StoreError::TokenDeleted`], [`StoreError::TokenExpired`].
     pub async fn authenticate(&self, secret: &str) -> Result<AuthToken, StoreError> {
         let hash = secret::hash_secret(secret);
-        let text = format!("{TOKEN_SELECT} WHERE t.secret_hash = $1");
+        let text = format!("{TOKEN_AUTH_SELECT} WHERE t.secret_hash = $1");
         let row: Option<TokenRow> = read!(self, |pool| {
             sqlx::query_as(sql(text))
                 .bind(&hash)

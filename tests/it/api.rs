@@ -14,8 +14,12 @@ use sixpn::model::{Generation, PeerName, now_unix};
 use sixpn::store::NewToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use sixpn::api::RateLimits;
+use sixpn::api::server::ServerLimits;
+
 use crate::api_support::{
-    ADMIN, BODY_LIMIT, TestApi, flyctl_create, flyctl_update, pubkey, request, send, state_with,
+    ADMIN, BODY_LIMIT, Served, TestApi, flyctl_create, flyctl_update, pubkey, request,
+    router_with_limits, send, state_with,
 };
 
 const PEERS: &str = "/api/v3/wire_guard_peers";
@@ -328,11 +332,96 @@ async fn duplicate_name_is_409_pointing_at_put() {
     api.create(&token, "Node-1", "", &pubkey())
         .await
         .expect_error(409, &["already exists"]);
-    // Another token of the same org cannot take the name either.
-    let other = api.mint("personal", "other", json!({})).await;
-    api.create(&other, "node-1", "", &pubkey())
+}
+
+/// issue 13: a name another token of the same org created is 409 on create, saying so (not
+/// "re-key it with PUT", which would then fail), and 403 on read, re-key and delete, saying so;
+/// a name in another org still looks exactly like no peer at all.
+#[tokio::test]
+async fn issue13_a_name_of_another_token_says_so() {
+    let api = TestApi::new().await;
+    let owner = api.mint("personal", "owner", json!({})).await;
+    let stranger = api.mint("personal", "stranger", json!({})).await;
+    let key = pubkey();
+    api.create(&owner, "node-1", "", &key).await.ok();
+
+    let taken = api.create(&stranger, "node-1", "", &pubkey()).await;
+    taken.expect_error(409, &["node-1", "belongs to another token", "another name"]);
+    assert!(!taken.error().contains("PUT"), "{}", taken.error());
+    // Case-insensitively too.
+    api.create(&stranger, "NODE-1", "", &pubkey())
         .await
-        .expect_error(409, &["already exists"]);
+        .expect_error(409, &["belongs to another token"]);
+
+    for (method, body) in [
+        ("GET", None),
+        ("PUT", Some(flyctl_update(&pubkey()))),
+        ("DELETE", None),
+    ] {
+        api.peer(
+            method,
+            &format!("{PEERS}/node-1"),
+            &stranger,
+            body.as_deref(),
+        )
+        .await
+        .expect_error(403, &["node-1", "belongs to another token"]);
+        api.peer(
+            method,
+            &format!("{PEERS}/node-9"),
+            &stranger,
+            body.as_deref(),
+        )
+        .await
+        .expect_error(404, &["node-9", "does not exist"]);
+    }
+
+    // Another org's token: node-1 is no peer of its org, the same 404 as any missing name.
+    api.admin("POST", "/api/v1/orgs", Some(json!({"slug": "acme"})))
+        .await
+        .ok();
+    let outsider = api.mint("acme", "outsider", json!({})).await;
+    for (method, body) in [
+        ("GET", None),
+        ("PUT", Some(flyctl_update(&pubkey()))),
+        ("DELETE", None),
+    ] {
+        let theirs = api
+            .peer(
+                method,
+                &format!("{PEERS}/node-1"),
+                &outsider,
+                body.as_deref(),
+            )
+            .await;
+        theirs.expect_error(404, &["node-1"]);
+        let missing = api
+            .peer(
+                method,
+                &format!("{PEERS}/node-9"),
+                &outsider,
+                body.as_deref(),
+            )
+            .await;
+        assert_eq!(
+            theirs.error().replace("node-1", "NAME"),
+            missing.error().replace("node-9", "NAME"),
+            "{method}: another org's peer must look like no peer"
+        );
+    }
+
+    // Nothing changed for the owner.
+    let peer = api
+        .peer("GET", &format!("{PEERS}/node-1"), &owner, None)
+        .await;
+    assert_eq!(peer.ok()["pubkey"], key.as_str());
+    let deleted = api
+        .peer("DELETE", &format!("{PEERS}/node-1"), &owner, None)
+        .await;
+    assert_eq!(deleted.ok()["deleted"], "node-1");
+    api.peer("GET", &format!("{PEERS}/node-1"), &owner, None)
+        .await
+        .expect_error(404, &["node-1"]);
 }
 
 #[tokio::test]
@@ -364,58 +453,6 @@ async fn a_public_key_in_use_is_409() {
     )
     .await
     .ok();
-}
-
-#[tokio::test]
-async fn another_tokens_peer_looks_exactly_like_no_peer() {
-    let api = TestApi::new().await;
-    let owner = api.mint("personal", "owner", json!({})).await;
-    let stranger = api.mint("personal", "stranger", json!({})).await;
-    let key = pubkey();
-    api.create(&owner, "node-1", "", &key).await.ok();
-
-    for (method, body) in [
-        ("GET", None),
-        ("PUT", Some(flyctl_update(&pubkey()))),
-        ("DELETE", None),
-    ] {
-        let theirs = api
-            .peer(
-                method,
-                &format!("{PEERS}/node-1"),
-                &stranger,
-                body.as_deref(),
-            )
-            .await;
-        theirs.expect_error(404, &["node-1"]);
-        let missing = api
-            .peer(
-                method,
-                &format!("{PEERS}/node-9"),
-                &stranger,
-                body.as_deref(),
-            )
-            .await;
-        missing.expect_error(404, &["node-9"]);
-        assert_eq!(
-            theirs.error().replace("node-1", "NAME"),
-            missing.error().replace("node-9", "NAME"),
-            "{method}: the answers must not tell the two apart"
-        );
-    }
-    // Nothing changed for the owner.
-    let peer = api
-        .peer("GET", &format!("{PEERS}/node-1"), &owner, None)
-        .await;
-    assert_eq!(peer.ok()["pubkey"], key.as_str());
-    // The owner can delete it.
-    let deleted = api
-        .peer("DELETE", &format!("{PEERS}/node-1"), &owner, None)
-        .await;
-    assert_eq!(deleted.ok()["deleted"], "node-1");
-    api.peer("GET", &format!("{PEERS}/node-1"), &owner, None)
-        .await
-        .expect_error(404, &["node-1"]);
 }
 
 #[tokio::test]
@@ -929,6 +966,7 @@ async fn healthz_and_openapi() {
         ("/api/v1/orgs/{org}/peers/{name}", &["get", "delete"][..]),
         ("/api/openapi.json", &["get"][..]),
         ("/healthz", &["get"][..]),
+        ("/readyz", &["get"][..]),
     ];
     let paths = doc["paths"].as_object().unwrap();
     assert_eq!(paths.len(), routes.len());
@@ -1193,7 +1231,7 @@ async fn logs_child_process() {
     // The database goes away: a generic 5xx.
     api.store.close().await;
     for (uri, auth) in [
-        ("/healthz", None),
+        ("/readyz", None),
         (
             "/api/v1/orgs/personal/peers",
             Some(format!("Bearer {ADMIN}")),
@@ -1246,5 +1284,648 @@ fn logs_name_routes_but_never_secrets() {
     let hex = secret.trim_start_matches("sixpn_wg_");
     for needle in [hex, ADMIN, "notarealsecret", "not-the-admin"] {
         assert!(!logs.contains(needle), "{needle:?} appears in the logs");
+    }
+}
+
+/// Sends raw bytes and returns everything the server answers before closing (or `None` when
+/// it closed without a word), within `within`.
+async fn raw_exchange(
+    addr: std::net::SocketAddr,
+    bytes: &[u8],
+    within: Duration,
+) -> Option<(u16, String, Value)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before reading all of a huge request.
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the server closes the connection in time");
+    if out.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8(out).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let json = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{status} answer without a JSON body ({e}): {text:?}"));
+    Some((status, head.to_ascii_lowercase(), json))
+}
+
+/// issue 13: the answers hyper gives on its own (a garbage request line, a 100,000-character
+/// URI, oversized headers) carry a JSON `error` like every other failure.
+#[tokio::test]
+async fn issue13_http_layer_errors_are_json() {
+    let api = TestApi::new().await;
+    let served = Served::start(api.router.clone(), ServerLimits::default()).await;
+    let addr = served.addr;
+    let within = Duration::from_secs(5);
+
+    let long = format!(
+        "GET {PEERS}/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let (status, head, json) = raw_exchange(addr, long.as_bytes(), within).await.unwrap();
+    assert_eq!(status, 414, "{json}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(
+        json["error"].as_str().unwrap().contains("too long"),
+        "{json}"
+    );
+
+    let (status, head, json) = raw_exchange(addr, b"GARBAGE\x01\x02 what\r\n\r\n", within)
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{json}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("malformed HTTP request")
+    );
+
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(500_000)
+    );
+    let (status, _, json) = raw_exchange(addr, big_header.as_bytes(), within)
+        .await
+        .unwrap();
+    assert_eq!(status, 431, "{json}");
+    assert!(!json["error"].as_str().unwrap().is_empty());
+
+    // Ordinary answers pass through untouched, on a keep-alive connection too.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(within, stream.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 404 "), "{out}");
+    assert!(out.contains("no such endpoint /nope"), "{out}");
+    assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
+    served.stop().await;
+}
+
+/// issue 11: half a request line, or nothing at all, is cut off after the header-read timeout;
+/// a client that stops in the middle of a body after the idle timeout.
+#[tokio::test]
+async fn issue11_slow_clients_are_cut_off() {
+    let api = TestApi::new().await;
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(600),
+        ..ServerLimits::default()
+    };
+    let served = Served::start(api.router.clone(), limits).await;
+    let started = std::time::Instant::now();
+    for bytes in [&b"GET /heal"[..], b""] {
+        let answer = raw_exchange(served.addr, bytes, Duration::from_secs(3)).await;
+        assert!(answer.is_none(), "{answer:?}");
+    }
+    // A body promised but never sent.
+    let token = api.mint("personal", "slow", json!({})).await;
+    let head = format!(
+        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    let (status, _, json) = raw_exchange(served.addr, head.as_bytes(), Duration::from_secs(3))
+        .await
+        .expect("a stalled body is answered");
+    assert_eq!(status, 408, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("did not arrive"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server still serves.
+    let (status, _, _) = raw_exchange(
+        served.addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    served.stop().await;
+}
+
+/// issue 11: the idle timeout never cuts off a request being handled, however slow.
+#[tokio::test]
+async fn issue11_a_slow_answer_is_not_cut_off_by_the_idle_timeout() {
+    let api = TestApi::new().await;
+    // Writes wait PUBLISH_TIMEOUT (2 s) for a publisher that never publishes.
+    let (_publish, published) = tokio::sync::watch::channel(Generation(0));
+    let router = sixpn::api::router(state_with(&api.store, api.regions.clone(), published));
+    let limits = ServerLimits {
+        idle_timeout: Duration::from_millis(300),
+        ..ServerLimits::default()
+    };
+    let served = Served::start(router, limits).await;
+    let token = api.mint("personal", "patient", json!({})).await;
+    let body = flyctl_create("node-1", "", &pubkey(), "");
+    let request = format!(
+        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, _, json) = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200, "{json}");
+    served.stop().await;
+}
+
+/// issue 11: at the connection cap (per address here) a new connection evicts the one idle
+/// longest, so clients that connect and send nothing cannot lock others out; only when every
+/// connection is busy with a request is a new one answered a JSON 503 at once.
+#[tokio::test]
+async fn issue11_connections_are_capped() {
+    let api = TestApi::new().await;
+    let limits = ServerLimits {
+        max_connections_per_ip: 2,
+        ..ServerLimits::default()
+    };
+    // A publisher that never publishes: each create stays busy for PUBLISH_TIMEOUT.
+    let (_publish, published) = tokio::sync::watch::channel(Generation(0));
+    let router = sixpn::api::router(state_with(&api.store, api.regions.clone(), published));
+    let served = Served::start(router, limits).await;
+    let healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+    // Two silent connections fill the cap; a real request still gets through, evicting the
+    // older silent one.
+    let mut oldest = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _newer = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, _, _) = raw_exchange(served.addr, healthz, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(2), oldest.read(&mut buf))
+        .await
+        .expect("the evicted connection is closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the oldest silent connection was evicted");
+    drop(_newer);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // Two connections busy with requests: a third is refused at once with a JSON 503.
+    let token = api.mint("personal", "busy", json!({})).await;
+    let mut busy = Vec::new();
+    for i in 0..2 {
+        let body = flyctl_create(&format!("node-{i}"), "", &pubkey(), "");
+        let request = format!(
+            "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let addr = served.addr;
+        busy.push(tokio::spawn(async move {
+            raw_exchange(addr, request.as_bytes(), Duration::from_secs(10)).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, head, json) = raw_exchange(served.addr, healthz, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(status, 503, "{json}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(head.contains("retry-after"), "{head}");
+    assert!(json["error"].as_str().unwrap().contains("too many"));
+    for call in busy {
+        let (status, _, json) = call.await.unwrap().unwrap();
+        assert_eq!(status, 200, "{json}");
+    }
+    served.stop().await;
+}
+
+/// issue 11 (acceptance, scaled down): with far more silent clients than the cap holding
+/// connections, a real create still succeeds at once.
+#[tokio::test]
+async fn issue11_silent_clients_cannot_lock_out_a_real_one() {
+    let api = TestApi::new().await;
+    let limits = ServerLimits {
+        max_connections: 50,
+        max_connections_per_ip: 50,
+        ..ServerLimits::default()
+    };
+    let served = Served::start(api.router.clone(), limits).await;
+    let mut silent = Vec::new();
+    for i in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+        // Half a request line, as a slowloris client sends.
+        if i % 2 == 0 {
+            stream.write_all(b"POST /api/v3/wire_g").await.unwrap();
+        }
+        silent.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let token = api.mint("personal", "real", json!({})).await;
+    let body = flyctl_create("node-1", "", &pubkey(), "");
+    let request = format!(
+        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let started = std::time::Instant::now();
+    let (status, _, json) = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{json}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    served.stop().await;
+}
+
+/// issue 13: a body with a UTF-8 byte-order mark is accepted, and so is a public key with
+/// surrounding whitespace (a pasted key often brings its newline).
+#[tokio::test]
+async fn issue13_bom_and_whitespace_around_the_key_are_accepted() {
+    let api = TestApi::new().await;
+    let token = api.mint("personal", "paste", json!({})).await;
+    let key = pubkey();
+    let body = format!(
+        "\u{feff}{}",
+        flyctl_create("node-1", "", &format!("{key}\\n"), "")
+    );
+    let created = api.peer("POST", PEERS, &token, Some(&body)).await;
+    assert_eq!(created.ok()["pubkey"], key.as_str());
+    let other = pubkey();
+    let updated = api
+        .peer(
+            "PUT",
+            &format!("{PEERS}/node-1"),
+            &token,
+            Some(&flyctl_update(&format!("  {other}\\r\\n"))),
+        )
+        .await;
+    assert_eq!(updated.ok()["pubkey"], other.as_str());
+    // Whitespace inside a key is still wrong.
+    api.create(
+        &token,
+        "node-2",
+        "",
+        &format!("{} {}", &key[..20], &key[20..]),
+    )
+    .await
+    .expect_error(422, &["pubkey"]);
+}
+
+/// issue 11: a gateway's own public key (any configured region's) is not a peer key.
+#[tokio::test]
+async fn issue11_a_gateway_key_is_refused() {
+    let api = TestApi::new().await;
+    let token = api.mint("personal", "gw", json!({})).await;
+    for region in api.regions.iter() {
+        api.create(&token, "node-1", "", &region.public_key.to_base64())
+            .await
+            .expect_error(422, &["pubkey", "gateway", region.code.as_str()]);
+    }
+    api.create(&token, "node-1", "", &pubkey()).await.ok();
+    api.peer(
+        "PUT",
+        &format!("{PEERS}/node-1"),
+        &token,
+        Some(&flyctl_update(&api.regions[1].public_key.to_base64())),
+    )
+    .await
+    .expect_error(422, &["gateway"]);
+}
+
+/// issue 11: a bearer that cannot be a WireGuard token is refused without the database (here:
+/// closed), and the admin token is compared only up to a bounded length.
+#[tokio::test]
+async fn issue11_malformed_tokens_cost_no_database_query() {
+    let api = TestApi::new().await;
+    let token = api.mint("personal", "real", json!({})).await;
+    api.store.close().await;
+    for bad in [
+        "nope".to_owned(),
+        "sixpn_wg_0000".to_owned(),
+        format!("{token}0"),
+        token.to_uppercase(),
+        token.replace("sixpn_wg_", "sixpn_xx_"),
+        "x".repeat(10_000),
+    ] {
+        api.peer("GET", &format!("{PEERS}/node-1"), &bad, None)
+            .await
+            .expect_error(401, &["not a sixpn wireguard token"]);
+    }
+    // A well-formed token needs the database, which is down: 503, not 500.
+    api.peer("GET", &format!("{PEERS}/node-1"), &token, None)
+        .await
+        .expect_error(503, &["database is unavailable"]);
+    api.call(
+        "GET",
+        "/api/v1/orgs",
+        Some(&format!(
+            "Bearer {}",
+            "a".repeat(sixpn::api::MAX_ADMIN_TOKEN_LEN + 1)
+        )),
+        None,
+    )
+    .await
+    .expect_error(401, &["admin token"]);
+}
+
+/// issue 11: every database unavailability is a 503 with a JSON error, never a 500.
+#[tokio::test]
+async fn issue11_database_outage_is_503() {
+    let api = TestApi::new().await;
+    let token = api.mint("personal", "outage", json!({})).await;
+    api.create(&token, "node-1", "", &pubkey()).await.ok();
+    api.store.close().await;
+    for answer in [
+        api.admin("GET", "/api/v1/orgs", None).await,
+        api.admin("GET", "/api/v1/orgs/personal/peers", None).await,
+        api.admin(
+            "POST",
+            "/api/v1/orgs/personal/wireguard_tokens",
+            Some(json!({"name": "x"})),
+        )
+        .await,
+        api.create(&token, "node-2", "", &pubkey()).await,
+    ] {
+        answer.expect_error(503, &["database is unavailable"]);
+        assert_eq!(answer.headers["retry-after"], "1");
+    }
+}
+
+/// issue 11: `expires_in` over 100 years (`--expires 10000y`) is a 422 naming the limit, null is
+/// refused, and a row that already holds an absurd expiry still lists.
+#[tokio::test]
+async fn issue11_absurd_expiries_are_refused_and_still_list() {
+    let api = TestApi::new().await;
+    let mint = "/api/v1/orgs/personal/wireguard_tokens";
+    for (expires_in, words) in [
+        (json!("10000y"), &["expires_in", "100 years"][..]),
+        (json!(u64::MAX), &["expires_in"][..]),
+        (json!(9_999_999_999_u64), &["expires_in", "100 years"][..]),
+        (Value::Null, &["expires_in", "null"][..]),
+    ] {
+        api.admin(
+            "POST",
+            mint,
+            Some(json!({"name": "x", "expires_in": expires_in})),
+        )
+        .await
+        .expect_error(422, words);
+    }
+    let ok = api
+        .admin(
+            "POST",
+            mint,
+            Some(json!({"name": "ok", "expires_in": "100y"})),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.json);
+    // A row minted before the limit existed.
+    api.store
+        .mint_token(
+            &"personal".parse().unwrap(),
+            NewToken {
+                name: "ancient".parse().unwrap(),
+                group: None,
+                expires_at: Some(now_unix() + 10_000 * 31_557_600),
+                max_peers: None,
+            },
+        )
+        .await
+        .unwrap();
+    let listed = api.admin("GET", mint, None).await;
+    let ancient = listed
+        .ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ancient")
+        .unwrap();
+    assert_eq!(ancient["expires_at"], "9999-12-31T23:59:59Z");
+}
+
+/// issue 10: one token hammering the peer API gets 429 with `Retry-After` and a JSON error,
+/// while another token's requests still succeed.
+#[tokio::test]
+async fn issue10_a_hammering_token_gets_429_others_do_not() {
+    let api = TestApi::new().await;
+    let router = router_with_limits(
+        &api,
+        RateLimits {
+            token_rate: 1.0,
+            token_burst: 5,
+            ..RateLimits::off()
+        },
+    );
+    let noisy = api.mint("personal", "noisy", json!({})).await;
+    let quiet = api.mint("personal", "quiet", json!({})).await;
+    let get = |token: &str| {
+        request(
+            "GET",
+            &format!("{PEERS}/node-1"),
+            Some(&format!("Bearer {token}")),
+            None,
+        )
+    };
+    let mut limited = None;
+    for _ in 0..20 {
+        let answer = send(&router, get(&noisy)).await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(answer);
+            break;
+        }
+        answer.expect_error(404, &["node-1"]);
+    }
+    let limited = limited.expect("the noisy token was never limited");
+    limited.expect_error(429, &["too many requests", "retry"]);
+    let retry_after: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // The other token is not affected.
+    for _ in 0..5 {
+        send(&router, get(&quiet))
+            .await
+            .expect_error(404, &["node-1"]);
+    }
+}
+
+/// issue 10: failed authentications are limited per source address: over the limit, even a
+/// valid token from that address waits, while other addresses are served.
+#[tokio::test]
+async fn issue10_failed_authentications_are_limited_per_address() {
+    let api = TestApi::new().await;
+    let router = router_with_limits(
+        &api,
+        RateLimits {
+            failed_auth_rate: 0.5,
+            failed_auth_burst: 3,
+            ..RateLimits::off()
+        },
+    );
+    let token = api.mint("personal", "valid", json!({})).await;
+    let from = |ip: &str, auth: &str| {
+        let mut req = request("GET", &format!("{PEERS}/node-1"), Some(auth), None);
+        let addr: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+        req
+    };
+    let wrong = format!("Bearer sixpn_wg_{}", "0".repeat(64));
+    for _ in 0..3 {
+        send(&router, from("192.0.2.1", &wrong))
+            .await
+            .expect_error(401, &["unknown token"]);
+    }
+    let blocked = send(&router, from("192.0.2.1", &wrong)).await;
+    blocked.expect_error(429, &["failed authentications"]);
+    assert!(blocked.headers.contains_key("retry-after"));
+    send(&router, from("192.0.2.1", &format!("Bearer {token}")))
+        .await
+        .expect_error(429, &["failed authentications"]);
+    // The admin API counts too.
+    send(&router, {
+        let mut req = request("GET", "/api/v1/orgs", Some("Bearer wrong"), None);
+        req.extensions_mut().insert(axum::extract::ConnectInfo(
+            "192.0.2.1:1".parse::<std::net::SocketAddr>().unwrap(),
+        ));
+        req
+    })
+    .await
+    .expect_error(429, &[]);
+    // Another address is served.
+    send(&router, from("192.0.2.2", &format!("Bearer {token}")))
+        .await
+        .expect_error(404, &["node-1"]);
+}
+
+/// issue 10: `/healthz` answers at once without the database; `/readyz` says not ready (503,
+/// JSON) when the store is down or the DNS snapshot is behind, and ready otherwise.
+#[tokio::test]
+async fn issue10_healthz_without_database_readyz_with_it() {
+    let api = TestApi::new().await;
+    api.call("GET", "/readyz", None, None).await.ok();
+
+    // A snapshot that never publishes: after a write, not ready.
+    let (_publish, published) = tokio::sync::watch::channel(Generation(0));
+    let stuck = sixpn::api::router(state_with(&api.store, api.regions.clone(), published));
+    api.admin("POST", "/api/v1/orgs", Some(json!({"slug": "acme"})))
+        .await
+        .ok();
+    let started = std::time::Instant::now();
+    let req = request("GET", "/readyz", None, None);
+    send(&stuck, req)
+        .await
+        .expect_error(503, &["snapshot", "behind"]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    api.store.close().await;
+    let started = std::time::Instant::now();
+    let health = api.call("GET", "/healthz", None, None).await;
+    assert_eq!(health.ok()["status"], "ok");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    api.call("GET", "/readyz", None, None)
+        .await
+        .expect_error(503, &["not ready", "database"]);
+}
+
+/// Runs `sixpn serve` with `RUST_LOG=info` and `SIXPN_LOG_FORMAT=format`, stderr on a pipe,
+/// answers a few DNS queries and an API call, stops it and returns its stderr.
+fn serve_logs(format: &str) -> String {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let api_port = crate::support::free_port();
+    let dns_port = crate::support::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sixpn"))
+        .arg("serve")
+        .env("SIXPN_DATA_DIR", dir.path())
+        .env("SIXPN_API_LISTEN", format!("127.0.0.1:{api_port}"))
+        .env("SIXPN_DNS_LISTEN", format!("127.0.0.1:{dns_port}"))
+        .env("SIXPN_ADMIN_TOKEN", "log-admin-token")
+        .env("RUST_LOG", "info")
+        .env("SIXPN_LOG_FORMAT", format)
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", api_port)) {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dns: std::net::SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    for _ in 0..3 {
+        crate::support::dns_query(dns, "_peer.internal", hickory_proto::rr::RecordType::TXT);
+    }
+    // Stop it (SIGTERM: a clean shutdown flushes everything).
+    let _ = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child.wait().unwrap();
+    logs
+}
+
+/// issue 10: `SIXPN_LOG_FORMAT=json` writes one JSON object per line; no ANSI colour when stderr
+/// is not a terminal. issue 13: at `RUST_LOG=info`, hickory logs nothing per DNS query.
+#[test]
+fn issue10_issue13_log_format_colour_and_quiet_dns() {
+    let json_logs = serve_logs("json");
+    let mut n_lines = 0;
+    for line in json_logs.lines().filter(|l| !l.trim().is_empty()) {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line:?}"));
+        assert!(event["level"].is_string(), "{line}");
+        n_lines += 1;
+    }
+    assert!(n_lines > 0);
+    assert!(json_logs.contains("API listening"), "{json_logs}");
+
+    let text_logs = serve_logs("text");
+    assert!(text_logs.contains("API listening"), "{text_logs}");
+    for logs in [&json_logs, &text_logs] {
+        assert!(!logs.contains('\u{1b}'), "ANSI escapes on a pipe:\n{logs}");
+        assert!(
+            !logs.contains("hickory"),
+            "per-query DNS lines at info:\n{logs}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use sixpn::api::{AdminToken, ApiState, router};
+use sixpn::api::{AdminToken, ApiState, RateLimits, router};
 use sixpn::model::{Generation, Region};
 use sixpn::store::Store;
 use sixpn::wireguard::PrivateKey;
@@ -22,6 +22,9 @@ pub const ADMIN: &str = "test-admin-token-0123456789";
 
 /// The body limit of every test router.
 pub const BODY_LIMIT: usize = 4096;
+
+/// The body read timeout of every test router.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A fresh WireGuard public key in text form.
 pub fn pubkey() -> String {
@@ -127,6 +130,9 @@ pub fn state_with(
         published,
         gateway: None,
         body_limit: BODY_LIMIT,
+        body_timeout: BODY_TIMEOUT,
+        // Most tests send bursts from one token; the rate-limit tests turn limits on.
+        rate_limits: RateLimits::off(),
     }
 }
 
@@ -269,5 +275,43 @@ pub async fn send(router: &Router, req: Request<Body>) -> Answer {
         status,
         headers,
         json,
+    }
+}
+
+/// A router with `rate_limits` over the same store as `api`.
+pub fn router_with_limits(api: &TestApi, rate_limits: RateLimits) -> Router {
+    let mut state = state(&api.store, api.regions.clone());
+    state.rate_limits = rate_limits;
+    router(state)
+}
+
+/// `router` served on a real socket by the API's own server with `limits`; stops on `stop`.
+pub struct Served {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Cancels the server.
+    pub stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    /// Starts serving.
+    pub async fn start(router: Router, limits: sixpn::api::server::ServerLimits) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(sixpn::api::server::serve(
+            listener,
+            router,
+            limits,
+            stop.clone(),
+        ));
+        Served { addr, stop, task }
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
     }
 }

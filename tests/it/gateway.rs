@@ -396,6 +396,8 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
         } else {
             uapi_dir.to_owned()
         }),
+        // Short, so the drift repair below happens within the test.
+        resync_period: Duration::from_secs(1),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let handle = sixpn::gateway::start(&config, store.clone(), cancel.clone())
@@ -511,7 +513,8 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
         .unwrap();
     assert_eq!(peer_a.endpoint.as_deref(), Some("192.0.2.7:51820"));
 
-    // Drift: a stray peer added by hand is removed on the next change.
+    // Drift: a stray peer added by hand. A change names only the peers it changed, so the stray
+    // stays until the next full reconcile (every `resync_period`) removes it.
     client
         .set(&DeviceUpdate {
             peers: vec![PeerUpdate::upsert(*key(50).as_bytes(), vec![])],
@@ -529,8 +532,24 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
     .expect("gateway applies the delete")
     .unwrap();
     let device = client.get().await.unwrap();
-    let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
-    assert_eq!(keys, vec![*b2.pubkey.as_bytes()]);
+    let mut keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
+    keys.sort();
+    let mut expected = vec![*b2.pubkey.as_bytes(), *key(50).as_bytes()];
+    expected.sort();
+    assert_eq!(keys, expected, "the delete named only peer a");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let device = client.get().await.unwrap();
+        let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
+        if keys == vec![*b2.pubkey.as_bytes()] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the full reconcile removes the stray peer: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A second start with the same key file keeps the key.
     cancel.cancel();

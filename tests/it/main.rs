@@ -9,5 +9,6 @@ mod fastpath;
 mod flow;
 mod gateway;
 mod incremental;
+mod replicas;
 mod store;
 mod support;

@@ -662,6 +662,13 @@ async fn exec_sql(url: &str, text: &str) {
     }
 }
 
+/// Consumers run their feed in a task of their own.
+#[allow(dead_code)]
+fn feed_futures_are_send(mut feed: Feed) {
+    fn assert_send<T: Send>(_: T) {}
+    assert_send(feed.next());
+}
+
 #[tokio::test]
 async fn feed_gives_a_reload_then_each_write_as_consecutive_change_sets() {
     each_backend(|db| async move {
@@ -907,13 +914,9 @@ async fn a_generation_going_backwards_gives_a_reload() {
             .await
             .unwrap();
         changes_until(&mut feed, g).await;
-        // "Restore" to generation 1: the org row stays, the peers and the log after it go.
-        exec_sql(
-            &db.url,
-            "DELETE FROM peers; DELETE FROM change_log WHERE generation > 1; \
-             UPDATE meta SET generation = 1",
-        )
-        .await;
+        // "Restore" to generation 1: the org row stays, the peers go. The change log keeps the
+        // abandoned history's entries (a generation set back by hand); writes replace them.
+        exec_sql(&db.url, "DELETE FROM peers; UPDATE meta SET generation = 1").await;
         let dump = next_reload(&mut feed).await;
         assert_eq!(dump.generation, Generation(1));
         assert!(dump.peers.is_empty());
@@ -925,7 +928,17 @@ async fn a_generation_going_backwards_gives_a_reload() {
         assert_eq!(g2, Generation(2));
         let sets = changes_until(&mut feed, g2).await;
         assert_eq!(sets.len(), 1);
-        assert_eq!(sets[0].changes, [Change::PeerUpserted(p)]);
+        assert_eq!(sets[0].changes, [Change::PeerUpserted(p.clone())]);
+        // The abandoned history's entries after generation 1 are gone: a replica reading the
+        // log from generation 1 sees only the new history.
+        assert_eq!(
+            query_pair(
+                &db.url,
+                "SELECT MAX(generation), COUNT(*) FROM change_log WHERE generation > 1"
+            )
+            .await,
+            (2, 1)
+        );
         store.close().await;
     })
     .await;
@@ -1098,6 +1111,135 @@ async fn writes_prune_old_change_log_entries_a_batch_at_a_time() {
             query_pair(&db.url, "SELECT MIN(generation), COUNT(*) FROM change_log").await,
             (513, 2049 - 512)
         );
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_feed_skips_nothing_under_concurrent_and_abandoned_writers() {
+    // Writers commit concurrently (so they announce out of order), and some callers are dropped
+    // mid-write, possibly between their commit and their announcement (axum drops the handler of
+    // a client that went away). The feed hands out every committed change set exactly once, in
+    // order, and what it hands out adds up to the store.
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let mut feed = store.feed();
+        let mut mirror = Mirror::from_dump(&next_reload(&mut feed).await);
+        let (tok, _) = token(&store, "personal", "k8s").await;
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut abandoned = Vec::new();
+        for i in 0..60 {
+            let (store, tok) = (store.clone(), tok.clone());
+            let write = async move {
+                let (peer, _) = store
+                    .register_peer(&tok, new_peer(&format!("n{i}"), "web"))
+                    .await?;
+                if i % 2 == 0 {
+                    store.delete_token_peer(&tok, &peer.name).await?;
+                }
+                Ok::<(), StoreError>(())
+            };
+            if i % 3 == 0 {
+                abandoned.push(tokio::spawn(write));
+            } else {
+                tasks.spawn(write);
+            }
+        }
+        // Drop the abandoned callers at various points of their writes.
+        for (i, handle) in abandoned.into_iter().enumerate() {
+            for _ in 0..i {
+                tokio::task::yield_now().await;
+            }
+            handle.abort();
+        }
+        // Consume while the writers run (`Feed::next` is cancel safe).
+        let consumer = async {
+            while !tasks.is_empty() {
+                tokio::select! {
+                    update = feed.next() => match update.unwrap() {
+                        Update::Changes(sets) => sets.iter().for_each(|s| mirror.apply(s)),
+                        Update::Reload(_) => panic!("no reason to reload"),
+                    },
+                    Some(res) = tasks.join_next() => res.unwrap().unwrap(),
+                }
+            }
+        };
+        tokio::time::timeout(FEED_WAIT, consumer)
+            .await
+            .expect("the writers finish");
+        // One more write marks the end; everything before it must have come through.
+        let (_, last) = store
+            .register_peer(&tok, new_peer("last", "web"))
+            .await
+            .unwrap();
+        for set in changes_until(&mut feed, last).await {
+            mirror.apply(&set);
+        }
+        assert_eq!(mirror, Mirror::from_dump(&store.load_all().await.unwrap()));
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_history_that_overtakes_the_feed_gives_a_reload() {
+    // A restore or failover whose new history grows past the feed's generation before the store
+    // ever reads a lower one: the generation alone looks fine, the content of the set the feed
+    // holds does not match.
+    each_backend(|db| async move {
+        let store = db.open().await;
+        let mut feed = store.feed();
+        let start = next_reload(&mut feed).await.generation;
+        assert_eq!(start, Generation(1));
+        let (tok, _) = token(&store, "personal", "k8s").await;
+        for i in 0..3 {
+            store
+                .register_peer(&tok, new_peer(&format!("old{i}"), "web"))
+                .await
+                .unwrap();
+        }
+        changes_until(&mut feed, Generation(4)).await;
+
+        // Seen through the change log: generation 1 again, and at once 2..=6 of other content.
+        exec_sql(
+            &db.url,
+            "DELETE FROM peers; DELETE FROM change_log WHERE generation > 1; \
+             INSERT INTO change_log (generation, changes, created_at) VALUES \
+             (2, '[]', 0), (3, '[]', 0), (4, '[]', 0), (5, '[]', 0), (6, '[]', 0); \
+             UPDATE meta SET generation = 6",
+        )
+        .await;
+        let dump = next_reload(&mut feed).await;
+        assert_eq!(dump.generation, Generation(6));
+        assert!(dump.peers.is_empty());
+
+        // Seen through memory: this process writes generation 7, the database goes back to 6,
+        // and this process writes 7 and 8 of the new history.
+        let (_, g7) = store
+            .register_peer(&tok, new_peer("a", "web"))
+            .await
+            .unwrap();
+        changes_until(&mut feed, g7).await;
+        exec_sql(
+            &db.url,
+            "DELETE FROM peers; DELETE FROM change_log WHERE generation > 6; \
+             UPDATE meta SET generation = 6",
+        )
+        .await;
+        store
+            .register_peer(&tok, new_peer("b", "web"))
+            .await
+            .unwrap();
+        let (_, g8) = store
+            .register_peer(&tok, new_peer("c", "web"))
+            .await
+            .unwrap();
+        assert_eq!(g8, Generation(8));
+        let dump = next_reload(&mut feed).await;
+        assert_eq!(dump.generation, g8);
+        let names: Vec<_> = dump.peers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
         store.close().await;
     })
     .await;

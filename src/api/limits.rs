@@ -1,0 +1,222 @@
+//! Rate limits of the HTTP API: token buckets per WireGuard token (every peer-API request) and
+//! per source address (failed authentications only).
+//!
+//! Buckets live in memory, per process: with several replicas each one enforces its own budget,
+//! which bounds what one client can do to any replica. Nothing here touches the store, so a
+//! request over a limit costs no database query.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The configured limits (from `[api]`); a rate of 0 turns that limit off.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// Peer-API requests per second per WireGuard token.
+    pub token_rate: f64,
+    /// Burst size per WireGuard token.
+    pub token_burst: u32,
+    /// Failed authentications per second per source address.
+    pub failed_auth_rate: f64,
+    /// Burst size of failed authentications per source address.
+    pub failed_auth_burst: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        let api = crate::config::ApiConfig::default();
+        RateLimits::from_config(&api)
+    }
+}
+
+impl RateLimits {
+    /// The limits of an `[api]` section.
+    pub fn from_config(api: &crate::config::ApiConfig) -> Self {
+        RateLimits {
+            token_rate: api.token_rate,
+            token_burst: api.token_burst,
+            failed_auth_rate: api.failed_auth_rate,
+            failed_auth_burst: api.failed_auth_burst,
+        }
+    }
+
+    /// No limits at all.
+    pub fn off() -> Self {
+        RateLimits {
+            token_rate: 0.0,
+            token_burst: 0,
+            failed_auth_rate: 0.0,
+            failed_auth_burst: 0,
+        }
+    }
+}
+
+/// The limiters one API instance shares between requests.
+#[derive(Debug)]
+pub struct Limiters {
+    /// Per WireGuard token (its row id).
+    pub tokens: Buckets<i64>,
+    /// Per source address, charged for failed authentications.
+    pub failed_auth: Buckets<IpAddr>,
+}
+
+/// The key of a source address for the failed-authentication limit: an IPv6 address counts
+/// by its /64 (one host usually holds a whole /64), an IPv4 address by itself.
+pub fn source_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+impl Limiters {
+    /// Limiters for `limits`.
+    pub fn new(limits: RateLimits) -> Self {
+        Limiters {
+            tokens: Buckets::new(limits.token_rate, limits.token_burst),
+            failed_auth: Buckets::new(limits.failed_auth_rate, limits.failed_auth_burst),
+        }
+    }
+}
+
+/// Above this many keys, full (idle) buckets are dropped before a new key is added.
+const PRUNE_ABOVE: usize = 10_000;
+
+/// Above this many busy keys even after pruning, the map is cleared.
+const HARD_CAP: usize = 4 * PRUNE_ABOVE;
+
+/// Token buckets by key: each key may spend `burst` at once, refilled at `rate` per second.
+#[derive(Debug)]
+pub struct Buckets<K> {
+    rate: f64,
+    burst: f64,
+    // A std mutex: it is never held across an await, and each critical section is a map lookup.
+    state: Mutex<HashMap<K, Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl<K: Hash + Eq + Copy> Buckets<K> {
+    /// Buckets of `burst` refilled at `rate` per second; `rate` 0 means unlimited.
+    pub fn new(rate: f64, burst: u32) -> Self {
+        Buckets {
+            rate,
+            burst: f64::from(burst.max(1)),
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.rate > 0.0 && self.rate.is_finite()
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
+        bucket.at = now;
+    }
+
+    /// How long until one unit is available again, rounded up to whole seconds (at least 1),
+    /// for `Retry-After`.
+    fn wait(&self, bucket: &Bucket) -> Duration {
+        let secs = ((1.0 - bucket.tokens) / self.rate).ceil().max(1.0);
+        Duration::from_secs(secs.min(86_400.0) as u64)
+    }
+
+    /// Spends one unit for `key`. `Err` carries how long to wait when the bucket is empty.
+    pub fn take(&self, key: K) -> Result<(), Duration> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.len() >= PRUNE_ABOVE && !state.contains_key(&key) {
+            let (rate, burst) = (self.rate, self.burst);
+            state.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
+            });
+            // Still full of busy keys (a flood from many addresses): start over rather than
+            // grow without bound. Forgetting spent budgets fails open, which is the lesser harm.
+            if state.len() >= HARD_CAP {
+                state.clear();
+            }
+        }
+        let bucket = state.entry(key).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        self.refill(bucket, now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.wait(bucket))
+        }
+    }
+
+    /// Whether `key`'s bucket is empty now, without spending anything. `Err` carries how long
+    /// to wait.
+    pub fn check(&self, key: K) -> Result<(), Duration> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.get_mut(&key) {
+            None => Ok(()),
+            Some(bucket) => {
+                self.refill(bucket, now);
+                if bucket.tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(self.wait(bucket))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refuses_with_a_wait() {
+        let buckets = Buckets::new(1.0, 3);
+        for _ in 0..3 {
+            assert!(buckets.take(1).is_ok());
+        }
+        assert_eq!(buckets.take(1), Err(Duration::from_secs(1)));
+        assert_eq!(buckets.check(1), Err(Duration::from_secs(1)));
+        // Another key has its own bucket.
+        assert!(buckets.take(2).is_ok());
+        assert!(buckets.check(3).is_ok());
+    }
+
+    #[test]
+    fn rate_zero_is_unlimited() {
+        let buckets = Buckets::new(0.0, 1);
+        for _ in 0..1000 {
+            assert!(buckets.take(1).is_ok());
+        }
+    }
+
+    #[test]
+    fn many_keys_stay_bounded() {
+        // A slow refill: every bucket stays busy, so only the hard cap bounds the map.
+        let buckets = Buckets::new(0.001, 1);
+        for key in 0..(HARD_CAP as i64 * 2) {
+            let _ = buckets.take(key);
+        }
+        assert!(buckets.state.lock().unwrap().len() <= HARD_CAP);
+    }
+}
