@@ -8,7 +8,7 @@
 //! Fails when the handler panics, or when what it sends is not a DNS response to the message:
 //! nothing for a query of at least a header with QR clear, more than a bare FORMERR header to a
 //! message with QR set (hickory's server answers a malformed one with FORMERR), another id, QR
-//! clear, an answer that hickory cannot parse (unless the question uses a compression pointer,
+//! clear, an answer that hickory cannot parse (unless a question name uses a compression pointer,
 //! see `question_has_pointer`), or a UDP answer over 4,096 bytes (512 when the query
 //! had no OPT record).
 
@@ -66,15 +66,21 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Whether the first question's name holds a compression pointer.
+/// Whether a name in the question section (QDCOUNT questions, as far as the bytes go) holds a
+/// compression pointer.
 fn question_has_pointer(packet: &[u8]) -> bool {
+    let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
     let mut at = 12;
-    while let Some(&len) = packet.get(at) {
-        match len {
-            0 => return false,
-            1..=63 => at += 1 + usize::from(len),
-            _ => return true,
+    for _ in 0..qdcount {
+        loop {
+            match packet.get(at) {
+                None => return false,
+                Some(0) => break,
+                Some(&len @ 1..=63) => at += 1 + usize::from(len),
+                Some(_) => return true,
+            }
         }
+        at += 1 + 4;
     }
     false
 }
