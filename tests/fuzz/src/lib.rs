@@ -33,8 +33,9 @@ fn org(slug: &str, prefix: &str) -> Org {
 }
 
 fn peer(org: &Org, name: &str, group: &str, host: u128) -> Peer {
-    // Distinct keys are not needed by DNS; one key keeps the fixture cheap.
-    let key = PrivateKey::from_bytes([7; 32]).public_key();
+    // Distinct keys are not needed by DNS; one key, computed once, keeps the fixture cheap.
+    static KEY: OnceLock<sixpn::wireguard::PublicKey> = OnceLock::new();
+    let key = *KEY.get_or_init(|| PrivateKey::from_bytes([7; 32]).public_key());
     Peer {
         org: org.slug.clone(),
         name: name.parse().expect("valid peer name"),
