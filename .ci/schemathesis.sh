@@ -108,7 +108,8 @@ run() {
         args+=(--seed "$SCHEMATHESIS_SEED")
     fi
     echo "== schemathesis as $who"
-    # From the report folder: schemathesis keeps its example database in ./.schemathesis.
+    # From the report folder: schemathesis and hypothesis keep their databases in ./.schemathesis
+    # and ./.hypothesis.
     (cd "$report_dir" && "$venv/bin/schemathesis" "${args[@]}")
 }
 

@@ -51,7 +51,14 @@ struct Api {
     auth: [String; 3],
 }
 
-async fn call(router: &Router, method: &str, uri: &str, auth: &str, ct: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    auth: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
     let req = Request::builder()
         .method(method)
         .uri(uri)
@@ -61,7 +68,13 @@ async fn call(router: &Router, method: &str, uri: &str, auth: &str, ct: &str, bo
         .expect("a valid request");
     let res = router.clone().oneshot(req).await.expect("infallible");
     let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await.expect("body").to_bytes().to_vec();
+    let bytes = res
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
     (status, bytes)
 }
 
@@ -128,7 +141,15 @@ fn api() -> &'static Api {
             let web = mint(r#"{"name":"fuzz-web","group":"web"}"#).await;
             let pubkey = PrivateKey::from_bytes([3; 32]).public_key().to_base64();
             let body = format!(r#"{{"name":"node-1","group":"k8s","pubkey":"{pubkey}"}}"#);
-            let (status, _) = call(&router, "POST", "/api/v3/wire_guard_peers", &free, "application/json", body.into_bytes()).await;
+            let (status, _) = call(
+                &router,
+                "POST",
+                "/api/v3/wire_guard_peers",
+                &free,
+                "application/json",
+                body.into_bytes(),
+            )
+            .await;
             assert!(status < 300, "create node-1: {status}");
             Api {
                 router,
@@ -163,10 +184,16 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|e| panic!("{method} {uri}: {status}: body is not JSON ({e}): {shown}"));
     if status >= 400 {
         let error = json["error"].as_str().unwrap_or_default();
-        assert!(!error.is_empty(), "{method} {uri}: {status} without an error: {shown}");
+        assert!(
+            !error.is_empty(),
+            "{method} {uri}: {status} without an error: {shown}"
+        );
     } else if uri.starts_with("/api/v3") {
         for field in ["us", "them", "key"] {
-            assert!(json[field].is_string(), "{method} {uri}: {status} without {field}: {shown}");
+            assert!(
+                json[field].is_string(),
+                "{method} {uri}: {status} without {field}: {shown}"
+            );
         }
     }
 });

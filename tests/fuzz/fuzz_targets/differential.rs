@@ -56,7 +56,9 @@ const ALPHABET: &[u8] = b"abgnpsx0123-_*.\\ \xc3\xa9";
 
 const TYPES: &[u16] = &[28, 1, 16, 15, 6, 2, 5, 255, 33, 12, 252, 251, 41, 0, 99, 65];
 
-const SIZES: &[u16] = &[0, 100, 511, 512, 513, 1000, 1232, 1400, 4095, 4096, 4097, 65535];
+const SIZES: &[u16] = &[
+    0, 100, 511, 512, 513, 1000, 1232, 1400, 4095, 4096, 4097, 65535,
+];
 
 #[derive(Debug, Arbitrary)]
 enum Name {
@@ -137,7 +139,11 @@ fn opt(edns: &Edns) -> Vec<u8> {
         Size::Raw(s) => s,
     };
     // Mostly version 0, sometimes another.
-    let version = if edns.version >= 0xF0 { edns.version & 0x0F } else { 0 };
+    let version = if edns.version >= 0xF0 {
+        edns.version & 0x0F
+    } else {
+        0
+    };
     let mut options = Vec::new();
     for option in edns.options.iter().take(4) {
         let (code, data) = match option {
@@ -149,7 +155,12 @@ fn opt(edns: &Edns) -> Vec<u8> {
         options.extend_from_slice(&(data.len() as u16).to_be_bytes());
         options.extend_from_slice(&data);
     }
-    sixpn_fuzz::opt_record(size, version, if edns.dnssec_ok { 0x8000 } else { 0 }, &options)
+    sixpn_fuzz::opt_record(
+        size,
+        version,
+        if edns.dnssec_ok { 0x8000 } else { 0 },
+        &options,
+    )
 }
 
 fn mixed_case(labels: &mut [Vec<u8>], seed: u64) {

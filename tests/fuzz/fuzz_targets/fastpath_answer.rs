@@ -21,17 +21,31 @@ fuzz_target!(|data: &[u8]| {
     let Some((&size, query)) = rest.split_first() else {
         return;
     };
-    let out_len = if size < 0xE0 { 4096 } else { usize::from(size & 0x1F) * 32 };
+    let out_len = if size < 0xE0 {
+        4096
+    } else {
+        usize::from(size & 0x1F) * 32
+    };
     let mut out = vec![0u8; out_len];
     let snapshot = sixpn_fuzz::handle().load();
     let index = snapshot.fast();
     match fastpath::answer(index, src, query, &mut out) {
         Outcome::Delegate => {
-            assert!(query.len() < 12 || query[2] & 0x80 == 0, "a response was delegated");
+            assert!(
+                query.len() < 12 || query[2] & 0x80 == 0,
+                "a response was delegated"
+            );
         }
-        Outcome::Drop => assert!(query.len() >= 12 && query[2] & 0x80 != 0, "a query was dropped"),
+        Outcome::Drop => assert!(
+            query.len() >= 12 && query[2] & 0x80 != 0,
+            "a query was dropped"
+        ),
         Outcome::Reply(n) => {
-            assert!(n <= out.len(), "reply of {n} bytes in a buffer of {}", out.len());
+            assert!(
+                n <= out.len(),
+                "reply of {n} bytes in a buffer of {}",
+                out.len()
+            );
             assert!(n >= 12, "reply shorter than a header");
             let arcount = u16::from_be_bytes([query[10], query[11]]);
             let max = if arcount == 0 { 512 } else { 4096 };
@@ -39,10 +53,17 @@ fuzz_target!(|data: &[u8]| {
             let reply = &out[..n];
             let message = Message::from_vec(reply)
                 .unwrap_or_else(|e| panic!("reply does not parse: {e}: {reply:02x?}"));
-            assert_eq!(message.metadata.id, u16::from_be_bytes([query[0], query[1]]));
+            assert_eq!(
+                message.metadata.id,
+                u16::from_be_bytes([query[0], query[1]])
+            );
             assert!(reply[2] & 0x80 != 0, "QR clear in a reply");
             let qend = sixpn_fuzz::question_end(query).expect("answered query has a question");
-            assert_eq!(&reply[12..qend], &query[12..qend], "question not echoed as asked");
+            assert_eq!(
+                &reply[12..qend],
+                &query[12..qend],
+                "question not echoed as asked"
+            );
             assert_eq!(message.queries.len(), 1);
         }
     }

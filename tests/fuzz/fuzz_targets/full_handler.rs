@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, packet)) = rest.split_first() else {
         return;
     };
-    let protocol = if mode & 1 == 1 { Protocol::Tcp } else { Protocol::Udp };
+    let protocol = if mode & 1 == 1 {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
+    };
     let src = SocketAddr::new(src, 5353);
     let answer = sixpn_fuzz::runtime().block_on(sixpn::dns::udp::full_answer(
         sixpn_fuzz::handler(),
@@ -42,8 +46,16 @@ fuzz_target!(|data: &[u8]| {
         // own server does (it reads the message before it looks at QR). Never more than that:
         // a header with no records.
         if let Some(answer) = answer {
-            assert_eq!(answer.len(), 12, "a response got more than a FORMERR header");
-            assert_eq!(answer[3] & 0x0F, 1, "a response got an answer other than FORMERR");
+            assert_eq!(
+                answer.len(),
+                12,
+                "a response got more than a FORMERR header"
+            );
+            assert_eq!(
+                answer[3] & 0x0F,
+                1,
+                "a response got an answer other than FORMERR"
+            );
         }
         return;
     }
@@ -62,7 +74,11 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|e| panic!("answer does not parse: {e}: {answer:02x?}"));
     if protocol == Protocol::Udp {
         let max = if message.edns.is_some() { 4096 } else { 512 };
-        assert!(answer.len() <= max, "UDP answer of {} bytes > {max}", answer.len());
+        assert!(
+            answer.len() <= max,
+            "UDP answer of {} bytes > {max}",
+            answer.len()
+        );
     }
 });
 

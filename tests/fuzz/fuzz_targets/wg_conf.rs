@@ -73,7 +73,11 @@ fn round_trip(config: &WgQuickConfig) {
     check_text(&text);
     let back = WgQuickConfig::parse(&text)
         .unwrap_or_else(|e| panic!("rendered text does not parse: {e}: {text:?}"));
-    assert_eq!(back.render().expect("renders again"), text, "render → parse → render");
+    assert_eq!(
+        back.render().expect("renders again"),
+        text,
+        "render → parse → render"
+    );
     assert_eq!(back.private_key.to_base64(), config.private_key.to_base64());
     assert_eq!(back.address, config.address);
     assert_eq!(back.dns, config.dns);
@@ -109,10 +113,16 @@ fuzz_target!(|data: &[u8]| {
             );
             let text = endpoint.to_string();
             assert!(
-                !text.chars().any(|c| c.is_control() || c.is_whitespace() || "#=,;\"'\\/".contains(c)),
+                !text
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || "#=,;\"'\\/".contains(c)),
                 "endpoint renders as {text:?}"
             );
-            assert_eq!(Endpoint::parse(&text, None).as_ref(), Ok(&endpoint), "{text:?}");
+            assert_eq!(
+                Endpoint::parse(&text, None).as_ref(),
+                Ok(&endpoint),
+                "{text:?}"
+            );
             endpoint
         }
         Err(_) => "127.0.0.1:51820".parse().expect("a valid endpoint"),
@@ -128,8 +138,9 @@ fuzz_target!(|data: &[u8]| {
         }
         i => gateway_keys()[usize::from(i) % 4],
     };
-    let allowed_ips = ipnet::Ipv6Net::new(Ipv6Addr::from(input.allowed_ips), input.prefix_len % 129)
-        .expect("prefix length within 0..=128");
+    let allowed_ips =
+        ipnet::Ipv6Net::new(Ipv6Addr::from(input.allowed_ips), input.prefix_len % 129)
+            .expect("prefix length within 0..=128");
     let config = WgQuickConfig {
         private_key: PrivateKey::from_bytes(input.private_key),
         address: Ipv6Addr::from(input.address),

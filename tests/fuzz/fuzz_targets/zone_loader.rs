@@ -25,7 +25,14 @@ use sixpn::dns::Handler;
 use sixpn::snapshot::{Snapshot, SnapshotHandle, SnapshotSettings, zone};
 use sixpn::store::Dump;
 
-const ORIGINS: &[&str] = &["internal", "example", "sub.internal", "_peer.internal", "a.b.c", "EXAMPLE"];
+const ORIGINS: &[&str] = &[
+    "internal",
+    "example",
+    "sub.internal",
+    "_peer.internal",
+    "a.b.c",
+    "EXAMPLE",
+];
 
 /// Found by this target: `empty 5 IN TXT` (a TXT record with no character-string) is accepted by
 /// `parse_zone`, and the answer to `empty.internal. TXT` then holds a TXT record with RDLENGTH 0,
@@ -62,7 +69,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = zone::parse_zone(text, None, origin) else {
         return;
     };
-    assert_eq!(parsed.origin, parsed.origin.to_lowercase(), "origin not lowercase");
+    assert_eq!(
+        parsed.origin,
+        parsed.origin.to_lowercase(),
+        "origin not lowercase"
+    );
     let soas: Vec<_> = parsed
         .records
         .iter()
@@ -71,9 +82,18 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(soas.len(), 1, "accepted a zone without exactly one SOA");
     assert_eq!(soas[0].name, parsed.origin, "SOA not at the apex");
     for record in &parsed.records {
-        assert!(parsed.origin.zone_of(&record.name), "{} outside {}", record.name, parsed.origin);
+        assert!(
+            parsed.origin.zone_of(&record.name),
+            "{} outside {}",
+            record.name,
+            parsed.origin
+        );
         assert_eq!(record.dns_class, DNSClass::IN, "class");
-        assert_eq!(record.name, record.name.to_lowercase(), "owner not lowercase");
+        assert_eq!(
+            record.name,
+            record.name.to_lowercase(),
+            "owner not lowercase"
+        );
     }
     let _ = parsed.soa();
     if known_txt_without_strings(&parsed) {
@@ -102,11 +122,22 @@ fuzz_target!(|data: &[u8]| {
     );
     for (name, qtype) in asks {
         let labels: Vec<Vec<u8>> = name.iter().map(<[u8]>::to_vec).collect();
-        let q = sixpn_fuzz::query(1, [1, 0], &labels, qtype, Some(&sixpn_fuzz::opt_record(4096, 0, 0, &[])));
+        let q = sixpn_fuzz::query(
+            1,
+            [1, 0],
+            &labels,
+            qtype,
+            Some(&sixpn_fuzz::opt_record(4096, 0, 0, &[])),
+        );
         let mut out = vec![0u8; 4096];
         let _ = sixpn::fastpath::answer(handle.load().fast(), src.ip(), &q, &mut out);
         let answer = sixpn_fuzz::runtime()
-            .block_on(sixpn::dns::udp::full_answer(&handler, q, src, Protocol::Udp))
+            .block_on(sixpn::dns::udp::full_answer(
+                &handler,
+                q,
+                src,
+                Protocol::Udp,
+            ))
             .expect("a query gets an answer");
         if let Err(e) = Message::from_vec(&answer) {
             panic!("answer for {name} type {qtype} does not parse: {e}: {answer:02x?}");

@@ -64,7 +64,12 @@ pub fn dump() -> Dump {
     let mut host = 0x100u128;
     for size in GROUP_SIZES {
         for _ in 0..size {
-            peers.push(peer(&personal, &format!("n-{host}"), &format!("g{size}"), host));
+            peers.push(peer(
+                &personal,
+                &format!("n-{host}"),
+                &format!("g{size}"),
+                host,
+            ));
             host += 1;
         }
     }
@@ -155,7 +160,13 @@ pub fn source(data: &[u8]) -> (IpAddr, &[u8]) {
 /// Writes a query: header (id, `flags`, QDCOUNT 1, ARCOUNT 1 when `opt` is given), the name's
 /// labels as given (case kept; a label longer than 63 bytes is written as is, which makes the
 /// packet malformed on purpose), type, class IN, then `opt`'s bytes (a whole OPT record).
-pub fn query(id: u16, flags: [u8; 2], labels: &[Vec<u8>], qtype: u16, opt: Option<&[u8]>) -> Vec<u8> {
+pub fn query(
+    id: u16,
+    flags: [u8; 2],
+    labels: &[Vec<u8>],
+    qtype: u16,
+    opt: Option<&[u8]>,
+) -> Vec<u8> {
     let mut q = Vec::with_capacity(64);
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&flags);
@@ -220,38 +231,50 @@ fn key(r: &Record) -> String {
 /// windows of the same size and owner, without repeats), same size whenever there are answers.
 /// Returns the kind of answer, or what differs.
 pub fn compare(fast_raw: &[u8], full_raw: &[u8], q: &[u8]) -> Result<&'static str, String> {
-    let fast = Message::from_vec(fast_raw).map_err(|e| format!("fast reply does not parse: {e}"))?;
-    let full = Message::from_vec(full_raw).map_err(|e| format!("full reply does not parse: {e}"))?;
+    let fast =
+        Message::from_vec(fast_raw).map_err(|e| format!("fast reply does not parse: {e}"))?;
+    let full =
+        Message::from_vec(full_raw).map_err(|e| format!("full reply does not parse: {e}"))?;
     let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_owned()) };
-    check(fast.metadata == full.metadata, &format!(
-        "header: fast {:?} full {:?}",
-        fast.metadata, full.metadata
-    ))?;
+    check(
+        fast.metadata == full.metadata,
+        &format!("header: fast {:?} full {:?}", fast.metadata, full.metadata),
+    )?;
     let qend = question_end(q).ok_or("query has no plain question")?;
-    check(fast_raw.get(12..qend) == Some(&q[12..qend]), "question echo (fast)")?;
-    check(full_raw.get(12..qend) == Some(&q[12..qend]), "question echo (full)")?;
-    check(fast.edns == full.edns, &format!(
-        "OPT: fast {:?} full {:?}",
-        fast.edns, full.edns
-    ))?;
+    check(
+        fast_raw.get(12..qend) == Some(&q[12..qend]),
+        "question echo (fast)",
+    )?;
+    check(
+        full_raw.get(12..qend) == Some(&q[12..qend]),
+        "question echo (full)",
+    )?;
+    check(
+        fast.edns == full.edns,
+        &format!("OPT: fast {:?} full {:?}", fast.edns, full.edns),
+    )?;
     let keys = |rs: &[Record]| rs.iter().map(key).collect::<Vec<_>>();
-    check(keys(&fast.authorities) == keys(&full.authorities), &format!(
-        "authority: fast {:?} full {:?}",
-        keys(&fast.authorities),
-        keys(&full.authorities)
-    ))?;
-    check(keys(&fast.additionals) == keys(&full.additionals), "additional")?;
+    check(
+        keys(&fast.authorities) == keys(&full.authorities),
+        &format!(
+            "authority: fast {:?} full {:?}",
+            keys(&fast.authorities),
+            keys(&full.authorities)
+        ),
+    )?;
+    check(
+        keys(&fast.additionals) == keys(&full.additionals),
+        "additional",
+    )?;
     let (mut fa, mut fu) = (keys(&fast.answers), keys(&full.answers));
-    check(fa.len() == fu.len(), &format!(
-        "answer count: fast {} full {}",
-        fa.len(),
-        fu.len()
-    ))?;
-    let same_size = check(fast_raw.len() == full_raw.len(), &format!(
-        "size: fast {} full {}",
-        fast_raw.len(),
-        full_raw.len()
-    ));
+    check(
+        fa.len() == fu.len(),
+        &format!("answer count: fast {} full {}", fa.len(), fu.len()),
+    )?;
+    let same_size = check(
+        fast_raw.len() == full_raw.len(),
+        &format!("size: fast {} full {}", fast_raw.len(), full_raw.len()),
+    );
     if fa.len() > 1 {
         if fast.metadata.truncation {
             let n = fa.len();
@@ -261,7 +284,10 @@ pub fn compare(fast_raw: &[u8], full_raw: &[u8], q: &[u8]) -> Result<&'static st
             fu.dedup();
             check((fa.len(), fu.len()) == (n, n), "repeated records")?;
             let owner = &fa[0][..fa[0].find(' ').unwrap_or(0)];
-            check(fu.iter().all(|k| k.starts_with(owner)), "truncated group owners")?;
+            check(
+                fu.iter().all(|k| k.starts_with(owner)),
+                "truncated group owners",
+            )?;
             same_size?;
             return Ok("truncated group");
         }
