@@ -162,10 +162,12 @@ impl Default for ApiConfig {
             body_read_timeout: Duration::from_secs(15),
             max_connections: 1024,
             max_connections_per_ip: 256,
-            // A fleet that starts at once (100 pods on one token) fits the burst; a runaway
-            // loop on a leaked token is held to 20 requests a second.
-            token_rate: 20.0,
-            token_burst: 100,
+            // Above what one token's honest use reaches (a fleet of thousands of pods starting at
+            // once, 32 parallel clients registering as fast as the store commits, about 1,000 a
+            // second on SQLite), below what a runaway loop on a leaked token sends; lower it
+            // where tokens are handed to less trusted hands.
+            token_rate: 2000.0,
+            token_burst: 4000,
             failed_auth_rate: 1.0,
             failed_auth_burst: 20,
         }

@@ -6,35 +6,45 @@
 //!
 //! ```text
 //! POST /api/v3/wire_guard_peers ─► api::peers ─► store::register_peer (one transaction: check the
-//!   token's cap, allocate the address, insert the peer, bump the generation; PostgreSQL also
-//!   pg_notify in the same transaction) ─► commit ─► store::Changes (watch<Generation>)
-//!   ─► snapshot publisher wakes (a burst of writes gives one rebuild) ─► Store::load_all
-//!   ─► Snapshot::build ─► ArcSwap::store ─► the API answers once that generation is published
-//! DNS query ─► dns ─► snapshot.load() ─► one map lookup ─► prebuilt records ─► response
-//!   (UDP: fastpath answers from prebuilt bytes in batches; the rest goes to the hickory handler)
+//!   token's cap, allocate the address, insert the peer, bump the generation, write its change set
+//!   to the change log; PostgreSQL also pg_notify, a wake-up hint only) ─► commit
+//!   ─► store::Changes (the change set, in process, and watch<Generation>)
+//!   ─► every consumer's store::Feed: the change sets since its generation (memory, else the
+//!      change log, else a full reload) ─┬─► snapshot publisher: Model::apply ─► Snapshot::apply
+//!                                       │   (rebuilds only the answer-table shards holding the
+//!                                       │   touched names) ─► ArcSwap::store ─► the API answers
+//!                                       │   once that generation is published
+//!                                       └─► gateway: names only the changed peers to the interface
+//! DNS query ─► dns ─► snapshot.load() ─► one table lookup ─► answer
+//!   (UDP: fastpath writes the table's bytes in batches; the rest goes to the hickory handler,
+//!   which builds records from the same entries)
 //! ```
 //!
 //! # Code map (reading order)
-//! - [`model`]: shared domain types (names, orgs, peers, tokens, generation).
+//! - [`model`]: shared domain types (names, orgs, peers, tokens, generation, change sets).
 //! - [`wireguard`]: keys and wg-quick files.
 //! - [`config`]: TOML + env + flags.
 //! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed.
-//! - [`snapshot`]: the immutable, query-ready DNS view and its publisher.
+//! - [`snapshot`]: the DNS model, patched per change, its answer table and the publisher; the
+//!   last-known-good state on disk.
 //! - [`dns`]: the hickory-server authoritative server over the snapshot.
-//! - [`fastpath`]: the UDP fast path in front of it (prebuilt answer bytes, batched sockets).
+//! - [`fastpath`]: the answer table (sharded, patched per change) and the UDP fast path in front
+//!   of the hickory handler (prebuilt answer bytes, batched sockets).
 //! - [`api`]: the peer API (token auth) and admin API (axum).
 //! - [`gateway`]: keeps a WireGuard interface equal to the store.
 //! - [`cli`]: the `sixpn` command line.
 //! - [`serve`]: wires store → publisher → API + DNS (+ gateway) under one cancellation token.
 //!
 //! # Invariants
-//! - The store is the source of truth. The snapshot is derived from it, always rebuilt whole and
-//!   never patched.
-//! - The DNS path never touches the store, never awaits while holding a lock or guard, and never
-//!   builds records per query.
-//! - Only `store/` knows SQL, only `api/` knows HTTP and JSON, only `dns/` and `snapshot/` (which
-//!   prebuilds hickory records) know hickory types,
-//!   and only `cli/` knows clap and stdout.
+//! - The store is the source of truth. The snapshot is derived from it: built whole at start and
+//!   on resync, patched per batch of changes otherwise, and a patched snapshot answers exactly like
+//!   one built from scratch (`tests/it/incremental.rs`).
+//! - A write costs O(changes), not O(peers): no consumer reloads the store for a change.
+//! - The DNS path never touches the store, never awaits while holding a lock or guard, and the
+//!   fast path never allocates.
+//! - Only `store/` knows SQL, only `api/` knows HTTP and JSON, only `dns/` and `snapshot/` (static
+//!   zones) know hickory types, and only `cli/` knows clap and stdout.
+//! - No CPU-bound work (building or patching snapshots) runs on the async worker threads.
 //! - The server never sees a private key, and never stores or logs a token secret.
 
 pub mod api;

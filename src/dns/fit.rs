@@ -10,7 +10,7 @@
 //! - a name is first written in full and then replaced by a pointer, so the full name has to fit
 //!   at that moment.
 //!
-//! RDATA lengths come from the snapshot's uncompressed answer bytes, which are never shorter than
+//! RDATA lengths are those of uncompressed RDATA, which is never shorter than
 //! what the encoder writes, so the count errs on the safe side. If it were ever too high the
 //! encoder would still truncate on its own: the message stays valid either way.
 
@@ -23,7 +23,7 @@ pub const OPT_LEN: usize = 11;
 /// The number of answer records that fit in `limit` bytes.
 ///
 /// `used`: header and question bytes; `owner_len`: the answers' owner name in wire format;
-/// `wire_lens`: each record's length as in [`crate::snapshot::RrSet::wire`] (2-byte owner
+/// `wire_lens`: each record's length as an answer (2-byte owner
 /// pointer included), in emission order; `reserve`: bytes needed after the answers (the OPT).
 pub fn answers_that_fit(
     limit: usize,

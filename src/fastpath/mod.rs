@@ -35,6 +35,8 @@ pub mod index;
 pub mod server;
 mod sys;
 
+pub use sys::release_free_memory;
+
 use std::net::IpAddr;
 
 pub use index::{FastZone, Hit, Index, IndexSettings};

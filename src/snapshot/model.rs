@@ -6,10 +6,10 @@
 //! read the same model through the same [`Model::content`], a patched table answers exactly like
 //! one built from scratch.
 //!
-//! Per org it keeps the peers by name and each group's members by name, in ordered maps, so a
+//! Per org it keeps the peers by name and each group's members by address, in ordered maps, so a
 //! change costs O(log n) here and the bounded answers are cheap to recompute:
-//! - a group's answer holds its first [`MAX_GROUP_ANSWER`] members by name (more never fit a DNS
-//!   message, not even over TCP);
+//! - a group's answer holds its first [`MAX_GROUP_ANSWER`] members by address, that is the oldest
+//!   (more never fit a DNS message, not even over TCP);
 //! - the `_peer.internal` TXT holds the names, in order, that fit [`MAX_TXT_RDATA`] bytes.
 //!
 //! This module never touches sockets or hickory types.
@@ -22,19 +22,40 @@ use crate::model::{Change, Generation, GroupName, Org, OrgSlug, PeerName};
 use crate::store::Dump;
 
 /// The most members a group's answer holds: as many AAAA records as the largest DNS message
-/// (65,535 bytes over TCP) can carry. A bigger group answers with its first members by name.
+/// (65,535 bytes over TCP) can carry. A bigger group answers with its oldest members (the lowest
+/// addresses).
 pub const MAX_GROUP_ANSWER: usize = 2_340;
 
+/// A peer name as the model keeps it: inline up to 24 bytes (nearly every name), so a million
+/// peers cost no million small allocations.
+type Name = compact_str::CompactString;
+
 /// One org's peers and groups.
-#[derive(Debug, Clone)]
+///
+/// Compact on purpose (it holds one entry per peer, twice): names inline, groups interned as
+/// numbers, addresses as bytes.
+#[derive(Debug, Clone, Default)]
 pub struct OrgNames {
-    org: Org,
-    peers: BTreeMap<PeerName, Member>,
-    groups: HashMap<GroupName, BTreeMap<PeerName, Ipv6Addr>, foldhash::fast::RandomState>,
+    org: Option<Org>,
+    /// Peer name → its group (by id) and address.
+    peers: BTreeMap<Name, Member>,
+    /// (group id, address): each group's members in address order, which is creation order
+    /// (addresses are handed out counting up).
+    members: std::collections::BTreeSet<(u32, u128)>,
+    /// Group name → id; ids are never reused while the model lives.
+    group_ids: HashMap<GroupName, u32, foldhash::fast::RandomState>,
+    /// Id → group name and member count.
+    groups: Vec<(GroupName, u32)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Member {
+    group: u32,
+    address: [u8; 16],
+}
+
+/// What [`OrgNames::remove`] took out.
+struct Removed {
     group: GroupName,
     address: Ipv6Addr,
 }
@@ -42,7 +63,7 @@ struct Member {
 impl OrgNames {
     /// The org.
     pub fn org(&self) -> &Org {
-        &self.org
+        self.org.as_ref().expect("set when the org is added")
     }
 
     /// The number of peers.
@@ -141,8 +162,15 @@ impl Model {
     pub fn keys(&self) -> impl Iterator<Item = NameKey> + '_ {
         self.orgs.iter().enumerate().flat_map(|(v, o)| {
             let v = v as u32;
-            let peers = o.peers.keys().map(move |p| NameKey::Peer(v, p.clone()));
-            let groups = o.groups.keys().map(move |g| NameKey::Group(v, g.clone()));
+            let peers = o
+                .peers
+                .keys()
+                .filter_map(move |p| Some(NameKey::Peer(v, p.parse().ok()?)));
+            let groups = o
+                .groups
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(move |(g, _)| NameKey::Group(v, g.clone()));
             [NameKey::PeerList(v), NameKey::Groups(v)]
                 .into_iter()
                 .chain(peers)
@@ -199,21 +227,28 @@ impl Model {
     pub fn content(&self, key: &NameKey) -> Option<Content> {
         let org = self.orgs.get(key.view() as usize)?;
         match key {
-            NameKey::Peer(_, name) => org.peers.get(name).map(|m| Content::Peer(m.address)),
-            NameKey::Group(_, group) => org.groups.get(group).map(|members| {
-                Content::Group(
-                    members
-                        .values()
+            NameKey::Peer(_, name) => org
+                .peers
+                .get(name.as_str())
+                .map(|m| Content::Peer(Ipv6Addr::from(m.address))),
+            NameKey::Group(_, group) => {
+                let id = *org.group_ids.get(group)?;
+                if org.groups[id as usize].1 == 0 {
+                    return None;
+                }
+                Some(Content::Group(
+                    org.members
+                        .range((id, 0)..(id + 1, 0))
                         .take(MAX_GROUP_ANSWER)
-                        .map(|a| a.octets())
+                        .map(|&(_, a)| a.to_be_bytes())
                         .collect(),
-                )
-            }),
+                ))
+            }
             NameKey::PeerList(_) if org.peers.is_empty() => Some(Content::Empty),
             NameKey::PeerList(_) => {
                 let mut rdata = Vec::new();
                 split_txt_into(
-                    org.peers.keys().map(PeerName::as_str),
+                    org.peers.keys().map(Name::as_str),
                     MAX_TXT_RDATA,
                     &mut rdata,
                 );
@@ -227,37 +262,44 @@ impl Model {
         let view = self.orgs.len() as u32;
         self.by_slug.insert(org.slug.clone(), view);
         self.orgs.push(OrgNames {
-            org,
-            peers: BTreeMap::new(),
-            groups: HashMap::default(),
+            org: Some(org),
+            ..OrgNames::default()
         });
     }
 }
 
 impl OrgNames {
     fn insert(&mut self, name: &PeerName, group: &GroupName, address: Ipv6Addr) {
-        self.peers.insert(
-            name.clone(),
-            Member {
-                group: group.clone(),
-                address,
-            },
-        );
-        self.groups
-            .entry(group.clone())
-            .or_default()
-            .insert(name.clone(), address);
+        let next = self.groups.len() as u32;
+        let id = *self.group_ids.entry(group.clone()).or_insert(next);
+        if id == next {
+            self.groups.push((group.clone(), 0));
+        }
+        let name = Name::new(name.as_str());
+        let member = Member {
+            group: id,
+            address: address.octets(),
+        };
+        if let Some(old) = self.peers.insert(name, member) {
+            self.members
+                .remove(&(old.group, u128::from_be_bytes(old.address)));
+            self.groups[old.group as usize].1 -= 1;
+        }
+        self.members
+            .insert((id, u128::from_be_bytes(member.address)));
+        self.groups[id as usize].1 += 1;
     }
 
-    fn remove(&mut self, name: &PeerName) -> Option<Member> {
-        let old = self.peers.remove(name)?;
-        if let Some(members) = self.groups.get_mut(&old.group) {
-            members.remove(name);
-            if members.is_empty() {
-                self.groups.remove(&old.group);
-            }
-        }
-        Some(old)
+    fn remove(&mut self, name: &PeerName) -> Option<Removed> {
+        let old = self.peers.remove(name.as_str())?;
+        self.members
+            .remove(&(old.group, u128::from_be_bytes(old.address)));
+        let group = &mut self.groups[old.group as usize];
+        group.1 -= 1;
+        Some(Removed {
+            group: group.0.clone(),
+            address: Ipv6Addr::from(old.address),
+        })
     }
 }
 
@@ -293,15 +335,16 @@ pub mod encoding {
             out.extend_from_slice(identity.as_bytes());
             out.extend_from_slice(&(self.orgs.len() as u32).to_le_bytes());
             for org in &self.orgs {
-                put_str(&mut out, org.org.slug.as_str());
-                out.extend_from_slice(&org.org.prefix.network().octets());
-                out.push(org.org.prefix.prefix_len());
-                out.extend_from_slice(&org.org.created_at.to_le_bytes());
+                let o = org.org();
+                put_str(&mut out, o.slug.as_str());
+                out.extend_from_slice(&o.prefix.network().octets());
+                out.push(o.prefix.prefix_len());
+                out.extend_from_slice(&o.created_at.to_le_bytes());
                 out.extend_from_slice(&(org.peers.len() as u64).to_le_bytes());
                 for (name, member) in &org.peers {
                     put_str(&mut out, name.as_str());
-                    put_str(&mut out, member.group.as_str());
-                    out.extend_from_slice(&member.address.octets());
+                    put_str(&mut out, org.groups[member.group as usize].0.as_str());
+                    out.extend_from_slice(&member.address);
                 }
             }
             out

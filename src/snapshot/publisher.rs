@@ -248,6 +248,7 @@ fn step(
             let model = Model::from_dump(&dump);
             drop(dump);
             let snapshot = Snapshot::from_model(Arc::clone(base), &model);
+            crate::fastpath::release_free_memory();
             tracing::info!(
                 generation = %snapshot.generation(),
                 orgs = model.orgs().len(),

@@ -49,8 +49,13 @@ const RECENT_CAP: usize = 4096;
 /// always stays.
 const RECENT_MAX_CHANGES: usize = 1 << 16;
 
-/// How often the watcher reads the stored generation.
+/// How often the watcher reads the stored generation on PostgreSQL (where NOTIFY may be lost).
 const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// How often it does on SQLite, where one server owns the data directory (a lock keeps a second
+/// one out) and announces its own writes: only a safety net, so kept rare enough to cost the
+/// DNS path nothing measurable.
+const SQLITE_POLL_EVERY: Duration = Duration::from_secs(10);
 
 /// The bounds of a prune at `generation`, at unix time `now`: entries below the first and older
 /// than the second may go.
@@ -359,7 +364,8 @@ pub(super) async fn spawn_watcher(
     match backend.clone() {
         Backend::Sqlite(pool) => {
             tokio::spawn(async move {
-                let mut poll = interval();
+                let mut poll = tokio::time::interval(SQLITE_POLL_EVERY);
+                poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = poll.tick() => {}

@@ -418,6 +418,8 @@ impl Store {
             let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
             let options = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(16)
+                // Warm connections: a replica reads the change log the moment another one writes.
+                .min_connections(2)
                 .acquire_timeout(std::time::Duration::from_secs(if lazy { 2 } else { 10 }));
             let pool = if lazy {
                 options.connect_lazy_with(opts)
@@ -564,7 +566,9 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn load_all(&self) -> Result<Dump, StoreError> {
-        let peer_text = format!("{PEER_SELECT} ORDER BY o.slug, p.name");
+        // No ORDER BY: consumers index the rows themselves, and sorting a million rows is most of
+        // the query's cost.
+        let peer_text = PEER_SELECT.to_owned();
         let (generation, org_rows, peer_rows): (i64, Vec<OrgRow>, Vec<PeerRow>) =
             read_tx!(self, |tx| {
                 let g = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
@@ -577,25 +581,30 @@ impl Store {
                 let p = sqlx::query_as(sql(peer_text)).fetch_all(&mut *tx).await?;
                 (g, o, p)
             });
-        // Rows come sorted by org: parse each org's slug once, not once per peer.
-        let mut org: Option<OrgSlug> = None;
-        let mut peers = Vec::with_capacity(peer_rows.len());
-        for row in peer_rows {
-            let slug = match org.take() {
-                Some(slug) if slug.as_str() == row.org_slug => slug,
-                _ => parse_col(&row.org_slug, "orgs.slug")?,
-            };
-            peers.push(row.into_peer_in(slug.clone())?);
-            org = Some(slug);
-        }
-        Ok(Dump {
-            generation: Generation(generation as u64),
-            orgs: org_rows
+        // Converting a million rows is CPU work: off the async worker threads.
+        let convert = move || -> Result<Dump, StoreError> {
+            let orgs: Vec<Org> = org_rows
                 .into_iter()
                 .map(OrgRow::into_org)
-                .collect::<Result<_, _>>()?,
-            peers,
-        })
+                .collect::<Result<_, _>>()?;
+            let mut peers = Vec::with_capacity(peer_rows.len());
+            for row in peer_rows {
+                // Parse each org's slug once, not once per peer.
+                let slug = match orgs.iter().find(|o| o.slug.as_str() == row.org_slug) {
+                    Some(org) => org.slug.clone(),
+                    None => parse_col(&row.org_slug, "orgs.slug")?,
+                };
+                peers.push(row.into_peer_in(slug)?);
+            }
+            Ok(Dump {
+                generation: Generation(generation as u64),
+                orgs,
+                peers,
+            })
+        };
+        tokio::task::spawn_blocking(convert)
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 
     /// The generation stored in the database.
