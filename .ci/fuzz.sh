@@ -52,11 +52,17 @@ dict_for() {
     esac
 }
 
+# api_json keeps a SQLite store in the temporary folder; give the runs their own.
+case $work in
+    /*) export TMPDIR="$work/tmp" ;;
+    *) export TMPDIR="$PWD/$work/tmp" ;;
+esac
+
 failed=()
 summary=()
 for target in "${targets[@]}"; do
     corpus="$work/$target"
-    mkdir -p "$corpus" "$fuzz_dir/artifacts/$target"
+    mkdir -p "$corpus" "$fuzz_dir/artifacts/$target" "$TMPDIR"
     args=(-max_total_time="$time_limit" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)
     if [[ -n "$runs" ]]; then
         args+=(-runs="$runs")
@@ -78,6 +84,7 @@ for target in "${targets[@]}"; do
         grep -E -A 12 "panicked at|ERROR: libFuzzer|SUMMARY" "$log" | head -n 40 >&2 || true
         grep -E "Test unit written to" "$log" >&2 || true
     fi
+    rm -rf "$TMPDIR"
     seconds=$(($(date +%s) - start))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     summary+=("$(printf '%-16s %-6s %12s execs %6s s' "$target" "$result" "${execs:-?}" "$seconds")")
