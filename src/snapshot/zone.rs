@@ -83,6 +83,17 @@ pub fn parse_zone(
             records.push(record);
         }
     }
+    // A TXT record holds at least one character-string (RFC 1035 §3.3.14); an empty one would
+    // be answered as RDATA that resolvers refuse to decode (found by fuzzing, issue 11).
+    if let Some(empty) = records
+        .iter()
+        .find(|r| matches!(&r.data, RData::TXT(txt) if txt.txt_data.is_empty()))
+    {
+        return Err(err(format!(
+            "TXT record {} has no strings: give it at least one, e.g. \"\"",
+            empty.name
+        )));
+    }
     let n_soa = records
         .iter()
         .filter(|r| matches!(r.data, RData::SOA(_)))
@@ -220,5 +231,12 @@ mod tests {
         let other = parse_zone(text, None, "example.test").unwrap();
         let zones = with_internal(vec![other]).unwrap();
         assert_eq!(zones.len(), 2, "internal. is added");
+    }
+
+    #[test]
+    fn issue11_txt_without_strings_is_refused() {
+        let text = "$ORIGIN internal.\n$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\nempty 5 IN TXT\n";
+        let err = parse_zone(text, None, "internal").unwrap_err().to_string();
+        assert!(err.contains("no strings"), "{err}");
     }
 }

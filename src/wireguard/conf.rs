@@ -140,6 +140,9 @@ impl Endpoint {
             return Err(EndpointError::Empty);
         }
         let with_default = |host: EndpointHost| match default_port {
+            // Port 0 is no port: such an endpoint would render as `host:0`, which parse refuses
+            // (found by fuzzing, issue 11).
+            Some(0) => Err(EndpointError::BadPort("0".into())),
             Some(port) => Ok(Endpoint { host, port }),
             None => Err(EndpointError::NoPort),
         };
@@ -548,6 +551,11 @@ PersistentKeepalive = 15
         check("gw\u{0}.example.com", EndpointError::ControlChar);
         check("", EndpointError::Empty);
         check("1.2.3.4:0", EndpointError::BadPort("0".into()));
+        // issue 11 (fuzzing): a default port of 0 is refused, not rendered as `host:0`.
+        assert_eq!(
+            Endpoint::parse("[2001:db8::2]", Some(0)),
+            Err(EndpointError::BadPort("0".into()))
+        );
         check("1.2.3.4:+80", EndpointError::BadPort("+80".into()));
         check("1.2.3.4:65536", EndpointError::BadPort("65536".into()));
         check("1.2.3.4:80:81", EndpointError::BadPort("80:81".into()));
