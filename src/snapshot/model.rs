@@ -41,7 +41,7 @@ pub struct OrgNames {
     peers: BTreeMap<Name, Member>,
     /// (group id, address): each group's members in address order, which is creation order
     /// (addresses are handed out counting up).
-    members: std::collections::BTreeSet<(u32, u128)>,
+    members: std::collections::BTreeSet<(u32, [u8; 16])>,
     /// Group name → id; ids are never reused while the model lives.
     group_ids: HashMap<GroupName, u32, foldhash::fast::RandomState>,
     /// Id → group name and member count.
@@ -238,9 +238,9 @@ impl Model {
                 }
                 Some(Content::Group(
                     org.members
-                        .range((id, 0)..(id + 1, 0))
+                        .range((id, [0; 16])..(id + 1, [0; 16]))
                         .take(MAX_GROUP_ANSWER)
-                        .map(|&(_, a)| a.to_be_bytes())
+                        .map(|&(_, a)| a)
                         .collect(),
                 ))
             }
@@ -281,19 +281,16 @@ impl OrgNames {
             address: address.octets(),
         };
         if let Some(old) = self.peers.insert(name, member) {
-            self.members
-                .remove(&(old.group, u128::from_be_bytes(old.address)));
+            self.members.remove(&(old.group, old.address));
             self.groups[old.group as usize].1 -= 1;
         }
-        self.members
-            .insert((id, u128::from_be_bytes(member.address)));
+        self.members.insert((id, member.address));
         self.groups[id as usize].1 += 1;
     }
 
     fn remove(&mut self, name: &PeerName) -> Option<Removed> {
         let old = self.peers.remove(name.as_str())?;
-        self.members
-            .remove(&(old.group, u128::from_be_bytes(old.address)));
+        self.members.remove(&(old.group, old.address));
         let group = &mut self.groups[old.group as usize];
         group.1 -= 1;
         Some(Removed {
