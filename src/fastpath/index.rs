@@ -9,7 +9,9 @@
 //!
 //! A shard is a flat, open-addressed hash table over a handful of arrays (entries, name bytes,
 //! addresses, TXT bytes), so a lookup touches the shard pointer, the slot, the entry and the
-//! name bytes.
+//! name bytes. It is compact because there is one entry per peer: a 4-byte slot, a 16-byte
+//! entry, and the name without its `._peer.internal.` / `._g.internal.` ending, which every
+//! dynamic name shares and the entry names by a number.
 //!
 //! The key is (view, name). The hash folds case (`byte | 0x20`), so a query's name is hashed and
 //! compared straight from the packet, without copying or lowercasing it: stored names are
@@ -96,18 +98,86 @@ pub(crate) enum Kind {
     Delegate = 4,
 }
 
-/// One (view, name) of a shard.
+/// One (view, name) of a shard: 16 bytes.
 #[derive(Debug)]
 pub(crate) struct Entry {
+    /// Where the name's stem starts in `names`.
     name_off: u32,
     view: u32,
+    /// A peer: its address in `addrs`. A group or TXT name: its span in `spans`.
     a: u32,
-    b: u32,
+    /// The stem's length: the name without its suffix.
     name_len: u8,
     kind: Kind,
     zone: u8,
-    /// The round-robin counter of a group (unused otherwise).
+    /// The name's ending, an index into [`SUFFIXES`].
+    suffix: u8,
+}
+
+/// The endings a stored name may leave out: none, `._peer.internal.`, `._g.internal.`.
+const SUFFIXES: [&[u8]; 3] = [b"", PEER_SUFFIX, GROUP_SUFFIX];
+
+/// Splits a lowercase wire name into its stem and the index of its ending in [`SUFFIXES`].
+fn split_suffix(name: &[u8]) -> (&[u8], u8) {
+    for (i, suffix) in SUFFIXES.iter().enumerate().skip(1) {
+        if let Some(stem) = name.strip_suffix(*suffix) {
+            return (stem, i as u8);
+        }
+    }
+    (name, 0)
+}
+
+/// The records of a group (AAAA addresses in `addrs`) or of a TXT name (RDATA bytes in `txt`).
+#[derive(Debug)]
+pub(crate) struct Span {
+    off: u32,
+    len: u32,
+    /// The round-robin counter of a group (unused for TXT).
     rotation: AtomicU32,
+}
+
+/// A stored name: its stem and its shared ending (lowercase wire format).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    stem: &'a [u8],
+    suffix: &'static [u8],
+}
+
+impl Owner<'_> {
+    /// The wire length.
+    #[inline]
+    #[allow(clippy::len_without_is_empty)] // a wire name is never empty
+    pub fn len(&self) -> usize {
+        self.stem.len() + self.suffix.len()
+    }
+
+    /// Writes the name at the start of `out` (at least [`Owner::len`] bytes).
+    #[inline]
+    pub fn write(&self, out: &mut [u8]) {
+        let n = self.stem.len();
+        out[..n].copy_from_slice(self.stem);
+        out[n..n + self.suffix.len()].copy_from_slice(self.suffix);
+    }
+
+    /// The name's bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        [self.stem, self.suffix].concat()
+    }
+
+    /// Whether `name` (any case) is this name.
+    #[inline]
+    fn eq_lower(&self, name: &[u8]) -> bool {
+        let n = self.stem.len();
+        name.len() == n + self.suffix.len()
+            && eq_lower(&name[n..], self.suffix)
+            && eq_lower(&name[..n], self.stem)
+    }
+
+    /// Whether `name` (lowercase) is exactly this name.
+    fn is(&self, name: &[u8]) -> bool {
+        let n = self.stem.len();
+        name.len() == n + self.suffix.len() && name[..n] == *self.stem && name[n..] == *self.suffix
+    }
 }
 
 /// A zone as kept by the index.
@@ -125,18 +195,27 @@ const SHARD_BITS: u32 = 12;
 pub const N_SHARDS: usize = 1 << SHARD_BITS;
 
 /// One piece of the table: an open-addressed hash table over its own flat arrays (entries, name
-/// bytes, addresses, TXT bytes), immutable once built and shared by every index that did not
-/// change it.
+/// bytes, addresses, spans, TXT bytes), immutable once built and shared by every index that did
+/// not change it.
 #[derive(Debug)]
 pub(crate) struct Shard {
-    /// `(tag << 32) | (entry + 1)`; 0 = empty.
-    slots: Box<[u64]>,
+    /// `(tag << idx_bits) | (entry + 1)`; 0 = empty. The tag is as many bits of the hash (bits
+    /// the shard and the slot position do not use) as the entry number leaves.
+    slots: Box<[u32]>,
     mask: usize,
+    idx_bits: u32,
     entries: Box<[Entry]>,
     names: Box<[u8]>,
     addrs: Box<[[u8; 16]]>,
+    spans: Box<[Span]>,
     txt: Box<[u8]>,
     live: u32,
+}
+
+/// The tag of hash `h` in a shard whose entry numbers take `idx_bits` bits, in place.
+#[inline(always)]
+fn slot_tag(h: u64, idx_bits: u32) -> u32 {
+    ((h >> 44) as u32).wrapping_shl(idx_bits)
 }
 
 impl Shard {
@@ -144,9 +223,11 @@ impl Shard {
         Shard {
             slots: Box::new([0]),
             mask: 0,
+            idx_bits: 1,
             entries: Box::new([]),
             names: Box::new([]),
             addrs: Box::new([]),
+            spans: Box::new([]),
             txt: Box::new([]),
             live: 0,
         }
@@ -154,16 +235,17 @@ impl Shard {
 
     #[inline]
     fn get(&self, h: u64, view: u32, name: &[u8]) -> Option<&Entry> {
-        let tag = h >> 32;
+        let tag = slot_tag(h, self.idx_bits);
+        let idx_mask = (1u32 << self.idx_bits) - 1;
         let mut i = (h as usize) & self.mask;
         loop {
             let slot = self.slots[i];
             if slot == 0 {
                 return None;
             }
-            if slot >> 32 == tag {
-                let e = &self.entries[(slot as u32 - 1) as usize];
-                if e.view == view && eq_lower(name, self.name_of(e)) {
+            if slot & !idx_mask == tag {
+                let e = &self.entries[((slot & idx_mask) - 1) as usize];
+                if e.view == view && self.name_of(e).eq_lower(name) {
                     return Some(e);
                 }
             }
@@ -172,25 +254,47 @@ impl Shard {
     }
 
     #[inline]
-    fn name_of(&self, e: &Entry) -> &[u8] {
+    fn name_of(&self, e: &Entry) -> Owner<'_> {
         let off = e.name_off as usize;
-        &self.names[off..off + usize::from(e.name_len)]
+        Owner {
+            stem: &self.names[off..off + usize::from(e.name_len)],
+            suffix: SUFFIXES[usize::from(e.suffix)],
+        }
     }
 
     /// The entries reachable from the table (a replaced duplicate is not).
     fn live_entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        let idx_mask = (1u32 << self.idx_bits) - 1;
         self.slots
             .iter()
             .filter(|&&s| s != 0)
-            .map(|&s| &self.entries[(s as u32 - 1) as usize])
+            .map(move |&s| &self.entries[((s & idx_mask) - 1) as usize])
+    }
+
+    #[inline]
+    fn span(&self, e: &Entry) -> (usize, usize) {
+        let s = &self.spans[e.a as usize];
+        (s.off as usize, s.len as usize)
+    }
+
+    fn rotation_of(&self, e: &Entry) -> u32 {
+        match e.kind {
+            Kind::Group => self.spans[e.a as usize].rotation.load(Ordering::Relaxed),
+            _ => 0,
+        }
     }
 
     fn content_of(&self, e: &Entry) -> ContentRef<'_> {
-        let (a, b) = (e.a as usize, e.b as usize);
         match e.kind {
-            Kind::Peer => ContentRef::Peer(&self.addrs[a]),
-            Kind::Group => ContentRef::Group(&self.addrs[a..a + b]),
-            Kind::Txt => ContentRef::Txt(&self.txt[a..a + b]),
+            Kind::Peer => ContentRef::Peer(&self.addrs[e.a as usize]),
+            Kind::Group => {
+                let (a, n) = self.span(e);
+                ContentRef::Group(&self.addrs[a..a + n])
+            }
+            Kind::Txt => {
+                let (a, n) = self.span(e);
+                ContentRef::Txt(&self.txt[a..a + n])
+            }
             Kind::Empty => ContentRef::Empty,
             Kind::Delegate => ContentRef::Delegate,
         }
@@ -219,7 +323,7 @@ impl<'a> Hit<'a> {
 
     /// The name, lowercase wire format.
     #[inline]
-    pub fn name(&self) -> &'a [u8] {
+    pub fn name(&self) -> Owner<'a> {
         self.shard.name_of(self.entry)
     }
 
@@ -227,9 +331,10 @@ impl<'a> Hit<'a> {
     #[inline]
     pub fn addrs(&self) -> &'a [[u8; 16]] {
         match self.entry.kind {
-            Kind::Peer | Kind::Group => {
-                let a = self.entry.a as usize;
-                &self.shard.addrs[a..a + self.entry.b as usize]
+            Kind::Peer => std::slice::from_ref(&self.shard.addrs[self.entry.a as usize]),
+            Kind::Group => {
+                let (a, n) = self.shard.span(self.entry);
+                &self.shard.addrs[a..a + n]
             }
             _ => &[],
         }
@@ -240,8 +345,8 @@ impl<'a> Hit<'a> {
     pub fn txt(&self) -> &'a [u8] {
         match self.entry.kind {
             Kind::Txt => {
-                let a = self.entry.a as usize;
-                &self.shard.txt[a..a + self.entry.b as usize]
+                let (a, n) = self.shard.span(self.entry);
+                &self.shard.txt[a..a + n]
             }
             _ => &[],
         }
@@ -257,7 +362,12 @@ impl<'a> Hit<'a> {
     /// atomic add, shared by both query paths so the order keeps rotating.
     #[inline]
     pub fn next_rotation(&self) -> u32 {
-        self.entry.rotation.fetch_add(1, Ordering::Relaxed)
+        match self.entry.kind {
+            Kind::Group => self.shard.spans[self.entry.a as usize]
+                .rotation
+                .fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        }
     }
 }
 
@@ -313,6 +423,7 @@ struct ShardBuilder {
     hashes: Vec<u64>,
     names: Vec<u8>,
     addrs: Vec<[u8; 16]>,
+    spans: Vec<Span>,
     txt: Vec<u8>,
 }
 
@@ -327,34 +438,42 @@ impl ShardBuilder {
         rotation: u32,
     ) {
         let name_off = self.names.len() as u32;
-        self.names.extend_from_slice(name);
-        let (kind, a, b) = match content {
+        let (stem, suffix) = split_suffix(name);
+        self.names.extend_from_slice(stem);
+        let mut span = |off: usize, len: usize, rotation: u32| {
+            self.spans.push(Span {
+                off: off as u32,
+                len: len as u32,
+                rotation: AtomicU32::new(rotation),
+            });
+            self.spans.len() as u32 - 1
+        };
+        let (kind, a) = match content {
             ContentRef::Peer(addr) => {
                 self.addrs.push(*addr);
-                (Kind::Peer, self.addrs.len() as u32 - 1, 1)
+                (Kind::Peer, self.addrs.len() as u32 - 1)
             }
             ContentRef::Group(addrs) => {
-                let a = self.addrs.len() as u32;
+                let a = span(self.addrs.len(), addrs.len(), rotation);
                 self.addrs.extend_from_slice(addrs);
-                (Kind::Group, a, addrs.len() as u32)
+                (Kind::Group, a)
             }
             ContentRef::Txt(rdata) => {
-                let a = self.txt.len() as u32;
+                let a = span(self.txt.len(), rdata.len(), 0);
                 self.txt.extend_from_slice(rdata);
-                (Kind::Txt, a, rdata.len() as u32)
+                (Kind::Txt, a)
             }
-            ContentRef::Empty => (Kind::Empty, 0, 0),
-            ContentRef::Delegate => (Kind::Delegate, 0, 0),
+            ContentRef::Empty => (Kind::Empty, 0),
+            ContentRef::Delegate => (Kind::Delegate, 0),
         };
         self.entries.push(Entry {
             name_off,
             view,
             a,
-            b,
-            name_len: name.len() as u8,
+            name_len: stem.len() as u8,
             kind,
             zone,
-            rotation: AtomicU32::new(rotation),
+            suffix,
         });
         self.hashes.push(h);
     }
@@ -363,27 +482,32 @@ impl ShardBuilder {
     /// over dynamic ones).
     fn finish(self) -> Shard {
         let cap = (self.entries.len() * 2).next_power_of_two().max(2);
-        let mut slots = vec![0u64; cap];
+        let mut slots = vec![0u32; cap];
         let mask = cap - 1;
+        // Entry numbers are stored plus one.
+        let idx_bits = u32::BITS - (self.entries.len() as u32).leading_zeros();
+        let idx_mask = (1u32 << idx_bits) - 1;
+        let name_of = |e: &Entry| {
+            (
+                &self.names[e.name_off as usize..e.name_off as usize + usize::from(e.name_len)],
+                e.suffix,
+            )
+        };
         let mut live = 0;
         for (i, (e, &h)) in self.entries.iter().zip(&self.hashes).enumerate() {
-            let name =
-                &self.names[e.name_off as usize..e.name_off as usize + usize::from(e.name_len)];
-            let tag = h >> 32;
+            let tag = slot_tag(h, idx_bits);
             let mut s = (h as usize) & mask;
             loop {
                 let slot = slots[s];
                 if slot == 0 {
-                    slots[s] = (tag << 32) | (i as u64 + 1);
+                    slots[s] = tag | (i as u32 + 1);
                     live += 1;
                     break;
                 }
-                if slot >> 32 == tag {
-                    let o = &self.entries[(slot as u32 - 1) as usize];
-                    let other = &self.names
-                        [o.name_off as usize..o.name_off as usize + usize::from(o.name_len)];
-                    if o.view == e.view && other == name {
-                        slots[s] = (tag << 32) | (i as u64 + 1);
+                if slot & !idx_mask == tag {
+                    let o = &self.entries[((slot & idx_mask) - 1) as usize];
+                    if o.view == e.view && name_of(o) == name_of(e) {
+                        slots[s] = tag | (i as u32 + 1);
                         break;
                     }
                 }
@@ -393,9 +517,11 @@ impl ShardBuilder {
         Shard {
             slots: slots.into_boxed_slice(),
             mask,
+            idx_bits,
             entries: self.entries.into_boxed_slice(),
             names: self.names.into_boxed_slice(),
             addrs: self.addrs.into_boxed_slice(),
+            spans: self.spans.into_boxed_slice(),
             txt: self.txt.into_boxed_slice(),
             live,
         }
@@ -594,36 +720,39 @@ impl Index {
                 items.iter().any(|&(_, i)| {
                     i < pending.len() && {
                         let p = &pending[i];
-                        p.view == e.view && p.name == old.name_of(e)
+                        p.view == e.view && old.name_of(e).is(&p.name)
                     }
                 })
             };
             let old = &self.shards[shard];
             let mut builder = ShardBuilder::default();
             let mut rotations: Vec<(usize, u32)> = Vec::new();
+            let mut name = Vec::with_capacity(MAX_NAME);
             for e in old.live_entries() {
                 if e.kind != Kind::Delegate && changed(e, old) {
                     if e.kind == Kind::Group {
                         let i = items.iter().map(|&(_, i)| i).find(|&i| {
                             i < pending.len()
                                 && pending[i].view == e.view
-                                && pending[i].name == old.name_of(e)
+                                && old.name_of(e).is(&pending[i].name)
                         });
                         if let Some(i) = i {
-                            rotations.push((i, e.rotation.load(Ordering::Relaxed)));
+                            rotations.push((i, old.rotation_of(e)));
                         }
                     }
                     continue;
                 }
-                let name = old.name_of(e);
-                let h = hash_name(self.seed, e.view, name);
+                let owner = old.name_of(e);
+                name.resize(owner.len(), 0);
+                owner.write(&mut name);
+                let h = hash_name(self.seed, e.view, &name);
                 builder.push(
                     h,
                     e.view,
-                    name,
+                    &name,
                     e.zone,
                     old.content_of(e),
-                    e.rotation.load(Ordering::Relaxed),
+                    old.rotation_of(e),
                 );
             }
             for &(_, i) in items {
