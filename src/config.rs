@@ -66,6 +66,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Peer lifecycle: ephemeral peers.
     pub peers: PeersConfig,
+    /// Group answers: health-aware groups.
+    pub groups: GroupsConfig,
     /// Gateway regions peers can connect to.
     pub regions: Vec<RegionConfig>,
     /// When present, keep this WireGuard interface in step with the store.
@@ -82,6 +84,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             dns: DnsConfig::default(),
             peers: PeersConfig::default(),
+            groups: GroupsConfig::default(),
             regions: Vec::new(),
             gateway: None,
         }
@@ -104,6 +107,7 @@ impl std::fmt::Debug for Config {
             .field("api", &self.api)
             .field("dns", &self.dns)
             .field("peers", &self.peers)
+            .field("groups", &self.groups)
             .field("regions", &self.regions)
             .field("gateway", &self.gateway)
             .finish()
@@ -201,6 +205,61 @@ impl Default for PeersConfig {
         PeersConfig {
             ephemeral_idle: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+/// The `[groups]` section (issue 10): health-aware group answers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Orgs whose `<group>._g.internal` answers list only healthy members: org slugs, or `"*"`
+    /// for every org. Empty (the default): every member, healthy or not.
+    pub healthy_only: Vec<String>,
+    /// A member is healthy when its gateway saw it (a handshake, or traffic) within this long.
+    #[serde(deserialize_with = "duration")]
+    pub health_window: Duration,
+}
+
+/// The default of `[groups] health_window`.
+pub const DEFAULT_HEALTH_WINDOW: Duration = Duration::from_secs(180);
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            healthy_only: Vec::new(),
+            health_window: DEFAULT_HEALTH_WINDOW,
+        }
+    }
+}
+
+impl GroupsConfig {
+    /// Whether any org's groups are health-aware.
+    pub fn enabled(&self) -> bool {
+        !self.healthy_only.is_empty()
+    }
+
+    /// Whether `org`'s groups are health-aware.
+    pub fn is_health_aware(&self, org: &str) -> bool {
+        self.healthy_only.iter().any(|o| o == "*" || o == org)
+    }
+
+    /// How often a gateway reads its peers' liveness, and by how much a peer's recorded time
+    /// must have moved before it is written again: fine enough that a live peer (it sends a
+    /// keepalive every 15 to 25 seconds) never looks older than the window. Without
+    /// health-aware groups, every 10 s and 30 s (only ephemeral peers, idle for minutes, use
+    /// the times then).
+    pub fn liveness_timing(&self) -> (Duration, i64) {
+        if !self.enabled() {
+            return (Duration::from_secs(10), 30);
+        }
+        let window = self.health_window.as_secs();
+        let period = Duration::from_secs((window / 12).clamp(1, 10));
+        (period, (window as i64 / 8).clamp(1, 30))
+    }
+
+    /// How often each server re-reads which members are healthy.
+    pub fn poll_period(&self) -> Duration {
+        Duration::from_secs((self.health_window.as_secs() / 12).clamp(1, 10))
     }
 }
 
@@ -310,6 +369,10 @@ pub struct GatewayConfig {
     /// peer); default 30 s.
     #[serde(default = "default_resync_period", deserialize_with = "duration")]
     pub resync_period: Duration,
+    /// How often peer liveness is read and recorded: not a key of its own, it follows
+    /// `[groups]` ([`GroupsConfig::liveness_timing`]).
+    #[serde(skip)]
+    pub liveness: crate::gateway::Liveness,
 }
 
 fn default_resync_period() -> Duration {
@@ -456,6 +519,20 @@ impl Config {
                 "ula_prefix {} is too long: orgs need 32 bits of /48s, use a /16 such as fdaa::/16",
                 self.ula_prefix
             )));
+        }
+        if self.groups.enabled() && self.groups.health_window < Duration::from_secs(30) {
+            return Err(ConfigError::Invalid(
+                "[groups] health_window must be at least 30s: a live peer shows up every 15-25 s \
+                 (its keepalive), so a shorter window would drop live members"
+                    .into(),
+            ));
+        }
+        for org in &self.groups.healthy_only {
+            if org != "*" && org.parse::<OrgSlug>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "[groups] healthy_only: {org:?} is neither \"*\" nor an org name"
+                )));
+            }
         }
         if self.peers.ephemeral_idle < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(

@@ -28,7 +28,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = sixpn::serve::init_logging(None) {
+    // clap allows only text|json.
+    let format = cli.log_format.as_deref().and_then(|f| f.parse().ok());
+    if let Err(e) = sixpn::serve::init_logging(format) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

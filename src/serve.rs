@@ -146,6 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         crate::snapshot::SnapshotSettings::from_config(&config.dns)?,
         Some(state),
         fallback,
+        &config.groups,
         cancel.clone(),
     )
     .await
@@ -174,11 +175,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
     let gateway = match (&config.gateway, &resolved.gateway_key) {
-        (Some(gw), Some(key)) => Some(
-            crate::gateway::start_with_key(gw, key.clone(), store.clone(), cancel.clone())
-                .await
-                .with_context(|| format!("starting the gateway on {}", gw.interface))?,
-        ),
+        (Some(gw), Some(key)) => {
+            let (period, resolution) = config.groups.liveness_timing();
+            let gw = crate::config::GatewayConfig {
+                liveness: crate::gateway::Liveness { period, resolution },
+                ..gw.clone()
+            };
+            Some(
+                crate::gateway::start_with_key(&gw, key.clone(), store.clone(), cancel.clone())
+                    .await
+                    .with_context(|| format!("starting the gateway on {}", gw.interface))?,
+            )
+        }
         _ => None,
     };
     // An IPv6 wildcard on port 53 in `[dns] listen` (older configs) already answers on every

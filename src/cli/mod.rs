@@ -49,6 +49,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr as `text` (default; coloured only on a terminal, never with NO_COLOR)
+    /// or `json` (one object per line, for log shippers). Also $SIXPN_LOG_FORMAT.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }
 
 /// The top-level subcommands.

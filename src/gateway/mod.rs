@@ -64,6 +64,27 @@ const SOCKET_WAIT: Duration = Duration::from_secs(10);
 /// than [`crate::store::HANDSHAKE_RESOLUTION`]) in the store, for the reaper of every replica.
 pub const HANDSHAKE_PERIOD: Duration = Duration::from_secs(10);
 
+/// How the gateway records peer liveness: read the interface every `period`, and write a
+/// peer's time again only when it moved by more than `resolution` seconds. The default
+/// ([`HANDSHAKE_PERIOD`], [`crate::store::HANDSHAKE_RESOLUTION`]) suits ephemeral peers;
+/// health-aware groups need finer times (`[groups] health_window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// How often the interface is read.
+    pub period: Duration,
+    /// Seconds a recorded time must move by before it is written again.
+    pub resolution: i64,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            period: HANDSHAKE_PERIOD,
+            resolution: crate::store::HANDSHAKE_RESOLUTION,
+        }
+    }
+}
+
 /// What can stop the gateway from starting or reconciling.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -513,7 +534,12 @@ pub async fn start_with_key(
     warn_if_not_forwarding();
     let (applied_tx, applied) = watch::channel(generation);
 
-    tokio::spawn(record_handshakes(link.clone(), store, cancel.clone()));
+    tokio::spawn(record_handshakes(
+        link.clone(),
+        store,
+        config.liveness,
+        cancel.clone(),
+    ));
     tokio::spawn(async move {
         let mut probe = tokio::time::interval(PROBE_PERIOD);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -587,14 +613,19 @@ pub async fn start_with_key(
     })
 }
 
-/// Every [`HANDSHAKE_PERIOD`] until `cancel` fires: reads the interface and records in the store
+/// Every `liveness.period` until `cancel` fires: reads the interface and records in the store
 /// when each peer was last seen alive: its last handshake, or now when it sent traffic since the
 /// previous read (WireGuard re-handshakes only every two minutes of traffic). Only times that
-/// moved by more than [`crate::store::HANDSHAKE_RESOLUTION`] since this task last wrote them are
+/// moved by more than `liveness.resolution` seconds since this task last wrote them are
 /// written, in one batch. Failures are logged at debug and retried on the next tick (the
 /// reconcile loop reports outages).
-async fn record_handshakes(link: Link, store: Store, cancel: CancellationToken) {
-    let mut ticks = tokio::time::interval(HANDSHAKE_PERIOD);
+async fn record_handshakes(
+    link: Link,
+    store: Store,
+    liveness: Liveness,
+    cancel: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(liveness.period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Per peer: the time last written, and the received bytes at the previous read.
     let mut written: HashMap<RawKey, i64> = HashMap::new();
@@ -625,7 +656,7 @@ async fn record_handshakes(link: Link, store: Store, cancel: CancellationToken) 
             if let Some(at) = seen
                 && written
                     .get(&peer.public_key)
-                    .is_none_or(|w| at - w > crate::store::HANDSHAKE_RESOLUTION)
+                    .is_none_or(|w| at - w > liveness.resolution)
             {
                 moved.push((peer.public_key, at));
             }
@@ -642,10 +673,7 @@ async fn record_handshakes(link: Link, store: Store, cancel: CancellationToken) 
                 Some((PublicKey::from_trusted_base64(&base64_key(key)).ok()?, *at))
             })
             .collect();
-        match store
-            .record_handshakes(&seen, crate::store::HANDSHAKE_RESOLUTION)
-            .await
-        {
+        match store.record_handshakes(&seen, liveness.resolution).await {
             Ok(n) => {
                 tracing::debug!(seen = seen.len(), recorded = n, "peer liveness recorded");
                 written.extend(moved);

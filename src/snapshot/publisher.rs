@@ -10,9 +10,16 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use tokio::sync::mpsc;
+
 use super::disk::{Pacer, StateFile};
 use super::{Base, Model, Snapshot, SnapshotError, SnapshotHandle, SnapshotSettings, Touched};
+use crate::config::GroupsConfig;
+use crate::model::{GroupName, OrgSlug};
 use crate::store::{Feed, Store, StoreError, Update};
+
+/// One read of which peers were seen alive within the health window (see `[groups]`).
+type Seen = Vec<(OrgSlug, GroupName, std::net::Ipv6Addr)>;
 
 /// First wait after a failed read; doubled on each failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -51,7 +58,7 @@ pub async fn start(
     settings: SnapshotSettings,
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
-    start_with(store.feed(), settings, Persistence::default(), cancel).await
+    start_with(store.feed(), settings, Persistence::default(), None, cancel).await
 }
 
 /// Like [`start`], keeping the last-known-good state in `state` (see [`super::disk`]), and, when
@@ -60,15 +67,69 @@ pub async fn start(
 ///
 /// # Errors
 /// [`SnapshotError::Load`] when the first load fails and there is no fallback.
+///
+/// With health-aware groups configured (`groups`), it also re-reads every
+/// [`GroupsConfig::poll_period`] which peers were seen alive within the window and patches the
+/// groups whose healthy members changed.
 pub async fn start_persisted(
     store: Store,
     settings: SnapshotSettings,
     state: Option<StateFile>,
     fallback: Option<Model>,
+    groups: &GroupsConfig,
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
     let persistence = Persistence { state, fallback };
-    start_with(store.feed(), settings, persistence, cancel).await
+    let health = groups.enabled().then(|| {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(poll_health(
+            store.clone(),
+            groups.clone(),
+            tx,
+            cancel.clone(),
+        ));
+        Health {
+            groups: groups.clone(),
+            reports: rx,
+        }
+    });
+    start_with(store.feed(), settings, persistence, health, cancel).await
+}
+
+/// Health-aware groups: their settings and the poller's reports.
+pub(crate) struct Health {
+    groups: GroupsConfig,
+    reports: mpsc::Receiver<Seen>,
+}
+
+/// Every poll period: reads the peers seen alive within the window and hands them to the
+/// publisher. A failed read is logged and skipped (the last report stays in force).
+async fn poll_health(
+    store: Store,
+    groups: GroupsConfig,
+    tx: mpsc::Sender<Seen>,
+    cancel: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(groups.poll_period());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let window = i64::try_from(groups.health_window.as_secs()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match store
+            .seen_since(crate::model::now_unix().saturating_sub(window))
+            .await
+        {
+            Ok(seen) => {
+                if tx.send(seen).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::debug!(%error, "reading peer liveness for health-aware groups"),
+        }
+    }
 }
 
 /// Where the publisher keeps its last-known-good state, and what to serve if the store is down.
@@ -82,6 +143,7 @@ pub(crate) async fn start_with(
     mut source: impl UpdateSource,
     settings: SnapshotSettings,
     persistence: Persistence,
+    health: Option<Health>,
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
     let base = Base::new(&settings);
@@ -110,6 +172,7 @@ pub(crate) async fn start_with(
         model,
         handle.clone(),
         persistence.state,
+        health,
         cancel,
     ));
     Ok(handle)
@@ -121,6 +184,7 @@ async fn run(
     mut model: Model,
     handle: SnapshotHandle,
     state: Option<StateFile>,
+    mut health: Option<Health>,
     cancel: CancellationToken,
 ) {
     let mut backoff = MIN_BACKOFF;
@@ -143,6 +207,33 @@ async fn run(
                             tracing::error!("encoding the DNS state failed; reloading");
                             source.force_reload();
                         }
+                    }
+                }
+                continue;
+            }
+            Some(seen) = async { health.as_mut()?.reports.recv().await }, if health.is_some() => {
+                let Some(Health { groups, .. }) = &health else { continue };
+                let groups = groups.clone();
+                let current = handle.load();
+                let built = tokio::task::spawn_blocking(move || {
+                    let mut touched = Touched::default();
+                    model.set_health(|org| groups.is_health_aware(org), &seen, &mut touched);
+                    let snapshot = (!touched.names.is_empty()).then(|| current.apply(&model, &touched));
+                    (model, snapshot, touched.names.len())
+                })
+                .await;
+                match built {
+                    Ok((next_model, snapshot, names)) => {
+                        model = next_model;
+                        if let Some(snapshot) = snapshot {
+                            tracing::debug!(groups = names, "health-aware groups changed");
+                            retire(handle.publish(snapshot));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "applying peer health failed; reloading");
+                        model = Model::default();
+                        source.force_reload();
                     }
                 }
                 continue;
@@ -251,8 +342,10 @@ fn step(
             (model, snapshot)
         }
         (Update::Reload(dump), _) => {
-            let model = Model::from_dump(&dump);
-            drop(dump);
+            let old = model;
+            let mut model = Model::from_dump(&dump);
+            model.inherit_health(&old);
+            drop((dump, old));
             let snapshot = Snapshot::from_model(Arc::clone(base), &model);
             crate::fastpath::release_free_memory();
             tracing::info!(
@@ -372,6 +465,7 @@ mod tests {
             source,
             SnapshotSettings::default(),
             Persistence::default(),
+            None,
             cancel.clone(),
         )
         .await
@@ -407,6 +501,7 @@ mod tests {
             source,
             SnapshotSettings::default(),
             Persistence::default(),
+            None,
             cancel.clone(),
         )
         .await
@@ -430,6 +525,7 @@ mod tests {
             source,
             SnapshotSettings::default(),
             Persistence::default(),
+            None,
             CancellationToken::new(),
         )
         .await;
@@ -455,6 +551,7 @@ mod tests {
                 state: Some(state.clone()),
                 fallback: state.load(),
             },
+            None,
             cancel.clone(),
         )
         .await

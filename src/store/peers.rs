@@ -614,3 +614,35 @@ impl Store {
             .collect())
     }
 }
+
+impl Store {
+    /// Every peer a gateway saw alive at or after `since` (unix seconds), as (org, group,
+    /// address): health-aware groups list only these. One indexed read that costs the live
+    /// peers, not the table.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn seen_since(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(OrgSlug, crate::model::GroupName, std::net::Ipv6Addr)>, StoreError> {
+        let rows: Vec<(String, String, String)> = read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT o.slug, p.group_name, p.address FROM peers p JOIN orgs o ON o.id = p.org_id \
+                 WHERE p.last_handshake_at >= $1",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(org, group, address)| {
+                Ok((
+                    parse_col(&org, "orgs.slug")?,
+                    parse_col(&group, "peers.group_name")?,
+                    parse_col(&address, "peers.address")?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -1852,15 +1852,17 @@ async fn issue10_healthz_without_database_readyz_with_it() {
         .expect_error(503, &["not ready", "database"]);
 }
 
-/// Runs `sixpn serve` with `RUST_LOG=info` and `SIXPN_LOG_FORMAT=format`, stderr on a pipe,
-/// answers a few DNS queries and an API call, stops it and returns its stderr.
-fn serve_logs(format: &str) -> String {
+/// Runs `sixpn serve` with `RUST_LOG=info` and `SIXPN_LOG_FORMAT=format` (and `--log-format
+/// flag` when given), stderr on a pipe, answers a few DNS queries and an API call, stops it and
+/// returns its stderr.
+fn serve_logs(format: &str, flag: Option<&str>) -> String {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let api_port = crate::support::free_port();
     let dns_port = crate::support::free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sixpn"))
         .arg("serve")
+        .args(flag.map(|f| ["--log-format", f]).into_iter().flatten())
         .env("SIXPN_DATA_DIR", dir.path())
         .env("SIXPN_API_LISTEN", format!("127.0.0.1:{api_port}"))
         .env("SIXPN_DNS_LISTEN", format!("127.0.0.1:{dns_port}"))
@@ -1910,7 +1912,7 @@ fn serve_logs(format: &str) -> String {
 /// is not a terminal. issue 13: at `RUST_LOG=info`, hickory logs nothing per DNS query.
 #[test]
 fn issue10_issue13_log_format_colour_and_quiet_dns() {
-    let json_logs = serve_logs("json");
+    let json_logs = serve_logs("json", None);
     let mut n_lines = 0;
     for line in json_logs.lines().filter(|l| !l.trim().is_empty()) {
         let event: Value = serde_json::from_str(line)
@@ -1921,9 +1923,18 @@ fn issue10_issue13_log_format_colour_and_quiet_dns() {
     assert!(n_lines > 0);
     assert!(json_logs.contains("API listening"), "{json_logs}");
 
-    let text_logs = serve_logs("text");
+    let text_logs = serve_logs("text", None);
     assert!(text_logs.contains("API listening"), "{text_logs}");
-    for logs in [&json_logs, &text_logs] {
+    // The flag wins over the environment.
+    let flag_logs = serve_logs("text", Some("json"));
+    assert!(
+        flag_logs
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "{flag_logs}"
+    );
+    for logs in [&json_logs, &text_logs, &flag_logs] {
         assert!(!logs.contains('\u{1b}'), "ANSI escapes on a pipe:\n{logs}");
         assert!(
             !logs.contains("hickory"),

@@ -397,6 +397,7 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
             uapi_dir.to_owned()
         }),
         resync_period: sixpn::gateway::RESYNC_PERIOD,
+        liveness: Default::default(),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let handle = sixpn::gateway::start(&config, store.clone(), cancel.clone())
@@ -718,6 +719,7 @@ async fn handshake_inner() {
         listen_port: PORT,
         uapi_dir: Some(uapi_dir.clone()),
         resync_period: sixpn::gateway::RESYNC_PERIOD,
+        liveness: Default::default(),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let handle = sixpn::gateway::start(&config, store.clone(), cancel.clone())

@@ -477,3 +477,89 @@ async fn issue10_idle_ephemeral_peers_are_reaped_live_ones_stay() {
     );
     store.close().await;
 }
+
+/// The sorted AAAA addresses `name` answers (empty for no records).
+fn aaaa(server: &ServerProcess, name: &str) -> Vec<String> {
+    let answer = dns_query(server.dns, name, RecordType::AAAA);
+    let mut addrs: Vec<String> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// Polls `name` until it answers exactly `want` (sorted), for at most 15 s.
+async fn wait_for_group(server: &ServerProcess, name: &str, want: &[&String]) {
+    let mut want: Vec<String> = want.iter().map(|s| (*s).clone()).collect();
+    want.sort();
+    let start = std::time::Instant::now();
+    loop {
+        let got = aaaa(server, name);
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "{name}: {got:?}, want {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// issue 10: with health-aware groups on (`[groups] healthy_only`), a group lists only the
+/// members whose liveness was recorded within `health_window`; a member seen again comes back;
+/// a group without a live member lists everyone (fail open); peer names keep resolving. Liveness
+/// is recorded into the store as a gateway does (`Store::record_handshakes`); the end-to-end
+/// test does it with real tunnels and HAProxy.
+#[tokio::test]
+async fn issue10_health_aware_groups_list_live_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sixpn.toml");
+    std::fs::write(
+        &config,
+        "[groups]\nhealthy_only = [\"*\"]\nhealth_window = \"30s\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = ServerProcess::spawn(&data, &[("SIXPN_CONFIG", config.to_str().unwrap())]);
+    let api = Api::new(&server.api, &server.admin_token);
+    let token = api.mint("personal", "nodes", None).await;
+    let mut peers = Vec::new();
+    for (name, group) in [("web-a", "web"), ("web-b", "web"), ("db-a", "db")] {
+        let (status, peer) = api.register(&token, name, group).await;
+        assert_eq!(status, 200, "{peer}");
+        let key: sixpn::wireguard::PublicKey = peer["pubkey"].as_str().unwrap().parse().unwrap();
+        peers.push((key, peer["us"].as_str().unwrap().to_owned()));
+    }
+    let [(key_a, ip_a), (key_b, ip_b), (_, ip_db)] = &peers[..] else {
+        unreachable!()
+    };
+
+    let store = sixpn::store::Store::open(
+        &format!("sqlite://{}", data.join("sixpn.db").display()),
+        "fdaa::/16".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let now = sixpn::model::now_unix();
+    // web-a seen now, web-b last seen long ago: web lists web-a only.
+    store
+        .record_handshakes(&[(*key_a, now), (*key_b, now - 600)], 0)
+        .await
+        .unwrap();
+    wait_for_group(&server, "web._g.internal", &[ip_a]).await;
+    // web-b's peer name still resolves; db has no live member and lists everyone.
+    assert_eq!(aaaa(&server, "web-b._peer.internal"), std::slice::from_ref(ip_b));
+    assert_eq!(aaaa(&server, "db._g.internal"), std::slice::from_ref(ip_db));
+    // web-b is back.
+    store
+        .record_handshakes(&[(*key_b, sixpn::model::now_unix())], 0)
+        .await
+        .unwrap();
+    wait_for_group(&server, "web._g.internal", &[ip_a, ip_b]).await;
+}
