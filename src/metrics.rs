@@ -237,6 +237,11 @@ fn describe() {
         "Time since this process last published a DNS snapshot"
     );
     describe_gauge!(
+        "sixpn_snapshot_stale_seconds",
+        Unit::Seconds,
+        "How long DNS has been answering from a state the store could not confirm (the store down, or the saved state at start); 0 when current"
+    );
+    describe_gauge!(
         "sixpn_store_generation",
         "Newest store generation this process knows to be committed"
     );

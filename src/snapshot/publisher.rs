@@ -148,11 +148,31 @@ pub(crate) async fn start_with(
 ) -> Result<SnapshotHandle, SnapshotError> {
     let base = Base::new(&settings);
     source.force_reload();
+    // Since when DNS answers from a state the store has not confirmed (`None`: current).
+    let mut stale_since = None;
     let (model, snapshot) = match persistence.fallback {
         // The store did not answer at start: serve the saved state at once and let the loop
         // below replace it as soon as the store answers.
         Some(fallback) => {
-            tracing::warn!(generation = %fallback.generation(), "serving DNS from the last-known-good state until the store answers");
+            let saved_age = persistence
+                .state
+                .as_ref()
+                .and_then(|s| {
+                    std::fs::metadata(&s.path)
+                        .ok()?
+                        .modified()
+                        .ok()?
+                        .elapsed()
+                        .ok()
+                })
+                .unwrap_or_default();
+            stale_since = Some(
+                Instant::now()
+                    .checked_sub(saved_age)
+                    .unwrap_or_else(Instant::now),
+            );
+            metrics::gauge!("sixpn_snapshot_stale_seconds").set(saved_age.as_secs_f64());
+            tracing::warn!(generation = %fallback.generation(), saved_s_ago = saved_age.as_secs(), "serving DNS from the last-known-good state until the store answers");
             let snapshot = Snapshot::from_model(Arc::clone(&base), &fallback);
             (fallback, snapshot)
         }
@@ -166,16 +186,21 @@ pub(crate) async fn start_with(
     };
     warn_missing_views(&snapshot, None);
     let handle = SnapshotHandle::new(snapshot);
-    tokio::spawn(run(
-        source,
-        base,
-        model,
-        handle.clone(),
-        persistence.state,
+    let sides = Sides {
+        state: persistence.state,
         health,
-        cancel,
-    ));
+        stale_since,
+    };
+    tokio::spawn(run(source, base, model, handle.clone(), sides, cancel));
     Ok(handle)
+}
+
+/// What the publisher's loop keeps besides the model: where it saves the state, health-aware
+/// groups, and since when DNS has been answering without the store's confirmation.
+struct Sides {
+    state: Option<StateFile>,
+    health: Option<Health>,
+    stale_since: Option<Instant>,
 }
 
 async fn run(
@@ -183,10 +208,14 @@ async fn run(
     base: Arc<Base>,
     mut model: Model,
     handle: SnapshotHandle,
-    state: Option<StateFile>,
-    mut health: Option<Health>,
+    sides: Sides,
     cancel: CancellationToken,
 ) {
+    let Sides {
+        state,
+        mut health,
+        mut stale_since,
+    } = sides;
     let mut backoff = MIN_BACKOFF;
     let mut pacer = Pacer::new();
     // The generation on disk; `None` until the first write.
@@ -243,10 +272,16 @@ async fn run(
         let update = match update {
             Ok(update) => {
                 backoff = MIN_BACKOFF;
+                if stale_since.take().is_some() {
+                    metrics::gauge!("sixpn_snapshot_stale_seconds").set(0.0);
+                    tracing::info!("the store answers again; DNS is catching up");
+                }
                 update
             }
             Err(error) => {
-                tracing::warn!(%error, ?backoff, "reading store changes for DNS failed; retrying");
+                let stale_for = stale_since.get_or_insert_with(Instant::now).elapsed();
+                metrics::gauge!("sixpn_snapshot_stale_seconds").set(stale_for.as_secs_f64());
+                tracing::warn!(%error, ?backoff, stale_s = stale_for.as_secs(), "reading store changes for DNS failed; DNS answers from what it has; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = cancel.cancelled() => return,

@@ -554,7 +554,10 @@ async fn issue10_health_aware_groups_list_live_members() {
         .unwrap();
     wait_for_group(&server, "web._g.internal", &[ip_a]).await;
     // web-b's peer name still resolves; db has no live member and lists everyone.
-    assert_eq!(aaaa(&server, "web-b._peer.internal"), std::slice::from_ref(ip_b));
+    assert_eq!(
+        aaaa(&server, "web-b._peer.internal"),
+        std::slice::from_ref(ip_b)
+    );
     assert_eq!(aaaa(&server, "db._g.internal"), std::slice::from_ref(ip_db));
     // web-b is back.
     store
