@@ -18,7 +18,7 @@
 #   4. No handshake with the gateway for $SIXPN_STALE_AFTER seconds (e.g. the gateway lost the
 #      peer): the node re-keys, which makes the server push the peer to the gateway afresh.
 #   5. On SIGTERM/SIGINT it deletes its peer (unless SIXPN_DEREGISTER=0), so the name leaves DNS,
-#      and HAProxy drops the node at once, then stops wireguard-go.
+#      and HAProxy drops the node at once, then stops wireguard-go and waits for it to exit.
 #
 # Environment: SIXPN_API_URL, SIXPN_WIREGUARD_TOKEN (required); SIXPN_CA_CERT (a private CA for
 # an https API); SIXPN_IFACE (sixpn0); SIXPN_CONF_DIR (/etc/sixpn; keep it in memory, it holds the
@@ -59,6 +59,7 @@ every=${SIXPN_CHECK_EVERY:-30}
 stale_after=${SIXPN_STALE_AFTER:-300}
 wg_run_dir=${SIXPN_WG_RUN_DIR:-/var/run/wireguard}
 wg_pid=
+sleep_pid=
 stopping=
 
 log() { echo "sixpn-node: $*" >&2; }
@@ -86,10 +87,16 @@ if [ "$mode" = deregister ]; then
     exit 0
 fi
 
+# Leaves nothing running: the pending sleep goes, and wireguard-go is waited for (it removes its
+# interface and socket on SIGTERM).
 stop() {
     stopping=1
+    [ -z "$sleep_pid" ] || kill "$sleep_pid" 2>/dev/null || true
     deregister
-    [ -z "$wg_pid" ] || kill "$wg_pid" 2>/dev/null || true
+    if [ -n "$wg_pid" ]; then
+        kill "$wg_pid" 2>/dev/null || true
+        wait "$wg_pid" 2>/dev/null || true
+    fi
     exit 0
 }
 trap stop TERM INT
@@ -107,7 +114,9 @@ chmod 700 "$conf_dir" 2>/dev/null || true
 pause=1
 until ensure; do
     log "sixpn token ensure failed; again in ${pause}s"
-    sleep "$pause" & wait $! || true
+    sleep "$pause" &
+    sleep_pid=$!
+    wait "$sleep_pid" || true
     [ "$pause" -ge 30 ] || pause=$((pause * 2))
 done
 
@@ -124,7 +133,9 @@ log "peer $name is up on $iface"
 
 while [ -z "$stopping" ]; do
     # `sleep & wait`: a signal is handled at once, not after the sleep.
-    sleep "$every" & wait $! || true
+    sleep "$every" &
+    sleep_pid=$!
+    wait "$sleep_pid" || true
     kill -0 "$wg_pid" 2>/dev/null || { log "wireguard-go exited"; exit 1; }
     before=$(cksum <"$conf" 2>/dev/null || true)
     age=$(handshake_age)

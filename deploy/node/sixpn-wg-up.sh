@@ -10,7 +10,9 @@
 #   sixpn-wg-up sixpn0 /etc/sixpn/sixpn0.conf 1420
 #
 # Run again with a new file (after `sixpn token update`) to switch keys in place: the interface,
-# its address and routes stay; only the key (and the peer) change.
+# its address and routes stay; only the key (and the peer) change. The interface ends up with
+# exactly the file's addresses: one it no longer lists (a peer registered anew gets a new
+# address) is removed.
 #
 # MTU: WireGuard adds 80 bytes over IPv6 (60 over IPv4); IPv6 inside needs at least 1280. The
 # default 1420 fits a 1500-byte underlay; use 1380 or lower on overlays such as VXLAN pod networks.
@@ -47,12 +49,27 @@ chmod 600 "$tmp"
 strip > "$tmp"
 wg setconf "$iface" "$tmp"
 
-for addr in $(values Address); do
-    case $addr in
-        */*) ;;
-        *:*) addr="$addr/128" ;;
-        *) addr="$addr/32" ;;
+# The file's addresses, each with its prefix length.
+addresses() {
+    for addr in $(values Address); do
+        case $addr in
+            */*) echo "$addr" ;;
+            *:*) echo "$addr/128" ;;
+            *) echo "$addr/32" ;;
+        esac
+    done
+}
+wanted=" $(addresses | tr '\n' ' ') "
+# Addresses the file no longer holds go first: a peer registered again (after an admin deleted
+# it) may get a new address, and the gateway drops packets from the old one. (Removed before the
+# wanted ones are set, so one written differently is only re-added, never lost.)
+for have in $(ip -o address show dev "$iface" scope global | awk '{ print $4 }'); do
+    case $wanted in
+        *" $have "*) ;;
+        *) ip address del "$have" dev "$iface" ;;
     esac
+done
+for addr in $wanted; do
     ip address replace "$addr" dev "$iface"
 done
 ip link set dev "$iface" mtu "$mtu" up

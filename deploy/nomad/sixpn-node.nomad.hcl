@@ -86,7 +86,9 @@ job "sixpn-web" {
       }
       env {
         SIXPN_API_URL = "https://sixpn.example.net:4280"
-        PEER_NAME     = "${node.unique.name}"
+        # With a private CA on the API, as in the tunnel task:
+        # SIXPN_CA_CERT = "$${NOMAD_SECRETS_DIR}/ca.pem"
+        PEER_NAME = "${node.unique.name}"
       }
       resources {
         cpu    = 20

@@ -12,6 +12,8 @@
 #   sixpn-n1  eth0 10.99.0.11/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-n2  eth0 10.99.0.12/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-x1  eth0 10.99.0.13/24 wg0 (wireguard-go)   a peer of another org (acme)
+#   sixpn-nd  eth0 10.99.0.14/24 sixpn0 (wireguard-go, started by deploy/node/sixpn-node.sh, run
+#             as the DaemonSet and then as the Nomad job run it)
 #
 # wireguard-go always puts its socket in /run/wireguard, which namespaces share; every command
 # here runs with a private bind mount of a per-namespace directory there (see `nsrun`).
@@ -28,6 +30,7 @@ NS_GW=$prefix-gw
 NS_N1=$prefix-n1
 NS_N2=$prefix-n2
 NS_X=$prefix-x1 # a node of another org, to show the orgs are isolated
+NS_D=$prefix-nd # a node run by deploy/node/sixpn-node.sh, as the DaemonSet and the Nomad job do
 GW_IP=10.99.0.1
 API=https://$GW_IP:4280
 ADMIN_TOKEN=e2e-admin-$RANDOM$RANDOM
@@ -43,6 +46,7 @@ work=$(mktemp -d /tmp/sixpn-e2e.XXXXXX)
 pids=()
 namespaces=()
 made_run_wireguard=
+made_etc_sixpn=
 passed=0
 failed=0
 started=$(date +%s)
@@ -102,6 +106,9 @@ cleanup() {
     if [ -n "$made_run_wireguard" ]; then
         rmdir /run/wireguard 2>/dev/null || true
     fi
+    if [ -n "$made_etc_sixpn" ]; then
+        rmdir /etc/sixpn 2>/dev/null || true
+    fi
     if [ "$failed" -gt 0 ] || [ -n "${SIXPN_E2E_KEEP_LOGS:-}" ]; then
         for f in "$work"/*.log; do
             [ -e "$f" ] || continue
@@ -141,7 +148,7 @@ for tool in ip wg wireguard-go haproxy dig curl python3 ping unshare mount; do
     command -v "$tool" >/dev/null || die "needs $tool"
 done
 [ -x "$sixpn" ] || die "no sixpn binary at $sixpn (cargo build --bin sixpn)"
-for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X"; do
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D"; do
     if ip netns list | grep -qw "^$ns"; then
         die "namespace $ns exists already (another run? remove it with: ip netns del $ns)"
     fi
@@ -149,10 +156,14 @@ done
 if [ ! -d /run/wireguard ]; then
     mkdir -p /run/wireguard && made_run_wireguard=1
 fi
+# A mount point for the node's /etc/sixpn (the DaemonSet's emptyDir), in a private mount namespace.
+if [ ! -d /etc/sixpn ]; then
+    mkdir -p /etc/sixpn && made_etc_sixpn=1
+fi
 
 # ----------------------------------------------------------------------------- underlay
 log "creating namespaces and the underlay 10.99.0.0/24"
-for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X"; do
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D"; do
     ip netns add "$ns" || die "ip netns add $ns"
     namespaces+=("$ns")
     mkdir -p "$work/$ns/run"
@@ -164,7 +175,7 @@ ip -n "$NS_GW" link add br0 type bridge
 ip -n "$NS_GW" addr add "$GW_IP/24" dev br0
 ip -n "$NS_GW" link set br0 up
 i=0
-for ns in "$NS_N1" "$NS_N2" "$NS_X"; do
+for ns in "$NS_N1" "$NS_N2" "$NS_X" "$NS_D"; do
     i=$((i + 1))
     ip -n "$NS_GW" link add "veth$i" type veth peer name eth0 netns "$ns"
     ip -n "$NS_GW" link set "veth$i" master br0 up
@@ -502,6 +513,244 @@ result=$(spread 10)
 check "(d) all requests now go to n1 ($result)" test "$result" = "n1=10 n2=0 other=0"
 log "(d) delete took $((t_cli - t0)) ms in the CLI"
 
+# ----------------------------------------------------------------------------- (i) sixpn-node
+# deploy/node/sixpn-node.sh in $NS_D, run exactly as the DaemonSet and the Nomad job run it: their
+# command and args and the env values they set, read from the files themselves; the image's PATH
+# (sixpn, sixpn-wg-up, sixpn-node, as deploy/node/Dockerfile installs them) and ENV; the conf and
+# wireguard-go directories mounted where the manifests mount them. Changed, as an operator would:
+# SIXPN_API_URL (this gateway), SIXPN_CA_CERT (the private CA; both files show it commented) and
+# SIXPN_CHECK_EVERY, the probe period: CHECK_EVERY seconds here instead of 30.
+# The DaemonSet's readiness probe (its command, read from the manifest, is run here too) promises
+# readiness while a handshake with the gateway is under 3 minutes old, not more: it is checked
+# ready with the tunnel up (before the delete and after the re-registration) and not ready once
+# the tunnel is gone; during the seconds the peer is deleted it may still say ready.
+K8S_YAML=$root/deploy/kubernetes/sixpn-node.yaml
+NOMAD_HCL=$root/deploy/nomad/sixpn-node.nomad.hcl
+CHECK_EVERY=3
+# A deleted peer must be back within one probe period, plus one `sixpn token ensure` (two HTTPS
+# requests from a debug build) and sixpn-wg-up.
+REREGISTER_BOUND=$((CHECK_EVERY + 3))
+image_bin=$work/image-bin
+mkdir -p "$image_bin"
+ln -s "$sixpn" "$image_bin/sixpn"
+ln -s "$root/deploy/node/sixpn-wg-up.sh" "$image_bin/sixpn-wg-up"
+ln -s "$root/deploy/node/sixpn-node.sh" "$image_bin/sixpn-node"
+IMAGE_ENV=(HOME=/root PATH="$image_bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    "$(sed -n 's/^ENV \(WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=.*\)/\1/p' "$root/deploy/node/Dockerfile")")
+
+# The DaemonSet's tunnel container: NAME=VALUE for each env entry with a literal value, its args
+# (the command is /bin/sh -c), its readiness probe's command (a folded scalar, joined by spaces).
+k8s_env() {
+    awk '
+        /^ *- name: tunnel$/ { t = 1; next }
+        t && /^ *command:/ { exit }
+        t && /^ *- name: / { n = $3; next }
+        t && /^ *value: / { v = $0; sub(/^ *value: */, "", v); sub(/ +#.*$/, "", v); gsub(/^"|"$/, "", v); print n "=" v }
+    ' "$K8S_YAML"
+}
+k8s_command() { sed -n 's/^ *command: \(\["\/bin\/sh", "-c"\]\)$/\1/p' "$K8S_YAML"; }
+k8s_args() { sed -n "s/^ *args: \['\(.*\)'\]\$/\1/p" "$K8S_YAML"; }
+k8s_probe() {
+    awk '/readinessProbe:/ { r = 1 } r && /- >-$/ { f = 1; next } f && /periodSeconds:/ { exit }
+        f { sub(/^ +/, ""); printf "%s%s", sep, $0; sep = " " }' "$K8S_YAML"
+}
+k8s_grace() { sed -n 's/^ *terminationGracePeriodSeconds: *\([0-9]*\)$/\1/p' "$K8S_YAML"; }
+# The Nomad job's task TASK: its env block (KEY=VALUE, uninterpolated), command and `-c` script.
+nomad_task() {
+    awk -v task="$1" '$1 == "task" { t = ($2 == "\"" task "\"") } t' "$NOMAD_HCL"
+}
+nomad_env() {
+    nomad_task "$1" | awk '/^ *env \{/ { e = 1; next } e && /^ *\}/ { exit }
+        e && /^ *[A-Z_]+ *= *"/ { k = $1; v = $0; sub(/^[^"]*"/, "", v); sub(/"[^"]*$/, "", v); print k "=" v }'
+}
+nomad_command() { nomad_task "$1" | sed -n 's/^ *command *= *"\(.*\)"$/\1/p'; }
+nomad_args() { nomad_task "$1" | sed -n 's/^ *args *= *\["-c", "\(.*\)"\]$/\1/p' | sed 's/\\"/"/g'; }
+nomad_kill_timeout() { nomad_task "$1" | sed -n 's/^ *kill_timeout *= *"\([0-9]*\)s"$/\1/p'; }
+# nomad_interpolate VALUE SECRETS_DIR NODE_NAME: what Nomad makes of an env value.
+nomad_interpolate() {
+    local v=$1
+    v=${v//'$${NOMAD_SECRETS_DIR}'/$2}
+    v=${v//'${node.unique.name}'/$3}
+    printf '%s' "$v"
+}
+
+# node_script_bg LOG ETC_SIXPN SCRIPT ENV...: `/bin/sh -c SCRIPT` in $NS_D with only ENV, its own
+# /run/wireguard (= /var/run/wireguard) and ETC_SIXPN on /etc/sixpn; sets node_pid.
+node_script_bg() {
+    local name=$1 etc=$2 script=$3
+    shift 3
+    ip netns exec "$NS_D" unshare -m --propagation private \
+        sh -c 'mount --bind "$0" /run/wireguard && mount --bind "$1" /etc/sixpn && shift && exec "$@"' \
+        "$work/$NS_D/run" "$etc" env -i "$@" /bin/sh -c "$script" >"$work/$name.log" 2>&1 &
+    node_pid=$!
+    pids+=("$node_pid")
+}
+# Has the server got PEER, with public key KEY (when given)?
+admin_has_peer() {
+    admin peer show "$1" --json 2>/dev/null | "$PYTHON" -c '
+import json, sys
+p = json.load(sys.stdin)
+sys.exit(0 if p.get("name") == sys.argv[1] and (not sys.argv[2] or p.get("pubkey") == sys.argv[2]) else 1)' "$1" "${2:-}"
+}
+admin_lists_peer() {
+    admin peer list --json | "$PYTHON" -c '
+import json, sys
+sys.exit(0 if any(p.get("name") == sys.argv[1] for p in json.load(sys.stdin)) else 1)' "$1"
+}
+# dig_peer NS NAME: the AAAA of NAME._peer.internal from the org resolver, asked from NS.
+dig_peer() { nsrun "$1" dig +short +time=1 +tries=2 @"$ORG_DNS" "$2._peer.internal" AAAA; }
+peer_nxdomain() { nsrun "$NS_GW" dig +time=1 +tries=2 @"$ORG_DNS" "$1._peer.internal" AAAA | grep -q 'status: NXDOMAIN'; }
+nd_handshake() {
+    local hs
+    hs=$(nsrun "$NS_D" wg show sixpn0 latest-handshakes 2>/dev/null | awk 'NR == 1 { print $2 }')
+    test "${hs:-0}" -gt 0
+}
+nd_ping_gw() { nsrun "$NS_D" ping -6 -c 1 -W 1 "$ORG_GW"; }
+nd_up() { admin_has_peer "$1" && test -s "$2" && nd_handshake && nd_ping_gw; }
+
+# deploy_cycle WHAT RAW_NAME PEER CONF MTU GRACE PROBE [WEB]: sixpn-node (node_pid) registers
+# PEER and brings the tunnel up; an admin deletes the peer; within the probe period it is back
+# (API, DNS, gateway key) and the tunnel works; SIGTERM deregisters it and stops wireguard-go.
+# PROBE: the readiness probe's command, or empty. WEB: the pod's web container runs, so HAProxy
+# must take the node in (and drop it after SIGTERM).
+deploy_cycle() {
+    local what=$1 raw=$2 peer=$3 cf=$4 mtu=$5 grace=$6 probe=$7 web=${8:-}
+    local pub1 pub2 addr2 wg_go t0 t1 rc children alive
+    if ! wait_for 30 nd_up "$peer" "$cf"; then
+        fail "$what: sixpn-node registered $peer and its tunnel has a handshake (see $what.log)"
+        return
+    fi
+    pass "$what: sixpn-node registered \"$raw\" as $peer and its tunnel has a handshake (ping $ORG_GW)"
+    wg_go=$(pgrep -P "$node_pid" -x wireguard-go)
+    [ -z "$wg_go" ] || pids+=("$wg_go")
+    check "$what: wireguard-go runs (PID ${wg_go:-none}), the config is mode 0600, sixpn0 has MTU $mtu" \
+        sh -c "test -n '$wg_go' && test \"\$(stat -c %a '$cf')\" = 600 && ip -n '$NS_D' link show sixpn0 | grep -q ' mtu $mtu '"
+    if [ -n "$probe" ]; then
+        check "$what: the readiness probe reports ready" nsrun "$NS_D" /bin/sh -c "$probe"
+    fi
+    pub1=$(conf_pub "$cf")
+
+    log "$what: the admin deletes peer $peer"
+    admin peer delete "$peer" --yes >"$work/$what-peer-delete.log" 2>&1 ||
+        fail "$what: sixpn peer delete $peer (see $what-peer-delete.log)"
+    t0=$(now_ms)
+    # Back: the server holds the config's (new) key, and the gateway has it with the address.
+    back() {
+        local key addr
+        key=$(conf_pub "$cf") && addr=$(conf_addr "$cf") && test "$key" != "$pub1" &&
+            admin_has_peer "$peer" "$key" && gw_has_peer "$key" "$addr"
+    }
+    if wait_for "$REREGISTER_BOUND" back; then
+        t1=$(now_ms)
+        pass "$what: $peer registered again, with a new key, $((t1 - t0)) ms after the delete (probe period ${CHECK_EVERY}s, bound ${REREGISTER_BOUND}s)"
+    else
+        fail "$what: $peer not registered again within ${REREGISTER_BOUND}s of the delete (see $what.log)"
+    fi
+    pub2=$(conf_pub "$cf")
+    addr2=$(conf_addr "$cf")
+    check "$what: the admin API lists $peer again" admin_lists_peer "$peer"
+    if gw_has_key "$pub1"; then fail "$what: the deleted key is still on the gateway"; else pass "$what: the gateway has the new key only (wg show)"; fi
+    check "$what: sixpn0 carries only the current address $addr2" \
+        test "$(ip -n "$NS_D" -6 -o addr show dev sixpn0 scope global | awk '{ print $4 }')" = "$addr2/128"
+    check "$what: the tunnel works again (ping6 $ORG_GW)" wait_for 10 nd_ping_gw
+    check "$what: $peer._peer.internal resolves to $addr2 through the tunnel (@$ORG_DNS)" \
+        test "$(dig_peer "$NS_D" "$peer")" = "$addr2"
+    if [ -n "$probe" ]; then
+        check "$what: the readiness probe reports ready again" nsrun "$NS_D" /bin/sh -c "$probe"
+    fi
+    haproxy_has_up() { haproxy_servers | grep -qxF "$1 2"; }
+    if [ -n "$web" ]; then
+        check "$what: HAProxy serves the node at its new address $addr2 (check up)" wait_for 10 haproxy_has_up "$addr2"
+    fi
+
+    children=$(pgrep -P "$node_pid" | tr '\n' ' ')
+    log "$what: SIGTERM to sixpn-node (PID $node_pid; its children: $children)"
+    kill -TERM "$node_pid"
+    if timeout "$grace" tail --pid="$node_pid" -f /dev/null; then
+        wait "$node_pid"
+        rc=$?
+        check "$what: sixpn-node exited with 0 within the grace period (${grace}s) (status $rc)" test "$rc" = 0
+    else
+        fail "$what: sixpn-node still runs ${grace}s after SIGTERM"
+    fi
+    alive=
+    for pid in $children; do
+        if kill -0 "$pid" 2>/dev/null; then alive="$alive $pid"; fi
+    done
+    check "$what: none of sixpn-node's children ($children) outlives it" test -z "$alive"
+    check "$what: after SIGTERM, $peer._peer.internal is NXDOMAIN" peer_nxdomain "$peer"
+    if admin_has_peer "$peer"; then fail "$what: the admin API still has $peer"; else pass "$what: the admin API no longer has $peer"; fi
+    if gw_has_key "$pub2"; then fail "$what: the key is still on the gateway"; else pass "$what: the key is off the gateway"; fi
+    check "$what: wireguard-go (PID ${wg_go:-none}) stopped and sixpn0 is gone" \
+        wait_for 5 sh -c "test -n '$wg_go' && ! kill -0 '$wg_go' 2>/dev/null && ! ip -n '$NS_D' link show sixpn0"
+    if [ -n "$probe" ]; then
+        if nsrun "$NS_D" /bin/sh -c "$probe" >/dev/null 2>&1; then
+            fail "$what: the readiness probe still reports ready without the tunnel"
+        else
+            pass "$what: the readiness probe reports not ready without the tunnel"
+        fi
+    fi
+    if [ -n "$web" ]; then
+        haproxy_lacks() { ! haproxy_addrs | grep -qxF "$1"; }
+        check "$what: HAProxy dropped the node after SIGTERM (bound ${HAPROXY_REMOVAL_BOUND}s)" \
+            wait_for "$HAPROXY_REMOVAL_BOUND" haproxy_lacks "$addr2"
+    fi
+}
+
+log "(i) deploy/kubernetes: sixpn-node as the DaemonSet runs it, in $NS_D"
+check "(i) the DaemonSet runs /bin/sh -c 'exec sixpn-node ...' (as this test does)" \
+    test "$(k8s_command)" = '["/bin/sh", "-c"]' -a -n "$(k8s_args)"
+k8s_node='E2E-Worker-1.eu-west-1.compute.internal' # spec.nodeName
+k8s_peer=$(sh "$root/deploy/node/sixpn-node.sh" --normalize "$k8s_node")
+k8s_token=$(mint k8s-web)
+mkdir -p "$work/k8s/etc-sixpn" "$work/k8s/www"
+echo "$k8s_peer" >"$work/k8s/www/index.html"
+# The pod's web container (the same network namespace): `python3 -m http.server 8080 --bind ::`.
+check "(i) the DaemonSet's web container serves [::]:8080 (as this test does)" \
+    grep -qF 'command: ["python3", "-m", "http.server", "8080", "--bind", "::"]' "$K8S_YAML"
+nsbg "$NS_D" k8s-web "$PYTHON" -m http.server 8080 --bind :: --directory "$work/k8s/www"
+k8s_web_pid=$last_pid
+env_args=("${IMAGE_ENV[@]}" NODE_NAME="$k8s_node" SIXPN_WIREGUARD_TOKEN="$k8s_token")
+while IFS= read -r kv; do env_args+=("$kv"); done < <(k8s_env)
+k8s_mtu=$(k8s_env | sed -n 's/^SIXPN_MTU=//p')
+env_args+=(SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA" SIXPN_CHECK_EVERY="$CHECK_EVERY")
+printf '%s\n' "${env_args[@]}" | grep -v TOKEN >"$work/k8s-env.log"
+node_script_bg k8s "$work/k8s/etc-sixpn" "$(k8s_args)" "${env_args[@]}"
+deploy_cycle "(i) DaemonSet" "$k8s_node" "$k8s_peer" "$work/k8s/etc-sixpn/sixpn0.conf" "$k8s_mtu" \
+    "$(k8s_grace)" "$(k8s_probe)" web
+stop_pid "$k8s_web_pid"
+
+log "(i) deploy/nomad: sixpn-node as the Nomad job's tunnel task runs it, in $NS_D"
+nomad_node='e2e-client-2.dc1.sixpn.test' # ${node.unique.name}
+nomad_peer=$(sh "$root/deploy/node/sixpn-node.sh" --normalize "$nomad_node")
+nomad_secrets=$work/nomad/secrets # ${NOMAD_SECRETS_DIR}
+mkdir -p "$nomad_secrets" "$work/nomad/etc-sixpn"
+check "(i) the Nomad tasks run /bin/sh -c 'exec sixpn-node ...' (as this test does)" \
+    test "$(nomad_command tunnel)/$(nomad_command deregister)" = /bin/sh//bin/sh
+nomad_token=$(mint nomad-web)
+env_args=("${IMAGE_ENV[@]}" NOMAD_SECRETS_DIR="$nomad_secrets" SIXPN_WIREGUARD_TOKEN="$nomad_token")
+while IFS= read -r kv; do
+    env_args+=("$(nomad_interpolate "$kv" "$nomad_secrets" "$nomad_node")")
+done < <(nomad_env tunnel)
+nomad_mtu=$(nomad_env tunnel | sed -n 's/^SIXPN_MTU=//p')
+nomad_conf_dir=$(nomad_interpolate "$(nomad_env tunnel | sed -n 's/^SIXPN_CONF_DIR=//p')" "$nomad_secrets" "$nomad_node")
+env_args+=(SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA" SIXPN_CHECK_EVERY="$CHECK_EVERY")
+printf '%s\n' "${env_args[@]}" | grep -v TOKEN >"$work/nomad-env.log"
+check "(i) the Nomad job names the peer by \${node.unique.name} and keeps the config in the secrets dir" \
+    test -n "$nomad_conf_dir" -a "$(printf '%s\n' "${env_args[@]}" | sed -n 's/^PEER_NAME=//p')" = "$nomad_node"
+node_script_bg nomad "$work/nomad/etc-sixpn" "$(nomad_args tunnel)" "${env_args[@]}"
+deploy_cycle "(i) Nomad" "$nomad_node" "$nomad_peer" "$nomad_conf_dir/sixpn0.conf" "$nomad_mtu" \
+    "$(nomad_kill_timeout tunnel)" ""
+# The poststop task deletes the peer once more; it is gone already, which must not fail it.
+env_args=("${IMAGE_ENV[@]}" NOMAD_SECRETS_DIR="$nomad_secrets" SIXPN_WIREGUARD_TOKEN="$nomad_token")
+while IFS= read -r kv; do
+    env_args+=("$(nomad_interpolate "$kv" "$nomad_secrets" "$nomad_node")")
+done < <(nomad_env deregister)
+env_args+=(SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA")
+node_script_bg nomad-deregister "$work/nomad/etc-sixpn" "$(nomad_args deregister)" "${env_args[@]}"
+wait "$node_pid"
+check "(i) Nomad: the poststop task (sixpn-node --deregister) exits 0 with the peer already gone" test $? = 0
+
 # ----------------------------------------------------------------------------- (h) big group
 log "(h) org big, created now, with a group of 300 peers; HAProxy as shipped on its ::3"
 admin org create big >"$work/org-create-big.log" 2>&1 || fail "(h) sixpn org create big (see org-create-big.log)"
@@ -572,7 +821,7 @@ check "(g) n1 reaches the gateway again" wait_for 40 n1_back
 log "(e) cleaning up"
 trap - EXIT
 cleanup
-leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2|$NS_X)( |$)" || true)
+leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2|$NS_X|$NS_D)( |$)" || true)
 check "(e) no namespace left behind" test -z "$leftover_ns"
 alive=
 for pid in "${pids[@]}"; do
