@@ -232,7 +232,7 @@ impl AnswerSet<'_> {
     pub fn records(&self, ttl: u32, start: usize, n: usize) -> Vec<Record> {
         match self {
             AnswerSet::Addrs(hit) => {
-                let Some(owner) = name::from_wire(&hit.name().to_vec()) else {
+                let Some(owner) = name::from_wire(hit.name()) else {
                     return Vec::new();
                 };
                 let addrs = hit.addrs();
@@ -244,7 +244,7 @@ impl AnswerSet<'_> {
                     .collect()
             }
             AnswerSet::Txt(hit) => {
-                let Some(owner) = name::from_wire(&hit.name().to_vec()) else {
+                let Some(owner) = name::from_wire(hit.name()) else {
                     return Vec::new();
                 };
                 let strings = name::txt_strings(hit.txt());

@@ -9,9 +9,8 @@
 //!
 //! A shard is a flat, open-addressed hash table over a handful of arrays (entries, name bytes,
 //! addresses, TXT bytes), so a lookup touches the shard pointer, the slot, the entry and the
-//! name bytes. It is compact because there is one entry per peer: a 4-byte slot, a 16-byte
-//! entry, and the name without its `._peer.internal.` / `._g.internal.` ending, which every
-//! dynamic name shares and the entry names by a number.
+//! name bytes. It is compact because there is one entry per peer: a 4-byte slot and a 16-byte
+//! entry beside the name and the address.
 //!
 //! The key is (view, name). The hash folds case (`byte | 0x20`), so a query's name is hashed and
 //! compared straight from the packet, without copying or lowercasing it: stored names are
@@ -101,30 +100,14 @@ pub(crate) enum Kind {
 /// One (view, name) of a shard: 16 bytes.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// Where the name's stem starts in `names`.
+    /// Where the name starts in `names`.
     name_off: u32,
     view: u32,
     /// A peer: its address in `addrs`. A group or TXT name: its span in `spans`.
     a: u32,
-    /// The stem's length: the name without its suffix.
     name_len: u8,
     kind: Kind,
     zone: u8,
-    /// The name's ending, an index into [`SUFFIXES`].
-    suffix: u8,
-}
-
-/// The endings a stored name may leave out: none, `._peer.internal.`, `._g.internal.`.
-const SUFFIXES: [&[u8]; 3] = [b"", PEER_SUFFIX, GROUP_SUFFIX];
-
-/// Splits a lowercase wire name into its stem and the index of its ending in [`SUFFIXES`].
-fn split_suffix(name: &[u8]) -> (&[u8], u8) {
-    for (i, suffix) in SUFFIXES.iter().enumerate().skip(1) {
-        if let Some(stem) = name.strip_suffix(*suffix) {
-            return (stem, i as u8);
-        }
-    }
-    (name, 0)
 }
 
 /// The records of a group (AAAA addresses in `addrs`) or of a TXT name (RDATA bytes in `txt`).
@@ -134,50 +117,6 @@ pub(crate) struct Span {
     len: u32,
     /// The round-robin counter of a group (unused for TXT).
     rotation: AtomicU32,
-}
-
-/// A stored name: its stem and its shared ending (lowercase wire format).
-#[derive(Debug, Clone, Copy)]
-pub struct Owner<'a> {
-    stem: &'a [u8],
-    suffix: &'static [u8],
-}
-
-impl Owner<'_> {
-    /// The wire length.
-    #[inline]
-    #[allow(clippy::len_without_is_empty)] // a wire name is never empty
-    pub fn len(&self) -> usize {
-        self.stem.len() + self.suffix.len()
-    }
-
-    /// Writes the name at the start of `out` (at least [`Owner::len`] bytes).
-    #[inline]
-    pub fn write(&self, out: &mut [u8]) {
-        let n = self.stem.len();
-        out[..n].copy_from_slice(self.stem);
-        out[n..n + self.suffix.len()].copy_from_slice(self.suffix);
-    }
-
-    /// The name's bytes.
-    pub fn to_vec(&self) -> Vec<u8> {
-        [self.stem, self.suffix].concat()
-    }
-
-    /// Whether `name` (any case) is this name.
-    #[inline]
-    fn eq_lower(&self, name: &[u8]) -> bool {
-        let n = self.stem.len();
-        name.len() == n + self.suffix.len()
-            && eq_lower(&name[n..], self.suffix)
-            && eq_lower(&name[..n], self.stem)
-    }
-
-    /// Whether `name` (lowercase) is exactly this name.
-    fn is(&self, name: &[u8]) -> bool {
-        let n = self.stem.len();
-        name.len() == n + self.suffix.len() && name[..n] == *self.stem && name[n..] == *self.suffix
-    }
 }
 
 /// A zone as kept by the index.
@@ -233,7 +172,7 @@ impl Shard {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, h: u64, view: u32, name: &[u8]) -> Option<&Entry> {
         let tag = slot_tag(h, self.idx_bits);
         let idx_mask = (1u32 << self.idx_bits) - 1;
@@ -245,7 +184,7 @@ impl Shard {
             }
             if slot & !idx_mask == tag {
                 let e = &self.entries[((slot & idx_mask) - 1) as usize];
-                if e.view == view && self.name_of(e).eq_lower(name) {
+                if e.view == view && eq_lower(name, self.name_of(e)) {
                     return Some(e);
                 }
             }
@@ -253,13 +192,10 @@ impl Shard {
         }
     }
 
-    #[inline]
-    fn name_of(&self, e: &Entry) -> Owner<'_> {
+    #[inline(always)]
+    fn name_of(&self, e: &Entry) -> &[u8] {
         let off = e.name_off as usize;
-        Owner {
-            stem: &self.names[off..off + usize::from(e.name_len)],
-            suffix: SUFFIXES[usize::from(e.suffix)],
-        }
+        &self.names[off..off + usize::from(e.name_len)]
     }
 
     /// The entries reachable from the table (a replaced duplicate is not).
@@ -323,7 +259,7 @@ impl<'a> Hit<'a> {
 
     /// The name, lowercase wire format.
     #[inline]
-    pub fn name(&self) -> Owner<'a> {
+    pub fn name(&self) -> &'a [u8] {
         self.shard.name_of(self.entry)
     }
 
@@ -438,8 +374,7 @@ impl ShardBuilder {
         rotation: u32,
     ) {
         let name_off = self.names.len() as u32;
-        let (stem, suffix) = split_suffix(name);
-        self.names.extend_from_slice(stem);
+        self.names.extend_from_slice(name);
         let mut span = |off: usize, len: usize, rotation: u32| {
             self.spans.push(Span {
                 off: off as u32,
@@ -470,10 +405,9 @@ impl ShardBuilder {
             name_off,
             view,
             a,
-            name_len: stem.len() as u8,
+            name_len: name.len() as u8,
             kind,
             zone,
-            suffix,
         });
         self.hashes.push(h);
     }
@@ -488,10 +422,7 @@ impl ShardBuilder {
         let idx_bits = u32::BITS - (self.entries.len() as u32).leading_zeros();
         let idx_mask = (1u32 << idx_bits) - 1;
         let name_of = |e: &Entry| {
-            (
-                &self.names[e.name_off as usize..e.name_off as usize + usize::from(e.name_len)],
-                e.suffix,
-            )
+            &self.names[e.name_off as usize..e.name_off as usize + usize::from(e.name_len)]
         };
         let mut live = 0;
         for (i, (e, &h)) in self.entries.iter().zip(&self.hashes).enumerate() {
@@ -720,21 +651,20 @@ impl Index {
                 items.iter().any(|&(_, i)| {
                     i < pending.len() && {
                         let p = &pending[i];
-                        p.view == e.view && old.name_of(e).is(&p.name)
+                        p.view == e.view && p.name == old.name_of(e)
                     }
                 })
             };
             let old = &self.shards[shard];
             let mut builder = ShardBuilder::default();
             let mut rotations: Vec<(usize, u32)> = Vec::new();
-            let mut name = Vec::with_capacity(MAX_NAME);
             for e in old.live_entries() {
                 if e.kind != Kind::Delegate && changed(e, old) {
                     if e.kind == Kind::Group {
                         let i = items.iter().map(|&(_, i)| i).find(|&i| {
                             i < pending.len()
                                 && pending[i].view == e.view
-                                && old.name_of(e).is(&pending[i].name)
+                                && pending[i].name == old.name_of(e)
                         });
                         if let Some(i) = i {
                             rotations.push((i, old.rotation_of(e)));
@@ -742,14 +672,12 @@ impl Index {
                     }
                     continue;
                 }
-                let owner = old.name_of(e);
-                name.resize(owner.len(), 0);
-                owner.write(&mut name);
-                let h = hash_name(self.seed, e.view, &name);
+                let name = old.name_of(e);
+                let h = hash_name(self.seed, e.view, name);
                 builder.push(
                     h,
                     e.view,
-                    &name,
+                    name,
                     e.zone,
                     old.content_of(e),
                     old.rotation_of(e),

@@ -39,7 +39,7 @@ pub use sys::release_free_memory;
 
 use std::net::IpAddr;
 
-pub use index::{FastZone, Hit, Index, IndexSettings, Owner};
+pub use index::{FastZone, Hit, Index, IndexSettings};
 pub use server::{Delegate, FastServer, FastServerConfig, IndexSource};
 
 use index::Kind;
@@ -276,7 +276,7 @@ fn write_aaaa(
     index: &Index,
     out: &mut [u8],
     mut pos: usize,
-    owner: Owner<'_>,
+    owner: &[u8],
     recs: &[[u8; 16]],
     start: usize,
     fit: usize,
@@ -287,7 +287,7 @@ fn write_aaaa(
     let (tail, head) = recs.split_at(start);
     for (k, addr) in head.iter().chain(tail).take(n).enumerate() {
         if k == 0 || k >= COMPRESSED_NAME_LIMIT {
-            owner.write(&mut out[pos..]);
+            out[pos..pos + owner.len()].copy_from_slice(owner);
             pos += owner.len();
         } else {
             out[pos..pos + 2].copy_from_slice(&pointer);
@@ -315,7 +315,7 @@ fn write_txt(
         return (pos, 0, 0, true);
     }
     let mut at = pos;
-    owner.write(&mut out[at..]);
+    out[at..at + owner.len()].copy_from_slice(owner);
     at += owner.len();
     out[at..at + 8].copy_from_slice(&index.txt_tail);
     out[at + 8..at + 10].copy_from_slice(&(rdata.len() as u16).to_be_bytes());

@@ -256,7 +256,7 @@ async fn run(
                         model = next_model;
                         if let Some(snapshot) = snapshot {
                             tracing::debug!(groups = names, "health-aware groups changed");
-                            retire(handle.publish(snapshot));
+                            retire(handle.publish(snapshot), false);
                         }
                     }
                     Err(error) => {
@@ -293,13 +293,15 @@ async fn run(
         let current = handle.load();
         let base = Arc::clone(&base);
         let previous = Arc::clone(&current);
+        let reload = matches!(update, Update::Reload(_));
         let built =
             tokio::task::spawn_blocking(move || step(&base, Some(&current), model, update)).await;
         match built {
             Ok((next_model, snapshot)) => {
                 model = next_model;
                 warn_missing_views(&snapshot, Some(&previous));
-                retire(handle.publish(snapshot));
+                // The whole old table goes: give its memory back to the system afterwards.
+                retire(handle.publish(snapshot), reload);
             }
             Err(error) => {
                 // The model went with the failed task: start over from a full state.
@@ -396,13 +398,18 @@ fn step(
 
 /// Drops a replaced snapshot on a blocking thread once the queries still reading it are done:
 /// freeing a big one (after a full rebuild) takes a while, which must not land on a DNS task.
-fn retire(old: Arc<Snapshot>) {
+/// With `trim` (the whole table was replaced), the freed memory goes back to the system.
+fn retire(old: Arc<Snapshot>, trim: bool) {
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + RETIRE_WAIT;
         while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
+        let last = Arc::strong_count(&old) == 1;
         drop(old);
+        if trim && last {
+            crate::fastpath::release_free_memory();
+        }
     });
 }
 
