@@ -41,6 +41,11 @@ HAPROXY_CFG=$root/deploy/haproxy/haproxy.cfg
 # HAProxy's removal bound: `timeout resolve` + `hold obsolete` in haproxy.cfg, plus slack for
 # the resolution in flight and this script's polling.
 HAPROXY_REMOVAL_BOUND=8
+# Health-aware groups (section j): the window, and how soon after its tunnel stops a node must
+# leave the group answer: the window, plus the gateway's liveness read and the DNS poll (window /
+# 12 each), plus slack for this script's polling.
+HEALTH_WINDOW=30s
+HEALTH_BOUND=40
 
 work=$(mktemp -d /tmp/sixpn-e2e.XXXXXX)
 pids=()
@@ -225,6 +230,11 @@ interface = "wg0"
 region = "e2e"
 private_key_file = "$work/gw/gateway.key"
 listen_port = 51820
+
+# Health-aware groups for org personal (section j): the shortest window allowed.
+[groups]
+healthy_only = ["personal"]
+health_window = "$HEALTH_WINDOW"
 EOF
 nsbg "$NS_GW" wireguard-go-gw wireguard-go -f wg0
 gw_wg_pid=$last_pid
@@ -320,8 +330,10 @@ for n in 1 2; do
     ns=${!ns_var}
     other=$((3 - n))
     check "(a) n$n: ping6 the gateway ($ORG_GW) through the tunnel" nsrun "$ns" ping -6 -c 2 -i 0.3 -W 2 "$ORG_GW"
-    check "(a) n$n: dig @$ORG_DNS web._g.internal AAAA lists both nodes" \
-        test "$(dig_group "$ns")" = "$expected"
+    # Groups are health-aware (section j): a node is listed once the gateway has seen it alive,
+    # a few seconds after its tunnel came up.
+    dig_both() { test "$(dig_group "$1")" = "$expected"; }
+    check "(a) n$n: dig @$ORG_DNS web._g.internal AAAA lists both nodes" wait_for 10 dig_both "$ns"
     check "(a) n$n: ping6 n$other (${addr[$other]}) through the gateway" nsrun "$ns" ping -6 -c 2 -i 0.3 -W 2 "${addr[$other]}"
 done
 
@@ -490,6 +502,48 @@ hs=$(nsrun "$NS_N1" wg show wg0 latest-handshakes | awk '{ print $2 }')
 check "(c) with the new key, a handshake completed" test "${hs:-0}" -gt 0
 check "(c) DNS still lists both nodes after the re-key" test "$(dig_group "$NS_N2")" = "$expected"
 
+# ----------------------------------------------------------------------------- (j) health
+# [groups] healthy_only = ["personal"]: web._g.internal lists only the nodes the gateway saw alive
+# within HEALTH_WINDOW. Stopping n2's WireGuard must take it out of the group answer within the
+# window (plus the liveness read, the DNS poll and a keepalive: a few seconds), and so out of
+# HAProxy; its peer name keeps resolving; bringing the tunnel back brings it back.
+log "(j) health-aware groups: stopping n2's WireGuard (window $HEALTH_WINDOW)"
+wait_for 20 haproxy_both_up || fail "(j) HAProxy has both nodes up before the stop ($(haproxy_servers | tr '\n' ' '))"
+wg_down "$NS_N2" "${wgpid[2]}"
+t0=$(now_ms)
+only_n1_dns() { test "$(dig_group "$NS_N1")" = "${addr[1]}"; }
+if wait_for "$HEALTH_BOUND" only_n1_dns; then
+    pass "(j) n2 left web._g.internal $(($(now_ms) - t0)) ms after its WireGuard stopped (bound ${HEALTH_BOUND}s)"
+else
+    fail "(j) web._g.internal still lists n2 ${HEALTH_BOUND}s after its WireGuard stopped: $(dig_group "$NS_N1" | tr '\n' ' ')"
+fi
+check "(j) n2._peer.internal still resolves" \
+    test "$(nsrun "$NS_N1" dig +short +time=1 +tries=2 @"$ORG_DNS" n2._peer.internal AAAA)" = "${addr[2]}"
+haproxy_only_n1() { test "$(haproxy_addrs)" = "${addr[1]}"; }
+check "(j) HAProxy dropped n2 (bound ${HAPROXY_REMOVAL_BOUND}s)" wait_for "$HAPROXY_REMOVAL_BOUND" haproxy_only_n1
+n1_up() { test "$(haproxy_servers | awk '$2 == 2 { print $1 }')" = "${addr[1]}"; }
+wait_for 10 n1_up || fail "(j) HAProxy's check of n1 passes ($(haproxy_servers | tr '\n' ' '))"
+result=$(spread 10)
+check "(j) with n2's tunnel down, all requests go to n1 ($result)" test "$result" = "n1=10 n2=0 other=0"
+log "(j) restarting n2's WireGuard"
+wg_up "$NS_N2" "${conf[2]}" || fail "(j) bringing n2's tunnel up again"
+wgpid[2]=$wg_pid
+stop_pid "${httppid[2]}" # bind again on the new wg0
+nsbg "$NS_N2" http-n2b "$PYTHON" -m http.server 8080 --bind "${addr[2]}" --directory "$work/n2/www"
+httppid[2]=$last_pid
+t0=$(now_ms)
+both_dns() { test "$(dig_group "$NS_N1")" = "$expected"; }
+if wait_for 20 both_dns; then
+    pass "(j) n2 is back in web._g.internal $(($(now_ms) - t0)) ms after its tunnel came up"
+else
+    fail "(j) n2 is not back in web._g.internal 20 s after its tunnel came up"
+fi
+check "(j) HAProxy sends to n2 again" wait_for 30 haproxy_both_up
+result=$(spread 20)
+read -r r1 r2 r3 <<<"$result"
+check "(j) requests reach both nodes again ($result)" \
+    test "${r1#n1=}" -ge 5 -a "${r2#n2=}" -ge 5 -a "${r3#other=}" -eq 0
+
 # ----------------------------------------------------------------------------- (d) delete
 log "(d) deleting n2's token"
 wait_for 20 haproxy_both_up || fail "(d) HAProxy has both nodes up before the delete ($(haproxy_servers | tr '\n' ' '))"
@@ -499,7 +553,6 @@ t_cli=$(now_ms)
 only_n1() { test "$(dig_group "$NS_N1")" = "${addr[1]}"; }
 check "(d) n2 vanished from DNS at once" only_n1
 if gw_has_key "$n2_pub"; then fail "(d) n2's key still on the gateway"; else pass "(d) n2's key is off the gateway"; fi
-haproxy_only_n1() { test "$(haproxy_addrs)" = "${addr[1]}"; }
 if wait_for "$HAPROXY_REMOVAL_BOUND" haproxy_only_n1; then
     t_ha=$(now_ms)
     pass "(d) HAProxy dropped n2 $((t_ha - t_cli)) ms after the delete (bound ${HAPROXY_REMOVAL_BOUND}s)"
@@ -507,7 +560,6 @@ else
     fail "(d) HAProxy still has n2 after ${HAPROXY_REMOVAL_BOUND}s: $(haproxy_addrs | tr '\n' ' ')"
 fi
 # n1's health check may still be catching up with (c)'s tunnel restart (fall 2, rise 1, inter 2s).
-n1_up() { test "$(haproxy_servers | awk '$2 == 2 { print $1 }')" = "${addr[1]}"; }
 wait_for 10 n1_up || fail "(d) HAProxy's check of n1 passes ($(haproxy_servers | tr '\n' ' '))"
 result=$(spread 10)
 check "(d) all requests now go to n1 ($result)" test "$result" = "n1=10 n2=0 other=0"
@@ -590,7 +642,7 @@ admin_has_peer() {
     admin peer show "$1" --json 2>/dev/null | "$PYTHON" -c '
 import json, sys
 p = json.load(sys.stdin)
-sys.exit(0 if p.get("name") == sys.argv[1] and (not sys.argv[2] or p.get("pubkey") == sys.argv[2]) else 1)' "$1" "${2:-}"
+sys.exit(0 if p.get("name") == sys.argv[1] and (not sys.argv[2] or p.get("pubkey") == sys.argv[2]) else 1)' "$1" "${2:-}" 2>/dev/null
 }
 admin_lists_peer() {
     admin peer list --json | "$PYTHON" -c '
