@@ -182,7 +182,7 @@ fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
         ))
     };
     let secs = match value {
-        Value::Number(n) => n.as_u64().ok_or_else(|| {
+        Value::Number(n) => super::body::whole_number(n).ok_or_else(|| {
             invalid(format!(
                 "must be a positive whole number of seconds, got {n}"
             ))
@@ -676,6 +676,7 @@ mod tests {
         assert_eq!(ok(serde_json::json!(0)), None);
         assert_eq!(ok(serde_json::json!(-5)), None);
         assert_eq!(ok(serde_json::json!(1.5)), None);
+        assert_eq!(ok(serde_json::json!(778.0)), Some(778));
         assert_eq!(ok(serde_json::json!("soon")), None);
         assert_eq!(ok(serde_json::json!(true)), None);
         // issue 11: null, and absurd lengths, are refused with a reason.

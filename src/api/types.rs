@@ -309,7 +309,7 @@ pub struct PeerCreate {
     /// Removed once idle: no handshake on its gateway for `[peers] ephemeral_idle` (default
     /// 30m; a peer that never connected counts from its creation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schema(default = false)]
+    #[schema(default = false, value_type = Option<bool>)]
     pub ephemeral: bool,
 }
 
@@ -457,7 +457,7 @@ pub struct TokenCreate {
     pub max_peers: Option<u32>,
     /// Every peer the token creates is ephemeral.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    #[schema(default = false)]
+    #[schema(default = false, value_type = Option<bool>)]
     pub ephemeral: bool,
 }
 
