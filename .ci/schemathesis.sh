@@ -31,6 +31,8 @@ requirement=${SCHEMATHESIS_VERSION:-schemathesis>=4,<5}
 report_dir=${SCHEMATHESIS_REPORT_DIR:-target/schemathesis-report}
 venv=$(realpath -m "$venv")
 report_dir=$(realpath -m "$report_dir")
+# Which inferred links the stateful phase follows (see the file).
+config_file=$(realpath .ci/schemathesis.toml)
 
 if [[ ! -x "$venv/bin/schemathesis" ]]; then
     python3 -m venv "$venv"
@@ -110,7 +112,7 @@ run() {
     echo "== schemathesis as $who"
     # From the report folder: schemathesis and hypothesis keep their databases in ./.schemathesis
     # and ./.hypothesis.
-    (cd "$report_dir" && "$venv/bin/schemathesis" "${args[@]}")
+    (cd "$report_dir" && "$venv/bin/schemathesis" --config-file "$config_file" "${args[@]}")
 }
 
 mkdir -p "$report_dir"

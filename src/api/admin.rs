@@ -8,29 +8,19 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Serialize;
 use serde_json::Value;
 
 use super::auth::{AdminAuth, Source};
 use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
 use super::peers::parse_path_name;
+use super::types::{
+    AuditJson, AuditPageJson, DeletedJson, EXPIRES_UNITS, Label, MintedToken, OrgCreate, OrgJson,
+    PeerJson, PeerWithStatus, StatusJson, TokenCreate, TokenDeletedJson, TokenJson,
+};
 use super::{Shared, rfc3339};
 use crate::model::{GroupName, Org, OrgSlug, Peer, PeerStatus, TokenInfo, TokenName, now_unix};
 use crate::store::NewToken;
-
-/// An org as the admin API shows it.
-#[derive(Debug, Serialize)]
-pub struct OrgJson {
-    /// The org's slug.
-    pub slug: String,
-    /// The org's /48.
-    pub prefix: String,
-    /// The org's resolver address (`::3`).
-    pub dns: String,
-    /// Creation time, RFC 3339.
-    pub created_at: String,
-}
 
 impl From<&Org> for OrgJson {
     fn from(org: &Org) -> Self {
@@ -41,29 +31,6 @@ impl From<&Org> for OrgJson {
             created_at: rfc3339(org.created_at),
         }
     }
-}
-
-/// A WireGuard token as the admin API shows it: never the secret.
-#[derive(Debug, Serialize)]
-pub struct TokenJson {
-    /// The token's org.
-    pub org: String,
-    /// The token's name.
-    pub name: String,
-    /// The group it is confined to.
-    pub group: Option<String>,
-    /// Expiry, RFC 3339.
-    pub expires_at: Option<String>,
-    /// Cap on live peers.
-    pub max_peers: Option<u32>,
-    /// Creation time, RFC 3339.
-    pub created_at: String,
-    /// Last use, RFC 3339.
-    pub last_used_at: Option<String>,
-    /// Live peers it created.
-    pub live_peers: u64,
-    /// Every peer it creates is ephemeral.
-    pub ephemeral: bool,
 }
 
 impl From<&TokenInfo> for TokenJson {
@@ -82,55 +49,8 @@ impl From<&TokenInfo> for TokenJson {
     }
 }
 
-/// The answer to a mint: the secret, shown this once, beside the token's metadata. `Debug`
-/// hides the secret.
-#[derive(Serialize)]
-pub struct MintedToken {
-    /// The secret.
-    pub token: String,
-    /// Everything else.
-    #[serde(flatten)]
-    pub info: TokenJson,
-}
-
-impl std::fmt::Debug for MintedToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MintedToken")
-            .field("token", &"<redacted>")
-            .field("info", &self.info)
-            .finish()
-    }
-}
-
-/// A peer as the admin API shows it.
-#[derive(Debug, Serialize)]
-pub struct PeerJson {
-    /// The peer's org.
-    pub org: String,
-    /// The peer's name.
-    pub name: String,
-    /// The peer's group.
-    pub group: String,
-    /// The peer's region.
-    pub region: String,
-    /// The peer's public key.
-    pub pubkey: String,
-    /// The peer's address.
-    pub address: String,
-    /// The token that created it.
-    pub token: String,
-    /// Creation time, RFC 3339.
-    pub created_at: String,
-    /// Last re-key, RFC 3339.
-    pub updated_at: String,
-    /// Removed once idle (`[peers] ephemeral_idle`).
-    pub ephemeral: bool,
-    /// When a gateway last saw it alive (a handshake or traffic, 30 s coarse), RFC 3339;
-    /// `null`: never.
-    pub last_seen_at: Option<String>,
-}
-
 impl PeerJson {
+    /// The peer with what the gateway last saw of it.
     fn with_liveness(mut self, liveness: Option<&(Option<i64>, bool)>) -> Self {
         if let Some((at, ephemeral)) = liveness {
             self.ephemeral = *ephemeral;
@@ -158,29 +78,6 @@ impl From<&Peer> for PeerJson {
     }
 }
 
-/// One peer with its live status on the gateway.
-#[derive(Debug, Serialize)]
-pub struct PeerWithStatus {
-    /// The peer.
-    #[serde(flatten)]
-    pub peer: PeerJson,
-    /// What the gateway interface reports; `null` without a gateway or before it has the peer.
-    pub status: Option<StatusJson>,
-}
-
-/// A peer's status on the gateway interface.
-#[derive(Debug, Serialize)]
-pub struct StatusJson {
-    /// Last handshake, RFC 3339.
-    pub last_handshake: Option<String>,
-    /// Bytes received from the peer.
-    pub rx_bytes: u64,
-    /// Bytes sent to the peer.
-    pub tx_bytes: u64,
-    /// The peer's outer endpoint.
-    pub endpoint: Option<String>,
-}
-
 impl From<PeerStatus> for StatusJson {
     fn from(s: PeerStatus) -> Self {
         StatusJson {
@@ -202,16 +99,44 @@ fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
 }
 
 /// `POST /api/v1/orgs`: creates an org with a fresh /48.
+#[utoipa::path(post, path = "/api/v1/orgs", operation_id = "createOrg", tag = "admin",
+    summary = "Create an org with a fresh /48",
+    security(("adminToken" = [])),
+    request_body = OrgCreate,
+    responses(
+        (status = 201, description = "The new org", body = OrgJson,
+            links(
+                ("listTokens" = (operation_id = "listTokens",
+                    parameters(("org" = "$response.body#/slug")))),
+                ("mintToken" = (operation_id = "mintToken",
+                    parameters(("org" = "$response.body#/slug")))),
+                ("listOrgPeers" = (operation_id = "listOrgPeers",
+                    parameters(("org" = "$response.body#/slug")))),
+                ("listAudit" = (operation_id = "listAudit",
+                    parameters(("org" = "$response.body#/slug")))),
+            )),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn create_org(
     _: AdminAuth,
     State(state): State<Shared>,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<OrgJson>), ApiError> {
     let text = body.required_string("slug")?;
-    let slug: OrgSlug = text
-        .parse()
-        .map_err(|err| ApiError::not_a_label("slug", text, err))?;
-    let org = super::metrics::timed("create_org", state.store.create_org(&slug)).await?;
+    let request = OrgCreate {
+        slug: text
+            .parse()
+            .map_err(|err| ApiError::not_a_label("slug", text, err))?,
+    };
+    let org = super::metrics::timed("create_org", state.store.create_org(&request.slug)).await?;
     tracing::info!(org = %org.slug, prefix = %org.prefix, "org created");
     // A new org is a new DNS view; the store has published the generation that adds it.
     let generation = *state.store.changes().borrow();
@@ -220,6 +145,15 @@ pub async fn create_org(
 }
 
 /// `GET /api/v1/orgs`: every org.
+#[utoipa::path(get, path = "/api/v1/orgs", operation_id = "listOrgs", tag = "admin",
+    summary = "Every org",
+    security(("adminToken" = [])),
+    responses(
+        (status = 200, description = "The orgs", body = Vec<OrgJson>),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn list_orgs(
     _: AdminAuth,
     State(state): State<Shared>,
@@ -232,28 +166,47 @@ pub async fn list_orgs(
 /// 11: `--expires 10000y`), and "never" is said by leaving the field out.
 pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(36_525 * 86_400);
 
-/// Reads `expires_in`: a humantime duration (`"30d"`, `"12h"`, `"3600s"`), a string of digits
-/// (seconds), or an integer number of seconds; it must be positive and at most
-/// [`MAX_EXPIRES_IN`]. `null` is refused: the OpenAPI document says string or integer, and no
-/// expiry is said by leaving the field out.
+/// Reads `expires_in`: a whole number of seconds (JSON integer or string), or a string of digits
+/// with one unit of [`EXPIRES_UNITS`] (`"30d"`, `"12h"`, `"3600s"`); longer than zero and at most
+/// [`MAX_EXPIRES_IN`]. Exactly the strings [`super::types::expires_in_pattern`] matches, which
+/// the OpenAPI document states. `null` is refused: no expiry is said by leaving the field out.
 fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
     let invalid = |reason: String| ApiError::InvalidField {
         field: "expires_in",
         reason,
     };
-    let duration = match value {
-        Value::Number(n) => n.as_u64().map(Duration::from_secs).ok_or_else(|| {
-            invalid(format!("must be a positive whole number of seconds, got {n}"))
-        })?,
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| invalid(format!("is too large: {s}")))?,
-        Value::String(s) => humantime::parse_duration(s.trim()).map_err(|err| {
+    let too_long = || {
+        invalid(format!(
+            "is too long: at most 100 years ({}d); leave it out for a token that never expires",
+            MAX_EXPIRES_IN.as_secs() / 86_400
+        ))
+    };
+    let secs = match value {
+        Value::Number(n) => super::body::whole_number(n).ok_or_else(|| {
             invalid(format!(
-                "is not a duration ({err}): got {s:?}; use e.g. \"30d\", \"12h\" or a number of seconds"
+                "must be a positive whole number of seconds, got {n}"
             ))
         })?,
+        Value::String(s) => {
+            let (digits, unit) = match EXPIRES_UNITS[1..]
+                .iter()
+                .find(|(unit, _)| s.ends_with(unit))
+            {
+                Some((unit, secs)) => (&s[..s.len() - unit.len()], *secs),
+                None => (s.as_str(), 1),
+            };
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(format!(
+                    "is not a duration: got {s:?}; use a whole number with one unit (s, m, h, \
+                     d, w, y), e.g. \"30d\" or \"12h\", or a number of seconds"
+                )));
+            }
+            digits
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(unit))
+                .ok_or_else(too_long)?
+        }
         Value::Null => {
             return Err(invalid(
                 "must be a duration such as \"30d\" or a number of seconds, not null; leave \
@@ -267,27 +220,17 @@ fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
             ));
         }
     };
-    if duration.is_zero() {
+    if secs == 0 {
         return Err(invalid("must be longer than zero".to_owned()));
     }
-    if duration > MAX_EXPIRES_IN {
-        return Err(invalid(format!(
-            "is too long: at most 100 years ({}d); leave it out for a token that never expires",
-            MAX_EXPIRES_IN.as_secs() / 86_400
-        )));
+    if secs > MAX_EXPIRES_IN.as_secs() {
+        return Err(too_long());
     }
-    Ok(duration)
+    Ok(Duration::from_secs(secs))
 }
 
-/// `POST /api/v1/orgs/{org}/wireguard_tokens`: mints a token; the only answer holding its secret.
-pub async fn mint_token(
-    _: AdminAuth,
-    Source(source): Source,
-    State(state): State<Shared>,
-    ApiPath(org): ApiPath<String>,
-    body: JsonObject,
-) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
-    let org = parse_org(&org)?;
+/// Reads a mint request.
+fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
     let name = parse_token_name(body.required_string("name")?)?;
     let group = match body.string("group")? {
         Some(text) => Some(
@@ -296,17 +239,8 @@ pub async fn mint_token(
         ),
         None => None,
     };
-    let expires_at = match body.0.get("expires_in") {
-        Some(value) => {
-            let secs = i64::try_from(parse_expires_in(value)?.as_secs())
-                .ok()
-                .and_then(|secs| now_unix().checked_add(secs))
-                .ok_or_else(|| ApiError::InvalidField {
-                    field: "expires_in",
-                    reason: "is too far in the future".to_owned(),
-                })?;
-            Some(secs)
-        }
+    let expires_in = match body.0.get("expires_in") {
+        Some(value) => Some(parse_expires_in(value)?.as_secs()),
         None => None,
     };
     let max_peers = body.u32("max_peers")?;
@@ -317,11 +251,65 @@ pub async fn mint_token(
         });
     }
     let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
-    let new = NewToken {
+    Ok(TokenCreate {
         name,
         group,
-        expires_at,
+        expires_in,
         max_peers,
+        ephemeral,
+    })
+}
+
+/// `POST /api/v1/orgs/{org}/wireguard_tokens`: mints a token; the only answer holding its secret.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/wireguard_tokens", operation_id = "mintToken", tag = "admin",
+    summary = "Mint a WireGuard token; the secret is shown once",
+    security(("adminToken" = [])),
+    params(("org" = Label, Path, description = "The org's slug")),
+    request_body = TokenCreate,
+    responses(
+        (status = 201, description = "The token with its secret", body = MintedToken,
+            links(
+                ("deleteToken" = (operation_id = "deleteToken",
+                    parameters(("org" = "$response.body#/org"), ("name" = "$response.body#/name")))),
+            )),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
+pub async fn mint_token(
+    _: AdminAuth,
+    Source(source): Source,
+    State(state): State<Shared>,
+    ApiPath(org): ApiPath<String>,
+    body: JsonObject,
+) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
+    let org = parse_org(&org)?;
+    let request = read_mint(&body)?;
+    let expires_at = match request.expires_in {
+        Some(secs) => Some(
+            i64::try_from(secs)
+                .ok()
+                .and_then(|secs| now_unix().checked_add(secs))
+                .ok_or_else(|| ApiError::InvalidField {
+                    field: "expires_in",
+                    reason: "is too far in the future".to_owned(),
+                })?,
+        ),
+        None => None,
+    };
+    let ephemeral = request.ephemeral;
+    let new = NewToken {
+        name: request.name,
+        group: request.group,
+        expires_at,
+        max_peers: request.max_peers,
     };
     let (info, secret) = super::metrics::timed(
         "mint_token",
@@ -342,6 +330,18 @@ pub async fn mint_token(
 }
 
 /// `GET /api/v1/orgs/{org}/wireguard_tokens`: the org's live tokens, without secrets.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/wireguard_tokens", operation_id = "listTokens", tag = "admin",
+    summary = "The org's live tokens (never their secrets)",
+    security(("adminToken" = [])),
+    params(("org" = Label, Path, description = "The org's slug")),
+    responses(
+        (status = 200, description = "The tokens", body = Vec<TokenJson>),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn list_tokens(
     _: AdminAuth,
     State(state): State<Shared>,
@@ -353,12 +353,24 @@ pub async fn list_tokens(
 }
 
 /// `DELETE /api/v1/orgs/{org}/wireguard_tokens/{name}`: deletes a token and every peer it made.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/wireguard_tokens/{name}", operation_id = "deleteToken", tag = "admin",
+    summary = "Delete a token and, in the same transaction, every peer it created",
+    security(("adminToken" = [])),
+    params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The token's name")),
+    responses(
+        (status = 200, description = "Deleted", body = TokenDeletedJson),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn delete_token(
     _: AdminAuth,
     Source(source): Source,
     State(state): State<Shared>,
     ApiPath((org, name)): ApiPath<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TokenDeletedJson>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_token_name(&name)?;
     let (n_deleted, generation) = super::metrics::timed(
@@ -368,13 +380,25 @@ pub async fn delete_token(
     .await?;
     tracing::info!(%org, token = %name, deleted_peers = n_deleted, %generation, "token deleted");
     state.wait_published(generation).await;
-    Ok(Json(serde_json::json!({
-        "deleted": name.as_str(),
-        "deleted_peers": n_deleted,
-    })))
+    Ok(Json(TokenDeletedJson {
+        deleted: name.to_string(),
+        deleted_peers: n_deleted,
+    }))
 }
 
 /// `GET /api/v1/orgs/{org}/peers`: the org's peers.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/peers", operation_id = "listOrgPeers", tag = "admin",
+    summary = "The org's peers",
+    security(("adminToken" = [])),
+    params(("org" = Label, Path, description = "The org's slug")),
+    responses(
+        (status = 200, description = "The peers", body = Vec<PeerJson>),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn list_peers(
     _: AdminAuth,
     State(state): State<Shared>,
@@ -392,6 +416,18 @@ pub async fn list_peers(
 }
 
 /// `GET /api/v1/orgs/{org}/peers/{name}`: one peer, with its gateway status when a gateway runs.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/peers/{name}", operation_id = "showOrgPeer", tag = "admin",
+    summary = "One peer with its gateway status",
+    security(("adminToken" = [])),
+    params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The peer's name")),
+    responses(
+        (status = 200, description = "The peer", body = PeerWithStatus),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn show_peer(
     _: AdminAuth,
     State(state): State<Shared>,
@@ -416,12 +452,24 @@ pub async fn show_peer(
 }
 
 /// `DELETE /api/v1/orgs/{org}/peers/{name}`: deletes one peer.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/peers/{name}", operation_id = "deleteOrgPeer", tag = "admin",
+    summary = "Delete one peer",
+    security(("adminToken" = [])),
+    params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The peer's name")),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedJson),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn delete_peer(
     _: AdminAuth,
     Source(source): Source,
     State(state): State<Shared>,
     ApiPath((org, name)): ApiPath<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeletedJson>, ApiError> {
     let org = parse_org(&org)?;
     let name = parse_path_name(&name)?;
     let generation = super::metrics::timed(
@@ -431,44 +479,15 @@ pub async fn delete_peer(
     .await?;
     tracing::info!(%org, peer = %name, %generation, "peer deleted by admin");
     state.wait_published(generation).await;
-    Ok(Json(serde_json::json!({ "deleted": name.as_str() })))
+    Ok(Json(DeletedJson {
+        deleted: name.to_string(),
+    }))
 }
 
 /// The most audit entries one page may hold, and how many a page holds by default.
 pub const AUDIT_MAX_LIMIT: u32 = 1000;
 /// See [`AUDIT_MAX_LIMIT`].
 pub const AUDIT_DEFAULT_LIMIT: u32 = 100;
-
-/// One audit log entry as the admin API shows it.
-#[derive(Debug, Serialize)]
-pub struct AuditJson {
-    /// Position in the log (the cursor).
-    pub id: i64,
-    /// When, RFC 3339.
-    pub at: String,
-    /// Who: `admin`, the token's name, or `reaper`.
-    pub actor: String,
-    /// The client's address; `null` when the server itself acted.
-    pub source: Option<String>,
-    /// What: `token_minted`, `token_deleted`, `peer_created`, `peer_rekeyed`, `peer_deleted`,
-    /// `peer_reaped`.
-    pub action: String,
-    /// The token's or peer's name.
-    pub target: String,
-    /// More about the change.
-    pub detail: Option<String>,
-}
-
-/// A page of the audit log.
-#[derive(Debug, Serialize)]
-pub struct AuditPageJson {
-    /// The org.
-    pub org: String,
-    /// Entries, newest first.
-    pub entries: Vec<AuditJson>,
-    /// Pass as `?before=` for the next (older) page; `null` on the last one.
-    pub next: Option<i64>,
-}
 
 /// Reads `limit` and `before` from a query string (`limit=50&before=1234`).
 fn audit_query(query: Option<&str>) -> Result<(u32, Option<i64>), ApiError> {
@@ -510,6 +529,22 @@ fn audit_query(query: Option<&str>) -> Result<(u32, Option<i64>), ApiError> {
 }
 
 /// `GET /api/v1/orgs/{org}/audit`: the org's token and peer changes, newest first.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/audit", operation_id = "listAudit", tag = "admin",
+    summary = "The org's audit log: every token and peer change, newest first",
+    security(("adminToken" = [])),
+    params(("org" = Label, Path, description = "The org's slug"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "Entries per page (default 100)"),
+        ("before" = Option<i64>, Query, minimum = 1,
+            description = "The `next` value of the previous page: only older entries")),
+    responses(
+        (status = 200, description = "A page of the audit log", body = AuditPageJson),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn audit(
     _: AdminAuth,
     State(state): State<Shared>,
@@ -574,6 +609,62 @@ mod tests {
         assert!(audit_query(Some("before=x")).is_err());
     }
 
+    /// issue 11: the document's `expires_in` pattern matches exactly the strings the parser
+    /// takes, around every unit's bounds and on junk.
+    #[test]
+    fn expires_in_pattern_is_the_parser() {
+        let pattern = regex::Regex::new(&crate::api::types::expires_in_pattern(
+            MAX_EXPIRES_IN.as_secs(),
+        ))
+        .unwrap();
+        let mut candidates: Vec<String> = [
+            "",
+            " 30d",
+            "30d ",
+            "30D",
+            "1h30m",
+            "d",
+            "-1",
+            "+1",
+            "1.5h",
+            "0x10",
+            "30 d",
+            "1M",
+            "False",
+            "null",
+            "\u{0}",
+            "36525d",
+            "36526d",
+            "5217w",
+            "5218w",
+            "100y",
+            "101y",
+            "0000000000000000000000001s",
+            "99999999999999999999999y",
+            "18446744073709551616",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for (unit, secs) in EXPIRES_UNITS {
+            let max = MAX_EXPIRES_IN.as_secs() / secs;
+            for n in (0..=1200)
+                .chain(max.saturating_sub(1100)..=max + 1100)
+                .chain([max * 10, u64::MAX])
+            {
+                candidates.push(format!("{n}{unit}"));
+                candidates.push(format!("0{n}{unit}"));
+            }
+        }
+        for text in candidates {
+            assert_eq!(
+                pattern.is_match(&text),
+                parse_expires_in(&Value::String(text.clone())).is_ok(),
+                "{text:?}"
+            );
+        }
+    }
+
     #[test]
     fn expires_in_forms() {
         let ok = |v: Value| parse_expires_in(&v).map(|d| d.as_secs()).ok();
@@ -585,6 +676,7 @@ mod tests {
         assert_eq!(ok(serde_json::json!(0)), None);
         assert_eq!(ok(serde_json::json!(-5)), None);
         assert_eq!(ok(serde_json::json!(1.5)), None);
+        assert_eq!(ok(serde_json::json!(778.0)), Some(778));
         assert_eq!(ok(serde_json::json!("soon")), None);
         assert_eq!(ok(serde_json::json!(true)), None);
         // issue 11: null, and absurd lengths, are refused with a reason.

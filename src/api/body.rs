@@ -155,6 +155,18 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// A JSON number as a non-negative integer: `5` and `5.0` alike (JSON Schema's `integer`
+/// includes numbers with a zero fraction); `None` for a fraction, a negative number, or one
+/// beyond `u64`.
+pub fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+            // In range and whole: the cast is exact up to f64's precision.
+            .map(|f| f as u64)
+    })
+}
+
 impl JsonObject {
     /// A string field; absent, `null` and `""` all read as `None` (flyctl sends empty strings
     /// for fields it leaves to the server).
@@ -187,12 +199,12 @@ impl JsonObject {
         }
     }
 
-    /// A non-negative integer field that fits in a `u32`; absent or `null` is `None`.
+    /// A non-negative integer field that fits in a `u32`; absent or `null` is `None`. A number
+    /// written with a zero fraction (`5.0`) is that integer, as JSON Schema's `integer` says.
     pub fn u32(&self, field: &'static str) -> Result<Option<u32>, ApiError> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
+            Some(Value::Number(n)) => whole_number(n)
                 .and_then(|n| u32::try_from(n).ok())
                 .map(Some)
                 .ok_or_else(|| ApiError::InvalidField {
@@ -281,5 +293,11 @@ mod tests {
         assert!(body.u32("neg").is_err());
         assert!(body.u32("big").is_err());
         assert!(body.u32("a").is_err());
+        let body =
+            JsonObject(serde_json::from_str(r#"{"f":5.0,"h":5.5,"e":1e2,"z":-0.0}"#).unwrap());
+        assert_eq!(body.u32("f").unwrap(), Some(5));
+        assert_eq!(body.u32("e").unwrap(), Some(100));
+        assert_eq!(body.u32("z").unwrap(), Some(0));
+        assert!(body.u32("h").is_err());
     }
 }

@@ -116,9 +116,10 @@ pub enum ApiError {
         /// The group asked for.
         requested: String,
     },
-    /// A body field contradicts the URL or asks for a change the API does not make.
+    /// The request conflicts with what is stored: a re-key that names another peer, group or
+    /// region, or a gateway's own public key as a peer's.
     #[error("{0}")]
-    Unsupported(String),
+    Conflict(String),
     /// A failure reported by the store (mapped per variant).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -159,8 +160,8 @@ impl ApiError {
             ApiError::BadBody(_)
             | ApiError::MissingField(_)
             | ApiError::InvalidField { .. }
-            | ApiError::UnknownRegion { .. }
-            | ApiError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::UnknownRegion { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RegionGone(_) => StatusCode::CONFLICT,
             ApiError::NoRegions => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GroupNotAllowed { .. } => StatusCode::FORBIDDEN,

@@ -100,6 +100,10 @@ impl PublishClock {
 }
 
 /// `GET /metrics`: the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "meta",
+    summary = "Prometheus metrics (text format 0.0.4), names prefixed sixpn_",
+    responses((status = 200, description = "The metrics", body = String,
+        content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<Shared>) -> Response {
     let generation = state.published.borrow().0;
     metrics::gauge!("sixpn_snapshot_generation").set(generation as f64);

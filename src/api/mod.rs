@@ -19,6 +19,7 @@ mod metrics;
 mod openapi;
 mod peers;
 pub mod server;
+pub mod types;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -28,16 +29,19 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{Method, Request, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{AdminToken, MAX_ADMIN_TOKEN_LEN, is_token_shaped, parse_authorization};
 pub use error::ApiError;
 pub use limits::RateLimits;
-pub use peers::{DEFAULT_GROUP, PeerResponse};
+pub use peers::DEFAULT_GROUP;
+pub use types::PeerResponse;
 
 use crate::gateway::GatewayHandle;
 use crate::model::{Generation, Region};
@@ -75,6 +79,8 @@ struct Inner {
     limiters: limits::Limiters,
     /// When the DNS snapshot was last published, for `/metrics`.
     publish_clock: metrics::PublishClock,
+    /// The OpenAPI document, with this server's regions.
+    openapi: Arc<serde_json::Value>,
 }
 
 impl std::ops::Deref for Inner {
@@ -113,39 +119,16 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.body_limit;
     crate::metrics::init();
+    let (routes, doc) = api_routes().split_for_parts();
+    let codes: Vec<&str> = state.regions.iter().map(|r| r.code.as_str()).collect();
+    let openapi = Arc::new(openapi::finish(doc, &codes));
     let state: Shared = Arc::new(Inner {
+        openapi,
         limiters: limits::Limiters::new(state.rate_limits),
         publish_clock: metrics::PublishClock::follow(&state.published),
         api: state,
     });
-    let routes = Router::new()
-        .route("/api/v3/wire_guard_peers", post(peers::create))
-        .route(
-            "/api/v3/wire_guard_peers/{name}",
-            get(peers::show).put(peers::rekey).delete(peers::delete),
-        )
-        .route(
-            "/api/v1/orgs",
-            get(admin::list_orgs).post(admin::create_org),
-        )
-        .route(
-            "/api/v1/orgs/{org}/wireguard_tokens",
-            get(admin::list_tokens).post(admin::mint_token),
-        )
-        .route(
-            "/api/v1/orgs/{org}/wireguard_tokens/{name}",
-            axum::routing::delete(admin::delete_token),
-        )
-        .route("/api/v1/orgs/{org}/peers", get(admin::list_peers))
-        .route("/api/v1/orgs/{org}/audit", get(admin::audit))
-        .route(
-            "/api/v1/orgs/{org}/peers/{name}",
-            get(admin::show_peer).delete(admin::delete_peer),
-        )
-        .route("/api/openapi.json", get(openapi_json))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::metrics))
+    let routes = routes
         // Must come after the routes: it is attached to each route registered so far.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(no_route)
@@ -205,21 +188,58 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     }
 }
 
-async fn openapi_json() -> Json<serde_json::Value> {
-    Json(openapi::document())
+/// Every route of the API, each with its OpenAPI operation: `routes!` reads the method and path
+/// from the handler's `#[utoipa::path]`, so the router and the document cannot disagree.
+fn api_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(peers::create))
+        .routes(routes!(peers::show, peers::rekey, peers::delete))
+        .routes(routes!(admin::list_orgs, admin::create_org))
+        .routes(routes!(admin::list_tokens, admin::mint_token))
+        .routes(routes!(admin::delete_token))
+        .routes(routes!(admin::list_peers))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::show_peer, admin::delete_peer))
+        .routes(routes!(openapi_json))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics::metrics))
+}
+
+/// The OpenAPI document of [`api_routes`], before the regions are filled in.
+fn api_doc() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+/// `GET /api/openapi.json`: this API's OpenAPI document.
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "openapi", tag = "meta",
+    summary = "This document",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json(State(state): State<Shared>) -> Json<serde_json::Value> {
+    Json(serde_json::Value::clone(&state.openapi))
 }
 
 /// `GET /healthz`, liveness: the process serves HTTP. It never touches the store, so it
 /// answers at once even while the database is down (that is `/readyz`'s business).
-async fn healthz(State(state): State<Shared>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "meta",
+    summary = "Liveness: the process serves HTTP (never touches the database); the generation DNS has published",
+    responses((status = 200, description = "Alive", body = types::Health)))]
+async fn healthz(State(state): State<Shared>) -> Json<types::Health> {
     let generation = *state.published.borrow();
-    Json(serde_json::json!({ "status": "ok", "generation": generation.0 }))
+    Json(types::Health {
+        status: "ok".to_owned(),
+        generation: generation.0,
+    })
 }
 
 /// `GET /readyz`, readiness: the store answers within [`READY_TIMEOUT`], and the DNS snapshot
 /// has published every change the store reported (waiting up to [`READY_TIMEOUT`] for a
 /// snapshot that is just being rebuilt, so a write does not make the probe flap).
-async fn readyz(State(state): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "meta",
+    summary = "Readiness: the database answers within 1 s and the DNS snapshot has published every committed change",
+    responses((status = 200, description = "Ready", body = types::Ready),
+        (status = 503, description = "Not ready; the error says why", body = types::ErrorBody)))]
+async fn readyz(State(state): State<Shared>) -> Result<Json<types::Ready>, ApiError> {
     let committed = *state.store.changes().borrow();
     let mut published = state.published.clone();
     let (store, snapshot) = tokio::join!(
@@ -257,9 +277,10 @@ async fn readyz(State(state): State<Shared>) -> Result<Json<serde_json::Value>, 
             )));
         }
     };
-    Ok(Json(
-        serde_json::json!({ "status": "ready", "generation": generation.0 }),
-    ))
+    Ok(Json(types::Ready {
+        status: "ready".to_owned(),
+        generation: generation.0,
+    }))
 }
 
 /// The last second RFC 3339 can write (four-digit years): 9999-12-31T23:59:59Z.
@@ -274,9 +295,10 @@ fn rfc3339(secs: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-/// The OpenAPI document, for `serve` or tools that want it without a running server.
+/// The OpenAPI document, for tools that want it without a running server: `Region` is any
+/// label here, where a server's document lists its configured regions.
 pub fn openapi_document() -> serde_json::Value {
-    openapi::document()
+    openapi::finish(api_doc(), &[])
 }
 
 #[cfg(test)]
@@ -284,6 +306,7 @@ mod tests {
     use super::*;
 
     use axum::body::Body;
+    use axum::routing::get;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

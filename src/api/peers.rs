@@ -9,52 +9,18 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Serialize;
 
 use super::auth::{PeerAuth, Source};
 use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
+use super::types::{DeletedJson, Label, PeerCreate, PeerRekey, PeerResponse};
 use super::{ApiState, Shared, rfc3339};
 use crate::model::{GroupName, Peer, PeerName, Region, prefix_host};
 use crate::store::{AuthToken, NewPeer, StoreError};
 use crate::wireguard::PublicKey;
 
-/// What the peer API answers for a peer. flyctl reads `us`, `them` and `key`.
-#[derive(Debug, Serialize)]
-pub struct PeerResponse {
-    /// The peer's address, without prefix length.
-    pub us: String,
-    /// The gateway endpoint's host, without port.
-    pub them: String,
-    /// The gateway's WireGuard public key.
-    pub key: String,
-    /// The peer's name.
-    pub name: String,
-    /// The peer's group.
-    pub group: String,
-    /// The peer's region.
-    pub region: String,
-    /// The peer's org.
-    pub org: String,
-    /// The peer's public key.
-    pub pubkey: String,
-    /// The gateway endpoint, `host:port`.
-    pub endpoint: String,
-    /// The org's resolver address.
-    pub dns: String,
-    /// The org's prefix, to route through the tunnel.
-    pub allowed_ips: String,
-    /// Creation time, RFC 3339.
-    pub created_at: String,
-    /// Last re-key (or creation) time, RFC 3339.
-    pub updated_at: String,
-    /// Whether the peer is removed once idle; only in the answer to a create.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ephemeral: Option<bool>,
-}
-
 impl PeerResponse {
-    fn new(token: &AuthToken, peer: &Peer, region: &Region) -> Self {
+    pub(super) fn new(token: &AuthToken, peer: &Peer, region: &Region) -> Self {
         PeerResponse {
             us: peer.address.to_string(),
             them: region.endpoint_host.clone(),
@@ -78,22 +44,19 @@ impl PeerResponse {
 pub const DEFAULT_GROUP: &str = "default";
 
 /// Parses the `pubkey` field. Surrounding whitespace is ignored: a key pasted from
-/// `wg pubkey` output often brings its newline (issue 13). A gateway's own key is refused: a
-/// peer holding it would shadow the gateway.
+/// `wg pubkey` output often brings its newline (issue 13). A gateway's own key is a conflict
+/// (409, like a key another peer holds): a peer holding it would shadow the gateway.
 pub(super) fn parse_pubkey(state: &ApiState, text: &str) -> Result<PublicKey, ApiError> {
     let key = PublicKey::parse(text.trim()).map_err(|err| ApiError::InvalidField {
         field: "pubkey",
         reason: format!("is not a usable WireGuard public key: {err}"),
     })?;
     if let Some(region) = state.regions.iter().find(|r| r.public_key == key) {
-        return Err(ApiError::InvalidField {
-            field: "pubkey",
-            reason: format!(
-                "is the public key of the gateway of region {}, not a key of this node: \
-                 generate the node's own key pair (`wg genkey | tee node.key | wg pubkey`)",
-                region.code
-            ),
-        });
+        return Err(ApiError::Conflict(format!(
+            "field `pubkey` is the public key of the gateway of region {}, not a key of this \
+             node: generate the node's own key pair (`wg genkey | tee node.key | wg pubkey`)",
+            region.code
+        )));
     }
     Ok(key)
 }
@@ -122,22 +85,74 @@ pub(super) fn parse_path_name(name: &str) -> Result<PeerName, ApiError> {
         .map_err(|err| ApiError::not_a_label("name", name, err))
 }
 
+/// Reads a create request; the group and region are checked against the token and the
+/// configuration afterwards.
+fn read_create(state: &ApiState, body: &JsonObject) -> Result<PeerCreate, ApiError> {
+    let name_text = body.required_string("name")?;
+    let name: PeerName = name_text
+        .parse()
+        .map_err(|err| ApiError::not_a_label("name", name_text, err))?;
+    let group = match body.string("group")? {
+        Some(text) => Some(
+            text.parse::<GroupName>()
+                .map_err(|err| ApiError::not_a_label("group", text, err))?,
+        ),
+        None => None,
+    };
+    let region = body.string("region")?.map(str::to_owned);
+    let pubkey = parse_pubkey(state, body.required_string("pubkey")?)?;
+    // flyctl never sends it: absent means no.
+    let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
+    Ok(PeerCreate {
+        name,
+        group,
+        pubkey,
+        region,
+        ephemeral,
+    })
+}
+
 /// `POST /api/v3/wire_guard_peers`: creates a peer for the token.
+#[utoipa::path(post, path = "/api/v3/wire_guard_peers", operation_id = "createPeer", tag = "peer",
+    summary = "Create a named peer for the token (flyctl `wireguard token start`)",
+    security(("bearerToken" = []), ("flyV1Token" = [])),
+    request_body = PeerCreate,
+    responses(
+        (status = 200, description = "The peer and how to reach the gateway", body = PeerResponse,
+            links(
+                ("getPeer" = (operation_id = "getPeer",
+                    parameters(("name" = "$response.body#/name")))),
+                ("rekeyPeer" = (operation_id = "rekeyPeer",
+                    parameters(("name" = "$response.body#/name")))),
+                ("deletePeer" = (operation_id = "deletePeer",
+                    parameters(("name" = "$response.body#/name")))),
+            )),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn create(
     State(state): State<Shared>,
     Source(source): Source,
     PeerAuth(token): PeerAuth,
     body: JsonObject,
 ) -> Result<Json<PeerResponse>, ApiError> {
-    let name_text = body.required_string("name")?;
-    let name: PeerName = name_text
-        .parse()
-        .map_err(|err| ApiError::not_a_label("name", name_text, err))?;
-    let group = match body.string("group")? {
-        Some(text) => {
-            let group: GroupName = text
-                .parse()
-                .map_err(|err| ApiError::not_a_label("group", text, err))?;
+    let PeerCreate {
+        name,
+        group,
+        pubkey,
+        region,
+        ephemeral,
+    } = read_create(&state, &body)?;
+    let group = match group {
+        Some(group) => {
             if let Some(allowed) = &token.group
                 && *allowed != group
             {
@@ -155,13 +170,10 @@ pub async fn create(
                 .expect("the default group is a DNS label"),
         },
     };
-    let region = match body.string("region")? {
-        Some(code) => state.region(code)?,
+    let region = match region {
+        Some(code) => state.region(&code)?,
         None => state.default_region()?,
     };
-    let pubkey = parse_pubkey(&state, body.required_string("pubkey")?)?;
-    // flyctl never sends it: absent means no.
-    let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
 
     let new = NewPeer {
         name,
@@ -205,7 +217,27 @@ pub async fn create(
 /// `PUT /api/v3/wire_guard_peers/{name}`: re-keys one of the token's peers; the address stays.
 ///
 /// flyctl sends `{"name":"","group":"","pubkey":"<new>","region":""}`: empty fields are ignored.
-/// A non-empty field that contradicts the peer is refused rather than silently ignored.
+/// A non-empty field that contradicts the peer is a conflict (409) rather than silently ignored.
+#[utoipa::path(put, path = "/api/v3/wire_guard_peers/{name}", operation_id = "rekeyPeer",
+    tag = "peer",
+    summary = "Re-key one of the token's peers; its address stays (flyctl `wireguard token update`)",
+    security(("bearerToken" = []), ("flyV1Token" = [])),
+    params(("name" = Label, Path, description = "The peer's name (a DNS label, case-insensitive)")),
+    request_body = PeerRekey,
+    responses(
+        (status = 200, description = "The re-keyed peer", body = PeerResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 408, response = super::openapi::RequestTimeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn rekey(
     State(state): State<Shared>,
     Source(source): Source,
@@ -214,11 +246,16 @@ pub async fn rekey(
     body: JsonObject,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
-    let pubkey = parse_pubkey(&state, body.required_string("pubkey")?)?;
-    if let Some(body_name) = body.string("name")?
+    let request = PeerRekey {
+        pubkey: parse_pubkey(&state, body.required_string("pubkey")?)?,
+        name: body.string("name")?.map(str::to_owned),
+        group: body.string("group")?.map(str::to_owned),
+        region: body.string("region")?.map(str::to_owned),
+    };
+    if let Some(body_name) = &request.name
         && !body_name.eq_ignore_ascii_case(name.as_str())
     {
-        return Err(ApiError::Unsupported(format!(
+        return Err(ApiError::Conflict(format!(
             "field `name` ({body_name:?}) differs from the peer in the URL ({name}); peers cannot \
              be renamed: leave `name` empty"
         )));
@@ -231,19 +268,19 @@ pub async fn rekey(
             Err(err) => return Err(explain_not_found(&state, &token, err).await),
         };
     let region = state.region_of(&current)?;
-    if let Some(group) = body.string("group")?
+    if let Some(group) = &request.group
         && !group.eq_ignore_ascii_case(current.group.as_str())
     {
-        return Err(ApiError::Unsupported(format!(
+        return Err(ApiError::Conflict(format!(
             "peer {name} is in group {}; re-keying cannot move it to {group:?}: leave `group` \
              empty, or delete the peer and create it again",
             current.group
         )));
     }
-    if let Some(code) = body.string("region")?
+    if let Some(code) = &request.region
         && !code.eq_ignore_ascii_case(current.region.as_str())
     {
-        return Err(ApiError::Unsupported(format!(
+        return Err(ApiError::Conflict(format!(
             "peer {name} is in region {}; re-keying cannot move it to {code:?}: leave `region` \
              empty, or delete the peer and create it again",
             current.region
@@ -255,7 +292,7 @@ pub async fn rekey(
         state
             .store
             .with_source(source)
-            .rekey_peer(&token, &name, pubkey),
+            .rekey_peer(&token, &name, request.pubkey),
     )
     .await?;
     tracing::info!(org = %peer.org, peer = %peer.name, %generation, "peer re-keyed");
@@ -264,6 +301,20 @@ pub async fn rekey(
 }
 
 /// `GET /api/v3/wire_guard_peers/{name}`: one of the token's peers.
+#[utoipa::path(get, path = "/api/v3/wire_guard_peers/{name}", operation_id = "getPeer",
+    tag = "peer", summary = "One of the token's peers",
+    security(("bearerToken" = []), ("flyV1Token" = [])),
+    params(("name" = Label, Path, description = "The peer's name (a DNS label, case-insensitive)")),
+    responses(
+        (status = 200, description = "The peer", body = PeerResponse),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn show(
     State(state): State<Shared>,
     PeerAuth(token): PeerAuth,
@@ -280,12 +331,25 @@ pub async fn show(
 }
 
 /// `DELETE /api/v3/wire_guard_peers/{name}`: deletes one of the token's peers.
+#[utoipa::path(delete, path = "/api/v3/wire_guard_peers/{name}", operation_id = "deletePeer",
+    tag = "peer", summary = "Delete one of the token's peers",
+    security(("bearerToken" = []), ("flyV1Token" = [])),
+    params(("name" = Label, Path, description = "The peer's name (a DNS label, case-insensitive)")),
+    responses(
+        (status = 200, description = "Deleted", body = DeletedJson),
+        (status = 401, response = super::openapi::Unauthorized),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        (status = 429, response = super::openapi::TooManyRequests),
+        (status = 503, response = super::openapi::Unavailable),
+    ))]
 pub async fn delete(
     State(state): State<Shared>,
     Source(source): Source,
     PeerAuth(token): PeerAuth,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeletedJson>, ApiError> {
     let name = parse_path_name(&name)?;
     let generation = match super::metrics::timed(
         "delete_token_peer",
@@ -301,7 +365,9 @@ pub async fn delete(
     };
     tracing::info!(org = %token.org, peer = %name, %generation, "peer deleted by its token");
     state.wait_published(generation).await;
-    Ok(Json(serde_json::json!({ "deleted": name.as_str() })))
+    Ok(Json(DeletedJson {
+        deleted: name.to_string(),
+    }))
 }
 
 impl ApiState {

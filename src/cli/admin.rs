@@ -7,17 +7,20 @@
 use std::io::{BufRead, IsTerminal as _};
 use std::path::Path;
 
-use anyhow::bail;
-use reqwest::Method;
-use serde_json::{Value, json};
-
 use super::client::{ApiClient, Credential};
 use super::exit::{Failure, fail};
-use super::output::{array, cell, fields, object_table, print, print_json};
+use super::node::request_body;
+use super::output::{fields, print, print_typed, table, text};
 use super::{
     AdminArgs, AuditArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs,
 };
+use crate::api::types::{
+    AuditPageJson, DeletedJson, MintedToken, OrgCreate, OrgJson, PeerJson, PeerWithStatus,
+    TokenCreate, TokenDeletedJson, TokenJson,
+};
 use crate::model::OrgSlug;
+use anyhow::bail;
+use reqwest::Method;
 
 /// The name of the file in the data directory where the server keeps a generated admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -30,35 +33,38 @@ pub async fn org(command: OrgCommand) -> anyhow::Result<()> {
     match command {
         OrgCommand::Create { slug, admin, json } => {
             let client = admin_client(&admin)?;
-            let org = client
-                .send(Method::POST, "api/v1/orgs", Some(&json!({ "slug": slug })))
+            let body = request_body(&OrgCreate { slug })?;
+            let org: OrgJson = client
+                .send_typed(Method::POST, "api/v1/orgs", Some(&body))
                 .await?;
             if json.json {
-                return print_json(&org);
+                return print_typed(&org);
             }
             print(&format!(
                 "created org {}: prefix {}, resolver {}\n",
-                cell(&org, "slug", "-"),
-                cell(&org, "prefix", "-"),
-                cell(&org, "dns", "-"),
+                text(Some(&org.slug), "-"),
+                text(Some(&org.prefix), "-"),
+                text(Some(&org.dns), "-"),
             ))
         }
         OrgCommand::List { admin, json } => {
             let client = admin_client(&admin)?;
-            let orgs: Value = client.get("api/v1/orgs").await?;
-            let list = array(&orgs, "org list")?;
+            let orgs: Vec<OrgJson> = client.get("api/v1/orgs").await?;
             if json.json {
-                return print_json(&orgs);
+                return print_typed(&orgs);
             }
-            print(&object_table(
-                list,
-                &[
-                    ("SLUG", "slug", "-"),
-                    ("PREFIX", "prefix", "-"),
-                    ("DNS", "dns", "-"),
-                    ("CREATED", "created_at", "-"),
-                ],
-            ))
+            let rows: Vec<Vec<String>> = orgs
+                .iter()
+                .map(|o| {
+                    vec![
+                        text(Some(&o.slug), "-"),
+                        text(Some(&o.prefix), "-"),
+                        text(Some(&o.dns), "-"),
+                        text(Some(&o.created_at), "-"),
+                    ]
+                })
+                .collect();
+            print(&table(&["SLUG", "PREFIX", "DNS", "CREATED"], &rows))
         }
     }
 }
@@ -79,28 +85,17 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         json,
     } = args;
     let client = admin_client(&admin)?;
-    let mut body = json!({ "name": name });
-    if let Some(group) = group {
-        body["group"] = json!(group);
-    }
-    if let Some(expires) = expires {
-        body["expires_in"] = json!(expires.as_secs());
-    }
-    if let Some(max_peers) = max_peers {
-        body["max_peers"] = json!(max_peers);
-    }
-    if ephemeral {
-        body["ephemeral"] = json!(true);
-    }
-    let minted = client
-        .send(Method::POST, &tokens_path(&org.org), Some(&body))
+    let body = request_body(&TokenCreate {
+        name: name.clone(),
+        group,
+        expires_in: expires.map(|d| d.as_secs()),
+        max_peers,
+        ephemeral,
+    })?;
+    let minted: MintedToken = client
+        .send_typed(Method::POST, &tokens_path(&org.org), Some(&body))
         .await?;
-    let Some(secret) = minted.get("token").and_then(Value::as_str) else {
-        bail!(
-            "the server at {} minted token {name} but sent no secret; delete it with `sixpn token delete {name}` and report this",
-            client.base_url()
-        );
-    };
+    let secret = minted.token.as_str();
     // The secret is printed as a shell assignment: it must be one plain word.
     if secret.is_empty()
         || !secret
@@ -113,16 +108,19 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         );
     }
     if json.json {
-        return print_json(&minted);
+        return print_typed(&minted);
     }
     print(&format!("SIXPN_WIREGUARD_TOKEN={secret}\n"))?;
     eprintln!(
         "minted {}token {name} for org {} (group {}, expires {}, max peers {}); the secret above is shown only this once",
         if ephemeral { "ephemeral " } else { "" },
         org.org,
-        cell(&minted, "group", "any"),
-        cell(&minted, "expires_at", "never"),
-        cell(&minted, "max_peers", "unlimited"),
+        text(minted.info.group.as_deref(), "any"),
+        text(minted.info.expires_at.as_deref(), "never"),
+        minted
+            .info
+            .max_peers
+            .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
     );
     Ok(())
 }
@@ -133,28 +131,42 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
 /// One line: no credential, server unreachable, or the server's error.
 pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
     let client = admin_client(&args.admin)?;
-    let tokens: Value = client.get(&tokens_path(&args.org.org)).await?;
-    let list = array(&tokens, "token list")?;
+    let tokens: Vec<TokenJson> = client.get(&tokens_path(&args.org.org)).await?;
     if args.json.json {
-        return print_json(&tokens);
+        return print_typed(&tokens);
     }
-    if list.is_empty() {
+    if tokens.is_empty() {
         eprintln!(
             "no tokens in org {}; mint one with `sixpn token create --name NAME`",
             args.org.org
         );
     }
-    print(&object_table(
-        list,
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                text(Some(&t.name), "-"),
+                text(t.group.as_deref(), "-"),
+                text(t.expires_at.as_deref(), "never"),
+                text(Some(&t.created_at), "-"),
+                text(t.last_used_at.as_deref(), "never"),
+                t.live_peers.to_string(),
+                t.max_peers
+                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            ]
+        })
+        .collect();
+    print(&table(
         &[
-            ("NAME", "name", "-"),
-            ("GROUP", "group", "-"),
-            ("EXPIRES", "expires_at", "never"),
-            ("CREATED", "created_at", "-"),
-            ("LAST USED", "last_used_at", "never"),
-            ("LIVE PEERS", "live_peers", "0"),
-            ("MAX PEERS", "max_peers", "-"),
+            "NAME",
+            "GROUP",
+            "EXPIRES",
+            "CREATED",
+            "LAST USED",
+            "LIVE PEERS",
+            "MAX PEERS",
         ],
+        &rows,
     ))
 }
 
@@ -168,34 +180,36 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if let Some(before) = args.before {
         path.push_str(&format!("&before={before}"));
     }
-    let page: Value = client.get(&path).await?;
-    let entries = match page.get("entries") {
-        Some(entries) => array(entries, "audit log")?,
-        None => bail!(
-            "the server at {} answered an audit log without entries; is it older than this CLI?",
-            client.base_url()
-        ),
-    };
+    let page: AuditPageJson = client.get(&path).await?;
     if args.json.json {
-        return print_json(&page);
+        return print_typed(&page);
     }
-    if entries.is_empty() {
+    if page.entries.is_empty() {
         eprintln!("no changes logged in org {}", args.org.org);
         return Ok(());
     }
-    print(&object_table(
-        entries,
+    let rows: Vec<Vec<String>> = page
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.to_string(),
+                text(Some(&e.at), "-"),
+                text(Some(&e.actor), "-"),
+                text(e.source.as_deref(), "-"),
+                text(Some(&e.action), "-"),
+                text(Some(&e.target), "-"),
+                text(e.detail.as_deref(), ""),
+            ]
+        })
+        .collect();
+    print(&table(
         &[
-            ("ID", "id", "-"),
-            ("TIME", "at", "-"),
-            ("ACTOR", "actor", "-"),
-            ("SOURCE", "source", "-"),
-            ("ACTION", "action", "-"),
-            ("TARGET", "target", "-"),
-            ("DETAIL", "detail", ""),
+            "ID", "TIME", "ACTOR", "SOURCE", "ACTION", "TARGET", "DETAIL",
         ],
+        &rows,
     ))?;
-    if let Some(next) = page.get("next").and_then(Value::as_i64) {
+    if let Some(next) = page.next {
         eprintln!(
             "older entries: sixpn audit --org {} --before {next}",
             args.org.org
@@ -212,11 +226,14 @@ pub async fn token_delete(args: TokenDeleteArgs) -> anyhow::Result<()> {
     let client = admin_client(&args.admin)?;
     if asks(args.yes.yes) {
         // Say what goes with it; a failing list just leaves the count out of the question.
-        let live = match client.get::<Value>(&tokens_path(&args.org.org)).await {
+        let live = match client
+            .get::<Vec<TokenJson>>(&tokens_path(&args.org.org))
+            .await
+        {
             Ok(tokens) => tokens
-                .as_array()
-                .and_then(|list| list.iter().find(|t| t["name"] == args.name.as_str()))
-                .map(|t| format!(" and its {} live peer(s)", cell(t, "live_peers", "0"))),
+                .iter()
+                .find(|t| t.name == args.name.as_str())
+                .map(|t| format!(" and its {} live peer(s)", t.live_peers)),
             Err(_) => None,
         };
         confirm(
@@ -230,14 +247,13 @@ pub async fn token_delete(args: TokenDeleteArgs) -> anyhow::Result<()> {
         )?;
     }
     let path = format!("{}/{}", tokens_path(&args.org.org), args.name);
-    let answer = client.send(Method::DELETE, &path, None).await?;
+    let answer: TokenDeletedJson = client.send_typed(Method::DELETE, &path, None).await?;
     if args.json.json {
-        return print_json(&answer);
+        return print_typed(&answer);
     }
     print(&format!(
         "deleted token {} and its {} peer(s)\n",
-        args.name,
-        cell(&answer, "deleted_peers", "0")
+        args.name, answer.deleted_peers
     ))
 }
 
@@ -249,28 +265,44 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
     match command {
         PeerCommand::List(OrgListArgs { org, admin, json }) => {
             let client = admin_client(&admin)?;
-            let peers: Value = client.get(&peers_path(&org.org)).await?;
-            let list = array(&peers, "peer list")?;
+            let peers: Vec<PeerJson> = client.get(&peers_path(&org.org)).await?;
             if json.json {
-                return print_json(&peers);
+                return print_typed(&peers);
             }
-            if list.is_empty() {
+            if peers.is_empty() {
                 eprintln!(
                     "no peers in org {}; a node joins with `sixpn token start NAME`",
                     org.org
                 );
             }
-            print(&object_table(
-                list,
+            let rows: Vec<Vec<String>> = peers
+                .iter()
+                .map(|p| {
+                    [
+                        &p.name,
+                        &p.group,
+                        &p.region,
+                        &p.address,
+                        &p.token,
+                        &p.pubkey,
+                        &p.updated_at,
+                    ]
+                    .iter()
+                    .map(|s| text(Some(s), "-"))
+                    .collect()
+                })
+                .collect();
+            print(&table(
                 &[
-                    ("NAME", "name", "-"),
-                    ("GROUP", "group", "-"),
-                    ("REGION", "region", "-"),
-                    ("ADDRESS", "address", "-"),
-                    ("TOKEN", "token", "-"),
-                    ("PUBLIC KEY", "pubkey", "-"),
-                    ("UPDATED", "updated_at", "-"),
+                    "NAME",
+                    "GROUP",
+                    "REGION",
+                    "ADDRESS",
+                    "TOKEN",
+                    "PUBLIC KEY",
+                    "UPDATED",
                 ],
+                &rows,
             ))
         }
         PeerCommand::Show {
@@ -280,11 +312,11 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
             json,
         } => {
             let client = admin_client(&admin)?;
-            let peer: Value = client
+            let peer: PeerWithStatus = client
                 .get(&format!("{}/{name}", peers_path(&org.org)))
                 .await?;
             if json.json {
-                return print_json(&peer);
+                return print_typed(&peer);
             }
             print(&fields(&show_fields(&peer)))
         }
@@ -302,15 +334,15 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
                     &mut std::io::stdin().lock(),
                 )?;
             }
-            let answer = client
-                .send(
+            let answer: DeletedJson = client
+                .send_typed(
                     Method::DELETE,
                     &format!("{}/{name}", peers_path(&org.org)),
                     None,
                 )
                 .await?;
             if json.json {
-                return print_json(&answer);
+                return print_typed(&answer);
             }
             print(&format!("deleted peer {name}\n"))
         }
@@ -343,38 +375,35 @@ fn confirm(question: &str, input: &mut impl BufRead) -> anyhow::Result<()> {
 }
 
 /// The lines of `peer show`, the gateway's status included when the server knows it.
-fn show_fields(peer: &Value) -> Vec<(&'static str, String)> {
+fn show_fields(peer: &PeerWithStatus) -> Vec<(&'static str, String)> {
+    let p = &peer.peer;
     let mut lines = vec![
-        ("name", cell(peer, "name", "-")),
-        ("org", cell(peer, "org", "-")),
-        ("group", cell(peer, "group", "-")),
-        ("region", cell(peer, "region", "-")),
-        ("address", cell(peer, "address", "-")),
-        ("public key", cell(peer, "pubkey", "-")),
-        ("token", cell(peer, "token", "-")),
-        ("created", cell(peer, "created_at", "-")),
-        ("updated", cell(peer, "updated_at", "-")),
+        ("name", text(Some(&p.name), "-")),
+        ("org", text(Some(&p.org), "-")),
+        ("group", text(Some(&p.group), "-")),
+        ("region", text(Some(&p.region), "-")),
+        ("address", text(Some(&p.address), "-")),
+        ("public key", text(Some(&p.pubkey), "-")),
+        ("token", text(Some(&p.token), "-")),
+        ("created", text(Some(&p.created_at), "-")),
+        ("updated", text(Some(&p.updated_at), "-")),
     ];
-    match peer.get("status") {
-        Some(status) if status.is_object() => {
-            lines.push(("last handshake", cell(status, "last_handshake", "never")));
-            lines.push(("received", bytes(status, "rx_bytes")));
-            lines.push(("sent", bytes(status, "tx_bytes")));
-            lines.push(("endpoint", cell(status, "endpoint", "-")));
+    match &peer.status {
+        Some(status) => {
+            lines.push((
+                "last handshake",
+                text(status.last_handshake.as_deref(), "never"),
+            ));
+            lines.push(("received", format!("{} B", status.rx_bytes)));
+            lines.push(("sent", format!("{} B", status.tx_bytes)));
+            lines.push(("endpoint", text(status.endpoint.as_deref(), "-")));
         }
-        _ => lines.push((
+        None => lines.push((
             "gateway status",
             "unknown (no gateway reports on this peer)".into(),
         )),
     }
     lines
-}
-
-fn bytes(object: &Value, key: &str) -> String {
-    match object.get(key).and_then(Value::as_u64) {
-        Some(n) => format!("{n} B"),
-        None => "-".into(),
-    }
 }
 
 fn tokens_path(org: &OrgSlug) -> String {
@@ -470,10 +499,18 @@ mod tests {
 
     #[test]
     fn show_includes_status_when_present() {
-        let mut peer = json!({"name": "node-1", "address": "fdaa::2", "status": null});
+        let answer = serde_json::json!({
+            "org": "personal", "name": "node-1", "group": "web", "region": "local",
+            "pubkey": "x", "address": "fdaa::2", "token": "k8s",
+            "created_at": "2026-11-25T16:00:00Z", "updated_at": "2026-11-25T16:00:00Z",
+            "ephemeral": false, "last_seen_at": null, "status": null,
+        });
+        let mut peer: PeerWithStatus = serde_json::from_value(answer.clone()).unwrap();
         let text = fields(&show_fields(&peer));
         assert!(text.contains("gateway status:"), "{text}");
-        peer["status"] = json!({"last_handshake": "2026-11-25T16:00:00Z", "rx_bytes": 10, "tx_bytes": 20, "endpoint": null});
+        let mut answer = answer;
+        answer["status"] = serde_json::json!({"last_handshake": "2026-11-25T16:00:00Z", "rx_bytes": 10, "tx_bytes": 20, "endpoint": null});
+        peer = serde_json::from_value(answer).unwrap();
         let text = fields(&show_fields(&peer));
         assert!(
             text.contains("last handshake:  2026-11-25T16:00:00Z"),

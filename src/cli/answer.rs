@@ -7,32 +7,20 @@
 //! routed prefix inside that same /48, the endpoint a DNS name, IPv4 or bracketed IPv6 address
 //! with a port, keys 32-byte base64, labels DNS labels, and no string anywhere in the answer may
 //! hold a control character. Anything else is refused with one line, and no file is written.
+//!
+//! The answer is read into the API's own [`PeerResponse`] (the type the server serializes and
+//! the OpenAPI document describes); absent fields read as empty, since flyctl-style servers send
+//! only `us`, `them` and `key`.
 
 use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::exit::{Failure, fail};
+use crate::api::types::PeerResponse;
 use crate::model::{GroupName, PeerName, RegionCode, prefix_host};
 use crate::wireguard::{DEFAULT_WIREGUARD_PORT, Endpoint, PublicKey};
-
-/// The answer as it arrives: flyctl reads `us`, `them`, `key`; sixpn adds the rest. Every field
-/// is optional here so that a missing one gets a message naming it; unknown fields are ignored.
-#[derive(Debug, Default, Deserialize)]
-struct WireAnswer {
-    us: Option<String>,
-    them: Option<String>,
-    key: Option<String>,
-    endpoint: Option<String>,
-    dns: Option<String>,
-    allowed_ips: Option<String>,
-    pubkey: Option<String>,
-    name: Option<String>,
-    group: Option<String>,
-    region: Option<String>,
-}
 
 /// A checked answer: every field parsed, consistent with the others.
 #[derive(Debug, Clone)]
@@ -71,7 +59,7 @@ impl PeerAnswer {
         if let Some(path) = control_char_path(answer, "") {
             return Err(bad(&path, "holds a control character"));
         }
-        let wire: WireAnswer = serde_json::from_value(answer.clone()).map_err(|e| {
+        let wire: PeerResponse = serde_json::from_value(answer.clone()).map_err(|e| {
             fail(
                 Failure::Other,
                 format!(
@@ -173,9 +161,9 @@ impl PeerAnswer {
     }
 }
 
-/// The field's text, where an empty string counts as absent.
-fn present(value: &Option<String>) -> Option<&str> {
-    value.as_deref().filter(|s| !s.is_empty())
+/// The field's text, where an empty string (or an absent field) counts as absent.
+fn present(value: &str) -> Option<&str> {
+    Some(value).filter(|s| !s.is_empty())
 }
 
 fn label<T>(text: Option<&str>, field: &str) -> anyhow::Result<Option<T>>

@@ -22,6 +22,7 @@ use super::client::{ApiClient, Credential};
 use super::exit::{Failure, fail, failure};
 use super::output::{print, print_json};
 use super::{EnsureArgs, NodeArgs, StartArgs, UpdateArgs};
+use crate::api::types::{PeerCreate, PeerRekey};
 use crate::model::{GroupName, PeerName, RegionCode};
 use crate::wireguard::{PERSISTENT_KEEPALIVE, PrivateKey, WgQuickConfig, is_interface_name};
 
@@ -40,16 +41,13 @@ pub async fn start(args: StartArgs) -> anyhow::Result<()> {
     let mut claim = output.claim(args.node.force)?;
 
     let private_key = PrivateKey::generate().map_err(random_error)?;
-    let mut body = json!({ "name": args.name, "pubkey": private_key.public_key() });
-    if let Some(group) = group {
-        body["group"] = json!(group);
-    }
-    if let Some(region) = region {
-        body["region"] = json!(region);
-    }
-    if args.ephemeral {
-        body["ephemeral"] = json!(true);
-    }
+    let body = request_body(&PeerCreate {
+        name: args.name.clone(),
+        group,
+        pubkey: private_key.public_key(),
+        region: region.map(String::from),
+        ephemeral: args.ephemeral,
+    })?;
     let answer = client
         .send(Method::POST, "api/v3/wire_guard_peers", Some(&body))
         .await?;
@@ -91,10 +89,20 @@ async fn rekey(
     private_key: &PrivateKey,
 ) -> anyhow::Result<Value> {
     // flyctl sends the empty fields too; the server ignores them.
-    let body = json!({ "name": "", "group": "", "region": "", "pubkey": private_key.public_key() });
+    let body = request_body(&PeerRekey {
+        pubkey: private_key.public_key(),
+        name: Some(String::new()),
+        group: Some(String::new()),
+        region: Some(String::new()),
+    })?;
     client
         .send(Method::PUT, &peer_path(name), Some(&body))
         .await
+}
+
+/// A request body of the API's own types (`api::types`) as JSON.
+pub(super) fn request_body(request: &impl serde::Serialize) -> anyhow::Result<Value> {
+    serde_json::to_value(request).context("encoding the request body")
 }
 
 fn peer_path(name: &PeerName) -> String {
@@ -172,13 +180,13 @@ pub async fn ensure(args: EnsureArgs) -> anyhow::Result<()> {
     // Always replace: ensure converges on a working file, whatever was there.
     let mut claim = output.claim(true)?;
     let private_key = PrivateKey::generate().map_err(random_error)?;
-    let mut body = json!({ "name": name, "pubkey": private_key.public_key() });
-    if let Some(group) = group {
-        body["group"] = json!(group);
-    }
-    if let Some(region) = region {
-        body["region"] = json!(region);
-    }
+    let body = request_body(&PeerCreate {
+        name: name.clone(),
+        group,
+        pubkey: private_key.public_key(),
+        region: region.map(String::from),
+        ephemeral: false,
+    })?;
     let (action, answer) = match client
         .send(Method::POST, "api/v3/wire_guard_peers", Some(&body))
         .await

@@ -60,24 +60,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// One column of a table of JSON objects: header, field, and the text for a missing value.
-pub type Column<'a> = (&'a str, &'a str, &'a str);
-
-/// Renders JSON objects as a table, one row each, with the given columns.
-pub fn object_table(objects: &[Value], columns: &[Column<'_>]) -> String {
-    let headers: Vec<&str> = columns.iter().map(|(h, _, _)| *h).collect();
-    let rows: Vec<Vec<String>> = objects
-        .iter()
-        .map(|o| {
-            columns
-                .iter()
-                .map(|(_, key, missing)| cell(o, key, missing))
-                .collect()
-        })
-        .collect();
-    table(&headers, &rows)
-}
-
 /// Renders `label: value` lines with the values aligned.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
@@ -90,14 +72,22 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
     out
 }
 
-/// A field of a JSON object as table text: strings bare, numbers as digits, null or absent as
-/// `missing`. Control characters are shown escaped (`\n`, `\u{1b}`), so a server's text can
-/// neither break a table's lines nor send escape sequences to the terminal.
-pub fn cell(object: &Value, key: &str, missing: &str) -> String {
-    match object.get(key) {
-        None | Some(Value::Null) => missing.to_string(),
-        Some(Value::String(s)) if s.is_empty() => missing.to_string(),
-        Some(Value::String(s)) if s.chars().any(char::is_control) => s
+/// Prints a value of the API's types as pretty JSON.
+///
+/// # Errors
+/// See [`print`].
+pub fn print_typed<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let value = serde_json::to_value(value).map_err(anyhow::Error::new)?;
+    print_json(&value)
+}
+
+/// A string of an answer as table text: absent or empty as `missing`. Control characters are
+/// shown escaped (`\n`, `\u{1b}`), so a server's text can neither break a table's lines nor send
+/// escape sequences to the terminal.
+pub fn text(value: Option<&str>, missing: &str) -> String {
+    match value {
+        None | Some("") => missing.to_string(),
+        Some(s) if s.chars().any(char::is_control) => s
             .chars()
             .flat_map(|c| {
                 let escaped: Vec<char> = if c.is_control() {
@@ -108,19 +98,8 @@ pub fn cell(object: &Value, key: &str, missing: &str) -> String {
                 escaped
             })
             .collect(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+        Some(s) => s.to_owned(),
     }
-}
-
-/// The elements of a JSON array answer, or an error if the server sent something else.
-///
-/// # Errors
-/// When `value` is not an array.
-pub fn array<'a>(value: &'a Value, what: &str) -> anyhow::Result<&'a Vec<Value>> {
-    value
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("the server's {what} answer is not a JSON array"))
 }
 
 #[cfg(test)]
@@ -149,14 +128,11 @@ a       database
     }
 
     #[test]
-    fn cells() {
-        let v = serde_json::json!({"s": "x", "n": 3, "null": null, "e": ""});
-        assert_eq!(cell(&v, "s", "-"), "x");
-        assert_eq!(cell(&v, "n", "-"), "3");
-        assert_eq!(cell(&v, "null", "never"), "never");
-        assert_eq!(cell(&v, "e", "-"), "-");
-        assert_eq!(cell(&v, "absent", "-"), "-");
-        let v = serde_json::json!({"s": "a\nb\u{1b}[31mc"});
-        assert_eq!(cell(&v, "s", "-"), "a\\nb\\u{1b}[31mc");
+    fn texts() {
+        assert_eq!(text(Some("x"), "-"), "x");
+        assert_eq!(text(None, "never"), "never");
+        assert_eq!(text(Some(""), "-"), "-");
+        assert_eq!(text(Some("é"), "-"), "é");
+        assert_eq!(text(Some("a\nb\u{1b}[31mc"), "-"), "a\\nb\\u{1b}[31mc");
     }
 }
