@@ -8,7 +8,8 @@
 //! call, and every length passed is the length of the buffer pointed to. Address decoding reads
 //! the kernel-written `sockaddr_storage` through typed copies, checked against the family.
 //!
-//! One more call lives here for the same reason: [`release_free_memory`] (`malloc_trim(3)`).
+//! Two more calls live here for the same reason: [`release_free_memory`] (`malloc_trim(3)`) and
+//! [`raise_open_file_limit`] (`getrlimit(2)`/`setrlimit(2)`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -210,4 +211,29 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, so the API can hold its
+/// connection cap (`[api] max_connections`, plus the DNS's and the store's descriptors) where the
+/// soft limit is the common 1,024. Returns the soft limit now in force (`None`: unknown).
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given, which lives on our stack.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    Some(limit.rlim_cur)
 }
