@@ -207,7 +207,12 @@ impl Rrl {
         };
         if balance >= 0 {
             Verdict::Send
-        } else if self.slip != 0 && self.limited.fetch_add(1, Ordering::Relaxed) % self.slip == 0 {
+        } else if self.slip != 0
+            && self
+                .limited
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(self.slip)
+        {
             Verdict::Slip
         } else {
             Verdict::Drop
