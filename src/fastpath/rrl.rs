@@ -28,10 +28,8 @@
 //! random sources is then limited only by the work it makes, as in BIND, whose table evicts
 //! too). Each check is one load and one compare-and-swap; no lock.
 
-use std::hash::BuildHasher as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
 use ipnet::Ipv6Net;
 
@@ -116,11 +114,13 @@ pub struct Rrl {
     floor: i64,
     slip: u32,
     per_address: Option<(u128, u128)>,
-    hasher: foldhash::fast::RandomState,
+    /// The secret key of the slot hash.
+    seed: [u64; 2],
     table: Box<[AtomicU64]>,
     /// Limited answers so far, for choosing every `slip`-th.
     limited: AtomicU32,
-    epoch: Instant,
+    /// [`super::sys::coarse_seconds`] when the table was made.
+    epoch: u64,
 }
 
 impl std::fmt::Debug for Rrl {
@@ -165,17 +165,17 @@ impl Rrl {
             floor: -rate * window,
             slip: settings.slip,
             per_address: settings.per_address.map(net_bits),
-            // A random key, so no one can aim forged sources at a victim's slot.
-            hasher: foldhash::fast::RandomState::default(),
+            seed: random_seed(),
             table: (0..TABLE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             limited: AtomicU32::new(0),
-            epoch: Instant::now(),
+            epoch: super::sys::coarse_seconds(),
         })
     }
 
-    /// The clock [`Rrl::check`] takes: whole seconds since the table was made.
+    /// The clock [`Rrl::check`] takes: whole seconds since the table was made (the coarse
+    /// monotonic clock: a few nanoseconds to read).
     pub fn now(&self) -> u32 {
-        self.epoch.elapsed().as_secs() as u32
+        super::sys::coarse_seconds().saturating_sub(self.epoch) as u32
     }
 
     /// The key a source is counted by (see the module docs).
@@ -183,10 +183,26 @@ impl Rrl {
         source_key(src, IPV4_PREFIX, IPV6_PREFIX, self.per_address)
     }
 
+    /// The slot hash of `key`: two folded multiplies (as foldhash mixes) under the secret seed.
+    /// Cheap, since it runs per negative answer; keyed, so no one can aim forged sources at a
+    /// victim's slot.
+    #[inline]
+    fn hash(&self, key: u128) -> u64 {
+        let fold = |a: u64, b: u64| {
+            let full = u128::from(a).wrapping_mul(u128::from(b));
+            (full as u64) ^ ((full >> 64) as u64)
+        };
+        let h = fold(
+            (key as u64) ^ self.seed[0],
+            ((key >> 64) as u64) ^ self.seed[1],
+        );
+        fold(h ^ self.seed[1], 0x9E37_79B9_7F4A_7C15)
+    }
+
     /// Charges one negative answer to `src` at `now` (from [`Rrl::now`]) and says what to do
     /// with it.
     pub fn check(&self, src: IpAddr, now: u32) -> Verdict {
-        let hash = self.hasher.hash_one(self.key(src));
+        let hash = self.hash(self.key(src));
         let slot = &self.table[hash as usize & (TABLE_SLOTS - 1)];
         let tag = (hash >> TAG_SHIFT).max(1);
         let mut current = slot.load(Ordering::Relaxed);
@@ -218,6 +234,24 @@ impl Rrl {
             Verdict::Drop
         }
     }
+}
+
+/// A random seed for the slot hash; should the system's randomness fail, one from the clock and
+/// an address (weaker against an attacker aiming at a slot, still a correct table).
+fn random_seed() -> [u64; 2] {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let here = &bytes as *const _ as usize as u128;
+        bytes = (nanos ^ (here << 64)).to_le_bytes();
+    }
+    let (a, b) = bytes.split_at(8);
+    [
+        u64::from_le_bytes(a.try_into().expect("8 bytes")),
+        u64::from_le_bytes(b.try_into().expect("8 bytes")),
+    ]
 }
 
 /// `src` as a number: its first `v4_prefix` bits for IPv4 (also IPv4-mapped IPv6), its first

@@ -8,8 +8,9 @@
 //! call, and every length passed is the length of the buffer pointed to. Address decoding reads
 //! the kernel-written `sockaddr_storage` through typed copies, checked against the family.
 //!
-//! Two more calls live here for the same reason: [`release_free_memory`] (`malloc_trim(3)`) and
-//! [`raise_open_file_limit`] (`getrlimit(2)`/`setrlimit(2)`).
+//! Three more calls live here for the same reason: [`release_free_memory`] (`malloc_trim(3)`),
+//! [`raise_open_file_limit`] (`getrlimit(2)`/`setrlimit(2)`) and [`coarse_seconds`]
+//! (`clock_gettime(2)`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -236,4 +237,20 @@ pub fn raise_open_file_limit() -> Option<u64> {
         }
     }
     Some(limit.rlim_cur)
+}
+
+/// Whole seconds of the system's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`: read from
+/// the vDSO without touching the hardware counter, a few nanoseconds, with a resolution of a
+/// scheduler tick). The response-rate limit reads it per negative answer, so it must cost next
+/// to nothing; `std::time::Instant` reads the precise clock.
+pub(crate) fn coarse_seconds() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the struct it is given, on our stack.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0)
 }
