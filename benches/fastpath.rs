@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the UDP fast path: `fastpath::answer` for a peer hit, an NXDOMAIN miss
-//! and a group of 50 at 1k, 100k and 1M peers, and `Index::build` at the same sizes.
+//! and a group of 50 at 1k, 100k and 1M peers, `Index::build` at the same sizes, and the
+//! response-rate limit's check of a negative answer (`rrl`).
 //!
-//! Run: `cargo bench --bench fastpath` (add `-- answer` or `-- build` to pick a group).
+//! Run: `cargo bench --bench fastpath` (add `-- answer`, `-- build` or `-- rrl` to pick a group).
 //!
 //! Serve mode, to measure the DNS server with the shared harness without the API and store:
 //! `FASTPATH_SERVE=127.0.0.1:5311 FASTPATH_GROUPS=$D/groups.tsv target/release/deps/fastpath-*`
@@ -108,7 +109,25 @@ fn build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, answer, build);
+/// The response-rate limit's cost per negative answer (positive answers never reach it): a
+/// source within its budget, and one far over it (dropped).
+fn rrl(c: &mut Criterion) {
+    let rrl = fastpath::Rrl::new(&fastpath::RrlSettings::default()).expect("on by default");
+    let mut g = c.benchmark_group("rrl");
+    let src: IpAddr = "192.0.2.1".parse().expect("ip");
+    let now = rrl.now();
+    g.bench_function("over_limit", |b| b.iter(|| rrl.check(black_box(src), now)));
+    let mut i = 0u32;
+    g.bench_function("many_sources", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(256);
+            rrl.check(black_box(IpAddr::V4(i.into())), now)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, answer, build, rrl);
 
 fn main() {
     if let Ok(addr) = std::env::var("FASTPATH_SERVE") {

@@ -297,6 +297,16 @@ pub struct DnsConfig {
     /// The largest UDP answer (EDNS payload) given, whatever a client advertises: 512 to 65,535.
     /// A group answer that does not fit is truncated (TC) and the client retries over TCP.
     pub max_udp_payload: u16,
+    /// Response-rate limit: negative UDP answers (NXDOMAIN, REFUSED, FORMERR) a second per
+    /// source (an IPv4 /24, an IPv6 /56, or one address inside `ula_prefix`); 0 turns it off.
+    pub rrl_responses_per_second: u32,
+    /// Every `rrl_slip`-th answer over the limit is sent truncated (TC, so a real client retries
+    /// over TCP) instead of dropped; 0 drops them all, 1 truncates them all.
+    pub rrl_slip: u32,
+    /// How long a flood is remembered: a source over the limit stays limited until its rate over
+    /// this window is back under it (1 s to 60 s, whole seconds).
+    #[serde(deserialize_with = "duration")]
+    pub rrl_window: Duration,
 }
 
 /// The default of `[dns] max_udp_payload`: about 145 AAAA records in one answer.
@@ -319,6 +329,9 @@ impl Default for DnsConfig {
             ],
             zones_dir: None,
             max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
+            rrl_responses_per_second: crate::fastpath::rrl::DEFAULT_RATE,
+            rrl_slip: crate::fastpath::rrl::DEFAULT_SLIP,
+            rrl_window: Duration::from_secs(u64::from(crate::fastpath::rrl::DEFAULT_WINDOW)),
         }
     }
 }
@@ -608,6 +621,23 @@ impl Config {
                 self.dns.max_udp_payload
             )));
         }
+        if self.dns.rrl_responses_per_second > crate::fastpath::rrl::MAX_RATE {
+            return Err(ConfigError::Invalid(format!(
+                "dns.rrl_responses_per_second {} is above {}; use 0 to turn the limit off",
+                self.dns.rrl_responses_per_second,
+                crate::fastpath::rrl::MAX_RATE
+            )));
+        }
+        let window = self.dns.rrl_window;
+        if window.subsec_nanos() != 0
+            || !(1..=u64::from(crate::fastpath::rrl::MAX_WINDOW)).contains(&window.as_secs())
+        {
+            return Err(ConfigError::Invalid(format!(
+                "dns.rrl_window {} must be whole seconds from 1s to {}s",
+                humantime::format_duration(window),
+                crate::fastpath::rrl::MAX_WINDOW
+            )));
+        }
         match (&self.api.tls_cert, &self.api.tls_key) {
             (Some(_), None) => {
                 return Err(ConfigError::Invalid(
@@ -624,6 +654,17 @@ impl Config {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The DNS response-rate limit of `[dns] rrl_*`, counting addresses inside `ula_prefix`
+    /// (the orgs' tunnel addresses) one by one.
+    pub fn rrl(&self) -> crate::fastpath::RrlSettings {
+        crate::fastpath::RrlSettings {
+            responses_per_second: self.dns.rrl_responses_per_second,
+            slip: self.dns.rrl_slip,
+            window: self.dns.rrl_window.as_secs().min(u64::from(u32::MAX)) as u32,
+            per_address: Some(self.ula_prefix),
+        }
     }
 
     /// The SQLite or PostgreSQL URL the store opens.
@@ -1100,6 +1141,31 @@ listen_port = 51820
         let made = prepare_data_dir(&config).unwrap();
         let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn rrl_keys_parse_and_validate() {
+        let c = Config::default();
+        assert_eq!(c.rrl(), crate::fastpath::RrlSettings::default());
+        let c = Config::from_toml(
+            "ula_prefix = \"fdbb::/16\"\n[dns]\nrrl_responses_per_second = 0\nrrl_slip = 3\nrrl_window = \"15s\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let rrl = c.rrl();
+        assert_eq!((rrl.responses_per_second, rrl.slip, rrl.window), (0, 3, 15));
+        assert_eq!(rrl.per_address, Some("fdbb::/16".parse().unwrap()));
+        for bad in [
+            "rrl_window = 0",
+            "rrl_window = \"1500ms\"",
+            "rrl_window = \"2m\"",
+            "rrl_responses_per_second = 100001",
+        ] {
+            let c = Config::from_toml(&format!("[dns]\n{bad}")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("dns.rrl_"), "{bad}: {err}");
+        }
+        assert!(Config::from_toml("[dns]\nrrl_responses_per_second = -1").is_err());
     }
 
     #[test]

@@ -84,6 +84,16 @@ const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(600
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let data_dir = crate::config::prepare_data_dir(&config)?;
     let lock = lock_data_dir(&data_dir)?;
+    // The API's connection cap (with the DNS's and the store's descriptors) must fit the open-file
+    // limit, whose soft value is often 1,024 (issue 11).
+    match crate::fastpath::raise_open_file_limit() {
+        Some(limit) if limit < config.api.max_connections as u64 + 256 => tracing::warn!(
+            limit,
+            max_connections = config.api.max_connections,
+            "the open-file limit is below [api] max_connections plus room for DNS and the store; raise it (LimitNOFILE=)"
+        ),
+        _ => {}
+    }
     // A bad certificate or key fails the start before anything else is touched.
     let tls = match (&config.api.tls_cert, &config.api.tls_key) {
         (Some(cert), Some(key)) => Some(crate::api::server::load_tls(cert, key)?),
@@ -152,9 +162,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .await
     .context("building the first DNS snapshot")?;
 
-    let listeners = crate::dns::bind(&config.dns.listen)
+    let mut listeners = crate::dns::bind(&config.dns.listen)
         .await
         .with_context(|| format!("binding DNS on {:?}", config.dns.listen))?;
+    listeners.set_rrl(config.rrl());
     let dns_addrs = listeners.local_addrs();
     {
         let snapshot = snapshot.clone();
@@ -201,11 +212,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else if gateway.is_some() {
         // Each org's resolver address, which the gateway puts on its interface (issue 12).
         let snapshot = snapshot.clone();
+        let rrl = config.rrl();
         let cancel = cancel.clone();
         tasks.spawn(async move {
             crate::dns::listeners::serve_org_resolvers(
                 snapshot,
                 crate::dns::listeners::RESOLVER_PORT,
+                rrl,
                 cancel,
             )
             .await

@@ -320,6 +320,8 @@ pub async fn mint_token(
     )
     .await?;
     tracing::info!(org = %info.org, token = %info.name, "token minted");
+    // Its node then gets through a flood of guesses from its address (issue 11).
+    state.limiters.known_tokens.insert(secret.expose());
     Ok((
         StatusCode::CREATED,
         Json(MintedToken {

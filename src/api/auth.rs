@@ -140,26 +140,43 @@ pub struct PeerAuth(pub AuthToken);
 struct FailedAuth<'a> {
     state: &'a Shared,
     source: Option<std::net::IpAddr>,
+    /// Why the source is over its limit, when it is.
+    limited: Option<ApiError>,
 }
 
 impl<'a> FailedAuth<'a> {
-    /// Refuses at once when the source has failed too often lately.
-    fn check(state: &'a Shared, parts: &Parts) -> Result<Self, ApiError> {
+    /// Looks up whether the source has failed too often lately; nothing is refused yet (see
+    /// [`FailedAuth::refuse_unless`]).
+    fn check(state: &'a Shared, parts: &Parts) -> Self {
         let source = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| source_key(addr.ip()));
-        if let Some(source) = source {
+        let limited = source.and_then(|source| {
             state
                 .limiters
                 .failed_auth
                 .check(source)
-                .map_err(|retry_after| ApiError::RateLimited {
+                .err()
+                .map(|retry_after| ApiError::RateLimited {
                     what: "too many failed authentications from your address",
                     retry_after,
-                })?;
+                })
+        });
+        FailedAuth {
+            state,
+            source,
+            limited,
         }
-        Ok(FailedAuth { state, source })
+    }
+
+    /// Over the limit, refuses at once (no database query) unless `known_good`: the limit
+    /// stops guessing, never a valid credential (issue 11).
+    fn refuse_unless(&mut self, known_good: bool) -> Result<(), ApiError> {
+        match self.limited.take() {
+            Some(err) if !known_good => Err(err),
+            _ => Ok(()),
+        }
     }
 
     /// Charges the source for `err` when it is an authentication failure, and returns it.
@@ -186,14 +203,30 @@ impl FromRequestParts<Shared> for PeerAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        let failures = FailedAuth::check(state, parts)?;
-        let secret = presented_token(&parts.headers).map_err(|e| failures.charge(e))?;
+        let mut failures = FailedAuth::check(state, parts);
+        let secret = match presented_token(&parts.headers) {
+            Ok(secret) => secret,
+            Err(err) => {
+                failures.refuse_unless(false)?;
+                return Err(failures.charge(err));
+            }
+        };
+        let known = &state.limiters.known_tokens;
+        failures.refuse_unless(known.contains(secret))?;
         if !is_token_shaped(secret) {
             return Err(failures.charge(ApiError::MalformedToken));
         }
-        let token = super::metrics::timed("authenticate", state.store.authenticate(secret))
-            .await
-            .map_err(|e| failures.charge(e.into()))?;
+        let token =
+            match super::metrics::timed("authenticate", state.store.authenticate(secret)).await {
+                Ok(token) => {
+                    known.insert(secret);
+                    token
+                }
+                Err(err) => {
+                    known.remove(secret);
+                    return Err(failures.charge(err.into()));
+                }
+            };
         state
             .limiters
             .tokens
@@ -218,9 +251,18 @@ impl FromRequestParts<Shared> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
-        let failures = FailedAuth::check(state, parts)?;
-        let presented = presented_token(&parts.headers).map_err(|e| failures.charge(e))?;
-        if state.admin_token.matches(presented) {
+        let mut failures = FailedAuth::check(state, parts);
+        let presented = match presented_token(&parts.headers) {
+            Ok(presented) => presented,
+            Err(err) => {
+                failures.refuse_unless(false)?;
+                return Err(failures.charge(err));
+            }
+        };
+        // Compared in memory: the admin gets through its address's failed-auth limit.
+        let matches = state.admin_token.matches(presented);
+        failures.refuse_unless(matches)?;
+        if matches {
             Ok(AdminAuth)
         } else {
             Err(failures.charge(ApiError::BadAdminToken))

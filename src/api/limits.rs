@@ -1,6 +1,12 @@
 //! Rate limits of the HTTP API: token buckets per WireGuard token (every peer-API request) and
 //! per source address (failed authentications only).
 //!
+//! The failed-authentication limit refuses only what would fail: an address over it still gets
+//! through with the admin token (compared in memory) or with a WireGuard token this process has
+//! seen succeed or minted lately ([`KnownTokens`]), so a flood of guesses from a node's address
+//! cannot lock that node out. Other credentials from that address are refused without a
+//! database query until its budget refills.
+//!
 //! Buckets live in memory, per process: with several replicas each one enforces its own budget,
 //! which bounds what one client can do to any replica. Nothing here touches the store, so a
 //! request over a limit costs no database query.
@@ -60,6 +66,8 @@ pub struct Limiters {
     pub tokens: Buckets<i64>,
     /// Per source address, charged for failed authentications.
     pub failed_auth: Buckets<IpAddr>,
+    /// WireGuard tokens known to be valid, let through an address's failed-auth limit.
+    pub known_tokens: KnownTokens,
 }
 
 /// The key of a source address for the failed-authentication limit: an IPv6 address counts
@@ -80,7 +88,67 @@ impl Limiters {
         Limiters {
             tokens: Buckets::new(limits.token_rate, limits.token_burst),
             failed_auth: Buckets::new(limits.failed_auth_rate, limits.failed_auth_burst),
+            known_tokens: KnownTokens::default(),
         }
+    }
+}
+
+/// WireGuard tokens known to be valid to this process: authenticated lately, or minted here.
+/// Holds a keyed 64-bit hash of each secret (never the secret), for [`KNOWN_TOKEN_TTL`], at most
+/// [`KNOWN_TOKENS`] of them (the oldest go first). A hit only earns a real check against the
+/// store, so a hash collision cannot let a wrong token in.
+#[derive(Debug, Default)]
+pub struct KnownTokens {
+    hasher: foldhash::fast::RandomState,
+    // A std mutex: never held across an await; each critical section is a map operation.
+    seen: Mutex<HashMap<u64, Instant>>,
+}
+
+/// How many tokens [`KnownTokens`] remembers.
+pub const KNOWN_TOKENS: usize = 10_000;
+
+/// How long [`KnownTokens`] remembers a token after its last success.
+pub const KNOWN_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+impl KnownTokens {
+    fn key(&self, secret: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one(secret)
+    }
+
+    /// Remembers `secret` as valid (now).
+    pub fn insert(&self, secret: &str) {
+        let key = self.key(secret);
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= KNOWN_TOKENS && !seen.contains_key(&key) {
+            seen.retain(|_, at| now.saturating_duration_since(*at) < KNOWN_TOKEN_TTL);
+            if seen.len() >= KNOWN_TOKENS
+                && let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k)
+            {
+                seen.remove(&oldest);
+            }
+        }
+        seen.insert(key, now);
+    }
+
+    /// Forgets `secret` (it failed).
+    pub fn remove(&self, secret: &str) {
+        let key = self.key(secret);
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+    }
+
+    /// Whether `secret` is known to be valid.
+    pub fn contains(&self, secret: &str) -> bool {
+        let key = self.key(secret);
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < KNOWN_TOKEN_TTL)
     }
 }
 
@@ -200,6 +268,24 @@ mod tests {
         // Another key has its own bucket.
         assert!(buckets.take(2).is_ok());
         assert!(buckets.check(3).is_ok());
+    }
+
+    #[test]
+    fn known_tokens_are_remembered_and_bounded() {
+        let known = KnownTokens::default();
+        known.insert("a");
+        assert!(known.contains("a"));
+        assert!(!known.contains("b"));
+        known.remove("a");
+        assert!(!known.contains("a"));
+        for i in 0..KNOWN_TOKENS + 10 {
+            known.insert(&i.to_string());
+        }
+        assert_eq!(known.seen.lock().unwrap().len(), KNOWN_TOKENS);
+        assert!(
+            known.contains(&(KNOWN_TOKENS + 9).to_string()),
+            "the newest stays"
+        );
     }
 
     #[test]

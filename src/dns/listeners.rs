@@ -60,6 +60,7 @@ pub fn bind_freebind(addr: SocketAddrV6) -> io::Result<Listeners> {
         udp: vec![udp.into()],
         tcp: vec![tcp],
         workers: 1,
+        rrl: crate::fastpath::RrlSettings::default(),
     })
 }
 
@@ -74,7 +75,7 @@ fn wanted(snapshot: &SnapshotHandle) -> BTreeSet<Ipv6Addr> {
 }
 
 /// Serves DNS on `<org>::3` port `port` for every org of `snapshot`, following the org list as
-/// it changes, until `cancel` fires.
+/// it changes, until `cancel` fires. Each resolver limits negative answers by `rrl`.
 ///
 /// An address that cannot be bound is logged and tried again every few seconds; it never stops
 /// the server. A resolver whose server fails is logged and bound again.
@@ -84,6 +85,7 @@ fn wanted(snapshot: &SnapshotHandle) -> BTreeSet<Ipv6Addr> {
 pub async fn serve_org_resolvers(
     snapshot: SnapshotHandle,
     port: u16,
+    rrl: crate::fastpath::RrlSettings,
     cancel: CancellationToken,
 ) -> Result<(), DnsError> {
     let mut published = snapshot.published();
@@ -106,7 +108,8 @@ pub async fn serve_org_resolvers(
             }
             let sockaddr = SocketAddrV6::new(addr, port, 0, 0);
             match bind_freebind(sockaddr) {
-                Ok(listeners) => {
+                Ok(mut listeners) => {
+                    listeners.set_rrl(rrl);
                     let stop = cancel.child_token();
                     let task = tokio::spawn({
                         let (snapshot, stop) = (snapshot.clone(), stop.clone());

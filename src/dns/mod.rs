@@ -31,7 +31,7 @@ use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::fastpath::{FastServer, FastServerConfig};
+use crate::fastpath::{FastServer, FastServerConfig, Rrl, RrlSettings};
 
 pub use fit::answers_that_fit;
 pub use handler::{Handler, Lookup, MAX_UDP_PAYLOAD, lookup};
@@ -72,6 +72,8 @@ pub struct Listeners {
     tcp: Vec<TcpListener>,
     /// Fast-path threads (and `SO_REUSEPORT` sockets) per UDP address; 0: one per CPU.
     workers: usize,
+    /// The response-rate limit of negative UDP answers (`[dns] rrl_*`).
+    rrl: RrlSettings,
 }
 
 impl Listeners {
@@ -82,6 +84,12 @@ impl Listeners {
             .iter()
             .filter_map(|s| s.local_addr().ok())
             .collect()
+    }
+
+    /// Sets the response-rate limit of negative UDP answers (default:
+    /// [`RrlSettings::default`], as `[dns]` has it by default).
+    pub fn set_rrl(&mut self, rrl: RrlSettings) {
+        self.rrl = rrl;
     }
 }
 
@@ -94,6 +102,7 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Listeners> {
         udp: Vec::with_capacity(listen.len()),
         tcp: Vec::with_capacity(listen.len()),
         workers: 0,
+        rrl: RrlSettings::default(),
     };
     for &addr in listen {
         let named = |e: io::Error| io::Error::new(e.kind(), format!("binding DNS on {addr}: {e}"));
@@ -123,7 +132,9 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Listeners> {
 /// Serves DNS on `listeners` from `snapshot` until `cancel` fires, then shuts down gracefully.
 ///
 /// Each UDP socket feeds a [`FastServer`] (its threads start here); the datagrams it delegates
-/// are answered by [`Handler`] on a task per address, from that address. TCP runs on hickory.
+/// wait in a [`udp::FairQueue`] and are answered by [`Handler`] on a task per address, from that
+/// address. Negative UDP answers of both paths share one response-rate limit per server
+/// (see [`crate::fastpath::rrl`]). TCP runs on hickory.
 ///
 /// # Errors
 /// [`DnsError::FastPath`] when the fast path cannot start; [`DnsError::Server`] when a listener
@@ -137,25 +148,35 @@ pub async fn serve(
     // The fast path's buffers hold the largest answer it may write (`[dns] max_udp_payload`).
     let buf_size = usize::from(snapshot.load().fast().max_udp_payload);
     let source = Arc::new(snapshot);
+    let rrl = Rrl::new(&listeners.rrl).map(Arc::new);
     let mut fast = Vec::with_capacity(listeners.udp.len());
     let mut delegated = tokio::task::JoinSet::new();
     for socket in listeners.udp {
         let addr = socket.local_addr().map_err(DnsError::FastPath)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(udp::DELEGATE_QUEUE);
+        let queue = Arc::new(udp::FairQueue::new(listeners.rrl.per_address));
         let config = FastServerConfig {
             workers: listeners.workers,
             buf_size: buf_size.max(4096),
+            rrl: rrl.clone(),
             ..FastServerConfig::new(addr)
         };
         let server = FastServer::start_on(
             socket,
             &config,
             source.clone(),
-            Arc::new(udp::ToHandler(tx)),
+            Arc::new(udp::ToHandler(queue.clone())),
         )
         .map_err(DnsError::FastPath)?;
-        let reply = socket2::Socket::from(server.reply_socket().map_err(DnsError::FastPath)?);
-        delegated.spawn(udp::run_delegated(handler.clone(), reply, rx));
+        let reply = Arc::new(socket2::Socket::from(
+            server.reply_socket().map_err(DnsError::FastPath)?,
+        ));
+        let (handler, rrl) = (handler.clone(), rrl.clone());
+        delegated.spawn(async move {
+            udp::supervise("delegated UDP queries", move || {
+                udp::run_delegated(handler.clone(), reply.clone(), queue.clone(), rrl.clone())
+            })
+            .await;
+        });
         fast.push(server);
     }
     let mut server = Server::new(handler);
@@ -170,7 +191,7 @@ pub async fn serve(
     let res = server.block_until_done().await;
     link.abort();
     // Stop the fast-path threads (each notices within `fastpath::server::STOP_CHECK`); the
-    // delegated-query tasks end when their queues' senders, held by those threads, are gone.
+    // delegated-query tasks end when their queues, closed as those threads go, are empty.
     let _ =
         tokio::task::spawn_blocking(move || fast.into_iter().for_each(FastServer::shutdown)).await;
     delegated.shutdown().await;

@@ -29,17 +29,20 @@
 //! records that fit, sets TC and keeps the OPT, so the client retries over TCP.
 //!
 //! [`server`] runs the batched socket loop (`recvmmsg`/`sendmmsg`, one `SO_REUSEPORT` socket per
-//! core) and hands delegated packets to a callback.
+//! core) and hands delegated packets to a callback; [`rrl`] limits the rate of negative answers
+//! per source, on this path and on the delegated one.
 
 pub mod index;
+pub mod rrl;
 pub mod server;
 mod sys;
 
-pub use sys::release_free_memory;
+pub use sys::{raise_open_file_limit, release_free_memory};
 
 use std::net::IpAddr;
 
 pub use index::{FastZone, Hit, Index, IndexSettings};
+pub use rrl::{Rrl, RrlSettings};
 pub use server::{Delegate, FastServer, FastServerConfig, IndexSource};
 
 use index::Kind;

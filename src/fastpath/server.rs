@@ -5,20 +5,30 @@
 //! The threads block in the kernel while idle: no polling, no async runtime on the hot path.
 //! Each socket has a receive timeout so a thread notices [`FastServer::shutdown`] within
 //! [`STOP_CHECK`]; the kernel spreads clients over the sockets by their address.
+//!
+//! Negative answers (NXDOMAIN, REFUSED, FORMERR) pass through [`FastServerConfig::rrl`] when set
+//! (see [`super::rrl`]); positive ones cost one compare of the response code.
+//!
+//! A panic while answering (a bug) does not stop a socket: it is logged as an error and the
+//! thread's loop starts again on the same socket with fresh buffers (the batch in hand is lost).
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::rrl::{self, Rrl, Verdict};
 use super::sys::Batch;
 use super::{Index, Outcome, answer};
+
+/// Panics caught in fast-path threads since the process started (each restarted its loop).
+pub static PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// How often an idle thread checks whether it should stop.
 pub const STOP_CHECK: Duration = Duration::from_millis(250);
@@ -69,6 +79,8 @@ pub struct FastServerConfig {
     pub buf_size: usize,
     /// `SO_RCVBUF` to ask for (the kernel may cap it at `net.core.rmem_max`).
     pub recv_buffer: usize,
+    /// The response-rate limit of negative answers; `None`: none.
+    pub rrl: Option<Arc<Rrl>>,
 }
 
 impl FastServerConfig {
@@ -80,6 +92,7 @@ impl FastServerConfig {
             batch: 64,
             buf_size: 4096,
             recv_buffer: 4 << 20,
+            rrl: None,
         }
     }
 }
@@ -138,9 +151,15 @@ impl FastServer {
         let mut threads = Vec::with_capacity(workers);
         for (i, socket) in sockets.into_iter().enumerate() {
             let (source, delegate, stop) = (source.clone(), delegate.clone(), stop.clone());
+            let rrl = config.rrl.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("dns-fast-{i}"))
-                .spawn(move || run(&socket, &*source, &*delegate, &stop, batch, buf_size))?;
+                .spawn(move || {
+                    let rrl = rrl.as_deref();
+                    supervise(&stop, || {
+                        run(&socket, &*source, &*delegate, &stop, rrl, batch, buf_size);
+                    });
+                })?;
             threads.push(thread);
         }
         Ok(FastServer {
@@ -204,11 +223,34 @@ pub fn bind(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
+/// Runs `body` until `stop` is set, running it again whenever it panics (logged as an error and
+/// counted in [`PANICS`]), so a bug on one query never silently stops a socket.
+fn supervise(stop: &AtomicBool, mut body: impl FnMut()) {
+    while !stop.load(Ordering::Relaxed) {
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut body));
+        if let Err(panic) = res {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            tracing::error!(
+                panic = what,
+                "dns fast path: a thread panicked; its socket keeps being served"
+            );
+            // Not a tight loop should the panic repeat on every batch.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 fn run<S: IndexSource, D: Delegate>(
     socket: &UdpSocket,
     source: &S,
     delegate: &D,
     stop: &AtomicBool,
+    rrl: Option<&Rrl>,
     batch: usize,
     buf_size: usize,
 ) {
@@ -235,6 +277,8 @@ fn run<S: IndexSource, D: Delegate>(
                 continue;
             }
         };
+        // The rate limit's clock, read at most once per batch.
+        let mut now = None;
         source.with_index(|index| {
             for i in 0..n {
                 let (_, truncated, src) = batch.datagram(i);
@@ -248,9 +292,24 @@ fn run<S: IndexSource, D: Delegate>(
                 let outcome = match index {
                     Some(index) => {
                         let (query, out) = batch.datagram_and_reply_buf(i);
-                        let outcome = answer(index, src.ip(), query, out);
+                        let mut outcome = answer(index, src.ip(), query, out);
                         if let Outcome::Reply(len) = outcome {
-                            counts.reply(&out[..len]);
+                            // Positive answers stop at the first test.
+                            if rrl::is_negative(out[3])
+                                && let Some(rrl) = rrl
+                            {
+                                let now = *now.get_or_insert_with(|| rrl.now());
+                                match rrl.check(src.ip(), now) {
+                                    Verdict::Send => {}
+                                    Verdict::Slip => {
+                                        outcome = Outcome::Reply(rrl::truncate(&mut out[..len]))
+                                    }
+                                    Verdict::Drop => outcome = Outcome::Drop,
+                                }
+                            }
+                            if let Outcome::Reply(len) = outcome {
+                                counts.reply(&out[..len]);
+                            }
                         }
                         outcome
                     }
@@ -266,5 +325,57 @@ fn run<S: IndexSource, D: Delegate>(
         debug_assert!(batch.received() == n);
         batch.send(fd);
         counts.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// Panics on its first use, then delegates everything.
+    struct PanicsOnce(AtomicBool);
+
+    impl IndexSource for PanicsOnce {
+        fn with_index<R>(&self, f: impl FnOnce(Option<&Index>) -> R) -> R {
+            if !self.0.swap(true, Ordering::Relaxed) {
+                panic!("a bug while answering");
+            }
+            f(None)
+        }
+    }
+
+    #[test]
+    fn a_panic_does_not_stop_the_socket() {
+        let (tx, rx) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let delegate = move |packet: &[u8], _: SocketAddr| {
+            let _ = tx.lock().unwrap().send(packet.to_vec());
+        };
+        let config = FastServerConfig {
+            workers: 1,
+            ..FastServerConfig::new("127.0.0.1:0".parse().unwrap())
+        };
+        let before = PANICS.load(Ordering::Relaxed);
+        let server = FastServer::start(
+            &config,
+            Arc::new(PanicsOnce(AtomicBool::new(false))),
+            Arc::new(delegate),
+        )
+        .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The first datagram hits the panic; later ones must still arrive.
+        let mut got = None;
+        for _ in 0..50 {
+            client.send_to(b"query", server.local_addr()).unwrap();
+            if let Ok(packet) = rx.recv_timeout(Duration::from_millis(200)) {
+                got = Some(packet);
+                break;
+            }
+        }
+        assert_eq!(got.as_deref(), Some(&b"query"[..]));
+        assert!(PANICS.load(Ordering::Relaxed) > before);
+        server.shutdown();
     }
 }

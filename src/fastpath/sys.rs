@@ -8,7 +8,9 @@
 //! call, and every length passed is the length of the buffer pointed to. Address decoding reads
 //! the kernel-written `sockaddr_storage` through typed copies, checked against the family.
 //!
-//! One more call lives here for the same reason: [`release_free_memory`] (`malloc_trim(3)`).
+//! Three more calls live here for the same reason: [`release_free_memory`] (`malloc_trim(3)`),
+//! [`raise_open_file_limit`] (`getrlimit(2)`/`setrlimit(2)`) and [`coarse_seconds`]
+//! (`clock_gettime(2)`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -210,4 +212,45 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, so the API can hold its
+/// connection cap (`[api] max_connections`, plus the DNS's and the store's descriptors) where the
+/// soft limit is the common 1,024. Returns the soft limit now in force (`None`: unknown).
+pub fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given, which lives on our stack.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// Whole seconds of the system's coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`: read from
+/// the vDSO without touching the hardware counter, a few nanoseconds, with a resolution of a
+/// scheduler tick). The response-rate limit reads it per negative answer, so it must cost next
+/// to nothing; `std::time::Instant` reads the precise clock.
+pub(crate) fn coarse_seconds() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the struct it is given, on our stack.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0)
 }

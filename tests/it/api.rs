@@ -1617,6 +1617,101 @@ async fn issue11_silent_clients_cannot_lock_out_a_real_one() {
     served.stop().await;
 }
 
+/// issue 11 (acceptance): at the default limits, with 2,000 slow clients holding connections
+/// (half a request line each) and a flood of random bearer tokens from the same address, a
+/// valid create from that address still succeeds, in under a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn issue11_slow_clients_and_a_token_flood_at_the_defaults_cannot_block_a_valid_create() {
+    // 2,000 client sockets plus the server's side live in this one process.
+    sixpn::fastpath::raise_open_file_limit();
+    let api = TestApi::new().await;
+    let router = router_with_limits(&api, RateLimits::default());
+    let served = Served::start(router, ServerLimits::default()).await;
+    // The admin hands a node a fresh token, then the flood starts.
+    let mint = json!({ "name": "real" }).to_string();
+    let request = format!(
+        "POST /api/v1/orgs/personal/wireguard_tokens HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{mint}",
+        mint.len()
+    );
+    let (status, _, minted) = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap().to_owned();
+
+    let mut silent = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let mut stream = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+        let _ = stream.write_all(b"POST /api/v3/wire_g").await;
+        silent.push(stream);
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let (stop, attempts, addr) = (stop.clone(), attempts.clone(), served.addr);
+        flood.spawn(async move {
+            let body = flyctl_create("intruder", "", &pubkey(), "");
+            while !stop.is_cancelled() {
+                // Half shaped like real tokens (a database lookup each), half not.
+                let guess = if task % 2 == 0 {
+                    sixpn::store::TokenSecret::generate().expose().to_owned()
+                } else {
+                    format!("{:x}", rand_u64())
+                };
+                let request = format!(
+                    "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {guess}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if let Ok(Ok(mut stream)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(addr),
+                )
+                .await
+                {
+                    let _ = stream.write_all(request.as_bytes()).await;
+                    let mut sink = Vec::new();
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut sink))
+                            .await;
+                    attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    // Well past the failed-authentication burst of the address.
+    while attempts.load(std::sync::atomic::Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let body = flyctl_create("node-1", "", &pubkey(), "");
+    let request = format!(
+        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    stop.cancel();
+    while flood.join_next().await.is_some() {}
+    let (status, _, json) = answer.expect("an answer");
+    assert_eq!(status, 200, "{json}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    drop(silent);
+    served.stop().await;
+}
+
+fn rand_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).unwrap();
+    u64::from_le_bytes(bytes)
+}
+
 /// issue 13: a body with a UTF-8 byte-order mark is accepted, and so is a public key with
 /// surrounding whitespace (a pasted key often brings its newline).
 #[tokio::test]

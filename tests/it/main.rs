@@ -5,6 +5,7 @@ mod api_support;
 mod cli;
 mod crash;
 mod dns;
+mod dns_abuse;
 mod fastpath;
 mod flow;
 mod gateway;
