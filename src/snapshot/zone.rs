@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record};
+use hickory_server::proto::serialize::binary::{BinDecodable, BinEncodable};
 use hickory_server::proto::serialize::txt::Parser;
 
 use super::SnapshotError;
@@ -93,6 +94,24 @@ pub fn parse_zone(
             "TXT record {} has no strings: give it at least one, e.g. \"\"",
             empty.name
         )));
+    }
+    // Every record must read back from the wire as it was written: the zone-file parser accepts
+    // some RDATA that the wire decoder refuses (a CAA tag with dots, found by fuzzing), and a
+    // resolver would refuse the answer holding it.
+    for record in &records {
+        let survives = record
+            .to_bytes()
+            .ok()
+            .and_then(|bytes| Record::from_bytes(&bytes).ok())
+            .is_some_and(|back| back.data == record.data);
+        if !survives {
+            return Err(err(format!(
+                "the {} record of {} cannot be sent as it is written (its RDATA does not survive \
+                 the wire format): check its fields",
+                record.record_type(),
+                record.name
+            )));
+        }
     }
     let n_soa = records
         .iter()
@@ -231,6 +250,19 @@ mod tests {
         let other = parse_zone(text, None, "example.test").unwrap();
         let zones = with_internal(vec![other]).unwrap();
         assert_eq!(zones.len(), 2, "internal. is added");
+    }
+
+    #[test]
+    fn issue11_records_that_do_not_survive_the_wire_are_refused() {
+        // A CAA tag must be letters and digits (RFC 8659); the text parser takes this one, the
+        // wire decoder does not (found by fuzzing).
+        let text = "$ORIGIN internal.\n$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n\
+                    x IN CAA 10 mx.example._aaaa ns1\n";
+        let err = parse_zone(text, None, "internal").unwrap_err().to_string();
+        assert!(err.contains("CAA"), "{err}");
+        let good = "$ORIGIN internal.\n$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n\
+                    x IN CAA 0 issue \"ca.example.net\"\n";
+        parse_zone(good, None, "internal").unwrap();
     }
 
     #[test]
