@@ -231,7 +231,7 @@ impl Changes {
     }
 
     /// The newest generation announced so far.
-    fn announced(&self) -> Generation {
+    pub(super) fn announced(&self) -> Generation {
         *self.tx.borrow()
     }
 
@@ -240,7 +240,7 @@ impl Changes {
     /// went backwards (restore, failover): the change sets in memory belong to another history and
     /// go, the announced generation comes down to the stored one, and every receiver is woken so
     /// that feeds find out and reload.
-    fn observe_stored(&self, before: Generation, stored: Generation) {
+    pub(super) fn observe_stored(&self, before: Generation, stored: Generation) {
         if stored < before {
             tracing::warn!(%stored, announced = %before, "the stored generation went backwards");
             self.forget_recent();

@@ -658,8 +658,9 @@ impl Store {
 
     /// The change channel: its value is the newest generation known to be committed, by this
     /// process right after its commits, and by other replicas or processes once the store's
-    /// watcher reads the stored generation (on a NOTIFY on PostgreSQL, and every second). It only
-    /// comes down when the stored generation did (a restore). To follow the changes themselves,
+    /// watcher reads the stored generation (on a NOTIFY and every second on PostgreSQL, every 10 s
+    /// on SQLite) or [`Store::generation`] is called. It only comes down when the stored
+    /// generation did (a restore). To follow the changes themselves,
     /// use [`Store::feed`].
     pub fn changes(&self) -> watch::Receiver<Generation> {
         self.changes.subscribe()
@@ -711,16 +712,21 @@ impl Store {
             .map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 
-    /// The generation stored in the database.
+    /// The generation stored in the database. Like a tick of the store's watcher, the read is
+    /// also announced on the change channel, so feeds wake at once for writes another process or
+    /// replica committed (or notice a restore) instead of at the next poll.
     ///
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn generation(&self) -> Result<Generation, StoreError> {
+        let before = self.changes.announced();
         let g: i64 = read!(self, |pool| {
             sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                 .fetch_one(pool)
                 .await?
         });
-        Ok(Generation(g as u64))
+        let g = Generation(g as u64);
+        self.changes.observe_stored(before, g);
+        Ok(g)
     }
 }
