@@ -115,15 +115,9 @@ fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
                 ("listAudit" = (operation_id = "listAudit",
                     parameters(("org" = "$response.body#/slug")))),
             )),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 408, response = super::openapi::RequestTimeout),
         (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
+        super::openapi::JsonBody,
     ))]
 pub async fn create_org(
     _: AdminAuth,
@@ -150,9 +144,7 @@ pub async fn create_org(
     security(("adminToken" = [])),
     responses(
         (status = 200, description = "The orgs", body = Vec<OrgJson>),
-        (status = 401, response = super::openapi::Unauthorized),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn list_orgs(
     _: AdminAuth,
@@ -272,16 +264,10 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
                 ("deleteToken" = (operation_id = "deleteToken",
                     parameters(("org" = "$response.body#/org"), ("name" = "$response.body#/name")))),
             )),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, response = super::openapi::NotFound),
-        (status = 408, response = super::openapi::RequestTimeout),
         (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
+        super::openapi::JsonBody,
     ))]
 pub async fn mint_token(
     _: AdminAuth,
@@ -338,11 +324,9 @@ pub async fn mint_token(
     params(("org" = Label, Path, description = "The org's slug")),
     responses(
         (status = 200, description = "The tokens", body = Vec<TokenJson>),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn list_tokens(
     _: AdminAuth,
@@ -361,11 +345,9 @@ pub async fn list_tokens(
     params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The token's name")),
     responses(
         (status = 200, description = "Deleted", body = TokenDeletedJson),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn delete_token(
     _: AdminAuth,
@@ -395,11 +377,9 @@ pub async fn delete_token(
     params(("org" = Label, Path, description = "The org's slug")),
     responses(
         (status = 200, description = "The peers", body = Vec<PeerJson>),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn list_peers(
     _: AdminAuth,
@@ -424,11 +404,9 @@ pub async fn list_peers(
     params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The peer's name")),
     responses(
         (status = 200, description = "The peer", body = PeerWithStatus),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn show_peer(
     _: AdminAuth,
@@ -460,11 +438,9 @@ pub async fn show_peer(
     params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The peer's name")),
     responses(
         (status = 200, description = "Deleted", body = DeletedJson),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn delete_peer(
     _: AdminAuth,
@@ -541,11 +517,9 @@ fn audit_query(query: Option<&str>) -> Result<(u32, Option<i64>), ApiError> {
             description = "The `next` value of the previous page: only older entries")),
     responses(
         (status = 200, description = "A page of the audit log", body = AuditPageJson),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn audit(
     _: AdminAuth,

@@ -7,9 +7,11 @@
 //! the info block, tags, security schemes, the shared schemas, the error answers, and the
 //! configured regions.
 
+use std::collections::BTreeMap;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToResponse};
+
+use utoipa::{IntoResponses, Modify, OpenApi, ToResponse};
 
 use super::types;
 
@@ -133,6 +135,38 @@ error_responses! {
     Unprocessable => "A field is missing or invalid (the message names it)",
     TooManyRequests => "The token's cap on live peers is reached, or a rate limit (with Retry-After)",
     Unavailable => "Database unavailable, no region configured, or too many connections",
+}
+
+/// Declares the error answers that operations share, each listed by its type in an operation's
+/// `responses(...)`: every status refers to one of the reusable responses above.
+macro_rules! error_sets {
+    ($($(#[$doc:meta])* $name:ident => [$($status:literal $response:ident),* $(,)?],)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                [$(($status, <$response as ToResponse>::response().0)),*]
+                    .into_iter()
+                    .map(|(status, name)| (status.to_owned(), RefOr::Ref(Ref::from_response_name(name))))
+                    .collect()
+            }
+        }
+    )*};
+}
+
+error_sets! {
+    /// What every authenticated operation may answer: the credential is refused, a rate limit,
+    /// or the store is unavailable.
+    Guarded => ["401" Unauthorized, "429" TooManyRequests, "503" Unavailable],
+    /// What reading a JSON request body may answer.
+    JsonBody => [
+        "400" BadRequest,
+        "408" RequestTimeout,
+        "413" PayloadTooLarge,
+        "415" UnsupportedMediaType,
+        "422" Unprocessable,
+    ],
 }
 
 /// The document as served: `doc` (from the router) with the configured regions.

@@ -127,16 +127,10 @@ fn read_create(state: &ApiState, body: &JsonObject) -> Result<PeerCreate, ApiErr
                 ("deletePeer" = (operation_id = "deletePeer",
                     parameters(("name" = "$response.body#/name")))),
             )),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
-        (status = 408, response = super::openapi::RequestTimeout),
         (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
+        super::openapi::JsonBody,
     ))]
 pub async fn create(
     State(state): State<Shared>,
@@ -226,17 +220,11 @@ pub async fn create(
     request_body = PeerRekey,
     responses(
         (status = 200, description = "The re-keyed peer", body = PeerResponse),
-        (status = 400, response = super::openapi::BadRequest),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
-        (status = 408, response = super::openapi::RequestTimeout),
         (status = 409, response = super::openapi::Conflict),
-        (status = 413, response = super::openapi::PayloadTooLarge),
-        (status = 415, response = super::openapi::UnsupportedMediaType),
-        (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
+        super::openapi::JsonBody,
     ))]
 pub async fn rekey(
     State(state): State<Shared>,
@@ -307,13 +295,11 @@ pub async fn rekey(
     params(("name" = Label, Path, description = "The peer's name (a DNS label, case-insensitive)")),
     responses(
         (status = 200, description = "The peer", body = PeerResponse),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
         (status = 409, response = super::openapi::Conflict),
         (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn show(
     State(state): State<Shared>,
@@ -337,12 +323,10 @@ pub async fn show(
     params(("name" = Label, Path, description = "The peer's name (a DNS label, case-insensitive)")),
     responses(
         (status = 200, description = "Deleted", body = DeletedJson),
-        (status = 401, response = super::openapi::Unauthorized),
         (status = 403, response = super::openapi::Forbidden),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        (status = 429, response = super::openapi::TooManyRequests),
-        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Guarded,
     ))]
 pub async fn delete(
     State(state): State<Shared>,
