@@ -45,6 +45,8 @@ struct DnsCounters {
     rcodes: [AtomicU64; N_RCODES + 1],
     /// Answers sent with TC set.
     truncated: AtomicU64,
+    /// Negative answers the response-rate limit dropped (built, never sent).
+    rrl_dropped: AtomicU64,
 }
 
 impl DnsCounters {
@@ -52,6 +54,7 @@ impl DnsCounters {
         DnsCounters {
             rcodes: [const { AtomicU64::new(0) }; N_RCODES + 1],
             truncated: AtomicU64::new(0),
+            rrl_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -71,12 +74,18 @@ pub fn count_full_query(rcode: u16, truncated: bool) {
     }
 }
 
+/// Counts one answer of the full DNS path that the response-rate limit dropped.
+pub fn count_full_rrl_drop() {
+    FULL.rrl_dropped.fetch_add(1, Ordering::Relaxed);
+}
+
 /// A fast-path worker thread's own counts: plain integers, added into the shared counters by
 /// [`FastCounts::flush`] once per batch.
 #[derive(Debug, Default)]
 pub struct FastCounts {
     rcodes: [u64; N_RCODES + 1],
     truncated: u64,
+    rrl_dropped: u64,
     any: bool,
 }
 
@@ -89,6 +98,13 @@ impl FastCounts {
             self.truncated += u64::from(flags & 0x02 != 0);
             self.any = true;
         }
+    }
+
+    /// Counts a negative answer the response-rate limit dropped (only ever under a flood).
+    #[inline]
+    pub fn rrl_drop(&mut self) {
+        self.rrl_dropped += 1;
+        self.any = true;
     }
 
     /// Adds the counts into the shared counters and starts again from zero.
@@ -105,6 +121,11 @@ impl FastCounts {
         if self.truncated != 0 {
             FAST.truncated.fetch_add(self.truncated, Ordering::Relaxed);
             self.truncated = 0;
+        }
+        if self.rrl_dropped != 0 {
+            FAST.rrl_dropped
+                .fetch_add(self.rrl_dropped, Ordering::Relaxed);
+            self.rrl_dropped = 0;
         }
         self.any = false;
     }
@@ -132,9 +153,12 @@ fn rcode_name(slot: usize) -> &'static str {
 /// Answers of one path with one response code: `(path, rcode name, answers)`.
 type RcodeCount = (DnsPath, &'static str, u64);
 
+/// Per-path totals: `(path, answers sent truncated, answers the rate limit dropped)`.
+type PathCount = (DnsPath, u64, u64);
+
 /// The DNS counts so far: `(path, rcode name, answers)` for every code seen (and always the
-/// common ones), then the truncated answers per path.
-fn dns_counts() -> (Vec<RcodeCount>, [(DnsPath, u64); 2]) {
+/// common ones), then the truncated and rate-limited answers per path.
+fn dns_counts() -> (Vec<RcodeCount>, [PathCount; 2]) {
     let mut out = Vec::new();
     for (path, counters) in [(DnsPath::Fast, &FAST), (DnsPath::Full, &FULL)] {
         let mut other = 0;
@@ -151,11 +175,20 @@ fn dns_counts() -> (Vec<RcodeCount>, [(DnsPath, u64); 2]) {
             out.push((path, "OTHER", other));
         }
     }
-    let truncated = [
-        (DnsPath::Fast, FAST.truncated.load(Ordering::Relaxed)),
-        (DnsPath::Full, FULL.truncated.load(Ordering::Relaxed)),
-    ];
-    (out, truncated)
+    let per_path = |path, counters: &DnsCounters| {
+        (
+            path,
+            counters.truncated.load(Ordering::Relaxed),
+            counters.rrl_dropped.load(Ordering::Relaxed),
+        )
+    };
+    (
+        out,
+        [
+            per_path(DnsPath::Fast, &FAST),
+            per_path(DnsPath::Full, &FULL),
+        ],
+    )
 }
 
 impl DnsPath {
@@ -220,6 +253,10 @@ fn describe() {
         "DNS answers sent truncated (TC set), by path"
     );
     describe_counter!(
+        "sixpn_dns_rrl_dropped_total",
+        "Negative DNS answers (NXDOMAIN, REFUSED, FORMERR) the response-rate limit dropped, by path; those it let slip go out truncated and count in sixpn_dns_truncated_total"
+    );
+    describe_counter!(
         "sixpn_gateway_sync_errors_total",
         "Failed attempts to bring the WireGuard interface in step with the store"
     );
@@ -265,13 +302,14 @@ fn describe() {
 /// Renders everything in the Prometheus text format, copying the DNS counts in first.
 pub fn render() -> String {
     let handle = handle();
-    let (queries, truncated) = dns_counts();
+    let (queries, per_path) = dns_counts();
     for (path, rcode, n) in queries {
         metrics::counter!("sixpn_dns_queries_total", "path" => path.label(), "rcode" => rcode)
             .absolute(n);
     }
-    for (path, n) in truncated {
-        metrics::counter!("sixpn_dns_truncated_total", "path" => path.label()).absolute(n);
+    for (path, truncated, dropped) in per_path {
+        metrics::counter!("sixpn_dns_truncated_total", "path" => path.label()).absolute(truncated);
+        metrics::counter!("sixpn_dns_rrl_dropped_total", "path" => path.label()).absolute(dropped);
     }
     handle.run_upkeep();
     handle.render()
@@ -290,7 +328,10 @@ mod tests {
         counts.reply(&[0, 1]);
         let before_nx = FAST.rcodes[3].load(Ordering::Relaxed);
         let before_tc = FAST.truncated.load(Ordering::Relaxed);
+        let before_dropped = FAST.rrl_dropped.load(Ordering::Relaxed);
+        counts.rrl_drop();
         counts.flush();
+        assert!(FAST.rrl_dropped.load(Ordering::Relaxed) > before_dropped);
         assert!(FAST.rcodes[3].load(Ordering::Relaxed) > before_nx);
         assert!(FAST.truncated.load(Ordering::Relaxed) > before_tc);
         assert_eq!(counts.rcodes, [0; N_RCODES + 1]);

@@ -247,7 +247,10 @@ pub(super) async fn run_delegated(
                     let len = rrl::truncate(&mut answer);
                     answer.truncate(len);
                 }
-                Verdict::Drop => continue,
+                Verdict::Drop => {
+                    crate::metrics::count_full_rrl_drop();
+                    continue;
+                }
             }
         }
         if let Err(error) = reply.send_to_with_flags(&answer, &src.into(), libc::MSG_DONTWAIT) {

@@ -304,7 +304,10 @@ fn run<S: IndexSource, D: Delegate>(
                                     Verdict::Slip => {
                                         outcome = Outcome::Reply(rrl::truncate(&mut out[..len]))
                                     }
-                                    Verdict::Drop => outcome = Outcome::Drop,
+                                    Verdict::Drop => {
+                                        counts.rrl_drop();
+                                        outcome = Outcome::Drop;
+                                    }
                                 }
                             }
                             if let Outcome::Reply(len) = outcome {

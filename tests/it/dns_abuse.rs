@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::support::{Api, ServerProcess, dns_query};
+use crate::support::{Api, ServerProcess, dns_query, sample, scrape};
 
 /// The default `[dns] rrl_responses_per_second`.
 const RATE: u64 = 200;
@@ -177,6 +177,13 @@ async fn issue11_a_spoofed_flood_of_random_names_is_rate_limited_and_real_querie
         "most of the flood is dropped"
     );
     assert!(truncated >= 1, "every second limited answer slips (TC)");
+    // What the limit dropped is counted, so an operator can tell it is acting.
+    let metrics = scrape(&server.api).await;
+    let dropped = sample(&metrics, "sixpn_dns_rrl_dropped_total", &["path=\"fast\""])
+        .expect("the fast path's rate-limit drops are exported");
+    assert!(dropped >= 1.0, "dropped answers are counted: {dropped}");
+    let slipped = sample(&metrics, "sixpn_dns_truncated_total", &["path=\"fast\""]).unwrap();
+    assert!(slipped >= truncated as f64, "{slipped} < {truncated}");
 }
 
 /// issue 11: junk that the fast path passes to the full handler (ANY queries for random names),

@@ -2,43 +2,7 @@
 
 use hickory_proto::rr::RecordType;
 
-use crate::support::{Api, ServerProcess, dns_query};
-
-/// The value of the first sample of `name` whose labels contain every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// The sum of every sample of `name` whose labels contain every one of `labels`.
-fn total(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn scrape(base: &str) -> String {
-    let res = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("scrape");
-    assert_eq!(res.status(), 200);
-    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
-    res.text().await.unwrap()
-}
+use crate::support::{Api, ServerProcess, dns_query, sample, scrape, total};
 
 /// Runs `promtool check metrics` on `text` when promtool is installed (Debian package
 /// `prometheus`); says so and passes when it is not.

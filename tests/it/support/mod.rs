@@ -276,3 +276,40 @@ pub fn dns_query_from(source: &str, server: SocketAddr, name: &str, rtype: Recor
 pub fn dns_query(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
     dns_query_from("127.0.0.1", server, name, rtype)
 }
+
+/// The value of the first sample of `name` whose labels contain every one of `labels`.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The sum of every sample of `name` whose labels contain every one of `labels`.
+pub fn total(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `GET {base}/metrics`, checked to be Prometheus text.
+pub async fn scrape(base: &str) -> String {
+    let res = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape");
+    assert_eq!(res.status(), 200);
+    let content_type = res.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    res.text().await.unwrap()
+}
