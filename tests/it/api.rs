@@ -22,7 +22,19 @@ use crate::api_support::{
     router_with_limits, send, state_with,
 };
 
+use crate::support::wait::reached;
+use crate::support::{Serve, TestDb};
+
 const PEERS: &str = "/api/v3/wire_guard_peers";
+
+/// The exact bytes of a `Connection: close` create with `body`, authorized by `token`.
+fn raw_create(token: &str, body: &str) -> String {
+    format!(
+        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
 
 fn prefix_of(api_answer: &Value) -> Ipv6Net {
     api_answer["allowed_ips"].as_str().unwrap().parse().unwrap()
@@ -108,11 +120,9 @@ async fn flyctl_exact_bytes_create_then_rekey() {
 
 #[tokio::test]
 async fn flyctl_exact_bytes_on_postgres() {
-    let Some(base) = crate::store::postgres_base_url() else {
-        eprintln!("skipped: SIXPN_TEST_POSTGRES_URL is not set");
+    let Some(db) = TestDb::postgres_if_configured("flyctl bytes on PostgreSQL").await else {
         return;
     };
-    let db = crate::store::TestDb::postgres(&base).await;
     let api = TestApi::over(db.open().await, None);
     flyctl_create_and_update(&api).await;
 }
@@ -678,11 +688,9 @@ async fn two_hundred_concurrent_posts_get_distinct_addresses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_posts_on_postgres() {
-    let Some(base) = crate::store::postgres_base_url() else {
-        eprintln!("skipped: SIXPN_TEST_POSTGRES_URL is not set");
+    let Some(db) = TestDb::postgres_if_configured("concurrent posts on PostgreSQL").await else {
         return;
     };
-    let db = crate::store::TestDb::postgres(&base).await;
     concurrent_posts(&TestApi::over(db.open().await, None)).await;
 }
 
@@ -1497,11 +1505,7 @@ async fn issue11_a_slow_answer_is_not_cut_off_by_the_idle_timeout() {
     let served = Served::start(router, limits).await;
     let token = api.mint("personal", "patient", json!({})).await;
     let body = flyctl_create("node-1", "", &pubkey(), "");
-    let request = format!(
-        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let request = raw_create(&token, &body);
     let (status, _, json) = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(5))
         .await
         .expect("an answer");
@@ -1546,20 +1550,25 @@ async fn issue11_connections_are_capped() {
 
     // Two connections busy with requests: a third is refused at once with a JSON 503.
     let token = api.mint("personal", "busy", json!({})).await;
+    let mut committed = api.store.changes();
+    let before = *committed.borrow_and_update();
     let mut busy = Vec::new();
     for i in 0..2 {
         let body = flyctl_create(&format!("node-{i}"), "", &pubkey(), "");
-        let request = format!(
-            "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+        let request = raw_create(&token, &body);
         let addr = served.addr;
         busy.push(tokio::spawn(async move {
             raw_exchange(addr, request.as_bytes(), Duration::from_secs(10)).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both creates committed: each connection now waits for a publish that never comes.
+    reached(
+        &mut committed,
+        Generation(before.0 + 2),
+        Duration::from_secs(5),
+        "both busy creates commit",
+    )
+    .await;
     let started = std::time::Instant::now();
     let (status, head, json) = raw_exchange(served.addr, healthz, Duration::from_secs(3))
         .await
@@ -1598,11 +1607,7 @@ async fn issue11_silent_clients_cannot_lock_out_a_real_one() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let token = api.mint("personal", "real", json!({})).await;
     let body = flyctl_create("node-1", "", &pubkey(), "");
-    let request = format!(
-        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let request = raw_create(&token, &body);
     let started = std::time::Instant::now();
     let (status, _, json) = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(3))
         .await
@@ -1661,12 +1666,7 @@ async fn issue11_slow_clients_and_a_token_flood_at_the_defaults_cannot_block_a_v
                 } else {
                     format!("{:x}", rand_u64())
                 };
-                let request = format!(
-                    "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {guess}\r\n\
-                     Content-Type: application/json\r\nContent-Length: {}\r\n\
-                     Connection: close\r\n\r\n{body}",
-                    body.len()
-                );
+                let request = raw_create(&guess, &body);
                 if let Ok(Ok(mut stream)) = tokio::time::timeout(
                     Duration::from_secs(1),
                     tokio::net::TcpStream::connect(addr),
@@ -1689,11 +1689,7 @@ async fn issue11_slow_clients_and_a_token_flood_at_the_defaults_cannot_block_a_v
     }
 
     let body = flyctl_create("node-1", "", &pubkey(), "");
-    let request = format!(
-        "POST {PEERS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let request = raw_create(&token, &body);
     let started = std::time::Instant::now();
     let answer = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(5)).await;
     let took = started.elapsed();
@@ -2010,56 +2006,23 @@ async fn issue10_healthz_without_database_readyz_with_it() {
 /// flag` when given), stderr on a pipe, answers a few DNS queries and an API call, stops it and
 /// returns its stderr.
 fn serve_logs(format: &str, flag: Option<&str>) -> String {
-    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let api_port = crate::support::free_port();
-    let dns_port = crate::support::free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sixpn"))
-        .arg("serve")
+    let server = Serve::new(dir.path())
         .args(flag.map(|f| ["--log-format", f]).into_iter().flatten())
-        .env("SIXPN_DATA_DIR", dir.path())
-        .env("SIXPN_API_LISTEN", format!("127.0.0.1:{api_port}"))
-        .env("SIXPN_DNS_LISTEN", format!("127.0.0.1:{dns_port}"))
-        .env("SIXPN_ADMIN_TOKEN", "log-admin-token")
         .env("RUST_LOG", "info")
         .env("SIXPN_LOG_FORMAT", format)
         .env_remove("NO_COLOR")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(std::time::Instant::now() < deadline, "serve did not start");
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", api_port)) {
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let dns: std::net::SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+        .capture_stderr()
+        .spawn();
     for _ in 0..3 {
-        crate::support::dns_query(dns, "_peer.internal", hickory_proto::rr::RecordType::TXT);
+        crate::support::dns_query(
+            server.dns,
+            "_peer.internal",
+            hickory_proto::rr::RecordType::TXT,
+        );
     }
     // Stop it (SIGTERM: a clean shutdown flushes everything).
-    let _ = std::process::Command::new("kill")
-        .arg(child.id().to_string())
-        .status();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    child.wait().unwrap();
-    logs
+    server.stop()
 }
 
 /// issue 10: `SIXPN_LOG_FORMAT=json` writes one JSON object per line; no ANSI colour when stderr

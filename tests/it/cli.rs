@@ -8,25 +8,15 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::Value;
 use sixpn::wireguard::{PrivateKey, PublicKey, WgQuickConfig};
 
-use crate::support::{Api, ServerProcess, dns_query, free_port};
+use crate::support::{Api, ServerProcess, dns_query, eventually, free_port, sixpn_cli};
 
 /// Variables that would leak the developer's own setup into a test.
-const CLEARED: [&str; 8] = [
-    "SIXPN_API_URL",
-    "SIXPN_ADMIN_TOKEN",
-    "SIXPN_DATA_DIR",
-    "SIXPN_ORG",
-    "SIXPN_CONFIG",
-    "SIXPN_WIREGUARD_TOKEN",
-    "FLY_WIREGUARD_TOKEN",
-    "RUST_LOG",
-];
-
 /// One finished CLI run.
 struct Run {
     output: Output,
@@ -68,13 +58,7 @@ impl Run {
 
 /// Runs `sixpn args…` in `dir` with a clean environment plus `env`.
 fn sixpn(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sixpn"));
-    command.args(args).current_dir(dir);
-    for var in CLEARED {
-        command.env_remove(var);
-    }
-    command.envs(env.iter().copied());
-    let output = command.output().expect("run sixpn");
+    let output = sixpn_cli(dir, args, env);
     Run {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -1180,26 +1164,15 @@ fn deletes_ask_on_a_terminal() {
 /// the CA file, and refused without it with a line that says what to do.
 #[test]
 fn private_ca_is_trusted_with_cacert() {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "sixpn test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let server_key = rcgen::KeyPair::generate().unwrap();
-    let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca, &ca_key)
-        .unwrap();
+    let pki = crate::support::pki::Pki::new();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![server_cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            vec![pki.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(pki.key.serialize_der().into()),
         )
         .unwrap();
     let answer = serde_json::json!({
@@ -1209,9 +1182,7 @@ fn private_ca_is_trusted_with_cacert() {
     });
     let url = fake_server(200, &answer.to_string(), Some(Arc::new(config)));
     let work = tempfile::tempdir().unwrap();
-    let ca_file = work.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).unwrap();
-    let ca_path = ca_file.display().to_string();
+    let ca_path = pki.path("ca.pem").display().to_string();
     let env = [
         ("SIXPN_API_URL", url.as_str()),
         ("SIXPN_WIREGUARD_TOKEN", "sixpn_wg_x"),
@@ -1303,15 +1274,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Polls `condition` every 100 ms for up to 20 s.
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 /// `deploy/node/sixpn-node.sh NAME web ""` running against the test server with wireguard-go, wg
 /// and sixpn-wg-up stubbed (no root, no interface): wireguard-go makes its socket, `wg` prints
 /// `wg_show` as the latest handshake, sixpn-wg-up logs each config it applies.
@@ -1399,16 +1361,18 @@ fn node_script_re_registers_a_deleted_peer() {
     let name = "node-7-example-internal";
     let n_applied = || script.n_applied();
 
-    eventually("registered and applied", || {
+    eventually(Duration::from_secs(20), "registered and applied", || {
         s.peer("personal", name).is_some() && n_applied() == 1
     });
     let first = s.peer("personal", name).unwrap();
     assert_eq!(first["group"], "web");
 
     s.admin(&["peer", "delete", name]).ok();
-    eventually("registered again and applied", || {
-        s.peer("personal", name).is_some() && n_applied() == 2
-    });
+    eventually(
+        Duration::from_secs(20),
+        "registered again and applied",
+        || s.peer("personal", name).is_some() && n_applied() == 2,
+    );
     let second = s.peer("personal", name).unwrap();
     assert_ne!(second["pubkey"], first["pubkey"], "a fresh key");
     let config = script.config();
@@ -1419,7 +1383,9 @@ fn node_script_re_registers_a_deleted_peer() {
 
     // In step: the next rounds find nothing to do and apply nothing.
     let seen = n_in_step();
-    eventually("two rounds in step", || n_in_step() >= seen + 2);
+    eventually(Duration::from_secs(20), "two rounds in step", || {
+        n_in_step() >= seen + 2
+    });
     assert_eq!(n_applied(), 2);
 
     // SIGTERM: the node deletes its own peer and exits cleanly.
@@ -1441,11 +1407,13 @@ fn node_script_re_keys_a_stale_tunnel() {
     let token = s.mint(&["--name", "k8s", "--group", "web"]);
     // `wg` reports no handshake ever (0).
     let script = NodeScript::spawn(&s, &token, "node-8", "0", &[("SIXPN_STALE_AFTER", "2")]);
-    eventually("registered and applied", || {
+    eventually(Duration::from_secs(20), "registered and applied", || {
         s.peer("personal", "node-8").is_some() && script.n_applied() >= 1
     });
     let first = s.peer("personal", "node-8").unwrap();
-    eventually("re-keyed and applied", || script.n_applied() >= 2);
+    eventually(Duration::from_secs(20), "re-keyed and applied", || {
+        script.n_applied() >= 2
+    });
     assert!(
         script.log().contains("no handshake for"),
         "{}",

@@ -5,8 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::{TestDb, postgres_base_url};
-use crate::support::{Api, ServerProcess};
+use crate::support::{Api, ServerProcess, TestDb, eventually_async};
 
 async fn crash_during_writes(db_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
@@ -41,12 +40,17 @@ async fn crash_during_writes(db_url: Option<&str>) {
         });
     }
     // Let some writes land, then SIGKILL in the middle of the stream.
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if acked.lock().unwrap().len() >= 40 {
-            break;
-        }
-    }
+    eventually_async(
+        Duration::from_secs(30),
+        "40 writes acknowledged",
+        || async {
+            match acked.lock().unwrap().len() {
+                n if n >= 40 => Ok(()),
+                n => Err(format!("{n} so far")),
+            }
+        },
+    )
+    .await;
     server.child.kill().expect("SIGKILL");
     server.child.wait().unwrap();
     while writers.join_next().await.is_some() {}
@@ -75,10 +79,8 @@ async fn kill_9_loses_no_acknowledged_peer_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_peer_postgres() {
-    let Some(base) = postgres_base_url() else {
-        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; PostgreSQL crash test skipped");
+    let Some(db) = TestDb::postgres_if_configured("PostgreSQL crash test").await else {
         return;
     };
-    let db = TestDb::postgres(&base).await;
     crash_during_writes(Some(&db.url)).await;
 }

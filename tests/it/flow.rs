@@ -4,25 +4,9 @@
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::support::{Api, dns_query};
-
-async fn start() -> (sixpn::serve::Running, tempfile::TempDir) {
-    start_on(None).await
-}
-
-async fn start_on(database_url: Option<&str>) -> (sixpn::serve::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = sixpn::config::Config {
-        data_dir: dir.path().to_owned(),
-        database_url: database_url.map(str::to_owned),
-        admin_token: Some("flow-admin".into()),
-        ..Default::default()
-    };
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    let running = sixpn::serve::start(config).await.expect("server starts");
-    (running, dir)
-}
+use crate::support::{
+    Api, Serve, TestDb, dns_query_async, eventually_async, server_config, start_server,
+};
 
 fn aaaa(msg: &hickory_proto::op::Message) -> Vec<std::net::Ipv6Addr> {
     msg.answers
@@ -36,8 +20,8 @@ fn aaaa(msg: &hickory_proto::op::Message) -> Vec<std::net::Ipv6Addr> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_peer_resolves_before_the_api_call_returns() {
-    let (server, _dir) = start().await;
-    let api = Api::new(&format!("http://{}", server.api_addr), "flow-admin");
+    let (server, _dir) = start_server(None).await;
+    let api = Api::of(&server);
     let dns = server.dns_addrs[0];
     let token = api.mint("personal", "k8s", Some("web")).await;
     for i in 0..12 {
@@ -45,64 +29,44 @@ async fn a_new_peer_resolves_before_the_api_call_returns() {
         let (status, body) = api.register(&token, &name, "web").await;
         assert_eq!(status, 200, "{body}");
         // No sleep: the very next query must see it.
-        let answer = tokio::task::spawn_blocking({
-            let name = format!("{name}._peer.internal");
-            move || dns_query(dns, &name, RecordType::AAAA)
-        })
-        .await
-        .unwrap();
+        let answer =
+            dns_query_async(dns, &format!("{name}._peer.internal"), RecordType::AAAA).await;
         assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
         let us: std::net::Ipv6Addr = body["us"].as_str().unwrap().parse().unwrap();
         assert_eq!(aaaa(&answer), vec![us]);
     }
-    let group =
-        tokio::task::spawn_blocking(move || dns_query(dns, "web._g.internal", RecordType::AAAA))
-            .await
-            .unwrap();
+    let group = dns_query_async(dns, "web._g.internal", RecordType::AAAA).await;
     assert_eq!(aaaa(&group).len(), 12);
     server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_token_empties_its_names_at_once() {
-    let (server, _dir) = start().await;
-    let api = Api::new(&format!("http://{}", server.api_addr), "flow-admin");
+    let (server, _dir) = start_server(None).await;
+    let api = Api::of(&server);
     let dns = server.dns_addrs[0];
     let token = api.mint("personal", "gone", Some("web")).await;
     let (status, _) = api.register(&token, "node-1", "web").await;
     assert_eq!(status, 200);
-    let before = tokio::task::spawn_blocking(move || {
-        dns_query(dns, "node-1._peer.internal", RecordType::AAAA)
-    })
-    .await
-    .unwrap();
+    let before = dns_query_async(dns, "node-1._peer.internal", RecordType::AAAA).await;
     assert_eq!(aaaa(&before).len(), 1);
     let deleted = api.delete_token("personal", "gone").await;
     assert_eq!(deleted["deleted_peers"], 1);
-    let after = tokio::task::spawn_blocking(move || {
-        dns_query(dns, "node-1._peer.internal", RecordType::AAAA)
-    })
-    .await
-    .unwrap();
+    let after = dns_query_async(dns, "node-1._peer.internal", RecordType::AAAA).await;
     assert_eq!(after.metadata.response_code, ResponseCode::NXDomain);
-    let group =
-        tokio::task::spawn_blocking(move || dns_query(dns, "web._g.internal", RecordType::AAAA))
-            .await
-            .unwrap();
+    let group = dns_query_async(dns, "web._g.internal", RecordType::AAAA).await;
     assert!(aaaa(&group).is_empty());
     server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_postgres_answer_a_change() {
-    let Some(base) = crate::store::postgres_base_url() else {
-        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; replica freshness test skipped");
+    let Some(db) = TestDb::postgres_if_configured("replica freshness test").await else {
         return;
     };
-    let db = crate::store::TestDb::postgres(&base).await;
-    let (a, _dir_a) = start_on(Some(&db.url)).await;
-    let (b, _dir_b) = start_on(Some(&db.url)).await;
-    let api_a = Api::new(&format!("http://{}", a.api_addr), "flow-admin");
+    let (a, _dir_a) = start_server(Some(&db.url)).await;
+    let (b, _dir_b) = start_server(Some(&db.url)).await;
+    let api_a = Api::of(&a);
     let dns_b = b.dns_addrs[0];
     let token = api_a.mint("personal", "k8s", Some("web")).await;
     for i in 0..5 {
@@ -114,24 +78,20 @@ async fn replicas_on_postgres_answer_a_change() {
         // answers. SPEC's bound (every replica within 100 ms) is a speed target, measured by
         // benches/scale/replicas.py at 100k peers (README, Benchmarks); a test on a machine
         // busy with other tests only checks that B follows, well within 2 s.
+        // (Asked every 50 ms, not in a busy loop: thousands of NXDOMAIN answers a second from
+        // one address trip B's response-rate limit, which then drops them.)
         let qname = format!("{name}._peer.internal");
-        let seen = tokio::task::spawn_blocking(move || {
-            let start = std::time::Instant::now();
-            let deadline = start + std::time::Duration::from_secs(2);
-            loop {
-                let answer = dns_query(dns_b, &qname, RecordType::AAAA);
-                if aaaa(&answer) == vec![us] {
-                    eprintln!("replica B answered after {:?}", start.elapsed());
-                    return true;
-                }
-                if std::time::Instant::now() > deadline {
-                    return false;
-                }
+        let started = std::time::Instant::now();
+        let within = std::time::Duration::from_secs(2);
+        eventually_async(within, &format!("replica B answers {name}"), || async {
+            let answer = dns_query_async(dns_b, &qname, RecordType::AAAA).await;
+            match aaaa(&answer) == vec![us] {
+                true => Ok(()),
+                false => Err(format!("{:?}", answer.metadata.response_code)),
             }
         })
-        .await
-        .unwrap();
-        assert!(seen, "replica B did not answer {name} within 2 s");
+        .await;
+        eprintln!("replica B answered after {:?}", started.elapsed());
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
@@ -139,14 +99,8 @@ async fn replicas_on_postgres_answer_a_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue13_a_second_server_on_one_data_dir_is_refused_naming_the_first() {
-    let (first, dir) = start().await;
-    let mut config = sixpn::config::Config {
-        data_dir: dir.path().to_owned(),
-        admin_token: Some("flow-admin".into()),
-        ..Default::default()
-    };
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    let (first, dir) = start_server(None).await;
+    let config = server_config(dir.path(), None);
     let err = match sixpn::serve::start(config.clone()).await {
         Ok(_) => panic!("a second server on the same data directory must not start"),
         Err(e) => format!("{e:#}"),
@@ -160,15 +114,10 @@ async fn issue13_a_second_server_on_one_data_dir_is_refused_naming_the_first() {
     // The binary exits non-zero with the same line.
     let data_dir = dir.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sixpn"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
+        Serve::new(&data_dir)
+            .args(["--data-dir", &data_dir.display().to_string()])
             .args(["--api-listen", "127.0.0.1:0", "--dns-listen", "127.0.0.1:0"])
-            .env("SIXPN_ADMIN_TOKEN", "flow-admin")
-            .env_remove("SIXPN_DATABASE_URL")
             .output()
-            .unwrap()
     })
     .await
     .unwrap();
@@ -192,16 +141,10 @@ async fn issue13_a_second_server_on_one_data_dir_is_refused_naming_the_first() {
 async fn issue12_max_udp_payload_carries_a_group_of_300() {
     use hickory_proto::op::{Edns, Message, Query};
     let dir = tempfile::tempdir().unwrap();
-    let mut config = sixpn::config::Config {
-        data_dir: dir.path().to_owned(),
-        admin_token: Some("flow-admin".into()),
-        ..Default::default()
-    };
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    let mut config = server_config(dir.path(), None);
     config.dns.max_udp_payload = 16384;
     let server = sixpn::serve::start(config).await.expect("server starts");
-    let api = Api::new(&format!("http://{}", server.api_addr), "flow-admin");
+    let api = Api::of(&server);
     let dns = server.dns_addrs[0];
     for t in 0..3 {
         // Three tokens: each one's burst covers its hundred without waiting.

@@ -11,27 +11,12 @@ use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 
-use crate::store::{TestDb, postgres_base_url};
-use crate::support::{Api, dns_query};
-
-async fn replica(database_url: &str) -> (sixpn::serve::Running, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = sixpn::config::Config {
-        data_dir: dir.path().to_owned(),
-        database_url: Some(database_url.to_owned()),
-        admin_token: Some("replica-admin".into()),
-        ..Default::default()
-    };
-    config.api.listen = "127.0.0.1:0".parse().unwrap();
-    config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
-    let running = sixpn::serve::start(config).await.expect("replica starts");
-    (running, dir)
-}
+use crate::support::{Api, TestDb, dns_query, eventually_async, start_server};
 
 fn aaaa(dns: SocketAddr, name: &str) -> Option<Ipv6Addr> {
     let msg = dns_query(dns, name, RecordType::AAAA);
@@ -62,41 +47,36 @@ async fn kill_connections(admin_url: &str, db: &str) -> u64 {
 /// Registers `name`, retrying while the writer's connections come back; a 409 after a retry
 /// means the first attempt committed.
 async fn register_retrying(api: &Api, token: &str, name: &str) -> Ipv6Addr {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually_async(Duration::from_secs(20), name, || async {
         let (status, body) = api.register(token, name, "web").await;
         match status {
-            200 => return body["us"].as_str().unwrap().parse().unwrap(),
+            200 => Ok(body["us"].as_str().unwrap().parse().unwrap()),
             409 => {
                 let peers = api.peers("personal").await;
                 let peer = peers
                     .iter()
                     .find(|p| p["name"] == name)
                     .expect("a 409 on retry: the first attempt committed");
-                return peer["address"].as_str().unwrap().parse().unwrap();
+                Ok(peer["address"].as_str().unwrap().parse().unwrap())
             }
-            _ => {
-                assert!(Instant::now() < deadline, "{name}: {status} {body}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            _ => Err(format!("{status} {body}")),
         }
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue9_replicas_catch_up_after_their_connections_are_killed() {
-    let Some(base) = postgres_base_url() else {
-        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; replica test skipped");
+    let Some(db) = TestDb::postgres_if_configured("replica test").await else {
         return;
     };
-    let db = TestDb::postgres(&base).await;
-    let (a, _da) = replica(&db.url).await;
-    let (b, _db) = replica(&db.url).await;
-    let (c, _dc) = replica(&db.url).await;
-    let api_a = Api::new(&format!("http://{}", a.api_addr), "replica-admin");
-    let api_b = Api::new(&format!("http://{}", b.api_addr), "replica-admin");
+    let (a, _da) = start_server(Some(&db.url)).await;
+    let (b, _db) = start_server(Some(&db.url)).await;
+    let (c, _dc) = start_server(Some(&db.url)).await;
+    let api_a = Api::of(&a);
+    let api_b = Api::of(&b);
     let token = api_a.mint("personal", "k8s", Some("web")).await;
-    let db_name = db.url.rsplit('/').next().unwrap().to_owned();
+    let (admin_url, db_name) = db.postgres_server().unwrap();
 
     // Watch replicas B and C: a name once answered must keep answering.
     let written: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -131,7 +111,7 @@ async fn issue9_replicas_catch_up_after_their_connections_are_killed() {
     let mut addresses = Vec::new();
     for i in 0..60 {
         if i == 20 || i == 40 {
-            let killed = kill_connections(&base, &db_name).await;
+            let killed = kill_connections(admin_url, db_name).await;
             assert!(killed > 0, "killed the replicas' connections");
         }
         let name = format!("node-{i}");
@@ -143,26 +123,23 @@ async fn issue9_replicas_catch_up_after_their_connections_are_killed() {
 
     // Every replica catches up: all names answer within a few seconds of the last write.
     for dns in [a.dns_addrs[0], b.dns_addrs[0], c.dns_addrs[0]] {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for (name, us) in &addresses {
-            let qname = format!("{name}._peer.internal");
-            loop {
-                let got = tokio::task::spawn_blocking({
-                    let qname = qname.clone();
-                    move || aaaa(dns, &qname)
-                })
-                .await
-                .unwrap();
-                if got == Some(*us) {
-                    break;
+        let addresses = addresses.clone();
+        let missing = move || {
+            addresses
+                .iter()
+                .find(|(name, us)| aaaa(dns, &format!("{name}._peer.internal")) != Some(*us))
+                .map(|(name, _)| name.clone())
+        };
+        eventually_async(Duration::from_secs(5), &format!("{dns} catches up"), || {
+            let missing = missing.clone();
+            async move {
+                match tokio::task::spawn_blocking(missing).await.unwrap() {
+                    None => Ok(()),
+                    Some(name) => Err(format!("{name} missing")),
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "{dns} never caught up with {name}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }
+        })
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     for watcher in watchers {
@@ -176,15 +153,13 @@ async fn issue9_replicas_catch_up_after_their_connections_are_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue9_same_name_through_two_replicas_gives_one_200_and_one_409() {
-    let Some(base) = postgres_base_url() else {
-        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; replica test skipped");
+    let Some(db) = TestDb::postgres_if_configured("replica test").await else {
         return;
     };
-    let db = TestDb::postgres(&base).await;
-    let (a, _da) = replica(&db.url).await;
-    let (b, _db) = replica(&db.url).await;
-    let api_a = Api::new(&format!("http://{}", a.api_addr), "replica-admin");
-    let api_b = Api::new(&format!("http://{}", b.api_addr), "replica-admin");
+    let (a, _da) = start_server(Some(&db.url)).await;
+    let (b, _db) = start_server(Some(&db.url)).await;
+    let api_a = Api::of(&a);
+    let api_b = Api::of(&b);
     let token = api_a.mint("personal", "k8s", Some("web")).await;
     for i in 0..10 {
         let name = format!("race-{i}");

@@ -3,7 +3,6 @@
 //! creates a database of its own and drops it afterwards).
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,108 +10,10 @@ use sixpn::model::{Change, ChangeSet, Generation, Org, OrgSlug, Peer, PeerName};
 use sixpn::store::{AuthToken, Dump, Feed, NewPeer, NewToken, Store, StoreError, Update};
 use sixpn::wireguard::PrivateKey;
 
-/// A throwaway database: a SQLite file in a temporary folder, or a PostgreSQL database.
-pub struct TestDb {
-    /// The URL to open.
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
-}
-
-/// The PostgreSQL server URL for tests, if configured.
-pub fn postgres_base_url() -> Option<String> {
-    std::env::var("SIXPN_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
-impl TestDb {
-    /// A SQLite database in a new temporary folder.
-    pub fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("sixpn.db").display());
-        TestDb {
-            url,
-            _dir: Some(dir),
-            pg: None,
-        }
-    }
-
-    /// A fresh PostgreSQL database on the configured server.
-    pub async fn postgres(base: &str) -> TestDb {
-        use sqlx::Connection;
-        let mut rnd = [0u8; 6];
-        getrandom::fill(&mut rnd).expect("random");
-        let name = format!(
-            "sixpn_test_{}",
-            rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
-        let mut conn = sqlx::PgConnection::connect(base)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        conn.close().await.ok();
-        let url = match base.rfind('/') {
-            Some(i) if base[..i].contains("://") && i > base.find("://").unwrap() + 2 => {
-                format!("{}/{name}", &base[..i])
-            }
-            _ => format!("{}/{name}", base.trim_end_matches('/')),
-        };
-        TestDb {
-            url,
-            _dir: None,
-            pg: Some((base.to_owned(), name)),
-        }
-    }
-
-    /// Opens a store on this database.
-    pub async fn open(&self) -> Store {
-        Store::open(&self.url, "fdaa::/16".parse().unwrap())
-            .await
-            .expect("open store")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((base, name)) = self.pg.take() {
-            // Drop runs outside async; use a runtime of its own on a plain thread.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    use sqlx::Connection;
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&base).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
-                    }
-                })
-            })
-            .join();
-        }
-    }
-}
-
-/// Runs `test` against SQLite, then against PostgreSQL when configured.
-pub async fn each_backend<F, Fut>(test: F)
-where
-    F: Fn(TestDb) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    test(TestDb::sqlite()).await;
-    match postgres_base_url() {
-        Some(base) => test(TestDb::postgres(&base).await).await,
-        None => eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; PostgreSQL half skipped"),
-    }
-}
+use crate::support::TestDb;
+use crate::support::db::each_backend;
+use crate::support::eventually_async;
+use crate::support::wait::reached;
 
 fn new_peer(name: &str, group: &str) -> NewPeer {
     NewPeer {
@@ -513,11 +414,9 @@ async fn concurrent_registrations_get_distinct_addresses() {
 async fn changes_reach_other_replicas() {
     // Two stores on one database stand for two replicas. On SQLite a second process is not
     // notified (documented); on PostgreSQL NOTIFY (and the 1 s poll behind it) carries it.
-    let Some(base) = postgres_base_url() else {
-        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; replica test skipped");
+    let Some(db) = TestDb::postgres_if_configured("replica test").await else {
         return;
     };
-    let db = TestDb::postgres(&base).await;
     let a = db.open().await;
     let b = db.open().await;
     let mut seen = b.changes();
@@ -527,10 +426,13 @@ async fn changes_reach_other_replicas() {
         .await
         .unwrap();
     // SPEC: every replica reflects a change within 100 ms (NOTIFY, not the 1 s poll).
-    tokio::time::timeout(Duration::from_millis(100), seen.wait_for(|s| *s >= g))
-        .await
-        .expect("replica sees the change within 100 ms")
-        .unwrap();
+    reached(
+        &mut seen,
+        g,
+        Duration::from_millis(100),
+        "replica sees the change within 100 ms",
+    )
+    .await;
     let dump = b.load_all().await.unwrap();
     assert!(dump.generation >= g);
     assert_eq!(dump.peers.len(), 1);
@@ -960,11 +862,9 @@ async fn a_generation_going_backwards_gives_a_reload() {
 /// be published as the newest generation, after which no real write looked new: DNS froze.
 #[tokio::test]
 async fn issue_9_forged_notify_does_not_freeze_updates() {
-    let Some(base) = postgres_base_url() else {
-        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; forged NOTIFY test skipped");
+    let Some(db) = TestDb::postgres_if_configured("forged NOTIFY test").await else {
         return;
     };
-    let db = TestDb::postgres(&base).await;
     let a = db.open().await;
     let b = db.open().await;
     let mut feed = b.feed();
@@ -981,10 +881,7 @@ async fn issue_9_forged_notify_does_not_freeze_updates() {
         .unwrap();
     let sets = changes_until(&mut feed, g).await;
     assert_eq!(sets.last().unwrap().changes, [Change::PeerUpserted(peer)]);
-    tokio::time::timeout(FEED_WAIT, seen.wait_for(|s| *s >= g))
-        .await
-        .unwrap()
-        .unwrap();
+    reached(&mut seen, g, FEED_WAIT, "the other store sees the write").await;
     assert_eq!(*seen.borrow(), g);
     a.close().await;
     b.close().await;
@@ -1005,11 +902,9 @@ async fn listen_backends(url: &str) -> Vec<i32> {
 
 #[tokio::test]
 async fn a_terminated_listen_connection_recovers() {
-    let Some(base) = postgres_base_url() else {
-        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; pg_terminate_backend test skipped");
+    let Some(db) = TestDb::postgres_if_configured("pg_terminate_backend test").await else {
         return;
     };
-    let db = TestDb::postgres(&base).await;
     let a = db.open().await;
     let b = db.open().await;
     let mut feed = b.feed();
@@ -1022,18 +917,14 @@ async fn a_terminated_listen_connection_recovers() {
     )
     .await;
     // Both stores LISTEN again on new connections.
-    let deadline = tokio::time::Instant::now() + FEED_WAIT;
-    loop {
+    eventually_async(FEED_WAIT, "LISTEN re-established", || async {
         let now = listen_backends(&db.url).await;
-        if now.len() == 2 && now.iter().all(|pid| !before.contains(pid)) {
-            break;
+        match now.len() == 2 && now.iter().all(|pid| !before.contains(pid)) {
+            true => Ok(()),
+            false => Err(format!("{now:?}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "LISTEN not re-established: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let (tok, _) = token(&a, "personal", "k8s").await;
     let (peer, g) = a
         .register_peer(&tok, new_peer("node-1", "web"))
@@ -1047,11 +938,9 @@ async fn a_terminated_listen_connection_recovers() {
 
 #[tokio::test]
 async fn the_same_name_through_two_replicas_gives_one_conflict() {
-    let Some(base) = postgres_base_url() else {
-        eprintln!("note: SIXPN_TEST_POSTGRES_URL not set; two-replica conflict test skipped");
+    let Some(db) = TestDb::postgres_if_configured("two-replica conflict test").await else {
         return;
     };
-    let db = TestDb::postgres(&base).await;
     let a = db.open().await;
     let b = db.open().await;
     let (_, secret) = token(&a, "personal", "k8s").await;

@@ -1,11 +1,22 @@
 //! Shared test helpers: a real `sixpn serve` process or an in-process server, an admin/peer HTTP
-//! client, and DNS queries over real sockets.
+//! client, DNS queries over real sockets, throwaway databases (SQLite, a PostgreSQL database, a
+//! whole PostgreSQL cluster), a private CA, and waiting on state rather than the clock.
 
 #![allow(dead_code)]
 
+pub mod db;
+pub mod pki;
+pub mod postgres;
+mod server;
+pub mod wait;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+pub use db::TestDb;
+pub use server::{ADMIN_TOKEN, Serve, ServerProcess, server_config, start_server, start_server_on};
+pub use wait::{eventually, eventually_async};
 
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
@@ -22,120 +33,28 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A `sixpn serve` child process; killed (SIGKILL) on drop.
-pub struct ServerProcess {
-    /// The process.
-    pub child: Child,
-    /// `http://127.0.0.1:PORT`.
-    pub api: String,
-    /// The DNS address.
-    pub dns: SocketAddr,
-    /// The admin token.
-    pub admin_token: String,
-    /// The environment it was started with, to restart it the same way.
-    pub env: Vec<(String, String)>,
-}
+/// What a CLI run never inherits from the test's environment.
+const CLI_CLEARED: [&str; 9] = [
+    "SIXPN_API_URL",
+    "SIXPN_ADMIN_TOKEN",
+    "SIXPN_DATA_DIR",
+    "SIXPN_ORG",
+    "SIXPN_CONFIG",
+    "SIXPN_WIREGUARD_TOKEN",
+    "FLY_WIREGUARD_TOKEN",
+    "SIXPN_CA_CERT",
+    "RUST_LOG",
+];
 
-impl ServerProcess {
-    /// Starts the binary with `SIXPN_*` variables for `data_dir`, fresh ports and `extra` env,
-    /// and waits until its API answers.
-    pub fn spawn(data_dir: &std::path::Path, extra: &[(&str, &str)]) -> ServerProcess {
-        let api_port = free_port();
-        let dns_port = free_port();
-        let mut env: Vec<(String, String)> = vec![
-            ("SIXPN_DATA_DIR".into(), data_dir.display().to_string()),
-            ("SIXPN_API_LISTEN".into(), format!("127.0.0.1:{api_port}")),
-            ("SIXPN_DNS_LISTEN".into(), format!("127.0.0.1:{dns_port}")),
-            ("SIXPN_ADMIN_TOKEN".into(), "test-admin-token".into()),
-            ("RUST_LOG".into(), "warn".into()),
-        ];
-        for (k, v) in extra {
-            env.push(((*k).into(), (*v).into()));
-        }
-        Self::spawn_env(env)
+/// Runs `sixpn args…` (a CLI command, not a server) in `dir` with a clean environment plus `env`.
+pub fn sixpn_cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sixpn"));
+    command.args(args).current_dir(dir);
+    for var in CLI_CLEARED {
+        command.env_remove(var);
     }
-
-    /// Starts the binary again with the same environment (same data, same ports).
-    pub fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let again = Self::spawn_env(self.env.clone());
-        *self = again;
-    }
-
-    fn spawn_env(env: Vec<(String, String)>) -> ServerProcess {
-        let get = |k: &str| {
-            env.iter()
-                .rev()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.clone())
-                .expect("set above")
-        };
-        let api = format!("http://{}", get("SIXPN_API_LISTEN"));
-        let dns: SocketAddr = get("SIXPN_DNS_LISTEN").parse().expect("addr");
-        let admin_token = get("SIXPN_ADMIN_TOKEN");
-        let child = Command::new(env!("CARGO_BIN_EXE_sixpn"))
-            .arg("serve")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sixpn serve");
-        let mut server = ServerProcess {
-            child,
-            api,
-            dns,
-            admin_token,
-            env,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("{}/healthz", self.api);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sixpn serve exited early: {status}");
-            }
-            if let Ok(true) = http_probe::get_ok(&url) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("sixpn serve did not answer {url} within 30 s");
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Tiny blocking HTTP probe without a runtime (std only), for readiness checks.
-mod http_probe {
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
-    use std::time::Duration;
-
-    /// `true` when `url` (plain `http://host:port/path`) answers 200.
-    pub fn get_ok(url: &str) -> std::io::Result<bool> {
-        let rest = url.strip_prefix("http://").unwrap_or(url);
-        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let mut s = TcpStream::connect(host)?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(
-            s,
-            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf)?;
-        Ok(buf.starts_with("HTTP/1.1 200"))
-    }
+    command.envs(env.iter().copied());
+    command.output().expect("run sixpn")
 }
 
 /// A small JSON client for the admin and peer APIs.
@@ -149,6 +68,11 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client for an in-process server started with [`ADMIN_TOKEN`].
+    pub fn of(server: &sixpn::serve::Running) -> Api {
+        Api::new(&format!("http://{}", server.api_addr), ADMIN_TOKEN)
+    }
+
     /// A client for `base`.
     pub fn new(base: &str, admin_token: &str) -> Api {
         Api {
@@ -275,6 +199,14 @@ pub fn dns_query_from(source: &str, server: SocketAddr, name: &str, rtype: Recor
 /// Sends one UDP query from 127.0.0.1.
 pub fn dns_query(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
     dns_query_from("127.0.0.1", server, name, rtype)
+}
+
+/// [`dns_query`] from async code (on a blocking thread).
+pub async fn dns_query_async(server: SocketAddr, name: &str, rtype: RecordType) -> Message {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || dns_query(server, &name, rtype))
+        .await
+        .expect("DNS query thread")
 }
 
 /// The value of the first sample of `name` whose labels contain every one of `labels`.
