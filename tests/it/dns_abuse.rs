@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::support::{Api, ServerProcess, dns_query, sample, scrape};
+use crate::support::{Api, ServerProcess, dns_query, eventually_async, sample, scrape};
 
 /// The default `[dns] rrl_responses_per_second`.
 const RATE: u64 = 200;
@@ -34,19 +34,15 @@ async fn server_with_a_node() -> (tempfile::TempDir, ServerProcess, Ipv6Addr) {
         .parse()
         .unwrap();
     // Wait until the snapshot holding the peer is published.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually_async(Duration::from_secs(20), "node-1 resolves", || async {
         let answer = dns_query(server.dns, "node-1._peer.internal.", RecordType::AAAA);
-        if answer
-            .answers
-            .iter()
-            .any(|r| r.data == RData::AAAA(address.into()))
-        {
-            break;
+        let want = RData::AAAA(address.into());
+        match answer.answers.iter().any(|r| r.data == want) {
+            true => Ok(()),
+            false => Err(format!("{:?}", answer.answers)),
         }
-        assert!(Instant::now() < deadline, "node-1 never resolved");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     (dir, server, address)
 }
 

@@ -609,14 +609,12 @@ fn server_answers_in_batches_and_delegates_the_rest() {
     // and can answer through the reply socket.
     let q = query(61, "internal", 6, None);
     client.send_to(&q, addr).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    let (packet, from) = loop {
-        if let Some(x) = delegated.lock().unwrap().pop() {
-            break x;
-        }
-        assert!(std::time::Instant::now() < deadline, "not delegated");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let mut got = None;
+    crate::support::eventually(Duration::from_secs(3), "the packet is delegated", || {
+        got = delegated.lock().unwrap().pop();
+        got.is_some()
+    });
+    let (packet, from) = got.unwrap();
     assert_eq!(packet, q);
     assert_eq!(from, client.local_addr().unwrap());
     let reply = server.reply_socket().unwrap();

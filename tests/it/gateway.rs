@@ -15,6 +15,9 @@ use sixpn::gateway::uapi::{DeviceUpdate, PeerUpdate, UapiClient, UapiError};
 use sixpn::wireguard::{PrivateKey, PublicKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::support::wait::reached;
+use crate::support::{eventually, eventually_async};
+
 const IFACE: &str = "wgit0";
 
 /// A `wireguard-go` interface in its own network namespace; both are removed on drop.
@@ -73,14 +76,11 @@ impl WgNetns {
             .expect("spawn wireguard-go");
         let wg = WgNetns { netns, child, dir };
         let sock = wg.dir.path().join(format!("{IFACE}.sock"));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !sock.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "wireguard-go did not create {sock:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(
+            Duration::from_secs(10),
+            &format!("wireguard-go creates {sock:?}"),
+            || sock.exists(),
+        );
         Some(wg)
     }
 
@@ -488,13 +488,13 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
     // Re-key "b": applied in place; "a" untouched.
     let (b2, generation) = store.rekey_peer(&token, &b.name, key(4)).await.unwrap();
     let mut applied = handle.applied();
-    tokio::time::timeout(
+    reached(
+        &mut applied,
+        generation,
         Duration::from_secs(5),
-        applied.wait_for(|g| *g >= generation),
+        "gateway applies the re-key",
     )
-    .await
-    .expect("gateway applies the re-key")
-    .unwrap();
+    .await;
     let device = client.get().await.unwrap();
     assert_eq!(device.peers.len(), 2);
     let peer_b = device
@@ -515,13 +515,13 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
 
     // Delete "a": gone from the interface.
     let generation = store.delete_peer(&org_slug, &a.name).await.unwrap();
-    tokio::time::timeout(
+    reached(
+        &mut applied,
+        generation,
         Duration::from_secs(5),
-        applied.wait_for(|g| *g >= generation),
+        "gateway applies the delete",
     )
-    .await
-    .expect("gateway applies the delete")
-    .unwrap();
+    .await;
     let device = client.get().await.unwrap();
     let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
     assert_eq!(keys, vec![*b2.pubkey.as_bytes()]);
@@ -535,15 +535,19 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
         })
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + sixpn::gateway::PROBE_PERIOD * 3;
-    let keys = loop {
-        let device = client.get().await.unwrap();
-        let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
-        if keys.len() == 1 || std::time::Instant::now() > deadline {
-            break keys;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let keys = eventually_async(
+        sixpn::gateway::PROBE_PERIOD * 3,
+        "the next probe removes the stray peer",
+        || async {
+            let device = client.get().await.unwrap();
+            let keys: Vec<_> = device.peers.iter().map(|p| p.public_key).collect();
+            match keys.len() {
+                1 => Ok(keys),
+                n => Err(format!("{n} peers")),
+            }
+        },
+    )
+    .await;
     assert_eq!(keys, vec![*b2.pubkey.as_bytes()]);
 
     // A second start with the same key file keeps the key.
@@ -743,11 +747,18 @@ async fn handshake_inner() {
         .spawn()
         .expect("spawn the node's wireguard-go");
     let sock = uapi_dir.join(format!("{NODE_IFACE}.sock"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < deadline, "no {sock:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually_async(
+        Duration::from_secs(10),
+        &format!("wireguard-go creates {sock:?}"),
+        || async {
+            if sock.exists() {
+                Ok(())
+            } else {
+                Err("no socket yet".into())
+            }
+        },
+    )
+    .await;
     let node_client = UapiClient::new(Some(&uapi_dir), NODE_IFACE);
     node_client
         .set(&DeviceUpdate {
@@ -771,32 +782,28 @@ async fn handshake_inner() {
     assert!(ok);
 
     // A real handshake, as the gateway sees it...
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let handshake = loop {
-        if let Some(at) = handle
-            .peer_status(&live.pubkey)
-            .await
-            .and_then(|s| s.last_handshake)
-        {
-            break at;
-        }
-        assert!(Instant::now() < deadline, "no handshake with the gateway");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let handshake = eventually_async(
+        Duration::from_secs(15),
+        "a handshake with the gateway",
+        || async {
+            let status = handle.peer_status(&live.pubkey).await;
+            status
+                .and_then(|s| s.last_handshake)
+                .ok_or_else(|| "none yet".to_owned())
+        },
+    )
+    .await;
     // ...recorded in the store by the gateway within a period.
-    let deadline = Instant::now() + sixpn::gateway::HANDSHAKE_PERIOD + Duration::from_secs(5);
-    let recorded = loop {
-        let (at, ephemeral) = store.peer_liveness(&org, &live.name).await.unwrap();
-        assert!(ephemeral);
-        if let Some(at) = at {
-            break at;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway never recorded the handshake"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let recorded = eventually_async(
+        sixpn::gateway::HANDSHAKE_PERIOD + Duration::from_secs(5),
+        "the gateway records the handshake",
+        || async {
+            let (at, ephemeral) = store.peer_liveness(&org, &live.name).await.unwrap();
+            assert!(ephemeral);
+            at.ok_or_else(|| "not recorded yet".to_owned())
+        },
+    )
+    .await;
     assert!(recorded >= handshake, "{recorded} < {handshake}");
     assert_eq!(store.peer_liveness(&org, &idle.name).await.unwrap().0, None);
 
@@ -808,13 +815,13 @@ async fn handshake_inner() {
     let names: Vec<&str> = reaped.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["idle"]);
     let mut applied = handle.applied();
-    tokio::time::timeout(
+    reached(
+        &mut applied,
+        generation,
         Duration::from_secs(5),
-        applied.wait_for(|g| *g >= generation),
+        "gateway applies the reap",
     )
-    .await
-    .expect("gateway applies the reap")
-    .unwrap();
+    .await;
     let gateway_client = UapiClient::new(Some(&uapi_dir), IFACE);
     let keys: Vec<_> = gateway_client
         .get()

@@ -1,8 +1,10 @@
 //! Operations (issue 10): `/metrics`, the audit log and ephemeral peers, through a real server.
 
+use std::time::Duration;
+
 use hickory_proto::rr::RecordType;
 
-use crate::support::{Api, ServerProcess, dns_query, sample, scrape, total};
+use crate::support::{Api, ServerProcess, dns_query, eventually_async, sample, scrape, total};
 
 /// Runs `promtool check metrics` on `text` when promtool is installed (Debian package
 /// `prometheus`); says so and passes when it is not.
@@ -169,16 +171,9 @@ async fn issue10_audit_log_lists_every_change_with_actor_and_source() {
     assert_eq!(res.status(), 200);
     api.delete_token("personal", "ci").await;
 
-    let audit_url = format!("{}/api/v1/orgs/personal/audit", server.api);
-    let page: serde_json::Value = http
-        .get(&audit_url)
-        .bearer_auth(&server.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit_url = "/api/v1/orgs/personal/audit";
+    let (status, page) = admin_get(&server, audit_url).await;
+    assert_eq!(status, 200, "{page}");
     let got: Vec<(String, String, String)> = page["entries"]
         .as_array()
         .unwrap()
@@ -216,15 +211,8 @@ async fn issue10_audit_log_lists_every_change_with_actor_and_source() {
             Some(id) => format!("{audit_url}?limit=3&before={id}"),
             None => format!("{audit_url}?limit=3"),
         };
-        let page: serde_json::Value = http
-            .get(url)
-            .bearer_auth(&server.admin_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (status, page) = admin_get(&server, &url).await;
+        assert_eq!(status, 200, "{page}");
         let entries = page["entries"].as_array().unwrap();
         assert!(entries.len() <= 3);
         walked.extend(
@@ -410,18 +398,13 @@ async fn issue10_idle_ephemeral_peers_are_reaped_live_ones_stay() {
     }
 
     // Once its handshakes stop, live-1 goes too; steady-1 never does.
-    let start = std::time::Instant::now();
-    loop {
-        let (status, _) = admin_get(&server, "/api/v1/orgs/personal/peers/live-1").await;
-        if status == 404 {
-            break;
+    eventually_async(Duration::from_secs(20), "live-1 is reaped", || async {
+        match admin_get(&server, "/api/v1/orgs/personal/peers/live-1").await {
+            (404, _) => Ok(()),
+            (status, _) => Err(format!("HTTP {status}")),
         }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "live-1 was never reaped"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    })
+    .await;
     let (status, _) = admin_get(&server, "/api/v1/orgs/personal/peers/steady-1").await;
     assert_eq!(status, 200);
 
@@ -461,18 +444,15 @@ fn aaaa(server: &ServerProcess, name: &str) -> Vec<String> {
 async fn wait_for_group(server: &ServerProcess, name: &str, want: &[&String]) {
     let mut want: Vec<String> = want.iter().map(|s| (*s).clone()).collect();
     want.sort();
-    let start = std::time::Instant::now();
-    loop {
+    eventually_async(Duration::from_secs(15), name, || async {
         let got = aaaa(server, name);
         if got == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{got:?}, want {want:?}"))
         }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(15),
-            "{name}: {got:?}, want {want:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// issue 10: with health-aware groups on (`[groups] healthy_only`), a group lists only the
