@@ -216,30 +216,30 @@ pub async fn dns_query_async(server: SocketAddr, name: &str, rtype: RecordType) 
         .expect("DNS query thread")
 }
 
-/// The value of the first sample of `name` whose labels contain every one of `labels`.
-pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+/// The values of the samples of `name` whose labels contain every one of `labels`, in order.
+fn samples<'a>(
+    text: &'a str,
+    name: &'a str,
+    labels: &'a [&'a str],
+) -> impl Iterator<Item = f64> + 'a {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
+        .filter(move |l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+        .filter(move |l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+}
+
+/// The value of the first sample of `name` whose labels contain every one of `labels`.
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    samples(text, name, labels).next()
 }
 
 /// The sum of every sample of `name` whose labels contain every one of `labels`.
 pub fn total(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    samples(text, name, labels).sum()
 }
 
 /// `GET {base}/metrics`, checked to be Prometheus text.
