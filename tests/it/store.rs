@@ -473,6 +473,27 @@ async fn catch_up(store: &Store) {
     store.generation().await.expect("the store answers");
 }
 
+#[tokio::test]
+async fn reading_the_generation_announces_another_stores_writes() {
+    // A second store on the same SQLite file learns of the first one's writes from its watcher's
+    // poll (every 10 s) — or at once when anything reads the stored generation through it.
+    let db = TestDb::sqlite();
+    let a = db.open().await;
+    let b = db.open().await;
+    let mut seen = b.changes();
+    seen.mark_unchanged();
+    let (tok, _) = token(&a, "personal", "k8s").await;
+    let (_, g) = a
+        .register_peer(&tok, new_peer("node-1", "web"))
+        .await
+        .unwrap();
+    assert_eq!(b.generation().await.unwrap(), g);
+    assert!(seen.has_changed().unwrap(), "the read woke b's receivers");
+    assert_eq!(*seen.borrow_and_update(), g);
+    a.close().await;
+    b.close().await;
+}
+
 async fn next_update(feed: &mut Feed) -> Update {
     tokio::time::timeout(FEED_WAIT, feed.next())
         .await
