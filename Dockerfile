@@ -37,12 +37,13 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/sixpn --shell /usr/sbin/nologin sixpn \
  && install -d -o sixpn -g sixpn -m 0700 /var/lib/sixpn
 COPY --from=build /src/target/release/sixpn /usr/local/bin/sixpn
-# `sixpn serve` reads ./zones (static records such as gateway.internal) from its working
-# directory; keep it in the image, out of the data volume, so a new image brings new zones.
+# Static zones (records such as gateway.internal) are read only from SIXPN_ZONES_DIR; keep
+# them in the image, out of the data volume, so a new image brings new zones.
 COPY zones /usr/share/sixpn/zones
 WORKDIR /usr/share/sixpn
 USER 10001:10001
 ENV SIXPN_DATA_DIR=/var/lib/sixpn \
+    SIXPN_ZONES_DIR=/usr/share/sixpn/zones \
     SIXPN_API_LISTEN=0.0.0.0:4280 \
     SIXPN_DNS_LISTEN=0.0.0.0:5354
 VOLUME ["/var/lib/sixpn"]

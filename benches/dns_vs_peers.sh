@@ -63,7 +63,7 @@ mkdir -p "$state"
 printf '[dns]\nrrl_responses_per_second = 0\n' > "$out/no-rrl.toml"
 rrl_env="SIXPN_CONFIG=$out/no-rrl.toml"
 [ "${RRL:-0}" = 1 ] && rrl_env=""
-S="env $rrl_env SIXPN_DATA_DIR=$state SIXPN_ADMIN_TOKEN=bench SIXPN_API_LISTEN=127.0.0.1:5390 SIXPN_DNS_LISTEN=127.0.0.1:5310 RUST_LOG=warn $bin serve"
+S="env $rrl_env SIXPN_DATA_DIR=$state SIXPN_ADMIN_TOKEN=bench-admin-token-0123456789abcdef SIXPN_API_LISTEN=127.0.0.1:5390 SIXPN_DNS_LISTEN=127.0.0.1:5310 RUST_LOG=warn $bin serve"
 $S > "$out/seed-server.log" 2>&1 &
 seed_pid=$!
 trap 'kill "$seed_pid" 2>/dev/null || true' EXIT
@@ -72,7 +72,7 @@ for _ in $(seq 100); do
     [ "$code" != 000 ] && break
     sleep 0.2
 done
-python3 "$bench/seed_sixpn.py" --api http://127.0.0.1:5390 --admin-token bench \
+python3 "$bench/seed_sixpn.py" --api http://127.0.0.1:5390 --admin-token bench-admin-token-0123456789abcdef \
     --groups "$data/groups.tsv" --peers 10000
 kill "$seed_pid"
 wait "$seed_pid" 2>/dev/null || true

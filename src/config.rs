@@ -47,6 +47,14 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The longest admin token accepted in the configuration, and compared when presented: a longer
+/// presented one is refused unread.
+pub const MAX_ADMIN_TOKEN_LEN: usize = 512;
+
+/// The shortest admin token accepted in the configuration (issue 22): the break-glass credential
+/// of every org must not be guessable. A generated one is 76 characters.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
 /// The whole configuration of `sixpn serve`. `Debug` hides the admin token and the database
 /// URL's password.
 #[derive(Clone, Deserialize)]
@@ -291,8 +299,8 @@ pub struct DnsConfig {
     pub ttl: u32,
     /// Source CIDR → org views, beside each org's own /48.
     pub views: Vec<ViewConfig>,
-    /// Folder of static `*.zone` files merged into every view; default: `zones` when it exists,
-    /// else the built-in `internal.zone`.
+    /// Folder of static `*.zone` files merged into every view (`SIXPN_ZONES_DIR`); unset: the
+    /// built-in `internal.zone` alone. Nothing is read from the working directory.
     pub zones_dir: Option<PathBuf>,
     /// The largest UDP answer (EDNS payload) given, whatever a client advertises: 512 to 65,535.
     /// A group answer that does not fit is truncated (TC) and the client retries over TCP.
@@ -478,6 +486,9 @@ impl Config {
         if let Some(v) = non_empty("SIXPN_DATABASE_URL") {
             self.database_url = Some(v);
         }
+        if let Some(v) = non_empty("SIXPN_ZONES_DIR") {
+            self.dns.zones_dir = Some(PathBuf::from(v.trim()));
+        }
         if let Some(v) = non_empty("SIXPN_ADMIN_TOKEN") {
             // A token read from a file often brings its newline.
             self.admin_token = Some(v.trim().to_owned());
@@ -573,19 +584,7 @@ impl Config {
             )));
         }
         if let Some(token) = &self.admin_token {
-            if token.len() > crate::api::MAX_ADMIN_TOKEN_LEN {
-                return Err(ConfigError::Invalid(format!(
-                    "admin_token is longer than {} characters; use a shorter random token",
-                    crate::api::MAX_ADMIN_TOKEN_LEN
-                )));
-            }
-            if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(ConfigError::Invalid(
-                    "admin_token contains blank or control characters, which no Authorization \
-                     header can carry"
-                        .into(),
-                ));
-            }
+            check_admin_token(token, "admin_token (SIXPN_ADMIN_TOKEN)")?;
         }
         for (key, rate) in [
             ("api.token_rate", self.api.token_rate),
@@ -783,6 +782,33 @@ pub async fn resolve(
     })
 }
 
+/// Checks an admin token from the configuration or the `admin-token` file: long enough not to be
+/// guessed, short enough to be compared, and carried by an `Authorization` header.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `what` and how to make a good one.
+pub fn check_admin_token(token: &str, what: &str) -> Result<(), ConfigError> {
+    if token.len() < MIN_ADMIN_TOKEN_LEN {
+        return Err(ConfigError::Invalid(format!(
+            "{what} is {} characters long; an admin token needs at least {MIN_ADMIN_TOKEN_LEN} \
+             (make one with `openssl rand -hex 32`, or leave it unset and sixpn generates one \
+             into <data_dir>/admin-token)",
+            token.len()
+        )));
+    }
+    if token.len() > MAX_ADMIN_TOKEN_LEN {
+        return Err(ConfigError::Invalid(format!(
+            "{what} is longer than {MAX_ADMIN_TOKEN_LEN} characters; use a shorter random token"
+        )));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::Invalid(format!(
+            "{what} contains blank or control characters, which no Authorization header can carry"
+        )));
+    }
+    Ok(())
+}
+
 /// The admin credential: configured, or read from (or generated into) `data_dir/admin-token`.
 fn admin_token(config: &Config, data_dir: &Path) -> anyhow::Result<(String, Option<PathBuf>)> {
     if let Some(token) = &config.admin_token {
@@ -790,7 +816,11 @@ fn admin_token(config: &Config, data_dir: &Path) -> anyhow::Result<(String, Opti
     }
     let path = data_dir.join("admin-token");
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_owned(), Some(path))),
+        Ok(text) if !text.trim().is_empty() => {
+            let token = text.trim().to_owned();
+            check_admin_token(&token, &path.display().to_string())?;
+            return Ok((token, Some(path)));
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -1046,7 +1076,7 @@ listen_port = 51820
         let bad = Config::from_toml("[api]\nmax_connections = 0").unwrap();
         assert!(bad.validate().is_err());
         let mut bad = Config {
-            admin_token: Some("x".repeat(crate::api::MAX_ADMIN_TOKEN_LEN + 1)),
+            admin_token: Some("x".repeat(MAX_ADMIN_TOKEN_LEN + 1)),
             ..Config::default()
         };
         assert!(
@@ -1055,8 +1085,26 @@ listen_port = 51820
                 .to_string()
                 .contains("admin_token")
         );
-        bad.admin_token = Some("two words".into());
+        bad.admin_token = Some(format!("two words{}", "x".repeat(40)));
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn issue22_a_short_admin_token_is_refused() {
+        let short = Config {
+            admin_token: Some("abc".into()),
+            ..Config::default()
+        };
+        let err = short.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("SIXPN_ADMIN_TOKEN") && err.contains("at least 32"),
+            "{err}"
+        );
+        let just = Config {
+            admin_token: Some("x".repeat(MIN_ADMIN_TOKEN_LEN)),
+            ..Config::default()
+        };
+        just.validate().unwrap();
     }
 
     #[test]

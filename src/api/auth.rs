@@ -26,8 +26,7 @@ use crate::store::{AuthToken, StoreError};
 /// does not export its constant); the test `minted_tokens_are_token_shaped` keeps the two in step.
 const TOKEN_PREFIX: &str = "sixpn_wg_";
 
-/// The longest admin token compared; a longer presented one is refused unread.
-pub const MAX_ADMIN_TOKEN_LEN: usize = 512;
+pub use crate::config::MAX_ADMIN_TOKEN_LEN;
 
 /// Whether `secret` has the form of a WireGuard token: `sixpn_wg_` and 64 lowercase hex
 /// digits. Anything else cannot be one, and is refused without a database query.

@@ -91,16 +91,23 @@ impl Default for SnapshotSettings {
 }
 
 impl SnapshotSettings {
-    /// Settings from the `[dns]` section: zones from `zones_dir`, else from `./zones` when that
-    /// folder exists, else the built-in `internal.zone`.
+    /// Settings from the `[dns]` section: zones from `zones_dir` when it is set, else the
+    /// built-in `internal.zone`. Nothing is read from the working directory (issue 22: a stray
+    /// `./zones` must not change every org's answers); the folder and each file loaded are
+    /// logged.
     ///
     /// # Errors
     /// [`SnapshotError::ZonesDir`] or [`SnapshotError::Zone`].
     pub fn from_config(dns: &DnsConfig) -> Result<SnapshotSettings, SnapshotError> {
-        let default_dir = std::path::Path::new("zones");
         let zones = match &dns.zones_dir {
-            Some(dir) => zone::load_zones_dir(dir)?,
-            None if default_dir.is_dir() => zone::load_zones_dir(default_dir)?,
+            Some(dir) => {
+                let zones = zone::load_zones_dir(dir)?;
+                tracing::info!(dir = %dir.display(), zones = zones.len(), "static zones loaded");
+                for z in &zones {
+                    tracing::info!(file = %z.file, origin = %z.origin, records = z.records.len(), "static zone");
+                }
+                zones
+            }
             None => vec![zone::builtin_internal()],
         };
         Ok(SnapshotSettings {

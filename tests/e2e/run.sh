@@ -33,7 +33,7 @@ NS_X=$prefix-x1 # a node of another org, to show the orgs are isolated
 NS_D=$prefix-nd # a node run by deploy/node/sixpn-node.sh, as the DaemonSet and the Nomad job do
 GW_IP=10.99.0.1
 API=https://$GW_IP:4280
-ADMIN_TOKEN=e2e-admin-$RANDOM$RANDOM
+ADMIN_TOKEN=e2e-admin-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n")
 WG_UP=$root/deploy/node/sixpn-wg-up.sh
 # The system python (a version-manager shim may not exec through, which would hide its PID).
 PYTHON=$(command -v /usr/bin/python3 || command -v python3)

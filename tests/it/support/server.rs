@@ -10,7 +10,7 @@ use super::free_port;
 use super::wait::eventually;
 
 /// The admin token of every server the tests start.
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 
 /// The configuration of an in-process server on `data_dir`: API and DNS on `127.0.0.1:0`,
 /// [`ADMIN_TOKEN`], the database at `database_url` (default: SQLite in `data_dir`).
@@ -54,6 +54,7 @@ pub struct Serve {
     removed: Vec<String>,
     args: Vec<String>,
     capture_stderr: bool,
+    current_dir: Option<std::path::PathBuf>,
 }
 
 impl Serve {
@@ -72,6 +73,7 @@ impl Serve {
             removed: vec!["SIXPN_DATABASE_URL".into(), "SIXPN_CONFIG".into()],
             args: Vec::new(),
             capture_stderr: false,
+            current_dir: None,
         }
     }
 
@@ -99,6 +101,12 @@ impl Serve {
         self
     }
 
+    /// Runs it in `dir` (default: the test's working directory).
+    pub fn current_dir(mut self, dir: &Path) -> Serve {
+        self.current_dir = Some(dir.to_owned());
+        self
+    }
+
     /// Puts stderr on a pipe, returned by [`ServerProcess::stop`].
     pub fn capture_stderr(mut self) -> Serve {
         self.capture_stderr = true;
@@ -119,6 +127,9 @@ impl Serve {
         command.arg("serve").args(&self.args);
         for key in &self.removed {
             command.env_remove(key);
+        }
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
         }
         command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
