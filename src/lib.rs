@@ -35,6 +35,7 @@
 //! - [`metrics`]: Prometheus counters and histograms, rendered by `GET /metrics`.
 //! - [`reaper`]: removes idle ephemeral peers through ordinary store deletes.
 //! - [`cli`]: the `sixpn` command line.
+//! - [`logging`]: log filter and format, and a stderr sink that never takes the server down.
 //! - [`serve`]: wires store → publisher → API + DNS (+ gateway) under one cancellation token.
 //!
 //! # Invariants
@@ -55,6 +56,7 @@ pub mod config;
 pub mod dns;
 pub mod fastpath;
 pub mod gateway;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod reaper;

@@ -30,7 +30,7 @@ async fn main() -> ExitCode {
     };
     // clap allows only text|json.
     let format = cli.log_format.as_deref().and_then(|f| f.parse().ok());
-    if let Err(e) = sixpn::serve::init_logging(format) {
+    if let Err(e) = sixpn::logging::init_logging(format) {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }

@@ -203,6 +203,14 @@ impl DnsPath {
 /// The process-wide recorder, installed on first use. If another recorder was installed first
 /// (a test harness, an embedding program), this one still renders what is recorded through
 /// it, which is nothing from the macros: `/metrics` then shows only the scrape-time values.
+/// Log lines dropped because stderr could not take them (see [`crate::logging`]).
+static LOG_WRITE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a log line that could not be written.
+pub fn count_log_write_error() {
+    LOG_WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
+}
+
 fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -264,6 +272,10 @@ fn describe() {
         "sixpn_peers_reaped_total",
         "Ephemeral peers removed for being idle"
     );
+    describe_counter!(
+        "sixpn_log_write_errors_total",
+        "Log lines dropped because stderr could not take them (its reader gone)"
+    );
     describe_gauge!(
         "sixpn_snapshot_generation",
         "Store generation of the published DNS snapshot"
@@ -311,6 +323,8 @@ pub fn render() -> String {
         metrics::counter!("sixpn_dns_truncated_total", "path" => path.label()).absolute(truncated);
         metrics::counter!("sixpn_dns_rrl_dropped_total", "path" => path.label()).absolute(dropped);
     }
+    metrics::counter!("sixpn_log_write_errors_total")
+        .absolute(LOG_WRITE_ERRORS.load(Ordering::Relaxed));
     handle.run_upkeep();
     handle.render()
 }

@@ -368,91 +368,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sd_notify("STOPPING=1");
         cancel.cancel();
     });
-    running.wait().await
-}
-
-/// How log lines are written: `text` for people, `json` (one object per line) for log
-/// shippers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines; coloured only on a terminal without `NO_COLOR`.
-    #[default]
-    Text,
-    /// One JSON object per line, never coloured.
-    Json,
-}
-
-impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" | "" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format {other:?}: use text or json")),
-        }
-    }
-}
-
-/// The tracing filter: `RUST_LOG` (default `info`). hickory-server logs two INFO lines per DNS
-/// query, so unless `RUST_LOG` names hickory itself, hickory's crates are held to `warn` while
-/// the filter is at `info` or quieter: their per-query lines then show only at `debug` (issue 13).
-pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
-    use tracing_subscriber::EnvFilter;
-    use tracing_subscriber::filter::LevelFilter;
-    let text = rust_log.map(str::trim).filter(|t| !t.is_empty());
-    let mut filter = text
-        .and_then(|t| EnvFilter::try_new(t).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let names_hickory = text.is_some_and(|t| t.contains("hickory"));
-    let verbose = filter
-        .max_level_hint()
-        .is_some_and(|level| level >= LevelFilter::DEBUG);
-    if !names_hickory && !verbose {
-        for directive in crate::dns::LOG_FILTER.split(',') {
-            if let Ok(directive) = directive.parse() {
-                filter = filter.add_directive(directive);
-            }
-        }
-    }
-    filter
-}
-
-/// Whether log lines on stderr get ANSI colours: only on a terminal, and never when `NO_COLOR`
-/// is set to anything non-empty (<https://no-color.org>).
-pub fn log_colours(no_color: Option<&std::ffi::OsStr>, stderr_is_terminal: bool) -> bool {
-    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
-}
-
-/// Sets up logging on stderr for the binary: [`log_filter`] over `RUST_LOG`, the format from
-/// `format` or else `SIXPN_LOG_FORMAT` (`text` by default), colours per [`log_colours`].
-///
-/// # Errors
-/// An unknown format name in `SIXPN_LOG_FORMAT`.
-pub fn init_logging(format: Option<LogFormat>) -> anyhow::Result<()> {
-    use std::io::IsTerminal;
-    let format = match format {
-        Some(format) => format,
-        None => match std::env::var("SIXPN_LOG_FORMAT") {
-            Ok(text) => text
-                .parse()
-                .map_err(|e| anyhow::anyhow!("SIXPN_LOG_FORMAT: {e}"))?,
-            Err(_) => LogFormat::Text,
-        },
-    };
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().with_ansi(false).init(),
-        LogFormat::Text => builder
-            .with_ansi(log_colours(
-                std::env::var_os("NO_COLOR").as_deref(),
-                std::io::stderr().is_terminal(),
-            ))
-            .init(),
-    }
-    Ok(())
+    let store = running.store.clone();
+    let res = running.wait().await;
+    // Close the store at a clean stop: SQLite checkpoints its WAL, so `sixpn.db` alone then
+    // holds every row (a copy or a backup of that one file is whole; issue 23).
+    store.close().await;
+    res
 }
 
 async fn shutdown_signal() {
@@ -494,47 +415,6 @@ mod tests {
         notify_socket(std::ffi::OsStr::new(&format!("@{name}")), "READY=1").unwrap();
         let n = abstract_listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
-    }
-
-    #[test]
-    fn hickory_is_quiet_at_info() {
-        // issue 13: `RUST_LOG=info` (what the README suggests) logged two lines per DNS query.
-        for rust_log in [
-            None,
-            Some("info"),
-            Some(""),
-            Some("warn"),
-            Some("sixpn=info"),
-        ] {
-            let filter = log_filter(rust_log).to_string();
-            assert!(
-                filter.contains("hickory_server=warn"),
-                "{rust_log:?}: {filter}"
-            );
-        }
-        // Asking for debug, or naming hickory, is obeyed.
-        assert!(
-            !log_filter(Some("debug"))
-                .to_string()
-                .contains("hickory_server=warn")
-        );
-        assert!(
-            log_filter(Some("info,hickory_server=info"))
-                .to_string()
-                .contains("hickory_server=info")
-        );
-    }
-
-    #[test]
-    fn colours_only_on_a_terminal_without_no_color() {
-        use std::ffi::OsStr;
-        assert!(log_colours(None, true));
-        assert!(!log_colours(None, false));
-        assert!(!log_colours(Some(OsStr::new("1")), true));
-        assert!(log_colours(Some(OsStr::new("")), true));
-        assert_eq!("JSON".parse::<LogFormat>(), Ok(LogFormat::Json));
-        assert_eq!("text".parse::<LogFormat>(), Ok(LogFormat::Text));
-        assert!("xml".parse::<LogFormat>().is_err());
     }
 
     #[tokio::test]

@@ -651,8 +651,16 @@ impl Store {
         }
     }
 
-    /// Closes the pool; later calls fail.
+    /// Closes the pool; later calls fail. SQLite first moves its write-ahead log into the
+    /// database file and empties it, so the file alone holds every committed row.
     pub async fn close(&self) {
+        if let Backend::Sqlite(pool) = &self.backend
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await
+        {
+            tracing::warn!(error = %e, "checkpointing the SQLite write-ahead log at close");
+        }
         read!(self, |pool| { pool.close().await })
     }
 

@@ -11,6 +11,7 @@ mod fastpath;
 mod flow;
 mod gateway;
 mod incremental;
+mod lifecycle;
 mod ops;
 mod outage;
 mod replicas;

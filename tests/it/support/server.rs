@@ -140,6 +140,12 @@ impl Serve {
 
     /// Starts it and waits until its API answers `/healthz`.
     pub fn spawn(self) -> ServerProcess {
+        self.spawn_with(|_| {})
+    }
+
+    /// Starts it, lets `right_away` see the child before anything else happens (to close a
+    /// pipe, say), and waits until its API answers `/healthz`.
+    pub fn spawn_with(self, right_away: impl FnOnce(&mut Child)) -> ServerProcess {
         let child = self
             .command()
             .stderr(if self.capture_stderr {
@@ -149,6 +155,8 @@ impl Serve {
             })
             .spawn()
             .expect("spawn sixpn serve");
+        let mut child = child;
+        right_away(&mut child);
         let mut server = ServerProcess {
             child,
             api: format!("http://{}", self.get("SIXPN_API_LISTEN")),
