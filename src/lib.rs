@@ -23,7 +23,7 @@
 //! # Code map (reading order)
 //! - [`model`]: shared domain types (names, orgs, peers, tokens, generation, change sets).
 //! - [`wireguard`]: keys and wg-quick files.
-//! - [`config`]: TOML + env + flags.
+//! - [`config`]: TOML + env + flags, validated; plain data, defaults included.
 //! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed.
 //! - [`snapshot`]: the DNS model, patched per change, its answer table and the publisher; the
 //!   last-known-good state on disk.
@@ -49,6 +49,10 @@
 //!   zones) know hickory types, and only `cli/` knows clap and stdout.
 //! - No CPU-bound work (building or patching snapshots) runs on the async worker threads.
 //! - The server never sees a private key, and never stores or logs a token secret.
+//! - `config` is plain data at the bottom: it parses, merges and validates, and imports no
+//!   subsystem (only `model` and `wireguard` types). Settings and their defaults are defined
+//!   there and subsystems read them; the I/O of starting (data directory, admin credential,
+//!   keys, regions) is `serve::bootstrap`'s.
 
 pub mod api;
 pub mod cli;

@@ -14,6 +14,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, redact_url, scrub_password};
+
+pub mod bootstrap;
 use crate::store::Store;
 
 /// A running server.
@@ -82,7 +84,7 @@ const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(600
 /// A listener that cannot bind, a store that cannot open, a key file that cannot be read,
 /// another server already running on the data directory.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let data_dir = crate::config::prepare_data_dir(&config)?;
+    let data_dir = bootstrap::prepare_data_dir(&config)?;
     let lock = lock_data_dir(&data_dir)?;
     // The API's connection cap (with the DNS's and the store's descriptors) must fit the open-file
     // limit, whose soft value is often 1,024 (issue 11).
@@ -145,7 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let degraded = fallback.is_some();
 
-    let resolved = crate::config::resolve(&config, &data_dir, &store, degraded).await?;
+    let resolved = bootstrap::resolve(&config, &data_dir, &store, degraded).await?;
 
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -165,7 +167,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut listeners = crate::dns::bind(&config.dns.listen)
         .await
         .with_context(|| format!("binding DNS on {:?}", config.dns.listen))?;
-    listeners.set_rrl(config.rrl());
+    listeners.set_rrl(crate::fastpath::RrlSettings::from_config(
+        &config.dns,
+        config.ula_prefix,
+    ));
     let dns_addrs = listeners.local_addrs();
     {
         let snapshot = snapshot.clone();
@@ -212,7 +217,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else if gateway.is_some() {
         // Each org's resolver address, which the gateway puts on its interface (issue 12).
         let snapshot = snapshot.clone();
-        let rrl = config.rrl();
+        let rrl = crate::fastpath::RrlSettings::from_config(&config.dns, config.ula_prefix);
         let cancel = cancel.clone();
         tasks.spawn(async move {
             crate::dns::listeners::serve_org_resolvers(

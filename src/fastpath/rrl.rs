@@ -37,10 +37,10 @@ use ipnet::Ipv6Net;
 pub const TABLE_SLOTS: usize = 1 << 16;
 
 /// The most `responses_per_second` can be (the balance must fit its 24 bits with the window).
-pub const MAX_RATE: u32 = 100_000;
+pub const MAX_RATE: u32 = crate::config::MAX_RRL_RATE;
 
 /// The longest window, in seconds.
-pub const MAX_WINDOW: u32 = 60;
+pub const MAX_WINDOW: u32 = crate::config::MAX_RRL_WINDOW;
 
 /// The IPv4 prefix a source is counted by.
 pub const IPV4_PREFIX: u8 = 24;
@@ -75,17 +75,27 @@ impl Default for RrlSettings {
     }
 }
 
-/// The default of `[dns] rrl_responses_per_second`: far above what a node's resolver draws
-/// (a node is counted alone), far below a flood.
-pub const DEFAULT_RATE: u32 = 200;
+/// The default of `[dns] rrl_responses_per_second` ([`crate::config`] defines it).
+pub const DEFAULT_RATE: u32 = crate::config::DEFAULT_RRL_RATE;
 
-/// The default of `[dns] rrl_slip` (BIND's and Knot's default).
-pub const DEFAULT_SLIP: u32 = 2;
+/// The default of `[dns] rrl_slip`.
+pub const DEFAULT_SLIP: u32 = crate::config::DEFAULT_RRL_SLIP;
 
 /// The default of `[dns] rrl_window`, in seconds.
-pub const DEFAULT_WINDOW: u32 = 5;
+pub const DEFAULT_WINDOW: u32 = crate::config::DEFAULT_RRL_WINDOW;
 
 impl RrlSettings {
+    /// The limit `[dns] rrl_*` asks for, counting addresses inside `ula_prefix` (the orgs'
+    /// tunnel addresses) one by one.
+    pub fn from_config(dns: &crate::config::DnsConfig, ula_prefix: Ipv6Net) -> RrlSettings {
+        RrlSettings {
+            responses_per_second: dns.rrl_responses_per_second,
+            slip: dns.rrl_slip,
+            window: dns.rrl_window.as_secs().min(u64::from(u32::MAX)) as u32,
+            per_address: Some(ula_prefix),
+        }
+    }
+
     /// RRL turned off.
     pub fn off() -> RrlSettings {
         RrlSettings {
@@ -334,6 +344,15 @@ pub fn truncate(reply: &mut [u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_follow_the_dns_section() {
+        let config = crate::config::Config::default();
+        assert_eq!(
+            RrlSettings::from_config(&config.dns, config.ula_prefix),
+            RrlSettings::default()
+        );
+    }
 
     fn rrl(rate: u32, slip: u32, window: u32) -> Rrl {
         Rrl::new(&RrlSettings {

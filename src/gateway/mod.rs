@@ -51,7 +51,7 @@ use self::uapi::{Device, DeviceUpdate, PeerInfo, RawKey, UapiClient, UapiError};
 use self::wgtool::{WgTool, WgToolError};
 
 /// How often the gateway reconciles in full by default (`[gateway] resync_period`), to repair drift.
-pub const RESYNC_PERIOD: Duration = Duration::from_secs(30);
+pub const RESYNC_PERIOD: Duration = crate::config::DEFAULT_RESYNC_PERIOD;
 
 /// How often the gateway checks that the interface still has its key and port (a restarted
 /// `wireguard-go` comes back blank) and retries a failed reconcile.
@@ -68,22 +68,7 @@ pub const HANDSHAKE_PERIOD: Duration = Duration::from_secs(10);
 /// peer's time again only when it moved by more than `resolution` seconds. The default
 /// ([`HANDSHAKE_PERIOD`], [`crate::store::HANDSHAKE_RESOLUTION`]) suits ephemeral peers;
 /// health-aware groups need finer times (`[groups] health_window`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Liveness {
-    /// How often the interface is read.
-    pub period: Duration,
-    /// Seconds a recorded time must move by before it is written again.
-    pub resolution: i64,
-}
-
-impl Default for Liveness {
-    fn default() -> Self {
-        Liveness {
-            period: HANDSHAKE_PERIOD,
-            resolution: crate::store::HANDSHAKE_RESOLUTION,
-        }
-    }
-}
+pub use crate::config::Liveness;
 
 /// What can stop the gateway from starting or reconciling.
 #[derive(Debug, thiserror::Error)]
@@ -721,6 +706,13 @@ async fn connect(config: &GatewayConfig) -> Result<Link, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_liveness_is_the_gateways_and_the_stores() {
+        let default = Liveness::default();
+        assert_eq!(default.period, HANDSHAKE_PERIOD);
+        assert_eq!(default.resolution, crate::store::HANDSHAKE_RESOLUTION);
+    }
 
     #[test]
     fn key_file_is_generated_0600_then_reused() {

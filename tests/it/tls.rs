@@ -187,7 +187,8 @@ async fn issue13_replicas_on_one_postgres_hand_out_the_same_gateway_key() {
         assert_eq!(region.code.as_str(), "local");
         keys.push(region.public_key.to_string());
         // Each replica generated its own key file; only the first one's key is handed out.
-        let own = sixpn::config::load_or_generate_key(&dir.path().join("gateway.key")).unwrap();
+        let own =
+            sixpn::serve::bootstrap::load_or_generate_key(&dir.path().join("gateway.key")).unwrap();
         if i == 1 {
             assert_ne!(own.public_key().to_string(), keys[0], "distinct candidates");
         }
