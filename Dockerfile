@@ -42,8 +42,13 @@ COPY --from=build /src/target/release/sixpn /usr/local/bin/sixpn
 COPY zones /usr/share/sixpn/zones
 WORKDIR /usr/share/sixpn
 USER 10001:10001
+# DNS answers a query only in the view of an org. A query published with `-p 5354:5354/udp`
+# arrives from Docker's bridge (172.16.0.0/12 by default), which no view maps unless told:
+# SIXPN_DNS_VIEWS maps it to `personal` here (override it for your networks and orgs); a source
+# in no view gets REFUSED with EDE 18 and is counted in sixpn_dns_refused_total{reason="no_view"}.
 ENV SIXPN_DATA_DIR=/var/lib/sixpn \
     SIXPN_ZONES_DIR=/usr/share/sixpn/zones \
+    SIXPN_DNS_VIEWS=127.0.0.0/8=personal,172.16.0.0/12=personal \
     SIXPN_API_LISTEN=0.0.0.0:4280 \
     SIXPN_DNS_LISTEN=0.0.0.0:5354
 VOLUME ["/var/lib/sixpn"]

@@ -390,6 +390,34 @@ pub struct ViewConfig {
     pub org: OrgSlug,
 }
 
+/// Views written as `SIXPN_DNS_VIEWS` has them: `CIDR=org`, comma-separated
+/// (`172.16.0.0/12=personal,10.0.0.0/8=acme`). They replace the configured views, as
+/// `[[dns.views]]` replace the default one.
+///
+/// # Errors
+/// What is wrong with the first entry that does not parse.
+pub fn parse_views(text: &str) -> Result<Vec<ViewConfig>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let (source, org) = entry.split_once('=').ok_or_else(|| {
+                format!("{entry:?} is not CIDR=org (e.g. 172.16.0.0/12=personal)")
+            })?;
+            let source = source.trim();
+            let source: IpNet = source
+                .parse()
+                .or_else(|_| source.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{source:?} is not a network such as 10.0.0.0/8"))?;
+            let org = org
+                .trim()
+                .parse()
+                .map_err(|e| format!("{:?} is not an org name: {e}", org.trim()))?;
+            Ok(ViewConfig { source, org })
+        })
+        .collect()
+}
+
 /// One `[[regions]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -521,6 +549,12 @@ impl Config {
         }
         if let Some(v) = non_empty("SIXPN_DATABASE_URL") {
             self.database_url = Some(v);
+        }
+        if let Some(v) = non_empty("SIXPN_DNS_VIEWS") {
+            self.dns.views = parse_views(&v).map_err(|message| ConfigError::Env {
+                var: "SIXPN_DNS_VIEWS",
+                message,
+            })?;
         }
         if let Some(v) = non_empty("SIXPN_ZONES_DIR") {
             self.dns.zones_dir = Some(PathBuf::from(v.trim()));
@@ -851,6 +885,35 @@ listen_port = 51820
             ..Config::default()
         };
         just.validate().unwrap();
+    }
+
+    #[test]
+    fn issue23_views_from_the_environment() {
+        let mut c = Config::default();
+        c.apply_env(|k| {
+            (k == "SIXPN_DNS_VIEWS").then(|| " 172.16.0.0/12=personal, 10.0.0.1=acme ".into())
+        })
+        .unwrap();
+        let views: Vec<_> = c
+            .dns
+            .views
+            .iter()
+            .map(|v| (v.source.to_string(), v.org.to_string()))
+            .collect();
+        assert_eq!(
+            views,
+            [
+                ("172.16.0.0/12".to_owned(), "personal".to_owned()),
+                ("10.0.0.1/32".to_owned(), "acme".to_owned())
+            ]
+        );
+        for bad in ["10.0.0.0/8", "nope=acme", "10.0.0.0/8=Not An Org"] {
+            let err = Config::default()
+                .apply_env(|k| (k == "SIXPN_DNS_VIEWS").then(|| bad.into()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("SIXPN_DNS_VIEWS"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -211,6 +211,14 @@ pub fn count_log_write_error() {
     LOG_WRITE_ERRORS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// DNS queries refused because their source is in no view.
+static REFUSED_NO_VIEW: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a DNS query refused because its source is in no view.
+pub fn count_refused_no_view() {
+    REFUSED_NO_VIEW.fetch_add(1, Ordering::Relaxed);
+}
+
 fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -273,6 +281,10 @@ fn describe() {
         "Ephemeral peers removed for being idle"
     );
     describe_counter!(
+        "sixpn_dns_refused_total",
+        "DNS queries refused by policy, by reason (no_view: the source is in no view)"
+    );
+    describe_counter!(
         "sixpn_log_write_errors_total",
         "Log lines dropped because stderr could not take them (its reader gone)"
     );
@@ -323,6 +335,8 @@ pub fn render() -> String {
         metrics::counter!("sixpn_dns_truncated_total", "path" => path.label()).absolute(truncated);
         metrics::counter!("sixpn_dns_rrl_dropped_total", "path" => path.label()).absolute(dropped);
     }
+    metrics::counter!("sixpn_dns_refused_total", "reason" => "no_view")
+        .absolute(REFUSED_NO_VIEW.load(Ordering::Relaxed));
     metrics::counter!("sixpn_log_write_errors_total")
         .absolute(LOG_WRITE_ERRORS.load(Ordering::Relaxed));
     handle.run_upkeep();

@@ -3,15 +3,19 @@
 //!
 //! It decides everything hickory's framework leaves to the handler: opcode (NOTIMP), EDNS version
 //! (BADVERS), question count (FORMERR), class (REFUSED unless IN), the view (REFUSED for a source
-//! in none), the zone (REFUSED outside it), then answer / CNAME / NODATA / NXDOMAIN, each
+//! in none, with EDE 18 "Prohibited" saying why, counted and logged; issue 23), the zone (REFUSED outside it), then answer / CNAME / NODATA / NXDOMAIN, each
 //! negative answer with the zone's SOA in the authority section. Truncation is decided here too
 //! (see [`super::fit`]) so a truncated UDP answer keeps its OPT record.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Header, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::rdata::opt::EdnsOption;
 use hickory_server::proto::rr::rdata::{AAAA, TXT};
 use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -31,6 +35,61 @@ pub struct Handler {
     snapshot: SnapshotHandle,
     /// The largest UDP answer, as the snapshot's answer table (the fast path) has it.
     max_udp_payload: u16,
+    /// When each source last had a refusal for want of a view logged.
+    refusals: Arc<RefusalLog>,
+}
+
+/// The EDNS option code of an Extended DNS Error (RFC 8914).
+const EDE_OPTION: u16 = 15;
+
+/// EDE info-code 18, "Prohibited": the server refuses this client by policy.
+const EDE_PROHIBITED: u16 = 18;
+
+/// The text of the EDE sent to a source in no view: what to configure.
+const NO_VIEW_TEXT: &str = "source address in no view: see [dns] views / SIXPN_DNS_VIEWS";
+
+/// Logs a query refused for want of a view at most once a minute per source, in bounded memory:
+/// a source spoofed anew with each packet costs one map slot until the map is full, then
+/// nothing (the counter still counts).
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// How often one source's refusals are logged.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Sources remembered at most; past it, entries older than [`REFUSAL_LOG_EVERY`] are dropped.
+const REFUSAL_LOG_SOURCES: usize = 4096;
+
+impl RefusalLog {
+    /// Whether a refusal of `src` at `now` should be logged.
+    fn should_log(&self, src: IpAddr, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last
+            .get(&src)
+            .is_some_and(|at| now.duration_since(*at) < REFUSAL_LOG_EVERY)
+        {
+            return false;
+        }
+        if last.len() >= REFUSAL_LOG_SOURCES && !last.contains_key(&src) {
+            last.retain(|_, at| now.duration_since(*at) < REFUSAL_LOG_EVERY);
+            if last.len() >= REFUSAL_LOG_SOURCES {
+                return false;
+            }
+        }
+        last.insert(src, now);
+        true
+    }
+}
+
+/// `edns` with an Extended DNS Error `code` and `text` added (RFC 8914 §2).
+fn with_ede(mut edns: Edns, code: u16, text: &str) -> Edns {
+    let mut data = code.to_be_bytes().to_vec();
+    data.extend_from_slice(text.as_bytes());
+    edns.options_mut()
+        .insert(EdnsOption::Unknown(EDE_OPTION, data));
+    edns
 }
 
 impl Handler {
@@ -41,6 +100,7 @@ impl Handler {
         Handler {
             snapshot,
             max_udp_payload,
+            refusals: Arc::default(),
         }
     }
 }
@@ -97,6 +157,21 @@ impl RequestHandler for Handler {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.authoritative = true;
         match lookup(&snapshot, request.src().ip(), query.name(), query_type) {
+            Lookup::NoView => {
+                let src = request.src().ip();
+                crate::metrics::count_refused_no_view();
+                if self.refusals.should_log(src, Instant::now()) {
+                    tracing::warn!(
+                        %src,
+                        "DNS query refused: its source is in no view (map it to an org with \
+                         [[dns.views]] or SIXPN_DNS_VIEWS; logged once a minute per source)"
+                    );
+                }
+                let edns = edns.map(|e| with_ede(e, EDE_PROHIBITED, NO_VIEW_TEXT));
+                let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+                let response = builder.error_msg(&request.metadata, ResponseCode::Refused);
+                send(handle, response, request).await
+            }
             Lookup::Refused => {
                 let response = builder.error_msg(&request.metadata, ResponseCode::Refused);
                 send(handle, response, request).await
@@ -148,7 +223,9 @@ impl RequestHandler for Handler {
 /// What the snapshot says about one question.
 #[derive(Debug)]
 pub enum Lookup<'s> {
-    /// The source is in no view, or the name is outside every served zone.
+    /// The source is in no view.
+    NoView,
+    /// The name is outside every served zone.
     Refused,
     /// The name does not exist in the view; `soa` goes in the authority section.
     NxDomain {
@@ -271,8 +348,11 @@ pub fn lookup<'s>(
     qname: &Name,
     query_type: RecordType,
 ) -> Lookup<'s> {
+    let Some(view) = snapshot.view_for(src) else {
+        return Lookup::NoView;
+    };
     let mut key_buf = [0u8; MAX_WIRE_NAME];
-    let (Some(key), Some(view)) = (wire_lower(qname, &mut key_buf), snapshot.view_for(src)) else {
+    let Some(key) = wire_lower(qname, &mut key_buf) else {
         return Lookup::Refused;
     };
     let Some((_, zone)) = snapshot.zone_for(key) else {
