@@ -39,7 +39,8 @@ Join a node:             SIXPN_WIREGUARD_TOKEN=... sixpn token start node-1 web
 Re-key the node:         SIXPN_WIREGUARD_TOKEN=... sixpn token update node-1 --force
 
 Admin commands find the server at $SIXPN_API_URL (default http://127.0.0.1:4280) and authenticate
-with $SIXPN_ADMIN_TOKEN, or with the admin-token file the server wrote into its data directory
+with an API key ($SIXPN_API_KEY or --api-key; `sixpn apikey create`), else with $SIXPN_ADMIN_TOKEN,
+or with the admin-token file the server wrote into its data directory
 ($SIXPN_DATA_DIR or --data-dir, default ./sixpn-data). Over https they trust the system's roots
 plus the CA in --cacert FILE ($SIXPN_CA_CERT).";
 
