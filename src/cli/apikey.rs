@@ -70,6 +70,17 @@ pub async fn run(command: ApiKeyCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Whether `key` has an API key's form (`sixpn_ak_` and 64 lowercase hex digits), so it prints
+/// as one plain shell word.
+fn is_key_shaped(key: &str) -> bool {
+    key.strip_prefix("sixpn_ak_").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// `sixpn apikey create`: prints the key once, as `SIXPN_API_KEY=…`.
 async fn create(args: ApiKeyCreateArgs) -> anyhow::Result<()> {
     let ApiKeyCreateArgs {
@@ -92,7 +103,7 @@ async fn create(args: ApiKeyCreateArgs) -> anyhow::Result<()> {
         .await?;
     let key = created.key.as_str();
     // Printed as a shell assignment: it must be one plain word of the key's form.
-    if !crate::store::is_api_key_shaped(key) {
+    if !is_key_shaped(key) {
         bail!(
             "the server at {} created API key {name} but answered something that is not one; revoke it with `sixpn apikey revoke {name}` and report this",
             client.base_url()
@@ -110,4 +121,16 @@ async fn create(args: ApiKeyCreateArgs) -> anyhow::Result<()> {
         text(created.info.expires_at.as_deref(), "never"),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cli_and_the_store_agree_on_the_key_form() {
+        for _ in 0..5 {
+            let key = crate::store::ApiKeySecret::generate();
+            assert!(super::is_key_shaped(key.expose()));
+        }
+        assert!(!super::is_key_shaped("sixpn_ak_x y"));
+    }
 }

@@ -256,6 +256,41 @@ async fn issue16_scope_matrix_from_the_openapi_document() {
             create_key(&http, &base, ADMIN_TOKEN, name, scope, role, None).await,
         ));
     }
+    // Names are unique among live keys; fields are checked.
+    for (body, want) in [
+        (
+            json!({ "name": "owner-a", "org": B, "role": "viewer" }),
+            409,
+        ),
+        (json!({ "name": "x", "org": A, "role": "admin" }), 422),
+        (
+            json!({ "name": "not a label", "org": A, "role": "viewer" }),
+            422,
+        ),
+        (
+            json!({ "name": "x", "org": "no such", "role": "viewer" }),
+            422,
+        ),
+        (
+            json!({ "name": "x", "org": MISSING, "role": "viewer" }),
+            404,
+        ),
+        (
+            json!({ "name": "x", "org": A, "role": "viewer", "expires_in": "soon" }),
+            422,
+        ),
+    ] {
+        let (status, text) = call(
+            &http,
+            &base,
+            "post",
+            "/api/v1/api_keys",
+            ADMIN_TOKEN,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, want, "{body}: {text}");
+    }
     let expired = create_key(&http, &base, ADMIN_TOKEN, "expired", A, "owner", Some(1)).await;
     let revoked = create_key(&http, &base, ADMIN_TOKEN, "revoked", A, "owner", None).await;
     let (status, text) = call(
