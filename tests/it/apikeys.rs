@@ -625,3 +625,38 @@ async fn issue16_cli_apikey_round_trip() {
         json!([])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_wrong_api_keys_hit_the_failed_auth_limit_but_a_known_key_gets_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server_config(dir.path(), None);
+    config.api.failed_auth_rate = 0.01;
+    config.api.failed_auth_burst = 5;
+    let server = sixpn::serve::start(config).await.unwrap();
+    let base = format!("http://{}", server.api_addr);
+    let http = reqwest::Client::new();
+    let key = create_key(
+        &http,
+        &base,
+        ADMIN_TOKEN,
+        "good",
+        "personal",
+        "viewer",
+        None,
+    )
+    .await;
+    let (status, _) = call(&http, &base, "get", "/api/v1/orgs", &key, None).await;
+    assert_eq!(status, 200);
+    let wrong = format!("sixpn_ak_{}", "0".repeat(64));
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (status, text) = call(&http, &base, "get", "/api/v1/orgs", &wrong, None).await;
+        assert!(!text.contains(&wrong), "{text}");
+        statuses.push(status);
+    }
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+    // The key seen valid gets through its address's limit; a wrong one stays refused.
+    let (status, text) = call(&http, &base, "get", "/api/v1/orgs", &key, None).await;
+    assert_eq!(status, 200, "{text}");
+}
