@@ -3,9 +3,11 @@
 # (/api/openapi.json) must describe what the server really does.
 #
 # Builds and starts a debug `sixpn serve` on loopback with a temporary data directory and a known
-# admin token, mints a WireGuard token through the admin API, then runs schemathesis (v4, from
-# PyPI, in a venv) with every check and every phase, the stateful one included: once as the admin
-# and once with the WireGuard token. Exits non-zero when either run reports a failure.
+# admin token, mints a WireGuard token and creates two API keys (issue 16: a viewer of every org
+# and an operator of `personal`) through the admin API, then runs schemathesis (v4, from PyPI, in
+# a venv) with every check and every phase, the stateful one included: as the admin, with the
+# WireGuard token, with the viewer key and with the operator key. Exits non-zero when any run
+# reports a failure.
 #
 # Environment:
 #   SCHEMATHESIS_MAX_EXAMPLES  test cases per operation and phase (default 25; each run stays
@@ -15,6 +17,8 @@
 #   SCHEMATHESIS_VERSION       pip requirement (default "schemathesis>=4,<5")
 #   SCHEMATHESIS_SEED          a seed, to replay a run
 #   SCHEMATHESIS_REPORT_DIR    where the JUnit reports go (default target/schemathesis-report)
+#   SCHEMATHESIS_RUNS          which runs, space-separated (default "admin wireguard viewer
+#                              operator")
 #   SCHEMATHESIS_RATE_LIMITS   `on` keeps the API's rate limits (default off: schemathesis sends
 #                              hundreds of requests without or with wrong credentials from one
 #                              address, after which the failed-authentication limit answers 429 to
@@ -94,6 +98,17 @@ wg_token=$(curl --silent --show-error --fail \
     "$base/api/v1/orgs/personal/wireguard_tokens" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
 
+# API keys for the role runs (issue 16), created the way an owner would.
+api_key() {
+    curl --silent --show-error --fail \
+        -H "Authorization: Bearer $admin_token" -H 'Content-Type: application/json' \
+        --data "{\"name\":\"$1\",\"org\":\"$2\",\"role\":\"$3\"}" \
+        "$base/api/v1/api_keys" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])'
+}
+viewer_key=$(api_key schemathesis-viewer '*' viewer)
+operator_key=$(api_key schemathesis-operator personal operator)
+
 run() {
     local who=$1 token=$2
     local args=(
@@ -117,8 +132,18 @@ run() {
 
 mkdir -p "$report_dir"
 status=0
-run admin "$admin_token" || status=1
-run wireguard "$wg_token" || status=1
+for who in ${SCHEMATHESIS_RUNS:-admin wireguard viewer operator}; do
+    case $who in
+    admin) run admin "$admin_token" || status=1 ;;
+    wireguard) run wireguard "$wg_token" || status=1 ;;
+    viewer) run viewer "$viewer_key" || status=1 ;;
+    operator) run operator "$operator_key" || status=1 ;;
+    *)
+        echo "schemathesis.sh: unknown run $who (admin, wireguard, viewer, operator)" >&2
+        status=1
+        ;;
+    esac
+done
 
 if ! kill -0 "$server_pid" 2>/dev/null; then
     echo "schemathesis.sh: the server died during the runs:" >&2

@@ -203,6 +203,9 @@ pub struct ApiConfig {
     pub failed_auth_rate: f64,
     /// Failed authentications a source address may make at once before `failed_auth_rate` applies.
     pub failed_auth_burst: u32,
+    /// Whether the configured admin token (the bootstrap token: a break-glass `owner` of every
+    /// org) is accepted; `false` refuses it (401) once API keys exist (issue 16).
+    pub bootstrap_token: bool,
     /// PEM certificate chain for HTTPS; with `tls_key`, the API serves HTTPS only.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
@@ -227,6 +230,7 @@ impl Default for ApiConfig {
             token_burst: 4000,
             failed_auth_rate: 1.0,
             failed_auth_burst: 20,
+            bootstrap_token: true,
             tls_cert: None,
             tls_key: None,
         }

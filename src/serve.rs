@@ -234,7 +234,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let state = crate::api::ApiState {
         store: store.clone(),
         regions: Arc::new(resolved.regions.clone()),
-        admin_token: crate::api::AdminToken::new(resolved.admin_token.clone()),
+        admin_token: crate::api::AdminToken::new(resolved.admin_token.clone())
+            .enabled(config.api.bootstrap_token),
         published: snapshot.published(),
         gateway,
         body_limit: config.api.body_limit,

@@ -1,4 +1,7 @@
-//! The admin API under `/api/v1`: orgs, WireGuard tokens and peers, behind the admin token.
+//! The admin API under `/api/v1`: orgs, WireGuard tokens and peers, behind an API key or the
+//! bootstrap admin token. Each handler checks the caller's role and scope first
+//! ([`AdminAuth::org`], [`AdminAuth::global`]); the roles each operation needs are declared in
+//! its OpenAPI operation (`x-sixpn-roles`, `x-sixpn-scope`, see `openapi.rs`).
 //!
 //! Token secrets appear in exactly one answer, the one that mints them; every list shows
 //! metadata only.
@@ -19,8 +22,8 @@ use super::types::{
     PeerJson, PeerWithStatus, StatusJson, TokenCreate, TokenDeletedJson, TokenJson,
 };
 use super::{Shared, rfc3339};
-use crate::model::{GroupName, Org, OrgSlug, Peer, PeerStatus, TokenInfo, TokenName, now_unix};
-use crate::store::NewToken;
+use crate::model::{GroupName, Org, Peer, PeerStatus, TokenInfo, TokenName, now_unix};
+use crate::store::{NewToken, Role};
 
 impl From<&Org> for OrgJson {
     fn from(org: &Org) -> Self {
@@ -89,10 +92,6 @@ impl From<PeerStatus> for StatusJson {
     }
 }
 
-fn parse_org(slug: &str) -> Result<OrgSlug, ApiError> {
-    slug.parse().map_err(|_| ApiError::no_such_org(slug))
-}
-
 fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
     name.parse()
         .map_err(|err| ApiError::not_a_label("name", name, err))
@@ -101,7 +100,8 @@ fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
 /// `POST /api/v1/orgs`: creates an org with a fresh /48.
 #[utoipa::path(post, path = "/api/v1/orgs", operation_id = "createOrg", tag = "admin",
     summary = "Create an org with a fresh /48",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner"])), ("x-sixpn-scope" = json!("all"))),
     request_body = OrgCreate,
     responses(
         (status = 201, description = "The new org", body = OrgJson,
@@ -116,14 +116,15 @@ fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
                     parameters(("org" = "$response.body#/slug")))),
             )),
         (status = 409, response = super::openapi::Conflict),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
         super::openapi::JsonBody,
     ))]
 pub async fn create_org(
-    _: AdminAuth,
+    auth: AdminAuth,
     State(state): State<Shared>,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<OrgJson>), ApiError> {
+    auth.global(Role::Owner)?;
     let text = body.required_string("slug")?;
     let request = OrgCreate {
         slug: text
@@ -141,17 +142,24 @@ pub async fn create_org(
 /// `GET /api/v1/orgs`: every org.
 #[utoipa::path(get, path = "/api/v1/orgs", operation_id = "listOrgs", tag = "admin",
     summary = "Every org",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("any"))),
     responses(
         (status = 200, description = "The orgs", body = Vec<OrgJson>),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
     ))]
 pub async fn list_orgs(
-    _: AdminAuth,
+    auth: AdminAuth,
     State(state): State<Shared>,
 ) -> Result<Json<Vec<OrgJson>>, ApiError> {
     let orgs = super::metrics::timed("list_orgs", state.store.list_orgs()).await?;
-    Ok(Json(orgs.iter().map(OrgJson::from).collect()))
+    // A key of one org sees that org only.
+    Ok(Json(
+        orgs.iter()
+            .filter(|org| auth.scope.covers(&org.slug))
+            .map(OrgJson::from)
+            .collect(),
+    ))
 }
 
 /// The longest `expires_in` accepted: 100 years (36,525 days). Longer is surely a typo (issue
@@ -162,7 +170,7 @@ pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(36_525 * 86_400);
 /// with one unit of [`EXPIRES_UNITS`] (`"30d"`, `"12h"`, `"3600s"`); longer than zero and at most
 /// [`MAX_EXPIRES_IN`]. Exactly the strings [`super::types::expires_in_pattern`] matches, which
 /// the OpenAPI document states. `null` is refused: no expiry is said by leaving the field out.
-fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
+pub(super) fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
     let invalid = |reason: String| ApiError::InvalidField {
         field: "expires_in",
         reason,
@@ -255,7 +263,8 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
 /// `POST /api/v1/orgs/{org}/wireguard_tokens`: mints a token; the only answer holding its secret.
 #[utoipa::path(post, path = "/api/v1/orgs/{org}/wireguard_tokens", operation_id = "mintToken", tag = "admin",
     summary = "Mint a WireGuard token; the secret is shown once",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator"])), ("x-sixpn-scope" = json!("org"))),
     params(("org" = Label, Path, description = "The org's slug")),
     request_body = TokenCreate,
     responses(
@@ -266,17 +275,17 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
             )),
         (status = 404, response = super::openapi::NotFound),
         (status = 409, response = super::openapi::Conflict),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
         super::openapi::JsonBody,
     ))]
 pub async fn mint_token(
-    _: AdminAuth,
+    auth: AdminAuth,
     Source(source): Source,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
     body: JsonObject,
 ) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
-    let org = parse_org(&org)?;
+    let org = auth.org(&org, Role::Operator)?;
     let request = read_mint(&body)?;
     let expires_at = match request.expires_in {
         Some(secs) => Some(
@@ -299,9 +308,7 @@ pub async fn mint_token(
     };
     let (info, secret) = super::metrics::timed(
         "mint_token",
-        state
-            .store
-            .with_source(source)
+        auth.store(&state.store, source)
             .mint_token_opts(&org, new, ephemeral),
     )
     .await?;
@@ -320,20 +327,21 @@ pub async fn mint_token(
 /// `GET /api/v1/orgs/{org}/wireguard_tokens`: the org's live tokens, without secrets.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/wireguard_tokens", operation_id = "listTokens", tag = "admin",
     summary = "The org's live tokens (never their secrets)",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
     params(("org" = Label, Path, description = "The org's slug")),
     responses(
         (status = 200, description = "The tokens", body = Vec<TokenJson>),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
     ))]
 pub async fn list_tokens(
-    _: AdminAuth,
+    auth: AdminAuth,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<Vec<TokenJson>>, ApiError> {
-    let org = parse_org(&org)?;
+    let org = auth.org(&org, Role::Viewer)?;
     let tokens = super::metrics::timed("list_tokens", state.store.list_tokens(&org)).await?;
     Ok(Json(tokens.iter().map(TokenJson::from).collect()))
 }
@@ -341,25 +349,26 @@ pub async fn list_tokens(
 /// `DELETE /api/v1/orgs/{org}/wireguard_tokens/{name}`: deletes a token and every peer it made.
 #[utoipa::path(delete, path = "/api/v1/orgs/{org}/wireguard_tokens/{name}", operation_id = "deleteToken", tag = "admin",
     summary = "Delete a token and, in the same transaction, every peer it created",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator"])), ("x-sixpn-scope" = json!("org"))),
     params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The token's name")),
     responses(
         (status = 200, description = "Deleted", body = TokenDeletedJson),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
     ))]
 pub async fn delete_token(
-    _: AdminAuth,
+    auth: AdminAuth,
     Source(source): Source,
     State(state): State<Shared>,
     ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<TokenDeletedJson>, ApiError> {
-    let org = parse_org(&org)?;
+    let org = auth.org(&org, Role::Operator)?;
     let name = parse_token_name(&name)?;
     let (n_deleted, generation) = super::metrics::timed(
         "delete_token",
-        state.store.with_source(source).delete_token(&org, &name),
+        auth.store(&state.store, source).delete_token(&org, &name),
     )
     .await?;
     tracing::info!(%org, token = %name, deleted_peers = n_deleted, %generation, "token deleted");
@@ -373,20 +382,21 @@ pub async fn delete_token(
 /// `GET /api/v1/orgs/{org}/peers`: the org's peers.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/peers", operation_id = "listOrgPeers", tag = "admin",
     summary = "The org's peers",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
     params(("org" = Label, Path, description = "The org's slug")),
     responses(
         (status = 200, description = "The peers", body = Vec<PeerJson>),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
     ))]
 pub async fn list_peers(
-    _: AdminAuth,
+    auth: AdminAuth,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
 ) -> Result<Json<Vec<PeerJson>>, ApiError> {
-    let org = parse_org(&org)?;
+    let org = auth.org(&org, Role::Viewer)?;
     let peers = super::metrics::timed("list_peers", state.store.list_peers(&org)).await?;
     let liveness = super::metrics::timed("org_liveness", state.store.org_liveness(&org)).await?;
     Ok(Json(
@@ -400,20 +410,21 @@ pub async fn list_peers(
 /// `GET /api/v1/orgs/{org}/peers/{name}`: one peer, with its gateway status when a gateway runs.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/peers/{name}", operation_id = "showOrgPeer", tag = "admin",
     summary = "One peer with its gateway status",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
     params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The peer's name")),
     responses(
         (status = 200, description = "The peer", body = PeerWithStatus),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
     ))]
 pub async fn show_peer(
-    _: AdminAuth,
+    auth: AdminAuth,
     State(state): State<Shared>,
     ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<PeerWithStatus>, ApiError> {
-    let org = parse_org(&org)?;
+    let org = auth.org(&org, Role::Viewer)?;
     let name = parse_path_name(&name)?;
     let peer = super::metrics::timed("get_peer", state.store.get_peer(&org, &name)).await?;
     let status = match &state.gateway {
@@ -434,25 +445,26 @@ pub async fn show_peer(
 /// `DELETE /api/v1/orgs/{org}/peers/{name}`: deletes one peer.
 #[utoipa::path(delete, path = "/api/v1/orgs/{org}/peers/{name}", operation_id = "deleteOrgPeer", tag = "admin",
     summary = "Delete one peer",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator"])), ("x-sixpn-scope" = json!("org"))),
     params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The peer's name")),
     responses(
         (status = 200, description = "Deleted", body = DeletedJson),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
     ))]
 pub async fn delete_peer(
-    _: AdminAuth,
+    auth: AdminAuth,
     Source(source): Source,
     State(state): State<Shared>,
     ApiPath((org, name)): ApiPath<(String, String)>,
 ) -> Result<Json<DeletedJson>, ApiError> {
-    let org = parse_org(&org)?;
+    let org = auth.org(&org, Role::Operator)?;
     let name = parse_path_name(&name)?;
     let generation = super::metrics::timed(
         "delete_peer",
-        state.store.with_source(source).delete_peer(&org, &name),
+        auth.store(&state.store, source).delete_peer(&org, &name),
     )
     .await?;
     tracing::info!(%org, peer = %name, %generation, "peer deleted by admin");
@@ -509,7 +521,8 @@ fn audit_query(query: Option<&str>) -> Result<(u32, Option<i64>), ApiError> {
 /// `GET /api/v1/orgs/{org}/audit`: the org's token and peer changes, newest first.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/audit", operation_id = "listAudit", tag = "admin",
     summary = "The org's audit log: every token and peer change, newest first",
-    security(("adminToken" = [])),
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator"])), ("x-sixpn-scope" = json!("org"))),
     params(("org" = Label, Path, description = "The org's slug"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
             description = "Entries per page (default 100)"),
@@ -519,15 +532,15 @@ fn audit_query(query: Option<&str>) -> Result<(u32, Option<i64>), ApiError> {
         (status = 200, description = "A page of the audit log", body = AuditPageJson),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
-        super::openapi::Guarded,
+        super::openapi::AdminGuarded,
     ))]
 pub async fn audit(
-    _: AdminAuth,
+    auth: AdminAuth,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
     uri: axum::http::Uri,
 ) -> Result<Json<AuditPageJson>, ApiError> {
-    let org = parse_org(&org)?;
+    let org = auth.org(&org, Role::Operator)?;
     let (limit, before) = audit_query(uri.query())?;
     let page =
         super::metrics::timed("audit_log", state.store.audit_log(&org, before, limit)).await?;

@@ -1,5 +1,6 @@
-//! Authentication: the WireGuard-token extractor of the peer API and the admin-token extractor of
-//! the admin API.
+//! Authentication: the WireGuard-token extractor of the peer API and the admin extractor of the
+//! admin API, which takes an API key (issue 16) or the bootstrap admin token and answers with a
+//! principal: a role over a scope ([`AdminAuth`]).
 //!
 //! Accepted header forms: `Bearer <t>`, `FlyV1 <t>` and `Bearer FlyV1 <t>` (what flyctl and its
 //! users send), with the scheme in any case and any amount of blank space. Nothing here logs the
@@ -20,7 +21,8 @@ use axum::extract::ConnectInfo;
 use super::Shared;
 use super::error::ApiError;
 use super::limits::source_key;
-use crate::store::{AuthToken, StoreError};
+use crate::model::OrgSlug;
+use crate::store::{AuthToken, KeyScope, Role, Store, StoreError, is_api_key_shaped};
 
 /// The prefix of every WireGuard token secret. The store mints them (`store/secret.rs`, which
 /// does not export its constant); the test `minted_tokens_are_token_shaped` keeps the two in step.
@@ -45,6 +47,8 @@ pub fn is_token_shaped(secret: &str) -> bool {
 pub struct AdminToken {
     digest: [u8; 32],
     empty: bool,
+    /// `[api] bootstrap_token = false`: the token is recognised only to say it is turned off.
+    disabled: bool,
 }
 
 impl AdminToken {
@@ -55,12 +59,31 @@ impl AdminToken {
         AdminToken {
             digest: Sha256::digest(secret.as_bytes()).into(),
             empty: secret.is_empty(),
+            disabled: false,
         }
+    }
+
+    /// This token, turned on or off (`[api] bootstrap_token`). A turned-off token matches
+    /// nothing; [`AdminToken::is_turned_off`] recognises it so the refusal can say why.
+    pub fn enabled(self, enabled: bool) -> Self {
+        AdminToken {
+            disabled: !enabled,
+            ..self
+        }
+    }
+
+    /// Whether `presented` is this token while it is turned off.
+    pub fn is_turned_off(&self, presented: &str) -> bool {
+        self.disabled && self.matches_digest(presented)
     }
 
     /// Whether `presented` is the admin token (constant time in the secret's content). A
     /// presented token longer than [`MAX_ADMIN_TOKEN_LEN`] never matches and is not hashed.
     pub fn matches(&self, presented: &str) -> bool {
+        !self.disabled && self.matches_digest(presented)
+    }
+
+    fn matches_digest(&self, presented: &str) -> bool {
         if presented.len() > MAX_ADMIN_TOKEN_LEN {
             return false;
         }
@@ -242,9 +265,83 @@ impl FromRequestParts<Shared> for PeerAuth {
     }
 }
 
-/// A request authenticated with the admin token (admin API).
-#[derive(Debug, Clone, Copy)]
-pub struct AdminAuth;
+/// Who called the admin API: the bootstrap admin token (a break-glass `owner` of `"*"`) or an
+/// API key, with the role and scope it holds (issue 16). Handlers ask it before acting:
+/// [`AdminAuth::org`] for an org's resources, [`AdminAuth::global`] for what spans every org.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    /// What it may do.
+    pub role: Role,
+    /// Where.
+    pub scope: KeyScope,
+    /// What the audit log calls it: `bootstrap` or `key:<name>`.
+    pub actor: String,
+}
+
+impl AdminAuth {
+    /// The principal of the bootstrap admin token.
+    fn bootstrap() -> Self {
+        AdminAuth {
+            role: Role::Owner,
+            scope: KeyScope::All,
+            actor: "bootstrap".to_owned(),
+        }
+    }
+
+    /// What the caller is, for a refusal: `viewer of acme`.
+    fn describe(&self) -> String {
+        format!("{} of {}", self.role, self.scope)
+    }
+
+    /// Refuses unless the caller's role is at least `role` (403 naming the role).
+    ///
+    /// # Errors
+    /// [`ApiError::RoleNeeded`].
+    pub fn require(&self, role: Role) -> Result<(), ApiError> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::RoleNeeded {
+                needed: role.to_string(),
+                have: self.describe(),
+            })
+        }
+    }
+
+    /// Parses the org `slug` of a path or body and checks the caller may act there with `role`.
+    /// An org outside the caller's scope answers exactly like a missing one (404), before the
+    /// role is looked at.
+    ///
+    /// # Errors
+    /// [`ApiError::RoleNeeded`], or the errors of [`ApiError::no_such_org`].
+    pub fn org(&self, slug: &str, role: Role) -> Result<OrgSlug, ApiError> {
+        let org: OrgSlug = slug.parse().map_err(|_| ApiError::no_such_org(slug))?;
+        if !self.scope.covers(&org) {
+            return Err(ApiError::no_such_org(slug));
+        }
+        self.require(role)?;
+        Ok(org)
+    }
+
+    /// Checks the caller may act on every org with `role` (creating orgs, keys of scope `"*"`).
+    ///
+    /// # Errors
+    /// [`ApiError::RoleNeeded`].
+    pub fn global(&self, role: Role) -> Result<(), ApiError> {
+        if self.scope != KeyScope::All {
+            return Err(ApiError::RoleNeeded {
+                needed: format!("{role} of \"*\" (every org)"),
+                have: self.describe(),
+            });
+        }
+        self.require(role)
+    }
+
+    /// `store`, recording `source` and this caller in the audit log of the writes made through it.
+    pub fn store(&self, store: &Store, source: Option<std::net::IpAddr>) -> Store {
+        store.with_source(source).with_actor(&self.actor)
+    }
+}
 
 impl FromRequestParts<Shared> for AdminAuth {
     type Rejection = ApiError;
@@ -258,14 +355,66 @@ impl FromRequestParts<Shared> for AdminAuth {
                 return Err(failures.charge(err));
             }
         };
-        // Compared in memory: the admin gets through its address's failed-auth limit.
-        let matches = state.admin_token.matches(presented);
-        failures.refuse_unless(matches)?;
-        if matches {
-            Ok(AdminAuth)
-        } else {
-            Err(failures.charge(ApiError::BadAdminToken))
+        if !is_api_key_shaped(presented) {
+            // Compared in memory: the admin gets through its address's failed-auth limit.
+            let matches = state.admin_token.matches(presented);
+            failures.refuse_unless(matches)?;
+            return if matches {
+                Ok(AdminAuth::bootstrap())
+            } else if state.admin_token.is_turned_off(presented) {
+                // Charged like any refused credential, told apart only in the message.
+                let _ = failures.charge(ApiError::BadAdminToken);
+                Err(ApiError::BootstrapDisabled)
+            } else {
+                Err(failures.charge(ApiError::BadAdminToken))
+            };
         }
+        // An API key: read from the store on every request, so a revocation or an expiry holds
+        // on every replica from its commit on. A key seen valid lately gets through the
+        // failed-auth limit of its address, like a WireGuard token.
+        let known = &state.limiters.known_tokens;
+        failures.refuse_unless(known.contains(presented))?;
+        let key = match super::metrics::timed(
+            "authenticate_api_key",
+            state.store.authenticate_api_key(presented),
+        )
+        .await
+        {
+            Ok(key) => {
+                known.insert(presented);
+                key
+            }
+            Err(err) => {
+                known.remove(presented);
+                if matches!(
+                    err,
+                    StoreError::ApiKeyUnknown
+                        | StoreError::ApiKeyRevoked
+                        | StoreError::ApiKeyExpired
+                ) {
+                    // Charged as a refused admin credential; the answer says which it was.
+                    let _ = failures.charge(ApiError::BadAdminToken);
+                }
+                return Err(err.into());
+            }
+        };
+        // API keys share the per-token request limit, keyed apart from WireGuard tokens' ids.
+        state
+            .limiters
+            .tokens
+            .take(-key.id)
+            .map_err(|retry_after| ApiError::RateLimited {
+                what: "this API key is sending too many requests",
+                retry_after,
+            })?;
+        let actor = format!("key:{}", key.name);
+        // The key's name identifies the caller in the logs; the key never.
+        tracing::Span::current().record("token", tracing::field::display(&actor));
+        Ok(AdminAuth {
+            role: key.role,
+            scope: key.scope,
+            actor,
+        })
     }
 }
 
@@ -324,5 +473,31 @@ mod tests {
         let long = "x".repeat(MAX_ADMIN_TOKEN_LEN + 1);
         assert!(!AdminToken::new(&long).matches(&long));
         assert_eq!(format!("{admin:?}"), "AdminToken(<redacted>)");
+        let off = AdminToken::new("s3cret").enabled(false);
+        assert!(!off.matches("s3cret"));
+        assert!(off.is_turned_off("s3cret"));
+        assert!(!off.is_turned_off("other"));
+        assert!(!admin.is_turned_off("s3cret"));
+    }
+
+    #[test]
+    fn principals() {
+        let acme: OrgSlug = "acme".parse().unwrap();
+        let viewer = AdminAuth {
+            role: Role::Viewer,
+            scope: KeyScope::Org(acme.clone()),
+            actor: "key:v".into(),
+        };
+        assert_eq!(viewer.org("acme", Role::Viewer).unwrap(), acme);
+        let err = viewer.org("acme", Role::Operator).unwrap_err();
+        assert_eq!(err.status(), 403);
+        assert!(err.to_string().contains("operator"), "{err}");
+        // Outside the scope: exactly what a missing org answers, whatever the role.
+        let outside = viewer.org("beta", Role::Owner).unwrap_err();
+        let missing = ApiError::no_such_org("beta");
+        assert_eq!(outside.status(), 404);
+        assert_eq!(outside.message(), missing.message());
+        assert_eq!(viewer.global(Role::Viewer).unwrap_err().status(), 403);
+        assert!(AdminAuth::bootstrap().global(Role::Owner).is_ok());
     }
 }

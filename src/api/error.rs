@@ -59,6 +59,21 @@ pub enum ApiError {
         "invalid admin token: send `Authorization: Bearer <admin token>` (SIXPN_ADMIN_TOKEN, or the admin-token file in the data directory)"
     )]
     BadAdminToken,
+    /// The admin token was presented, but `[api] bootstrap_token = false` turned it off.
+    #[error(
+        "the bootstrap admin token is turned off on this server ([api] bootstrap_token = false): use an API key (SIXPN_API_KEY)"
+    )]
+    BootstrapDisabled,
+    /// An API key whose role (or scope) does not allow the operation (issue 16).
+    #[error(
+        "this operation needs the {needed} role; this API key is {have}: ask an owner for a key with that role"
+    )]
+    RoleNeeded {
+        /// The role needed, e.g. `operator`, or `owner` with scope `"*"`.
+        needed: String,
+        /// What the key is, e.g. `viewer of acme`.
+        have: String,
+    },
     /// The body is not JSON at all.
     #[error("malformed JSON in request body: {0}")]
     MalformedJson(String),
@@ -146,7 +161,9 @@ impl ApiError {
             ApiError::MissingToken
             | ApiError::BadAuthScheme
             | ApiError::BadAdminToken
+            | ApiError::BootstrapDisabled
             | ApiError::MalformedToken => StatusCode::UNAUTHORIZED,
+            ApiError::RoleNeeded { .. } => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PeerOfAnotherToken { creating: true, .. } => StatusCode::CONFLICT,
             ApiError::PeerOfAnotherToken {
@@ -205,13 +222,18 @@ impl ApiError {
 
 fn store_status(err: &StoreError) -> StatusCode {
     match err {
-        StoreError::UnknownToken | StoreError::TokenDeleted | StoreError::TokenExpired => {
-            StatusCode::UNAUTHORIZED
-        }
-        StoreError::OrgNotFound(_) | StoreError::TokenNotFound(_) | StoreError::PeerNotFound(_) => {
-            StatusCode::NOT_FOUND
-        }
-        StoreError::OrgExists(_)
+        StoreError::UnknownToken
+        | StoreError::TokenDeleted
+        | StoreError::TokenExpired
+        | StoreError::ApiKeyUnknown
+        | StoreError::ApiKeyRevoked
+        | StoreError::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+        StoreError::OrgNotFound(_)
+        | StoreError::TokenNotFound(_)
+        | StoreError::PeerNotFound(_)
+        | StoreError::ApiKeyNotFound(_) => StatusCode::NOT_FOUND,
+        StoreError::ApiKeyNameTaken(_)
+        | StoreError::OrgExists(_)
         | StoreError::TokenNameTaken(_)
         | StoreError::PeerNameTaken(_)
         | StoreError::PubkeyInUse => StatusCode::CONFLICT,
@@ -254,6 +276,13 @@ fn store_message(err: &StoreError) -> String {
             "a token named {name} already exists in this org: pick another name or delete it first"
         ),
         StoreError::OrgExists(slug) => format!("org {slug} already exists"),
+        StoreError::ApiKeyUnknown => "unknown API key or admin token: check SIXPN_API_KEY (an API \
+             key is `sixpn_ak_` and 64 hex digits) or the admin token"
+            .to_owned(),
+        StoreError::ApiKeyRevoked => {
+            "API key has been revoked: ask an owner for a new one".to_owned()
+        }
+        StoreError::ApiKeyExpired => "API key has expired: ask an owner for a new one".to_owned(),
         StoreError::Database(err) if is_unavailable(err) => {
             "the database is unavailable; try again shortly".to_owned()
         }

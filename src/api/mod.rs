@@ -11,6 +11,7 @@
 //! reached the write's generation), so a node that got `200` resolves its own name at once.
 
 mod admin;
+mod apikeys;
 mod auth;
 mod body;
 mod error;
@@ -200,6 +201,8 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(admin::list_peers))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::show_peer, admin::delete_peer))
+        .routes(routes!(apikeys::list, apikeys::create))
+        .routes(routes!(apikeys::revoke))
         .routes(routes!(openapi_json))
         .routes(routes!(healthz))
         .routes(routes!(readyz))

@@ -34,7 +34,7 @@ use super::types;
     ),
     tags(
         (name = "peer", description = "Peer API, authenticated by a WireGuard token"),
-        (name = "admin", description = "Admin API, authenticated by the admin token"),
+        (name = "admin", description = "Admin API, authenticated by an API key (sixpn_ak_...) or the bootstrap admin token. Each operation states the roles it needs in `x-sixpn-roles` and in its description, and how the key's scope applies in `x-sixpn-scope`: `org` (the org named in the path or body must be within the key's scope; any other org answers 404, exactly like a missing one), `all` (needs a key of scope \"*\"; else 403) or `any` (any scope; the answer holds only what the scope reaches)"),
         (name = "meta", description = "Health, metrics and this document"),
     ),
     components(
@@ -78,6 +78,13 @@ impl Modify for Shared {
             bearer(
                 "The admin token (SIXPN_ADMIN_TOKEN, or the admin-token file in the data \
                  directory)",
+            ),
+        );
+        components.add_security_scheme(
+            "apiKey",
+            bearer(
+                "An API key (sixpn_ak_...): `Authorization: Bearer <key>`. Its role (owner, \
+                 operator, viewer) and scope (one org, or \"*\") decide what it may do",
             ),
         );
         components
@@ -126,7 +133,7 @@ macro_rules! error_responses {
 error_responses! {
     BadRequest => "Malformed JSON or unreadable body",
     Unauthorized => "Missing, malformed, unknown, expired or deleted token",
-    Forbidden => "Group outside the token's group, or a peer another token of the org created",
+    Forbidden => "Group outside the token's group, or a peer another token of the org created; in the admin API, an API key whose role does not allow the operation (the error names the role needed)",
     NotFound => "No such resource",
     RequestTimeout => "The request body did not arrive in time",
     Conflict => "Conflict with what is stored: the name is taken (this token's peer: re-key it with PUT; another token's: pick another name), the public key is another peer's or a gateway's, a re-key names another peer, group or region, or the peer's region is no longer served",
@@ -159,6 +166,14 @@ error_sets! {
     /// What every authenticated operation may answer: the credential is refused, a rate limit,
     /// or the store is unavailable.
     Guarded => ["401" Unauthorized, "429" TooManyRequests, "503" Unavailable],
+    /// What every admin operation may answer: [`Guarded`], and 403 for an API key whose role
+    /// (or scope, for what spans every org) does not allow it.
+    AdminGuarded => [
+        "401" Unauthorized,
+        "403" Forbidden,
+        "429" TooManyRequests,
+        "503" Unavailable,
+    ],
     /// What reading a JSON request body may answer.
     JsonBody => [
         "400" BadRequest,
@@ -176,7 +191,39 @@ pub fn finish(mut doc: utoipa::openapi::OpenApi, regions: &[&str]) -> serde_json
             .schemas
             .insert("Region".to_owned(), types::region_schema(regions).into());
     }
-    serde_json::to_value(&doc).expect("an OpenAPI document serializes")
+    let mut doc = serde_json::to_value(&doc).expect("an OpenAPI document serializes");
+    describe_roles(&mut doc);
+    doc
+}
+
+/// Appends the roles each admin operation needs (its `x-sixpn-roles`) to its description, for
+/// readers of the document that do not show extensions.
+fn describe_roles(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        for op in item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|m| m.values_mut())
+        {
+            let Some(roles) = op.get("x-sixpn-roles").and_then(|r| r.as_array()) else {
+                continue;
+            };
+            let roles: Vec<&str> = roles.iter().filter_map(|r| r.as_str()).collect();
+            let scope = match op.get("x-sixpn-scope").and_then(|s| s.as_str()) {
+                Some("all") => " with scope \"*\"",
+                _ => "",
+            };
+            let line = format!("Roles: {}{scope}.", roles.join(", "));
+            let text = match op.get("description").and_then(|d| d.as_str()) {
+                Some(d) if !d.is_empty() => format!("{d}\n\n{line}"),
+                _ => line,
+            };
+            op["description"] = serde_json::Value::String(text);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -511,6 +511,92 @@ impl std::fmt::Debug for MintedToken {
     }
 }
 
+/// `POST /api/v1/api_keys` (issue 16).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiKeyCreate {
+    /// The key's name, unique among live keys.
+    #[schema(schema_with = label_ref)]
+    pub name: String,
+    /// The org it reaches, or `*` for every org.
+    #[schema(schema_with = key_scope_schema)]
+    pub org: String,
+    /// What it may do there.
+    #[schema(schema_with = role_schema)]
+    pub role: String,
+    /// Lifetime in seconds (a client may also send a string such as `"90d"`); absent: never
+    /// expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = expires_in_schema)]
+    pub expires_in: Option<u64>,
+}
+
+/// An API key as lists show it: never the key.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ApiKey)]
+pub struct ApiKeyJson {
+    /// Its name.
+    pub name: String,
+    /// The org it reaches, or `*`.
+    pub org: String,
+    /// Its role: owner, operator or viewer.
+    #[schema(schema_with = role_schema)]
+    pub role: String,
+    /// Expiry, RFC 3339.
+    #[schema(required = true, schema_with = nullable_timestamp)]
+    pub expires_at: Option<String>,
+    /// Creation time, RFC 3339.
+    #[schema(schema_with = timestamp)]
+    pub created_at: String,
+    /// Who created it: `bootstrap` or `key:<name>`.
+    pub created_by: String,
+    /// Last successful use, RFC 3339 (10 s resolution).
+    #[schema(required = true, schema_with = nullable_timestamp)]
+    pub last_used_at: Option<String>,
+}
+
+/// The answer to creating an API key: the key, shown this once, beside its metadata. `Debug`
+/// hides the key.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = CreatedApiKey)]
+pub struct CreatedApiKey {
+    /// The key (`sixpn_ak_...`), shown only here.
+    pub key: String,
+    /// Everything else.
+    #[serde(flatten)]
+    pub info: ApiKeyJson,
+}
+
+impl std::fmt::Debug for CreatedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApiKey")
+            .field("key", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+/// `DELETE` of an API key: its name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ApiKeyRevoked)]
+pub struct ApiKeyRevokedJson {
+    /// The revoked key's name.
+    pub revoked: String,
+}
+
+fn key_scope_schema() -> Object {
+    string()
+        .max_length(Some(63))
+        .pattern(Some("^(\\*|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)$"))
+        .description(Some("An org's slug (a DNS label), or `*` for every org"))
+        .build()
+}
+
+fn role_schema() -> Object {
+    string()
+        .enum_values(Some(["owner", "operator", "viewer"]))
+        .build()
+}
+
 /// A peer as the admin API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Peer)]

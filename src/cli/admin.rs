@@ -1,7 +1,7 @@
 //! Admin commands: `org create|list`, `token create|list|delete`, `peer list|show|delete`.
 //!
-//! They talk only to the server's admin API (`/api/v1`), authenticated with `$SIXPN_ADMIN_TOKEN`
-//! or the admin-token file the server wrote into its data directory. They never print a token
+//! They talk only to the server's admin API (`/api/v1`), authenticated with an API key
+//! (`--api-key`, `$SIXPN_API_KEY`), else `$SIXPN_ADMIN_TOKEN` or the admin-token file the server wrote into its data directory. They never print a token
 //! secret except the one `token create` mints, once.
 
 use std::io::{BufRead, IsTerminal as _};
@@ -352,7 +352,7 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
 /// Whether a destructive command asks first: only when a person can see the question and answer
 /// it (stdin and stderr are both terminals), and not with `--yes`. A script, or a command whose
 /// stderr goes to a log, is taken to mean it: it could not answer anyway.
-fn asks(yes: bool) -> bool {
+pub(super) fn asks(yes: bool) -> bool {
     !yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
@@ -360,7 +360,7 @@ fn asks(yes: bool) -> bool {
 ///
 /// # Errors
 /// Any other answer, or none: "cancelled" (exit 1).
-fn confirm(question: &str, input: &mut impl BufRead) -> anyhow::Result<()> {
+pub(super) fn confirm(question: &str, input: &mut impl BufRead) -> anyhow::Result<()> {
     eprint!("{question} [y/N] ");
     let mut answer = String::new();
     input.read_line(&mut answer)?;
@@ -414,7 +414,21 @@ fn peers_path(org: &OrgSlug) -> String {
     format!("api/v1/orgs/{org}/peers")
 }
 
-fn admin_client(args: &AdminArgs) -> anyhow::Result<ApiClient> {
+/// A client of the admin API with the caller's credential: an API key (`--api-key`,
+/// `$SIXPN_API_KEY`) when given, else the bootstrap admin token.
+pub(super) fn admin_client(args: &AdminArgs) -> anyhow::Result<ApiClient> {
+    if let Some(key) = args
+        .api_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
+        let credential = Credential {
+            secret: key.to_owned(),
+            source: "the API key ($SIXPN_API_KEY or --api-key)".into(),
+        };
+        return ApiClient::new(&args.api_url, args.cacert.as_deref(), credential);
+    }
     let credential = admin_credential(
         std::env::var("SIXPN_ADMIN_TOKEN").ok().as_deref(),
         &args.data_dir,

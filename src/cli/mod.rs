@@ -8,6 +8,7 @@
 
 mod admin;
 mod answer;
+mod apikey;
 mod client;
 pub mod exit;
 mod node;
@@ -38,7 +39,8 @@ Join a node:             SIXPN_WIREGUARD_TOKEN=... sixpn token start node-1 web
 Re-key the node:         SIXPN_WIREGUARD_TOKEN=... sixpn token update node-1 --force
 
 Admin commands find the server at $SIXPN_API_URL (default http://127.0.0.1:4280) and authenticate
-with $SIXPN_ADMIN_TOKEN, or with the admin-token file the server wrote into its data directory
+with an API key ($SIXPN_API_KEY or --api-key; `sixpn apikey create`), else with $SIXPN_ADMIN_TOKEN,
+or with the admin-token file the server wrote into its data directory
 ($SIXPN_DATA_DIR or --data-dir, default ./sixpn-data). Over https they trust the system's roots
 plus the CA in --cacert FILE ($SIXPN_CA_CERT).";
 
@@ -83,6 +85,9 @@ Examples:
     /// List, show and delete peers (admin).
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Create, list and revoke API keys: admin credentials with a role and a scope (owner).
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
     /// Show the org's audit log: every token and peer change, newest first (admin).
     #[command(long_about = "\
 Show the org's audit log: each token and peer change (token_minted, token_deleted, peer_created,
@@ -159,7 +164,17 @@ pub struct AdminArgs {
     /// PEM file with the CA certificate(s) to trust for an https URL, besides the system's roots.
     #[arg(long, value_name = "FILE", env = "SIXPN_CA_CERT")]
     pub cacert: Option<PathBuf>,
-    /// The server's data directory, where it wrote `admin-token`; used when $SIXPN_ADMIN_TOKEN is unset.
+    /// An API key (sixpn_ak_...) to authenticate with; it wins over $SIXPN_ADMIN_TOKEN and the
+    /// admin-token file.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "SIXPN_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// The server's data directory, where it wrote `admin-token`; used when neither an API key
+    /// nor $SIXPN_ADMIN_TOKEN is given.
     #[arg(
         long,
         value_name = "DIR",
@@ -476,6 +491,83 @@ pub struct NodeArgs {
     pub cacert: Option<PathBuf>,
 }
 
+/// `sixpn apikey …`.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key; prints it once.
+    #[command(long_about = "\
+Create an API key: an admin credential for one org (or \"*\" for every org) with one role:
+owner (everything in its orgs, API keys included), operator (mint, list and delete WireGuard
+tokens; list, show and delete peers; read the audit log) or viewer (read only).
+
+The key is printed once, as SIXPN_API_KEY=<key>; the server keeps only a hash of it. Admin
+commands use $SIXPN_API_KEY (or --api-key) before the bootstrap admin token.
+
+Examples:
+  sixpn apikey create --name ci-minter --org acme --role operator --expires 90d
+  sixpn apikey create --name dashboard --org '*' --role viewer")]
+    Create(ApiKeyCreateArgs),
+    /// List the API keys your credential may see (never the keys themselves).
+    #[command(long_about = "\
+List the live API keys within your credential's scope, with their org, role, expiry, creator and
+last use. The keys themselves are never shown: the server has only their hashes.
+
+Examples:
+  sixpn apikey list
+  sixpn apikey list --json")]
+    List {
+        /// The server and the admin credential.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Revoke an API key: every replica refuses it from the next request on.
+    #[command(long_about = "\
+Revoke an API key. Every replica refuses it from its next request on.
+
+Examples:
+  sixpn apikey revoke ci-minter
+  sixpn apikey revoke ci-minter --yes")]
+    Revoke {
+        /// The key's name.
+        name: String,
+        /// Confirmation.
+        #[command(flatten)]
+        yes: YesArg,
+        /// The server and the admin credential.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonArg,
+    },
+}
+
+/// `sixpn apikey create` arguments.
+#[derive(Debug, Args)]
+pub struct ApiKeyCreateArgs {
+    /// The key's name, a DNS label unique among live keys.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// The org it reaches, or `*` for every org.
+    #[arg(long, value_name = "ORG")]
+    pub org: String,
+    /// Its role.
+    #[arg(long, value_name = "ROLE", value_parser = ["owner", "operator", "viewer"])]
+    pub role: String,
+    /// Lifetime, e.g. 90d, 12h, 3600s [default: never expires].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires: Option<std::time::Duration>,
+    /// The server and the admin credential.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
 /// `sixpn peer …`.
 #[derive(Debug, Subcommand)]
 pub enum PeerCommand {
@@ -584,6 +676,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Update(args)) => node::update(args).await,
         Command::Token(TokenCommand::Ensure(args)) => node::ensure(args).await,
         Command::Peer(command) => admin::peer(command).await,
+        Command::Apikey(command) => apikey::run(command).await,
         Command::Audit(args) => admin::audit(args).await,
         Command::Keygen(args) => node::keygen(args.json.json),
         Command::Completions { shell } => completions(shell),

@@ -23,6 +23,10 @@ mod secret;
 use ipnet::Ipv6Net;
 use tokio::sync::watch;
 
+pub use apikeys::{
+    API_KEY_PREFIX, ApiKeyAuth, ApiKeyInfo, ApiKeySecret, KeyScope, NewApiKey, Role,
+    is_api_key_shaped,
+};
 pub use audit::{AuditAction, AuditEntry, AuditPage};
 pub use changes::Changes;
 pub use feed::{Feed, Update};
@@ -77,6 +81,21 @@ pub enum StoreError {
     /// The ULA prefix has no free /48 left.
     #[error("no free /48 left in the ULA prefix")]
     PrefixesExhausted,
+    /// No live API key with that name that the caller may see.
+    #[error("API key {0} does not exist")]
+    ApiKeyNotFound(String),
+    /// A live API key with that name exists already.
+    #[error("an API key named {0} already exists: pick another name or revoke it first")]
+    ApiKeyNameTaken(String),
+    /// The presented API key matches no key ever created.
+    #[error("unknown API key")]
+    ApiKeyUnknown,
+    /// The presented API key was revoked.
+    #[error("API key has been revoked")]
+    ApiKeyRevoked,
+    /// The presented API key is past its expiry.
+    #[error("API key expired")]
+    ApiKeyExpired,
     /// The database URL is not `sqlite:…` or `postgres://…`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     BadUrl(String),
@@ -131,6 +150,9 @@ pub struct Store {
     /// The client address the audit log records for writes through this handle (see
     /// [`Store::with_source`]); `None`: the server itself, or unknown.
     source: Option<std::net::IpAddr>,
+    /// Who the audit log names for the admin writes made through this handle (see
+    /// [`Store::with_actor`]); `None`: each write names its own default actor.
+    actor: Option<std::sync::Arc<str>>,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
     /// The token that guard cancels.
@@ -339,7 +361,7 @@ macro_rules! audit {
         )
         .bind($org_id)
         .bind($crate::model::now_unix())
-        .bind($actor)
+        .bind($self.actor.as_deref().unwrap_or($actor))
         .bind($self.source.map(|a| a.to_string()))
         .bind($crate::store::AuditAction::as_str($action))
         .bind($target)
@@ -350,6 +372,7 @@ macro_rules! audit {
 }
 
 // These modules come after the macros above, which they use.
+mod apikeys;
 mod audit;
 mod changes;
 mod feed;
@@ -557,6 +580,7 @@ impl Store {
             ula_prefix,
             identity: Default::default(),
             source: None,
+            actor: None,
             _watcher: Some(std::sync::Arc::new(watch_stop.clone().drop_guard())),
             watch_stop,
         })
@@ -639,6 +663,15 @@ impl Store {
     pub fn with_source(&self, source: Option<std::net::IpAddr>) -> Store {
         Store {
             source,
+            ..self.clone()
+        }
+    }
+
+    /// This handle, naming `actor` (`bootstrap`, `key:<name>`) in the audit log for the admin
+    /// writes made through it, where they would otherwise name `admin`. Cheap.
+    pub fn with_actor(&self, actor: &str) -> Store {
+        Store {
+            actor: Some(actor.into()),
             ..self.clone()
         }
     }

@@ -2,6 +2,7 @@
 
 mod api;
 mod api_support;
+mod apikeys;
 mod cli;
 mod crash;
 mod dns;

@@ -189,13 +189,13 @@ async fn issue10_audit_log_lists_every_change_with_actor_and_source() {
         })
         .collect();
     let want: Vec<(String, String, String)> = [
-        ("peer_deleted", "admin", "a2"),
-        ("token_deleted", "admin", "ci"),
+        ("peer_deleted", "bootstrap", "a2"),
+        ("token_deleted", "bootstrap", "ci"),
         ("peer_deleted", "ci", "a1"),
         ("peer_rekeyed", "ci", "a1"),
         ("peer_created", "ci", "a2"),
         ("peer_created", "ci", "a1"),
-        ("token_minted", "admin", "ci"),
+        ("token_minted", "bootstrap", "ci"),
     ]
     .iter()
     .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
