@@ -6,19 +6,25 @@
 //! address the kernel picks for the route back, and `dig` drops an answer that does not come from
 //! the address it asked. With `src ::3` the answer comes from `::3`.
 //!
-//! **Only the tunnel reaches the orgs' addresses** (issue 22). Linux delivers a packet to a local
-//! address whatever interface it came in on, and the `local` table is consulted first (rule 0):
-//! a LAN neighbour that routes an org's /48 to the gateway would reach `::1` and `::3` (DNS, ping)
-//! and, with a forged source inside the /48, have the answers sent into a node's tunnel. So the
-//! `local` rule moves from priority 0 to [`RULE_PREF_LOCAL`] (added there first, then deleted at
-//! 0: the only thing this module ever removes), and in front of it:
-//! - [`RULE_PREF_TUNNEL`]: packets that arrive on the interface, and the host's own (`iif lo`),
-//!   jump straight to the `local` rule: as before;
+//! **Only the tunnel reaches the orgs' addresses, and the tunnel reaches only its org** (issue
+//! 22). Linux delivers a packet to a local address whatever interface it came in on, and the
+//! `local` table is consulted first (rule 0): a LAN neighbour that routes an org's /48 to the
+//! gateway would reach `::1` and `::3` (DNS, ping) and, with a forged source inside the /48, have
+//! the answers sent into a node's tunnel; a node would reach another org's `::3` and every service
+//! of the host. So the `local` rule moves from priority 0 to [`RULE_PREF_LOCAL`] (added there
+//! first, then deleted at 0: the only thing this module ever removes), and in front of it:
+//! - [`RULE_PREF_ACCEPT`]: from an org's /48 to the same /48 arriving on the interface (one rule
+//!   per org), and the host's own packets (`iif lo`), go on to the `local` rule, as before;
+//! - [`RULE_PREF_TUNNEL_REST`]: anything else arriving on the interface is refused (ICMPv6
+//!   "administratively prohibited", to the node that sent it): another org's `::1`/`::3`, the
+//!   host's other addresses;
 //! - [`RULE_PREF_FENCE`]: anything else addressed to an org's /48 is dropped (`blackhole`: no
 //!   ICMP error either, which would go to the forged source). That covers every port and
 //!   protocol on `::1` and `::3`, and forwarding from the LAN into the tunnels.
 //!
-//! Nothing else changes for other traffic: rules 30–32 sit where rule 0 was.
+//! Other traffic sees no change: rules 30–33 sit where rule 0 was. The gateway's own connections
+//! to nodes leave from `::3` (the route's source), so the answers come back in; one that binds
+//! another local address explicitly gets no answer from the tunnel.
 //!
 //! Orgs are isolated from each other: with IPv6 forwarding on, the kernel would route a packet
 //! from one org's peer to another org's /48. Two policy rules per interface stop that: packets
@@ -98,7 +104,7 @@ pub struct Rule {
     pub from: Option<Ipv6Net>,
     /// `to`, `None` for all.
     pub to: Option<Ipv6Net>,
-    /// `main`, `local` (`lookup` a table), `prohibit`, `blackhole`, `goto 32`: the table name
+    /// `main`, `local` (`lookup` a table), `prohibit`, `blackhole`, `goto 33`: the table name
     /// or the action.
     pub action: String,
 }
@@ -141,13 +147,15 @@ impl Rule {
     }
 }
 
-/// Priority of the rules that send what arrives on the interface, and the host's own packets
-/// (`iif lo`), straight to the `local` rule.
-pub const RULE_PREF_TUNNEL: u32 = 30;
+/// Priority of the rules that send an org's own traffic on the interface (one per org), and the
+/// host's own packets (`iif lo`), on to the `local` rule.
+pub const RULE_PREF_ACCEPT: u32 = 30;
+/// Priority of the rule refusing whatever else arrives on the interface.
+pub const RULE_PREF_TUNNEL_REST: u32 = 31;
 /// Priority of the per-org rules dropping whatever else is addressed to an org's /48.
-pub const RULE_PREF_FENCE: u32 = 31;
+pub const RULE_PREF_FENCE: u32 = 32;
 /// Priority the `local` rule moves to (from 0).
-pub const RULE_PREF_LOCAL: u32 = 32;
+pub const RULE_PREF_LOCAL: u32 = 33;
 
 /// Priority of the per-org rules: from the org's /48 to the same /48, look up `main`.
 pub const RULE_PREF_ORG: u32 = 31000;
@@ -164,8 +172,10 @@ pub fn plan(iface: &str, state: &LinkState, orgs: &[OrgAddrs]) -> Vec<Vec<String
             cmds.push(rule.add());
         }
     };
-    // The fence first, before any address exists: `local` at its new place, the tunnel's and the
-    // host's packets sent to it, the orgs' /48s dropped for everything else.
+    // The fence first, before any address exists: `local` at its new place, the orgs' own
+    // traffic on the tunnel and the host's packets sent on to it, the rest of the tunnel refused
+    // (after the orgs' rules, so no org's traffic is ever refused), the orgs' /48s dropped for
+    // every other interface.
     let goto_local = format!("goto {RULE_PREF_LOCAL}");
     add_rule(
         &mut cmds,
@@ -173,11 +183,24 @@ pub fn plan(iface: &str, state: &LinkState, orgs: &[OrgAddrs]) -> Vec<Vec<String
     );
     add_rule(
         &mut cmds,
-        Rule::new(RULE_PREF_TUNNEL, Some(iface), None, None, &goto_local),
+        Rule::new(RULE_PREF_ACCEPT, Some("lo"), None, None, &goto_local),
     );
+    for org in orgs {
+        let prefix = org.prefix.trunc();
+        add_rule(
+            &mut cmds,
+            Rule::new(
+                RULE_PREF_ACCEPT,
+                Some(iface),
+                Some(prefix),
+                Some(prefix),
+                &goto_local,
+            ),
+        );
+    }
     add_rule(
         &mut cmds,
-        Rule::new(RULE_PREF_TUNNEL, Some("lo"), None, None, &goto_local),
+        Rule::new(RULE_PREF_TUNNEL_REST, Some(iface), None, None, "prohibit"),
     );
     for org in orgs {
         let prefix = org.prefix.trunc();
@@ -444,10 +467,11 @@ mod tests {
         )
         .unwrap();
         // Another interface's rules, and one with a selector we never set, are kept apart.
-        let mut rules = r#"[{"priority":30,"src":"all","iif":"wg0","goto":32},
-            {"priority":30,"src":"all","iif":"lo","goto":32},
-            {"priority":31,"src":"all","dst":"fdaa:0:1::","dstlen":48,"action":"blackhole"},
-            {"priority":32,"src":"all","table":"local"},
+        let mut rules = r#"[{"priority":30,"src":"all","iif":"lo","goto":33},
+            {"priority":30,"src":"fdaa:0:1::","srclen":48,"dst":"fdaa:0:1::","dstlen":48,"iif":"wg0","goto":33},
+            {"priority":31,"src":"all","iif":"wg0","action":"prohibit"},
+            {"priority":32,"src":"all","dst":"fdaa:0:1::","dstlen":48,"action":"blackhole"},
+            {"priority":33,"src":"all","table":"local"},
             {"priority":31000,"src":"fdaa:0:1::","srclen":48,"dst":"fdaa:0:1::","dstlen":48,"iif":"wg0","table":"main"},
             {"priority":31000,"src":"fdaa:0:9::","srclen":48,"dst":"fdaa:0:9::","dstlen":48,"iif":"wg1","table":"main"},
             {"priority":31001,"src":"all","iif":"wg0","action":"prohibit"},
@@ -455,7 +479,7 @@ mod tests {
             {"priority":32766,"src":"all","table":"main"}]"#
             .to_owned();
         parse_rules(&rules, &mut state).unwrap();
-        assert_eq!(state.rules.len(), 8, "{:?}", state.rules);
+        assert_eq!(state.rules.len(), 9, "{:?}", state.rules);
         assert!(
             !state.rules.iter().any(|r| r.pref == 32000),
             "a rule with a fwmark is not ours: {:?}",
@@ -500,10 +524,11 @@ mod tests {
         assert_eq!(
             cmds,
             vec![
-                "-6 rule add pref 32 lookup local",
-                "-6 rule add pref 30 iif wg0 goto 32",
-                "-6 rule add pref 30 iif lo goto 32",
-                "-6 rule add pref 31 to fdaa:0:1::/48 blackhole",
+                "-6 rule add pref 33 lookup local",
+                "-6 rule add pref 30 iif lo goto 33",
+                "-6 rule add pref 30 iif wg0 from fdaa:0:1::/48 to fdaa:0:1::/48 goto 33",
+                "-6 rule add pref 31 iif wg0 prohibit",
+                "-6 rule add pref 32 to fdaa:0:1::/48 blackhole",
                 "-6 addr add fdaa:0:1::3/128 dev wg0 nodad",
                 "link set dev wg0 up",
                 "-6 route replace fdaa:0:1::/48 dev wg0 src fdaa:0:1::3",

@@ -35,6 +35,7 @@ NS_X=$prefix-x1 # a node of another org, to show the orgs are isolated
 NS_D=$prefix-nd # a node run by deploy/node/sixpn-node.sh, as the DaemonSet and the Nomad job do
 NS_L=$prefix-ln # a LAN neighbour of the gateway, outside every tunnel
 GW_IP6=fd99:99::1
+GW_UID=65534 # the user the gateway's wireguard-go and sixpn run as
 LAN_IP6=fd99:99::15
 GW_IP=10.99.0.1
 API=https://$GW_IP:4280
@@ -154,7 +155,7 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # ----------------------------------------------------------------------------- preconditions
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-for tool in ip wg wireguard-go haproxy dig curl python3 ping unshare mount; do
+for tool in ip wg wireguard-go haproxy dig curl python3 ping unshare mount setpriv; do
     command -v "$tool" >/dev/null || die "needs $tool"
 done
 [ -x "$sixpn" ] || die "no sixpn binary at $sixpn (cargo build --bin sixpn)"
@@ -212,8 +213,32 @@ mkdir -p "$pki"
 ) >"$work/pki.log" 2>&1 || die "making the test CA (see pki.log)"
 CA=$pki/ca.pem
 
-log "starting wireguard-go and sixpn serve in $NS_GW"
+log "starting wireguard-go and sixpn serve in $NS_GW, as user $GW_UID with the units' capabilities"
 mkdir -p "$work/gw"
+# The gateway's processes run as deploy/gateway/*.service run them: an unprivileged user (here
+# nobody, there sixpn) with the units' capabilities only (ambient, bounding) and no new privileges.
+chmod 711 "$work"
+chown "$GW_UID:$GW_UID" "$work/gw" "$work/$NS_GW/run" "$pki/api.key"
+# Distributions ship /dev/net/tun world-writable (wireguard-go needs only CAP_NET_ADMIN then);
+# where it is not, the gateway's mount namespace gets a node that is.
+if [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+    mknod -m 0666 "$work/tun" c 10 200 || die "mknod $work/tun"
+fi
+# setpriv for the gateway's user, with wireguard-go@.service's and sixpn.service's capabilities.
+priv() {
+    printf '%s\n' setpriv --reuid="$GW_UID" --regid="$GW_UID" --clear-groups --inh-caps="-all,$1" \
+        --ambient-caps="-all,$1" --bounding-set="-all,$1" --no-new-privs
+}
+mapfile -t WG_PRIV < <(priv +net_admin)
+mapfile -t SIXPN_PRIV < <(priv +net_admin,+net_bind_service)
+# gw_wireguard_go LOGNAME: wireguard-go wg0 in $NS_GW as wireguard-go@.service runs it.
+gw_wireguard_go() {
+    ip netns exec "$NS_GW" unshare -m --propagation private \
+        sh -c 'mount --bind "$0" /run/wireguard && { [ ! -e "$1" ] || mount --bind "$1" /dev/net/tun; } && shift && exec "$@"' \
+        "$work/$NS_GW/run" "$work/tun" "${WG_PRIV[@]}" wireguard-go -f wg0 >"$work/$1.log" 2>&1 &
+    pids+=($!)
+    last_pid=$!
+}
 # As deploy/gateway/sixpn.toml: HTTPS, [dns] listen left at its loopback default (the org ::3
 # resolvers come with the gateway), max_udp_payload as HAProxy's accepted_payload_size.
 cat >"$work/gw/sixpn.toml" <<EOF
@@ -244,12 +269,12 @@ listen_port = 51820
 healthy_only = ["personal"]
 health_window = "$HEALTH_WINDOW"
 EOF
-nsbg "$NS_GW" wireguard-go-gw wireguard-go -f wg0
+gw_wireguard_go wireguard-go-gw
 gw_wg_pid=$last_pid
 wait_for 10 test -S "$work/$NS_GW/run/wg0.sock" || die "wireguard-go did not start in $NS_GW"
 # Secrets travel in the environment, never on a command line (/proc/<pid>/cmdline is world-readable).
-SIXPN_ADMIN_TOKEN=$ADMIN_TOKEN nsbg "$NS_GW" sixpn-serve env RUST_LOG=info,hickory_server=warn \
-    "$sixpn" serve --config "$work/gw/sixpn.toml"
+SIXPN_ADMIN_TOKEN=$ADMIN_TOKEN nsbg "$NS_GW" sixpn-serve "${SIXPN_PRIV[@]}" \
+    env RUST_LOG=info,hickory_server=warn "$sixpn" serve --config "$work/gw/sixpn.toml"
 serve_pid=$last_pid
 api_up() {
     kill -0 "$serve_pid" || return 0 # exited: stop waiting
@@ -258,6 +283,13 @@ api_up() {
 wait_for 30 api_up || die "sixpn serve did not come up (see sixpn-serve.log)"
 kill -0 "$serve_pid" 2>/dev/null || die "sixpn serve exited (see sixpn-serve.log)"
 pass "sixpn serve runs in gateway mode on wireguard-go, API over HTTPS"
+gw_procs_ok() {
+    local pid
+    for pid in "$gw_wg_pid" "$serve_pid"; do
+        [ "$(stat -c %u "/proc/$pid")" = "$GW_UID" ] || return 1
+    done
+}
+check "wireguard-go and sixpn serve run as user $GW_UID, not root (as the systemd units run them)" gw_procs_ok
 check "the API refuses plain HTTP" sh -c "! ip netns exec '$NS_GW' curl -fsS -m 3 -o /dev/null 'http://$GW_IP:4280/healthz'"
 
 admin() {
@@ -495,8 +527,25 @@ if [ -n "$x_token" ] &&
     fi
     check "(f) n1 still reaches n2 (same org) with the widened AllowedIPs" \
         nsrun "$NS_N1" ping -6 -c 1 -W 2 "${addr[2]}"
+    # The gateway's addresses of another org are not the gateway's to a node (issue 22): x1 gets
+    # no answer from personal's resolver, however it routes.
+    if nsrun "$NS_X" dig +tries=1 +time=1 @"$ORG_DNS" web._g.internal AAAA | grep -q 'status: '; then
+        fail "(f) x1 (acme) gets an answer from org personal's resolver $ORG_DNS"
+    else
+        pass "(f) x1 (acme) gets no answer from org personal's resolver $ORG_DNS"
+    fi
     narrow "$NS_X" "$x_conf" "$n_net"
     narrow "$NS_N1" "${conf[1]}" "$x_net"
+    # Nor the host's other addresses: n1, routing the gateway's underlay address into its tunnel.
+    widen "$NS_N1" "${conf[1]}" "$GW_IP6/128" || fail "(f) routing $GW_IP6 into n1's tunnel"
+    if nsrun "$NS_N1" ping -6 -c 2 -i 0.3 -W 1 "$GW_IP6" >/dev/null 2>&1; then
+        fail "(f) n1 reaches the gateway's underlay address $GW_IP6 through the tunnel"
+    else
+        pass "(f) n1 cannot reach the gateway's underlay address $GW_IP6 through the tunnel"
+    fi
+    narrow "$NS_N1" "${conf[1]}" "$GW_IP6/128"
+    check "(f) n1 still reaches its gateway ($ORG_GW) and n2" \
+        sh -c "ip netns exec '$NS_N1' ping -6 -c 1 -W 2 '$ORG_GW' >/dev/null && ip netns exec '$NS_N1' ping -6 -c 1 -W 2 '${addr[2]}' >/dev/null"
 else
     fail "(f) bringing up x1 in org acme (see token-start-x1.log)"
 fi
@@ -954,7 +1003,7 @@ log "(g) restarting the gateway's wireguard-go: sixpn must reconfigure the blank
 stop_pid "$gw_wg_pid"
 wait_for 5 sh -c "! ip -n '$NS_GW' link show wg0" || true
 rm -f "$work/$NS_GW/run/wg0.sock"
-nsbg "$NS_GW" wireguard-go-gw2 wireguard-go -f wg0
+gw_wireguard_go wireguard-go-gw2
 t0=$(now_ms)
 gw_configured() { test "$(nsrun "$NS_GW" wg show wg0 public-key)" = "$gw_pubkey" && gw_has_key "$new_pub"; }
 if wait_for 15 gw_configured; then
