@@ -304,9 +304,11 @@ fn parse_rules(json: &str, state: &mut LinkState) -> Result<(), String> {
         Ipv6Net::new(addr, len.unwrap_or(128)).ok()
     };
     for mut r in rules {
-        // Said of a `goto` whose target is missing, and of the protocol that added the rule.
-        r.other.remove("unresolved");
-        r.other.remove("protocol");
+        // Said of a `goto` whose target is missing, of an `iif` that does not exist (yet), and
+        // of the protocol that added the rule: none changes what the rule is.
+        for key in ["unresolved", "iif_detached", "protocol"] {
+            r.other.remove(key);
+        }
         if !r.other.is_empty() {
             continue;
         }
@@ -474,7 +476,7 @@ mod tests {
             {"priority":33,"src":"all","table":"local"},
             {"priority":31000,"src":"fdaa:0:1::","srclen":48,"dst":"fdaa:0:1::","dstlen":48,"iif":"wg0","table":"main"},
             {"priority":31000,"src":"fdaa:0:9::","srclen":48,"dst":"fdaa:0:9::","dstlen":48,"iif":"wg1","table":"main"},
-            {"priority":31001,"src":"all","iif":"wg0","action":"prohibit"},
+            {"priority":31001,"src":"all","iif":"wg0","iif_detached":null,"action":"prohibit"},
             {"priority":32000,"src":"all","fwmark":"0x1","table":"local"},
             {"priority":32766,"src":"all","table":"main"}]"#
             .to_owned();
