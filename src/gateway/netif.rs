@@ -26,13 +26,11 @@
 //! to nodes leave from `::3` (the route's source), so the answers come back in; one that binds
 //! another local address explicitly gets no answer from the tunnel.
 //!
-//! Orgs are isolated from each other: with IPv6 forwarding on, the kernel would route a packet
-//! from one org's peer to another org's /48. Two policy rules per interface stop that: packets
-//! that arrive on the interface are routed only from an org's /48 to the same /48
-//! ([`RULE_PREF_ORG`], one rule per org), and everything else arriving there is refused with an
-//! ICMPv6 "administratively prohibited" ([`RULE_PREF_PROHIBIT`]). Traffic to the gateway's own
-//! addresses is delivered by the `local` table before these rules, and traffic the gateway sends
-//! does not arrive on the interface, so neither is affected.
+//! Orgs are isolated from each other by the same rules: with IPv6 forwarding on, the kernel would
+//! route a packet from one org's peer to another org's /48, and rule 31 refuses it. The older
+//! pair that did this after the `local` table, [`RULE_PREF_ORG`] (from an org's /48 to the same
+//! /48, one per org) and [`RULE_PREF_PROHIBIT`] (the rest of the interface), is still added: it
+//! changes nothing behind rules 30–33, and keeps orgs apart on a host whose rule 0 came back.
 //!
 //! The state is read with `ip -json` and compared first ([`plan`] is pure), so a steady interface
 //! costs three read-only `ip` commands per reconcile and nothing is ever removed but the `local`

@@ -9,6 +9,8 @@
 #   sixpn-gw  br0 10.99.0.1/24   wg0 (wireguard-go, :51820)   sixpn serve (API https://10.99.0.1:4280
 #             with a private CA, DNS on each org's ::3 only)   HAProxy (127.0.0.1:8080 and, for a
 #             group of 300 in org `big`, 127.0.0.1:8081; deploy/haproxy/haproxy.cfg as shipped)
+#             wireguard-go and sixpn run as user 65534 with only the capabilities that
+#             deploy/gateway/*.service give them (setpriv: ambient, bounding, no new privileges)
 #   sixpn-n1  eth0 10.99.0.11/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-n2  eth0 10.99.0.12/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-x1  eth0 10.99.0.13/24 wg0 (wireguard-go)   a peer of another org (acme)
