@@ -7,7 +7,10 @@
 # - HAProxy config:        haproxy -c, with the environment the units set
 # - Nomad job:             parsed as HCL2 (python-hcl2); the `nomad` CLI is not needed
 # - Dockerfiles:           hadolint
-# - Shell scripts:         shellcheck
+# - Shell scripts:         shellcheck, and no secret on a command line (`curl -H @-` instead)
+# - systemd units:         systemd-analyze verify, and `systemd-analyze security` exposure of
+#                          sixpn.service and wireguard-go@.service below 2.5 (skipped without
+#                          systemd-analyze 252+, which rates unit files offline)
 # The Python tools go into a venv ($SIXPN_CHECK_VENV, default target/deploy-check-venv), pinned;
 # haproxy (and python3-venv, if `python3 -m venv` needs it) come from the distribution (apt-get)
 # when missing. Prints one line per check and "N passed, M failed"; exits non-zero when any
@@ -99,6 +102,47 @@ check "hadolint Dockerfile deploy/node/Dockerfile" \
 
 check "shellcheck deploy/**/*.sh" \
     "$venv/bin/shellcheck" deploy/check.sh deploy/node/*.sh
+
+# A secret on a command line shows in /proc/<pid>/cmdline to every local user: headers go on
+# stdin (`curl -H @-`), tokens in the environment the CLI reads.
+no_secret_args() {
+    ! grep -nE 'Authorization: Bearer \$|-H "?Authorization|--admin-token|--token[ =]' \
+        deploy/node/*.sh deploy/gateway/*
+}
+check "no secret on a command line in deploy/ scripts and units" no_secret_args
+
+# The units as systemd reads them: `verify` needs each Exec path to exist, so they become
+# /bin/true in a copy (the template verified as its wg0 instance); any warning fails.
+units_verify() {
+    tmp=$(mktemp -d /tmp/sixpn-check-units.XXXXXX) || return 1
+    for f in deploy/gateway/*.service; do
+        sed 's|^\(Exec[A-Za-z]*=\)[^ ]*|\1/bin/true|' "$f" >"$tmp/${f##*/}"
+    done
+    cp "$tmp/wireguard-go@.service" "$tmp/wireguard-go@wg0.service"
+    out=$(cd "$tmp" && systemd-analyze verify --man=no ./sixpn.service ./wireguard-go@wg0.service \
+        ./haproxy-sixpn.service 2>&1)
+    rc=$?
+    rm -rf "$tmp"
+    printf '%s\n' "$out"
+    [ "$rc" -eq 0 ] && [ -z "$out" ]
+}
+# exposure UNIT_FILE MAX: `systemd-analyze security` rates the unit below MAX (0 safest, 10 worst).
+exposure() {
+    out=$(systemd-analyze security --offline=true --no-pager "$1" 2>&1)
+    level=$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\) .*/\1/p')
+    printf '%s\n' "$out" | grep '✗'
+    echo "$1: exposure ${level:-unknown}, wanted below $2"
+    [ -n "$level" ] && awk -v l="$level" -v m="$2" 'BEGIN { exit !(l < m) }'
+}
+if command -v systemd-analyze >/dev/null 2>&1 &&
+    systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then
+    check "systemd-analyze verify deploy/gateway/*.service" units_verify
+    for unit in deploy/gateway/sixpn.service deploy/gateway/wireguard-go@.service; do
+        check "systemd-analyze security $unit: exposure below 2.5" exposure "$unit" 2.5
+    done
+else
+    echo "SKIP: systemd-analyze verify/security (needs systemd-analyze 252+, for --offline)"
+fi
 
 # The shell and the CLI normalise node names the same way (the CLI's own test covers more):
 # dots and '_' become '-', non-ASCII bytes too; leading '-' dropped; cut to 63, then trailing '-'.

@@ -18,6 +18,7 @@ have ping || need_pkgs+=(iputils-ping)
 have curl || need_pkgs+=(curl)
 have promtool || need_pkgs+=(prometheus) # ops: /metrics passes `promtool check metrics`
 have python3 || need_pkgs+=(python3) # tests/e2e: HTTP servers on the nodes, HAProxy runtime API
+have tcpdump || need_pkgs+=(tcpdump) # tests/e2e (k): what enters a node's tunnel
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && have apt-get; then
     echo "== installing ${need_pkgs[*]}"

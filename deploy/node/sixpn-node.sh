@@ -78,8 +78,11 @@ deregister() {
     log "deleting peer $name"
     set --
     [ -z "${SIXPN_CA_CERT:-}" ] || set -- --cacert "$SIXPN_CA_CERT"
-    curl -fsS -m 10 "$@" -X DELETE -H "Authorization: Bearer $SIXPN_WIREGUARD_TOKEN" \
-        "${SIXPN_API_URL%/}/api/v3/wire_guard_peers/$name" >/dev/null || true
+    # The header comes on stdin (`-H @-`; printf is the shell's own), never on a command line,
+    # where /proc/<pid>/cmdline would show the token to every local user.
+    printf 'Authorization: Bearer %s\n' "$SIXPN_WIREGUARD_TOKEN" |
+        curl -fsS -m 10 "$@" -X DELETE -H @- \
+            "${SIXPN_API_URL%/}/api/v3/wire_guard_peers/$name" >/dev/null || true
 }
 
 if [ "$mode" = deregister ]; then

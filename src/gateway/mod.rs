@@ -6,7 +6,7 @@
 //!   listen port;
 //! - for every org, the gateway's `::1` and the resolver's `::3` as /128s on the interface, a
 //!   route for the org's /48 through it, and policy rules that keep each org's traffic within
-//!   its own /48 ([`netif`]);
+//!   its own /48 and keep every other interface away from the orgs' /48s ([`netif`]);
 //! - one peer per live peer of the gateway's region: its public key with its address as the only
 //!   allowed IP ([`reconcile`]).
 //!

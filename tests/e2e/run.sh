@@ -9,11 +9,15 @@
 #   sixpn-gw  br0 10.99.0.1/24   wg0 (wireguard-go, :51820)   sixpn serve (API https://10.99.0.1:4280
 #             with a private CA, DNS on each org's ::3 only)   HAProxy (127.0.0.1:8080 and, for a
 #             group of 300 in org `big`, 127.0.0.1:8081; deploy/haproxy/haproxy.cfg as shipped)
+#             wireguard-go and sixpn run as user 65534 with only the capabilities that
+#             deploy/gateway/*.service give them (setpriv: ambient, bounding, no new privileges)
 #   sixpn-n1  eth0 10.99.0.11/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-n2  eth0 10.99.0.12/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-x1  eth0 10.99.0.13/24 wg0 (wireguard-go)   a peer of another org (acme)
 #   sixpn-nd  eth0 10.99.0.14/24 sixpn0 (wireguard-go, started by deploy/node/sixpn-node.sh, run
 #             as the DaemonSet and then as the Nomad job run it)
+#   sixpn-ln  eth0 10.99.0.15/24 fd99:99::15/64: a LAN neighbour of the gateway (no tunnel) that
+#             routes the org's /48 to the gateway's underlay address fd99:99::1 (section k)
 #
 # wireguard-go always puts its socket in /run/wireguard, which namespaces share; every command
 # here runs with a private bind mount of a per-namespace directory there (see `nsrun`).
@@ -31,9 +35,13 @@ NS_N1=$prefix-n1
 NS_N2=$prefix-n2
 NS_X=$prefix-x1 # a node of another org, to show the orgs are isolated
 NS_D=$prefix-nd # a node run by deploy/node/sixpn-node.sh, as the DaemonSet and the Nomad job do
+NS_L=$prefix-ln # a LAN neighbour of the gateway, outside every tunnel
+GW_IP6=fd99:99::1
+GW_UID=65534 # the user the gateway's wireguard-go and sixpn run as
+LAN_IP6=fd99:99::15
 GW_IP=10.99.0.1
 API=https://$GW_IP:4280
-ADMIN_TOKEN=e2e-admin-$(od -An -tx1 -N16 /dev/urandom | tr -d " \n")
+ADMIN_TOKEN=e2e-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d " \n") # 32+ characters
 WG_UP=$root/deploy/node/sixpn-wg-up.sh
 # The system python (a version-manager shim may not exec through, which would hide its PID).
 PYTHON=$(command -v /usr/bin/python3 || command -v python3)
@@ -149,11 +157,11 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # ----------------------------------------------------------------------------- preconditions
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
-for tool in ip wg wireguard-go haproxy dig curl python3 ping unshare mount; do
+for tool in ip wg wireguard-go haproxy dig curl python3 ping unshare mount setpriv; do
     command -v "$tool" >/dev/null || die "needs $tool"
 done
 [ -x "$sixpn" ] || die "no sixpn binary at $sixpn (cargo build --bin sixpn)"
-for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D"; do
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L"; do
     if ip netns list | grep -qw "^$ns"; then
         die "namespace $ns exists already (another run? remove it with: ip netns del $ns)"
     fi
@@ -168,7 +176,7 @@ fi
 
 # ----------------------------------------------------------------------------- underlay
 log "creating namespaces and the underlay 10.99.0.0/24"
-for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D"; do
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L"; do
     ip netns add "$ns" || die "ip netns add $ns"
     namespaces+=("$ns")
     mkdir -p "$work/$ns/run"
@@ -180,13 +188,16 @@ ip -n "$NS_GW" link add br0 type bridge
 ip -n "$NS_GW" addr add "$GW_IP/24" dev br0
 ip -n "$NS_GW" link set br0 up
 i=0
-for ns in "$NS_N1" "$NS_N2" "$NS_X" "$NS_D"; do
+for ns in "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L"; do
     i=$((i + 1))
     ip -n "$NS_GW" link add "veth$i" type veth peer name eth0 netns "$ns"
     ip -n "$NS_GW" link set "veth$i" master br0 up
     ip -n "$ns" addr add "10.99.0.1$i/24" dev eth0
     ip -n "$ns" link set eth0 up
 done
+# IPv6 on the underlay too, for the LAN neighbour (section k).
+ip -n "$NS_GW" -6 addr add "$GW_IP6/64" dev br0 nodad
+ip -n "$NS_L" -6 addr add "$LAN_IP6/64" dev eth0 nodad
 
 # ----------------------------------------------------------------------------- gateway
 log "a private CA and the API's certificate for $GW_IP"
@@ -204,8 +215,32 @@ mkdir -p "$pki"
 ) >"$work/pki.log" 2>&1 || die "making the test CA (see pki.log)"
 CA=$pki/ca.pem
 
-log "starting wireguard-go and sixpn serve in $NS_GW"
+log "starting wireguard-go and sixpn serve in $NS_GW, as user $GW_UID with the units' capabilities"
 mkdir -p "$work/gw"
+# The gateway's processes run as deploy/gateway/*.service run them: an unprivileged user (here
+# nobody, there sixpn) with the units' capabilities only (ambient, bounding) and no new privileges.
+chmod 711 "$work"
+chown "$GW_UID:$GW_UID" "$work/gw" "$work/$NS_GW/run" "$pki/api.key"
+# Distributions ship /dev/net/tun world-writable (wireguard-go needs only CAP_NET_ADMIN then);
+# where it is not, the gateway's mount namespace gets a node that is.
+if [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+    mknod -m 0666 "$work/tun" c 10 200 || die "mknod $work/tun"
+fi
+# setpriv for the gateway's user, with wireguard-go@.service's and sixpn.service's capabilities.
+priv() {
+    printf '%s\n' setpriv --reuid="$GW_UID" --regid="$GW_UID" --clear-groups --inh-caps="-all,$1" \
+        --ambient-caps="-all,$1" --bounding-set="-all,$1" --no-new-privs
+}
+mapfile -t WG_PRIV < <(priv +net_admin)
+mapfile -t SIXPN_PRIV < <(priv +net_admin,+net_bind_service)
+# gw_wireguard_go LOGNAME: wireguard-go wg0 in $NS_GW as wireguard-go@.service runs it.
+gw_wireguard_go() {
+    ip netns exec "$NS_GW" unshare -m --propagation private \
+        sh -c 'mount --bind "$0" /run/wireguard && { [ ! -e "$1" ] || mount --bind "$1" /dev/net/tun; } && shift && exec "$@"' \
+        "$work/$NS_GW/run" "$work/tun" "${WG_PRIV[@]}" wireguard-go -f wg0 >"$work/$1.log" 2>&1 &
+    pids+=($!)
+    last_pid=$!
+}
 # As deploy/gateway/sixpn.toml: HTTPS, [dns] listen left at its loopback default (the org ::3
 # resolvers come with the gateway), max_udp_payload as HAProxy's accepted_payload_size.
 cat >"$work/gw/sixpn.toml" <<EOF
@@ -236,11 +271,12 @@ listen_port = 51820
 healthy_only = ["personal"]
 health_window = "$HEALTH_WINDOW"
 EOF
-nsbg "$NS_GW" wireguard-go-gw wireguard-go -f wg0
+gw_wireguard_go wireguard-go-gw
 gw_wg_pid=$last_pid
 wait_for 10 test -S "$work/$NS_GW/run/wg0.sock" || die "wireguard-go did not start in $NS_GW"
-nsbg "$NS_GW" sixpn-serve env RUST_LOG=info,hickory_server=warn SIXPN_ADMIN_TOKEN="$ADMIN_TOKEN" \
-    "$sixpn" serve --config "$work/gw/sixpn.toml"
+# Secrets travel in the environment, never on a command line (/proc/<pid>/cmdline is world-readable).
+SIXPN_ADMIN_TOKEN=$ADMIN_TOKEN nsbg "$NS_GW" sixpn-serve "${SIXPN_PRIV[@]}" \
+    env RUST_LOG=info,hickory_server=warn "$sixpn" serve --config "$work/gw/sixpn.toml"
 serve_pid=$last_pid
 api_up() {
     kill -0 "$serve_pid" || return 0 # exited: stop waiting
@@ -249,10 +285,17 @@ api_up() {
 wait_for 30 api_up || die "sixpn serve did not come up (see sixpn-serve.log)"
 kill -0 "$serve_pid" 2>/dev/null || die "sixpn serve exited (see sixpn-serve.log)"
 pass "sixpn serve runs in gateway mode on wireguard-go, API over HTTPS"
+gw_procs_ok() {
+    local pid
+    for pid in "$gw_wg_pid" "$serve_pid"; do
+        [ "$(stat -c %u "/proc/$pid")" = "$GW_UID" ] || return 1
+    done
+}
+check "wireguard-go and sixpn serve run as user $GW_UID, not root (as the systemd units run them)" gw_procs_ok
 check "the API refuses plain HTTP" sh -c "! ip netns exec '$NS_GW' curl -fsS -m 3 -o /dev/null 'http://$GW_IP:4280/healthz'"
 
 admin() {
-    nsrun "$NS_GW" env SIXPN_API_URL="$API" SIXPN_ADMIN_TOKEN="$ADMIN_TOKEN" SIXPN_CA_CERT="$CA" "$sixpn" "$@"
+    SIXPN_ADMIN_TOKEN=$ADMIN_TOKEN nsrun "$NS_GW" env SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA" "$sixpn" "$@"
 }
 gw_pubkey=$(nsrun "$NS_GW" wg show wg0 public-key)
 check "the gateway interface carries the gateway key" test "$gw_pubkey" = \
@@ -267,7 +310,7 @@ mint() {
 node_cmd() {
     local ns=$1 token=$2
     shift 2
-    nsrun "$ns" env SIXPN_API_URL="$API" SIXPN_WIREGUARD_TOKEN="$token" "$sixpn" "$@" --cacert "$CA"
+    SIXPN_WIREGUARD_TOKEN=$token nsrun "$ns" env SIXPN_API_URL="$API" "$sixpn" "$@" --cacert "$CA"
 }
 # wg_up NS CONF: start wireguard-go wg0 in NS and apply CONF; sets wg_pid.
 wg_up() {
@@ -359,6 +402,85 @@ check "(a) sixpn peer show n1: last handshake, bytes and endpoint from the gatew
 admin peer show n1 >"$work/peer-show-n1.log" 2>&1
 check "(a) sixpn peer show n1 prints the handshake" grep -qi "handshake" "$work/peer-show-n1.log"
 
+# ----------------------------------------------------------------------------- (k) the LAN
+# Only the tunnel reaches an org's ::1 and ::3 (issue 22): a LAN neighbour that routes the org's
+# /48 to the gateway gets no answer, over UDP, TCP or ICMP; with a forged source inside the /48 (a
+# node's address) nothing is sent into that node's tunnel; nor can it inject a packet into a
+# tunnel through the gateway. The gateway's policy rules drop such packets before the `local`
+# table (src/gateway/netif.rs). Without them every check below fails.
+log "(k) a LAN neighbour ($NS_L, $LAN_IP6) routing the org's /48 to the gateway ($GW_IP6)"
+org_net=$(sed -n 's/^AllowedIPs *= *\([^,]*\/48\).*/\1/p' "${conf[1]}")
+ip -n "$NS_L" -6 route add "$org_net" via "$GW_IP6" dev eth0
+check "(k) the LAN neighbour reaches the gateway's underlay address (ping6 $GW_IP6)" \
+    wait_for 5 nsrun "$NS_L" ping -6 -c 1 -W 1 "$GW_IP6"
+# lan_answer ARGS...: whether a dig from the neighbour got any DNS answer (REFUSED included).
+lan_answer() { nsrun "$NS_L" dig +tries=1 +time=1 "$@" | grep -q 'status: '; }
+no_lan_answer() { ! lan_answer "$@"; }
+check "(k) LAN → [$ORG_DNS]:53 over UDP: no answer" no_lan_answer @"$ORG_DNS" web._g.internal AAAA
+check "(k) LAN → [$ORG_DNS]:53 over TCP: no answer" no_lan_answer +tcp @"$ORG_DNS" web._g.internal AAAA
+for a in "$ORG_GW" "$ORG_DNS"; do
+    if nsrun "$NS_L" ping -6 -c 2 -i 0.3 -W 1 "$a" >/dev/null 2>&1; then
+        fail "(k) LAN → $a: ping6 answered"
+    else
+        pass "(k) LAN → $a: ping6 gets no answer"
+    fi
+done
+# Forged sources: n2's address on the neighbour (answers to it would go into n2's tunnel), and
+# from it a ping to n1 (it would go into n1's tunnel). Each node's tunnel is watched meanwhile.
+ip -n "$NS_L" -6 addr add "${addr[2]}/128" dev eth0 nodad
+# tunnel_watch NS NAME: capture what arrives on NS's wg0 from the gateway's addresses or n2 (or,
+# without tcpdump, its received-packet counter); tunnel_seen NS NAME prints what arrived since.
+rx_packets() { ip -n "$1" -s -j link show wg0 | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)[0]["stats64"]["rx"]["packets"])'; }
+tunnel_watch() {
+    if command -v tcpdump >/dev/null; then
+        nsbg "$1" "tcpdump-$2" tcpdump -i wg0 -n -l -Q in \
+            "ip6 and (src host $ORG_DNS or src host $ORG_GW or src host ${addr[2]})"
+        eval "watch_pid_$2=$last_pid"
+        wait_for 5 grep -q 'listening on' "$work/tcpdump-$2.log"
+    else
+        rx_packets "$1" >"$work/rx-$2"
+    fi
+}
+tunnel_seen() {
+    local pid_var=watch_pid_$2
+    if command -v tcpdump >/dev/null; then
+        sleep 0.5
+        stop_pid "${!pid_var}"
+        grep ' IP6 ' "$work/tcpdump-$2.log" | head -n 5
+    else
+        local before after
+        before=$(cat "$work/rx-$2")
+        after=$(rx_packets "$1")
+        [ "$after" = "$before" ] || echo "$((after - before)) packets"
+    fi
+}
+tunnel_watch "$NS_N2" n2
+tunnel_watch "$NS_N1" n1
+forged=$(
+    nsrun "$NS_L" dig +tries=1 +time=1 -b "${addr[2]}" @"$ORG_DNS" web._g.internal AAAA
+    nsrun "$NS_L" dig +tries=1 +time=1 +bufsize=16384 -b "${addr[2]}" @"$ORG_DNS" _peer.internal TXT
+    nsrun "$NS_L" dig +tcp +tries=1 +time=1 -b "${addr[2]}" @"$ORG_DNS" web._g.internal AAAA
+    nsrun "$NS_L" ping -6 -c 2 -i 0.3 -W 1 -I "${addr[2]}" "$ORG_GW"
+    nsrun "$NS_L" ping -6 -c 2 -i 0.3 -W 1 -I "${addr[2]}" "${addr[1]}"
+)
+printf '%s\n' "$forged" >"$work/lan-forged.log"
+seen_n2=$(tunnel_seen "$NS_N2" n2)
+seen_n1=$(tunnel_seen "$NS_N1" n1)
+check "(k) queries and pings from the LAN with n2's address forged: nothing sent into n2's tunnel ($seen_n2)" \
+    test -z "$seen_n2"
+check "(k) a ping from the LAN to n1 with n2's address forged: nothing sent into n1's tunnel ($seen_n1)" \
+    test -z "$seen_n1"
+check "(k) the LAN's forged queries got no answer" sh -c "! grep -q 'status: ' '$work/lan-forged.log'"
+ip -n "$NS_L" -6 addr del "${addr[2]}/128" dev eth0
+# The watch itself sees what the tunnel carries: n2's own query through its tunnel.
+tunnel_watch "$NS_N2" n2
+dig_group "$NS_N2" >/dev/null
+seen_n2=$(tunnel_seen "$NS_N2" n2)
+check "(k) the watch on n2's tunnel does see the answer to n2's own query ($seen_n2)" test -n "$seen_n2"
+check "(k) n1 still resolves through the tunnel" test "$(dig_group "$NS_N1")" = "$expected"
+check "(k) the gateway still reaches n1 (ping6 from the gateway itself)" \
+    nsrun "$NS_GW" ping -6 -c 1 -W 2 "${addr[1]}"
+
 # ----------------------------------------------------------------------------- (f) orgs
 log "(f) a node of org acme, on the same gateway"
 admin org create acme >"$work/org-create.log" 2>&1 || fail "(f) sixpn org create acme (see org-create.log)"
@@ -407,8 +529,25 @@ if [ -n "$x_token" ] &&
     fi
     check "(f) n1 still reaches n2 (same org) with the widened AllowedIPs" \
         nsrun "$NS_N1" ping -6 -c 1 -W 2 "${addr[2]}"
+    # The gateway's addresses of another org are not the gateway's to a node (issue 22): x1 gets
+    # no answer from personal's resolver, however it routes.
+    if nsrun "$NS_X" dig +tries=1 +time=1 @"$ORG_DNS" web._g.internal AAAA | grep -q 'status: '; then
+        fail "(f) x1 (acme) gets an answer from org personal's resolver $ORG_DNS"
+    else
+        pass "(f) x1 (acme) gets no answer from org personal's resolver $ORG_DNS"
+    fi
     narrow "$NS_X" "$x_conf" "$n_net"
     narrow "$NS_N1" "${conf[1]}" "$x_net"
+    # Nor the host's other addresses: n1, routing the gateway's underlay address into its tunnel.
+    widen "$NS_N1" "${conf[1]}" "$GW_IP6/128" || fail "(f) routing $GW_IP6 into n1's tunnel"
+    if nsrun "$NS_N1" ping -6 -c 2 -i 0.3 -W 1 "$GW_IP6" >/dev/null 2>&1; then
+        fail "(f) n1 reaches the gateway's underlay address $GW_IP6 through the tunnel"
+    else
+        pass "(f) n1 cannot reach the gateway's underlay address $GW_IP6 through the tunnel"
+    fi
+    narrow "$NS_N1" "${conf[1]}" "$GW_IP6/128"
+    check "(f) n1 still reaches its gateway ($ORG_GW) and n2" \
+        sh -c "ip netns exec '$NS_N1' ping -6 -c 1 -W 2 '$ORG_GW' >/dev/null && ip netns exec '$NS_N1' ping -6 -c 1 -W 2 '${addr[2]}' >/dev/null"
 else
     fail "(f) bringing up x1 in org acme (see token-start-x1.log)"
 fi
@@ -627,13 +766,22 @@ nomad_interpolate() {
 }
 
 # node_script_bg LOG ETC_SIXPN SCRIPT ENV...: `/bin/sh -c SCRIPT` in $NS_D with only ENV, its own
-# /run/wireguard (= /var/run/wireguard) and ETC_SIXPN on /etc/sixpn; sets node_pid.
+# /run/wireguard (= /var/run/wireguard) and ETC_SIXPN on /etc/sixpn; sets node_pid. ENV (the token
+# among it) goes through a 0600 file, not a command line.
 node_script_bg() {
-    local name=$1 etc=$2 script=$3
+    local name=$1 etc=$2 script=$3 kv v
     shift 3
+    (
+        umask 077
+        for kv in "$@"; do
+            v=${kv#*=}
+            printf "%s='%s'\n" "${kv%%=*}" "${v//\'/\'\\\'\'}"
+        done >"$work/$name.env"
+    )
     ip netns exec "$NS_D" unshare -m --propagation private \
         sh -c 'mount --bind "$0" /run/wireguard && mount --bind "$1" /etc/sixpn && shift && exec "$@"' \
-        "$work/$NS_D/run" "$etc" env -i "$@" /bin/sh -c "$script" >"$work/$name.log" 2>&1 &
+        "$work/$NS_D/run" "$etc" env -i /bin/sh -c 'set -a && . "$0" && set +a && exec /bin/sh -c "$1"' \
+        "$work/$name.env" "$script" >"$work/$name.log" 2>&1 &
     node_pid=$!
     pids+=("$node_pid")
 }
@@ -812,9 +960,9 @@ for t in 1 2 3; do
     big_tokens+=("$(admin token create --org big --name "big$t" --group web | sed -n 's/^SIXPN_WIREGUARD_TOKEN=//p')")
 done
 # register 300 fake peers (random public keys) over HTTPS; prints the org's resolver address.
-big_dns=$(nsrun "$NS_GW" "$PYTHON" - "$GW_IP" "$CA" "${big_tokens[@]}" 2>"$work/big-register.log" <<'PY'
+big_dns=$(BIG_TOKENS="${big_tokens[*]}" nsrun "$NS_GW" "$PYTHON" - "$GW_IP" "$CA" 2>"$work/big-register.log" <<'PY'
 import base64, http.client, json, os, ssl, sys
-host, ca, tokens = sys.argv[1], sys.argv[2], sys.argv[3:]
+host, ca, tokens = sys.argv[1], sys.argv[2], os.environ["BIG_TOKENS"].split()
 ctx = ssl.create_default_context(cafile=ca)
 dns = None
 for t, token in enumerate(tokens):
@@ -857,7 +1005,7 @@ log "(g) restarting the gateway's wireguard-go: sixpn must reconfigure the blank
 stop_pid "$gw_wg_pid"
 wait_for 5 sh -c "! ip -n '$NS_GW' link show wg0" || true
 rm -f "$work/$NS_GW/run/wg0.sock"
-nsbg "$NS_GW" wireguard-go-gw2 wireguard-go -f wg0
+gw_wireguard_go wireguard-go-gw2
 t0=$(now_ms)
 gw_configured() { test "$(nsrun "$NS_GW" wg show wg0 public-key)" = "$gw_pubkey" && gw_has_key "$new_pub"; }
 if wait_for 15 gw_configured; then
@@ -873,7 +1021,7 @@ check "(g) n1 reaches the gateway again" wait_for 40 n1_back
 log "(e) cleaning up"
 trap - EXIT
 cleanup
-leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2|$NS_X|$NS_D)( |$)" || true)
+leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2|$NS_X|$NS_D|$NS_L)( |$)" || true)
 check "(e) no namespace left behind" test -z "$leftover_ns"
 alive=
 for pid in "${pids[@]}"; do
