@@ -92,16 +92,17 @@ done
 curl --silent --fail --output /dev/null "$base/healthz"
 
 # A WireGuard token for the second run, minted the way an admin would.
-wg_token=$(curl --silent --show-error --fail \
-    -H "Authorization: Bearer $admin_token" -H 'Content-Type: application/json' \
+# Headers with secrets go on curl's stdin, never on a command line (issue 22).
+wg_token=$(printf 'Authorization: Bearer %s\n' "$admin_token" | curl --silent --show-error --fail \
+    -H @- -H 'Content-Type: application/json' \
     --data '{"name":"schemathesis"}' \
     "$base/api/v1/orgs/personal/wireguard_tokens" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
 
 # API keys for the role runs (issue 16), created the way an owner would.
 api_key() {
-    curl --silent --show-error --fail \
-        -H "Authorization: Bearer $admin_token" -H 'Content-Type: application/json' \
+    printf 'Authorization: Bearer %s\n' "$admin_token" | curl --silent --show-error --fail \
+        -H @- -H 'Content-Type: application/json' \
         --data "{\"name\":\"$1\",\"org\":\"$2\",\"role\":\"$3\"}" \
         "$base/api/v1/api_keys" |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])'
