@@ -199,6 +199,23 @@ impl<'a> FailedAuth<'a> {
     }
 }
 
+impl FailedAuth<'_> {
+    /// Charges a wrong admin token to the source and to the global failed-admin-auth budget
+    /// (issue 22: a /48 holds 65,536 sources, each with a budget of its own). Once the global
+    /// budget is spent, wrong admin tokens from anywhere are answered `429` until it refills;
+    /// the right one was compared before and is never refused for it.
+    fn charge_admin(&self, err: ApiError) -> ApiError {
+        let err = self.charge(err);
+        match self.state.limiters.failed_admin_auth.take(()) {
+            Ok(()) => err,
+            Err(retry_after) => ApiError::RateLimited {
+                what: "too many failed admin authentications from all addresses together",
+                retry_after,
+            },
+        }
+    }
+}
+
 impl FromRequestParts<Shared> for PeerAuth {
     type Rejection = ApiError;
 
@@ -265,7 +282,7 @@ impl FromRequestParts<Shared> for AdminAuth {
         if matches {
             Ok(AdminAuth)
         } else {
-            Err(failures.charge(ApiError::BadAdminToken))
+            Err(failures.charge_admin(ApiError::BadAdminToken))
         }
     }
 }

@@ -8,9 +8,15 @@
 //!   [`ServerLimits::idle_timeout`] while no request of it is being handled is closed (a client
 //!   that does not read its answer). A request whose body stalls is answered `408` after the
 //!   body timeout (`ApiState::body_timeout`), so a slow handler is never cut off mid-answer.
-//! - **Connection caps**, in total and per source address. At a cap, a new connection evicts
-//!   the one idle longest (see `Connections`); only when every connection is busy with a
-//!   request is the new one answered `503` with a JSON `error` and closed at once.
+//! - **Connection caps**, in total and per source (an IPv4 address or an IPv6 /64, see
+//!   [`source_key`]). At a cap, a new connection evicts the one idle longest, but never one
+//!   idle for less than [`ServerLimits::eviction_floor`] (a client still in its TLS handshake or
+//!   sending its request head over a slow link): when there is none to evict, the new
+//!   connection is answered `503` with a JSON `error` and closed at once. The last quarter of
+//!   the total cap is kept for sources holding no connection yet, so silent connections from
+//!   a few hundred addresses cannot fill the server (see `Connections`).
+//! - **Accept rate** per source ([`ServerLimits::accept_rate`], a token bucket): a source
+//!   opening connections faster is refused at once, without a task or a timer.
 //! - **JSON for hyper's own answers**: hyper answers requests it cannot parse (a garbage request
 //!   line: `400`; a 100,000-character URI: `414`; oversized headers: `431`) itself, with an empty
 //!   body and no hook to change it. [`GuardedIo`] recognises exactly those answers on the way
@@ -35,6 +41,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+
+use super::limits::{Buckets, source_key};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -62,8 +70,15 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
-    /// Connections open at once from one address.
+    /// Connections open at once from one source (an IPv4 address or an IPv6 /64).
     pub max_connections_per_ip: usize,
+    /// A connection idle for less than this (since it opened or since its last answer) is never
+    /// evicted for a new one.
+    pub eviction_floor: Duration,
+    /// New connections per second from one source (0: no limit).
+    pub accept_rate: f64,
+    /// New connections one source may open at once before `accept_rate` applies.
+    pub accept_burst: u32,
 }
 
 impl ServerLimits {
@@ -74,6 +89,9 @@ impl ServerLimits {
             idle_timeout: api.idle_timeout,
             max_connections: api.max_connections,
             max_connections_per_ip: api.max_connections_per_ip,
+            eviction_floor: api.eviction_floor,
+            accept_rate: api.accept_rate,
+            accept_burst: api.accept_burst,
         }
     }
 }
@@ -222,10 +240,14 @@ pub async fn serve_with_tls(
         let _ = stream.set_nodelay(true);
         let slot = match conns.admit(peer.ip()) {
             Ok(slot) => slot,
-            Err(why) => {
+            Err(refusal) => {
+                let why = refusal.why();
                 tracing::debug!(client = %peer, why, "refusing an API connection");
-                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    tracker.spawn(refuse(stream, why, refusal));
+                match refusals.clone().try_acquire_owned() {
+                    Ok(permit) if refusal != Refusal::Rate => {
+                        tracker.spawn(refuse(stream, why, permit));
+                    }
+                    _ => refuse_now(&stream, why),
                 }
                 continue;
             }
@@ -333,14 +355,27 @@ async fn serve_stream<S>(
     }
 }
 
-/// Answers `503` with a JSON `error` on a connection over a cap, then closes it.
-async fn refuse(mut stream: TcpStream, why: &str, _refusal: OwnedSemaphorePermit) {
+/// The `503` a refused connection gets, with a JSON `error` saying `why`.
+fn refusal_answer(why: &str) -> String {
     let body = serde_json::json!({ "error": format!("{why}; try again shortly") }).to_string();
-    let answer = format!(
+    format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// The cheap refusal: the `503` handed to the kernel in one non-blocking `send` (a fresh
+/// socket's buffer takes it whole), and the socket closed when the caller drops it. No task, no
+/// timer, no wait; a client that had already sent its request may see a reset instead.
+fn refuse_now(stream: &TcpStream, why: &str) {
+    let _ = socket2::SockRef::from(stream).send(refusal_answer(why).as_bytes());
+}
+
+/// Answers `503` with a JSON `error` on a connection over a cap, then closes it, reading what
+/// the client sent meanwhile so that the answer is not lost to a reset.
+async fn refuse(mut stream: TcpStream, why: &str, _refusal: OwnedSemaphorePermit) {
+    let answer = refusal_answer(why);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(answer.as_bytes()).await?;
         stream.shutdown().await?;
@@ -353,16 +388,54 @@ async fn refuse(mut stream: TcpStream, why: &str, _refusal: OwnedSemaphorePermit
     .await;
 }
 
+/// Why a new connection is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Its source opens connections faster than the accept rate.
+    Rate,
+    /// Its source holds its cap, all of it younger than the floor or busy.
+    SourceCap,
+    /// The server is three quarters full and its source already holds connections.
+    Share,
+    /// The server is full, every connection younger than the floor or busy.
+    Full,
+}
+
+impl Refusal {
+    fn why(self) -> &'static str {
+        match self {
+            Refusal::Rate => "too many new connections from your address",
+            Refusal::SourceCap => "too many open connections from your address",
+            Refusal::Share => {
+                "the server is busy and your address already holds open connections"
+            }
+            Refusal::Full => "the server has too many open connections",
+        }
+    }
+}
+
 /// The open connections, for the caps. A connection is *idle* while no request of it is being
-/// handled: before its first request head is complete, and between keep-alive requests.
+/// handled: before its first request head is complete (a TLS handshake included), and between
+/// keep-alive requests.
 ///
-/// At a cap, a new connection evicts the connection that has been idle longest (overall, or from
-/// the same address for the per-address cap) instead of being refused: clients that open
-/// connections and send nothing (slowloris) then only ever push out each other, and a real
-/// client, which sends its request at once, gets through. Only when every connection is busy
-/// handling a request is a new one refused.
+/// Admission of a new connection from a source (see [`source_key`]):
+/// 1. Over the source's accept rate: refused.
+/// 2. The source holds `max_connections_per_ip`, or it holds any while three quarters of
+///    `max_connections` are open: one of the source's own connections is evicted, the one idle
+///    longest; so a source crowds out only itself, and the last quarter of the cap stays for
+///    sources that hold nothing yet.
+/// 3. `max_connections` open: the connection idle longest, from any source, is evicted.
+///
+/// Only a connection idle for at least the eviction floor is ever evicted; when there is none,
+/// the new connection is refused instead. So clients that connect and send nothing (slowloris)
+/// push out only each other once they are past the floor, and a real client, admitted, has the
+/// floor to finish its handshake and send its request head however fast the churn: a silent
+/// flood from a few hundred addresses fills at most three quarters of the cap and leaves the
+/// rest to newcomers.
 struct Connections {
     limits: ServerLimits,
+    /// New connections per source, for the accept rate.
+    accepts: Buckets<IpAddr>,
     state: Mutex<ConnectionsState>,
 }
 
@@ -370,14 +443,15 @@ struct Connections {
 struct ConnectionsState {
     next_id: u64,
     open: HashMap<u64, Entry>,
-    per_ip: HashMap<IpAddr, usize>,
+    /// Open connections by source.
+    per_source: HashMap<IpAddr, usize>,
 }
 
 struct Entry {
-    ip: IpAddr,
+    source: IpAddr,
     /// Requests being handled.
     busy: usize,
-    /// Since when nothing is being handled.
+    /// Since when nothing is being handled (at first: since it opened).
     idle_since: Instant,
     evicted: CancellationToken,
 }
@@ -385,21 +459,24 @@ struct Entry {
 impl ConnectionsState {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.open.remove(&id)?;
-        if let Some(count) = self.per_ip.get_mut(&entry.ip) {
+        if let Some(count) = self.per_source.get_mut(&entry.source) {
             *count -= 1;
             if *count == 0 {
-                self.per_ip.remove(&entry.ip);
+                self.per_source.remove(&entry.source);
             }
         }
         Some(entry)
     }
 
-    /// Evicts the longest-idle connection (from `ip`, when given); `false` when all are busy.
-    fn evict_idlest(&mut self, ip: Option<IpAddr>) -> bool {
+    /// Evicts the connection idle longest (from `source`, when given) among those idle since
+    /// `before` or earlier; `false` when there is none.
+    fn evict_idlest(&mut self, source: Option<IpAddr>, before: Instant) -> bool {
         let idlest = self
             .open
             .iter()
-            .filter(|(_, e)| e.busy == 0 && ip.is_none_or(|ip| e.ip == ip))
+            .filter(|(_, e)| {
+                e.busy == 0 && e.idle_since <= before && source.is_none_or(|s| e.source == s)
+            })
             .min_by_key(|(_, e)| e.idle_since)
             .map(|(id, _)| *id);
         match idlest.and_then(|id| self.remove(id)) {
@@ -416,6 +493,7 @@ impl Connections {
     fn new(limits: ServerLimits) -> Self {
         Connections {
             limits,
+            accepts: Buckets::new(limits.accept_rate, limits.accept_burst),
             state: Mutex::new(ConnectionsState::default()),
         }
     }
@@ -424,17 +502,38 @@ impl Connections {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection from `ip`, evicting an idle one at a cap; `Err` says why it is
-    /// refused.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
-        let mut state = self.lock();
-        if state.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_connections_per_ip
-            && !state.evict_idlest(Some(ip))
-        {
-            return Err("too many open connections from your address");
+    /// How many connections may be open before a source that holds some gets no more (the
+    /// rest is kept for sources that hold none).
+    fn shared_limit(&self) -> usize {
+        self.limits.max_connections - self.limits.max_connections / 4
+    }
+
+    /// Counts a new connection from `ip`, evicting an idle one at a cap (see the type's docs);
+    /// `Err` says why it is refused.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let source = source_key(ip);
+        if self.accepts.take(source).is_err() {
+            return Err(Refusal::Rate);
         }
-        if state.open.len() >= self.limits.max_connections && !state.evict_idlest(None) {
-            return Err("the server has too many open connections");
+        let now = Instant::now();
+        // Only connections idle since then or earlier may be evicted (none just after boot,
+        // when the monotonic clock cannot go back that far).
+        let before = now.checked_sub(self.limits.eviction_floor);
+        let evict = |state: &mut ConnectionsState, from: Option<IpAddr>| {
+            before.is_some_and(|before| state.evict_idlest(from, before))
+        };
+        let mut state = self.lock();
+        let held = state.per_source.get(&source).copied().unwrap_or(0);
+        if held >= self.limits.max_connections_per_ip {
+            if !evict(&mut state, Some(source)) {
+                return Err(Refusal::SourceCap);
+            }
+        } else if held > 0 && state.open.len() >= self.shared_limit() {
+            if !evict(&mut state, Some(source)) {
+                return Err(Refusal::Share);
+            }
+        } else if state.open.len() >= self.limits.max_connections && !evict(&mut state, None) {
+            return Err(Refusal::Full);
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -442,13 +541,13 @@ impl Connections {
         state.open.insert(
             id,
             Entry {
-                ip,
+                source,
                 busy: 0,
-                idle_since: Instant::now(),
+                idle_since: now,
                 evicted: evicted.clone(),
             },
         );
-        *state.per_ip.entry(ip).or_insert(0) += 1;
+        *state.per_source.entry(source).or_insert(0) += 1;
         Ok(Slot {
             conns: self.clone(),
             id,
@@ -693,6 +792,95 @@ fn json_error_answer(buf: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limits(total: usize, per_source: usize, floor: Duration) -> ServerLimits {
+        ServerLimits {
+            max_connections: total,
+            max_connections_per_ip: per_source,
+            eviction_floor: floor,
+            accept_rate: 0.0,
+            ..ServerLimits::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_young_connection_is_never_evicted_the_newcomer_is_refused() {
+        let conns = Arc::new(Connections::new(limits(100, 2, LONG)));
+        let first = conns.admit(ip("192.0.2.1")).unwrap();
+        let _second = conns.admit(ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            conns.admit(ip("192.0.2.1")).err(),
+            Some(Refusal::SourceCap)
+        );
+        assert!(!first.evicted.is_cancelled());
+        // Another source is not affected.
+        assert!(conns.admit(ip("192.0.2.2")).is_ok());
+    }
+
+    #[test]
+    fn past_the_floor_the_idlest_is_evicted() {
+        let conns = Arc::new(Connections::new(limits(100, 2, Duration::ZERO)));
+        let first = conns.admit(ip("192.0.2.1")).unwrap();
+        let second = conns.admit(ip("192.0.2.1")).unwrap();
+        let third = conns.admit(ip("192.0.2.1")).unwrap();
+        assert!(first.evicted.is_cancelled());
+        assert!(!second.evicted.is_cancelled() && !third.evicted.is_cancelled());
+        // A connection busy with a request is never evicted.
+        let _busy = Busy::new(Arc::new(second));
+        let _fourth = conns.admit(ip("192.0.2.1")).unwrap();
+        assert!(third.evicted.is_cancelled());
+    }
+
+    #[test]
+    fn sources_are_slash_64s_for_the_per_source_cap() {
+        let conns = Arc::new(Connections::new(limits(100, 2, LONG)));
+        let _a = conns.admit(ip("2001:db8:0:1::a")).unwrap();
+        let _b = conns.admit(ip("2001:db8:0:1:ffff::b")).unwrap();
+        assert_eq!(
+            conns.admit(ip("2001:db8:0:1::c")).err(),
+            Some(Refusal::SourceCap)
+        );
+        assert!(conns.admit(ip("2001:db8:0:2::a")).is_ok());
+    }
+
+    #[test]
+    fn the_last_quarter_is_kept_for_sources_holding_none() {
+        let conns = Arc::new(Connections::new(limits(8, 8, LONG)));
+        let mut held: Vec<Slot> = (0..6)
+            .map(|_| conns.admit(ip("192.0.2.1")).unwrap())
+            .collect();
+        assert_eq!(conns.admit(ip("192.0.2.1")).err(), Some(Refusal::Share));
+        held.push(conns.admit(ip("192.0.2.2")).unwrap());
+        assert_eq!(conns.admit(ip("192.0.2.2")).err(), Some(Refusal::Share));
+        held.push(conns.admit(ip("192.0.2.3")).unwrap());
+        assert_eq!(conns.admit(ip("192.0.2.4")).err(), Some(Refusal::Full));
+        // A closed connection frees its place.
+        held.pop();
+        assert!(conns.admit(ip("192.0.2.4")).is_ok());
+    }
+
+    #[test]
+    fn over_the_accept_rate_a_source_is_refused() {
+        let conns = Arc::new(Connections::new(ServerLimits {
+            accept_rate: 0.001,
+            accept_burst: 3,
+            ..limits(100, 100, LONG)
+        }));
+        let held: Vec<Slot> = (0..3)
+            .map(|_| conns.admit(ip("192.0.2.1")).unwrap())
+            .collect();
+        assert_eq!(conns.admit(ip("192.0.2.1")).err(), Some(Refusal::Rate));
+        drop(held);
+        // Closing them gives nothing back: the rate counts openings.
+        assert_eq!(conns.admit(ip("192.0.2.1")).err(), Some(Refusal::Rate));
+        assert!(conns.admit(ip("192.0.2.9")).is_ok());
+    }
 
     #[test]
     fn only_hyper_bodyless_errors_are_rewritten() {
