@@ -420,11 +420,13 @@ impl Refusal {
 ///
 /// Admission of a new connection from a source (see [`source_key`]):
 /// 1. Over the source's accept rate: refused.
-/// 2. The source holds `max_connections_per_ip`, or it holds any while three quarters of
-///    `max_connections` are open: one of the source's own connections is evicted, the one idle
-///    longest; so a source crowds out only itself, and the last quarter of the cap stays for
-///    sources that hold nothing yet.
-/// 3. `max_connections` open: the connection idle longest, from any source, is evicted.
+/// 2. The source holds `max_connections_per_ip`: its own connection idle longest is evicted,
+///    so a source crowds out only itself.
+/// 3. The source holds some while three quarters of `max_connections` are open: the
+///    connection idle longest among the sources holding at least as many as it does is
+///    evicted; so the last quarter of the cap stays for sources that hold nothing yet, and
+///    within the rest the biggest holders give way first.
+/// 4. `max_connections` open: the connection idle longest, from any source, is evicted.
 ///
 /// Only a connection idle for at least the eviction floor is ever evicted; when there is none,
 /// the new connection is refused instead. So clients that connect and send nothing (slowloris)
@@ -456,6 +458,17 @@ struct Entry {
     evicted: CancellationToken,
 }
 
+/// Whose connection a newcomer may take the place of.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    /// Anyone's.
+    Any,
+    /// Its own source's.
+    Own(IpAddr),
+    /// A source's holding at least this many (its own included).
+    HoldingAtLeast(usize),
+}
+
 impl ConnectionsState {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.open.remove(&id)?;
@@ -468,14 +481,21 @@ impl ConnectionsState {
         Some(entry)
     }
 
-    /// Evicts the connection idle longest (from `source`, when given) among those idle since
-    /// `before` or earlier; `false` when there is none.
-    fn evict_idlest(&mut self, source: Option<IpAddr>, before: Instant) -> bool {
+    /// Evicts the connection idle longest among those idle since `before` or earlier whose
+    /// source is `victim`'s; `false` when there is none.
+    fn evict_idlest(&mut self, victim: Victim, before: Instant) -> bool {
+        let per_source = &self.per_source;
         let idlest = self
             .open
             .iter()
             .filter(|(_, e)| {
-                e.busy == 0 && e.idle_since <= before && source.is_none_or(|s| e.source == s)
+                e.busy == 0
+                    && e.idle_since <= before
+                    && match victim {
+                        Victim::Any => true,
+                        Victim::Own(source) => e.source == source,
+                        Victim::HoldingAtLeast(n) => per_source.get(&e.source) >= Some(&n),
+                    }
             })
             .min_by_key(|(_, e)| e.idle_since)
             .map(|(id, _)| *id);
@@ -519,20 +539,22 @@ impl Connections {
         // Only connections idle since then or earlier may be evicted (none just after boot,
         // when the monotonic clock cannot go back that far).
         let before = now.checked_sub(self.limits.eviction_floor);
-        let evict = |state: &mut ConnectionsState, from: Option<IpAddr>| {
-            before.is_some_and(|before| state.evict_idlest(from, before))
+        let evict = |state: &mut ConnectionsState, victim: Victim| {
+            before.is_some_and(|before| state.evict_idlest(victim, before))
         };
         let mut state = self.lock();
         let held = state.per_source.get(&source).copied().unwrap_or(0);
         if held >= self.limits.max_connections_per_ip {
-            if !evict(&mut state, Some(source)) {
+            if !evict(&mut state, Victim::Own(source)) {
                 return Err(Refusal::SourceCap);
             }
         } else if held > 0 && state.open.len() >= self.shared_limit() {
-            if !evict(&mut state, Some(source)) {
+            if !evict(&mut state, Victim::HoldingAtLeast(held)) {
                 return Err(Refusal::Share);
             }
-        } else if state.open.len() >= self.limits.max_connections && !evict(&mut state, None) {
+        } else if state.open.len() >= self.limits.max_connections
+            && !evict(&mut state, Victim::Any)
+        {
             return Err(Refusal::Full);
         }
         let id = state.next_id;
@@ -863,6 +885,23 @@ mod tests {
         // A closed connection frees its place.
         held.pop();
         assert!(conns.admit(ip("192.0.2.4")).is_ok());
+    }
+
+    #[test]
+    fn over_three_quarters_the_biggest_holders_give_way_first() {
+        let conns = Arc::new(Connections::new(limits(8, 8, Duration::ZERO)));
+        let b1 = conns.admit(ip("192.0.2.2")).unwrap();
+        let a: Vec<Slot> = (0..5)
+            .map(|_| conns.admit(ip("192.0.2.1")).unwrap())
+            .collect();
+        // Six open, A holds five: a new one of A's takes the place of A's idlest, not of B's
+        // older one (B holds fewer).
+        let _a6 = conns.admit(ip("192.0.2.1")).unwrap();
+        assert!(a[0].evicted.is_cancelled());
+        assert!(!b1.evicted.is_cancelled());
+        // A source holding none takes a free place of the last quarter.
+        let _c = conns.admit(ip("192.0.2.3")).unwrap();
+        assert!(a[1..].iter().all(|s| !s.evicted.is_cancelled()));
     }
 
     #[test]

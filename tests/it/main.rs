@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod dns;
 mod dns_abuse;
+mod edge_api;
 mod fastpath;
 mod flow;
 mod gateway;
