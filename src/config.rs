@@ -615,7 +615,10 @@ impl Config {
         for (key, rate) in [
             ("api.token_rate", self.api.token_rate),
             ("api.failed_auth_rate", self.api.failed_auth_rate),
-            ("api.failed_admin_auth_rate", self.api.failed_admin_auth_rate),
+            (
+                "api.failed_admin_auth_rate",
+                self.api.failed_admin_auth_rate,
+            ),
             ("api.accept_rate", self.api.accept_rate),
         ] {
             if !rate.is_finite() || rate < 0.0 {

@@ -408,6 +408,11 @@ mod tests {
         }
         assert!(limiters.failed_admin_auth.check(()).is_err());
         // The per-source limits are off here: they never refuse.
-        assert!(limiters.failed_auth.check("192.0.2.1".parse().unwrap()).is_ok());
+        assert!(
+            limiters
+                .failed_auth
+                .check("192.0.2.1".parse().unwrap())
+                .is_ok()
+        );
     }
 }

@@ -9,12 +9,12 @@
 //!   that does not read its answer). A request whose body stalls is answered `408` after the
 //!   body timeout (`ApiState::body_timeout`), so a slow handler is never cut off mid-answer.
 //! - **Connection caps**, in total and per source (an IPv4 address or an IPv6 /64, see
-//!   [`source_key`]). At a cap, a new connection evicts the one idle longest, but never one
-//!   idle for less than [`ServerLimits::eviction_floor`] (a client still in its TLS handshake or
-//!   sending its request head over a slow link): when there is none to evict, the new
-//!   connection is answered `503` with a JSON `error` and closed at once. The last quarter of
-//!   the total cap is kept for sources holding no connection yet, so silent connections from
-//!   a few hundred addresses cannot fill the server (see `Connections`).
+//!   [`source_key`]). At a cap, a new connection evicts an idle one, but never one idle for
+//!   less than [`ServerLimits::eviction_floor`] (a client still in its TLS handshake or sending
+//!   its request head over a slow link): when there is none to evict, the new connection is
+//!   answered `503` with a JSON `error` and closed at once. The last quarter of the total cap
+//!   is kept for sources that are not silent, so silent connections from a few hundred
+//!   addresses cannot fill the server (see `Connections`).
 //! - **Accept rate** per source ([`ServerLimits::accept_rate`], a token bucket): a source
 //!   opening connections faster is refused at once, without a task or a timer.
 //! - **JSON for hyper's own answers**: hyper answers requests it cannot parse (a garbage request
@@ -406,9 +406,7 @@ impl Refusal {
         match self {
             Refusal::Rate => "too many new connections from your address",
             Refusal::SourceCap => "too many open connections from your address",
-            Refusal::Share => {
-                "the server is busy and your address already holds open connections"
-            }
+            Refusal::Share => "the server is busy and your address already holds open connections",
             Refusal::Full => "the server has too many open connections",
         }
     }
@@ -422,22 +420,28 @@ impl Refusal {
 /// 1. Over the source's accept rate: refused.
 /// 2. The source holds `max_connections_per_ip`: its own connection idle longest is evicted,
 ///    so a source crowds out only itself.
-/// 3. The source holds some while three quarters of `max_connections` are open: the
-///    connection idle longest among the sources holding at least as many as it does is
-///    evicted; so the last quarter of the cap stays for sources that hold nothing yet, and
-///    within the rest the biggest holders give way first.
-/// 4. `max_connections` open: the connection idle longest, from any source, is evicted.
+/// 3. Three quarters of `max_connections` are open and the source is *silent*: it holds a
+///    connection that has had no request yet, or one of its connections ended so (timed out,
+///    evicted, or closed by its client) within the header-read timeout. A connection of a
+///    source holding at least as many as it does is evicted. So the last quarter of the cap
+///    stays for sources that send requests, or are new: a churn of silent connections from
+///    many addresses, each closed and opened again, cannot creep into it.
+/// 4. `max_connections` open: a connection from any source is evicted.
 ///
-/// Only a connection idle for at least the eviction floor is ever evicted; when there is none,
-/// the new connection is refused instead. So clients that connect and send nothing (slowloris)
-/// push out only each other once they are past the floor, and a real client, admitted, has the
-/// floor to finish its handshake and send its request head however fast the churn: a silent
-/// flood from a few hundred addresses fills at most three quarters of the cap and leaves the
-/// rest to newcomers.
+/// The evicted connection is always the one idle longest of the source holding the most
+/// (which keeps evictions from cascading), and only a connection idle for at least the
+/// eviction floor is ever evicted; when there is none, the new connection is refused instead.
+/// So clients that connect and send nothing (slowloris) push out only each other once they are
+/// past the floor, and a real client, admitted, has the floor to finish its handshake and send
+/// its request head however fast the churn: a silent flood from a few hundred addresses fills
+/// at most three quarters of the cap and leaves the rest to clients that talk.
 struct Connections {
     limits: ServerLimits,
     /// New connections per source, for the accept rate.
     accepts: Buckets<IpAddr>,
+    /// Sources whose connection lately ended without a request (each bucket holds one unit,
+    /// spent when a connection ends silent, back after the header-read timeout).
+    silent: Buckets<IpAddr>,
     state: Mutex<ConnectionsState>,
 }
 
@@ -447,12 +451,16 @@ struct ConnectionsState {
     open: HashMap<u64, Entry>,
     /// Open connections by source.
     per_source: HashMap<IpAddr, usize>,
+    /// Open connections by source that have not had a request yet.
+    unproven: HashMap<IpAddr, usize>,
 }
 
 struct Entry {
     source: IpAddr,
     /// Requests being handled.
     busy: usize,
+    /// Whether a request of it was ever handled (else it ends silent: see `Connections`).
+    served: bool,
     /// Since when nothing is being handled (at first: since it opened).
     idle_since: Instant,
     evicted: CancellationToken,
@@ -472,18 +480,41 @@ enum Victim {
 impl ConnectionsState {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.open.remove(&id)?;
-        if let Some(count) = self.per_source.get_mut(&entry.source) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_source.remove(&entry.source);
-            }
+        Self::uncount(&mut self.per_source, entry.source);
+        if !entry.served {
+            Self::uncount(&mut self.unproven, entry.source);
         }
         Some(entry)
     }
 
-    /// Evicts the connection idle longest among those idle since `before` or earlier whose
-    /// source is `victim`'s; `false` when there is none.
-    fn evict_idlest(&mut self, victim: Victim, before: Instant) -> bool {
+    fn uncount(counts: &mut HashMap<IpAddr, usize>, source: IpAddr) {
+        if let Some(count) = counts.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&source);
+            }
+        }
+    }
+
+    /// Notes that connection `id` had a request.
+    fn served(&mut self, id: u64) {
+        if let Some(entry) = self.open.get_mut(&id) {
+            entry.busy += 1;
+            if !entry.served {
+                entry.served = true;
+                let source = entry.source;
+                Self::uncount(&mut self.unproven, source);
+            }
+        }
+    }
+
+    /// Evicts a connection idle since `before` or earlier whose source is `victim`'s: of the
+    /// source holding the most, the one idle longest; `None` when there is none.
+    ///
+    /// Taking from the biggest holder first keeps evictions from cascading: a source that
+    /// loses its only connection holds none, and could in turn evict another's at once, so
+    /// that a churn from many addresses would keep every connection younger than the floor.
+    fn evict_idlest(&mut self, victim: Victim, before: Instant) -> Option<Entry> {
         let per_source = &self.per_source;
         let idlest = self
             .open
@@ -497,15 +528,14 @@ impl ConnectionsState {
                         Victim::HoldingAtLeast(n) => per_source.get(&e.source) >= Some(&n),
                     }
             })
-            .min_by_key(|(_, e)| e.idle_since)
+            .max_by_key(|(_, e)| {
+                let holds = per_source.get(&e.source).copied().unwrap_or(0);
+                (holds, std::cmp::Reverse(e.idle_since))
+            })
             .map(|(id, _)| *id);
-        match idlest.and_then(|id| self.remove(id)) {
-            Some(entry) => {
-                entry.evicted.cancel();
-                true
-            }
-            None => false,
-        }
+        let entry = self.remove(idlest?)?;
+        entry.evicted.cancel();
+        Some(entry)
     }
 }
 
@@ -514,12 +544,22 @@ impl Connections {
         Connections {
             limits,
             accepts: Buckets::new(limits.accept_rate, limits.accept_burst),
+            silent: Buckets::new(1.0 / limits.header_read_timeout.as_secs_f64().max(0.001), 1),
             state: Mutex::new(ConnectionsState::default()),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ConnectionsState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes how a connection ended: one that never had a request handled (it timed out, was
+    /// evicted, or was closed by its client, all silent) marks its source as silent for the
+    /// header-read timeout.
+    fn ended(&self, entry: &Entry) {
+        if !entry.served {
+            let _ = self.silent.take(entry.source);
+        }
     }
 
     /// How many connections may be open before a source that holds some gets no more (the
@@ -539,21 +579,25 @@ impl Connections {
         // Only connections idle since then or earlier may be evicted (none just after boot,
         // when the monotonic clock cannot go back that far).
         let before = now.checked_sub(self.limits.eviction_floor);
-        let evict = |state: &mut ConnectionsState, victim: Victim| {
-            before.is_some_and(|before| state.evict_idlest(victim, before))
+        let silent = self.silent.check(source).is_err();
+        let mut gone = None;
+        let mut evict = |state: &mut ConnectionsState, victim: Victim| {
+            gone = before.and_then(|before| state.evict_idlest(victim, before));
+            gone.is_some()
         };
         let mut state = self.lock();
         let held = state.per_source.get(&source).copied().unwrap_or(0);
+        // Silent lately: a connection that has had no request yet, or one that ended so.
+        let suspect = silent || state.unproven.contains_key(&source);
         if held >= self.limits.max_connections_per_ip {
             if !evict(&mut state, Victim::Own(source)) {
                 return Err(Refusal::SourceCap);
             }
-        } else if held > 0 && state.open.len() >= self.shared_limit() {
-            if !evict(&mut state, Victim::HoldingAtLeast(held)) {
+        } else if suspect && state.open.len() >= self.shared_limit() {
+            if !evict(&mut state, Victim::HoldingAtLeast(held.max(1))) {
                 return Err(Refusal::Share);
             }
-        } else if state.open.len() >= self.limits.max_connections
-            && !evict(&mut state, Victim::Any)
+        } else if state.open.len() >= self.limits.max_connections && !evict(&mut state, Victim::Any)
         {
             return Err(Refusal::Full);
         }
@@ -566,10 +610,16 @@ impl Connections {
                 source,
                 busy: 0,
                 idle_since: now,
+                served: false,
                 evicted: evicted.clone(),
             },
         );
         *state.per_source.entry(source).or_insert(0) += 1;
+        *state.unproven.entry(source).or_insert(0) += 1;
+        drop(state);
+        if let Some(gone) = gone {
+            self.ended(&gone);
+        }
         Ok(Slot {
             conns: self.clone(),
             id,
@@ -591,7 +641,10 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.conns.lock().remove(self.id);
+        let entry = self.conns.lock().remove(self.id);
+        if let Some(entry) = entry {
+            self.conns.ended(&entry);
+        }
     }
 }
 
@@ -601,9 +654,7 @@ struct Busy(Arc<Slot>);
 impl Busy {
     fn new(slot: Arc<Slot>) -> Self {
         slot.busy.fetch_add(1, Ordering::Relaxed);
-        if let Some(entry) = slot.conns.lock().open.get_mut(&slot.id) {
-            entry.busy += 1;
-        }
+        slot.conns.lock().served(slot.id);
         Busy(slot)
     }
 }
@@ -836,10 +887,7 @@ mod tests {
         let conns = Arc::new(Connections::new(limits(100, 2, LONG)));
         let first = conns.admit(ip("192.0.2.1")).unwrap();
         let _second = conns.admit(ip("192.0.2.1")).unwrap();
-        assert_eq!(
-            conns.admit(ip("192.0.2.1")).err(),
-            Some(Refusal::SourceCap)
-        );
+        assert_eq!(conns.admit(ip("192.0.2.1")).err(), Some(Refusal::SourceCap));
         assert!(!first.evicted.is_cancelled());
         // Another source is not affected.
         assert!(conns.admit(ip("192.0.2.2")).is_ok());
@@ -902,6 +950,22 @@ mod tests {
         // A source holding none takes a free place of the last quarter.
         let _c = conns.admit(ip("192.0.2.3")).unwrap();
         assert!(a[1..].iter().all(|s| !s.evicted.is_cancelled()));
+    }
+
+    #[test]
+    fn a_source_gone_silent_does_not_get_the_last_quarter_one_that_talks_does() {
+        let conns = Arc::new(Connections::new(limits(8, 8, LONG)));
+        let _six: Vec<Slot> = (1..=6)
+            .map(|i| conns.admit(ip(&format!("192.0.2.{i}"))).unwrap())
+            .collect();
+        // New, it gets a place of the last quarter; its connection ends without a request.
+        drop(conns.admit(ip("192.0.2.100")).unwrap());
+        assert_eq!(conns.admit(ip("192.0.2.100")).err(), Some(Refusal::Share));
+        // A source whose connection had a request may open another there.
+        let talks = Arc::new(conns.admit(ip("192.0.2.200")).unwrap());
+        drop(Busy::new(talks.clone()));
+        let _second = conns.admit(ip("192.0.2.200")).unwrap();
+        assert_eq!(conns.admit(ip("192.0.2.201")).err(), Some(Refusal::Full));
     }
 
     #[test]

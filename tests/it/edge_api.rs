@@ -174,11 +174,7 @@ fn random_requests(rng: &mut Rng, n: usize) -> Vec<(String, &'static str)> {
 }
 
 /// Sends `requests` spread over `connections` keep-alive connections at once.
-async fn send_spread(
-    addr: SocketAddr,
-    requests: Vec<(String, &'static str)>,
-    connections: usize,
-) {
+async fn send_spread(addr: SocketAddr, requests: Vec<(String, &'static str)>, connections: usize) {
     let mut lanes: Vec<Vec<_>> = (0..connections).map(|_| Vec::new()).collect();
     for (i, request) in requests.into_iter().enumerate() {
         lanes[i % connections].push(request);
@@ -328,7 +324,11 @@ async fn issue22_a_full_server_of_young_connections_refuses_the_newcomer() {
     let served = Served::start(api.router.clone(), limits).await;
     let mut silent = Vec::new();
     for i in 1..=8 {
-        silent.push(connect_from(&format!("127.2.0.{i}"), served.addr).await.unwrap());
+        silent.push(
+            connect_from(&format!("127.2.0.{i}"), served.addr)
+                .await
+                .unwrap(),
+        );
     }
     // The server accepts in the order connections completed: the ninth comes after all eight.
     let (status, head, json) = exchange_from(
@@ -340,7 +340,12 @@ async fn issue22_a_full_server_of_young_connections_refuses_the_newcomer() {
     .expect("a refusal");
     assert_eq!(status, 503, "{json}");
     assert!(head.contains("retry-after"), "{head}");
-    assert!(json["error"].as_str().unwrap().contains("too many open connections"));
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many open connections")
+    );
     // None of the silent ones was closed to make room.
     for stream in &mut silent {
         let mut buf = [0u8; 1];
