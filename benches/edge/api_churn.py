@@ -102,19 +102,21 @@ class Churn(threading.Thread):
         self.stop = threading.Event()
         self.opened = 0
         self.failed = 0
-        self.elapsed = 0.0
+        self.closed_by_server = 0
+        self.started = self.stopped = None
 
     def run(self):
         held = collections.deque()
         watch = selectors.DefaultSelector()
         linger = struct.pack("ii", 1, 0)
-        start = time.monotonic()
+        start = self.started = time.monotonic()
         i = 0
         while not self.stop.is_set():
             # Whatever the server closed (refused, evicted, timed out) is closed here too.
             for key, _ in watch.select(0):
                 watch.unregister(key.fileobj)
                 key.fileobj.close()
+                self.closed_by_server += 1
             now = time.monotonic()
             while held and held[0][0] <= now:
                 _, s = held.popleft()
@@ -141,7 +143,7 @@ class Churn(threading.Thread):
                     s.close()
                     self.failed += 1
                 i += 1
-        self.elapsed = time.monotonic() - start
+        self.stopped = time.monotonic()
         for _, s in held:
             s.close()
         watch.close()
@@ -243,11 +245,13 @@ def main():
             if not alive:
                 print("the server died during the run", file=sys.stderr)
 
-    rate = churn.opened / churn.elapsed if churn.elapsed else 0.0
+    elapsed = (churn.stopped or time.monotonic()) - (churn.started or started)
+    rate = churn.opened / elapsed if elapsed else 0.0
     print(
-        f"churn: {churn.opened} silent connections in {churn.elapsed:.1f} s "
+        f"churn: {churn.opened} silent connections in {elapsed:.1f} s "
         f"({rate:.0f}/s, target {args.rate:.0f}) from {args.sources} addresses, "
-        f"held {args.hold:g} s; {churn.failed} could not be opened"
+        f"held up to {args.hold:g} s ({churn.closed_by_server} closed by the server meanwhile); "
+        f"{churn.failed} could not be opened"
     )
     ok_all = True
     for name, got in results.items():
