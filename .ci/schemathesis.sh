@@ -70,7 +70,7 @@ config="$data_dir/sixpn.toml"
 if [[ "${SCHEMATHESIS_RATE_LIMITS:-off}" == on ]]; then
     : >"$config"
 else
-    printf '[api]\ntoken_rate = 0\nfailed_auth_rate = 0\n' >"$config"
+    printf '[api]\ntoken_rate = 0\nfailed_auth_rate = 0\nfailed_admin_auth_rate = 0\naccept_rate = 0\n' >"$config"
 fi
 
 SIXPN_DATA_DIR="$data_dir" SIXPN_ADMIN_TOKEN="$admin_token" SIXPN_API_LISTEN="$api" \

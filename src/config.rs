@@ -192,8 +192,18 @@ pub struct ApiConfig {
     pub body_read_timeout: Duration,
     /// Most connections open at once; more are answered `503` and closed.
     pub max_connections: usize,
-    /// Most connections open at once from one source address.
+    /// Most connections open at once from one source (an IPv4 address or an IPv6 /64).
     pub max_connections_per_ip: usize,
+    /// A connection younger than this is never closed to make room for a new one at a cap: the
+    /// new one is refused instead. Long enough for a TLS handshake and a request head over a
+    /// slow WAN.
+    #[serde(deserialize_with = "duration")]
+    pub eviction_floor: Duration,
+    /// New connections per second accepted from one source (0: no limit); more are refused at
+    /// once.
+    pub accept_rate: f64,
+    /// New connections one source may open at once before `accept_rate` applies.
+    pub accept_burst: u32,
     /// Peer-API requests per second allowed per WireGuard token (0: no limit).
     pub token_rate: f64,
     /// Requests a WireGuard token may send at once before `token_rate` applies.
@@ -206,6 +216,12 @@ pub struct ApiConfig {
     /// Whether the configured admin token (the bootstrap token: a break-glass `owner` of every
     /// org) is accepted; `false` refuses it (401) once API keys exist (issue 16).
     pub bootstrap_token: bool,
+    /// Wrong admin tokens per second allowed from all sources together (0: no limit); over it,
+    /// wrong admin tokens get `429` until the budget refills (the right one still gets through).
+    pub failed_admin_auth_rate: f64,
+    /// Wrong admin tokens allowed at once, from all sources together, before
+    /// `failed_admin_auth_rate` applies.
+    pub failed_admin_auth_burst: u32,
     /// PEM certificate chain for HTTPS; with `tls_key`, the API serves HTTPS only.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
@@ -222,6 +238,11 @@ impl Default for ApiConfig {
             body_read_timeout: Duration::from_secs(15),
             max_connections: 1024,
             max_connections_per_ip: 256,
+            eviction_floor: Duration::from_secs(3),
+            // A source's own churn then holds at most 64 + 32 × 3 = 160 connections younger than
+            // the floor, below its cap; a NAT of busy clients still opens 32 a second.
+            accept_rate: 32.0,
+            accept_burst: 64,
             // Above what one token's honest use reaches (a fleet of thousands of pods starting at
             // once, 32 parallel clients registering as fast as the store commits, about 1,000 a
             // second on SQLite), below what a runaway loop on a leaked token sends; lower it
@@ -231,6 +252,10 @@ impl Default for ApiConfig {
             failed_auth_rate: 1.0,
             failed_auth_burst: 20,
             bootstrap_token: true,
+            // A minute of wrong admin tokens at once, then one a second: 86,400 guesses a day
+            // from the whole internet, whatever the number of addresses guessing.
+            failed_admin_auth_rate: 1.0,
+            failed_admin_auth_burst: 60,
             tls_cert: None,
             tls_key: None,
         }
@@ -663,6 +688,11 @@ impl Config {
         for (key, rate) in [
             ("api.token_rate", self.api.token_rate),
             ("api.failed_auth_rate", self.api.failed_auth_rate),
+            (
+                "api.failed_admin_auth_rate",
+                self.api.failed_admin_auth_rate,
+            ),
+            ("api.accept_rate", self.api.accept_rate),
         ] {
             if !rate.is_finite() || rate < 0.0 {
                 return Err(ConfigError::Invalid(format!(

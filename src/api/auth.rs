@@ -221,6 +221,23 @@ impl<'a> FailedAuth<'a> {
     }
 }
 
+impl FailedAuth<'_> {
+    /// Charges a wrong admin token to the source and to the global failed-admin-auth budget
+    /// (issue 22: a /48 holds 65,536 sources, each with a budget of its own). Once the global
+    /// budget is spent, wrong admin tokens from anywhere are answered `429` until it refills;
+    /// the right one was compared before and is never refused for it.
+    fn charge_admin(&self, err: ApiError) -> ApiError {
+        let err = self.charge(err);
+        match self.state.limiters.failed_admin_auth.take(()) {
+            Ok(()) => err,
+            Err(retry_after) => ApiError::RateLimited {
+                what: "too many failed admin authentications from all addresses together",
+                retry_after,
+            },
+        }
+    }
+}
+
 impl FromRequestParts<Shared> for PeerAuth {
     type Rejection = ApiError;
 
@@ -363,10 +380,10 @@ impl FromRequestParts<Shared> for AdminAuth {
                 Ok(AdminAuth::bootstrap())
             } else if state.admin_token.is_turned_off(presented) {
                 // Charged like any refused credential, told apart only in the message.
-                let _ = failures.charge(ApiError::BadAdminToken);
+                let _ = failures.charge_admin(ApiError::BadAdminToken);
                 Err(ApiError::BootstrapDisabled)
             } else {
-                Err(failures.charge(ApiError::BadAdminToken))
+                Err(failures.charge_admin(ApiError::BadAdminToken))
             };
         }
         // An API key: read from the store on every request, so a revocation or an expiry holds
@@ -392,8 +409,9 @@ impl FromRequestParts<Shared> for AdminAuth {
                         | StoreError::ApiKeyRevoked
                         | StoreError::ApiKeyExpired
                 ) {
-                    // Charged as a refused admin credential; the answer says which it was.
-                    let _ = failures.charge(ApiError::BadAdminToken);
+                    // Charged as a refused admin credential (to its source and to the global
+                    // budget); the answer says which it was.
+                    let _ = failures.charge_admin(ApiError::BadAdminToken);
                 }
                 return Err(err.into());
             }

@@ -30,18 +30,62 @@ const HANDSHAKE_BUCKETS: [(i64, &str); 4] = [
     (86_400, "86400"),
 ];
 
+/// The methods HTTP defines (RFC 9110, PATCH from RFC 5789): the only values the `method`
+/// label takes besides [`OTHER_METHOD`].
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// The `method` label of every request whose method is not one of [`KNOWN_METHODS`].
+pub(super) const OTHER_METHOD: &str = "other";
+
+/// The `method` label of `method`: the method's name when HTTP defines it, else
+/// [`OTHER_METHOD`]. A label never takes free text from a request: hyper accepts any token as a
+/// method (4,000 letters and more), and each distinct label value is a series the recorder keeps
+/// for good (issue 22).
+pub(super) fn method_label(method: &axum::http::Method) -> &'static str {
+    let name = method.as_str();
+    KNOWN_METHODS
+        .iter()
+        .find(|known| **known == name)
+        .copied()
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// The answer to a method HTTP does not define: `405` with a JSON `error`, the same on every
+/// path (no route takes one), without the method in it.
+fn unknown_method() -> Response {
+    let body = serde_json::json!({
+        "error": "unknown HTTP method: this API answers GET, POST, PUT and DELETE; see /api/openapi.json"
+    });
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET, HEAD, POST, PUT, DELETE")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
 /// Counts and times every request, by the route that matched (never the raw path, which holds
-/// names).
+/// names), the method's label ([`method_label`]) and the status. A method HTTP does not define
+/// is answered `405` here, before any handler or extractor runs, and counted as
+/// [`OTHER_METHOD`].
 pub(super) async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "(no route)".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+        .map_or("(no route)", MatchedPath::as_str)
+        .to_owned();
+    let method = method_label(req.method());
     let start = Instant::now();
-    let res = next.run(req).await;
+    let res = if method == OTHER_METHOD {
+        drop(req);
+        unknown_method()
+    } else {
+        next.run(req).await
+    };
     let status = res.status().as_u16().to_string();
-    metrics::histogram!("sixpn_api_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+    metrics::histogram!("sixpn_api_request_duration_seconds", "route" => route.clone(), "method" => method)
         .record(start.elapsed().as_secs_f64());
     metrics::counter!("sixpn_api_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);

@@ -161,7 +161,8 @@ fn make_span<B>(req: &Request<B>) -> tracing::Span {
         .map_or("(no route)", MatchedPath::as_str);
     tracing::info_span!(
         "http",
-        method = %req.method(),
+        // The bounded label, never the raw method (hyper accepts thousands of letters).
+        method = metrics::method_label(req.method()),
         route = %route,
         org = tracing::field::Empty,
         token = tracing::field::Empty,

@@ -8,9 +8,15 @@
 //!   [`ServerLimits::idle_timeout`] while no request of it is being handled is closed (a client
 //!   that does not read its answer). A request whose body stalls is answered `408` after the
 //!   body timeout (`ApiState::body_timeout`), so a slow handler is never cut off mid-answer.
-//! - **Connection caps**, in total and per source address. At a cap, a new connection evicts
-//!   the one idle longest (see `Connections`); only when every connection is busy with a
-//!   request is the new one answered `503` with a JSON `error` and closed at once.
+//! - **Connection caps**, in total and per source (an IPv4 address or an IPv6 /64, see
+//!   [`source_key`]). At a cap, a new connection evicts an idle one, but never one idle for
+//!   less than [`ServerLimits::eviction_floor`] (a client still in its TLS handshake or sending
+//!   its request head over a slow link): when there is none to evict, the new connection is
+//!   answered `503` with a JSON `error` and closed at once. The last quarter of the total cap
+//!   is kept for sources that are not silent, so silent connections from a few hundred
+//!   addresses cannot fill the server (see `Connections`).
+//! - **Accept rate** per source ([`ServerLimits::accept_rate`], a token bucket): a source
+//!   opening connections faster is refused at once, without a task or a timer.
 //! - **JSON for hyper's own answers**: hyper answers requests it cannot parse (a garbage request
 //!   line: `400`; a 100,000-character URI: `414`; oversized headers: `431`) itself, with an empty
 //!   body and no hook to change it. [`GuardedIo`] recognises exactly those answers on the way
@@ -35,6 +41,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+
+use super::limits::{Buckets, source_key};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -62,8 +70,15 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
-    /// Connections open at once from one address.
+    /// Connections open at once from one source (an IPv4 address or an IPv6 /64).
     pub max_connections_per_ip: usize,
+    /// A connection idle for less than this (since it opened or since its last answer) is never
+    /// evicted for a new one.
+    pub eviction_floor: Duration,
+    /// New connections per second from one source (0: no limit).
+    pub accept_rate: f64,
+    /// New connections one source may open at once before `accept_rate` applies.
+    pub accept_burst: u32,
 }
 
 impl ServerLimits {
@@ -74,6 +89,9 @@ impl ServerLimits {
             idle_timeout: api.idle_timeout,
             max_connections: api.max_connections,
             max_connections_per_ip: api.max_connections_per_ip,
+            eviction_floor: api.eviction_floor,
+            accept_rate: api.accept_rate,
+            accept_burst: api.accept_burst,
         }
     }
 }
@@ -222,10 +240,14 @@ pub async fn serve_with_tls(
         let _ = stream.set_nodelay(true);
         let slot = match conns.admit(peer.ip()) {
             Ok(slot) => slot,
-            Err(why) => {
+            Err(refusal) => {
+                let why = refusal.why();
                 tracing::debug!(client = %peer, why, "refusing an API connection");
-                if let Ok(refusal) = refusals.clone().try_acquire_owned() {
-                    tracker.spawn(refuse(stream, why, refusal));
+                match refusals.clone().try_acquire_owned() {
+                    Ok(permit) if refusal != Refusal::Rate => {
+                        tracker.spawn(refuse(stream, why, permit));
+                    }
+                    _ => refuse_now(&stream, why),
                 }
                 continue;
             }
@@ -333,14 +355,27 @@ async fn serve_stream<S>(
     }
 }
 
-/// Answers `503` with a JSON `error` on a connection over a cap, then closes it.
-async fn refuse(mut stream: TcpStream, why: &str, _refusal: OwnedSemaphorePermit) {
+/// The `503` a refused connection gets, with a JSON `error` saying `why`.
+fn refusal_answer(why: &str) -> String {
     let body = serde_json::json!({ "error": format!("{why}; try again shortly") }).to_string();
-    let answer = format!(
+    format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    );
+    )
+}
+
+/// The cheap refusal: the `503` handed to the kernel in one non-blocking `send` (a fresh
+/// socket's buffer takes it whole), and the socket closed when the caller drops it. No task, no
+/// timer, no wait; a client that had already sent its request may see a reset instead.
+fn refuse_now(stream: &TcpStream, why: &str) {
+    let _ = socket2::SockRef::from(stream).send(refusal_answer(why).as_bytes());
+}
+
+/// Answers `503` with a JSON `error` on a connection over a cap, then closes it, reading what
+/// the client sent meanwhile so that the answer is not lost to a reset.
+async fn refuse(mut stream: TcpStream, why: &str, _refusal: OwnedSemaphorePermit) {
+    let answer = refusal_answer(why);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(answer.as_bytes()).await?;
         stream.shutdown().await?;
@@ -353,16 +388,60 @@ async fn refuse(mut stream: TcpStream, why: &str, _refusal: OwnedSemaphorePermit
     .await;
 }
 
+/// Why a new connection is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Its source opens connections faster than the accept rate.
+    Rate,
+    /// Its source holds its cap, all of it younger than the floor or busy.
+    SourceCap,
+    /// The server is three quarters full and its source already holds connections.
+    Share,
+    /// The server is full, every connection younger than the floor or busy.
+    Full,
+}
+
+impl Refusal {
+    fn why(self) -> &'static str {
+        match self {
+            Refusal::Rate => "too many new connections from your address",
+            Refusal::SourceCap => "too many open connections from your address",
+            Refusal::Share => "the server is busy and your address already holds open connections",
+            Refusal::Full => "the server has too many open connections",
+        }
+    }
+}
+
 /// The open connections, for the caps. A connection is *idle* while no request of it is being
-/// handled: before its first request head is complete, and between keep-alive requests.
+/// handled: before its first request head is complete (a TLS handshake included), and between
+/// keep-alive requests.
 ///
-/// At a cap, a new connection evicts the connection that has been idle longest (overall, or from
-/// the same address for the per-address cap) instead of being refused: clients that open
-/// connections and send nothing (slowloris) then only ever push out each other, and a real
-/// client, which sends its request at once, gets through. Only when every connection is busy
-/// handling a request is a new one refused.
+/// Admission of a new connection from a source (see [`source_key`]):
+/// 1. Over the source's accept rate: refused.
+/// 2. The source holds `max_connections_per_ip`: its own connection idle longest is evicted,
+///    so a source crowds out only itself.
+/// 3. Three quarters of `max_connections` are open and the source is *silent*: it holds a
+///    connection that has had no request yet, or one of its connections ended so (timed out,
+///    evicted, or closed by its client) within the header-read timeout. A connection of a
+///    source holding at least as many as it does is evicted. So the last quarter of the cap
+///    stays for sources that send requests, or are new: a churn of silent connections from
+///    many addresses, each closed and opened again, cannot creep into it.
+/// 4. `max_connections` open: a connection from any source is evicted.
+///
+/// The evicted connection is always the one idle longest of the source holding the most
+/// (which keeps evictions from cascading), and only a connection idle for at least the
+/// eviction floor is ever evicted; when there is none, the new connection is refused instead.
+/// So clients that connect and send nothing (slowloris) push out only each other once they are
+/// past the floor, and a real client, admitted, has the floor to finish its handshake and send
+/// its request head however fast the churn: a silent flood from a few hundred addresses fills
+/// at most three quarters of the cap and leaves the rest to clients that talk.
 struct Connections {
     limits: ServerLimits,
+    /// New connections per source, for the accept rate.
+    accepts: Buckets<IpAddr>,
+    /// Sources whose connection lately ended without a request (each bucket holds one unit,
+    /// spent when a connection ends silent, back after the header-read timeout).
+    silent: Buckets<IpAddr>,
     state: Mutex<ConnectionsState>,
 }
 
@@ -370,45 +449,93 @@ struct Connections {
 struct ConnectionsState {
     next_id: u64,
     open: HashMap<u64, Entry>,
-    per_ip: HashMap<IpAddr, usize>,
+    /// Open connections by source.
+    per_source: HashMap<IpAddr, usize>,
+    /// Open connections by source that have not had a request yet.
+    unproven: HashMap<IpAddr, usize>,
 }
 
 struct Entry {
-    ip: IpAddr,
+    source: IpAddr,
     /// Requests being handled.
     busy: usize,
-    /// Since when nothing is being handled.
+    /// Whether a request of it was ever handled (else it ends silent: see `Connections`).
+    served: bool,
+    /// Since when nothing is being handled (at first: since it opened).
     idle_since: Instant,
     evicted: CancellationToken,
+}
+
+/// Whose connection a newcomer may take the place of.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    /// Anyone's.
+    Any,
+    /// Its own source's.
+    Own(IpAddr),
+    /// A source's holding at least this many (its own included).
+    HoldingAtLeast(usize),
 }
 
 impl ConnectionsState {
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.open.remove(&id)?;
-        if let Some(count) = self.per_ip.get_mut(&entry.ip) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_ip.remove(&entry.ip);
-            }
+        Self::uncount(&mut self.per_source, entry.source);
+        if !entry.served {
+            Self::uncount(&mut self.unproven, entry.source);
         }
         Some(entry)
     }
 
-    /// Evicts the longest-idle connection (from `ip`, when given); `false` when all are busy.
-    fn evict_idlest(&mut self, ip: Option<IpAddr>) -> bool {
+    fn uncount(counts: &mut HashMap<IpAddr, usize>, source: IpAddr) {
+        if let Some(count) = counts.get_mut(&source) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&source);
+            }
+        }
+    }
+
+    /// Notes that connection `id` had a request.
+    fn served(&mut self, id: u64) {
+        if let Some(entry) = self.open.get_mut(&id) {
+            entry.busy += 1;
+            if !entry.served {
+                entry.served = true;
+                let source = entry.source;
+                Self::uncount(&mut self.unproven, source);
+            }
+        }
+    }
+
+    /// Evicts a connection idle since `before` or earlier whose source is `victim`'s: of the
+    /// source holding the most, the one idle longest; `None` when there is none.
+    ///
+    /// Taking from the biggest holder first keeps evictions from cascading: a source that
+    /// loses its only connection holds none, and could in turn evict another's at once, so
+    /// that a churn from many addresses would keep every connection younger than the floor.
+    fn evict_idlest(&mut self, victim: Victim, before: Instant) -> Option<Entry> {
+        let per_source = &self.per_source;
         let idlest = self
             .open
             .iter()
-            .filter(|(_, e)| e.busy == 0 && ip.is_none_or(|ip| e.ip == ip))
-            .min_by_key(|(_, e)| e.idle_since)
+            .filter(|(_, e)| {
+                e.busy == 0
+                    && e.idle_since <= before
+                    && match victim {
+                        Victim::Any => true,
+                        Victim::Own(source) => e.source == source,
+                        Victim::HoldingAtLeast(n) => per_source.get(&e.source) >= Some(&n),
+                    }
+            })
+            .max_by_key(|(_, e)| {
+                let holds = per_source.get(&e.source).copied().unwrap_or(0);
+                (holds, std::cmp::Reverse(e.idle_since))
+            })
             .map(|(id, _)| *id);
-        match idlest.and_then(|id| self.remove(id)) {
-            Some(entry) => {
-                entry.evicted.cancel();
-                true
-            }
-            None => false,
-        }
+        let entry = self.remove(idlest?)?;
+        entry.evicted.cancel();
+        Some(entry)
     }
 }
 
@@ -416,6 +543,8 @@ impl Connections {
     fn new(limits: ServerLimits) -> Self {
         Connections {
             limits,
+            accepts: Buckets::new(limits.accept_rate, limits.accept_burst),
+            silent: Buckets::new(1.0 / limits.header_read_timeout.as_secs_f64().max(0.001), 1),
             state: Mutex::new(ConnectionsState::default()),
         }
     }
@@ -424,17 +553,53 @@ impl Connections {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection from `ip`, evicting an idle one at a cap; `Err` says why it is
-    /// refused.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
-        let mut state = self.lock();
-        if state.per_ip.get(&ip).copied().unwrap_or(0) >= self.limits.max_connections_per_ip
-            && !state.evict_idlest(Some(ip))
-        {
-            return Err("too many open connections from your address");
+    /// Notes how a connection ended: one that never had a request handled (it timed out, was
+    /// evicted, or was closed by its client, all silent) marks its source as silent for the
+    /// header-read timeout.
+    fn ended(&self, entry: &Entry) {
+        if !entry.served {
+            let _ = self.silent.take(entry.source);
         }
-        if state.open.len() >= self.limits.max_connections && !state.evict_idlest(None) {
-            return Err("the server has too many open connections");
+    }
+
+    /// How many connections may be open before a source that holds some gets no more (the
+    /// rest is kept for sources that hold none).
+    fn shared_limit(&self) -> usize {
+        self.limits.max_connections - self.limits.max_connections / 4
+    }
+
+    /// Counts a new connection from `ip`, evicting an idle one at a cap (see the type's docs);
+    /// `Err` says why it is refused.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+        let source = source_key(ip);
+        if self.accepts.take(source).is_err() {
+            return Err(Refusal::Rate);
+        }
+        let now = Instant::now();
+        // Only connections idle since then or earlier may be evicted (none just after boot,
+        // when the monotonic clock cannot go back that far).
+        let before = now.checked_sub(self.limits.eviction_floor);
+        let silent = self.silent.check(source).is_err();
+        let mut gone = None;
+        let mut evict = |state: &mut ConnectionsState, victim: Victim| {
+            gone = before.and_then(|before| state.evict_idlest(victim, before));
+            gone.is_some()
+        };
+        let mut state = self.lock();
+        let held = state.per_source.get(&source).copied().unwrap_or(0);
+        // Silent lately: a connection that has had no request yet, or one that ended so.
+        let suspect = silent || state.unproven.contains_key(&source);
+        if held >= self.limits.max_connections_per_ip {
+            if !evict(&mut state, Victim::Own(source)) {
+                return Err(Refusal::SourceCap);
+            }
+        } else if suspect && state.open.len() >= self.shared_limit() {
+            if !evict(&mut state, Victim::HoldingAtLeast(held.max(1))) {
+                return Err(Refusal::Share);
+            }
+        } else if state.open.len() >= self.limits.max_connections && !evict(&mut state, Victim::Any)
+        {
+            return Err(Refusal::Full);
         }
         let id = state.next_id;
         state.next_id += 1;
@@ -442,13 +607,19 @@ impl Connections {
         state.open.insert(
             id,
             Entry {
-                ip,
+                source,
                 busy: 0,
-                idle_since: Instant::now(),
+                idle_since: now,
+                served: false,
                 evicted: evicted.clone(),
             },
         );
-        *state.per_ip.entry(ip).or_insert(0) += 1;
+        *state.per_source.entry(source).or_insert(0) += 1;
+        *state.unproven.entry(source).or_insert(0) += 1;
+        drop(state);
+        if let Some(gone) = gone {
+            self.ended(&gone);
+        }
         Ok(Slot {
             conns: self.clone(),
             id,
@@ -470,7 +641,10 @@ struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.conns.lock().remove(self.id);
+        let entry = self.conns.lock().remove(self.id);
+        if let Some(entry) = entry {
+            self.conns.ended(&entry);
+        }
     }
 }
 
@@ -480,9 +654,7 @@ struct Busy(Arc<Slot>);
 impl Busy {
     fn new(slot: Arc<Slot>) -> Self {
         slot.busy.fetch_add(1, Ordering::Relaxed);
-        if let Some(entry) = slot.conns.lock().open.get_mut(&slot.id) {
-            entry.busy += 1;
-        }
+        slot.conns.lock().served(slot.id);
         Busy(slot)
     }
 }
@@ -693,6 +865,125 @@ fn json_error_answer(buf: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limits(total: usize, per_source: usize, floor: Duration) -> ServerLimits {
+        ServerLimits {
+            max_connections: total,
+            max_connections_per_ip: per_source,
+            eviction_floor: floor,
+            accept_rate: 0.0,
+            ..ServerLimits::default()
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_young_connection_is_never_evicted_the_newcomer_is_refused() {
+        let conns = Arc::new(Connections::new(limits(100, 2, LONG)));
+        let first = conns.admit(ip("192.0.2.1")).unwrap();
+        let _second = conns.admit(ip("192.0.2.1")).unwrap();
+        assert_eq!(conns.admit(ip("192.0.2.1")).err(), Some(Refusal::SourceCap));
+        assert!(!first.evicted.is_cancelled());
+        // Another source is not affected.
+        assert!(conns.admit(ip("192.0.2.2")).is_ok());
+    }
+
+    #[test]
+    fn past_the_floor_the_idlest_is_evicted() {
+        let conns = Arc::new(Connections::new(limits(100, 2, Duration::ZERO)));
+        let first = conns.admit(ip("192.0.2.1")).unwrap();
+        let second = conns.admit(ip("192.0.2.1")).unwrap();
+        let third = conns.admit(ip("192.0.2.1")).unwrap();
+        assert!(first.evicted.is_cancelled());
+        assert!(!second.evicted.is_cancelled() && !third.evicted.is_cancelled());
+        // A connection busy with a request is never evicted.
+        let _busy = Busy::new(Arc::new(second));
+        let _fourth = conns.admit(ip("192.0.2.1")).unwrap();
+        assert!(third.evicted.is_cancelled());
+    }
+
+    #[test]
+    fn sources_are_slash_64s_for_the_per_source_cap() {
+        let conns = Arc::new(Connections::new(limits(100, 2, LONG)));
+        let _a = conns.admit(ip("2001:db8:0:1::a")).unwrap();
+        let _b = conns.admit(ip("2001:db8:0:1:ffff::b")).unwrap();
+        assert_eq!(
+            conns.admit(ip("2001:db8:0:1::c")).err(),
+            Some(Refusal::SourceCap)
+        );
+        assert!(conns.admit(ip("2001:db8:0:2::a")).is_ok());
+    }
+
+    #[test]
+    fn the_last_quarter_is_kept_for_sources_holding_none() {
+        let conns = Arc::new(Connections::new(limits(8, 8, LONG)));
+        let mut held: Vec<Slot> = (0..6)
+            .map(|_| conns.admit(ip("192.0.2.1")).unwrap())
+            .collect();
+        assert_eq!(conns.admit(ip("192.0.2.1")).err(), Some(Refusal::Share));
+        held.push(conns.admit(ip("192.0.2.2")).unwrap());
+        assert_eq!(conns.admit(ip("192.0.2.2")).err(), Some(Refusal::Share));
+        held.push(conns.admit(ip("192.0.2.3")).unwrap());
+        assert_eq!(conns.admit(ip("192.0.2.4")).err(), Some(Refusal::Full));
+        // A closed connection frees its place.
+        held.pop();
+        assert!(conns.admit(ip("192.0.2.4")).is_ok());
+    }
+
+    #[test]
+    fn over_three_quarters_the_biggest_holders_give_way_first() {
+        let conns = Arc::new(Connections::new(limits(8, 8, Duration::ZERO)));
+        let b1 = conns.admit(ip("192.0.2.2")).unwrap();
+        let a: Vec<Slot> = (0..5)
+            .map(|_| conns.admit(ip("192.0.2.1")).unwrap())
+            .collect();
+        // Six open, A holds five: a new one of A's takes the place of A's idlest, not of B's
+        // older one (B holds fewer).
+        let _a6 = conns.admit(ip("192.0.2.1")).unwrap();
+        assert!(a[0].evicted.is_cancelled());
+        assert!(!b1.evicted.is_cancelled());
+        // A source holding none takes a free place of the last quarter.
+        let _c = conns.admit(ip("192.0.2.3")).unwrap();
+        assert!(a[1..].iter().all(|s| !s.evicted.is_cancelled()));
+    }
+
+    #[test]
+    fn a_source_gone_silent_does_not_get_the_last_quarter_one_that_talks_does() {
+        let conns = Arc::new(Connections::new(limits(8, 8, LONG)));
+        let _six: Vec<Slot> = (1..=6)
+            .map(|i| conns.admit(ip(&format!("192.0.2.{i}"))).unwrap())
+            .collect();
+        // New, it gets a place of the last quarter; its connection ends without a request.
+        drop(conns.admit(ip("192.0.2.100")).unwrap());
+        assert_eq!(conns.admit(ip("192.0.2.100")).err(), Some(Refusal::Share));
+        // A source whose connection had a request may open another there.
+        let talks = Arc::new(conns.admit(ip("192.0.2.200")).unwrap());
+        drop(Busy::new(talks.clone()));
+        let _second = conns.admit(ip("192.0.2.200")).unwrap();
+        assert_eq!(conns.admit(ip("192.0.2.201")).err(), Some(Refusal::Full));
+    }
+
+    #[test]
+    fn over_the_accept_rate_a_source_is_refused() {
+        let conns = Arc::new(Connections::new(ServerLimits {
+            accept_rate: 0.001,
+            accept_burst: 3,
+            ..limits(100, 100, LONG)
+        }));
+        let held: Vec<Slot> = (0..3)
+            .map(|_| conns.admit(ip("192.0.2.1")).unwrap())
+            .collect();
+        assert_eq!(conns.admit(ip("192.0.2.1")).err(), Some(Refusal::Rate));
+        drop(held);
+        // Closing them gives nothing back: the rate counts openings.
+        assert_eq!(conns.admit(ip("192.0.2.1")).err(), Some(Refusal::Rate));
+        assert!(conns.admit(ip("192.0.2.9")).is_ok());
+    }
 
     #[test]
     fn only_hyper_bodyless_errors_are_rewritten() {

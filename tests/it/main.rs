@@ -8,6 +8,7 @@ mod crash;
 mod dns;
 mod dns_abuse;
 mod edge;
+mod edge_api;
 mod fastpath;
 mod flow;
 mod gateway;
