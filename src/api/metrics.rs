@@ -3,8 +3,10 @@
 //!
 //! States are read at scrape time, each bounded by [`SCRAPE_TIMEOUT`] so a scrape never hangs
 //! while the database or the interface is down: the snapshot's generation and age, the store's
-//! generation and per-org counts, and the gateway's handshake ages. Recording itself lives in
-//! [`crate::metrics`].
+//! generation, and the gateway's handshake ages. The per-org counts are the one state that costs
+//! the database work (a count over every peer): they come from a [`CountsCache`] that asks the
+//! store at most once per [`COUNTS_REFRESH`], however many clients scrape (issue 22). Recording
+//! itself lives in [`crate::metrics`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,10 +19,56 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
-use crate::store::StoreError;
+use crate::store::{OrgCounts, Store, StoreError};
 
 /// How long a scrape waits for the store, and for the gateway interface.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one read of the per-org counts serves every scrape before the store is asked again.
+pub const COUNTS_REFRESH: Duration = Duration::from_secs(5);
+
+/// The per-org peer and token counts `/metrics` shows, read from the store at most once per
+/// [`COUNTS_REFRESH`] (a failed read too: an outage is not asked about on every scrape either).
+/// Single flight: scrapes that find the counts stale wait for the one read in progress instead
+/// of starting their own, so 64 concurrent scrapes cost one query. Each read is timed as the
+/// store call `org_counts` (`sixpn_store_duration_seconds_count{op="org_counts"}` counts them).
+#[derive(Debug, Default)]
+pub(super) struct CountsCache {
+    /// When the counts were last read, and what came back (`None`: the store failed).
+    last: tokio::sync::Mutex<Option<(Instant, Option<Arc<Vec<OrgCounts>>>)>>,
+}
+
+impl CountsCache {
+    pub(super) fn new() -> CountsCache {
+        CountsCache::default()
+    }
+
+    /// The counts, read from `store` when the last read is older than [`COUNTS_REFRESH`];
+    /// `None` when that read failed or took longer than [`SCRAPE_TIMEOUT`].
+    async fn get(&self, store: &Store) -> Option<Arc<Vec<OrgCounts>>> {
+        // Held across the read: the single flight.
+        let mut last = self.last.lock().await;
+        if let Some((at, counts)) = &*last
+            && at.elapsed() < COUNTS_REFRESH
+        {
+            return counts.clone();
+        }
+        let read = tokio::time::timeout(SCRAPE_TIMEOUT, timed("org_counts", store.org_counts()));
+        let counts = match read.await {
+            Ok(Ok(counts)) => Some(Arc::new(counts)),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "metrics: the store failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("metrics: the store did not answer in time");
+                None
+            }
+        };
+        *last = Some((Instant::now(), counts.clone()));
+        counts
+    }
+}
 
 /// Handshake ages the gateway gauge is bucketed by, in seconds (cumulative, like `le`).
 const HANDSHAKE_BUCKETS: [(i64, &str); 4] = [
@@ -119,24 +167,17 @@ pub(super) async fn metrics(State(state): State<Shared>) -> Response {
             None => None,
         }
     };
-    let (counts, statuses) = tokio::join!(
-        tokio::time::timeout(SCRAPE_TIMEOUT, state.store.org_counts()),
-        gateway
-    );
+    let (counts, statuses) = tokio::join!(state.org_counts.get(&state.store), gateway);
     match counts {
-        Ok(Ok(counts)) => {
+        Some(counts) => {
             metrics::gauge!("sixpn_store_up").set(1.0);
-            for c in counts {
+            for c in counts.iter() {
                 let org = c.org.to_string();
                 metrics::gauge!("sixpn_org_peers", "org" => org.clone()).set(c.peers as f64);
                 metrics::gauge!("sixpn_org_tokens", "org" => org).set(c.tokens as f64);
             }
         }
-        Ok(Err(err)) => {
-            tracing::debug!(error = %err, "metrics: the store failed");
-            metrics::gauge!("sixpn_store_up").set(0.0);
-        }
-        Err(_) => metrics::gauge!("sixpn_store_up").set(0.0),
+        None => metrics::gauge!("sixpn_store_up").set(0.0),
     }
     if let Some(statuses) = statuses {
         let now = crate::model::now_unix();
