@@ -34,8 +34,17 @@ pub const COUNTS_REFRESH: Duration = Duration::from_secs(5);
 /// store call `org_counts` (`sixpn_store_duration_seconds_count{op="org_counts"}` counts them).
 #[derive(Debug, Default)]
 pub(super) struct CountsCache {
-    /// When the counts were last read, and what came back (`None`: the store failed).
-    last: tokio::sync::Mutex<Option<(Instant, Option<Arc<Vec<OrgCounts>>>)>>,
+    /// The last read, if any.
+    last: tokio::sync::Mutex<Option<CountsRead>>,
+}
+
+/// One read of the per-org counts.
+#[derive(Debug)]
+struct CountsRead {
+    /// When it was made.
+    at: Instant,
+    /// What came back; `None`: the store failed or was too slow.
+    counts: Option<Arc<Vec<OrgCounts>>>,
 }
 
 impl CountsCache {
@@ -48,10 +57,10 @@ impl CountsCache {
     async fn get(&self, store: &Store) -> Option<Arc<Vec<OrgCounts>>> {
         // Held across the read: the single flight.
         let mut last = self.last.lock().await;
-        if let Some((at, counts)) = &*last
-            && at.elapsed() < COUNTS_REFRESH
+        if let Some(read) = &*last
+            && read.at.elapsed() < COUNTS_REFRESH
         {
-            return counts.clone();
+            return read.counts.clone();
         }
         let read = tokio::time::timeout(SCRAPE_TIMEOUT, timed("org_counts", store.org_counts()));
         let counts = match read.await {
@@ -65,7 +74,10 @@ impl CountsCache {
                 None
             }
         };
-        *last = Some((Instant::now(), counts.clone()));
+        *last = Some(CountsRead {
+            at: Instant::now(),
+            counts: counts.clone(),
+        });
         counts
     }
 }

@@ -2,6 +2,11 @@
 //! (`/api/v3/wire_guard_peers`, wire-compatible with flyctl), the admin API (`/api/v1`), the
 //! OpenAPI document (`/api/openapi.json`), `/healthz`, `/readyz` and `/metrics`.
 //!
+//! One listener serves them all ([`router`]), unless `[api] admin_listen` gives the admin plane
+//! (`/api/v1`, `/metrics`) a listener of its own ([`split_routers`]): the public listener then
+//! has no admin route at all, so an admin path there is the same `404` as a path that exists
+//! nowhere, whatever the credential.
+//!
 //! This module owns HTTP and JSON and nothing else: it never touches SQL (everything goes through
 //! [`Store`]) and never logs an `Authorization` header or a secret. Every failure, including
 //! unknown routes, wrong methods, oversized bodies and panics, is answered with a status and a
