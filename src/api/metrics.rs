@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -32,10 +32,14 @@ pub const COUNTS_REFRESH: Duration = Duration::from_secs(5);
 /// Single flight: scrapes that find the counts stale wait for the one read in progress instead
 /// of starting their own, so 64 concurrent scrapes cost one query. Each read is timed as the
 /// store call `org_counts` (`sixpn_store_duration_seconds_count{op="org_counts"}` counts them).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct CountsCache {
     /// The last read, if any.
     last: tokio::sync::Mutex<Option<CountsRead>>,
+    /// How long a read serves.
+    refresh: Duration,
+    /// Reads made so far.
+    reads: AtomicU64,
 }
 
 /// One read of the per-org counts.
@@ -49,7 +53,15 @@ struct CountsRead {
 
 impl CountsCache {
     pub(super) fn new() -> CountsCache {
-        CountsCache::default()
+        CountsCache::with_refresh(COUNTS_REFRESH)
+    }
+
+    fn with_refresh(refresh: Duration) -> CountsCache {
+        CountsCache {
+            last: tokio::sync::Mutex::new(None),
+            refresh,
+            reads: AtomicU64::new(0),
+        }
     }
 
     /// The counts, read from `store` when the last read is older than [`COUNTS_REFRESH`];
@@ -58,10 +70,11 @@ impl CountsCache {
         // Held across the read: the single flight.
         let mut last = self.last.lock().await;
         if let Some(read) = &*last
-            && read.at.elapsed() < COUNTS_REFRESH
+            && read.at.elapsed() < self.refresh
         {
             return read.counts.clone();
         }
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let read = tokio::time::timeout(SCRAPE_TIMEOUT, timed("org_counts", store.org_counts()));
         let counts = match read.await {
             Ok(Ok(counts)) => Some(Arc::new(counts)),
@@ -218,4 +231,44 @@ pub(super) async fn metrics(State(state): State<Shared>) -> Response {
         crate::metrics::render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_one_read_of_the_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, "fdaa::/16".parse().unwrap())
+            .await
+            .unwrap();
+        let cache = Arc::new(CountsCache::with_refresh(Duration::from_secs(3600)));
+        let scrapes: Vec<_> = (0..64)
+            .map(|_| {
+                let (cache, store) = (Arc::clone(&cache), store.clone());
+                tokio::spawn(async move { cache.get(&store).await })
+            })
+            .collect();
+        for scrape in scrapes {
+            let counts = scrape.await.unwrap().expect("counts");
+            assert!(counts.iter().any(|c| c.org.to_string() == "personal"));
+        }
+        assert_eq!(cache.reads.load(Ordering::Relaxed), 1);
+        // Within the window, later scrapes read nothing either.
+        cache.get(&store).await.unwrap();
+        assert_eq!(cache.reads.load(Ordering::Relaxed), 1);
+        // Once it has passed, the next scrape reads again, once.
+        let stale = CountsCache::with_refresh(Duration::ZERO);
+        stale.get(&store).await.unwrap();
+        stale.get(&store).await.unwrap();
+        assert_eq!(stale.reads.load(Ordering::Relaxed), 2);
+        // A store that fails is remembered as failed for the window too.
+        store.close().await;
+        let closed = CountsCache::with_refresh(Duration::from_secs(3600));
+        assert!(closed.get(&store).await.is_none());
+        assert!(closed.get(&store).await.is_none());
+        assert_eq!(closed.reads.load(Ordering::Relaxed), 1);
+    }
 }
