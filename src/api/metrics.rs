@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::Shared;
+use super::{Inner, Shared};
 use crate::store::{OrgCounts, Store, StoreError};
 
 /// How long a scrape waits for the store, and for the gateway interface.
@@ -178,6 +179,48 @@ impl PublishClock {
     responses((status = 200, description = "The metrics", body = String,
         content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<Shared>) -> Response {
+    let text = state.renders.share(render(&state)).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Scrapes that arrive while a render runs wait for it to end and share the next one: every
+/// scrape gets a render that started after it arrived (never an older text), yet a flood of
+/// concurrent scrapes costs about one render at a time instead of one each (issue 22).
+#[derive(Debug, Default)]
+pub(super) struct RenderShare {
+    /// Renders started so far.
+    started: AtomicU64,
+    /// The newest render and its number; held while rendering, so renders run one at a time.
+    last: tokio::sync::Mutex<Option<(u64, Bytes)>>,
+}
+
+impl RenderShare {
+    /// The text of a render that started after this call did: a newer one than any this
+    /// scrape could have seen, shared when another scrape started it, else `render`'s.
+    async fn share(&self, render: impl Future<Output = Bytes>) -> Bytes {
+        let arrived = self.started.load(Ordering::SeqCst);
+        let mut last = self.last.lock().await;
+        if let Some((n, text)) = &*last
+            && *n > arrived
+        {
+            return text.clone();
+        }
+        let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let text = render.await;
+        *last = Some((n, text.clone()));
+        text
+    }
+}
+
+/// Sets the gauges read at scrape time and renders every metric.
+async fn render(state: &Inner) -> Bytes {
     let generation = state.published.borrow().0;
     metrics::gauge!("sixpn_snapshot_generation").set(generation as f64);
     metrics::gauge!("sixpn_snapshot_age_seconds").set(state.publish_clock.age());
@@ -223,14 +266,7 @@ pub(super) async fn metrics(State(state): State<Shared>) -> Response {
         let oldest = ages.iter().copied().max().unwrap_or(0);
         metrics::gauge!("sixpn_gateway_oldest_handshake_age_seconds").set(oldest as f64);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::metrics::render(),
-    )
-        .into_response()
+    Bytes::from(crate::metrics::render())
 }
 
 #[cfg(test)]
@@ -270,5 +306,40 @@ mod tests {
         assert!(closed.get(&store).await.is_none());
         assert!(closed.get(&store).await.is_none());
         assert_eq!(closed.reads.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_a_render_that_started_after_they_arrived() {
+        let share = Arc::new(RenderShare::default());
+        let renders = Arc::new(AtomicU64::new(0));
+        let render = |renders: Arc<AtomicU64>| async move {
+            let n = renders.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Bytes::from(n.to_string())
+        };
+        // One after the other: each scrape renders afresh.
+        for want in ["1", "2"] {
+            assert_eq!(share.share(render(Arc::clone(&renders))).await, want);
+        }
+        // 64 at once: the first renders, the rest wait for it and share the next one (two
+        // renders; a few more only if the machine stalls a task for a whole render).
+        let scrapes: Vec<_> = (0..64)
+            .map(|_| {
+                let (share, renders) = (Arc::clone(&share), Arc::clone(&renders));
+                tokio::spawn(async move { share.share(render(renders)).await })
+            })
+            .collect();
+        for scrape in scrapes {
+            let text = scrape.await.unwrap();
+            let n: u64 = std::str::from_utf8(&text).unwrap().parse().unwrap();
+            assert!(n >= 3, "a scrape got a render older than itself: {n}");
+        }
+        let n = renders.load(Ordering::SeqCst) - 2;
+        assert!(n <= 16, "64 concurrent scrapes rendered {n} times");
+        // And a later scrape never gets an old text.
+        assert_eq!(
+            share.share(render(Arc::clone(&renders))).await,
+            (renders.load(Ordering::SeqCst)).to_string()
+        );
     }
 }

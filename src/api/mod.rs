@@ -88,6 +88,8 @@ struct Inner {
     openapi: Arc<serde_json::Value>,
     /// The per-org counts `/metrics` shows, refreshed at most every few seconds.
     org_counts: metrics::CountsCache,
+    /// Concurrent scrapes share one render.
+    renders: metrics::RenderShare,
 }
 
 impl std::ops::Deref for Inner {
@@ -123,7 +125,7 @@ impl ApiState {
 }
 
 /// Builds the whole HTTP API over `state`, for one listener that serves everything (the
-/// default): the union of [`public_router`]'s and [`admin_router`]'s routes.
+/// default): the union of the two routers of [`split_routers`].
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.body_limit;
     finish(api_routes(), shared(state), body_limit)
@@ -162,6 +164,7 @@ fn shared(state: ApiState) -> Shared {
         limiters: limits::Limiters::new(state.rate_limits),
         publish_clock: metrics::PublishClock::follow(&state.published),
         org_counts: metrics::CountsCache::new(),
+        renders: metrics::RenderShare::default(),
         api: state,
     })
 }
