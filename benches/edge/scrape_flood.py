@@ -251,22 +251,31 @@ def main():
         flood_s = 0.0
         t_start = time.perf_counter()
         for r in range(a.rounds):
+            c0 = server.cpu_s()
+            t = time.perf_counter()
             idle = creates(client, token, f"idle{r}", a.creates)
+            idle_cores = (server.cpu_s() - c0) / (time.perf_counter() - t)
             go.set()
             time.sleep(0.5)  # every scraper connected and going
             with served.get_lock():
                 served.value = 0
+            c0 = server.cpu_s()
             t = time.perf_counter()
             flood = creates(client, token, f"flood{r}", a.creates)
             dt = time.perf_counter() - t
+            flood_cores = (server.cpu_s() - c0) / dt
             n = served.value
             go.clear()
             time.sleep(0.3)
             flood_s += dt
-            rd = {"idle": summary(idle), "flood": summary(flood), "scrapes_per_s": n / dt}
+            rd = {"idle": summary(idle), "flood": summary(flood), "scrapes_per_s": n / dt,
+                  "server_cores_idle": idle_cores, "server_cores_flood": flood_cores,
+                  "loadavg": os.getloadavg()[0]}
             results["rounds"].append(rd)
             log(f"round {r + 1}: create p90 idle {rd['idle']['p90_ms']:.1f} ms, under the flood "
-                f"{rd['flood']['p90_ms']:.1f} ms ({n / dt:.0f} scrapes/s)")
+                f"{rd['flood']['p90_ms']:.1f} ms ({n / dt:.0f} scrapes/s; server CPU {idle_cores:.2f} "
+                f"cores idle, {flood_cores:.2f} under the flood; load average {rd['loadavg']:.1f} "
+                f"on {os.cpu_count()} CPUs)")
             idle_all += idle
             flood_all += flood
         elapsed = time.perf_counter() - t_start
@@ -327,6 +336,10 @@ def main():
         f"{'met' if ok_queries else 'NOT met'}), each {r['count_query_mean_ms']:.0f} ms on average "
         f"at this size",
         f"- sixpn_org_peers{{org=\"{ORG}\"}} after the seed: {r['org_peers_gauge']:,.0f}",
+        "- per round: " + "; ".join(
+            f"p90 {x['idle']['p90_ms']:.1f} -> {x['flood']['p90_ms']:.1f} ms, {x['scrapes_per_s']:.0f} "
+            f"scrapes/s, server {x['server_cores_flood']:.2f} cores, load {x['loadavg']:.1f}"
+            for x in r["rounds"]),
     ]
     if warnings:
         lines.append(f"- server warnings: {warnings}")
