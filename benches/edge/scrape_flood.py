@@ -7,7 +7,8 @@ Run with:  cargo build --release --bin sixpn
 Before issue 22 every scrape of /metrics ran a COUNT(*) over all peers: at 500k peers, 64 clients
 scraping pushed a real create's p90 from 9 ms to 1.9 s. Now /metrics reads the per-org counts from
 a cache refreshed at most every 5 s (single flight: one store query serves every scrape in that
-window), so the flood costs the store nothing per scrape.
+window), so the flood costs the store nothing per scrape, and concurrent scrapes share one render
+(each still gets a text rendered after it arrived), so it costs one render at a time.
 
 What it does (Python 3 standard library only, loopback only, bounded by --rounds and --creates):
 1. starts a release `sixpn serve` (SQLite in a temporary data dir, free ports on 127.0.0.1) with
