@@ -157,6 +157,14 @@ impl std::fmt::Debug for Config {
     }
 }
 
+/// Whether two listen addresses would take the same port: the same non-zero port on the same
+/// address, or on an address and a wildcard (port 0 asks for a fresh port each time).
+fn listeners_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// A database URL without its password (`postgres://user:***@host/db`), for logs and `Debug`.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -175,8 +183,13 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Address the HTTP API listens on.
+    /// Address the HTTP API listens on. With `admin_listen` set, only the peer API
+    /// (`/api/v3`), `/healthz`, `/readyz` and `/api/openapi.json` are served here.
     pub listen: SocketAddr,
+    /// When set, the admin plane (`/api/v1/*`, `/metrics`, the console) is served only on this
+    /// address, with the same TLS settings and its own connection caps; default: unset, one
+    /// listener (`listen`) serves everything.
+    pub admin_listen: Option<SocketAddr>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
     /// A client must send a whole request head (request line and headers) within this time
@@ -232,6 +245,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: "127.0.0.1:4280".parse().expect("valid literal"),
+            admin_listen: None,
             body_limit: 16 * 1024,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -507,6 +521,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     /// `--api-listen`.
     pub api_listen: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
     /// `--dns-listen` (repeatable).
     pub dns_listen: Vec<SocketAddr>,
 }
@@ -520,6 +536,7 @@ impl std::fmt::Debug for Overrides {
                 &self.database_url.as_deref().map(redact_url),
             )
             .field("api_listen", &self.api_listen)
+            .field("admin_listen", &self.admin_listen)
             .field("dns_listen", &self.dns_listen)
             .finish()
     }
@@ -598,6 +615,12 @@ impl Config {
                 message: format!("{e} (expected e.g. 127.0.0.1:4280)"),
             })?;
         }
+        if let Some(v) = non_empty("SIXPN_ADMIN_LISTEN") {
+            self.api.admin_listen = Some(v.trim().parse().map_err(|e| ConfigError::Env {
+                var: "SIXPN_ADMIN_LISTEN",
+                message: format!("{e} (expected e.g. 127.0.0.1:4281)"),
+            })?);
+        }
         if let Some(v) = non_empty("SIXPN_DNS_LISTEN") {
             self.dns.listen = v
                 .split(',')
@@ -626,6 +649,9 @@ impl Config {
         }
         if let Some(v) = flags.api_listen {
             self.api.listen = v;
+        }
+        if let Some(v) = flags.admin_listen {
+            self.api.admin_listen = Some(v);
         }
         if !flags.dns_listen.is_empty() {
             self.dns.listen = flags.dns_listen.clone();
@@ -738,6 +764,16 @@ impl Config {
                 "dns.rrl_window {} must be whole seconds from 1s to {}s",
                 humantime::format_duration(window),
                 MAX_RRL_WINDOW
+            )));
+        }
+        if let Some(admin) = self.api.admin_listen
+            && listeners_clash(self.api.listen, admin)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "api.admin_listen {admin} must differ from api.listen {}: the admin plane gets \
+                 a listener of its own (e.g. 127.0.0.1:4281), or leave admin_listen unset to \
+                 serve everything on api.listen",
+                self.api.listen
             )));
         }
         match (&self.api.tls_cert, &self.api.tls_key) {
@@ -948,6 +984,40 @@ listen_port = 51820
                 .to_string();
             assert!(err.contains("SIXPN_DNS_VIEWS"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn admin_listen_is_unset_by_default_and_must_differ_from_listen() {
+        assert_eq!(Config::default().api.admin_listen, None);
+        let c = Config::from_toml(
+            "[api]\nlisten = \"0.0.0.0:4280\"\nadmin_listen = \"127.0.0.1:4281\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.api.admin_listen, Some("127.0.0.1:4281".parse().unwrap()));
+        for clash in ["0.0.0.0:4280", "127.0.0.1:4280"] {
+            let text = format!("[api]\nlisten = \"0.0.0.0:4280\"\nadmin_listen = \"{clash}\"");
+            let err = Config::from_toml(&text).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("admin_listen"), "{err}");
+        }
+        // Port 0 takes a fresh port for each listener.
+        let mut c = Config::default();
+        c.api.listen = "127.0.0.1:0".parse().unwrap();
+        c.api.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+        c.validate().unwrap();
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "SIXPN_ADMIN_LISTEN").then(|| " 127.0.0.1:4281\n".to_string()))
+            .unwrap();
+        assert_eq!(c.api.admin_listen, Some("127.0.0.1:4281".parse().unwrap()));
+        let err = Config::default()
+            .apply_env(|k| (k == "SIXPN_ADMIN_LISTEN").then(|| "loopback".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("SIXPN_ADMIN_LISTEN"), "{err}");
+        c.apply_flags(&Overrides {
+            admin_listen: Some("127.0.0.1:4282".parse().unwrap()),
+            ..Overrides::default()
+        });
+        assert_eq!(c.api.admin_listen, Some("127.0.0.1:4282".parse().unwrap()));
     }
 
     #[test]

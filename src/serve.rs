@@ -20,8 +20,11 @@ use crate::store::Store;
 
 /// A running server.
 pub struct Running {
-    /// Where the HTTP API listens.
+    /// Where the HTTP API listens: everything, or with `[api] admin_listen` the peer API and
+    /// the probes only.
     pub api_addr: SocketAddr,
+    /// Where the admin plane (`/api/v1`, `/metrics`) listens when `[api] admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     /// Where the DNS server listens (UDP and TCP on each).
     pub dns_addrs: Vec<SocketAddr>,
     /// The generated admin-token file, when the admin token was not configured.
@@ -246,11 +249,39 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding the API on {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
+    // With `admin_listen`, the admin plane gets a listener of its own (same TLS, its own
+    // connection caps) and leaves the public one (issue 22).
+    let admin_listener = match config.api.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the admin API on {addr}"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let limits = crate::api::server::ServerLimits::from_config(&config.api);
+    let (app, admin_app) = match admin_listener {
+        Some(admin_listener) => {
+            let routers = crate::api::split_routers(state);
+            (routers.public, Some((admin_listener, routers.admin)))
+        }
+        None => (crate::api::router(state), None),
+    };
+    if let Some((admin_listener, admin_app)) = admin_app {
+        let (cancel, tls) = (cancel.clone(), tls.clone());
+        tasks.spawn(async move {
+            crate::api::server::serve_with_tls(admin_listener, admin_app, limits, tls, cancel)
+                .await
+                .context("admin API server")
+        });
+    }
     {
         let cancel = cancel.clone();
-        let app = crate::api::router(state);
-        let limits = crate::api::server::ServerLimits::from_config(&config.api);
         tasks.spawn(async move {
             crate::api::server::serve_with_tls(listener, app, limits, tls, cancel)
                 .await
@@ -264,7 +295,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         backend = store.backend_name(),
         "store open"
     );
-    tracing::info!(api = %api_addr, "API listening ({scheme}://{api_addr})");
+    match admin_addr {
+        Some(admin) => {
+            tracing::info!(api = %api_addr, "peer API listening ({scheme}://{api_addr})");
+            tracing::info!(admin = %admin, "admin API and /metrics listening ({scheme}://{admin})");
+        }
+        None => tracing::info!(api = %api_addr, "API listening ({scheme}://{api_addr})"),
+    }
     for addr in &dns_addrs {
         tracing::info!(dns = %addr, "DNS listening (UDP and TCP)");
     }
@@ -278,6 +315,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     Ok(Running {
         api_addr,
+        admin_addr,
         dns_addrs,
         admin_token_file: resolved.admin_token_file,
         store,

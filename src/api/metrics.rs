@@ -3,24 +3,98 @@
 //!
 //! States are read at scrape time, each bounded by [`SCRAPE_TIMEOUT`] so a scrape never hangs
 //! while the database or the interface is down: the snapshot's generation and age, the store's
-//! generation and per-org counts, and the gateway's handshake ages. Recording itself lives in
-//! [`crate::metrics`].
+//! generation, and the gateway's handshake ages. The per-org counts are the one state that costs
+//! the database work (a count over every peer): they come from a [`CountsCache`] that asks the
+//! store at most once per [`COUNTS_REFRESH`], however many clients scrape (issue 22). Recording
+//! itself lives in [`crate::metrics`].
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::Shared;
-use crate::store::StoreError;
+use super::{Inner, Shared};
+use crate::store::{OrgCounts, Store, StoreError};
 
 /// How long a scrape waits for the store, and for the gateway interface.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one read of the per-org counts serves every scrape before the store is asked again.
+pub const COUNTS_REFRESH: Duration = Duration::from_secs(5);
+
+/// The per-org peer and token counts `/metrics` shows, read from the store at most once per
+/// [`COUNTS_REFRESH`] (a failed read too: an outage is not asked about on every scrape either).
+/// Single flight: scrapes that find the counts stale wait for the one read in progress instead
+/// of starting their own, so 64 concurrent scrapes cost one query. Each read is timed as the
+/// store call `org_counts` (`sixpn_store_duration_seconds_count{op="org_counts"}` counts them).
+#[derive(Debug)]
+pub(super) struct CountsCache {
+    /// The last read, if any.
+    last: tokio::sync::Mutex<Option<CountsRead>>,
+    /// How long a read serves.
+    refresh: Duration,
+    /// Reads made so far.
+    reads: AtomicU64,
+}
+
+/// One read of the per-org counts.
+#[derive(Debug)]
+struct CountsRead {
+    /// When it was made.
+    at: Instant,
+    /// What came back; `None`: the store failed or was too slow.
+    counts: Option<Arc<Vec<OrgCounts>>>,
+}
+
+impl CountsCache {
+    pub(super) fn new() -> CountsCache {
+        CountsCache::with_refresh(COUNTS_REFRESH)
+    }
+
+    fn with_refresh(refresh: Duration) -> CountsCache {
+        CountsCache {
+            last: tokio::sync::Mutex::new(None),
+            refresh,
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    /// The counts, read from `store` when the last read is older than [`COUNTS_REFRESH`];
+    /// `None` when that read failed or took longer than [`SCRAPE_TIMEOUT`].
+    async fn get(&self, store: &Store) -> Option<Arc<Vec<OrgCounts>>> {
+        // Held across the read: the single flight.
+        let mut last = self.last.lock().await;
+        if let Some(read) = &*last
+            && read.at.elapsed() < self.refresh
+        {
+            return read.counts.clone();
+        }
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let read = tokio::time::timeout(SCRAPE_TIMEOUT, timed("org_counts", store.org_counts()));
+        let counts = match read.await {
+            Ok(Ok(counts)) => Some(Arc::new(counts)),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "metrics: the store failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("metrics: the store did not answer in time");
+                None
+            }
+        };
+        *last = Some(CountsRead {
+            at: Instant::now(),
+            counts: counts.clone(),
+        });
+        counts
+    }
+}
 
 /// Handshake ages the gateway gauge is bucketed by, in seconds (cumulative, like `le`).
 const HANDSHAKE_BUCKETS: [(i64, &str); 4] = [
@@ -149,6 +223,48 @@ impl PublishClock {
     responses((status = 200, description = "The metrics", body = String,
         content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<Shared>) -> Response {
+    let text = state.renders.share(render(&state)).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Scrapes that arrive while a render runs wait for it to end and share the next one: every
+/// scrape gets a render that started after it arrived (never an older text), yet a flood of
+/// concurrent scrapes costs about one render at a time instead of one each (issue 22).
+#[derive(Debug, Default)]
+pub(super) struct RenderShare {
+    /// Renders started so far.
+    started: AtomicU64,
+    /// The newest render and its number; held while rendering, so renders run one at a time.
+    last: tokio::sync::Mutex<Option<(u64, Bytes)>>,
+}
+
+impl RenderShare {
+    /// The text of a render that started after this call did: a newer one than any this
+    /// scrape could have seen, shared when another scrape started it, else `render`'s.
+    async fn share(&self, render: impl Future<Output = Bytes>) -> Bytes {
+        let arrived = self.started.load(Ordering::SeqCst);
+        let mut last = self.last.lock().await;
+        if let Some((n, text)) = &*last
+            && *n > arrived
+        {
+            return text.clone();
+        }
+        let n = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let text = render.await;
+        *last = Some((n, text.clone()));
+        text
+    }
+}
+
+/// Sets the gauges read at scrape time and renders every metric.
+async fn render(state: &Inner) -> Bytes {
     let generation = state.published.borrow().0;
     metrics::gauge!("sixpn_snapshot_generation").set(generation as f64);
     metrics::gauge!("sixpn_snapshot_age_seconds").set(state.publish_clock.age());
@@ -163,24 +279,17 @@ pub(super) async fn metrics(State(state): State<Shared>) -> Response {
             None => None,
         }
     };
-    let (counts, statuses) = tokio::join!(
-        tokio::time::timeout(SCRAPE_TIMEOUT, state.store.org_counts()),
-        gateway
-    );
+    let (counts, statuses) = tokio::join!(state.org_counts.get(&state.store), gateway);
     match counts {
-        Ok(Ok(counts)) => {
+        Some(counts) => {
             metrics::gauge!("sixpn_store_up").set(1.0);
-            for c in counts {
+            for c in counts.iter() {
                 let org = c.org.to_string();
                 metrics::gauge!("sixpn_org_peers", "org" => org.clone()).set(c.peers as f64);
                 metrics::gauge!("sixpn_org_tokens", "org" => org).set(c.tokens as f64);
             }
         }
-        Ok(Err(err)) => {
-            tracing::debug!(error = %err, "metrics: the store failed");
-            metrics::gauge!("sixpn_store_up").set(0.0);
-        }
-        Err(_) => metrics::gauge!("sixpn_store_up").set(0.0),
+        None => metrics::gauge!("sixpn_store_up").set(0.0),
     }
     if let Some(statuses) = statuses {
         let now = crate::model::now_unix();
@@ -201,12 +310,80 @@ pub(super) async fn metrics(State(state): State<Shared>) -> Response {
         let oldest = ages.iter().copied().max().unwrap_or(0);
         metrics::gauge!("sixpn_gateway_oldest_handshake_age_seconds").set(oldest as f64);
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::metrics::render(),
-    )
-        .into_response()
+    Bytes::from(crate::metrics::render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_one_read_of_the_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url, "fdaa::/16".parse().unwrap())
+            .await
+            .unwrap();
+        let cache = Arc::new(CountsCache::with_refresh(Duration::from_secs(3600)));
+        let scrapes: Vec<_> = (0..64)
+            .map(|_| {
+                let (cache, store) = (Arc::clone(&cache), store.clone());
+                tokio::spawn(async move { cache.get(&store).await })
+            })
+            .collect();
+        for scrape in scrapes {
+            let counts = scrape.await.unwrap().expect("counts");
+            assert!(counts.iter().any(|c| c.org.to_string() == "personal"));
+        }
+        assert_eq!(cache.reads.load(Ordering::Relaxed), 1);
+        // Within the window, later scrapes read nothing either.
+        cache.get(&store).await.unwrap();
+        assert_eq!(cache.reads.load(Ordering::Relaxed), 1);
+        // Once it has passed, the next scrape reads again, once.
+        let stale = CountsCache::with_refresh(Duration::ZERO);
+        stale.get(&store).await.unwrap();
+        stale.get(&store).await.unwrap();
+        assert_eq!(stale.reads.load(Ordering::Relaxed), 2);
+        // A store that fails is remembered as failed for the window too.
+        store.close().await;
+        let closed = CountsCache::with_refresh(Duration::from_secs(3600));
+        assert!(closed.get(&store).await.is_none());
+        assert!(closed.get(&store).await.is_none());
+        assert_eq!(closed.reads.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_a_render_that_started_after_they_arrived() {
+        let share = Arc::new(RenderShare::default());
+        let renders = Arc::new(AtomicU64::new(0));
+        let render = |renders: Arc<AtomicU64>| async move {
+            let n = renders.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Bytes::from(n.to_string())
+        };
+        // One after the other: each scrape renders afresh.
+        for want in ["1", "2"] {
+            assert_eq!(share.share(render(Arc::clone(&renders))).await, want);
+        }
+        // 64 at once: the first renders, the rest wait for it and share the next one (two
+        // renders; a few more only if the machine stalls a task for a whole render).
+        let scrapes: Vec<_> = (0..64)
+            .map(|_| {
+                let (share, renders) = (Arc::clone(&share), Arc::clone(&renders));
+                tokio::spawn(async move { share.share(render(renders)).await })
+            })
+            .collect();
+        for scrape in scrapes {
+            let text = scrape.await.unwrap();
+            let n: u64 = std::str::from_utf8(&text).unwrap().parse().unwrap();
+            assert!(n >= 3, "a scrape got a render older than itself: {n}");
+        }
+        let n = renders.load(Ordering::SeqCst) - 2;
+        assert!(n <= 16, "64 concurrent scrapes rendered {n} times");
+        // And a later scrape never gets an old text.
+        assert_eq!(
+            share.share(render(Arc::clone(&renders))).await,
+            (renders.load(Ordering::SeqCst)).to_string()
+        );
+    }
 }

@@ -2,6 +2,11 @@
 //! (`/api/v3/wire_guard_peers`, wire-compatible with flyctl), the admin API (`/api/v1`), the
 //! OpenAPI document (`/api/openapi.json`), `/healthz`, `/readyz` and `/metrics`.
 //!
+//! One listener serves them all ([`router`]), unless `[api] admin_listen` gives the admin plane
+//! (`/api/v1`, `/metrics`) a listener of its own ([`split_routers`]): the public listener then
+//! has no admin route at all, so an admin path there is the same `404` as a path that exists
+//! nowhere, whatever the credential.
+//!
 //! This module owns HTTP and JSON and nothing else: it never touches SQL (everything goes through
 //! [`Store`]) and never logs an `Authorization` header or a secret. Every failure, including
 //! unknown routes, wrong methods, oversized bodies and panics, is answered with a status and a
@@ -82,6 +87,10 @@ struct Inner {
     publish_clock: metrics::PublishClock,
     /// The OpenAPI document, with this server's regions.
     openapi: Arc<serde_json::Value>,
+    /// The per-org counts `/metrics` shows, refreshed at most every few seconds.
+    org_counts: metrics::CountsCache,
+    /// Concurrent scrapes share one render.
+    renders: metrics::RenderShare,
 }
 
 impl std::ops::Deref for Inner {
@@ -116,19 +125,54 @@ impl ApiState {
     }
 }
 
-/// Builds the whole HTTP API over `state`.
+/// Builds the whole HTTP API over `state`, for one listener that serves everything (the
+/// default): the union of the two routers of [`split_routers`].
 pub fn router(state: ApiState) -> Router {
     let body_limit = state.body_limit;
+    finish(api_routes(), shared(state), body_limit)
+}
+
+/// The API split for two listeners (`[api] admin_listen`): the public router (peer API,
+/// `/healthz`, `/readyz`, `/api/openapi.json`) and the admin router (`/api/v1/*`, `/metrics`).
+/// Both share one state: the rate limiters, the metrics cache and the OpenAPI document, which
+/// stays the whole document. A path of the other plane is not a route at all on a listener:
+/// `404` with a JSON `error`, exactly as a path that exists nowhere, whatever the credential.
+pub fn split_routers(state: ApiState) -> Routers {
+    let body_limit = state.body_limit;
+    let shared = shared(state);
+    Routers {
+        public: finish(public_routes(), Arc::clone(&shared), body_limit),
+        admin: finish(admin_routes(), shared, body_limit),
+    }
+}
+
+/// The two routers of [`split_routers`].
+#[derive(Debug, Clone)]
+pub struct Routers {
+    /// Served on `[api] listen`: what nodes and probes call.
+    pub public: Router,
+    /// Served on `[api] admin_listen`: the admin plane.
+    pub admin: Router,
+}
+
+/// The state every router of one server shares.
+fn shared(state: ApiState) -> Shared {
     crate::metrics::init();
-    let (routes, doc) = api_routes().split_for_parts();
     let codes: Vec<&str> = state.regions.iter().map(|r| r.code.as_str()).collect();
-    let openapi = Arc::new(openapi::finish(doc, &codes));
-    let state: Shared = Arc::new(Inner {
+    let openapi = Arc::new(openapi::finish(api_doc(), &codes));
+    Arc::new(Inner {
         openapi,
         limiters: limits::Limiters::new(state.rate_limits),
         publish_clock: metrics::PublishClock::follow(&state.published),
+        org_counts: metrics::CountsCache::new(),
+        renders: metrics::RenderShare::default(),
         api: state,
-    });
+    })
+}
+
+/// `routes` over `state`, with the JSON fallbacks and the middleware.
+fn finish(routes: OpenApiRouter<Shared>, state: Shared, body_limit: usize) -> Router {
+    let (routes, _) = routes.split_for_parts();
     let routes = routes
         // Must come after the routes: it is attached to each route registered so far.
         .method_not_allowed_fallback(method_not_allowed)
@@ -193,9 +237,23 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 /// Every route of the API, each with its OpenAPI operation: `routes!` reads the method and path
 /// from the handler's `#[utoipa::path]`, so the router and the document cannot disagree.
 fn api_routes() -> OpenApiRouter<Shared> {
+    public_routes().merge(admin_routes())
+}
+
+/// The routes `[api] listen` serves when the admin plane has a listener of its own: the peer
+/// API (WireGuard tokens), the probes and the OpenAPI document.
+fn public_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(peers::create))
         .routes(routes!(peers::show, peers::rekey, peers::delete))
+        .routes(routes!(openapi_json))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// The admin plane: the admin API (admin token) and `/metrics`.
+fn admin_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
         .routes(routes!(admin::list_orgs, admin::create_org))
         .routes(routes!(admin::list_tokens, admin::mint_token))
         .routes(routes!(admin::delete_token))
@@ -204,9 +262,6 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(admin::show_peer, admin::delete_peer))
         .routes(routes!(apikeys::list, apikeys::create))
         .routes(routes!(apikeys::revoke))
-        .routes(routes!(openapi_json))
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
         .routes(routes!(metrics::metrics))
 }
 

@@ -150,6 +150,10 @@ pub struct ServeArgs {
     /// Address the HTTP API listens on [default: 127.0.0.1:4280].
     #[arg(long, value_name = "ADDR")]
     pub api_listen: Option<SocketAddr>,
+    /// Address the admin plane (`/api/v1`, `/metrics`) listens on, apart from the peer API
+    /// [default: none, the API listener serves everything].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
     /// Address the DNS server listens on, UDP and TCP; repeat for several [default: 127.0.0.1:5354].
     #[arg(long, value_name = "ADDR", value_delimiter = ',')]
     pub dns_listen: Vec<SocketAddr>,
@@ -700,6 +704,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         database_url: args.database_url,
         api_listen: args.api_listen,
+        admin_listen: args.admin_listen,
         dns_listen: args.dns_listen,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;

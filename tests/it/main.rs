@@ -1,5 +1,6 @@
 //! The one integration-test binary (see STYLE.md §8).
 
+mod admin_listen;
 mod api;
 mod api_support;
 mod apikeys;
