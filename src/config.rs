@@ -1221,7 +1221,10 @@ listen_port = 51820
         .unwrap();
         c.validate().unwrap();
         assert_eq!(
-            (c.dns.tcp_max_connections, c.dns.tcp_max_connections_per_source),
+            (
+                c.dns.tcp_max_connections,
+                c.dns.tcp_max_connections_per_source
+            ),
             (64, 8)
         );
         for bad in [

@@ -565,7 +565,9 @@ mod tests {
         let newcomer = gate.admit(v4(100), later).unwrap();
         assert!(held[1].conn.evicted.is_cancelled());
         assert_eq!(
-            held.iter().filter(|t| t.conn.evicted.is_cancelled()).count(),
+            held.iter()
+                .filter(|t| t.conn.evicted.is_cancelled())
+                .count(),
             1
         );
         assert_eq!(gate.open(), 4);
@@ -577,7 +579,9 @@ mod tests {
         let next = gate.admit(v4(101), later).unwrap();
         assert!(!newcomer.conn.evicted.is_cancelled());
         assert_eq!(
-            held.iter().filter(|t| t.conn.evicted.is_cancelled()).count(),
+            held.iter()
+                .filter(|t| t.conn.evicted.is_cancelled())
+                .count(),
             1
         );
         drop(next);

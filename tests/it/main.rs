@@ -6,6 +6,7 @@ mod cli;
 mod crash;
 mod dns;
 mod dns_abuse;
+mod dns_tcp;
 mod fastpath;
 mod flow;
 mod gateway;
