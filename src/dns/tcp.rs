@@ -173,6 +173,13 @@ pub struct Ticket {
 impl TcpGate {
     /// A gate with nothing open.
     pub fn new(limits: TcpLimits) -> TcpGate {
+        // The series show from the start, at zero.
+        metrics::gauge!("sixpn_dns_tcp_connections").increment(0.0);
+        metrics::counter!("sixpn_dns_tcp_evicted_total").increment(0);
+        for reason in [Refused::PerSource, Refused::Total] {
+            metrics::counter!("sixpn_dns_tcp_refused_total", "reason" => reason.label())
+                .increment(0);
+        }
         TcpGate {
             inner: Arc::new(Gate {
                 limits,
