@@ -8,7 +8,8 @@
 //! without waiting. Each answer is built by [`super::udp::full_answer`] for
 //! [`Protocol::Tcp`]: byte for byte what hickory's server sent, including its silence (a message
 //! shorter than a header, or a response, gets nothing and the connection stays open) and its
-//! FORMERR for what does not parse.
+//! FORMERR for what does not parse. The answers to queries that arrived together are written
+//! together, in one `write`, once no whole query is left unread.
 //!
 //! # The gate
 //! One [`TcpGate`] admits the connections of every DNS TCP listener of the process (the
@@ -69,6 +70,9 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Read buffer per connection: many pipelined queries, a few bytes each.
 const READ_BUFFER: usize = 2048;
+
+/// Answers to pipelined queries are written together up to about this many bytes.
+const WRITE_BATCH: usize = 16 * 1024;
 
 /// The caps of DNS over TCP (from `[dns] tcp_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,7 +446,23 @@ async fn connection(
     let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
     let mut busy = ticket.gate.busy.subscribe();
     let evicted = ticket.conn.evicted.clone();
+    // Answers not yet written: those of pipelined queries go out together, in one write, once
+    // no whole query is left in the read buffer.
+    let mut out: Vec<u8> = Vec::new();
     loop {
+        if !out.is_empty() && (!has_whole_frame(reader.buffer()) || out.len() >= WRITE_BATCH) {
+            tokio::select! {
+                written = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)) => {
+                    if !matches!(written, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                () = evicted.cancelled() => return,
+                () = cancel.cancelled() => return,
+            }
+            out.clear();
+            ticket.touch(Instant::now());
+        }
         let message = {
             let read = read_frame(&mut reader);
             tokio::pin!(read);
@@ -475,19 +495,16 @@ async fn connection(
         let Ok(len) = u16::try_from(answer.len()) else {
             return;
         };
-        let mut frame = Vec::with_capacity(2 + answer.len());
-        frame.extend_from_slice(&len.to_be_bytes());
-        frame.extend_from_slice(&answer);
-        tokio::select! {
-            written = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&frame)) => {
-                if !matches!(written, Ok(Ok(()))) {
-                    return;
-                }
-            }
-            () = evicted.cancelled() => return,
-            () = cancel.cancelled() => return,
-        }
-        ticket.touch(Instant::now());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&answer);
+    }
+}
+
+/// Whether `buffered` starts with a whole length-prefixed message.
+fn has_whole_frame(buffered: &[u8]) -> bool {
+    match buffered {
+        [hi, lo, rest @ ..] => rest.len() >= usize::from(u16::from_be_bytes([*hi, *lo])),
+        _ => false,
     }
 }
 
@@ -508,6 +525,16 @@ mod tests {
 
     fn v4(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
+    }
+
+    #[test]
+    fn a_whole_frame_is_seen_in_the_read_buffer() {
+        assert!(!has_whole_frame(&[]));
+        assert!(!has_whole_frame(&[0]));
+        assert!(has_whole_frame(&[0, 0]));
+        assert!(!has_whole_frame(&[0, 3, 1, 2]));
+        assert!(has_whole_frame(&[0, 3, 1, 2, 3]));
+        assert!(has_whole_frame(&[0, 1, 9, 0, 5]));
     }
 
     #[test]
