@@ -177,7 +177,8 @@ pub struct Ticket {
 impl TcpGate {
     /// A gate with nothing open.
     pub fn new(limits: TcpLimits) -> TcpGate {
-        // The series show from the start, at zero.
+        // The series show from the start, at zero (the recorder must be there to keep them).
+        crate::metrics::init();
         metrics::gauge!("sixpn_dns_tcp_connections").increment(0.0);
         metrics::counter!("sixpn_dns_tcp_evicted_total").increment(0);
         for reason in [Refused::PerSource, Refused::Total] {
