@@ -394,7 +394,20 @@ pub struct DnsConfig {
     /// this window is back under it (1 s to 60 s, whole seconds).
     #[serde(deserialize_with = "duration")]
     pub rrl_window: Duration,
+    /// Most DNS TCP connections open at once, over every DNS listener of the process (each org's
+    /// `::3` too); a newcomer beyond it takes the place of the longest-idle connection older than
+    /// a few seconds, or is refused. Clamped at start to its share of the open-file limit.
+    pub tcp_max_connections: usize,
+    /// Most DNS TCP connections open at once from one source: an IPv4 address or an IPv6 /64
+    /// (inside `ula_prefix`, one tunnel address); more are refused.
+    pub tcp_max_connections_per_source: usize,
 }
+
+/// The default of `[dns] tcp_max_connections`.
+pub const DEFAULT_DNS_TCP_MAX_CONNECTIONS: usize = 1024;
+
+/// The default of `[dns] tcp_max_connections_per_source`.
+pub const DEFAULT_DNS_TCP_MAX_CONNECTIONS_PER_SOURCE: usize = 32;
 
 /// The default of `[dns] max_udp_payload`: about 145 AAAA records in one answer.
 pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 4096;
@@ -419,6 +432,8 @@ impl Default for DnsConfig {
             rrl_responses_per_second: DEFAULT_RRL_RATE,
             rrl_slip: DEFAULT_RRL_SLIP,
             rrl_window: Duration::from_secs(u64::from(DEFAULT_RRL_WINDOW)),
+            tcp_max_connections: DEFAULT_DNS_TCP_MAX_CONNECTIONS,
+            tcp_max_connections_per_source: DEFAULT_DNS_TCP_MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }
@@ -776,6 +791,18 @@ impl Config {
                 self.api.listen
             )));
         }
+        if self.dns.tcp_max_connections == 0 || self.dns.tcp_max_connections_per_source == 0 {
+            return Err(ConfigError::Invalid(
+                "dns.tcp_max_connections and dns.tcp_max_connections_per_source must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.dns.tcp_max_connections_per_source > self.dns.tcp_max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "dns.tcp_max_connections_per_source {} is above dns.tcp_max_connections {}",
+                self.dns.tcp_max_connections_per_source, self.dns.tcp_max_connections
+            )));
+        }
         match (&self.api.tls_cert, &self.api.tls_key) {
             (Some(_), None) => {
                 return Err(ConfigError::Invalid(
@@ -1096,5 +1123,34 @@ listen_port = 51820
         assert!(half.validate().unwrap_err().to_string().contains("tls_key"));
         let both = Config::from_toml("[api]\ntls_cert = \"/x.crt\"\ntls_key = \"/x.key\"").unwrap();
         both.validate().unwrap();
+    }
+
+    #[test]
+    fn dns_tcp_caps_parse_and_validate() {
+        let c = Config::default();
+        assert_eq!(c.dns.tcp_max_connections, 1024);
+        assert_eq!(c.dns.tcp_max_connections_per_source, 32);
+        let c = Config::from_toml(
+            "[dns]\ntcp_max_connections = 64\ntcp_max_connections_per_source = 8",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            (
+                c.dns.tcp_max_connections,
+                c.dns.tcp_max_connections_per_source
+            ),
+            (64, 8)
+        );
+        for bad in [
+            "tcp_max_connections = 0",
+            "tcp_max_connections_per_source = 0",
+            "tcp_max_connections = 16\ntcp_max_connections_per_source = 17",
+        ] {
+            let c = Config::from_toml(&format!("[dns]\n{bad}")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("dns.tcp_max_connections"), "{bad}: {err}");
+        }
+        assert!(Config::from_toml("[dns]\ntcp_max_connections = -1").is_err());
     }
 }

@@ -273,6 +273,18 @@ fn describe() {
         "Negative DNS answers (NXDOMAIN, REFUSED, FORMERR) the response-rate limit dropped, by path; those it let slip go out truncated and count in sixpn_dns_truncated_total"
     );
     describe_counter!(
+        "sixpn_dns_tcp_refused_total",
+        "DNS TCP connections reset at once, by reason: per_source (its source held its cap) or total (every place taken by a connection too young to evict)"
+    );
+    describe_counter!(
+        "sixpn_dns_tcp_evicted_total",
+        "DNS TCP connections closed to make room for a newcomer (the longest idle, never one younger than 3 s)"
+    );
+    describe_gauge!(
+        "sixpn_dns_tcp_connections",
+        "DNS TCP connections open, over every DNS listener"
+    );
+    describe_counter!(
         "sixpn_gateway_sync_errors_total",
         "Failed attempts to bring the WireGuard interface in step with the store"
     );

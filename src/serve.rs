@@ -89,16 +89,14 @@ const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(600
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let data_dir = bootstrap::prepare_data_dir(&config)?;
     let lock = lock_data_dir(&data_dir)?;
-    // The API's connection cap (with the DNS's and the store's descriptors) must fit the open-file
-    // limit, whose soft value is often 1,024 (issue 11).
-    match crate::fastpath::raise_open_file_limit() {
-        Some(limit) if limit < config.api.max_connections as u64 + 256 => tracing::warn!(
-            limit,
-            max_connections = config.api.max_connections,
-            "the open-file limit is below [api] max_connections plus room for DNS and the store; raise it (LimitNOFILE=)"
-        ),
-        _ => {}
+    // The API's and DNS TCP's connection caps must fit the open-file limit, whose soft value is
+    // often 1,024 (issues 11 and 22): each gets at most its share, the rest stays for the store.
+    let mut api_limits = crate::api::server::ServerLimits::from_config(&config.api);
+    let mut dns_tcp = crate::dns::TcpLimits::from_config(&config.dns, config.ula_prefix);
+    if let Some(limit) = crate::fastpath::raise_open_file_limit() {
+        fit_open_file_limit(limit, &mut api_limits, &mut dns_tcp);
     }
+    let dns_tcp = crate::dns::TcpGate::new(dns_tcp);
     // A bad certificate or key fails the start before anything else is touched.
     let tls = match (&config.api.tls_cert, &config.api.tls_key) {
         (Some(cert), Some(key)) => Some(crate::api::server::load_tls(cert, key)?),
@@ -176,10 +174,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     let dns_addrs = listeners.local_addrs();
     {
-        let snapshot = snapshot.clone();
+        let (snapshot, dns_tcp) = (snapshot.clone(), dns_tcp.clone());
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            crate::dns::serve(listeners, snapshot, cancel)
+            crate::dns::serve_with(listeners, snapshot, &dns_tcp, cancel)
                 .await
                 .context("DNS server")
         });
@@ -227,6 +225,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 snapshot,
                 crate::dns::listeners::RESOLVER_PORT,
                 rrl,
+                dns_tcp,
                 cancel,
             )
             .await
@@ -264,7 +263,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let limits = crate::api::server::ServerLimits::from_config(&config.api);
+    // One connection budget for the API (its share of the open-file limit): with an admin
+    // listener, an eighth of it is the admin plane's and the rest the public listener's.
+    let (limits, admin_limits) = if admin_listener.is_some() {
+        split_api_limits(api_limits)
+    } else {
+        (api_limits, api_limits)
+    };
     let (app, admin_app) = match admin_listener {
         Some(admin_listener) => {
             let routers = crate::api::split_routers(state);
@@ -275,7 +280,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some((admin_listener, admin_app)) = admin_app {
         let (cancel, tls) = (cancel.clone(), tls.clone());
         tasks.spawn(async move {
-            crate::api::server::serve_with_tls(admin_listener, admin_app, limits, tls, cancel)
+            crate::api::server::serve_with_tls(admin_listener, admin_app, admin_limits, tls, cancel)
                 .await
                 .context("admin API server")
         });
@@ -324,6 +329,64 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         _lock: lock,
     })
+}
+
+/// The share of the open-file limit, in percent, that DNS TCP connections may hold
+/// (`[dns] tcp_max_connections`); the API's connections (`[api] max_connections`) get as much.
+/// The rest, a fifth at least, stays for the store's pool, the gateway, the listening sockets,
+/// the fast path and the process itself, so neither flood can starve them.
+pub const OPEN_FILE_SHARE_PERCENT: u64 = 40;
+
+/// Lowers the API's and DNS TCP's connection caps to their share of the open-file limit
+/// `limit` ([`OPEN_FILE_SHARE_PERCENT`] each), with a warning naming each key lowered; the
+/// per-source caps never exceed the caps.
+fn fit_open_file_limit(
+    limit: u64,
+    api: &mut crate::api::server::ServerLimits,
+    dns_tcp: &mut crate::dns::TcpLimits,
+) {
+    let share = usize::try_from(limit.saturating_mul(OPEN_FILE_SHARE_PERCENT) / 100)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    for (key, cap) in [
+        ("[api] max_connections", &mut api.max_connections),
+        ("[dns] tcp_max_connections", &mut dns_tcp.max_connections),
+    ] {
+        if *cap > share {
+            tracing::warn!(
+                open_file_limit = limit,
+                configured = *cap,
+                using = share,
+                "{key} is above {OPEN_FILE_SHARE_PERCENT} % of the open-file limit: lowered to {share}; raise the limit (LimitNOFILE=) to allow more"
+            );
+            *cap = share;
+        }
+    }
+    api.max_connections_per_ip = api.max_connections_per_ip.min(api.max_connections);
+    dns_tcp.max_per_source = dns_tcp.max_per_source.min(dns_tcp.max_connections);
+}
+
+/// The API's connection caps split between the public listener and the admin listener (an
+/// eighth, at least one connection), so both together stay within the API's share.
+fn split_api_limits(
+    api: crate::api::server::ServerLimits,
+) -> (
+    crate::api::server::ServerLimits,
+    crate::api::server::ServerLimits,
+) {
+    let admin_max = (api.max_connections / 8).max(1);
+    let public_max = api.max_connections.saturating_sub(admin_max).max(1);
+    let public = crate::api::server::ServerLimits {
+        max_connections: public_max,
+        max_connections_per_ip: api.max_connections_per_ip.min(public_max),
+        ..api
+    };
+    let admin = crate::api::server::ServerLimits {
+        max_connections: admin_max,
+        max_connections_per_ip: api.max_connections_per_ip.min(admin_max),
+        ..api
+    };
+    (public, admin)
 }
 
 /// Takes the data directory's lock file, `sixpn.lock`: an advisory `flock` held while the
@@ -438,6 +501,27 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_caps_fit_their_share_of_the_open_file_limit() {
+        let config = Config::default();
+        let mut api = crate::api::server::ServerLimits::from_config(&config.api);
+        let mut dns = crate::dns::TcpLimits::from_config(&config.dns, config.ula_prefix);
+        // Room enough: nothing changes.
+        fit_open_file_limit(65_536, &mut api, &mut dns);
+        assert_eq!((api.max_connections, dns.max_connections), (1024, 1024));
+        assert_eq!((api.max_connections_per_ip, dns.max_per_source), (256, 32));
+        fit_open_file_limit(u64::MAX, &mut api, &mut dns);
+        assert_eq!((api.max_connections, dns.max_connections), (1024, 1024));
+        // The common soft limit of 1,024: 409 each, 206 left for the rest.
+        fit_open_file_limit(1024, &mut api, &mut dns);
+        assert_eq!((api.max_connections, dns.max_connections), (409, 409));
+        assert_eq!((api.max_connections_per_ip, dns.max_per_source), (256, 32));
+        // A tiny limit: the per-source caps follow the caps down.
+        fit_open_file_limit(50, &mut api, &mut dns);
+        assert_eq!((api.max_connections, dns.max_connections), (20, 20));
+        assert_eq!((api.max_connections_per_ip, dns.max_per_source), (20, 20));
+    }
 
     #[test]
     fn sd_notify_sends_one_datagram_per_state() {

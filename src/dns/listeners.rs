@@ -10,7 +10,7 @@
 //! binds the addresses of new orgs (an org that is gone has its listeners stopped). Each address
 //! is served as [`super::serve`] serves the configured listeners: UDP through the fast path (one
 //! thread per address: these carry one org's tunnel traffic) with the full handler behind it,
-//! TCP on hickory.
+//! TCP under the caps of the one [`super::TcpGate`] every DNS TCP listener of the process shares.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -75,7 +75,8 @@ fn wanted(snapshot: &SnapshotHandle) -> BTreeSet<Ipv6Addr> {
 }
 
 /// Serves DNS on `<org>::3` port `port` for every org of `snapshot`, following the org list as
-/// it changes, until `cancel` fires. Each resolver limits negative answers by `rrl`.
+/// it changes, until `cancel` fires. Each resolver limits negative answers by `rrl`, and admits
+/// TCP connections through `tcp` (shared by all of them and the configured listeners).
 ///
 /// An address that cannot be bound is logged and tried again every few seconds; it never stops
 /// the server. A resolver whose server fails is logged and bound again.
@@ -86,6 +87,7 @@ pub async fn serve_org_resolvers(
     snapshot: SnapshotHandle,
     port: u16,
     rrl: crate::fastpath::RrlSettings,
+    tcp: super::TcpGate,
     cancel: CancellationToken,
 ) -> Result<(), DnsError> {
     let mut published = snapshot.published();
@@ -112,9 +114,11 @@ pub async fn serve_org_resolvers(
                     listeners.set_rrl(rrl);
                     let stop = cancel.child_token();
                     let task = tokio::spawn({
-                        let (snapshot, stop) = (snapshot.clone(), stop.clone());
+                        let (snapshot, stop, tcp) = (snapshot.clone(), stop.clone(), tcp.clone());
                         async move {
-                            if let Err(error) = super::serve(listeners, snapshot, stop).await {
+                            if let Err(error) =
+                                super::serve_with(listeners, snapshot, &tcp, stop).await
+                            {
                                 tracing::warn!(dns = %sockaddr, %error, "org resolver failed");
                             }
                         }

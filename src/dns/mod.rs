@@ -3,8 +3,9 @@
 //!
 //! UDP goes through the [`crate::fastpath`] first (batched `recvmmsg`/`sendmmsg`, one
 //! `SO_REUSEPORT` socket and thread per core, answers written from prebuilt bytes); what it does
-//! not fully handle reaches the same [`Handler`] (see [`udp`]). TCP is hickory's server, which
-//! answers pipelined queries on a connection.
+//! not fully handle reaches the same [`Handler`] (see [`udp`]). TCP runs our own accept and
+//! connection loops around the same [`Handler`] (see [`tcp`]): pipelined queries on a
+//! connection, under the caps of a [`TcpGate`] that every DNS TCP listener of the process shares.
 //!
 //! [`bind`] opens the sockets (so a caller learns the real ports before anything runs) and
 //! [`serve`] runs them until the cancellation token fires. This module never touches the store:
@@ -18,6 +19,7 @@
 pub mod fit;
 mod handler;
 pub mod listeners;
+pub mod tcp;
 pub mod udp;
 
 use std::io;
@@ -27,7 +29,6 @@ use std::time::Duration;
 use std::net::UdpSocket;
 use std::sync::Arc;
 
-use hickory_server::Server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -35,17 +36,16 @@ use crate::fastpath::{FastServer, FastServerConfig, Rrl, RrlSettings};
 
 pub use fit::answers_that_fit;
 pub use handler::{Handler, Lookup, MAX_UDP_PAYLOAD, lookup};
+pub use tcp::{TcpGate, TcpLimits};
 
 use crate::snapshot::SnapshotHandle;
 
 /// Tracing directives that silence hickory's per-query INFO logging (two lines per query).
 pub const LOG_FILTER: &str = "hickory_server=warn,hickory_net=warn,hickory_proto=warn";
 
-/// A TCP connection that sends no query for this long is closed.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Responses queued per TCP connection before the handler waits for the client to read.
-const TCP_RESPONSE_QUEUE: usize = 32;
+/// A TCP connection that sends no query for this long is closed (sooner near the cap: see
+/// [`tcp`]).
+pub const TCP_IDLE_TIMEOUT: Duration = tcp::IDLE_TIMEOUT;
 
 /// How often [`bind`] retries finding a port free for both UDP and TCP when asked for port 0.
 const PORT_ZERO_ATTEMPTS: usize = 32;
@@ -53,9 +53,9 @@ const PORT_ZERO_ATTEMPTS: usize = 32;
 /// Why the DNS server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
-    /// A listener task failed (e.g. its socket closed unexpectedly).
-    #[error("DNS server failed: {0}")]
-    Server(#[source] hickory_server::net::NetError),
+    /// A TCP listener failed (e.g. its socket closed unexpectedly).
+    #[error("DNS over TCP failed: {0}")]
+    Tcp(#[source] io::Error),
     /// The UDP fast path could not start (socket options or threads).
     #[error("starting the DNS fast path: {0}")]
     FastPath(#[source] io::Error),
@@ -129,19 +129,40 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Listeners> {
     Ok(listeners)
 }
 
+/// [`serve_with`] under a gate of its own with the default caps ([`TcpLimits::default`]).
+///
+/// # Errors
+/// As [`serve_with`].
+pub async fn serve(
+    listeners: Listeners,
+    snapshot: SnapshotHandle,
+    cancel: CancellationToken,
+) -> Result<(), DnsError> {
+    serve_with(
+        listeners,
+        snapshot,
+        &TcpGate::new(TcpLimits::default()),
+        cancel,
+    )
+    .await
+}
+
 /// Serves DNS on `listeners` from `snapshot` until `cancel` fires, then shuts down gracefully.
 ///
 /// Each UDP socket feeds a [`FastServer`] (its threads start here); the datagrams it delegates
 /// wait in a [`udp::FairQueue`] and are answered by [`Handler`] on a task per address, from that
 /// address. Negative UDP answers of both paths share one response-rate limit per server
-/// (see [`crate::fastpath::rrl`]). TCP runs on hickory.
+/// (see [`crate::fastpath::rrl`]). TCP connections are admitted by `tcp`, which the caller may
+/// share between servers (the org resolvers share the main server's), and answered by
+/// [`Handler`] (see [`tcp`]).
 ///
 /// # Errors
-/// [`DnsError::FastPath`] when the fast path cannot start; [`DnsError::Server`] when a listener
+/// [`DnsError::FastPath`] when the fast path cannot start; [`DnsError::Tcp`] when a TCP listener
 /// fails before cancellation.
-pub async fn serve(
+pub async fn serve_with(
     listeners: Listeners,
     snapshot: SnapshotHandle,
+    tcp: &TcpGate,
     cancel: CancellationToken,
 ) -> Result<(), DnsError> {
     let handler = Handler::new(snapshot.clone());
@@ -179,21 +200,33 @@ pub async fn serve(
         });
         fast.push(server);
     }
-    let mut server = Server::new(handler);
+    let mut accepting = tokio::task::JoinSet::new();
     for listener in listeners.tcp {
-        server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
+        accepting.spawn(tcp::serve_listener(
+            listener,
+            handler.clone(),
+            tcp.clone(),
+            cancel.clone(),
+        ));
     }
-    let shutdown = server.shutdown_token().clone();
-    let link = tokio::spawn(async move {
+    if accepting.is_empty() {
         cancel.cancelled().await;
-        shutdown.cancel();
-    });
-    let res = server.block_until_done().await;
-    link.abort();
+    }
+    // Until every TCP listener has stopped: on cancellation, or failed (the others go on).
+    let mut res = Ok(());
+    while let Some(joined) = accepting.join_next().await {
+        let failed = match joined {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => error,
+            Err(error) => io::Error::other(format!("DNS TCP listener task: {error}")),
+        };
+        tracing::error!(error = %failed, "DNS: a TCP listener failed");
+        res = Err(DnsError::Tcp(failed));
+    }
     // Stop the fast-path threads (each notices within `fastpath::server::STOP_CHECK`); the
     // delegated-query tasks end when their queues, closed as those threads go, are empty.
     let _ =
         tokio::task::spawn_blocking(move || fast.into_iter().for_each(FastServer::shutdown)).await;
     delegated.shutdown().await;
-    res.map_err(DnsError::Server)
+    res
 }

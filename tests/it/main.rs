@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod dns;
 mod dns_abuse;
+mod dns_tcp;
 mod edge;
 mod edge_api;
 mod fastpath;
