@@ -3,6 +3,7 @@
 mod api;
 mod api_support;
 mod apikeys;
+mod attenuate;
 mod cli;
 mod crash;
 mod dns;
