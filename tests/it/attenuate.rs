@@ -427,3 +427,59 @@ async fn issue16_cli_token_attenuate_then_start() {
     assert_eq!(peer["token"], "k8s");
     assert!(peers.iter().all(|p| p["name"] != "node-2"));
 }
+
+/// The public root key column on both backends: written at mint time, equal to what the holder
+/// derives from the secret, and filled in lazily for a token minted before the column existed
+/// (set back to NULL here) the next time its plain secret authenticates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_derive_key_column_on_each_backend() {
+    crate::support::db::each_backend(|db| async move {
+        use sqlx::Connection as _;
+        let store = db.open().await;
+        let org: sixpn::model::OrgSlug = "personal".parse().unwrap();
+        let (_, secret) = store
+            .mint_token(
+                &org,
+                sixpn::store::NewToken {
+                    name: "k8s".parse().unwrap(),
+                    group: None,
+                    expires_at: None,
+                    max_peers: None,
+                },
+            )
+            .await
+            .unwrap();
+        let secret = secret.expose().to_owned();
+        let hash = derived::Derived::parse(
+            Kind::Token,
+            &derived::attenuate(Kind::Token, &secret, &[], seed()).unwrap(),
+        )
+        .unwrap()
+        .parent_hash_hex();
+        let expected = derived::root_public_hex(Kind::Token, &secret);
+        let parent = store.authenticate_parent(&hash).await.unwrap();
+        assert_eq!(parent.derive_key.as_deref(), Some(expected.as_str()));
+        assert_eq!(parent.token.name.as_str(), "k8s");
+
+        // As if minted before the migration.
+        let sql = "UPDATE tokens SET derive_key = NULL";
+        if db.url.starts_with("sqlite") {
+            let mut c = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        assert_eq!(
+            store.authenticate_parent(&hash).await.unwrap().derive_key,
+            None
+        );
+        store.authenticate(&secret).await.unwrap();
+        assert_eq!(
+            store.authenticate_parent(&hash).await.unwrap().derive_key,
+            Some(expected)
+        );
+        store.close().await;
+    })
+    .await;
+}
