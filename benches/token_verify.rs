@@ -1,7 +1,8 @@
 //! Criterion benchmark of what the server does per request with a derived credential (issue 16):
 //! parse it and verify its signature chain against the parent's stored public root key
 //! (`wireguard::derived`), for one and two narrowings; beside it the SHA-256 of a plain token,
-//! which both paths pay (the store looks the parent up by that hash). The database query is
+//! which both paths pay (the store looks the parent up by that hash), and the cached path (a
+//! credential the server verified lately: `derived::VerifyCache`). The database query is
 //! the same for both and is not included; `benches/edge/attenuate_cost.py` measures whole
 //! requests.
 //!
@@ -49,6 +50,15 @@ fn bench(c: &mut Criterion) {
                 .unwrap()
                 .verify(&root)
                 .unwrap()
+        })
+    });
+    // What the server pays per request once it has verified a credential: the memo's SHA-256
+    // and lookup (plus the parse, which gives the parent's hash for the database query).
+    let cache = derived::VerifyCache::default();
+    group.bench_function("derived_1_block_cached", |b| {
+        b.iter(|| {
+            let parsed = Derived::parse(Kind::Token, black_box(&one)).unwrap();
+            cache.verify(&one, &parsed, &root).unwrap()
         })
     });
     group.finish();

@@ -464,12 +464,25 @@ fn charge_derived(failures: &FailedAuth<'_>, err: ApiError) -> ApiError {
     }
 }
 
-/// Verifies a derived credential against its parent's stored public root key; the caveats.
-fn verify_derived(derived: &Derived, derive_key: Option<&str>) -> Result<Vec<Caveat>, ApiError> {
+/// Derived credentials that verified lately (process-wide; keyed by the root key and the
+/// credential, so one cache serves every store and server in the process).
+static VERIFIED: std::sync::LazyLock<derived::VerifyCache> =
+    std::sync::LazyLock::new(derived::VerifyCache::default);
+
+/// Verifies a derived credential (`text`, parsed) against its parent's stored public root key;
+/// the caveats.
+fn verify_derived(
+    text: &str,
+    derived: &Derived,
+    derive_key: Option<&str>,
+) -> Result<Vec<Caveat>, ApiError> {
     let root = derive_key
         .and_then(derived::parse_hex32)
         .ok_or(ApiError::DerivedInvalid)?;
-    derived.verify(&root).map_err(|_| ApiError::DerivedInvalid)
+    VERIFIED
+        .verify(text, derived, &root)
+        .map(|caveats| caveats.as_ref().clone())
+        .map_err(|_| ApiError::DerivedInvalid)
 }
 
 /// The earliest expiry among `caveats`, refused when it has passed.
@@ -496,7 +509,7 @@ async fn derived_token(state: &Shared, presented: &str) -> Result<AuthToken, Api
         state.store.authenticate_parent(&parsed.parent_hash_hex()),
     )
     .await?;
-    let caveats = verify_derived(&parsed, parent.derive_key.as_deref())?;
+    let caveats = verify_derived(presented, &parsed, parent.derive_key.as_deref())?;
     check_expiry(&caveats, StoreError::TokenExpired)?;
     let mut token = parent.token;
     let mut peers = Vec::new();
@@ -538,7 +551,7 @@ async fn derived_api_key(state: &Shared, presented: &str) -> Result<AdminAuth, A
             .authenticate_api_key_hash(&parsed.parent_hash_hex()),
     )
     .await?;
-    let caveats = verify_derived(&parsed, derive_key.as_deref())?;
+    let caveats = verify_derived(presented, &parsed, derive_key.as_deref())?;
     check_expiry(&caveats, StoreError::ApiKeyExpired)?;
     let mut role = key.role;
     let mut scope = key.scope;

@@ -381,6 +381,62 @@ impl Derived {
     }
 }
 
+/// A bounded memo of credentials that verified: SHA-256(root public key ‖ credential text) →
+/// caveats. Verification is a pure function of those two inputs, so a hit is as good as
+/// verifying again (the parent's row — deleted, expired — and the caveats' expiry are still
+/// checked on every request by the caller). Only successes are kept; at [`VerifyCache::CAP`]
+/// entries it starts over.
+#[derive(Default)]
+pub struct VerifyCache {
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::sync::Arc<Vec<Caveat>>>>,
+}
+
+impl fmt::Debug for VerifyCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VerifyCache(..)")
+    }
+}
+
+impl VerifyCache {
+    /// The most entries kept.
+    pub const CAP: usize = 8192;
+
+    /// [`Derived::verify`] of `parsed` (parsed from `text`), remembered.
+    ///
+    /// # Errors
+    /// Those of [`Derived::verify`].
+    pub fn verify(
+        &self,
+        text: &str,
+        parsed: &Derived,
+        root_public: &[u8; 32],
+    ) -> Result<std::sync::Arc<Vec<Caveat>>, DerivedError> {
+        let mut h = Sha256::new();
+        h.update(root_public);
+        h.update(text.as_bytes());
+        let key: [u8; 32] = h.finalize().into();
+        if let Some(hit) = self.lock().get(&key) {
+            return Ok(hit.clone());
+        }
+        let caveats = std::sync::Arc::new(parsed.verify(root_public)?);
+        let mut map = self.lock();
+        if map.len() >= Self::CAP {
+            map.clear();
+        }
+        map.insert(key, caveats.clone());
+        Ok(caveats)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], std::sync::Arc<Vec<Caveat>>>>
+    {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -450,6 +506,12 @@ mod tests {
             DerivedError::BadSignature
         );
         assert!(Derived::parse(Kind::ApiKey, &one).is_err());
+        // The memo: the same answer twice, and never for another key.
+        let cache = VerifyCache::default();
+        for _ in 0..2 {
+            assert_eq!(cache.verify(&one, &parsed, &root()).unwrap().len(), 2);
+        }
+        assert!(cache.verify(&one, &parsed, &other).is_err());
     }
 
     #[test]
