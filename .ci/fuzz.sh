@@ -23,7 +23,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-all_targets=(fastpath_answer full_handler differential zone_loader api_json wg_conf)
+all_targets=(fastpath_answer full_handler differential zone_loader api_json wg_conf derived_token)
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
     targets=("${all_targets[@]}")

@@ -23,6 +23,7 @@ use super::error::ApiError;
 use super::limits::source_key;
 use crate::model::OrgSlug;
 use crate::store::{AuthToken, KeyScope, Role, Store, StoreError, is_api_key_shaped};
+use crate::wireguard::derived::{self, Caveat, Derived, Kind};
 
 /// The prefix of every WireGuard token secret. The store mints them (`store/secret.rs`, which
 /// does not export its constant); the test `minted_tokens_are_token_shaped` keeps the two in step.
@@ -252,10 +253,21 @@ impl FromRequestParts<Shared> for PeerAuth {
         };
         let known = &state.limiters.known_tokens;
         failures.refuse_unless(known.contains(secret))?;
-        if !is_token_shaped(secret) {
-            return Err(failures.charge(ApiError::MalformedToken));
-        }
-        let token =
+        let token = if derived::is_derived(Kind::Token, secret) {
+            match derived_token(state, secret).await {
+                Ok(token) => {
+                    known.insert(secret);
+                    token
+                }
+                Err(err) => {
+                    known.remove(secret);
+                    return Err(charge_derived(&failures, err));
+                }
+            }
+        } else {
+            if !is_token_shaped(secret) {
+                return Err(failures.charge(ApiError::MalformedToken));
+            }
             match super::metrics::timed("authenticate", state.store.authenticate(secret)).await {
                 Ok(token) => {
                     known.insert(secret);
@@ -265,7 +277,8 @@ impl FromRequestParts<Shared> for PeerAuth {
                     known.remove(secret);
                     return Err(failures.charge(err.into()));
                 }
-            };
+            }
+        };
         state
             .limiters
             .tokens
@@ -372,6 +385,20 @@ impl FromRequestParts<Shared> for AdminAuth {
                 return Err(failures.charge(err));
             }
         };
+        if derived::is_derived(Kind::ApiKey, presented) {
+            let known = &state.limiters.known_tokens;
+            failures.refuse_unless(known.contains(presented))?;
+            return match derived_api_key(state, presented).await {
+                Ok(auth) => {
+                    known.insert(presented);
+                    Ok(auth)
+                }
+                Err(err) => {
+                    known.remove(presented);
+                    Err(charge_derived(&failures, err))
+                }
+            };
+        }
         if !is_api_key_shaped(presented) {
             // Compared in memory: the admin gets through its address's failed-auth limit.
             let matches = state.admin_token.matches(presented);
@@ -434,6 +461,148 @@ impl FromRequestParts<Shared> for AdminAuth {
             actor,
         })
     }
+}
+
+/// Charges the failed-auth limit of the source for a refused derived credential (as a malformed
+/// token, or as the store error) and returns the answer: 401s, and 403 for a limit.
+fn charge_derived(failures: &FailedAuth<'_>, err: ApiError) -> ApiError {
+    match err {
+        ApiError::DerivedInvalid => {
+            let _ = failures.charge(ApiError::MalformedToken);
+            err
+        }
+        ApiError::Store(
+            StoreError::ApiKeyUnknown | StoreError::ApiKeyRevoked | StoreError::ApiKeyExpired,
+        ) => {
+            let _ = failures.charge(ApiError::BadAdminToken);
+            err
+        }
+        err => failures.charge(err),
+    }
+}
+
+/// Derived credentials that verified lately (process-wide; keyed by the root key and the
+/// credential, so one cache serves every store and server in the process).
+static VERIFIED: std::sync::LazyLock<derived::VerifyCache> =
+    std::sync::LazyLock::new(derived::VerifyCache::default);
+
+/// Verifies a derived credential (`text`, parsed) against its parent's stored public root key;
+/// the caveats.
+fn verify_derived(
+    text: &str,
+    derived: &Derived,
+    derive_key: Option<&str>,
+) -> Result<Vec<Caveat>, ApiError> {
+    let root = derive_key
+        .and_then(derived::parse_hex32)
+        .ok_or(ApiError::DerivedInvalid)?;
+    VERIFIED
+        .verify(text, derived, &root)
+        .map(|caveats| caveats.as_ref().clone())
+        .map_err(|_| ApiError::DerivedInvalid)
+}
+
+/// The earliest expiry among `caveats`, refused when it has passed.
+fn check_expiry(caveats: &[Caveat], expired: StoreError) -> Result<(), ApiError> {
+    let now = crate::model::now_unix();
+    if caveats
+        .iter()
+        .any(|c| matches!(c, Caveat::Expires(t) if *t <= now))
+    {
+        return Err(expired.into());
+    }
+    Ok(())
+}
+
+/// Authenticates a derived WireGuard token (`sixpn_dt_`, issue 16): parse (bounded), look up the
+/// parent by the hash it names (deleted or expired parent: 401), verify the signature chain
+/// with the parent's public root key (401), check the expiry (401), and answer as the parent
+/// narrowed: its group (a group outside the parent's: 403) and the only peer names allowed.
+/// Peers it creates belong to the parent, so deleting the parent deletes them.
+async fn derived_token(state: &Shared, presented: &str) -> Result<AuthToken, ApiError> {
+    let parsed = Derived::parse(Kind::Token, presented).map_err(|_| ApiError::DerivedInvalid)?;
+    let parent = super::metrics::timed(
+        "authenticate",
+        state.store.authenticate_parent(&parsed.parent_hash_hex()),
+    )
+    .await?;
+    let caveats = verify_derived(presented, &parsed, parent.derive_key.as_deref())?;
+    check_expiry(&caveats, StoreError::TokenExpired)?;
+    let mut token = parent.token;
+    let mut peers = Vec::new();
+    for caveat in caveats {
+        match caveat {
+            Caveat::Peer(name) => peers.push(name),
+            Caveat::Group(group) => {
+                let allowed = token.group.as_ref().map(ToString::to_string);
+                match (group.parse(), allowed) {
+                    (Ok(parsed), None) => token.group = Some(parsed),
+                    (Ok(parsed), Some(_)) if token.group.as_ref() == Some(&parsed) => {}
+                    (_, allowed) => {
+                        return Err(ApiError::DerivedLimit(format!(
+                            "this derived token is limited to group {group:?}, outside what its \
+                             parent allows ({}): it can do nothing; derive it again",
+                            allowed.unwrap_or_else(|| "a DNS label".to_owned())
+                        )));
+                    }
+                }
+            }
+            Caveat::Expires(_) => {}
+            Caveat::Org(_) | Caveat::Role(_) => return Err(ApiError::DerivedInvalid),
+        }
+    }
+    if !peers.is_empty() {
+        token.only_peers = Some(peers);
+    }
+    Ok(token)
+}
+
+/// Authenticates a derived API key (`sixpn_dk_`): like [`derived_token`], answering as the
+/// parent key with a narrower scope (an org outside the parent's: 403) and a lower role.
+async fn derived_api_key(state: &Shared, presented: &str) -> Result<AdminAuth, ApiError> {
+    let parsed = Derived::parse(Kind::ApiKey, presented).map_err(|_| ApiError::DerivedInvalid)?;
+    let (key, derive_key) = super::metrics::timed(
+        "authenticate_api_key",
+        state
+            .store
+            .authenticate_api_key_hash(&parsed.parent_hash_hex()),
+    )
+    .await?;
+    let caveats = verify_derived(presented, &parsed, derive_key.as_deref())?;
+    check_expiry(&caveats, StoreError::ApiKeyExpired)?;
+    let mut role = key.role;
+    let mut scope = key.scope;
+    for caveat in caveats {
+        match caveat {
+            Caveat::Role(r) => {
+                let limit = Role::ALL[usize::from(r).min(2)];
+                role = role.min(limit);
+            }
+            Caveat::Org(org) => match (org.parse::<OrgSlug>(), &scope) {
+                (Ok(org), KeyScope::All) => scope = KeyScope::Org(org),
+                (Ok(org), KeyScope::Org(own)) if *own == org => {}
+                _ => {
+                    return Err(ApiError::DerivedLimit(format!(
+                        "this derived API key is limited to org {org:?}, outside its parent's \
+                         scope ({scope}): it can do nothing; derive it again"
+                    )));
+                }
+            },
+            Caveat::Expires(_) => {}
+            Caveat::Peer(_) | Caveat::Group(_) => return Err(ApiError::DerivedInvalid),
+        }
+    }
+    state
+        .limiters
+        .tokens
+        .take(-key.id)
+        .map_err(|retry_after| ApiError::RateLimited {
+            what: "this API key is sending too many requests",
+            retry_after,
+        })?;
+    let actor = format!("key:{}", key.name);
+    tracing::Span::current().record("token", tracing::field::display(&actor));
+    Ok(AdminAuth { role, scope, actor })
 }
 
 #[cfg(test)]

@@ -31,6 +31,15 @@ pub enum ApiError {
         "unknown token: this is not a sixpn WireGuard token (expected `sixpn_wg_` and 64 hex digits); check SIXPN_WIREGUARD_TOKEN"
     )]
     MalformedToken,
+    /// A derived (attenuated) token or API key that is malformed, tampered with, or whose parent
+    /// this server cannot verify it against (issue 16).
+    #[error(
+        "invalid derived credential: malformed, tampered with, or its parent is unknown (present the parent once after an upgrade); derive it again"
+    )]
+    DerivedInvalid,
+    /// A derived credential used outside its limits (issue 16).
+    #[error("{0}")]
+    DerivedLimit(String),
     /// Too many requests from one token, or too many failed authentications from one address.
     #[error("{what}; retry in {} s", retry_after.as_secs().max(1))]
     RateLimited {
@@ -162,7 +171,9 @@ impl ApiError {
             | ApiError::BadAuthScheme
             | ApiError::BadAdminToken
             | ApiError::BootstrapDisabled
-            | ApiError::MalformedToken => StatusCode::UNAUTHORIZED,
+            | ApiError::MalformedToken
+            | ApiError::DerivedInvalid => StatusCode::UNAUTHORIZED,
+            ApiError::DerivedLimit(_) => StatusCode::FORBIDDEN,
             ApiError::RoleNeeded { .. } => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PeerOfAnotherToken { creating: true, .. } => StatusCode::CONFLICT,

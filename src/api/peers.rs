@@ -112,6 +112,22 @@ fn read_create(state: &ApiState, body: &JsonObject) -> Result<PeerCreate, ApiErr
     })
 }
 
+/// A derived token limited to other peer names (issue 16): 403.
+fn allowed_peer(token: &AuthToken, name: &str) -> Result<(), ApiError> {
+    if token.allows_peer(name) {
+        Ok(())
+    } else {
+        Err(ApiError::DerivedLimit(format!(
+            "this derived token is limited to peer {}: it cannot use peer {name}",
+            token
+                .only_peers
+                .as_deref()
+                .unwrap_or_default()
+                .join(" and ")
+        )))
+    }
+}
+
 /// `POST /api/v3/wire_guard_peers`: creates a peer for the token.
 #[utoipa::path(post, path = "/api/v3/wire_guard_peers", operation_id = "createPeer", tag = "peer",
     summary = "Create a named peer for the token (flyctl `wireguard token start`)",
@@ -145,6 +161,7 @@ pub async fn create(
         region,
         ephemeral,
     } = read_create(&state, &body)?;
+    allowed_peer(&token, name.as_str())?;
     let group = match group {
         Some(group) => {
             if let Some(allowed) = &token.group
@@ -234,6 +251,7 @@ pub async fn rekey(
     body: JsonObject,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
+    allowed_peer(&token, name.as_str())?;
     let request = PeerRekey {
         pubkey: parse_pubkey(&state, body.required_string("pubkey")?)?,
         name: body.string("name")?.map(str::to_owned),
@@ -307,6 +325,7 @@ pub async fn show(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PeerResponse>, ApiError> {
     let name = parse_path_name(&name)?;
+    allowed_peer(&token, name.as_str())?;
     let peer =
         match super::metrics::timed("token_peer", state.store.token_peer(&token, &name)).await {
             Ok(peer) => peer,
@@ -335,6 +354,7 @@ pub async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<DeletedJson>, ApiError> {
     let name = parse_path_name(&name)?;
+    allowed_peer(&token, name.as_str())?;
     let generation = match super::metrics::timed(
         "delete_token_peer",
         state

@@ -17,6 +17,7 @@ use anyhow::bail;
 pub async fn run(command: ApiKeyCommand) -> anyhow::Result<()> {
     match command {
         ApiKeyCommand::Create(args) => create(args).await,
+        ApiKeyCommand::Attenuate(args) => super::attenuate::api_key(args),
         ApiKeyCommand::List { admin, json } => {
             let client = admin_client(&admin)?;
             let keys: Vec<ApiKeyJson> = client.get("api/v1/api_keys").await?;

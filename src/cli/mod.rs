@@ -9,6 +9,7 @@
 mod admin;
 mod answer;
 mod apikey;
+mod attenuate;
 mod client;
 pub mod exit;
 mod node;
@@ -278,6 +279,19 @@ Examples:
   sixpn token delete k8s
   sixpn token delete k8s --yes")]
     Delete(TokenDeleteArgs),
+    /// Narrow $SIXPN_WIREGUARD_TOKEN offline: one peer name, one group, a lifetime.
+    #[command(long_about = "\
+Derive a narrower WireGuard token from $SIXPN_WIREGUARD_TOKEN (or $FLY_WIREGUARD_TOKEN), offline:
+nothing is sent to the server. The derived token can only create, re-key, read and delete the peer
+--name, only in group --group (within the parent's group), until --expires. It is printed as
+SIXPN_WIREGUARD_TOKEN=<token> and used like any token (`sixpn token start`, flyctl). Peers it
+creates belong to the parent token: deleting the parent deletes them and refuses the derived token.
+A derived token can be narrowed again the same way.
+
+Examples:
+  sixpn token attenuate --name node-1 --expires 1h
+  export \"$(sixpn token attenuate --name node-1 --group web --expires 10m)\"")]
+    Attenuate(TokenAttenuateArgs),
     /// Register this node as a peer and write its wg-quick config (node).
     #[command(long_about = "\
 Register this node as a peer and write its wg-quick config. The key pair is generated here, from
@@ -527,6 +541,17 @@ Examples:
         #[command(flatten)]
         json: JsonArg,
     },
+    /// Narrow $SIXPN_API_KEY offline: one org, a lower role, a lifetime.
+    #[command(long_about = "\
+Derive a narrower API key from $SIXPN_API_KEY (or --api-key), offline: nothing is sent to the
+server. The derived key acts as its parent within --org (which must be within the parent's scope),
+with at most --role, until --expires. It is printed as SIXPN_API_KEY=<key>. Revoking the parent
+refuses every key derived from it.
+
+Examples:
+  sixpn apikey attenuate --org acme --role viewer
+  sixpn apikey attenuate --role operator --expires 1h")]
+    Attenuate(ApiKeyAttenuateArgs),
     /// Revoke an API key: every replica refuses it from the next request on.
     #[command(long_about = "\
 Revoke an API key. Every replica refuses it from its next request on.
@@ -547,6 +572,42 @@ Examples:
         #[command(flatten)]
         json: JsonArg,
     },
+}
+
+/// `sixpn token attenuate` arguments.
+#[derive(Debug, Args)]
+pub struct TokenAttenuateArgs {
+    /// The only peer name the derived token may use.
+    #[arg(long, value_name = "PEER")]
+    pub name: Option<String>,
+    /// The only group it may use (within the parent token's group).
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Lifetime, e.g. 1h, 10m, 3600s [default: the parent's].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires: Option<std::time::Duration>,
+}
+
+/// `sixpn apikey attenuate` arguments.
+#[derive(Debug, Args)]
+pub struct ApiKeyAttenuateArgs {
+    /// The only org the derived key reaches (within the parent's scope).
+    #[arg(long, value_name = "ORG")]
+    pub org: Option<String>,
+    /// The most it may do.
+    #[arg(long, value_name = "ROLE", value_parser = ["owner", "operator", "viewer"])]
+    pub role: Option<String>,
+    /// Lifetime, e.g. 1h, 90d [default: the parent's].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires: Option<std::time::Duration>,
+    /// The key to narrow [default: $SIXPN_API_KEY].
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "SIXPN_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
 }
 
 /// `sixpn apikey create` arguments.
@@ -677,6 +738,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::List(args)) => admin::token_list(args).await,
         Command::Token(TokenCommand::Delete(args)) => admin::token_delete(args).await,
         Command::Token(TokenCommand::Start(args)) => node::start(args).await,
+        Command::Token(TokenCommand::Attenuate(args)) => attenuate::token(args),
         Command::Token(TokenCommand::Update(args)) => node::update(args).await,
         Command::Token(TokenCommand::Ensure(args)) => node::ensure(args).await,
         Command::Peer(command) => admin::peer(command).await,

@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 use super::secret;
 use super::{Store, StoreError, is_unique_violation};
 use crate::model::OrgSlug;
+use crate::wireguard::derived;
 
 /// The recognisable prefix of every API key.
 pub const API_KEY_PREFIX: &str = "sixpn_ak_";
@@ -205,6 +206,7 @@ struct ApiKeyRow {
     created_by: String,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
+    derive_key: Option<String>,
 }
 
 impl ApiKeyRow {
@@ -222,7 +224,7 @@ impl ApiKeyRow {
 }
 
 const KEY_SELECT: &str = "SELECT id, name, secret_hash, org, role, expires_at, created_at, \
-     created_by, last_used_at, revoked_at FROM api_keys";
+     created_by, last_used_at, revoked_at, derive_key FROM api_keys";
 
 impl Store {
     /// Creates an API key; the key is returned once and only its hash is stored. A key for one
@@ -240,11 +242,12 @@ impl Store {
         }
         let secret = ApiKeySecret::generate();
         let hash = secret::hash_secret(secret.expose());
+        let derive_key = derived::root_public_hex(derived::Kind::ApiKey, secret.expose());
         let now = crate::model::now_unix();
         let res: Result<_, sqlx::Error> = read!(self, |pool| {
             sqlx::query(
-                "INSERT INTO api_keys (name, secret_hash, org, role, expires_at, created_at, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO api_keys (name, secret_hash, org, role, expires_at, created_at, created_by, derive_key) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&new.name)
             .bind(&hash)
@@ -253,6 +256,7 @@ impl Store {
             .bind(new.expires_at)
             .bind(now)
             .bind(created_by)
+            .bind(&derive_key)
             .execute(pool)
             .await
             .map(|done| done.rows_affected())
@@ -362,10 +366,36 @@ impl Store {
             return Err(StoreError::ApiKeyUnknown);
         }
         let hash = secret::hash_secret(secret);
+        let (auth, derive_key) = self.authenticate_api_key_hash(&hash).await?;
+        if derive_key.is_none() {
+            // Created before offline attenuation: keep its public root key now.
+            let key = derived::root_public_hex(derived::Kind::ApiKey, secret);
+            read!(self, |pool| {
+                sqlx::query(
+                    "UPDATE api_keys SET derive_key = $1 WHERE id = $2 AND derive_key IS NULL",
+                )
+                .bind(&key)
+                .bind(auth.id)
+                .execute(pool)
+                .await?;
+            });
+        }
+        Ok(auth)
+    }
+
+    /// The parent of a derived API key, by its key's hash, checked like
+    /// [`Store::authenticate_api_key`]; with its public root key (hex), if known.
+    ///
+    /// # Errors
+    /// [`StoreError::ApiKeyUnknown`], [`StoreError::ApiKeyRevoked`], [`StoreError::ApiKeyExpired`].
+    pub async fn authenticate_api_key_hash(
+        &self,
+        hash: &str,
+    ) -> Result<(ApiKeyAuth, Option<String>), StoreError> {
         let text = format!("{KEY_SELECT} WHERE secret_hash = $1");
         let row: Option<ApiKeyRow> = read!(self, |pool| {
             sqlx::query_as(super::sql(text))
-                .bind(&hash)
+                .bind(hash)
                 .fetch_optional(pool)
                 .await?
         });
@@ -394,13 +424,17 @@ impl Store {
             });
         }
         let id = row.id;
+        let derive_key = row.derive_key.clone();
         let info = row.info()?;
-        Ok(ApiKeyAuth {
-            id,
-            name: info.name,
-            scope: info.scope,
-            role: info.role,
-        })
+        Ok((
+            ApiKeyAuth {
+                id,
+                name: info.name,
+                scope: info.scope,
+                role: info.role,
+            },
+            derive_key,
+        ))
     }
 }
 

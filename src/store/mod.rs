@@ -33,7 +33,7 @@ pub use feed::{Feed, Update};
 pub use orgs::OrgCounts;
 pub use peers::{HANDSHAKE_RESOLUTION, NewPeer, peer_address};
 pub use secret::TokenSecret;
-pub use tokens::{AuthToken, NewToken};
+pub use tokens::{AuthToken, DerivedParent, NewToken};
 
 use crate::model::{Generation, Org, OrgSlug, Peer, PeerName, TokenName};
 use orgs::OrgRow;

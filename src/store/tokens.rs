@@ -6,6 +6,7 @@ use super::peers::{PEER_SELECT, PeerRow};
 use super::secret::{self, TokenSecret};
 use super::{AuditAction, Store, StoreError, is_unique_violation, parse_col, sql};
 use crate::model::{Change, Generation, GroupName, OrgSlug, TokenInfo, TokenName};
+use crate::wireguard::derived;
 use ipnet::Ipv6Net;
 
 /// A token that authenticated: what the peer API may do on its behalf.
@@ -25,6 +26,28 @@ pub struct AuthToken {
     pub max_peers: Option<u32>,
     /// Every peer it creates is ephemeral.
     pub ephemeral: bool,
+    /// Set when a derived (attenuated) token authenticated: the only peer names it may touch
+    /// (every one must match; none: any name). Its group and expiry are already folded into
+    /// `group` and the check at authentication.
+    pub only_peers: Option<Vec<String>>,
+}
+
+impl AuthToken {
+    /// Whether this token may create, re-key, show or delete the peer `name`.
+    pub fn allows_peer(&self, name: &str) -> bool {
+        self.only_peers
+            .as_ref()
+            .is_none_or(|names| names.iter().all(|n| n.eq_ignore_ascii_case(name)))
+    }
+}
+
+/// A parent token found by its hash for a derived token: the token and its public root key.
+#[derive(Debug, Clone)]
+pub struct DerivedParent {
+    /// The parent, as it authenticates.
+    pub token: AuthToken,
+    /// Its public root key (hex), if the server has seen its secret since issue 16.
+    pub derive_key: Option<String>,
 }
 
 /// What an admin asks for when minting a token.
@@ -57,6 +80,7 @@ struct TokenRow {
     deleted_at: Option<i64>,
     live_peers: i64,
     ephemeral: i64,
+    derive_key: Option<String>,
 }
 
 impl TokenRow {
@@ -88,20 +112,21 @@ impl TokenRow {
             group: info.group,
             max_peers: info.max_peers,
             ephemeral: info.ephemeral,
+            only_peers: None,
         })
     }
 }
 
 const TOKEN_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
      t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
-     (SELECT COUNT(*) FROM peers p WHERE p.token_id = t.id) AS live_peers, t.ephemeral \
+     (SELECT COUNT(*) FROM peers p WHERE p.token_id = t.id) AS live_peers, t.ephemeral, t.derive_key \
      FROM tokens t JOIN orgs o ON o.id = t.org_id";
 
 /// [`TOKEN_SELECT`] without the live peer count, which costs O(the token's peers): for
 /// authentication, on every peer API request.
 const TOKEN_AUTH_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
      t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
-     CAST(0 AS BIGINT) AS live_peers, t.ephemeral \
+     CAST(0 AS BIGINT) AS live_peers, t.ephemeral, t.derive_key \
      FROM tokens t JOIN orgs o ON o.id = t.org_id";
 
 impl Store {
@@ -131,12 +156,13 @@ impl Store {
         let org_row = self.org_row(org).await?;
         let secret = TokenSecret::generate();
         let hash = secret::hash_secret(secret.expose());
+        let derive_key = derived::root_public_hex(derived::Kind::Token, secret.expose());
         let now = crate::model::now_unix();
         let res: Result<(), StoreError> = async {
             write_tx!(self, |tx, is_pg, log| {
                 sqlx::query(
-                    "INSERT INTO tokens (org_id, name, secret_hash, group_name, expires_at, max_peers, created_at, ephemeral) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO tokens (org_id, name, secret_hash, group_name, expires_at, max_peers, created_at, ephemeral, derive_key) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(org_row.id)
                 .bind(new.name.as_str())
@@ -146,6 +172,7 @@ impl Store {
                 .bind(new.max_peers.map(i64::from))
                 .bind(now)
                 .bind(i64::from(ephemeral))
+                .bind(&derive_key)
                 .execute(&mut *tx)
                 .await?;
                 let mut detail = Vec::new();
@@ -293,10 +320,42 @@ impl Store {
     /// [`StoreError::UnknownToken`], [`StoreError::TokenDeleted`], [`StoreError::TokenExpired`].
     pub async fn authenticate(&self, secret: &str) -> Result<AuthToken, StoreError> {
         let hash = secret::hash_secret(secret);
+        let row = self.authenticate_hash(&hash).await?;
+        if row.derive_key.is_none() {
+            // Minted before issue 16: keep its public root key now that the secret is at hand,
+            // so tokens derived from it verify from now on.
+            let key = derived::root_public_hex(derived::Kind::Token, secret);
+            read!(self, |pool| {
+                sqlx::query(
+                    "UPDATE tokens SET derive_key = $1 WHERE id = $2 AND derive_key IS NULL",
+                )
+                .bind(&key)
+                .bind(row.id)
+                .execute(pool)
+                .await?;
+            });
+        }
+        row.auth()
+    }
+
+    /// The parent of a derived token, by its secret's hash (what the derived token names), with
+    /// the same checks and bookkeeping as [`Store::authenticate`].
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownToken`], [`StoreError::TokenDeleted`], [`StoreError::TokenExpired`].
+    pub async fn authenticate_parent(&self, hash: &str) -> Result<DerivedParent, StoreError> {
+        let row = self.authenticate_hash(hash).await?;
+        Ok(DerivedParent {
+            token: row.auth()?,
+            derive_key: row.derive_key,
+        })
+    }
+
+    async fn authenticate_hash(&self, hash: &str) -> Result<TokenRow, StoreError> {
         let text = format!("{TOKEN_AUTH_SELECT} WHERE t.secret_hash = $1");
         let row: Option<TokenRow> = read!(self, |pool| {
             sqlx::query_as(sql(text))
-                .bind(&hash)
+                .bind(hash)
                 .fetch_optional(pool)
                 .await?
         });
@@ -320,6 +379,6 @@ impl Store {
                     .await?;
             });
         }
-        row.auth()
+        Ok(row)
     }
 }

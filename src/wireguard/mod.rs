@@ -4,6 +4,7 @@
 //! redacted `Debug`; only [`PrivateKey::to_base64`] reveals it, for writing the node's own file.
 
 mod conf;
+pub mod derived;
 mod key;
 
 pub use conf::{

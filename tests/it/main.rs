@@ -4,6 +4,7 @@ mod admin_listen;
 mod api;
 mod api_support;
 mod apikeys;
+mod attenuate;
 mod cli;
 mod crash;
 mod dns;
