@@ -192,8 +192,13 @@ async fn issue22_the_admin_plane_answers_only_on_admin_listen() {
 async fn issue22_concurrent_scrapes_cost_one_count_query() {
     let dir = tempfile::tempdir().unwrap();
     let admin_addr = format!("127.0.0.1:{}", free_port());
+    // Every scrape opens a connection from 127.0.0.1, past one source's accept burst (64): a
+    // fleet of scrapers would come from many addresses, so this one source is let through.
+    let config = dir.path().join("sixpn.toml");
+    std::fs::write(&config, "[api]\naccept_rate = 0\n").unwrap();
     let server = Serve::new(dir.path())
         .env("SIXPN_ADMIN_LISTEN", &admin_addr)
+        .args(["--config", config.to_str().unwrap()])
         .spawn();
     let admin = format!("http://{admin_addr}");
     let api = Api::new(&admin, &server.admin_token);
