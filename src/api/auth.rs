@@ -443,23 +443,7 @@ impl FromRequestParts<Shared> for AdminAuth {
                 return Err(err.into());
             }
         };
-        // API keys share the per-token request limit, keyed apart from WireGuard tokens' ids.
-        state
-            .limiters
-            .tokens
-            .take(-key.id)
-            .map_err(|retry_after| ApiError::RateLimited {
-                what: "this API key is sending too many requests",
-                retry_after,
-            })?;
-        let actor = format!("key:{}", key.name);
-        // The key's name identifies the caller in the logs; the key never.
-        tracing::Span::current().record("token", tracing::field::display(&actor));
-        Ok(AdminAuth {
-            role: key.role,
-            scope: key.scope,
-            actor,
-        })
+        key_principal(state, key.id, &key.name, key.role, key.scope)
     }
 }
 
@@ -592,15 +576,28 @@ async fn derived_api_key(state: &Shared, presented: &str) -> Result<AdminAuth, A
             Caveat::Peer(_) | Caveat::Group(_) => return Err(ApiError::DerivedInvalid),
         }
     }
+    key_principal(state, key.id, &key.name, role, scope)
+}
+
+/// The principal of an API key, plain or derived: its request budget taken (API keys share the
+/// per-token limit, keyed apart from WireGuard tokens' ids), and its name, never the key, on the
+/// request's log span.
+fn key_principal(
+    state: &Shared,
+    id: i64,
+    name: &str,
+    role: Role,
+    scope: KeyScope,
+) -> Result<AdminAuth, ApiError> {
     state
         .limiters
         .tokens
-        .take(-key.id)
+        .take(-id)
         .map_err(|retry_after| ApiError::RateLimited {
             what: "this API key is sending too many requests",
             retry_after,
         })?;
-    let actor = format!("key:{}", key.name);
+    let actor = format!("key:{name}");
     tracing::Span::current().record("token", tracing::field::display(&actor));
     Ok(AdminAuth { role, scope, actor })
 }
