@@ -16,13 +16,14 @@ use crate::wireguard::PublicKey;
 /// What can go wrong while loading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("reading config file {path}: {source}")]
+    /// The config file could not be read. The I/O error is part of the message, not a `source`:
+    /// `error: …` shows the chain, and it would say the cause twice (issue 23).
+    #[error("reading config file {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The config file is not valid TOML for sixpn.
     #[error("parsing config file {path}: {message}")]
@@ -578,9 +579,9 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Read`] or [`ConfigError::Parse`].
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Config::from_toml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_owned(),

@@ -38,8 +38,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever the error chain or the server's message held.
-            let message = format!("{e:#}").replace(['\n', '\r'], " ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", sixpn::cli::error_line(&e));
             // The code tells the kind of failure apart (README "Exit codes", `sixpn --help`).
             ExitCode::from(sixpn::cli::exit_code(&e))
         }

@@ -263,6 +263,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let serves_tls = tls.is_some();
     // One connection budget for the API (its share of the open-file limit): with an admin
     // listener, an eighth of it is the admin plane's and the rest the public listener's.
     let (limits, admin_limits) = if admin_listener.is_some() {
@@ -318,6 +319,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!(region = %r.code, endpoint = %r.endpoint(), public_key = %r.public_key, default = r.default, "region");
     }
 
+    warn_public_listener(&config, &resolved.regions, serves_tls);
+
     Ok(Running {
         api_addr,
         admin_addr,
@@ -329,6 +332,45 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks,
         _lock: lock,
     })
+}
+
+/// Warns when `[api] listen` takes connections from other hosts while the setup is still the
+/// loopback default: the default region sending nodes to a gateway on 127.0.0.1, or the peer
+/// API (tokens in every request) over plain HTTP. Each warning names the key to set (issue 23).
+fn warn_public_listener(config: &Config, regions: &[crate::model::Region], tls: bool) {
+    let listen = config.api.listen;
+    if listen.ip().is_loopback() {
+        return;
+    }
+    let default = regions
+        .iter()
+        .find(|r| r.default)
+        .or_else(|| regions.first());
+    if let Some(region) = default {
+        let host = region
+            .endpoint_host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified());
+        if loopback {
+            tracing::warn!(
+                api = %listen,
+                region = %region.code,
+                endpoint = %region.endpoint(),
+                "[api] listen takes connections from other hosts, but the default region hands nodes the gateway endpoint {}, which only works on this host: set [[regions]] endpoint (with default = true) to the gateway's public host:port",
+                region.endpoint()
+            );
+        }
+    }
+    if !tls {
+        tracing::warn!(
+            api = %listen,
+            "[api] listen takes connections from other hosts over plain HTTP: WireGuard tokens and admin credentials cross the network in clear; set [api] tls_cert and tls_key (or serve it behind a TLS proxy)"
+        );
+    }
 }
 
 /// The share of the open-file limit, in percent, that DNS TCP connections may hold

@@ -252,7 +252,7 @@ fn store_status(err: &StoreError) -> StatusCode {
         StoreError::AddressesExhausted | StoreError::PrefixesExhausted => {
             StatusCode::INSUFFICIENT_STORAGE
         }
-        StoreError::Database(err) if is_unavailable(err) => StatusCode::SERVICE_UNAVAILABLE,
+        err if err.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -294,8 +294,18 @@ fn store_message(err: &StoreError) -> String {
             "API key has been revoked: ask an owner for a new one".to_owned()
         }
         StoreError::ApiKeyExpired => "API key has expired: ask an owner for a new one".to_owned(),
-        StoreError::Database(err) if is_unavailable(err) => {
-            "the database is unavailable; try again shortly".to_owned()
+        StoreError::Database(err)
+        | StoreError::Migrate(sqlx::migrate::MigrateError::Execute(err))
+            if is_unavailable(err) =>
+        {
+            // Why, in a few words (never the driver's text): a client, a load balancer or an
+            // operator reading the answer can tell a full disk from a corrupt file (issue 23).
+            let reason = crate::store::unavailable_reason(err).unwrap_or("unknown cause");
+            if reason.contains("operator") {
+                format!("the database is unavailable: {reason}")
+            } else {
+                format!("the database is unavailable: {reason}; try again shortly")
+            }
         }
         StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
             "internal error".to_owned()
@@ -423,8 +433,36 @@ mod tests {
         assert!(!unavailable_sqlstate("42601"));
         assert!(!unavailable_sqlstate("23505"));
         assert!(unavailable_sqlite_code(13));
+        // issue 23: a corrupt file, or one that is not a database, is 503 with the reason.
+        assert!(unavailable_sqlite_code(11) && unavailable_sqlite_code(26));
+        assert!(crate::store::unavailable_reason(&sqlx::Error::PoolTimedOut).is_some());
         assert!(unavailable_sqlite_code(266)); // SQLITE_IOERR_READ
         assert!(!unavailable_sqlite_code(2067)); // SQLITE_CONSTRAINT_UNIQUE
+    }
+
+    /// issue 23: a SQLite file that is not a database (overwritten, a wrong file restored) is
+    /// 503 with a JSON `error` that says so, not a bare 500.
+    #[tokio::test]
+    async fn issue23_a_file_that_is_not_a_database_is_503_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sixpn.db");
+        std::fs::write(&path, "this is not a database, only text ".repeat(200)).unwrap();
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+        let failed = sqlx::query("CREATE TABLE t (x TEXT)")
+            .execute(&pool)
+            .await
+            .expect_err("not a database");
+        let err = ApiError::Store(StoreError::Database(failed));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+        let message = err.message();
+        assert!(
+            message.contains("not a SQLite database") && message.contains("restore"),
+            "{message}"
+        );
     }
 
     #[test]

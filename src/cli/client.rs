@@ -61,7 +61,7 @@ impl ApiClient {
         cacert: Option<&Path>,
         credential: Credential,
     ) -> anyhow::Result<ApiClient> {
-        let base = parse_base_url(base_url)?;
+        let base = parse_base_url_from(base_url, api_url_source(base_url))?;
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -194,7 +194,25 @@ impl ApiClient {
         let cause = root_cause(e);
         // rustls reports an untrusted or mismatched certificate as a connect error; retrying
         // will not help, the trust settings will.
-        if cause.contains("certificate") || cause.contains("CertificateRequired") {
+        if cause.contains("CaUsedAsEndEntity") {
+            // A self-signed CA certificate served as the server's own: webpki refuses it
+            // whatever the client trusts, so --cacert cannot help (issue 23).
+            fail(
+                Failure::Other,
+                format!(
+                    "the sixpn server at {base} presents a CA certificate (basicConstraints CA:TRUE) as its own TLS certificate, which TLS clients refuse even with --cacert; give the server ([api] tls_cert) a certificate for its name signed by that CA, and pass the CA with --cacert FILE (or SIXPN_CA_CERT)"
+                ),
+            )
+        } else if cause.contains("NotValidForName") {
+            fail(
+                Failure::Other,
+                format!(
+                    "the TLS certificate of the sixpn server at {base} is not valid for {}; use the name or address the certificate was issued for in --api-url (SIXPN_API_URL), or reissue the certificate with it",
+                    self.base.host_str().unwrap_or("this host")
+                ),
+            )
+        } else if cause.contains("certificate") || cause.contains("CertificateRequired") {
+            let cause = readable_certificate_error(&cause);
             fail(
                 Failure::Other,
                 format!(
@@ -222,6 +240,30 @@ impl ApiClient {
             )
         }
     }
+}
+
+/// rustls's certificate error without the Rust `Debug` names it carries
+/// (`invalid peer certificate: UnknownIssuer`, `Other(OtherError(…))`) where a reader-facing
+/// phrase exists.
+fn readable_certificate_error(cause: &str) -> String {
+    for (debug, phrase) in [
+        (
+            "UnknownIssuer",
+            "it is signed by a CA this client does not trust",
+        ),
+        ("Expired", "it has expired"),
+        ("NotValidYet", "it is not valid yet (check the clocks)"),
+        ("Revoked", "it was revoked"),
+        ("BadSignature", "its signature is wrong"),
+    ] {
+        if cause.contains(debug) {
+            return phrase.to_owned();
+        }
+    }
+    if cause.contains("Other(") {
+        return "the certificate was refused".to_owned();
+    }
+    cause.to_owned()
 }
 
 /// The system's trust store (e.g. /etc/ssl/certs), besides the web roots built into the binary.
@@ -296,22 +338,32 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// Parses the API base URL, making sure joins keep its path.
+/// Where the base URL `value` came from, for messages: `SIXPN_API_URL` when that variable holds
+/// it, else the `--api-url` flag (which wins over the variable).
+fn api_url_source(value: &str) -> &'static str {
+    match std::env::var("SIXPN_API_URL") {
+        Ok(var) if var.trim() == value.trim() => "SIXPN_API_URL",
+        _ => "--api-url",
+    }
+}
+
+/// Parses the API base URL, making sure joins keep its path; errors name `source` (`--api-url`
+/// or `SIXPN_API_URL`).
 ///
 /// # Errors
 /// When the text is not an `http://` or `https://` URL.
-pub fn parse_base_url(text: &str) -> anyhow::Result<Url> {
+fn parse_base_url_from(text: &str, source: &str) -> anyhow::Result<Url> {
     let text = text.trim();
     let mut url = Url::parse(text).map_err(|e| {
         fail(
             Failure::Usage,
-            format!("SIXPN_API_URL {text:?} is not a URL ({e}); expected e.g. {DEFAULT_API_URL}"),
+            format!("{source} {text:?} is not a URL ({e}); expected e.g. {DEFAULT_API_URL}"),
         )
     })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(fail(
             Failure::Usage,
-            format!("SIXPN_API_URL {text:?} must start with http:// or https://"),
+            format!("{source} {text:?} must start with http:// or https://"),
         ));
     }
     if !url.path().ends_with('/') {
@@ -330,7 +382,7 @@ mod tests {
     #[test]
     fn base_urls() {
         let check = |text: &str, expect: &str| {
-            let url = parse_base_url(text).unwrap();
+            let url = parse_base_url_from(text, "--api-url").unwrap();
             assert_eq!(url.join("api/v1/orgs").unwrap().as_str(), expect);
         };
         check("http://127.0.0.1:4280", "http://127.0.0.1:4280/api/v1/orgs");
@@ -342,10 +394,15 @@ mod tests {
             "https://sixpn.example.com/prefix",
             "https://sixpn.example.com/prefix/api/v1/orgs",
         );
-        assert!(parse_base_url("127.0.0.1:4280").is_err());
-        assert!(parse_base_url("ftp://x").is_err());
-        assert!(parse_base_url("").is_err());
-        let err = parse_base_url("ftp://x").unwrap_err();
+        assert!(parse_base_url_from("127.0.0.1:4280", "--api-url").is_err());
+        assert!(parse_base_url_from("ftp://x", "--api-url").is_err());
+        assert!(parse_base_url_from("", "--api-url").is_err());
+        let err = parse_base_url_from("notaurl", "--api-url").unwrap_err();
+        assert!(
+            err.to_string().starts_with("--api-url \"notaurl\""),
+            "{err}"
+        );
+        let err = parse_base_url_from("ftp://x", "SIXPN_API_URL").unwrap_err();
         assert_eq!(super::super::exit::exit_code(&err), 2);
     }
 

@@ -333,6 +333,10 @@ Made for loops in DaemonSets and Nomad jobs (deploy/):
 - NAME exists with another key (e.g. a restarted pod lost FILE): it is re-keyed, as `token update`
   does; its address stays.
 
+With FILE `-` (or `stdout`) no key is kept between runs: the first run registers NAME and prints
+its config; later runs leave an existing NAME alone (nothing printed, exit 0) instead of re-keying
+the live peer. `sixpn token update NAME -` re-keys it on purpose.
+
 FILE (default <NAME>.conf) is always replaced atomically, mode 0600. Compare it before and after
 (e.g. with cksum) to know whether to apply it again. --normalize-name turns a machine name into a
 DNS label first: lowercase, other characters than letters, digits and '-' become '-', leading and
@@ -713,6 +717,24 @@ pub fn usage_error_line(rendered: &str) -> String {
     format!("{} (see --help)", parts.join(" "))
 }
 
+/// An error and its causes as one line, `what: why: root cause`, each cause said once: many
+/// errors already quote their cause in their own message (`reading config file x: No such file`),
+/// and printing the chain as well would repeat it (issue 23).
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<u64>() {
@@ -781,6 +803,27 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn issue23_error_lines_say_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        let err = anyhow::Error::new(crate::config::ConfigError::Read {
+            path: "/nope/sixpn.toml".into(),
+            cause: io,
+        });
+        let line = error_line(&err);
+        assert_eq!(line.matches(&text).count(), 1, "{line}");
+        assert!(
+            line.starts_with("reading config file /nope/sixpn.toml: "),
+            "{line}"
+        );
+        let chained = anyhow::anyhow!("root cause\nsecond line").context("opening the store");
+        assert_eq!(
+            error_line(&chained),
+            "opening the store: root cause second line"
+        );
     }
 
     #[test]

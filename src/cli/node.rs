@@ -177,6 +177,31 @@ pub async fn ensure(args: EnsureArgs) -> anyhow::Result<()> {
         }
     }
 
+    // With FILE `-` nothing keeps the private key between runs, so whether the server holds it
+    // cannot be checked. A peer that exists is then left alone: re-keying it on every run would
+    // cut off the live tunnel each time (issue 23). Only a missing peer is registered.
+    if output == Output::Stdout {
+        match client.send(Method::GET, &peer_path(&name), None).await {
+            Ok(answer) => {
+                let peer = PeerAnswer::from_json(&answer)?;
+                if let Some(answered) = &peer.name
+                    && *answered != name
+                {
+                    bail!("the server answered for peer {answered}, not {name}");
+                }
+                eprintln!(
+                    "peer {name} exists (address {}); left alone, no config printed: with FILE - its \
+                     key lives wherever the first run's config went. `sixpn token update {name} -` \
+                     re-keys it and prints a new config",
+                    peer.us
+                );
+                return Ok(());
+            }
+            Err(e) if failure(&e) == Failure::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+
     // Always replace: ensure converges on a working file, whatever was there.
     let mut claim = output.claim(true)?;
     let private_key = PrivateKey::generate().map_err(random_error)?;

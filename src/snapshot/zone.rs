@@ -49,6 +49,27 @@ pub fn parse_zone(
     path: Option<PathBuf>,
     origin: &str,
 ) -> Result<StaticZone, SnapshotError> {
+    let zone = parse_zone_part(text, path, origin)?;
+    if !zone.records.iter().any(|r| matches!(r.data, RData::SOA(_))) {
+        return Err(SnapshotError::Zone {
+            file: zone.file,
+            message: format!("needs exactly one SOA record, at the apex {}", zone.origin),
+        });
+    }
+    Ok(zone)
+}
+
+/// Parses one file of a zone: like [`parse_zone`], but the SOA may be left out (another file
+/// of the same zone, or the built-in `internal.` zone, gives it; see [`merge_parts`]). At most one
+/// SOA, at the apex.
+///
+/// # Errors
+/// As [`parse_zone`], except for a missing SOA.
+pub fn parse_zone_part(
+    text: &str,
+    path: Option<PathBuf>,
+    origin: &str,
+) -> Result<StaticZone, SnapshotError> {
     let file = path.as_ref().map_or_else(
         || format!("built-in {origin}.zone"),
         |p| p.display().to_string(),
@@ -142,7 +163,7 @@ pub fn parse_zone(
     let apex_soa = records
         .iter()
         .any(|r| matches!(r.data, RData::SOA(_)) && r.name == origin_name);
-    if n_soa != 1 || !apex_soa {
+    if n_soa > 1 || (n_soa == 1 && !apex_soa) {
         return Err(err(format!(
             "needs exactly one SOA record, at the apex {origin_name}"
         )));
@@ -252,14 +273,107 @@ pub fn load_zones_dir(dir: &Path) -> Result<Vec<StaticZone>, SnapshotError> {
             file: path.display().to_string(),
             message: source.to_string(),
         })?;
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        zones.push(parse_zone(&text, Some(path), &stem)?);
+        let origin = leading_origin(&text).unwrap_or_else(|| {
+            path.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned()
+        });
+        zones.push(parse_zone_part(&text, Some(path), &origin)?);
     }
-    with_internal(zones)
+    with_internal(merge_parts(zones)?)
+}
+
+/// The zone a file belongs to when it says so first: a `$ORIGIN` before any record (after
+/// comments, blank lines and `$TTL`). A file that does not start that way belongs to the zone of
+/// its file name.
+fn leading_origin(text: &str) -> Option<String> {
+    for raw in text.lines() {
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut tokens = line.split_whitespace();
+        let first = tokens.next()?;
+        if first.eq_ignore_ascii_case("$TTL") {
+            continue;
+        }
+        if first.eq_ignore_ascii_case("$ORIGIN") {
+            return tokens.next().map(|t| t.trim_end_matches('.').to_owned());
+        }
+        return None;
+    }
+    None
+}
+
+/// Merges the files of each zone into one zone (issue 23): a zone may be spread over several
+/// files, one of which holds its SOA; the others only add records. `internal.` without an SOA
+/// of its own takes the built-in one (and its NS), so a file can add names to it without
+/// copying them.
+///
+/// # Errors
+/// [`SnapshotError::Zone`] when two files of one zone both hold an SOA, or no file of a zone
+/// other than `internal.` does.
+pub fn merge_parts(parts: Vec<StaticZone>) -> Result<Vec<StaticZone>, SnapshotError> {
+    let internal = Name::from_ascii(INTERNAL_ORIGIN).expect("valid literal");
+    let has_soa = |z: &StaticZone| z.records.iter().any(|r| matches!(r.data, RData::SOA(_)));
+    let mut merged: Vec<StaticZone> = Vec::new();
+    let mut soa_file: Vec<Option<String>> = Vec::new();
+    for part in parts {
+        let part_soa = has_soa(&part);
+        match merged.iter().position(|z| z.origin == part.origin) {
+            None => {
+                soa_file.push(part_soa.then(|| part.file.clone()));
+                merged.push(part);
+            }
+            Some(i) => {
+                if part_soa && let Some(first) = &soa_file[i] {
+                    return Err(SnapshotError::Zone {
+                        file: part.file,
+                        message: format!(
+                            "zone {} already has its SOA in {first}: only one file of a zone \
+                             holds the SOA, the others add records without one",
+                            part.origin
+                        ),
+                    });
+                }
+                if part_soa {
+                    soa_file[i] = Some(part.file.clone());
+                }
+                let zone = &mut merged[i];
+                zone.file = format!("{}, {}", zone.file, part.file);
+                for record in part.records {
+                    if !zone.records.contains(&record) {
+                        zone.records.push(record);
+                    }
+                }
+            }
+        }
+    }
+    for (zone, soa) in merged.iter_mut().zip(&soa_file) {
+        if soa.is_some() {
+            continue;
+        }
+        if zone.origin != internal {
+            return Err(SnapshotError::Zone {
+                file: zone.file.clone(),
+                message: format!(
+                    "zone {} has no SOA: give it one at its apex in one of its files",
+                    zone.origin
+                ),
+            });
+        }
+        let builtin = builtin_internal();
+        let mut records = builtin.records;
+        for record in std::mem::take(&mut zone.records) {
+            if !records.contains(&record) {
+                records.push(record);
+            }
+        }
+        zone.records = records;
+        zone.file = format!("{} + {}", builtin.file, zone.file);
+    }
+    Ok(merged)
 }
 
 /// Checks a set of zones and makes sure `internal.` is among them.
@@ -388,6 +502,99 @@ mod tests {
         let good = "$ORIGIN internal.\n$TTL 60\n@ IN SOA ns hm 1 2 3 4 5\n\
                     x IN CAA 0 issue \"ca.example.net\"\n";
         parse_zone(good, None, "internal").unwrap();
+    }
+
+    /// issue 23: a second file adds records to `internal.` without an SOA of its own (the
+    /// built-in one serves); two SOAs for one zone are refused naming both files.
+    #[test]
+    fn issue23_a_second_file_adds_records_to_an_existing_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("services.zone"),
+            "; extra names\n$TTL 60\n$ORIGIN internal.\ndb IN AAAA fdaa::db\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("more.zone"),
+            "$ORIGIN internal.\ncache 30 IN AAAA fdaa::cac\n",
+        )
+        .unwrap();
+        let zones = load_zones_dir(dir.path()).unwrap();
+        assert_eq!(zones.len(), 1, "{zones:?}");
+        let internal = &zones[0];
+        assert_eq!(internal.origin.to_ascii(), "internal.");
+        let RData::SOA(soa) = &internal.soa().data else {
+            unreachable!()
+        };
+        assert_eq!(
+            soa.rname.to_ascii(),
+            "hostmaster.internal.",
+            "the built-in SOA"
+        );
+        for name in ["db.internal.", "cache.internal."] {
+            assert!(
+                internal.records.iter().any(|r| r.name.to_ascii() == name),
+                "{name}"
+            );
+        }
+        assert!(internal.file.contains("services.zone") && internal.file.contains("more.zone"));
+
+        // With a zone file of its own, internal.zone's SOA serves and the others add to it.
+        std::fs::write(
+            dir.path().join("internal.zone"),
+            "$TTL 5\n@ IN SOA ns.internal. ops.example. 9 3600 600 86400 5\n@ IN NS ns\n",
+        )
+        .unwrap();
+        let zones = load_zones_dir(dir.path()).unwrap();
+        assert_eq!(zones.len(), 1);
+        let RData::SOA(soa) = &zones[0].soa().data else {
+            unreachable!()
+        };
+        assert_eq!(soa.serial, 9);
+        assert!(
+            zones[0]
+                .records
+                .iter()
+                .any(|r| r.name.to_ascii() == "db.internal.")
+        );
+
+        // A second SOA is refused, naming both files.
+        std::fs::write(
+            dir.path().join("services.zone"),
+            "$ORIGIN internal.\n$TTL 5\n@ IN SOA ns hm 1 2 3 4 5\ndb IN AAAA fdaa::db\n",
+        )
+        .unwrap();
+        let err = load_zones_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("already has its SOA")
+                && err.contains("internal.zone")
+                && err.contains("services.zone"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.path().join("internal.zone")).unwrap();
+        std::fs::remove_file(dir.path().join("services.zone")).unwrap();
+
+        // Generated names stay refused in an added file too.
+        std::fs::write(
+            dir.path().join("evil.zone"),
+            "$ORIGIN internal.\nn1._peer 60 IN AAAA fdaa::dead\n",
+        )
+        .unwrap();
+        let err = load_zones_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("_peer.internal") && err.contains("evil.zone:2"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.path().join("evil.zone")).unwrap();
+
+        // A zone other than internal. needs an SOA in one of its files.
+        std::fs::write(
+            dir.path().join("example.test.zone"),
+            "www 60 IN A 192.0.2.1\n",
+        )
+        .unwrap();
+        let err = load_zones_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("example.test. has no SOA"), "{err}");
     }
 
     #[test]

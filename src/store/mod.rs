@@ -112,20 +112,11 @@ impl StoreError {
     /// unreadable, its disk full), as opposed to refusing a request or a bug.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Database(e) => is_unavailable(e) || unreadable_file(e),
-            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => {
-                is_unavailable(e) || unreadable_file(e)
-            }
+            StoreError::Database(e)
+            | StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_unavailable(e),
             _ => false,
         }
     }
-}
-
-/// SQLite's "not a database" and "corrupt": the file is there but cannot be read as one.
-fn unreadable_file(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db)
-        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
-            && db.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 11 | 26)))
 }
 
 /// A full copy of what DNS and the gateway need, at one generation.
@@ -384,45 +375,127 @@ mod tokens;
 /// rather than a bug (500): the pool is exhausted or closed, the connection broke, the disk is
 /// full, the database is locked, read-only or shutting down.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
+    unavailable_reason(err).is_some()
+}
+
+/// Why the database cannot serve right now, in a few words an API client may read (no detail
+/// of the server's setup), or `None` when `err` is not that kind of failure (a bug, a refused
+/// request). A corrupt SQLite file counts: the server cannot fix it, but neither can the
+/// client, and the same request may succeed once the operator restored the file (issue 23).
+pub fn unavailable_reason(err: &sqlx::Error) -> Option<&'static str> {
     match err {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::PoolTimedOut => Some("the database did not answer in time"),
+        sqlx::Error::PoolClosed => Some("the server is shutting down"),
+        sqlx::Error::WorkerCrashed => Some("the connection to the database failed"),
+        sqlx::Error::Io(_) => Some("the database cannot be reached"),
+        sqlx::Error::Tls(_) => Some("the TLS connection to the database failed"),
+        sqlx::Error::BeginFailed => Some("the database could not start a transaction"),
         sqlx::Error::Database(db) => {
-            let Some(code) = db.code() else { return false };
+            let code = db.code()?;
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                code.parse().is_ok_and(unavailable_sqlite_code)
+                sqlite_unavailable_reason(code.parse().ok()?)
             } else {
-                unavailable_sqlstate(&code)
+                sqlstate_unavailable_reason(&code)
             }
         }
-        _ => false,
+        _ => None,
+    }
+}
+
+/// Where a PostgreSQL connection goes, for logs: `user@host:port/database` (never a password).
+fn pg_target(opts: &sqlx::postgres::PgConnectOptions) -> String {
+    let at = match opts.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", opts.get_host(), opts.get_port()),
+    };
+    format!(
+        "{}@{at}/{}",
+        opts.get_username(),
+        opts.get_database().unwrap_or(opts.get_username())
+    )
+}
+
+/// Opens the PostgreSQL pool, saying so: the pool retries a refused connection until its acquire
+/// timeout and then reports only "pool timed out", so the start logs where it connects, warns
+/// with the cause while it keeps trying, and fails with the cause ("connection refused",
+/// "password authentication failed") rather than the timeout alone (issue 23).
+async fn connect_postgres(
+    options: sqlx::postgres::PgPoolOptions,
+    opts: sqlx::postgres::PgConnectOptions,
+) -> Result<sqlx::PgPool, StoreError> {
+    use sqlx::Connection as _;
+    let target = pg_target(&opts);
+    tracing::info!(database = %target, "connecting to PostgreSQL");
+    let waiting = {
+        let (opts, target) = (opts.clone(), target.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            if let Err(error) = sqlx::PgConnection::connect_with(&opts).await {
+                tracing::warn!(database = %target, %error, "PostgreSQL does not answer yet; still trying");
+            }
+        })
+    };
+    let connected = options.connect_with(opts.clone()).await;
+    waiting.abort();
+    match connected {
+        Ok(pool) => Ok(pool),
+        // The timeout hides why: one more direct attempt says it.
+        Err(sqlx::Error::PoolTimedOut) => match sqlx::PgConnection::connect_with(&opts).await {
+            Err(cause) => Err(StoreError::Database(cause)),
+            Ok(conn) => {
+                let _ = conn.close().await;
+                Err(StoreError::Database(sqlx::Error::PoolTimedOut))
+            }
+        },
+        Err(other) => Err(other.into()),
     }
 }
 
 /// SQLite result codes (possibly extended) that mean the database cannot serve now.
+#[cfg(test)]
 pub(crate) fn unavailable_sqlite_code(code: i64) -> bool {
+    sqlite_unavailable_reason(code).is_some()
+}
+
+/// Why SQLite result code `code` (possibly extended) means the database cannot serve now.
+fn sqlite_unavailable_reason(code: i64) -> Option<&'static str> {
     // The primary code is the low byte of an extended one.
-    matches!(
-        code & 0xff,
-        5 /* BUSY */ | 6 /* LOCKED */ | 7 /* NOMEM */ | 8 /* READONLY */
-            | 10 /* IOERR */ | 13 /* FULL */ | 14 /* CANTOPEN */
-    )
+    Some(match code & 0xff {
+        5 /* BUSY */ | 6 /* LOCKED */ => "the database is locked by another writer",
+        7 /* NOMEM */ => "the server is out of memory",
+        8 /* READONLY */ => "the database file is read-only",
+        10 /* IOERR */ => "the database file cannot be read or written (I/O error)",
+        11 /* CORRUPT */ => "the database file is corrupt; the operator must restore it",
+        13 /* FULL */ => "the disk holding the database is full",
+        14 /* CANTOPEN */ => "the database file cannot be opened",
+        26 /* NOTADB */ => "the database file is not a SQLite database; the operator must restore it",
+        _ => return None,
+    })
 }
 
 /// PostgreSQL SQLSTATEs that mean the database cannot serve now.
+#[cfg(test)]
 pub(crate) fn unavailable_sqlstate(code: &str) -> bool {
-    // PostgreSQL: connection exceptions, insufficient resources (disk full, out of memory, too
-    // many connections), operator intervention (shutdown, cannot connect now), system errors,
-    // a read-only (standby) server, and serialization failures and deadlocks worth a retry.
-    code.starts_with("08")
-        || code.starts_with("53")
-        || code.starts_with("57P")
-        || code.starts_with("58")
-        || matches!(code, "25006" | "40001" | "40P01")
+    sqlstate_unavailable_reason(code).is_some()
+}
+
+/// Why SQLSTATE `code` means the database cannot serve now: connection exceptions, insufficient
+/// resources (disk full, out of memory, too many connections), operator intervention (shutdown,
+/// cannot connect now), system errors, a read-only (standby) server, and serialization failures
+/// and deadlocks worth a retry.
+fn sqlstate_unavailable_reason(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "53100" => "the database server's disk is full",
+        "25006" => "the database is read-only (a standby?)",
+        "40001" | "40P01" => "the write collided with another one",
+        c if c.starts_with("08") => "the connection to the database failed",
+        c if c.starts_with("53") => "the database server is out of resources",
+        c if c.starts_with("57P") => {
+            "the database server is shutting down or not accepting connections"
+        }
+        c if c.starts_with("58") => "the database server reports a system error",
+        _ => return None,
+    })
 }
 
 /// Parses a column written by this module; a failure means the row was edited by hand.
@@ -541,7 +614,7 @@ impl Store {
             let pool = if lazy {
                 options.connect_lazy_with(opts)
             } else {
-                options.connect_with(opts).await?
+                connect_postgres(options, opts).await?
             };
             Backend::Postgres(pool)
         } else if let Some(path) = url
