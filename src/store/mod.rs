@@ -426,17 +426,23 @@ async fn connect_postgres(
     use sqlx::Connection as _;
     let target = pg_target(&opts);
     tracing::info!(database = %target, "connecting to PostgreSQL");
-    let waiting = {
+    // Aborted when this function returns or is dropped (a caller's own timeout).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _waiting = {
         let (opts, target) = (opts.clone(), target.clone());
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             if let Err(error) = sqlx::PgConnection::connect_with(&opts).await {
                 tracing::warn!(database = %target, %error, "PostgreSQL does not answer yet; still trying");
             }
-        })
+        }))
     };
     let connected = options.connect_with(opts.clone()).await;
-    waiting.abort();
     match connected {
         Ok(pool) => Ok(pool),
         // The timeout hides why: one more direct attempt says it.

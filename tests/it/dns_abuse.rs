@@ -59,23 +59,33 @@ fn random_label() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Sends `query` from `sock` and waits (up to 3 s) for the answer with its id, skipping others.
-fn exchange(sock: &UdpSocket, server: SocketAddr, query: &[u8]) -> Option<Message> {
-    // As a stub resolver does: up to three tries, one second apart (a datagram can be lost in a
-    // full socket buffer during the flood; a real client asks again).
+/// How long a stub resolver waits for an answer before it asks again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// How long it keeps asking before it gives up (glibc's default, 5 s × 2 attempts, is 10 s).
+const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+
+/// Asks as a stub resolver does: sends `query` from `sock` (whose read timeout must be short),
+/// waits [`RETRY_EVERY`] for the answer with its id (skipping others), sends it again, and gives
+/// up after [`GIVE_UP_AFTER`]. A datagram lost in a full socket buffer, or a turn lost behind a
+/// busy CPU, is then what it is for a real client: a retry, not a failure. Returns the answer
+/// and how many times the query was sent.
+fn exchange(sock: &UdpSocket, server: SocketAddr, query: &[u8]) -> Option<(Message, u32)> {
     let id = u16::from_be_bytes([query[0], query[1]]);
     let mut buf = [0u8; 4096];
-    for _try in 0..3 {
+    let give_up = Instant::now() + GIVE_UP_AFTER;
+    let mut sent = 0;
+    while Instant::now() < give_up {
         sock.send_to(query, server).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline {
+        sent += 1;
+        let retry = (Instant::now() + RETRY_EVERY).min(give_up);
+        while Instant::now() < retry {
             let Ok((n, _)) = sock.recv_from(&mut buf) else {
                 continue;
             };
             if let Ok(msg) = Message::from_vec(&buf[..n])
                 && msg.metadata.id == id
             {
-                return Some(msg);
+                return Some((msg, sent));
             }
         }
     }
@@ -118,7 +128,7 @@ async fn issue11_a_spoofed_flood_of_random_names_is_rate_limited_and_real_querie
                 RecordType::AAAA,
             );
             let answer = tokio::task::block_in_place(|| exchange(&node, dns, &query));
-            if let Some(answer) = answer
+            if let Some((answer, _)) = answer
                 && answer.metadata.response_code == ResponseCode::NoError
                 && !answer.metadata.truncation
                 && answer
@@ -224,30 +234,46 @@ async fn issue11_junk_on_the_delegated_path_does_not_starve_another_source() {
         .unwrap();
     const REAL: u16 = 20;
     let mut answered = 0;
+    let mut sends = Vec::new();
+    let mut unanswered = Vec::new();
+    let flooded_before = flooded.load(Ordering::Relaxed);
     for k in 0..REAL {
         // ANY is a meta type: the fast path always delegates it.
         let query = encode(50_000 + k, "node-1._peer.internal.", RecordType::ANY);
         let answer = tokio::task::block_in_place(|| exchange(&node, dns, &query));
-        if let Some(answer) = answer
-            && answer.metadata.response_code == ResponseCode::NoError
-            && answer
-                .answers
-                .iter()
-                .any(|r| r.data == RData::AAAA(address.into()))
-        {
-            answered += 1;
+        match answer {
+            Some((answer, sent))
+                if answer.metadata.response_code == ResponseCode::NoError
+                    && answer
+                        .answers
+                        .iter()
+                        .any(|r| r.data == RData::AAAA(address.into())) =>
+            {
+                answered += 1;
+                sends.push(sent);
+            }
+            other => unanswered.push((k, other.map(|(m, sent)| (m.metadata.response_code, sent)))),
         }
     }
+    let flooded_during = flooded.load(Ordering::Relaxed) - flooded_before;
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
     eprintln!(
-        "delegated flood: {} junk queries; real: {answered}/{REAL}",
-        flooded.load(Ordering::Relaxed)
+        "delegated flood: {flooded_during} junk queries while the node asked; real: \
+         {answered}/{REAL}, sends per answer {sends:?}"
     );
-    assert_eq!(
-        answered, REAL,
-        "every delegated query of the node is answered"
+    // The flood went on the whole time: the node was answered beside it, not after it.
+    assert!(
+        flooded_during >= 100,
+        "only {flooded_during} junk queries during the node's"
+    );
+    // The guarantee: junk from one source never starves another. Each of the node's delegated
+    // queries gets its answer within the time a stub resolver keeps asking.
+    assert!(
+        unanswered.is_empty(),
+        "delegated queries of the node left without an answer within {GIVE_UP_AFTER:?} \
+         (asked every {RETRY_EVERY:?}) during the flood: {unanswered:?}"
     );
 }

@@ -17,6 +17,7 @@ mod flow;
 mod gateway;
 mod incremental;
 mod lifecycle;
+mod newcomer;
 mod ops;
 mod outage;
 mod replicas;

@@ -82,7 +82,7 @@ async fn serve_three_peers(
 }
 
 /// During the outage: a server restarted without its database answers every name as `before`
-/// within a second of starting, and refuses a write with 503.
+/// at once (well within the store's connect timeout), and refuses a write with 503.
 async fn restart_without_database(
     data: &std::path::Path,
     database_url: Option<&str>,
@@ -96,9 +96,11 @@ async fn restart_without_database(
     eprintln!("started in {:?}", started.elapsed());
     let dns = server.dns_addrs[0];
     let during = blocking(move || everything(dns)).await;
+    // It waited for its store only its patience (0.6 s), not the pool's connect timeout (10 s
+    // on PostgreSQL): started and answering well before that, even on a busy machine.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
+        started.elapsed() < Duration::from_secs(4),
+        "started and answered after {:?}",
         started.elapsed()
     );
     assert_eq!(during, before, "every name answers as before");
