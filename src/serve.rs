@@ -149,6 +149,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let degraded = fallback.is_some();
 
     let resolved = bootstrap::resolve(&config, &data_dir, &store, degraded).await?;
+    // Before anything answers: a probe that sees the API up has the warnings in the log.
+    warn_public_listener(&config, &resolved.regions, tls.is_some());
 
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -263,7 +265,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let serves_tls = tls.is_some();
     // One connection budget for the API (its share of the open-file limit): with an admin
     // listener, an eighth of it is the admin plane's and the rest the public listener's.
     let (limits, admin_limits) = if admin_listener.is_some() {
@@ -318,8 +319,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for r in &resolved.regions {
         tracing::info!(region = %r.code, endpoint = %r.endpoint(), public_key = %r.public_key, default = r.default, "region");
     }
-
-    warn_public_listener(&config, &resolved.regions, serves_tls);
 
     Ok(Running {
         api_addr,
