@@ -383,9 +383,20 @@ async fn concurrent_registrations_get_distinct_addresses() {
             let store = store.clone();
             let tok = tok.clone();
             tasks.spawn(async move {
-                store
-                    .register_peer(&tok, new_peer(&format!("n{i}"), "web"))
-                    .await
+                // 200 writers queue for the pool's connections: on a busy machine one may wait
+                // longer than the pool's acquire timeout, which is a 503 a client retries, not a
+                // wrong address. It never began a transaction, so a retry cannot write twice.
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                loop {
+                    match store
+                        .register_peer(&tok, new_peer(&format!("n{i}"), "web"))
+                        .await
+                    {
+                        Err(sixpn::store::StoreError::Database(sqlx::Error::PoolTimedOut))
+                            if std::time::Instant::now() < deadline => {}
+                        other => break other,
+                    }
+                }
             });
         }
         let mut addresses = HashSet::new();
