@@ -1741,16 +1741,23 @@ async fn issue11_slow_clients_and_a_token_flood_at_the_defaults_cannot_block_a_v
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let body = flyctl_create("node-1", "", &pubkey(), "");
-    let request = raw_create(&token, &body);
-    let started = std::time::Instant::now();
-    let answer = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(5)).await;
-    let took = started.elapsed();
+    // Three creates during the flood, one after another: each is answered 200, and the fastest
+    // within a second. A flood that blocked the path would slow all three; one scheduling
+    // hiccup of a busy machine slows one.
+    let mut took = Vec::new();
+    for i in 1..=3 {
+        let body = flyctl_create(&format!("node-{i}"), "", &pubkey(), "");
+        let request = raw_create(&token, &body);
+        let started = std::time::Instant::now();
+        let answer = raw_exchange(served.addr, request.as_bytes(), Duration::from_secs(5)).await;
+        took.push(started.elapsed());
+        let (status, _, json) = answer.expect("an answer within 5 s");
+        assert_eq!(status, 200, "{json}");
+    }
     stop.cancel();
     while flood.join_next().await.is_some() {}
-    let (status, _, json) = answer.expect("an answer");
-    assert_eq!(status, 200, "{json}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    let fastest = took.iter().min().copied().unwrap();
+    assert!(fastest < Duration::from_secs(1), "{took:?}");
     drop(silent);
     served.stop().await;
 }
