@@ -111,6 +111,10 @@ pub struct Config {
     pub peers: PeersConfig,
     /// Group answers: health-aware groups.
     pub groups: GroupsConfig,
+    /// Per-org limits (issue 23).
+    pub orgs: OrgsConfig,
+    /// The audit log's retention (issue 23).
+    pub audit: AuditConfig,
     /// Gateway regions peers can connect to.
     pub regions: Vec<RegionConfig>,
     /// When present, keep this WireGuard interface in step with the store.
@@ -128,6 +132,8 @@ impl Default for Config {
             dns: DnsConfig::default(),
             peers: PeersConfig::default(),
             groups: GroupsConfig::default(),
+            orgs: OrgsConfig::default(),
+            audit: AuditConfig::default(),
             regions: Vec::new(),
             gateway: None,
         }
@@ -151,6 +157,8 @@ impl std::fmt::Debug for Config {
             .field("dns", &self.dns)
             .field("peers", &self.peers)
             .field("groups", &self.groups)
+            .field("orgs", &self.orgs)
+            .field("audit", &self.audit)
             .field("regions", &self.regions)
             .field("gateway", &self.gateway)
             .finish()
@@ -291,6 +299,70 @@ impl Default for PeersConfig {
         PeersConfig {
             ephemeral_idle: Duration::from_secs(30 * 60),
         }
+    }
+}
+
+/// The default of `[orgs] max_peers`.
+pub const DEFAULT_ORG_MAX_PEERS: u64 = 100_000;
+
+/// The `[orgs]` section (issue 23): bounded by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgsConfig {
+    /// The most live peers one org may have; a create beyond it is refused with 409.
+    pub max_peers: u64,
+}
+
+impl Default for OrgsConfig {
+    fn default() -> Self {
+        OrgsConfig {
+            max_peers: DEFAULT_ORG_MAX_PEERS,
+        }
+    }
+}
+
+/// The `[audit]` section (issue 23).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit entries older than this are deleted by the reaper; `None` (`0` or `"off"`): kept
+    /// forever.
+    #[serde(deserialize_with = "duration_or_off")]
+    pub retention: Option<Duration>,
+}
+
+/// The default of `[audit] retention`: 90 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention: Some(DEFAULT_AUDIT_RETENTION),
+        }
+    }
+}
+
+/// A duration like [`duration`], or `0`, `"0"` or `"off"` for none.
+fn duration_or_off<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Secs(0) => Ok(None),
+        Raw::Secs(secs) => Ok(Some(Duration::from_secs(secs))),
+        Raw::Text(text) if matches!(text.trim(), "0" | "off") => Ok(None),
+        Raw::Text(text) => humantime::parse_duration(text.trim())
+            .map(|d| (!d.is_zero()).then_some(d))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{e}: expected a duration such as \"90d\" or \"12h\", or \"off\""
+                ))
+            }),
     }
 }
 
@@ -701,6 +773,11 @@ impl Config {
         if self.peers.ephemeral_idle < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "[peers] ephemeral_idle must be at least 1s".into(),
+            ));
+        }
+        if self.orgs.max_peers == 0 {
+            return Err(ConfigError::Invalid(
+                "[orgs] max_peers must be at least 1 (it caps each org's live peers)".into(),
             ));
         }
         if self.regions.iter().filter(|r| r.default).count() > 1 {

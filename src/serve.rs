@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     };
     let degraded = fallback.is_some();
+    let store = store.with_org_max_peers(config.orgs.max_peers);
 
     let resolved = bootstrap::resolve(&config, &data_dir, &store, degraded).await?;
 
@@ -188,6 +189,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let (store, idle, cancel) = (store.clone(), config.peers.ephemeral_idle, cancel.clone());
         tasks.spawn(async move {
             crate::reaper::run(store, idle, cancel).await;
+            Ok(())
+        });
+    }
+    // And prunes the audit log past `[audit] retention` (issue 23); a batch deleted twice by two
+    // replicas is simply empty the second time.
+    if let Some(retention) = config.audit.retention {
+        let (store, cancel) = (store.clone(), cancel.clone());
+        tasks.spawn(async move {
+            crate::reaper::run_audit_retention(store, retention, cancel).await;
             Ok(())
         });
     }

@@ -247,8 +247,12 @@ fn store_status(err: &StoreError) -> StatusCode {
         | StoreError::OrgExists(_)
         | StoreError::TokenNameTaken(_)
         | StoreError::PeerNameTaken(_)
-        | StoreError::PubkeyInUse => StatusCode::CONFLICT,
-        StoreError::PeerCapReached(_) => StatusCode::TOO_MANY_REQUESTS,
+        | StoreError::PubkeyInUse
+        // A cap stays reached until a peer goes: waiting does not help, so not 429 (issue 23).
+        | StoreError::PeerCapReached(_)
+        | StoreError::OrgPeerCapReached { .. }
+        | StoreError::OrgNotEmpty { .. }
+        | StoreError::DefaultOrg(_) => StatusCode::CONFLICT,
         StoreError::AddressesExhausted | StoreError::PrefixesExhausted => {
             StatusCode::INSUFFICIENT_STORAGE
         }
@@ -280,8 +284,20 @@ fn store_message(err: &StoreError) -> String {
              fresh key pair for every peer (`wg genkey | wg pubkey`)"
             .to_owned(),
         StoreError::PeerCapReached(cap) => format!(
-            "this token has reached its cap of {cap} live peers: delete one of its peers or ask \
-             an admin for another token"
+            "this token has reached its cap (max_peers = {cap}) of live peers: delete one of its \
+             peers or ask an admin for another token; retrying will not help"
+        ),
+        StoreError::OrgPeerCapReached { org, cap } => format!(
+            "org {org} has reached its cap ([orgs] max_peers = {cap}) of live peers: delete some \
+             of its peers, or ask the operator to raise [orgs] max_peers; retrying will not help"
+        ),
+        StoreError::OrgNotEmpty { org, peers, tokens } => format!(
+            "org {org} still has {peers} peer(s) and {tokens} token(s): delete them first, or \
+             delete everything with ?cascade=true (`sixpn org delete {org} --cascade`)"
+        ),
+        StoreError::DefaultOrg(org) => format!(
+            "org {org} is the default org: every server recreates it at start, so it cannot be \
+             deleted; delete its tokens and peers instead"
         ),
         StoreError::TokenNameTaken(name) => format!(
             "a token named {name} already exists in this org: pick another name or delete it first"

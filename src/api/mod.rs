@@ -255,8 +255,9 @@ fn public_routes() -> OpenApiRouter<Shared> {
 fn admin_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(admin::list_orgs, admin::create_org))
+        .routes(routes!(admin::delete_org))
         .routes(routes!(admin::list_tokens, admin::mint_token))
-        .routes(routes!(admin::delete_token))
+        .routes(routes!(admin::show_token, admin::delete_token))
         .routes(routes!(admin::list_peers))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::show_peer, admin::delete_peer))

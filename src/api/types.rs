@@ -271,6 +271,7 @@ fn audit_action_schema() -> Object {
             "peer_rekeyed",
             "peer_deleted",
             "peer_reaped",
+            "org_deleted",
         ]))
         .description(Some("What changed"))
         .build()
@@ -410,6 +411,22 @@ pub struct TokenDeletedJson {
     pub deleted: String,
     /// Peers deleted with it.
     pub deleted_peers: u64,
+}
+
+/// `DELETE` of an org: what went with it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = OrgDeleted)]
+pub struct OrgDeletedJson {
+    /// The deleted org's slug.
+    pub deleted: String,
+    /// Its /48, no longer in use.
+    pub prefix: String,
+    /// Peers deleted with it (cascade).
+    pub deleted_peers: u64,
+    /// Live tokens deleted with it (cascade).
+    pub deleted_tokens: u64,
+    /// API keys scoped to it, revoked with it.
+    pub revoked_api_keys: u64,
 }
 
 /// `POST /api/v1/orgs`.

@@ -240,6 +240,35 @@ Examples:
         #[command(flatten)]
         json: JsonArg,
     },
+    /// Delete an org (owner); --cascade also deletes its tokens and peers.
+    #[command(long_about = "\
+Delete an org: its /48 and its slug are free again. An org that still has peers or tokens is
+refused (exit 4) unless --cascade is given, which deletes them with it: their DNS names vanish and
+the gateway drops them. The org's audit log goes with it; the delete is logged in the default
+org's log. API keys scoped to the org are revoked. The default org cannot be deleted.
+
+On a terminal it asks first; --yes skips the question. Without a terminal it refuses unless --yes
+is given (exit 2): an org is too much to delete by accident from a script.
+
+Examples:
+  sixpn org delete typo-org
+  sixpn org delete acme --cascade --yes")]
+    Delete {
+        /// The org's slug.
+        slug: OrgSlug,
+        /// Also delete the org's tokens and peers.
+        #[arg(long)]
+        cascade: bool,
+        /// Confirmation.
+        #[command(flatten)]
+        yes: YesArg,
+        /// The server and the admin credential.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonArg,
+    },
 }
 
 /// `sixpn token …`.
@@ -267,6 +296,15 @@ Examples:
   sixpn token list
   sixpn token list --org acme --json")]
     List(OrgListArgs),
+    /// Show one token: group, expiry, cap, use and live peers (never the secret).
+    #[command(long_about = "\
+Show one WireGuard token of the org: group, expiry, peer cap, creation, last use and live peer
+count. The secret is never shown (the server keeps only its hash).
+
+Examples:
+  sixpn token show k8s
+  sixpn token show k8s --org acme --json")]
+    Show(TokenShowArgs),
     /// Delete a token and every peer it created.
     #[command(long_about = "\
 Delete a WireGuard token. Every peer the token created is deleted with it: their DNS names vanish
@@ -383,8 +421,8 @@ pub struct TokenCreateArgs {
     /// Lifetime, e.g. 30d, 12h, 90m, 3600s [default: never expires].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub expires: Option<std::time::Duration>,
-    /// Cap on the token's live peers.
-    #[arg(long, value_name = "N")]
+    /// Cap on the token's live peers [default: none; the org's `[orgs] max_peers` still applies].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_peers: Option<u32>,
     /// Make every peer of the token ephemeral: removed once idle (`[peers] ephemeral_idle`).
     #[arg(long)]
@@ -461,6 +499,22 @@ pub struct TokenDeleteArgs {
     /// Confirmation.
     #[command(flatten)]
     pub yes: YesArg,
+    /// The org to act on.
+    #[command(flatten)]
+    pub org: OrgArg,
+    /// The server and the admin credential.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
+/// `sixpn token show` arguments.
+#[derive(Debug, Args)]
+pub struct TokenShowArgs {
+    /// The token's name.
+    pub name: TokenName,
     /// The org to act on.
     #[command(flatten)]
     pub org: OrgArg,
@@ -736,6 +790,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Org(command) => admin::org(command).await,
         Command::Token(TokenCommand::Create(args)) => admin::token_create(args).await,
         Command::Token(TokenCommand::List(args)) => admin::token_list(args).await,
+        Command::Token(TokenCommand::Show(args)) => admin::token_show(args).await,
         Command::Token(TokenCommand::Delete(args)) => admin::token_delete(args).await,
         Command::Token(TokenCommand::Start(args)) => node::start(args).await,
         Command::Token(TokenCommand::Attenuate(args)) => attenuate::token(args),

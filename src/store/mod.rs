@@ -27,10 +27,10 @@ pub use apikeys::{
     API_KEY_PREFIX, ApiKeyAuth, ApiKeyInfo, ApiKeySecret, KeyScope, NewApiKey, Role,
     is_api_key_shaped,
 };
-pub use audit::{AuditAction, AuditEntry, AuditPage};
+pub use audit::{AuditAction, AuditEntry, AuditPage, PRUNE_BATCH as AUDIT_PRUNE_BATCH};
 pub use changes::Changes;
 pub use feed::{Feed, Update};
-pub use orgs::OrgCounts;
+pub use orgs::{OrgCounts, OrgDeleted};
 pub use peers::{HANDSHAKE_RESOLUTION, NewPeer, peer_address};
 pub use secret::TokenSecret;
 pub use tokens::{AuthToken, DerivedParent, NewToken};
@@ -75,6 +75,27 @@ pub enum StoreError {
     /// The token has as many live peers as it may.
     #[error("token has reached its cap of {0} live peers")]
     PeerCapReached(u32),
+    /// The org has as many live peers as `[orgs] max_peers` allows.
+    #[error("org {org} has reached its cap of {cap} live peers ([orgs] max_peers)")]
+    OrgPeerCapReached {
+        /// The org.
+        org: OrgSlug,
+        /// `[orgs] max_peers`.
+        cap: u64,
+    },
+    /// The org still has peers or live tokens, and the delete was not a cascade.
+    #[error("org {org} still has {peers} peer(s) and {tokens} token(s)")]
+    OrgNotEmpty {
+        /// The org.
+        org: OrgSlug,
+        /// Its live peers.
+        peers: u64,
+        /// Its live tokens.
+        tokens: u64,
+    },
+    /// The default org cannot be deleted (every server recreates it at start).
+    #[error("org {0} is the default org and cannot be deleted")]
+    DefaultOrg(OrgSlug),
     /// The org's address space is used up.
     #[error("no free address left in the org's prefix")]
     AddressesExhausted,
@@ -153,6 +174,8 @@ pub struct Store {
     /// Who the audit log names for the admin writes made through this handle (see
     /// [`Store::with_actor`]); `None`: each write names its own default actor.
     actor: Option<std::sync::Arc<str>>,
+    /// `[orgs] max_peers`: the most live peers one org may have (see [`Store::with_org_max_peers`]).
+    org_max_peers: u64,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
     /// The token that guard cancels.
@@ -581,6 +604,7 @@ impl Store {
             identity: Default::default(),
             source: None,
             actor: None,
+            org_max_peers: crate::config::DEFAULT_ORG_MAX_PEERS,
             _watcher: Some(std::sync::Arc::new(watch_stop.clone().drop_guard())),
             watch_stop,
         })
@@ -672,6 +696,15 @@ impl Store {
     pub fn with_actor(&self, actor: &str) -> Store {
         Store {
             actor: Some(actor.into()),
+            ..self.clone()
+        }
+    }
+
+    /// This handle, refusing a peer create once the org has `max_peers` live peers
+    /// (`[orgs] max_peers`). Checked in O(1) against a counter the database keeps. Cheap.
+    pub fn with_org_max_peers(&self, max_peers: u64) -> Store {
+        Store {
+            org_max_peers: max_peers,
             ..self.clone()
         }
     }

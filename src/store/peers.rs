@@ -154,26 +154,30 @@ impl Store {
                                 .bind(new.pubkey.to_base64())
                                 .fetch_optional(&mut *tx)
                                 .await?;
-                        // Counted only for a capped token, and only up to the cap: a write must not
-                        // cost O(the token's peers).
-                        let n_live: i64 = match token.max_peers {
-                        None => 0,
-                        Some(cap) => sqlx::query_scalar(
-                            "SELECT COUNT(*) FROM (SELECT 1 FROM peers WHERE token_id = $1 LIMIT $2) AS capped",
+                        // Both caps read counters the database keeps (migration 0009): a write
+                        // costs the same at a million peers as at a thousand. The generation lock
+                        // taken above orders every writer of peers, so the counts are exact.
+                        let (org_live, token_live): (i64, i64) = sqlx::query_as(
+                            "SELECT o.peer_count, t.peer_count FROM orgs o, tokens t \
+                             WHERE o.id = $1 AND t.id = $2",
                         )
+                        .bind(org_id)
                         .bind(token.id)
-                        .bind(i64::from(cap))
                         .fetch_one(&mut *tx)
-                        .await?,
-                    };
+                        .await?;
                         if name_taken.is_some() {
                             Err(StoreError::PeerNameTaken(new.name.clone()))
                         } else if key_taken.is_some() {
                             Err(StoreError::PubkeyInUse)
                         } else if let Some(cap) =
-                            token.max_peers.filter(|cap| n_live >= i64::from(*cap))
+                            token.max_peers.filter(|cap| token_live >= i64::from(*cap))
                         {
                             Err(StoreError::PeerCapReached(cap))
+                        } else if u64::try_from(org_live).unwrap_or(0) >= self.org_max_peers {
+                            Err(StoreError::OrgPeerCapReached {
+                                org: token.org.clone(),
+                                cap: self.org_max_peers,
+                            })
                         } else {
                             let host: i64 = sqlx::query_scalar(
                             "UPDATE orgs SET next_host = next_host + 1 WHERE id = $1 RETURNING next_host - 1",
