@@ -536,7 +536,7 @@ async fn the_peer_cap_is_enforced() {
     api.create(&token, "node-2", "", &pubkey()).await.ok();
     api.create(&token, "node-3", "", &pubkey())
         .await
-        .expect_error(429, &["cap of 2"]);
+        .expect_error(409, &["max_peers = 2"]);
     // Deleting one frees a slot.
     api.peer("DELETE", &format!("{PEERS}/node-1"), &token, None)
         .await

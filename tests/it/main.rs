@@ -5,6 +5,7 @@ mod api;
 mod api_support;
 mod apikeys;
 mod attenuate;
+mod bounds;
 mod cli;
 mod crash;
 mod dns;
