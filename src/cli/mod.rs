@@ -255,6 +255,7 @@ Examples:
   sixpn org delete acme --cascade --yes")]
     Delete {
         /// The org's slug.
+        #[arg(value_name = "ORG")]
         slug: OrgSlug,
         /// Also delete the org's tokens and peers.
         #[arg(long)]
