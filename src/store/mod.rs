@@ -498,6 +498,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// A row naming a parent that is gone: e.g. a token minted into an org deleted meanwhile.
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
 impl Store {
     /// Opens (creating and migrating when needed) the database at `url` and makes sure the
     /// default org exists. `ula_prefix` is where new orgs' /48s come from.

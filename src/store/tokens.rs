@@ -4,7 +4,9 @@
 
 use super::peers::{PEER_SELECT, PeerRow};
 use super::secret::{self, TokenSecret};
-use super::{AuditAction, Store, StoreError, is_unique_violation, parse_col, sql};
+use super::{
+    AuditAction, Store, StoreError, is_foreign_key_violation, is_unique_violation, parse_col, sql,
+};
 use crate::model::{Change, Generation, GroupName, OrgSlug, TokenInfo, TokenName};
 use crate::wireguard::derived;
 use ipnet::Ipv6Net;
@@ -201,6 +203,10 @@ impl Store {
             Ok(()) => {}
             Err(StoreError::Database(e)) if is_unique_violation(&e) => {
                 return Err(StoreError::TokenNameTaken(new.name));
+            }
+            // The org was deleted between the look-up and the insert.
+            Err(StoreError::Database(e)) if is_foreign_key_violation(&e) => {
+                return Err(StoreError::OrgNotFound(org.clone()));
             }
             Err(e) => return Err(e),
         }

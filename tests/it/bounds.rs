@@ -401,6 +401,48 @@ async fn org_delete(db: TestDb) {
     };
     assert!(resolves());
 
+    // A key scoped to the org, revoked with it.
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/api_keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "acme-viewer", "org": "acme", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let key = resp.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key_lists_tokens = |key: String| {
+        let url = format!("{base}/api/v1/orgs/acme/wireguard_tokens");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(key_lists_tokens(key.clone()).await, 200);
+    // A viewer cannot delete the org (owner of every org only).
+    let resp = reqwest::Client::new()
+        .delete(format!("{base}/api/v1/orgs/acme?cascade=true"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let (status, body) = call(
+        reqwest::Method::DELETE,
+        &format!("{base}/api/v1/orgs/acme?cascade=maybe"),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+
     // Not empty: 409 naming what is left, and the CLI's conflict code.
     let (status, body) = call(reqwest::Method::DELETE, &format!("{base}/api/v1/orgs/acme")).await;
     assert_eq!(status, 409, "{body}");
@@ -433,6 +475,7 @@ async fn org_delete(db: TestDb) {
     assert_eq!(deleted["deleted"], "acme");
     assert_eq!(deleted["deleted_peers"], 1);
     assert_eq!(deleted["deleted_tokens"], 1);
+    assert_eq!(deleted["revoked_api_keys"], 1);
     assert!(!resolves(), "the deleted org's peer no longer resolves");
     let orgs: Vec<Value> = serde_json::from_value(
         call(reqwest::Method::GET, &format!("{base}/api/v1/orgs"))
@@ -461,8 +504,14 @@ async fn org_delete(db: TestDb) {
         "{entry}"
     );
 
-    // The slug is free again: a new acme starts empty, and its peers resolve in its view.
+    // The slug is free again: a new acme starts empty (the old key does not reach it), and its
+    // peers resolve in its view.
     api.create_org("acme").await;
+    assert_eq!(
+        key_lists_tokens(key.clone()).await,
+        401,
+        "the org's key was revoked"
+    );
     let (status, body) = call(
         reqwest::Method::GET,
         &format!("{base}/api/v1/orgs/acme/wireguard_tokens/k8s"),
