@@ -115,6 +115,8 @@ fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
                     parameters(("org" = "$response.body#/slug")))),
                 ("listAudit" = (operation_id = "listAudit",
                     parameters(("org" = "$response.body#/slug")))),
+                ("deleteOrg" = (operation_id = "deleteOrg",
+                    parameters(("org" = "$response.body#/slug")))),
             )),
         (status = 409, response = super::openapi::Conflict),
         super::openapi::AdminGuarded,
@@ -343,6 +345,8 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
     responses(
         (status = 201, description = "The token with its secret", body = MintedToken,
             links(
+                ("showToken" = (operation_id = "showToken",
+                    parameters(("org" = "$response.body#/org"), ("name" = "$response.body#/name")))),
                 ("deleteToken" = (operation_id = "deleteToken",
                     parameters(("org" = "$response.body#/org"), ("name" = "$response.body#/name")))),
             )),

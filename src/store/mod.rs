@@ -17,6 +17,9 @@
 //!   arithmetic ([`crate::wireguard::PublicKey::from_trusted_base64`]).
 //! - Only this module knows SQL. Unique-constraint violations become domain errors here.
 //! - A token secret is never stored: only its SHA-256 hash.
+//! - `orgs.peer_count` and `tokens.peer_count` equal their live peers: triggers on `peers` keep
+//!   them in the transaction of every insert and delete (migration 0009), so the caps on live
+//!   peers are checked in O(1).
 
 mod secret;
 
