@@ -15,7 +15,8 @@
 #   sixpn-n2  eth0 10.99.0.12/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-x1  eth0 10.99.0.13/24 wg0 (wireguard-go)   a peer of another org (acme)
 #   sixpn-nd  eth0 10.99.0.14/24 sixpn0 (wireguard-go, started by deploy/node/sixpn-node.sh, run
-#             as the DaemonSet and then as the Nomad job run it)
+#             as the DaemonSet and then as the Nomad job run it, section i; then standing for a
+#             Nomad client host running it with raw_exec, section m)
 #   sixpn-ln  eth0 10.99.0.15/24 fd99:99::15/64: a LAN neighbour of the gateway (no tunnel) that
 #             routes the org's /48 to the gateway's underlay address fd99:99::1 (section k)
 #   sixpn-p1..p3  eth0 10.99.0.16-18/24 sixpn0: three pods of deploy/kubernetes/sidecar, each
