@@ -96,6 +96,21 @@ fn peer_conflict(e: sqlx::Error, name: &PeerName) -> StoreError {
     StoreError::Database(e)
 }
 
+/// The audit detail of a re-key: the new key, and `source_changed=OLD->NEW` when the client's
+/// address differs from the one the peer was last created or re-keyed from (issue 23: a node
+/// re-keying another's peer shows as such). Logged at WARN too.
+fn rekey_detail(peer: &Peer, last: Option<String>, now: Option<String>) -> String {
+    let mut detail = format!("pubkey={}", peer.pubkey.to_base64());
+    if let (Some(last), Some(now)) = (last, now)
+        && last != now
+    {
+        tracing::warn!(org = %peer.org, peer = %peer.name, previous_source = %last, source = %now,
+            "peer re-keyed from another address than its last create or re-key");
+        detail.push_str(&format!(" source_changed={last}->{now}"));
+    }
+    detail
+}
+
 impl Store {
     /// Creates a peer for `token`, allocating its address.
     ///
@@ -190,8 +205,8 @@ impl Store {
                             } else {
                                 let address = peer_address(token.org_prefix, host as u64);
                                 sqlx::query(
-                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at, ephemeral) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at, ephemeral, last_source) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)",
                             )
                             .bind(org_id)
                             .bind(token.id)
@@ -202,6 +217,7 @@ impl Store {
                             .bind(address.to_string())
                             .bind(now)
                             .bind(i64::from(ephemeral))
+                            .bind(self.source.map(|a| a.to_string()))
                             .execute(&mut *tx)
                             .await
                             .map_err(|e| peer_conflict(e, &new.name))?;
@@ -260,14 +276,16 @@ impl Store {
         let peer_text = format!("{PEER_SELECT} WHERE p.id = $1");
         write_tx!(self, |tx, is_pg, log| {
             lock_generation!(tx, is_pg);
-            let id: Option<i64> = sqlx::query_scalar(
-                "SELECT p.id FROM peers p JOIN tokens t ON t.id = p.token_id \
+            let found: Option<(i64, Option<String>)> = sqlx::query_as(
+                "SELECT p.id, p.last_source FROM peers p JOIN tokens t ON t.id = p.token_id \
                  WHERE p.token_id = $1 AND p.name = $2 AND t.deleted_at IS NULL",
             )
             .bind(token.id)
             .bind(name.as_str())
             .fetch_optional(&mut *tx)
             .await?;
+            let (id, last_source) = found.unzip();
+            let source = self.source.map(|a| a.to_string());
             let key_owner: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM peers WHERE pubkey = $1")
                     .bind(pubkey.to_base64())
@@ -279,13 +297,18 @@ impl Store {
                     Err(StoreError::PubkeyInUse)
                 }
                 Some(id) => {
-                    sqlx::query("UPDATE peers SET pubkey = $1, updated_at = $2 WHERE id = $3")
-                        .bind(pubkey.to_base64())
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| peer_conflict(e, name))?;
+                    // The client's address is kept while the server itself acts (no source).
+                    sqlx::query(
+                        "UPDATE peers SET pubkey = $1, updated_at = $2, \
+                         last_source = COALESCE($3, last_source) WHERE id = $4",
+                    )
+                    .bind(pubkey.to_base64())
+                    .bind(now)
+                    .bind(source.as_deref())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| peer_conflict(e, name))?;
                     let row: PeerRow = sqlx::query_as(sql(peer_text))
                         .bind(id)
                         .fetch_one(&mut *tx)
@@ -299,7 +322,7 @@ impl Store {
                         token.name.as_str(),
                         AuditAction::PeerRekeyed,
                         name.as_str(),
-                        Some(format!("pubkey={}", peer.pubkey.to_base64()))
+                        Some(rekey_detail(&peer, last_source.flatten(), source))
                     );
                     let generation =
                         record_changes!(tx, is_pg, log, vec![Change::PeerUpserted(peer.clone())]);

@@ -14,6 +14,7 @@ mod dns_tcp;
 mod edge;
 mod edge_api;
 mod fastpath;
+mod fleet;
 mod flow;
 mod gateway;
 mod incremental;
