@@ -119,6 +119,17 @@ pub struct Config {
     pub regions: Vec<RegionConfig>,
     /// When present, keep this WireGuard interface in step with the store.
     pub gateway: Option<GatewayConfig>,
+    /// Logging: the filter (re-read on `SIGHUP`).
+    pub log: LogConfig,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `info,sixpn::gateway=debug`; `RUST_LOG`, when set,
+    /// wins. Unset: `info`.
+    pub filter: Option<String>,
 }
 
 impl Default for Config {
@@ -136,6 +147,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             regions: Vec::new(),
             gateway: None,
+            log: LogConfig::default(),
         }
     }
 }
@@ -750,6 +762,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] says what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(filter) = &self.log.filter
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(filter)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[log] filter {filter:?} is not a tracing filter ({e}); use e.g. \"info\" or \"info,sixpn::gateway=debug\""
+            )));
+        }
         if self.ula_prefix.prefix_len() > 16 {
             return Err(ConfigError::Invalid(format!(
                 "ula_prefix {} is too long: orgs need 32 bits of /48s, use a /16 such as fdaa::/16",

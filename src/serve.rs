@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, redact_url, scrub_password};
 
 pub mod bootstrap;
+pub mod reload;
 use crate::store::Store;
 
 /// A running server.
@@ -35,6 +36,8 @@ pub struct Running {
     pub regions: Vec<crate::model::Region>,
     cancel: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// What a configuration reload changes; taken by [`Running::take_reloader`].
+    reloader: Option<reload::Reloader>,
     /// The data directory's lock, released when the server is dropped.
     _lock: std::fs::File,
 }
@@ -43,6 +46,11 @@ impl Running {
     /// A token that stops the server when cancelled.
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
+    }
+
+    /// The handle that applies a reloaded configuration (once; later calls get `None`).
+    pub fn take_reloader(&mut self) -> Option<reload::Reloader> {
+        self.reloader.take()
     }
 
     /// Waits until every part has stopped; the first failure stops the rest and is returned.
@@ -99,7 +107,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let dns_tcp = crate::dns::TcpGate::new(dns_tcp);
     // A bad certificate or key fails the start before anything else is touched.
     let tls = match (&config.api.tls_cert, &config.api.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::api::server::load_tls(cert, key)?),
+        (Some(cert), Some(key)) => Some(Arc::new(crate::api::server::load_tls(cert, key)?)),
         _ => None,
     };
 
@@ -184,12 +192,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
 
-    // Every replica reaps idle ephemeral peers; the store makes that safe (issue 10).
+    // Every replica reaps idle ephemeral peers; the store makes that safe (issue 10). A reload
+    // that changes `[peers] ephemeral_idle` restarts the reaper with the new value.
+    let (ephemeral_idle, mut idle_rx) = tokio::sync::watch::channel(config.peers.ephemeral_idle);
     {
-        let (store, idle, cancel) = (store.clone(), config.peers.ephemeral_idle, cancel.clone());
+        let (store, cancel) = (store.clone(), cancel.clone());
         tasks.spawn(async move {
-            crate::reaper::run(store, idle, cancel).await;
-            Ok(())
+            loop {
+                let idle = *idle_rx.borrow_and_update();
+                let pass = cancel.child_token();
+                let reaper = crate::reaper::run(store.clone(), idle, pass.clone());
+                tokio::select! {
+                    () = reaper => return Ok(()),
+                    changed = idle_rx.changed() => {
+                        pass.cancel();
+                        if changed.is_err() {
+                            cancel.cancelled().await;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
         });
     }
     // And prunes the audit log past `[audit] retention` (issue 23); a batch deleted twice by two
@@ -280,13 +303,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         (api_limits, api_limits)
     };
-    let (app, admin_app) = match admin_listener {
+    let (app, admin_app, api_handle) = match admin_listener {
         Some(admin_listener) => {
             let routers = crate::api::split_routers(state);
-            (routers.public, Some((admin_listener, routers.admin)))
+            (
+                routers.public,
+                Some((admin_listener, routers.admin)),
+                routers.handle,
+            )
         }
-        None => (crate::api::router(state), None),
+        None => {
+            let (router, handle) = crate::api::router_with_handle(state);
+            (router, None, handle)
+        }
     };
+    // New certificate files are picked up on their own, not only on SIGHUP (issue 18).
+    if let Some(tls) = &tls {
+        let (tls, cancel) = (Arc::clone(tls), cancel.clone());
+        tasks.spawn(async move {
+            tls.watch(crate::api::server::TLS_WATCH_PERIOD, cancel)
+                .await;
+            Ok(())
+        });
+    }
+    let reloader = reload::Reloader::new(
+        config.clone(),
+        tls.clone(),
+        snapshot.clone(),
+        api_handle,
+        ephemeral_idle,
+    );
+    let tls = tls.map(|tls| Arc::clone(&tls.config));
     if let Some((admin_listener, admin_app)) = admin_app {
         let (cancel, tls) = (cancel.clone(), tls.clone());
         tasks.spawn(async move {
@@ -337,6 +384,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         regions: resolved.regions,
         cancel,
         tasks,
+        reloader: Some(reloader),
         _lock: lock,
     })
 }
@@ -469,14 +517,22 @@ fn notify_socket(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the server until ctrl-c or SIGTERM.
+/// Runs the server until ctrl-c or SIGTERM. On `SIGHUP`, `load` reads the configuration again
+/// and the server applies what it can without a restart ([`reload`]); a configuration that does
+/// not load is refused whole, and the running one stays.
 ///
 /// # Errors
 /// As [`start`], or a part failing while running.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let running = start(config).await?;
+pub async fn run<F>(config: Config, load: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Result<Config, crate::config::ConfigError> + Send + 'static,
+{
+    let mut running = start(config).await?;
     sd_notify("READY=1");
     let cancel = running.cancel_token();
+    if let Some(reloader) = running.take_reloader() {
+        tokio::spawn(reload_on_sighup(reloader, load, cancel.clone()));
+    }
     tokio::spawn(async move {
         tokio::select! {
             () = shutdown_signal() => tracing::info!("shutting down"),
@@ -491,6 +547,46 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // holds every row (a copy or a backup of that one file is whole; issue 23).
     store.close().await;
     res
+}
+
+/// Applies the configuration `load` gives on every `SIGHUP`, until `cancel`.
+async fn reload_on_sighup<F>(mut reloader: reload::Reloader, load: F, cancel: CancellationToken)
+where
+    F: Fn() -> Result<Config, crate::config::ConfigError> + Send + 'static,
+{
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: configuration reloads are off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        tracing::info!("SIGHUP: reloading the configuration");
+        // Reading a few small files: quick enough to do in place.
+        let loaded = load()
+            .map_err(anyhow::Error::from)
+            .and_then(|next| reloader.apply(next));
+        match loaded {
+            Ok(outcome) => {
+                for key in &outcome.needs_restart {
+                    tracing::warn!(
+                        key,
+                        "reload: {key} changed but is read at start only; it takes effect at the next restart"
+                    );
+                }
+                tracing::info!(applied = ?outcome.applied, "configuration reloaded");
+            }
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "reload refused: the new configuration is not valid; the running one stays"
+            ),
+        }
+    }
 }
 
 async fn shutdown_signal() {

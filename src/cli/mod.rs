@@ -826,7 +826,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dns_listen: args.dns_listen,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
-    crate::serve::run(config).await
+    let path = args.config.clone();
+    crate::serve::run(config, move || Config::load(path.as_deref(), &overrides)).await
 }
 
 #[cfg(test)]

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::disk::{Pacer, StateFile};
-use super::{Base, Model, Snapshot, SnapshotError, SnapshotHandle, SnapshotSettings, Touched};
+use super::{
+    Base, Model, Reconfigure, Snapshot, SnapshotError, SnapshotHandle, SnapshotSettings, Touched,
+};
 use crate::config::GroupsConfig;
 use crate::model::{GroupName, OrgSlug};
 use crate::store::{Feed, Store, StoreError, Update};
@@ -80,44 +82,51 @@ pub async fn start_persisted(
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
     let persistence = Persistence { state, fallback };
-    let health = groups.enabled().then(|| {
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(poll_health(
-            store.clone(),
-            groups.clone(),
-            tx,
-            cancel.clone(),
-        ));
-        Health {
-            groups: groups.clone(),
-            reports: rx,
-        }
-    });
-    start_with(store.feed(), settings, persistence, health, cancel).await
+    // The poller runs whatever the settings: with health-aware groups off it waits for a reload
+    // that turns them on.
+    let (groups_tx, groups_rx) = watch::channel(groups.clone());
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(poll_health(store.clone(), groups_rx, tx, cancel.clone()));
+    let health = Health {
+        groups: groups_tx,
+        reports: rx,
+    };
+    start_with(store.feed(), settings, persistence, Some(health), cancel).await
 }
 
-/// Health-aware groups: their settings and the poller's reports.
+/// Health-aware groups: their settings (which the poller follows) and the poller's reports.
 pub(crate) struct Health {
-    groups: GroupsConfig,
+    groups: watch::Sender<GroupsConfig>,
     reports: mpsc::Receiver<Seen>,
 }
 
-/// Every poll period: reads the peers seen alive within the window and hands them to the
-/// publisher. A failed read is logged and skipped (the last report stays in force).
+/// Every poll period, while health-aware groups are on: reads the peers seen alive within the
+/// window and hands them to the publisher. A failed read is logged and skipped (the last report
+/// stays in force). Follows `groups` as reloads change it.
 async fn poll_health(
     store: Store,
-    groups: GroupsConfig,
+    mut groups: watch::Receiver<GroupsConfig>,
     tx: mpsc::Sender<Seen>,
     cancel: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(groups.poll_period());
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let window = i64::try_from(groups.health_window.as_secs()).unwrap_or(i64::MAX);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
+    // A sender that went away never changes the settings again.
+    let changed = |groups: &mut watch::Receiver<GroupsConfig>| {
+        let mut groups = groups.clone();
+        async move {
+            if groups.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
+    };
+    loop {
+        let current = groups.borrow_and_update().clone();
+        if !current.enabled() {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = changed(&mut groups) => continue,
+            }
+        }
+        let window = i64::try_from(current.health_window.as_secs()).unwrap_or(i64::MAX);
         match store
             .seen_since(crate::model::now_unix().saturating_sub(window))
             .await
@@ -128,6 +137,11 @@ async fn poll_health(
                 }
             }
             Err(error) => tracing::debug!(%error, "reading peer liveness for health-aware groups"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(current.poll_period()) => {}
+            () = changed(&mut groups) => {}
         }
     }
 }
@@ -186,10 +200,13 @@ pub(crate) async fn start_with(
     };
     warn_missing_views(&snapshot, None);
     let handle = SnapshotHandle::new(snapshot);
+    let (reconfigure, inbox) = mpsc::unbounded_channel();
+    let _ = handle.inner.reconfigure.set(reconfigure);
     let sides = Sides {
         state: persistence.state,
         health,
         stale_since,
+        inbox,
     };
     tokio::spawn(run(source, base, model, handle.clone(), sides, cancel));
     Ok(handle)
@@ -201,11 +218,13 @@ struct Sides {
     state: Option<StateFile>,
     health: Option<Health>,
     stale_since: Option<Instant>,
+    /// New settings from a configuration reload.
+    inbox: mpsc::UnboundedReceiver<Reconfigure>,
 }
 
 async fn run(
     mut source: impl UpdateSource,
-    base: Arc<Base>,
+    mut base: Arc<Base>,
     mut model: Model,
     handle: SnapshotHandle,
     sides: Sides,
@@ -215,7 +234,10 @@ async fn run(
         state,
         mut health,
         mut stale_since,
+        mut inbox,
     } = sides;
+    // The last liveness report, for re-applying health-aware groups after a reload.
+    let mut last_seen: Seen = Vec::new();
     let mut backoff = MIN_BACKOFF;
     let mut pacer = Pacer::new();
     // The generation on disk; `None` until the first write.
@@ -242,18 +264,19 @@ async fn run(
             }
             Some(seen) = async { health.as_mut()?.reports.recv().await }, if health.is_some() => {
                 let Some(Health { groups, .. }) = &health else { continue };
-                let groups = groups.clone();
+                let groups = groups.borrow().clone();
                 let current = handle.load();
                 let built = tokio::task::spawn_blocking(move || {
                     let mut touched = Touched::default();
                     model.set_health(|org| groups.is_health_aware(org), &seen, &mut touched);
                     let snapshot = (!touched.names.is_empty()).then(|| current.apply(&model, &touched));
-                    (model, snapshot, touched.names.len())
+                    (model, snapshot, touched.names.len(), seen)
                 })
                 .await;
                 match built {
-                    Ok((next_model, snapshot, names)) => {
+                    Ok((next_model, snapshot, names, seen)) => {
                         model = next_model;
+                        last_seen = seen;
                         if let Some(snapshot) = snapshot {
                             tracing::debug!(groups = names, "health-aware groups changed");
                             retire(handle.publish(snapshot), false);
@@ -261,6 +284,41 @@ async fn run(
                     }
                     Err(error) => {
                         tracing::error!(%error, "applying peer health failed; reloading");
+                        model = Model::default();
+                        source.force_reload();
+                    }
+                }
+                continue;
+            }
+            Some(next) = inbox.recv() => {
+                // A reload: the whole table is rebuilt from the model with the new settings
+                // (views, TTL, zones, payload size) and the health-aware groups re-applied to
+                // the last liveness report. No store read; the generation stays.
+                let Reconfigure { settings, groups } = next;
+                if let Some(health) = &health {
+                    health.groups.send_replace(groups.clone());
+                }
+                let previous = handle.load();
+                let seen = std::mem::take(&mut last_seen);
+                let built = tokio::task::spawn_blocking(move || {
+                    let base = Base::new(&settings);
+                    let mut touched = Touched::default();
+                    model.set_health(|org| groups.is_health_aware(org), &seen, &mut touched);
+                    let snapshot = Snapshot::from_model(Arc::clone(&base), &model);
+                    (model, base, snapshot, seen)
+                })
+                .await;
+                match built {
+                    Ok((next_model, next_base, snapshot, seen)) => {
+                        model = next_model;
+                        base = next_base;
+                        last_seen = seen;
+                        warn_missing_views(&snapshot, Some(&previous));
+                        tracing::info!(generation = %model.generation(), "DNS rebuilt with the reloaded settings");
+                        retire(handle.publish(snapshot), true);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "rebuilding DNS with the reloaded settings failed; reloading from the store");
                         model = Model::default();
                         source.force_reload();
                     }

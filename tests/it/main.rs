@@ -21,6 +21,7 @@ mod incremental;
 mod lifecycle;
 mod ops;
 mod outage;
+mod reload;
 mod replicas;
 mod store;
 mod support;
