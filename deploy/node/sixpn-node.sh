@@ -135,9 +135,21 @@ handshake_age() {
 
 mkdir -p "$conf_dir"
 chmod 700 "$conf_dir" 2>/dev/null || true
-# The API may not answer yet (the gateway starting too): retry with a growing pause.
+# The API may not answer yet (the gateway starting too): retry with a growing pause. A refusal
+# that waiting never lifts (2: a bad value, 4: a cap on live peers reached or a name conflict,
+# 5: the token refused) ends the process with that code instead, so the orchestrator shows it
+# (CrashLoopBackOff, a failed allocation) rather than a node that retries forever.
 pause=1
-until ensure; do
+while :; do
+    rc=0
+    ensure || rc=$?
+    [ "$rc" -ne 0 ] || break
+    case $rc in
+        2 | 4 | 5)
+            log "sixpn token ensure was refused (exit $rc; see its message above): retrying cannot help, exiting"
+            exit "$rc"
+            ;;
+    esac
     log "sixpn token ensure failed; again in ${pause}s"
     sleep "$pause" &
     sleep_pid=$!
