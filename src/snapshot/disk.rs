@@ -98,7 +98,16 @@ impl StateFile {
             .unwrap_or(Path::new("."));
         let tmp = self.path.with_extension("bin.tmp");
         {
-            let mut file = std::fs::File::create(&tmp)?;
+            use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+            // Private (0600) from creation whatever the umask or the folder's mode, and again
+            // when an older temporary file is reused: the rename keeps the mode.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             file.write_all(&bytes)?;
             file.sync_all()?;
         }

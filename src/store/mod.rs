@@ -18,6 +18,7 @@
 //! - Only this module knows SQL. Unique-constraint violations become domain errors here.
 //! - A token secret is never stored: only its SHA-256 hash.
 
+pub mod backup;
 mod secret;
 
 use ipnet::Ipv6Net;
@@ -550,8 +551,10 @@ impl Store {
         {
             use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
             let path = std::path::Path::new(path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
+            // The folder 0700 and the file 0600 before SQLite creates either (its -wal, -shm and
+            // -journal files take the file's mode), whatever the umask or the folder's mode.
+            if path.as_os_str() != ":memory:" {
+                backup::prepare_private_file(path).map_err(|e| StoreError::Database(e.into()))?;
             }
             let opts = SqliteConnectOptions::new()
                 .filename(path)
