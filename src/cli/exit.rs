@@ -14,7 +14,8 @@ Exit codes:
   1  any other failure (e.g. an answer from the server that fails the CLI's checks)
   2  usage: bad arguments, or the server refused a value (HTTP 400, 413, 415, 422)
   3  not found (HTTP 404)
-  4  conflict: the name exists (HTTP 409), or the config file exists (use --force)
+  4  conflict: the name exists (HTTP 409), a file exists (use --force), or a server holds the
+     data directory (sixpn restore)
   5  authentication: no credential, or the server refused it (HTTP 401, 403)
   6  unavailable: cannot connect, timed out, or the server is failing (HTTP 429, 5xx)";
 
