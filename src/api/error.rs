@@ -260,7 +260,6 @@ fn store_status(err: &StoreError) -> StatusCode {
     }
 }
 
-
 fn store_message(err: &StoreError) -> String {
     match err {
         StoreError::UnknownToken => {

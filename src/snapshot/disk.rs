@@ -2,14 +2,15 @@
 //! database is unreachable.
 //!
 //! The publisher writes what the snapshot is built from (the [`Model`]: orgs, peer names, groups
-//! and addresses; no keys) to `<data_dir>/dns-state.bin`, atomically (a temporary file, fsync,
-//! rename, fsync of the folder), tagged with its generation and the identity of the store it came
-//! from. At start the server reads it back and serves from it until the store answers; a file of
-//! another store (a different identity) is never used.
+//! and addresses; no keys) to `<data_dir>/dns-state.bin`, atomically (a temporary file of mode
+//! 0600, fsync, rename, fsync of the folder), tagged with its generation and the identity of the
+//! store it came from. At start the server reads it back and serves from it until the store
+//! answers; a file of another store (a different identity) is never used.
 //!
 //! Writing costs O(peers), so it runs on a blocking thread and at most as often as keeps it under
 //! a few percent of one core: after a change, waiting at least [`MIN_INTERVAL`] and at least
-//! twenty times as long as the last write took.
+//! twenty times as long as the last write took; and once more when the server stops, after its
+//! API answered its last request (see the publisher).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
