@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,10 @@ pub struct Running {
     tasks: JoinSet<anyhow::Result<()>>,
     /// What a configuration reload changes; taken by [`Running::take_reloader`].
     reloader: Option<reload::Reloader>,
+    /// Stops the DNS snapshot publisher, once the API has answered its last request.
+    publisher_stop: CancellationToken,
+    /// The publisher's task: it ends once it has saved the DNS state.
+    publisher: Option<tokio::task::JoinHandle<()>>,
     /// The data directory's lock, released when the server is dropped.
     _lock: std::fs::File,
 }
@@ -54,10 +58,40 @@ impl Running {
     }
 
     /// Waits until every part has stopped; the first failure stops the rest and is returned.
+    /// Once the API has answered its last request, the DNS publisher applies the last changes
+    /// and saves the DNS state; only then is the data directory's lock released.
     ///
     /// # Errors
     /// The first part that failed.
     pub async fn wait(mut self) -> anyhow::Result<()> {
+        self.finish().await
+    }
+
+    /// Like [`Running::wait`], then closes the store (SQLite moves its write-ahead log into the
+    /// database file), all before the data directory's lock is released.
+    ///
+    /// # Errors
+    /// As [`Running::wait`].
+    pub async fn wait_and_close(mut self) -> anyhow::Result<()> {
+        let res = self.finish().await;
+        self.store.close().await;
+        res
+    }
+
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        let res = self.join_parts().await;
+        // Every request has been answered: what the API acknowledged is committed, and the
+        // publisher saves it before the lock goes.
+        self.publisher_stop.cancel();
+        if let Some(publisher) = self.publisher.take()
+            && let Err(error) = publisher.await
+        {
+            tracing::error!(%error, "the DNS publisher failed at shutdown");
+        }
+        res
+    }
+
+    async fn join_parts(&mut self) -> anyhow::Result<()> {
         let mut first_err = None;
         while let Some(res) = self.tasks.join_next().await {
             let res = res.map_err(anyhow::Error::from).and_then(|r| r);
@@ -163,13 +197,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
 
     let state = crate::snapshot::disk::StateFile::for_store(&state_path, &fingerprint, &store);
-    let snapshot = crate::snapshot::start_persisted(
+    // The publisher stops after the API (see `Running::finish`), or when the start fails.
+    let publisher_stop = CancellationToken::new();
+    let stop_publisher_on_error = publisher_stop.clone().drop_guard();
+    let (snapshot, publisher) = crate::snapshot::start_persisted(
         store.clone(),
         crate::snapshot::SnapshotSettings::from_config(&config.dns)?,
         Some(state),
         fallback,
         &config.groups,
-        cancel.clone(),
+        publisher_stop.clone(),
     )
     .await
     .context("building the first DNS snapshot")?;
@@ -385,6 +422,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         cancel,
         tasks,
         reloader: Some(reloader),
+        publisher_stop: stop_publisher_on_error.disarm(),
+        publisher: Some(publisher),
         _lock: lock,
     })
 }
@@ -447,13 +486,31 @@ fn split_api_limits(
     (public, admin)
 }
 
+/// Another process holds the data directory's lock (see [`lock_data_dir`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another sixpn server ({holder}) is already running on data directory {} (it holds {}); \
+     stop it first, or give this one another data_dir",
+    data_dir.display(),
+    lock_file.display()
+)]
+pub struct DataDirLocked {
+    /// `process PID`, or `another process`.
+    pub holder: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Its lock file.
+    pub lock_file: PathBuf,
+}
+
 /// Takes the data directory's lock file, `sixpn.lock`: an advisory `flock` held while the
 /// server runs, with the holder's PID in the file. One data directory serves one server: a
 /// second one on the same SQLite database would never see the first one's writes (issue 13).
 ///
 /// # Errors
-/// Another process holds the lock (naming its PID), or the file cannot be opened.
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+/// Another process holds the lock ([`DataDirLocked`], naming its PID), or the file cannot be
+/// opened.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::io::{Read as _, Seek as _};
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = data_dir.join("sixpn.lock");
@@ -474,12 +531,12 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
                 "" => "another process".to_owned(),
                 pid => format!("process {pid}"),
             };
-            bail!(
-                "another sixpn server ({holder}) is already running on data directory {} \
-                 (it holds {}); stop it first, or give this one another data_dir",
-                data_dir.display(),
-                path.display()
-            );
+            return Err(DataDirLocked {
+                holder,
+                data_dir: data_dir.to_owned(),
+                lock_file: path,
+            }
+            .into());
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("locking {}", path.display()));
@@ -541,12 +598,10 @@ where
         sd_notify("STOPPING=1");
         cancel.cancel();
     });
-    let store = running.store.clone();
-    let res = running.wait().await;
     // Close the store at a clean stop: SQLite checkpoints its WAL, so `sixpn.db` alone then
-    // holds every row (a copy or a backup of that one file is whole; issue 23).
-    store.close().await;
-    res
+    // holds every row (a copy or a backup of that one file is whole; issue 23). The DNS state is
+    // saved first, and the lock is released last.
+    running.wait_and_close().await
 }
 
 /// Applies the configuration `load` gives on every `SIGHUP`, until `cancel`.

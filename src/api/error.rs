@@ -256,16 +256,13 @@ fn store_status(err: &StoreError) -> StatusCode {
         StoreError::AddressesExhausted | StoreError::PrefixesExhausted => {
             StatusCode::INSUFFICIENT_STORAGE
         }
-        StoreError::Database(err) if is_unavailable(err) => StatusCode::SERVICE_UNAVAILABLE,
+        // Down, unreachable, or its SQLite file unreadable (not a database, damaged).
+        unavailable if unavailable.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }
 }
-
-/// Whether a database error means "the database cannot serve right now" (503, worth a retry)
-/// rather than a bug (500); the store classifies ([`crate::store::is_unavailable`]).
-pub(crate) use crate::store::is_unavailable;
 
 fn store_message(err: &StoreError) -> String {
     match err {
@@ -310,7 +307,7 @@ fn store_message(err: &StoreError) -> String {
             "API key has been revoked: ask an owner for a new one".to_owned()
         }
         StoreError::ApiKeyExpired => "API key has expired: ask an owner for a new one".to_owned(),
-        StoreError::Database(err) if is_unavailable(err) => {
+        unavailable if unavailable.is_unavailable() => {
             "the database is unavailable; try again shortly".to_owned()
         }
         StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {

@@ -15,7 +15,7 @@ Exit codes:
   2  usage: bad arguments, or the server refused a value (HTTP 400, 413, 415, 422)
   3  not found (HTTP 404)
   4  conflict: the name exists, a cap on live peers is reached, an org is not empty (HTTP 409),
-     or the config file exists (use --force)
+     a file exists (use --force), or a server holds the data directory (sixpn restore)
   5  authentication: no credential, or the server refused it (HTTP 401, 403)
   6  unavailable: cannot connect, timed out, rate-limited or the server is failing (HTTP 429, 5xx)";
 

@@ -1,5 +1,6 @@
 //! The `sixpn` command line: `serve`, the admin commands (`org`, `token create|list|delete`,
-//! `peer`), the node commands (`token start|update|ensure`), `keygen` and `completions`.
+//! `peer`), the node commands (`token start|update|ensure`), `backup` and `restore` of a SQLite
+//! store, `keygen` and `completions`.
 //!
 //! Only this module knows clap and stdout. Admin and node commands talk to a running server over
 //! its HTTP APIs (`client`); they never open the database, and they check every field of an
@@ -10,6 +11,7 @@ mod admin;
 mod answer;
 mod apikey;
 mod attenuate;
+mod backup;
 mod client;
 pub mod exit;
 mod node;
@@ -100,6 +102,38 @@ Examples:
   sixpn audit --org acme --limit 20
   sixpn audit --json | jq '.entries[] | select(.action == \"peer_reaped\")'")]
     Audit(AuditArgs),
+    /// Copy a running server's SQLite store to FILE, consistently, and check the copy.
+    #[command(long_about = "\
+Copy the SQLite store to FILE while the server runs and writes: the copy is the database as of one
+commit (SQLite's VACUUM INTO on a connection of its own), passes PRAGMA integrity_check and is
+written under a temporary name, then renamed, mode 0600. An existing FILE is replaced only with
+--force.
+
+The store is found as `sixpn serve` finds it: --config (SIXPN_CONFIG), then SIXPN_DATA_DIR and
+SIXPN_DATABASE_URL, then --data-dir and --database-url. A PostgreSQL store is backed up with
+pg_dump instead (README: \"Backup and restore\").
+
+The admin-token and key files in the data directory are not in the store: copy them yourself.
+
+Examples:
+  sixpn backup /var/backups/sixpn-$(date +%F).db
+  sixpn backup --data-dir /var/lib/sixpn --force /var/backups/sixpn.db")]
+    Backup(BackupArgs),
+    /// Replace the SQLite store of a stopped server with a backup.
+    #[command(long_about = "\
+Put FILE (made by `sixpn backup`) in place as the SQLite store, for a stopped server: refused while
+a server holds the data directory. FILE must be a sixpn store that passes PRAGMA integrity_check
+and whose schema this sixpn knows (an older one is migrated when the server starts). The store is
+replaced atomically (a checked copy beside it, synced, renamed); the old store's -wal and -shm
+files and the saved DNS state (dns-state.bin) are removed, so the server rebuilds it from the
+restored store.
+
+The store is found as `sixpn serve` finds it (see `sixpn backup --help`). A PostgreSQL store is
+restored with pg_restore instead (README: \"Backup and restore\").
+
+Example:
+  systemctl stop sixpn && sixpn restore /var/backups/sixpn.db && systemctl start sixpn")]
+    Restore(RestoreArgs),
     /// Generate a WireGuard key pair locally (like `wg genkey | wg pubkey`).
     #[command(long_about = "\
 Generate a WireGuard key pair from the operating system's secure random source and print both
@@ -158,6 +192,44 @@ pub struct ServeArgs {
     /// Address the DNS server listens on, UDP and TCP; repeat for several [default: 127.0.0.1:5354].
     #[arg(long, value_name = "ADDR", value_delimiter = ',')]
     pub dns_listen: Vec<SocketAddr>,
+}
+
+/// Where the store is, found as `sixpn serve` finds it.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The server's TOML config file.
+    #[arg(long, short = 'c', value_name = "FILE", env = "SIXPN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The server's data directory (also $SIXPN_DATA_DIR) [default: sixpn-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's database URL (also $SIXPN_DATABASE_URL) [default: SQLite in the data
+    /// directory].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// `sixpn backup` arguments.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where the copy goes.
+    pub file: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `sixpn restore` arguments.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to put in place.
+    pub file: PathBuf,
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Where the server is and how to authenticate as its admin.
@@ -800,6 +872,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peer(command) => admin::peer(command).await,
         Command::Apikey(command) => apikey::run(command).await,
         Command::Audit(args) => admin::audit(args).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
         Command::Keygen(args) => node::keygen(args.json.json),
         Command::Completions { shell } => completions(shell),
     }

@@ -65,6 +65,13 @@ impl Feed {
         self.at
     }
 
+    /// Whether a generation newer than [`Feed::at`] has been announced (committed by this process,
+    /// or seen stored by the store's watcher): [`Feed::next`] would return at once. `false`
+    /// before the first [`Feed::next`].
+    pub fn behind(&self) -> bool {
+        self.at.is_some_and(|at| *self.changes.borrow() > at)
+    }
+
     /// Makes the next [`Feed::next`] a full [`Update::Reload`] (a periodic safety net).
     pub fn force_reload(&mut self) {
         self.at = None;

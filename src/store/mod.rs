@@ -21,6 +21,7 @@
 //!   them in the transaction of every insert and delete (migration 0009), so the caps on live
 //!   peers are checked in O(1).
 
+pub mod backup;
 mod secret;
 
 use ipnet::Ipv6Net;
@@ -581,8 +582,10 @@ impl Store {
         {
             use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
             let path = std::path::Path::new(path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
+            // The folder 0700 and the file 0600 before SQLite creates either (its -wal, -shm and
+            // -journal files take the file's mode), whatever the umask or the folder's mode.
+            if path.as_os_str() != ":memory:" {
+                backup::prepare_private_file(path).map_err(|e| StoreError::Database(e.into()))?;
             }
             let opts = SqliteConnectOptions::new()
                 .filename(path)
