@@ -598,6 +598,7 @@ mod tests {
             token: "t".parse().unwrap(),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         };
         let dump = Dump {
             generation: Generation(9),
@@ -629,6 +630,7 @@ mod tests {
             token: "t".parse().unwrap(),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         }
     }
 

@@ -361,6 +361,7 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
                 group: Some("web".parse().unwrap()),
                 expires_at: None,
                 max_peers: None,
+                key_expiry: None,
             },
         )
         .await
@@ -697,6 +698,7 @@ async fn handshake_inner() {
         group: None,
         expires_at: None,
         max_peers: None,
+        key_expiry: None,
     };
     let (_, secret) = store.mint_token_opts(&org, new_token, true).await.unwrap();
     let token = store.authenticate(secret.expose()).await.unwrap();
