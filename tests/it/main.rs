@@ -16,6 +16,7 @@ mod fastpath;
 mod flow;
 mod gateway;
 mod incremental;
+mod key_expiry;
 mod lifecycle;
 mod ops;
 mod outage;
