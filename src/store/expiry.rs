@@ -73,13 +73,10 @@ impl Expiry {
             }
             let (_, org, name) = self.deadlines.pop_first().expect("not empty");
             if let Some(peer) = self.peers.remove(&(org, name)) {
-                tracing::info!(org = %peer.org, peer = %peer.name, key_expires_at = peer.key_expires_at.unwrap_or_default(),
+                tracing::debug!(org = %peer.org, peer = %peer.name, key_expires_at = peer.key_expires_at.unwrap_or_default(),
                     "peer's key expired; no longer served until it is re-keyed");
                 changes.push(Change::PeerRemoved(peer));
             }
-        }
-        if !changes.is_empty() {
-            metrics::counter!("sixpn_peer_keys_expired_total").increment(changes.len() as u64);
         }
         (!changes.is_empty()).then_some(ChangeSet {
             generation,
