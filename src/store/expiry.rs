@@ -151,10 +151,10 @@ impl Expiry {
     }
 
     fn untrack(&mut self, org: &OrgSlug, name: &PeerName) {
-        if let Some(old) = self.peers.remove(&(org.clone(), name.clone())) {
-            if let Some(deadline) = old.key_expires_at {
-                self.deadlines.remove(&(deadline, old.org, old.name));
-            }
+        if let Some(old) = self.peers.remove(&(org.clone(), name.clone()))
+            && let Some(deadline) = old.key_expires_at
+        {
+            self.deadlines.remove(&(deadline, old.org, old.name));
         }
     }
 }

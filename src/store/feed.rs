@@ -96,10 +96,10 @@ impl Feed {
     pub async fn next(&mut self) -> Result<Update, StoreError> {
         loop {
             let now = now_ms();
-            if let Some(at) = self.at {
-                if let Some(due) = self.expiry.take_due(now, at) {
-                    return Ok(Update::Changes(vec![Arc::new(due)]));
-                }
+            if let Some(at) = self.at
+                && let Some(due) = self.expiry.take_due(now, at)
+            {
+                return Ok(Update::Changes(vec![Arc::new(due)]));
             }
             let update = match self.expiry.wait(now) {
                 None => self.next_committed().await?,
