@@ -304,12 +304,26 @@ pub struct PeersConfig {
     /// creation or last re-key when it never connected) is removed.
     #[serde(deserialize_with = "duration")]
     pub ephemeral_idle: Duration,
+    /// The org-wide key lifetime (issue 23): a peer created or re-keyed with a token that sets no
+    /// `key_expiry` of its own is served only this long after. Unset (the default): keys never
+    /// expire unless their token says so.
+    #[serde(deserialize_with = "opt_duration")]
+    pub key_expiry: Option<Duration>,
+    /// How long a peer whose key expired stays listed (as expired, and revivable by a re-key)
+    /// before the reaper removes it.
+    #[serde(deserialize_with = "duration")]
+    pub expired_grace: Duration,
 }
+
+/// The default of `[peers] expired_grace`: a week.
+pub const DEFAULT_EXPIRED_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for PeersConfig {
     fn default() -> Self {
         PeersConfig {
             ephemeral_idle: Duration::from_secs(30 * 60),
+            key_expiry: None,
+            expired_grace: DEFAULT_EXPIRED_GRACE,
         }
     }
 }
@@ -450,6 +464,13 @@ fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duratio
             ))
         }),
     }
+}
+
+/// Like [`duration`], for an optional key.
+fn opt_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 /// The `[dns]` section.
@@ -799,6 +820,15 @@ impl Config {
                 "[orgs] max_peers must be at least 1 (it caps each org's live peers)".into(),
             ));
         }
+        if self
+            .peers
+            .key_expiry
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(ConfigError::Invalid(
+                "[peers] key_expiry must be at least 1s".into(),
+            ));
+        }
         if self.regions.iter().filter(|r| r.default).count() > 1 {
             return Err(ConfigError::Invalid(
                 "more than one region has default = true".into(),
@@ -975,6 +1005,22 @@ mod tests {
         assert_eq!(c.api.listen.to_string(), "127.0.0.1:4280");
         assert_eq!(c.dns.ttl, 5);
         assert!(c.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn peers_key_expiry_and_grace() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.peers.key_expiry, None);
+        assert_eq!(c.peers.expired_grace, DEFAULT_EXPIRED_GRACE);
+        let c = Config::from_toml("[peers]\nkey_expiry = \"24h\"\nexpired_grace = 3600\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.peers.key_expiry, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(c.peers.expired_grace, Duration::from_secs(3600));
+        let err = Config::from_toml("[peers]\nkey_expiry = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("duration"), "{err}");
+        let c = Config::from_toml("[peers]\nkey_expiry = \"0s\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("key_expiry"), "{err}");
     }
 
     #[test]

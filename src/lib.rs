@@ -25,7 +25,9 @@
 //! - [`model`]: shared domain types (names, orgs, peers, tokens, generation, change sets).
 //! - [`wireguard`]: keys and wg-quick files.
 //! - [`config`]: TOML + env + flags, validated; plain data, defaults included.
-//! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed.
+//! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed
+//!   (which also times key expiry: a peer whose key expired is handed out as removed, on every
+//!   server, with no write).
 //! - [`snapshot`]: the DNS model, patched per change, its answer table and the publisher; the
 //!   last-known-good state on disk.
 //! - [`dns`]: the hickory-server authoritative server over the snapshot.

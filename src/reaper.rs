@@ -1,4 +1,6 @@
-//! The reaper: removes ephemeral peers that have been idle for `[peers] ephemeral_idle`.
+//! The reaper: removes ephemeral peers that have been idle for `[peers] ephemeral_idle`, and
+//! peers whose key expired more than `[peers] expired_grace` ago and were not re-keyed since
+//! ([`run_expired`], issue 23).
 //!
 //! It only decides *when* to look; [`Store::reap_idle_peers`] decides what is idle and removes
 //! it in an ordinary write transaction, so DNS and every gateway follow through the change feed
@@ -57,6 +59,46 @@ pub async fn run(store: Store, idle: Duration, cancel: CancellationToken) {
                 Err(e) => {
                     if !failing {
                         tracing::warn!(error = %e, "reaper: removing idle ephemeral peers failed; retrying");
+                        failing = true;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the reaper of expired keys until `cancel` fires: every [`period`] of `grace`, removes
+/// the peers whose key expired more than `grace` ago ([`Store::reap_expired_peers`]). Until
+/// then such a peer is listed as expired and a re-key revives it; it is not served either way.
+pub async fn run_expired(store: Store, grace: Duration, cancel: CancellationToken) {
+    let mut ticks = tokio::time::interval(period(grace));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = ticks.tick() => {}
+        }
+        loop {
+            match store.reap_expired_peers(grace).await {
+                Ok((reaped, generation)) => {
+                    if failing {
+                        tracing::info!("reaper: the store answers again");
+                        failing = false;
+                    }
+                    for peer in &reaped {
+                        tracing::info!(org = %peer.org, peer = %peer.name, address = %peer.address,
+                            %generation, grace = %humantime::format_duration(grace), "peer with an expired key reaped");
+                    }
+                    metrics::counter!("sixpn_peers_reaped_total").increment(reaped.len() as u64);
+                    if reaped.is_empty() || cancel.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "reaper: removing peers with expired keys failed; retrying");
                         failing = true;
                     }
                     break;

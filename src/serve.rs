@@ -261,6 +261,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Ok(())
         });
     }
+    // And removes peers whose key expired longer than `[peers] expired_grace` ago (issue 23).
+    {
+        let (store, grace, cancel) = (store.clone(), config.peers.expired_grace, cancel.clone());
+        tasks.spawn(async move {
+            crate::reaper::run_expired(store, grace, cancel).await;
+            Ok(())
+        });
+    }
     let gateway = match (&config.gateway, &resolved.gateway_key) {
         (Some(gw), Some(key)) => {
             let (period, resolution) = config.groups.liveness_timing();
@@ -313,6 +321,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         body_limit: config.api.body_limit,
         body_timeout: config.api.body_read_timeout,
         rate_limits: crate::api::RateLimits::from_config(&config.api),
+        key_expiry: config.peers.key_expiry,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

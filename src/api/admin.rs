@@ -49,6 +49,8 @@ impl From<&TokenInfo> for TokenJson {
             last_used_at: t.last_used_at.map(rfc3339),
             live_peers: t.live_peers,
             ephemeral: t.ephemeral,
+            key_expiry: t.key_expiry,
+            expired: t.expired(now_unix()),
         }
     }
 }
@@ -78,6 +80,8 @@ impl From<&Peer> for PeerJson {
             updated_at: rfc3339(p.updated_at),
             ephemeral: false,
             last_seen_at: None,
+            key_expires_at: p.key_expires_at.map(rfc3339),
+            expired: p.key_expired(now_unix()),
         }
     }
 }
@@ -246,13 +250,29 @@ pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(36_525 * 86_400);
 /// [`MAX_EXPIRES_IN`]. Exactly the strings [`super::types::expires_in_pattern`] matches, which
 /// the OpenAPI document states. `null` is refused: no expiry is said by leaving the field out.
 pub(super) fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
-    let invalid = |reason: String| ApiError::InvalidField {
-        field: "expires_in",
-        reason,
-    };
+    parse_lifetime("expires_in", "a token that never expires", value)
+}
+
+/// Reads a token's `key_expiry` (issue 23) as [`parse_expires_in`] reads `expires_in`.
+pub(super) fn parse_key_expiry(value: &Value) -> Result<Duration, ApiError> {
+    parse_lifetime(
+        "key_expiry",
+        "keys that follow the org default ([peers] key_expiry)",
+        value,
+    )
+}
+
+/// Reads a lifetime `field` as [`parse_expires_in`] describes; `never` says what leaving the
+/// field out means.
+fn parse_lifetime(
+    field: &'static str,
+    never: &'static str,
+    value: &Value,
+) -> Result<Duration, ApiError> {
+    let invalid = |reason: String| ApiError::InvalidField { field, reason };
     let too_long = || {
         invalid(format!(
-            "is too long: at most 100 years ({}d); leave it out for a token that never expires",
+            "is too long: at most 100 years ({}d); leave it out for {never}",
             MAX_EXPIRES_IN.as_secs() / 86_400
         ))
     };
@@ -283,11 +303,10 @@ pub(super) fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
                 .ok_or_else(too_long)?
         }
         Value::Null => {
-            return Err(invalid(
+            return Err(invalid(format!(
                 "must be a duration such as \"30d\" or a number of seconds, not null; leave \
-                 it out for a token that never expires"
-                    .to_owned(),
-            ));
+                 it out for {never}"
+            )));
         }
         _ => {
             return Err(invalid(
@@ -326,12 +345,17 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
         });
     }
     let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
+    let key_expiry = match body.0.get("key_expiry") {
+        Some(value) => Some(parse_key_expiry(value)?.as_secs()),
+        None => None,
+    };
     Ok(TokenCreate {
         name,
         group,
         expires_in,
         max_peers,
         ephemeral,
+        key_expiry,
     })
 }
 
@@ -382,6 +406,7 @@ pub async fn mint_token(
         group: request.group,
         expires_at,
         max_peers: request.max_peers,
+        key_expiry: request.key_expiry,
     };
     let (info, secret) = super::metrics::timed(
         "mint_token",
@@ -681,6 +706,8 @@ mod tests {
                 last_used_at: None,
                 live_peers: 0,
                 ephemeral: false,
+                key_expiry: None,
+                expired: false,
             },
         };
         let debug = format!("{minted:?}");

@@ -77,6 +77,8 @@ pub struct ApiState {
     pub body_timeout: Duration,
     /// Rate limits per WireGuard token and per source address.
     pub rate_limits: RateLimits,
+    /// The org-wide key lifetime (`[peers] key_expiry`) for tokens that set none of their own.
+    pub key_expiry: Option<Duration>,
 }
 
 /// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for

@@ -128,6 +128,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         expires,
         max_peers,
         ephemeral,
+        key_expiry,
         org,
         admin,
         json,
@@ -139,6 +140,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         expires_in: expires.map(|d| d.as_secs()),
         max_peers,
         ephemeral,
+        key_expiry: key_expiry.map(|d| d.as_secs()),
     })?;
     let minted: MintedToken = client
         .send_typed(Method::POST, &tokens_path(&org.org), Some(&body))
@@ -167,7 +169,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
     }
     print(&format!("SIXPN_WIREGUARD_TOKEN={secret}\n"))?;
     eprintln!(
-        "minted {}token {name} for org {} (group {}, expires {}, max peers {}); the secret above is shown only this once",
+        "minted {}token {name} for org {} (group {}, expires {}, max peers {}, key expiry {}); the secret above is shown only this once",
         if ephemeral { "ephemeral " } else { "" },
         org.org,
         text(minted.info.group.as_deref(), "any"),
@@ -176,6 +178,10 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
             .info
             .max_peers
             .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        minted.info.key_expiry.map_or_else(
+            || "the org default".to_owned(),
+            |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+        ),
     );
     Ok(())
 }
@@ -208,6 +214,11 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
                 t.live_peers.to_string(),
                 t.max_peers
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                t.key_expiry.map_or_else(
+                    || "-".to_owned(),
+                    |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
+                ),
+                if t.expired { "expired" } else { "active" }.to_owned(),
             ]
         })
         .collect();
@@ -220,6 +231,8 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
             "LAST USED",
             "LIVE PEERS",
             "MAX PEERS",
+            "KEY EXPIRY",
+            "STATUS",
         ],
         &rows,
     ))
@@ -367,7 +380,7 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
             let rows: Vec<Vec<String>> = peers
                 .iter()
                 .map(|p| {
-                    [
+                    let mut row: Vec<String> = [
                         &p.name,
                         &p.group,
                         &p.region,
@@ -378,7 +391,10 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
                     ]
                     .iter()
                     .map(|s| text(Some(s), "-"))
-                    .collect()
+                    .collect();
+                    row.push(text(p.key_expires_at.as_deref(), "never"));
+                    row.push(if p.expired { "expired" } else { "active" }.to_owned());
+                    row
                 })
                 .collect();
             print(&table(
@@ -390,6 +406,8 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
                     "TOKEN",
                     "PUBLIC KEY",
                     "UPDATED",
+                    "KEY EXPIRES",
+                    "STATUS",
                 ],
                 &rows,
             ))
@@ -476,6 +494,15 @@ fn show_fields(peer: &PeerWithStatus) -> Vec<(&'static str, String)> {
         ("token", text(Some(&p.token), "-")),
         ("created", text(Some(&p.created_at), "-")),
         ("updated", text(Some(&p.updated_at), "-")),
+        ("key expires", text(p.key_expires_at.as_deref(), "never")),
+        (
+            "status",
+            if p.expired {
+                "expired: not served until re-keyed".to_owned()
+            } else {
+                "active".to_owned()
+            },
+        ),
     ];
     match &peer.status {
         Some(status) => {

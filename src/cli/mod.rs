@@ -500,6 +500,10 @@ pub struct TokenCreateArgs {
     /// Make every peer of the token ephemeral: removed once idle (`[peers] ephemeral_idle`).
     #[arg(long)]
     pub ephemeral: bool,
+    /// Key lifetime of its peers, e.g. 24h: a peer is served only this long after its last
+    /// create or re-key (`sixpn token ensure` re-keys in time) [default: `[peers] key_expiry`].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub key_expiry: Option<std::time::Duration>,
     /// The org to act on.
     #[command(flatten)]
     pub org: OrgArg,

@@ -656,6 +656,7 @@ mod tests {
             token: "t".parse().unwrap(),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         }
     }
 

@@ -402,6 +402,7 @@ macro_rules! audit {
 mod apikeys;
 mod audit;
 mod changes;
+mod expiry;
 mod feed;
 mod orgs;
 mod peers;

@@ -27,6 +27,13 @@ pub fn peer_address(org_prefix: Ipv6Net, n: u64) -> Ipv6Addr {
     crate::model::prefix_host(org_prefix, (1u128 << 64) | u128::from(n))
 }
 
+/// When a key set at `now` expires under `token`'s key lifetime (see [`AuthToken::key_expiry`]).
+fn key_expires_at(token: &AuthToken, now: i64) -> Option<i64> {
+    token
+        .key_expiry
+        .map(|secs| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)))
+}
+
 /// Whose peer a delete may touch.
 #[derive(Debug, Clone, Copy)]
 enum Owner {
@@ -48,6 +55,7 @@ pub(super) struct PeerRow {
     token_name: String,
     created_at: i64,
     updated_at: i64,
+    key_expires_at: Option<i64>,
 }
 
 impl PeerRow {
@@ -70,12 +78,13 @@ impl PeerRow {
             token: parse_col(&self.token_name, "tokens.name")?,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            key_expires_at: self.key_expires_at,
         })
     }
 }
 
 pub(super) const PEER_SELECT: &str = "SELECT p.org_id, o.slug AS org_slug, p.name, p.group_name, p.region, p.pubkey, \
-     p.address, t.name AS token_name, p.created_at, p.updated_at \
+     p.address, t.name AS token_name, p.created_at, p.updated_at, p.key_expires_at \
      FROM peers p JOIN orgs o ON o.id = p.org_id JOIN tokens t ON t.id = p.token_id";
 
 /// A unique violation on a peer insert or update as the domain error it means. The generation
@@ -140,6 +149,7 @@ impl Store {
         ephemeral: bool,
     ) -> Result<(Peer, Generation, bool), StoreError> {
         let now = crate::model::now_unix();
+        let expires = key_expires_at(token, now);
         let out: Result<(Peer, Generation, bool), StoreError> = write_tx!(
             self,
             |tx, is_pg, log| {
@@ -205,8 +215,8 @@ impl Store {
                             } else {
                                 let address = peer_address(token.org_prefix, host as u64);
                                 sqlx::query(
-                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at, ephemeral, last_source) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)",
+                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at, ephemeral, last_source, key_expires_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11)",
                             )
                             .bind(org_id)
                             .bind(token.id)
@@ -218,6 +228,7 @@ impl Store {
                             .bind(now)
                             .bind(i64::from(ephemeral))
                             .bind(self.source.map(|a| a.to_string()))
+                            .bind(expires)
                             .execute(&mut *tx)
                             .await
                             .map_err(|e| peer_conflict(e, &new.name))?;
@@ -245,6 +256,7 @@ impl Store {
                                     token: token.name.clone(),
                                     created_at: now,
                                     updated_at: now,
+                                    key_expires_at: expires,
                                 };
                                 let generation = record_changes!(
                                     tx,
@@ -262,7 +274,9 @@ impl Store {
         out
     }
 
-    /// Re-keys a peer that `token` created; its address stays.
+    /// Re-keys a peer that `token` created; its address stays. Its key expiry starts over from
+    /// now under the token's key lifetime ([`AuthToken::key_expiry`]), which revives a peer
+    /// whose key had expired.
     ///
     /// # Errors
     /// [`StoreError::PeerNotFound`] (also for another token's peer), [`StoreError::PubkeyInUse`].
@@ -273,6 +287,7 @@ impl Store {
         pubkey: PublicKey,
     ) -> Result<(Peer, Generation), StoreError> {
         let now = crate::model::now_unix();
+        let expires = key_expires_at(token, now);
         let peer_text = format!("{PEER_SELECT} WHERE p.id = $1");
         write_tx!(self, |tx, is_pg, log| {
             lock_generation!(tx, is_pg);
@@ -300,11 +315,12 @@ impl Store {
                     // The client's address is kept while the server itself acts (no source).
                     sqlx::query(
                         "UPDATE peers SET pubkey = $1, updated_at = $2, \
-                         last_source = COALESCE($3, last_source) WHERE id = $4",
+                         last_source = COALESCE($3, last_source), key_expires_at = $4 WHERE id = $5",
                     )
                     .bind(pubkey.to_base64())
                     .bind(now)
                     .bind(source.as_deref())
+                    .bind(expires)
                     .bind(id)
                     .execute(&mut *tx)
                     .await
@@ -599,6 +615,81 @@ impl Store {
                         "address={} idle for {}",
                         peer.address,
                         humantime::format_duration(idle)
+                    ))
+                );
+                reaped.push(peer);
+            }
+            let generation = if reaped.is_empty() {
+                current
+            } else {
+                record_changes!(
+                    tx,
+                    is_pg,
+                    log,
+                    reaped.iter().cloned().map(Change::PeerRemoved).collect()
+                )
+            };
+            Ok((reaped, generation))
+        })
+    }
+}
+
+impl Store {
+    /// Removes peers whose key expired before `now - grace` (issue 23) and were not re-keyed
+    /// since. Like [`Store::reap_idle_peers`]: one ordinary write transaction under the
+    /// generation lock, each removal logged as `peer_reaped` by `reaper`, at most a batch per
+    /// call; the read uses the index on `key_expires_at`, so it costs the expired peers, not
+    /// the table. Returns the peers removed and the generation (unchanged when none was due).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn reap_expired_peers(
+        &self,
+        grace: std::time::Duration,
+    ) -> Result<(Vec<Peer>, Generation), StoreError> {
+        let cutoff = crate::model::now_unix()
+            .saturating_sub(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
+        let text = format!(
+            "{PEER_SELECT} WHERE p.key_expires_at IS NOT NULL AND p.key_expires_at < $1 \
+             ORDER BY p.key_expires_at LIMIT $2"
+        );
+        write_tx!(self, |tx, is_pg, log| {
+            let current = lock_generation!(tx, is_pg);
+            let rows: Vec<PeerRow> = sqlx::query_as(sql(text))
+                .bind(cutoff)
+                .bind(REAP_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut reaped = Vec::with_capacity(rows.len());
+            for row in rows {
+                let org_id = row.org_id;
+                let peer = row.into_peer()?;
+                // The condition again: a re-key committed since the select keeps the peer.
+                let deleted = sqlx::query(
+                    "DELETE FROM peers WHERE org_id = $1 AND name = $2 \
+                     AND key_expires_at IS NOT NULL AND key_expires_at < $3",
+                )
+                .bind(org_id)
+                .bind(peer.name.as_str())
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if deleted == 0 {
+                    continue;
+                }
+                audit!(
+                    self,
+                    tx,
+                    org_id,
+                    "reaper",
+                    AuditAction::PeerReaped,
+                    peer.name.as_str(),
+                    Some(format!(
+                        "address={} key expired at {} (grace {})",
+                        peer.address,
+                        peer.key_expires_at.unwrap_or_default(),
+                        humantime::format_duration(grace)
                     ))
                 );
                 reaped.push(peer);

@@ -189,6 +189,7 @@ async fn authentication_failures_are_401_with_a_reason() {
                 group: None,
                 expires_at: Some(now_unix() - 60),
                 max_peers: None,
+                key_expiry: None,
             },
         )
         .await
@@ -1900,6 +1901,7 @@ async fn issue11_absurd_expiries_are_refused_and_still_list() {
                 group: None,
                 expires_at: Some(now_unix() + 10_000 * 31_557_600),
                 max_peers: None,
+                key_expiry: None,
             },
         )
         .await

@@ -223,6 +223,7 @@ async fn concurrent_creates(db: TestDb) {
                 group: None,
                 expires_at: None,
                 max_peers,
+                key_expiry: None,
             };
             let (_, secret) = store.mint_token(&org, new).await.unwrap();
             store.authenticate(secret.expose()).await.unwrap()
@@ -617,6 +618,7 @@ async fn counters_are_backfilled(db: TestDb) {
                 group: None,
                 expires_at: None,
                 max_peers: None,
+                key_expiry: None,
             },
         )
         .await

@@ -408,7 +408,9 @@ fn token_list_and_delete() {
     assert_eq!(cells[1], "web", "{k8s_row}");
     assert!(cells[2].starts_with("20"), "expiry is a date: {k8s_row}");
     assert!(!k8s_row.contains("never"), "k8s was used: {k8s_row}");
-    assert_eq!(cells[cells.len() - 2], "2", "live peers: {k8s_row}");
+    // LIVE PEERS, then MAX PEERS, KEY EXPIRY and STATUS.
+    assert_eq!(cells[cells.len() - 4], "2", "live peers: {k8s_row}");
+    assert_eq!(cells[cells.len() - 1], "active", "{k8s_row}");
     assert!(
         !table.contains(&token) && !table.contains(&other),
         "the secret never shows"

@@ -20,6 +20,7 @@ mod fleet;
 mod flow;
 mod gateway;
 mod incremental;
+mod key_expiry;
 mod lifecycle;
 mod ops;
 mod outage;
