@@ -23,6 +23,7 @@ mod error;
 mod limits;
 mod metrics;
 mod openapi;
+pub mod paging;
 mod peers;
 pub mod server;
 pub mod types;
@@ -76,6 +77,9 @@ pub struct ApiState {
     pub body_timeout: Duration,
     /// Rate limits per WireGuard token and per source address.
     pub rate_limits: RateLimits,
+    /// A peer is live when a gateway saw it within this long (`[groups] health_window`): the
+    /// `live` filter of the peer list.
+    pub live_window: Duration,
 }
 
 /// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for

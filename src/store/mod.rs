@@ -31,6 +31,7 @@ pub use audit::{AuditAction, AuditEntry, AuditPage};
 pub use changes::Changes;
 pub use feed::{Feed, Update};
 pub use orgs::OrgCounts;
+pub use page::{ListedPeer, Live, OrgsWithin, Page, PeerFilter};
 pub use peers::{HANDSHAKE_RESOLUTION, NewPeer, peer_address};
 pub use secret::TokenSecret;
 pub use tokens::{AuthToken, DerivedParent, NewToken};
@@ -377,6 +378,7 @@ mod audit;
 mod changes;
 mod feed;
 mod orgs;
+mod page;
 mod peers;
 mod tokens;
 

@@ -19,6 +19,7 @@ mod incremental;
 mod lifecycle;
 mod ops;
 mod outage;
+mod paging;
 mod replicas;
 mod store;
 mod support;
