@@ -322,6 +322,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         body_timeout: config.api.body_read_timeout,
         rate_limits: crate::api::RateLimits::from_config(&config.api),
         key_expiry: config.peers.key_expiry,
+        live_window: config.groups.health_window,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

@@ -16,6 +16,7 @@ use serde_json::Value;
 use super::auth::{AdminAuth, Source};
 use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
+use super::paging::{ListQuery, Paged, list_query};
 use super::peers::parse_path_name;
 use super::types::{
     AuditJson, AuditPageJson, DeletedJson, EXPIRES_UNITS, Label, MintedToken, OrgCreate,
@@ -24,7 +25,7 @@ use super::types::{
 };
 use super::{Shared, rfc3339};
 use crate::model::{GroupName, Org, Peer, PeerStatus, TokenInfo, TokenName, now_unix};
-use crate::store::{NewToken, Role};
+use crate::store::{KeyScope, Live, NewToken, OrgsWithin, PeerFilter, Role};
 
 impl From<&Org> for OrgJson {
     fn from(org: &Org) -> Self {
@@ -146,27 +147,47 @@ pub async fn create_org(
     Ok((StatusCode::CREATED, Json(OrgJson::from(&org))))
 }
 
-/// `GET /api/v1/orgs`: every org.
+/// `GET /api/v1/orgs`: a page of the orgs, by slug.
 #[utoipa::path(get, path = "/api/v1/orgs", operation_id = "listOrgs", tag = "admin",
-    summary = "Every org",
+    summary = "The orgs by slug, a page at a time",
+    description = "A page of the orgs the caller's scope reaches, by slug. Paged like every \
+        admin list: `limit` (default 1000, at most 10000) and `after`, the `X-Next-Cursor` of \
+        the previous page; the last page has no `X-Next-Cursor`.",
     security(("adminToken" = []), ("apiKey" = [])),
     extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("any"))),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "Orgs per page (default 1000)"),
+        ("after" = Option<Label>, Query,
+            description = "The `X-Next-Cursor` of the previous page: only orgs after it")),
     responses(
-        (status = 200, description = "The orgs", body = Vec<OrgJson>),
+        (status = 200, description = "A page of the orgs", body = Vec<OrgJson>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's `after`; absent on the last page"),
+                ("Link" = String, description = "The next page's URL, `<...>; rel=\"next\"`; absent on the last page"))),
+        (status = 422, response = super::openapi::Unprocessable),
         super::openapi::AdminGuarded,
     ))]
 pub async fn list_orgs(
     auth: AdminAuth,
     State(state): State<Shared>,
-) -> Result<Json<Vec<OrgJson>>, ApiError> {
-    let orgs = super::metrics::timed("list_orgs", state.store.list_orgs()).await?;
+    uri: axum::http::Uri,
+) -> Result<Paged<OrgJson>, ApiError> {
+    let query = list_query(uri.query(), &[])?;
     // A key of one org sees that org only.
-    Ok(Json(
-        orgs.iter()
-            .filter(|org| auth.scope.covers(&org.slug))
-            .map(OrgJson::from)
-            .collect(),
-    ))
+    let within = match &auth.scope {
+        KeyScope::All => OrgsWithin::All,
+        KeyScope::Org(org) => OrgsWithin::Only(org),
+    };
+    let page = super::metrics::timed(
+        "list_orgs",
+        state
+            .store
+            .list_orgs_page(within, query.after.as_deref(), query.limit),
+    )
+    .await?;
+    let items = page.items.iter().map(OrgJson::from).collect();
+    Ok(Paged::new(&uri, items, page.next))
 }
 
 /// Reads `cascade` from a query string: `true`/`1` or `false`/`0` (default).
@@ -426,14 +447,23 @@ pub async fn mint_token(
     ))
 }
 
-/// `GET /api/v1/orgs/{org}/wireguard_tokens`: the org's live tokens, without secrets.
+/// `GET /api/v1/orgs/{org}/wireguard_tokens`: a page of the org's live tokens, without secrets.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/wireguard_tokens", operation_id = "listTokens", tag = "admin",
-    summary = "The org's live tokens (never their secrets)",
+    summary = "The org's live tokens by name, a page at a time (never their secrets)",
+    description = "Paged like every admin list: `limit` (default 1000, at most 10000) and \
+        `after`, the `X-Next-Cursor` of the previous page; the last page has no `X-Next-Cursor`.",
     security(("adminToken" = []), ("apiKey" = [])),
     extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
-    params(("org" = Label, Path, description = "The org's slug")),
+    params(("org" = Label, Path, description = "The org's slug"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "Tokens per page (default 1000)"),
+        ("after" = Option<Label>, Query,
+            description = "The `X-Next-Cursor` of the previous page: only tokens after it")),
     responses(
-        (status = 200, description = "The tokens", body = Vec<TokenJson>),
+        (status = 200, description = "A page of the tokens", body = Vec<TokenJson>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's `after`; absent on the last page"),
+                ("Link" = String, description = "The next page's URL, `<...>; rel=\"next\"`; absent on the last page"))),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
         super::openapi::AdminGuarded,
@@ -442,10 +472,19 @@ pub async fn list_tokens(
     auth: AdminAuth,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
-) -> Result<Json<Vec<TokenJson>>, ApiError> {
+    uri: axum::http::Uri,
+) -> Result<Paged<TokenJson>, ApiError> {
     let org = auth.org(&org, Role::Viewer)?;
-    let tokens = super::metrics::timed("list_tokens", state.store.list_tokens(&org)).await?;
-    Ok(Json(tokens.iter().map(TokenJson::from).collect()))
+    let query = list_query(uri.query(), &[])?;
+    let page = super::metrics::timed(
+        "list_tokens",
+        state
+            .store
+            .list_tokens_page(&org, query.after.as_deref(), query.limit),
+    )
+    .await?;
+    let items = page.items.iter().map(TokenJson::from).collect();
+    Ok(Paged::new(&uri, items, page.next))
 }
 
 /// `GET /api/v1/orgs/{org}/wireguard_tokens/{name}`: one live token, without its secret.
@@ -504,14 +543,70 @@ pub async fn delete_token(
     }))
 }
 
-/// `GET /api/v1/orgs/{org}/peers`: the org's peers.
+/// The filters `GET /api/v1/orgs/{org}/peers` takes besides the page.
+const PEER_FILTERS: [&str; 4] = ["group", "region", "token", "live"];
+
+/// Reads a filter that is a name (a DNS label, any case), if given.
+fn label_filter<T>(query: &ListQuery, field: &'static str) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr<Err = crate::model::LabelError>,
+{
+    query
+        .filter(field)
+        .map(|text| {
+            text.parse()
+                .map_err(|err| ApiError::not_a_label(field, text, err))
+        })
+        .transpose()
+}
+
+/// Reads the peer list's filters; `live` is against `window` back from now.
+fn peer_filter(query: &ListQuery, window: Duration) -> Result<PeerFilter, ApiError> {
+    let live = match query.filter("live") {
+        Some(text) => {
+            let cutoff =
+                now_unix().saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX));
+            Some(if super::paging::parse_bool("live", text)? {
+                Live::Since(cutoff)
+            } else {
+                Live::Before(cutoff)
+            })
+        }
+        None => None,
+    };
+    Ok(PeerFilter {
+        group: label_filter(query, "group")?,
+        region: label_filter(query, "region")?,
+        token: label_filter(query, "token")?,
+        live,
+    })
+}
+
+/// `GET /api/v1/orgs/{org}/peers`: a page of the org's peers, by name, optionally filtered.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/peers", operation_id = "listOrgPeers", tag = "admin",
-    summary = "The org's peers",
+    summary = "The org's peers by name, a page at a time, optionally filtered",
+    description = "Paged like every admin list: `limit` (default 1000, at most 10000) and \
+        `after`, the `X-Next-Cursor` of the previous page; the last page has no `X-Next-Cursor`. \
+        Filters combine: `group`, `region`, `token` (the live token that created the peer) and \
+        `live` (`true`: a gateway saw the peer within `[groups] health_window`, 180 s by \
+        default; `false`: it did not). A page costs the page, however many peers the org has.",
     security(("adminToken" = []), ("apiKey" = [])),
     extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
-    params(("org" = Label, Path, description = "The org's slug")),
+    params(("org" = Label, Path, description = "The org's slug"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "Peers per page (default 1000)"),
+        ("after" = Option<Label>, Query,
+            description = "The `X-Next-Cursor` of the previous page: only peers after it"),
+        ("group" = Option<Label>, Query, description = "Only peers of this group"),
+        ("region" = Option<Label>, Query, description = "Only peers of this region"),
+        ("token" = Option<Label>, Query, description = "Only peers the live token of this name created"),
+        ("live" = Option<bool>, Query,
+            description = "true: only peers a gateway saw within `[groups] health_window`; false: only the others")),
     responses(
-        (status = 200, description = "The peers", body = Vec<PeerJson>),
+        (status = 200, description = "A page of the peers", body = Vec<PeerJson>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's `after`; absent on the last page"),
+                ("Link" = String, description = "The next page's URL, `<...>; rel=\"next\"`; absent on the last page"))),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
         super::openapi::AdminGuarded,
@@ -520,16 +615,24 @@ pub async fn list_peers(
     auth: AdminAuth,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
-) -> Result<Json<Vec<PeerJson>>, ApiError> {
+    uri: axum::http::Uri,
+) -> Result<Paged<PeerJson>, ApiError> {
     let org = auth.org(&org, Role::Viewer)?;
-    let peers = super::metrics::timed("list_peers", state.store.list_peers(&org)).await?;
-    let liveness = super::metrics::timed("org_liveness", state.store.org_liveness(&org)).await?;
-    Ok(Json(
-        peers
-            .iter()
-            .map(|p| PeerJson::from(p).with_liveness(liveness.get(p.name.as_str())))
-            .collect(),
-    ))
+    let query = list_query(uri.query(), &PEER_FILTERS)?;
+    let filter = peer_filter(&query, state.live_window)?;
+    let page = super::metrics::timed(
+        "list_peers",
+        state
+            .store
+            .list_peers_page(&org, &filter, query.after.as_deref(), query.limit),
+    )
+    .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|p| PeerJson::from(&p.peer).with_liveness(Some(&(p.last_seen_at, p.ephemeral))))
+        .collect();
+    Ok(Paged::new(&uri, items, page.next))
 }
 
 /// `GET /api/v1/orgs/{org}/peers/{name}`: one peer, with its gateway status when a gateway runs.

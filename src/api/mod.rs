@@ -23,6 +23,7 @@ mod error;
 mod limits;
 mod metrics;
 mod openapi;
+pub mod paging;
 mod peers;
 pub mod server;
 mod tls;
@@ -79,6 +80,9 @@ pub struct ApiState {
     pub rate_limits: RateLimits,
     /// The org-wide key lifetime (`[peers] key_expiry`) for tokens that set none of their own.
     pub key_expiry: Option<Duration>,
+    /// A peer is live when a gateway saw it within this long (`[groups] health_window`): the
+    /// `live` filter of the peer list.
+    pub live_window: Duration,
 }
 
 /// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for

@@ -12,15 +12,16 @@ use super::client::{ApiClient, Credential};
 use super::exit::{Failure, fail};
 use super::node::request_body;
 use super::output::{fields, print, print_typed, table, text};
+use super::pages::{Listing, print_all};
 use super::{
-    AdminArgs, AuditArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs,
-    TokenShowArgs,
+    AdminArgs, AuditArgs, OrgCommand, OrgListArgs, PeerCommand, PeerListArgs, TokenCreateArgs,
+    TokenDeleteArgs, TokenShowArgs,
 };
 use crate::api::types::{
     AuditPageJson, DeletedJson, MintedToken, OrgCreate, OrgDeletedJson, OrgJson, PeerJson,
     PeerWithStatus, TokenCreate, TokenDeletedJson, TokenJson,
 };
-use crate::model::OrgSlug;
+use crate::model::{OrgSlug, TokenName};
 use anyhow::bail;
 use reqwest::Method;
 
@@ -49,24 +50,22 @@ pub async fn org(command: OrgCommand) -> anyhow::Result<()> {
                 text(Some(&org.dns), "-"),
             ))
         }
-        OrgCommand::List { admin, json } => {
+        OrgCommand::List { admin, json, page } => {
             let client = admin_client(&admin)?;
-            let orgs: Vec<OrgJson> = client.get("api/v1/orgs").await?;
-            if json.json {
-                return print_typed(&orgs);
-            }
-            let rows: Vec<Vec<String>> = orgs
-                .iter()
-                .map(|o| {
-                    vec![
-                        text(Some(&o.slug), "-"),
-                        text(Some(&o.prefix), "-"),
-                        text(Some(&o.dns), "-"),
-                        text(Some(&o.created_at), "-"),
-                    ]
-                })
-                .collect();
-            print(&table(&["SLUG", "PREFIX", "DNS", "CREATED"], &rows))
+            let row = |o: &OrgJson| {
+                vec![
+                    text(Some(&o.slug), "-"),
+                    text(Some(&o.prefix), "-"),
+                    text(Some(&o.dns), "-"),
+                    text(Some(&o.created_at), "-"),
+                ]
+            };
+            let listing = Listing {
+                headers: &["SLUG", "PREFIX", "DNS", "CREATED"],
+                row: &row,
+            };
+            print_all(&client, "api/v1/orgs", &page, json.json, listing).await?;
+            Ok(())
         }
         OrgCommand::Delete {
             slug,
@@ -192,38 +191,25 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
 /// One line: no credential, server unreachable, or the server's error.
 pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
     let client = admin_client(&args.admin)?;
-    let tokens: Vec<TokenJson> = client.get(&tokens_path(&args.org.org)).await?;
-    if args.json.json {
-        return print_typed(&tokens);
-    }
-    if tokens.is_empty() {
-        eprintln!(
-            "no tokens in org {}; mint one with `sixpn token create --name NAME`",
-            args.org.org
-        );
-    }
-    let rows: Vec<Vec<String>> = tokens
-        .iter()
-        .map(|t| {
-            vec![
-                text(Some(&t.name), "-"),
-                text(t.group.as_deref(), "-"),
-                text(t.expires_at.as_deref(), "never"),
-                text(Some(&t.created_at), "-"),
-                text(t.last_used_at.as_deref(), "never"),
-                t.live_peers.to_string(),
-                t.max_peers
-                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-                t.key_expiry.map_or_else(
-                    || "-".to_owned(),
-                    |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
-                ),
-                if t.expired { "expired" } else { "active" }.to_owned(),
-            ]
-        })
-        .collect();
-    print(&table(
-        &[
+    let row = |t: &TokenJson| {
+        vec![
+            text(Some(&t.name), "-"),
+            text(t.group.as_deref(), "-"),
+            text(t.expires_at.as_deref(), "never"),
+            text(Some(&t.created_at), "-"),
+            text(t.last_used_at.as_deref(), "never"),
+            t.live_peers.to_string(),
+            t.max_peers
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            t.key_expiry.map_or_else(
+                || "-".to_owned(),
+                |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
+            ),
+            if t.expired { "expired" } else { "active" }.to_owned(),
+        ]
+    };
+    let listing = Listing {
+        headers: &[
             "NAME",
             "GROUP",
             "EXPIRES",
@@ -234,8 +220,17 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
             "KEY EXPIRY",
             "STATUS",
         ],
-        &rows,
-    ))
+        row: &row,
+    };
+    let path = tokens_path(&args.org.org);
+    let n = print_all(&client, &path, &args.page, args.json.json, listing).await?;
+    if n == 0 && !args.json.json {
+        eprintln!(
+            "no tokens in org {}; mint one with `sixpn token create --name NAME`",
+            args.org.org
+        );
+    }
+    Ok(())
 }
 
 /// Runs `sixpn token show`: one token, never its secret (the server has none to show).
@@ -328,16 +323,9 @@ pub async fn token_delete(args: TokenDeleteArgs) -> anyhow::Result<()> {
     let client = admin_client(&args.admin)?;
     if asks(args.yes.yes) {
         // Say what goes with it; a failing list just leaves the count out of the question.
-        let live = match client
-            .get::<Vec<TokenJson>>(&tokens_path(&args.org.org))
+        let live = find_token(&client, &args.org.org, &args.name)
             .await
-        {
-            Ok(tokens) => tokens
-                .iter()
-                .find(|t| t.name == args.name.as_str())
-                .map(|t| format!(" and its {} live peer(s)", t.live_peers)),
-            Err(_) => None,
-        };
+            .map(|t| format!(" and its {} live peer(s)", t.live_peers));
         confirm(
             &format!(
                 "delete token {} of org {}{}? Every peer it created goes with it.",
@@ -365,53 +353,7 @@ pub async fn token_delete(args: TokenDeleteArgs) -> anyhow::Result<()> {
 /// One line: no credential, server unreachable, or the server's error.
 pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
     match command {
-        PeerCommand::List(OrgListArgs { org, admin, json }) => {
-            let client = admin_client(&admin)?;
-            let peers: Vec<PeerJson> = client.get(&peers_path(&org.org)).await?;
-            if json.json {
-                return print_typed(&peers);
-            }
-            if peers.is_empty() {
-                eprintln!(
-                    "no peers in org {}; a node joins with `sixpn token start NAME`",
-                    org.org
-                );
-            }
-            let rows: Vec<Vec<String>> = peers
-                .iter()
-                .map(|p| {
-                    let mut row: Vec<String> = [
-                        &p.name,
-                        &p.group,
-                        &p.region,
-                        &p.address,
-                        &p.token,
-                        &p.pubkey,
-                        &p.updated_at,
-                    ]
-                    .iter()
-                    .map(|s| text(Some(s), "-"))
-                    .collect();
-                    row.push(text(p.key_expires_at.as_deref(), "never"));
-                    row.push(if p.expired { "expired" } else { "active" }.to_owned());
-                    row
-                })
-                .collect();
-            print(&table(
-                &[
-                    "NAME",
-                    "GROUP",
-                    "REGION",
-                    "ADDRESS",
-                    "TOKEN",
-                    "PUBLIC KEY",
-                    "UPDATED",
-                    "KEY EXPIRES",
-                    "STATUS",
-                ],
-                &rows,
-            ))
-        }
+        PeerCommand::List(args) => peer_list(args).await,
         PeerCommand::Show {
             name,
             org,
@@ -452,6 +394,114 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
                 return print_typed(&answer);
             }
             print(&format!("deleted peer {name}\n"))
+        }
+    }
+}
+
+/// Runs `sixpn peer list`: page after page, filtered on the server.
+async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
+    let PeerListArgs {
+        list:
+            OrgListArgs {
+                org,
+                admin,
+                json,
+                page,
+            },
+        group,
+        region,
+        token,
+        live,
+        idle,
+    } = args;
+    let client = admin_client(&admin)?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(group) = &group {
+        query.append_pair("group", group.as_str());
+    }
+    if let Some(region) = &region {
+        query.append_pair("region", region.as_str());
+    }
+    if let Some(token) = &token {
+        query.append_pair("token", token.as_str());
+    }
+    if live || idle {
+        query.append_pair("live", if live { "true" } else { "false" });
+    }
+    let query = query.finish();
+    let mut path = peers_path(&org.org);
+    if !query.is_empty() {
+        path = format!("{path}?{query}");
+    }
+    let row = |p: &PeerJson| {
+        let mut row: Vec<String> = [
+            &p.name,
+            &p.group,
+            &p.region,
+            &p.address,
+            &p.token,
+            &p.pubkey,
+            &p.updated_at,
+        ]
+        .iter()
+        .map(|s| text(Some(s), "-"))
+        .collect();
+        row.push(text(p.key_expires_at.as_deref(), "never"));
+        row.push(if p.expired { "expired" } else { "active" }.to_owned());
+        row
+    };
+    let listing = Listing {
+        headers: &[
+            "NAME",
+            "GROUP",
+            "REGION",
+            "ADDRESS",
+            "TOKEN",
+            "PUBLIC KEY",
+            "UPDATED",
+            "KEY EXPIRES",
+            "STATUS",
+        ],
+        row: &row,
+    };
+    let n = print_all(&client, &path, &page, json.json, listing).await?;
+    if n == 0 && !json.json {
+        if query.is_empty() {
+            eprintln!(
+                "no peers in org {}; a node joins with `sixpn token start NAME`",
+                org.org
+            );
+        } else {
+            eprintln!("no peers in org {} match", org.org);
+        }
+    }
+    Ok(())
+}
+
+/// The live token `name` of `org`, looked for page by page; `None` when it is not there or the
+/// list fails.
+async fn find_token(client: &ApiClient, org: &OrgSlug, name: &TokenName) -> Option<TokenJson> {
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!(
+            "{}?limit={}",
+            tokens_path(org),
+            crate::api::paging::LIST_MAX_LIMIT
+        );
+        if let Some(after) = &after {
+            path.push_str(&format!("&after={after}"));
+        }
+        let (tokens, next) = client.get_page::<TokenJson>(&path).await.ok()?;
+        if let Some(token) = tokens.into_iter().find(|t| t.name == name.as_str()) {
+            return Some(token);
+        }
+        match next {
+            Some(next)
+                if after.as_deref() != Some(next.as_str()) && next.as_str() < name.as_str() =>
+            {
+                after = Some(next);
+            }
+            _ => return None,
         }
     }
 }

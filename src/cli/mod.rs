@@ -16,6 +16,7 @@ mod client;
 pub mod exit;
 mod node;
 mod output;
+mod pages;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +24,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
-use crate::model::{OrgSlug, PeerName, TokenName};
+use crate::model::{GroupName, OrgSlug, PeerName, RegionCode, TokenName};
+pub use pages::PageArg;
 
 pub use client::DEFAULT_API_URL;
 pub use exit::{EXIT_CODES_HELP, exit_code};
@@ -301,6 +303,8 @@ Example:
     #[command(long_about = "\
 List the orgs with their private /48 and the resolver address (<prefix>::3) their peers use.
 
+The list is fetched a page at a time (--page-size per request) and printed as it arrives.
+
 Examples:
   sixpn org list
   sixpn org list --json")]
@@ -311,6 +315,9 @@ Examples:
         /// Output format.
         #[command(flatten)]
         json: JsonArg,
+        /// Paging.
+        #[command(flatten)]
+        page: PageArg,
     },
     /// Delete an org (owner); --cascade also deletes its tokens and peers.
     #[command(long_about = "\
@@ -364,6 +371,8 @@ Examples:
     #[command(long_about = "\
 List the org's WireGuard tokens: name, group, expiry, creation, last use and live peer count. The
 secrets are never shown (the server keeps only their hashes).
+
+The list is fetched a page at a time (--page-size per request) and printed as it arrives.
 
 Examples:
   sixpn token list
@@ -615,6 +624,32 @@ pub struct OrgListArgs {
     /// Output format.
     #[command(flatten)]
     pub json: JsonArg,
+    /// Paging.
+    #[command(flatten)]
+    pub page: PageArg,
+}
+
+/// Arguments of `peer list`: the list's, and filters.
+#[derive(Debug, Args)]
+pub struct PeerListArgs {
+    /// The org, credential, format and paging.
+    #[command(flatten)]
+    pub list: OrgListArgs,
+    /// Only peers of this group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<GroupName>,
+    /// Only peers of this region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<RegionCode>,
+    /// Only peers this token created.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<TokenName>,
+    /// Only peers a gateway saw alive within the server's `[groups] health_window`.
+    #[arg(long, conflicts_with = "idle")]
+    pub live: bool,
+    /// Only peers no gateway saw alive within the server's `[groups] health_window`.
+    #[arg(long)]
+    pub idle: bool,
 }
 
 /// Flags shared by `token start`, `token update` and `token ensure`.
@@ -661,6 +696,8 @@ Examples:
 List the live API keys within your credential's scope, with their org, role, expiry, creator and
 last use. The keys themselves are never shown: the server has only their hashes.
 
+The list is fetched a page at a time (--page-size per request) and printed as it arrives.
+
 Examples:
   sixpn apikey list
   sixpn apikey list --json")]
@@ -671,6 +708,9 @@ Examples:
         /// Output format.
         #[command(flatten)]
         json: JsonArg,
+        /// Paging.
+        #[command(flatten)]
+        page: PageArg,
     },
     /// Narrow $SIXPN_API_KEY offline: one org, a lower role, a lifetime.
     #[command(long_about = "\
@@ -772,10 +812,15 @@ pub enum PeerCommand {
 List the org's peers: name, group, region, address, the token that created each, public key and
 last change.
 
+The list is fetched a page at a time (--page-size per request) and printed as it arrives, so
+an org of 100,000 peers streams. --group, --region, --token, --live and --idle narrow it (on the
+server).
+
 Examples:
   sixpn peer list
+  sixpn peer list --group web --live
   sixpn peer list --json | jq -r '.[].address'")]
-    List(OrgListArgs),
+    List(PeerListArgs),
     /// Show one peer, with its gateway status (last handshake, bytes) when known.
     #[command(long_about = "\
 Show one peer: group, region, address, public key, the token that created it, and what the gateway

@@ -35,6 +35,7 @@ pub use audit::{AuditAction, AuditEntry, AuditPage, PRUNE_BATCH as AUDIT_PRUNE_B
 pub use changes::Changes;
 pub use feed::{Feed, Update};
 pub use orgs::{OrgCounts, OrgDeleted};
+pub use page::{ListedPeer, Live, OrgsWithin, Page, PeerFilter};
 pub use peers::{HANDSHAKE_RESOLUTION, NewPeer, peer_address};
 pub use secret::TokenSecret;
 pub use tokens::{AuthToken, DerivedParent, NewToken};
@@ -405,6 +406,7 @@ mod changes;
 mod expiry;
 mod feed;
 mod orgs;
+mod page;
 mod peers;
 mod tokens;
 

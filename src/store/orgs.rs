@@ -116,6 +116,40 @@ impl Store {
         rows.into_iter().map(OrgRow::into_org).collect()
     }
 
+    /// A page of the orgs by slug: at most `limit` after `after`, within `within`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn list_orgs_page(
+        &self,
+        within: super::OrgsWithin<'_>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<super::Page<Org>, StoreError> {
+        use super::page::Bind;
+        let limit = super::page::page_limit(limit);
+        let after = Bind::Text(after.unwrap_or("").to_owned());
+        let (text, binds) = match within {
+            super::OrgsWithin::All => (
+                "SELECT id, slug, prefix, created_at FROM orgs WHERE slug > $1 ORDER BY slug LIMIT $2",
+                vec![after],
+            ),
+            super::OrgsWithin::Only(slug) => (
+                "SELECT id, slug, prefix, created_at FROM orgs WHERE slug > $1 AND slug = $2 \
+                 ORDER BY slug LIMIT $3",
+                vec![after, Bind::Text(slug.to_string())],
+            ),
+        };
+        let mut binds = binds;
+        binds.push(Bind::Int(i64::from(limit) + 1));
+        let rows: Vec<OrgRow> = self.page_rows(text.to_owned(), binds).await?;
+        let orgs = rows
+            .into_iter()
+            .map(OrgRow::into_org)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::Page::from_rows(orgs, limit, |o| o.slug.to_string()))
+    }
+
     /// One org.
     ///
     /// # Errors

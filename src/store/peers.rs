@@ -87,6 +87,30 @@ pub(super) const PEER_SELECT: &str = "SELECT p.org_id, o.slug AS org_slug, p.nam
      p.address, t.name AS token_name, p.created_at, p.updated_at, p.key_expires_at \
      FROM peers p JOIN orgs o ON o.id = p.org_id JOIN tokens t ON t.id = p.token_id";
 
+/// [`PEER_SELECT`] with what lists show besides: the last handshake and whether the peer is
+/// ephemeral.
+pub(super) const PEER_LIST_SELECT: &str = "SELECT p.org_id, o.slug AS org_slug, p.name, p.group_name, p.region, p.pubkey, \
+     p.address, t.name AS token_name, p.created_at, p.updated_at, p.key_expires_at, p.last_handshake_at, p.ephemeral \
+     FROM peers p JOIN orgs o ON o.id = p.org_id JOIN tokens t ON t.id = p.token_id";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PeerListRow {
+    #[sqlx(flatten)]
+    peer: PeerRow,
+    last_handshake_at: Option<i64>,
+    ephemeral: i64,
+}
+
+impl PeerListRow {
+    pub(super) fn into_listed(self) -> Result<super::ListedPeer, StoreError> {
+        Ok(super::ListedPeer {
+            peer: self.peer.into_peer()?,
+            last_seen_at: self.last_handshake_at,
+            ephemeral: self.ephemeral != 0,
+        })
+    }
+}
+
 /// A unique violation on a peer insert or update as the domain error it means. The generation
 /// lock makes the checks before it exact, so this is a safety net, not the usual path.
 fn peer_conflict(e: sqlx::Error, name: &PeerName) -> StoreError {
@@ -706,30 +730,6 @@ impl Store {
             };
             Ok((reaped, generation))
         })
-    }
-}
-
-impl Store {
-    /// Every peer of the org by name: whether it is ephemeral, and when a gateway last saw it
-    /// alive (`None`: never). One indexed read, for the admin API's lists.
-    ///
-    /// # Errors
-    /// [`StoreError::OrgNotFound`], [`StoreError::Database`].
-    pub async fn org_liveness(
-        &self,
-        org: &OrgSlug,
-    ) -> Result<std::collections::HashMap<String, (Option<i64>, bool)>, StoreError> {
-        let org_row = self.org_row(org).await?;
-        let rows: Vec<(String, Option<i64>, i64)> = read!(self, |pool| {
-            sqlx::query_as("SELECT name, last_handshake_at, ephemeral FROM peers WHERE org_id = $1")
-                .bind(org_row.id)
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(rows
-            .into_iter()
-            .map(|(name, at, ephemeral)| (name, (at, ephemeral != 0)))
-            .collect())
     }
 }
 

@@ -281,6 +281,39 @@ impl Store {
             .info()
     }
 
+    /// A page of the org's live tokens by name, with their live peer counts: at most `limit`
+    /// after `after`.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::Database`].
+    pub async fn list_tokens_page(
+        &self,
+        org: &OrgSlug,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<super::Page<TokenInfo>, StoreError> {
+        use super::page::Bind;
+        let org_row = self.org_row(org).await?;
+        let limit = super::page::page_limit(limit);
+        let text = format!(
+            "{TOKEN_SELECT} WHERE t.org_id = $1 AND t.deleted_at IS NULL AND t.name > $2 \
+             ORDER BY t.name LIMIT $3"
+        );
+        let binds = vec![
+            Bind::Int(org_row.id),
+            Bind::Text(after.unwrap_or("").to_owned()),
+            Bind::Int(i64::from(limit) + 1),
+        ];
+        let rows: Vec<TokenRow> = self.page_rows(text, binds).await?;
+        let tokens = rows
+            .iter()
+            .map(TokenRow::info)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::Page::from_rows(tokens, limit, |t| {
+            t.name.to_string()
+        }))
+    }
+
     /// Deletes a token and, in the same transaction, every peer it created (logged as one
     /// [`Change::PeerRemoved`] per peer, with its full row). Returns the number of peers deleted
     /// and the generation that reflects the delete: a new one when peers went, the current one

@@ -24,6 +24,7 @@ mod key_expiry;
 mod lifecycle;
 mod ops;
 mod outage;
+mod paging;
 mod reload;
 mod replicas;
 mod store;

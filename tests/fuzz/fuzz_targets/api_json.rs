@@ -120,6 +120,7 @@ fn api() -> &'static Api {
                 // One client sends everything; the limits have their own tests.
                 rate_limits: RateLimits::off(),
                 key_expiry: None,
+                live_window: std::time::Duration::from_secs(180),
             });
             let mint = |body: &'static str| {
                 let router = router.clone();
