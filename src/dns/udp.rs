@@ -36,8 +36,8 @@ use tokio::sync::Notify;
 
 use super::Handler;
 use crate::fastpath::rrl::{self, Rrl, Verdict};
-use crate::fastpath::{Delegate, Index, IndexSource};
-use crate::snapshot::SnapshotHandle;
+use crate::fastpath::{Delegate, IndexSource};
+use crate::snapshot::{Index, SnapshotHandle};
 
 /// Delegated datagrams waiting for the full handler, in all; beyond, the longest flow's oldest
 /// datagram is dropped (the client retries).

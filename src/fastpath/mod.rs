@@ -2,7 +2,7 @@
 //! hickory handler.
 //!
 //! [`answer`] is pure and allocation-free: it parses only the header, the question and a plain
-//! OPT record, looks the name up in an [`Index`] (one hash table for every view, keyed by the
+//! OPT record, looks the name up in the snapshot's answer table ([`Index`]: one hash table for every view, keyed by the
 //! wire-format name, compared without case), and writes the reply into the caller's buffer:
 //! the question echoed byte for byte as asked (mixed case included), id kept, flags patched
 //! (QR, AA, RD copied, CD copied, RA clear), prebuilt AAAA/TXT records, group members in
@@ -32,20 +32,18 @@
 //! core) and hands delegated packets to a callback; [`rrl`] limits the rate of negative answers
 //! per source, on this path and on the delegated one.
 
-pub mod index;
 pub mod rrl;
 pub mod server;
 mod sys;
 
-pub use sys::{raise_open_file_limit, release_free_memory};
+pub use sys::raise_open_file_limit;
 
 use std::net::IpAddr;
 
-pub use index::{FastZone, Hit, Index, IndexSettings};
 pub use rrl::{Rrl, RrlSettings};
 pub use server::{Delegate, FastServer, FastServerConfig, IndexSource};
 
-use index::Kind;
+use crate::snapshot::table::{self as index, Hit, Index, Kind};
 
 /// What [`answer`] did with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

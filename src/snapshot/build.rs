@@ -12,7 +12,7 @@ use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder, NameEnc
 
 use super::name::{self, wire_from_labels};
 use super::zone::{self, StaticZone};
-use super::{Base, RrSet, SnapshotSettings, StaticEntry, StaticMap, Zone};
+use super::{Base, FastZone, IndexSettings, RrSet, SnapshotSettings, StaticEntry, StaticMap, Zone};
 
 /// A static name with its record sets.
 struct StaticName {
@@ -81,10 +81,10 @@ fn fast_settings(
     zones: &[Zone],
     statics: &[StaticName],
     internal: u16,
-) -> crate::fastpath::IndexSettings {
-    let mut fast_zones: Vec<crate::fastpath::FastZone> = zones
+) -> IndexSettings {
+    let mut fast_zones: Vec<FastZone> = zones
         .iter()
-        .map(|z| crate::fastpath::FastZone {
+        .map(|z| FastZone {
             origin: z.origin_wire.clone(),
             soa_negative: z.soa_negative_wire.clone(),
             static_names: vec![z.origin_wire.clone()],
@@ -102,7 +102,7 @@ fn fast_settings(
             .static_names
             .push(wire_from_labels(&[label, b"internal"]));
     }
-    crate::fastpath::IndexSettings {
+    IndexSettings {
         ttl: settings.ttl,
         views: settings.views.clone(),
         zones: fast_zones,

@@ -1,7 +1,7 @@
 //! The DNS snapshot: an immutable, query-ready copy of every org's names, and its publisher.
 //!
 //! Data flow: the store's change feed → [`Model`] (every org's peers and groups, patched one
-//! change at a time) → the answer table ([`crate::fastpath::Index`], rebuilt only where a change
+//! change at a time) → the answer table ([`table::Index`], rebuilt only where a change
 //! landed) → [`Snapshot`] → `ArcSwap`. The table is the one DNS data model: the UDP fast path
 //! copies its bytes into packets, the full hickory handler (`dns/`) reads the same entries and
 //! builds records from them only for the questions it gets. Static zones (`zones/`) are parsed
@@ -16,9 +16,11 @@
 
 mod build;
 pub mod disk;
+mod memory;
 pub mod model;
 pub mod name;
 mod publisher;
+pub mod table;
 pub mod zone;
 
 use std::net::IpAddr;
@@ -31,10 +33,10 @@ use hickory_server::proto::rr::{Name, Record, RecordType};
 use tokio::sync::watch;
 
 use crate::config::{DnsConfig, ViewConfig};
-pub use crate::fastpath::Hit;
 use crate::model::{Generation, Org, OrgSlug};
 use crate::store::{Dump, StoreError};
 pub use model::{Model, Touched};
+pub use table::{FastZone, Hit, Index, IndexSettings};
 
 pub(crate) use build::org_record;
 pub use publisher::{start, start_persisted};
@@ -126,7 +128,7 @@ pub struct Base {
     ttl: u32,
     zones: Box<[Zone]>,
     statics: StaticMap,
-    index_settings: crate::fastpath::IndexSettings,
+    index_settings: IndexSettings,
     views: Vec<ViewConfig>,
 }
 
@@ -151,7 +153,7 @@ pub struct Snapshot {
     orgs: Arc<[Org]>,
     /// Orgs named by a configured view that do not exist.
     missing_view_orgs: Arc<[OrgSlug]>,
-    fast: crate::fastpath::Index,
+    fast: Index,
 }
 
 impl Snapshot {
@@ -162,7 +164,7 @@ impl Snapshot {
 
     /// Builds the whole snapshot of `model`.
     pub fn from_model(base: Arc<Base>, model: &Model) -> Snapshot {
-        let fast = crate::fastpath::Index::from_model(model, &base.index_settings);
+        let fast = Index::from_model(model, &base.index_settings);
         let (orgs, missing_view_orgs) = orgs_of(&base, model);
         Snapshot {
             generation: model.generation(),
@@ -253,7 +255,7 @@ impl Snapshot {
     }
 
     /// The answer table of this snapshot, shared by the UDP fast path and the full handler.
-    pub fn fast(&self) -> &crate::fastpath::Index {
+    pub fn fast(&self) -> &Index {
         &self.fast
     }
 }

@@ -17,10 +17,9 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use ipnet::Ipv6Net;
 use sixpn::config::ViewConfig;
-use sixpn::fastpath::{
-    self, FastServer, FastServerConfig, FastZone, Index, IndexSettings, Outcome,
-};
+use sixpn::fastpath::{self, FastServer, FastServerConfig, Outcome};
 use sixpn::model::{Generation, Org, Peer};
+use sixpn::snapshot::{FastZone, Index, IndexSettings};
 use sixpn::store::Dump;
 use sixpn::wireguard::PrivateKey;
 
