@@ -49,6 +49,7 @@ pub(super) fn base(settings: &SnapshotSettings) -> Base {
     }
     Base {
         ttl: settings.ttl,
+        internal,
         zones: zones.into_boxed_slice(),
         statics: map,
         index_settings,
@@ -169,6 +170,12 @@ fn make_zone(zone: &StaticZone) -> Zone {
     };
     let mut soa_negative = soa.clone();
     soa_negative.ttl = negative_ttl;
+    // Lowercase names, as the question's names are recorded for compression (see
+    // `dns::fit::compress_against_question`), so they point into the question where they can.
+    if let RData::SOA(data) = &mut soa_negative.data {
+        data.mname = data.mname.to_lowercase();
+        data.rname = data.rname.to_lowercase();
+    }
     let origin_wire = name::wire_key(&zone.origin).unwrap_or_else(|| Box::from(&b"\0"[..]));
     let mut wire = origin_wire.to_vec();
     let mut answer = Vec::new();
@@ -178,6 +185,7 @@ fn make_zone(zone: &StaticZone) -> Zone {
     Zone {
         origin: zone.origin.clone(),
         origin_wire,
+        soa: soa.clone(),
         soa_negative,
         soa_negative_wire: wire.into_boxed_slice(),
     }

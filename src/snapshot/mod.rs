@@ -126,6 +126,8 @@ impl SnapshotSettings {
 #[derive(Debug)]
 pub struct Base {
     ttl: u32,
+    /// The index of `internal.` in `zones`.
+    internal: u16,
     zones: Box<[Zone]>,
     statics: StaticMap,
     index_settings: IndexSettings,
@@ -153,6 +155,9 @@ pub struct Snapshot {
     orgs: Arc<[Org]>,
     /// Orgs named by a configured view that do not exist.
     missing_view_orgs: Arc<[OrgSlug]>,
+    /// Each zone's SOA at this generation: (apex record, negative record), the serial of
+    /// `internal.` moved on by the generation ([`Index::soa_serial`]).
+    soas: Box<[(Record, Record)]>,
     fast: Index,
 }
 
@@ -168,6 +173,7 @@ impl Snapshot {
         let (orgs, missing_view_orgs) = orgs_of(&base, model);
         Snapshot {
             generation: model.generation(),
+            soas: soas_of(&base, model.generation()),
             base,
             orgs,
             missing_view_orgs,
@@ -187,6 +193,7 @@ impl Snapshot {
         Snapshot {
             generation: model.generation(),
             base: Arc::clone(&self.base),
+            soas: soas_of(&self.base, model.generation()),
             orgs,
             missing_view_orgs,
             fast,
@@ -211,6 +218,20 @@ impl Snapshot {
     /// The served zones; [`Hit::zone`] and [`StaticEntry::zone`] index this.
     pub fn zones(&self) -> &[Zone] {
         &self.base.zones
+    }
+
+    /// The apex SOA record of zone `zone` (an index into [`Snapshot::zones`]) at this
+    /// generation.
+    pub fn soa(&self, zone: u16) -> Option<&Record> {
+        self.soas.get(usize::from(zone)).map(|(apex, _)| apex)
+    }
+
+    /// The SOA for the authority section of NXDOMAIN and NODATA answers in zone `zone`, its
+    /// TTL lowered to the SOA minimum (RFC 2308 §3), at this generation.
+    pub fn soa_negative(&self, zone: u16) -> Option<&Record> {
+        self.soas
+            .get(usize::from(zone))
+            .map(|(_, negative)| negative)
     }
 
     /// The orgs, in view order.
@@ -260,6 +281,25 @@ impl Snapshot {
     }
 }
 
+/// Each zone's (apex, negative) SOA records with the serial of `generation`.
+fn soas_of(base: &Base, generation: Generation) -> Box<[(Record, Record)]> {
+    base.zones
+        .iter()
+        .enumerate()
+        .map(|(i, zone)| {
+            let internal = i == usize::from(base.internal);
+            let serial = |record: &Record| {
+                let mut record = record.clone();
+                if let hickory_server::proto::rr::RData::SOA(soa) = &mut record.data {
+                    soa.serial = table::soa_serial(soa.serial, internal, generation.0);
+                }
+                record
+            };
+            (serial(&zone.soa), serial(&zone.soa_negative))
+        })
+        .collect()
+}
+
 fn orgs_of(base: &Base, model: &Model) -> (Arc<[Org]>, Arc<[OrgSlug]>) {
     let orgs: Arc<[Org]> = model.orgs().iter().map(|o| o.org().clone()).collect();
     let missing = base
@@ -276,6 +316,8 @@ fn orgs_of(base: &Base, model: &Model) -> (Arc<[Org]>, Arc<[OrgSlug]>) {
 pub struct Zone {
     origin: Name,
     origin_wire: Box<[u8]>,
+    /// The apex SOA as the zone file gives it.
+    soa: Record,
     soa_negative: Record,
     soa_negative_wire: Box<[u8]>,
 }
@@ -292,7 +334,8 @@ impl Zone {
     }
 
     /// The SOA for the authority section of NXDOMAIN and NODATA answers, its TTL lowered to the
-    /// SOA minimum (RFC 2308 §3).
+    /// SOA minimum (RFC 2308 §3), with the zone file's serial ([`Snapshot::soa_negative`] has
+    /// the serial of a generation).
     pub fn soa_negative(&self) -> &Record {
         &self.soa_negative
     }

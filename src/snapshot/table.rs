@@ -44,8 +44,10 @@ pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = crate::config::DEFAULT_MAX_UDP_PAYLOAD;
 pub struct FastZone {
     /// The apex in lowercase wire format, e.g. `\x08internal\x00`.
     pub origin: Box<[u8]>,
-    /// The SOA for negative answers as a complete resource record in wire format (owner name
-    /// uncompressed), copied as is into the authority section of NXDOMAIN and NODATA answers.
+    /// The SOA for negative answers as a complete resource record in wire format (no compression
+    /// anywhere). The index takes it apart ([`Soa`]); the fast path writes it into the authority
+    /// section of NXDOMAIN and NODATA answers with its names compressed against the question, and
+    /// the serial of `internal.` moved on by the generation ([`Index::soa_serial`]).
     pub soa_negative: Box<[u8]>,
     /// Names of the zone that have static records (lowercase wire format), the apex included.
     /// Queries for them, and for their ancestors inside the zone (empty non-terminals), go to the
@@ -119,8 +121,98 @@ pub(crate) struct Span {
 #[derive(Debug)]
 pub(crate) struct ZoneData {
     pub(crate) origin: Box<[u8]>,
-    pub(crate) soa: Box<[u8]>,
+    /// `None`: the SOA did not parse, or has names with too many labels to model their
+    /// compression; the fast path leaves the zone's negative answers to the full handler.
+    pub(crate) soa: Option<Soa>,
     pub(crate) delegate_misses: bool,
+}
+
+/// A zone's negative SOA taken apart, so that the fast path writes it compressed as the full
+/// handler's encoder does (its owner and names point into the question where they can).
+#[derive(Debug)]
+pub(crate) struct Soa {
+    /// TYPE, CLASS and TTL: the 8 bytes after the owner.
+    pub(crate) head: [u8; 8],
+    /// MNAME, lowercase wire format, uncompressed.
+    pub(crate) mname: Box<[u8]>,
+    /// RNAME, lowercase wire format, uncompressed.
+    pub(crate) rname: Box<[u8]>,
+    /// SERIAL as the zone file has it.
+    pub(crate) serial: u32,
+    /// REFRESH, RETRY, EXPIRE and MINIMUM.
+    pub(crate) timers: [u8; 16],
+    /// The record's length with no compression: the room a negative answer needs before it
+    /// is written (the encoder writes each name in full before replacing it by a pointer).
+    pub(crate) max_len: usize,
+}
+
+/// The most labels MNAME and RNAME may have together for the fast path to write them: the
+/// encoder remembers at most 64 names to point at, and the question's take up to
+/// [`MAX_QUESTION_LABELS`] of them.
+const MAX_SOA_LABELS: usize = 30;
+
+/// Questions with more labels than this get their negative answers from the full handler (see
+/// [`MAX_SOA_LABELS`]).
+pub const MAX_QUESTION_LABELS: usize = 24;
+
+impl Soa {
+    /// Takes apart `rr`: the SOA record of the zone `origin`, uncompressed wire format.
+    fn parse(rr: &[u8], origin: &[u8]) -> Option<Soa> {
+        let rest = rr.strip_prefix(origin)?;
+        let head: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+        if head[..2] != [0, 6] {
+            return None;
+        }
+        let rdlen = usize::from(u16::from_be_bytes([*rest.get(8)?, *rest.get(9)?]));
+        let rdata = rest.get(10..)?;
+        if rdata.len() != rdlen {
+            return None;
+        }
+        let mname_len = wire_name_len(rdata)?;
+        let rname_len = wire_name_len(&rdata[mname_len..])?;
+        let (mname, tail) = rdata.split_at(mname_len);
+        let (rname, tail) = tail.split_at(rname_len);
+        if tail.len() != 20 || labels(mname) + labels(rname) > MAX_SOA_LABELS {
+            return None;
+        }
+        let lower = |n: &[u8]| n.to_ascii_lowercase().into_boxed_slice();
+        Some(Soa {
+            head,
+            mname: lower(mname),
+            rname: lower(rname),
+            serial: u32::from_be_bytes(tail[..4].try_into().ok()?),
+            timers: tail[4..].try_into().ok()?,
+            max_len: rr.len(),
+        })
+    }
+}
+
+/// The length of the uncompressed wire name at the start of `b`, terminator included.
+fn wire_name_len(b: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let len = usize::from(*b.get(at)?);
+        if len == 0 {
+            return Some(at + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+    }
+}
+
+/// The number of labels of a valid wire name (the root has none).
+fn labels(name: &[u8]) -> usize {
+    let (mut at, mut n) = (0, 0);
+    while let Some(&len) = name.get(at) {
+        if len == 0 {
+            break;
+        }
+        at += 1 + usize::from(len);
+        n += 1;
+    }
+    n
 }
 
 /// How many bits of a name's hash pick its shard.
@@ -320,6 +412,9 @@ pub struct Index {
     /// `00 10 00 01 TTL`: a TXT record after its owner, up to its RDLENGTH.
     pub(crate) txt_tail: [u8; 8],
     pub(crate) max_udp_payload: u16,
+    /// The store generation the index was built or patched from: it moves the SOA serial of
+    /// `internal.` on ([`Index::soa_serial`]).
+    generation: u64,
     views: Box<[OrgSlug]>,
     /// Configured source views, for routing views added later.
     view_config: Arc<[ViewConfig]>,
@@ -502,7 +597,7 @@ impl Index {
                 .iter()
                 .map(|z| ZoneData {
                     origin: z.origin.clone(),
-                    soa: z.soa_negative.clone(),
+                    soa: Soa::parse(&z.soa_negative, &z.origin),
                     delegate_misses: z.delegate_misses,
                 })
                 .collect(),
@@ -516,6 +611,7 @@ impl Index {
                 t
             },
             max_udp_payload: settings.max_udp_payload.max(512),
+            generation: model.generation().0,
             views: Box::new([]),
             view_config: settings.views.clone().into(),
             statics: static_keys(&settings.zones).into(),
@@ -586,6 +682,7 @@ impl Index {
             aaaa_tail: self.aaaa_tail,
             txt_tail: self.txt_tail,
             max_udp_payload: self.max_udp_payload,
+            generation: model.generation().0,
             views: self.views.clone(),
             view_config: Arc::clone(&self.view_config),
             statics: Arc::clone(&self.statics),
@@ -759,6 +856,21 @@ impl Index {
         self.views = orgs.iter().map(|o| o.org().slug.clone()).collect();
     }
 
+    /// The SOA serial of zone `zone` (an index into the settings' zones): the zone file's, and
+    /// for `internal.`, whose names change with every write, the zone file's plus the store
+    /// generation, modulo 2^32. The generation only grows (it is stored with the data and
+    /// survives restarts), so the serial moves forward with every change in RFC 1982 terms
+    /// (less than 2^31 at a time) and never goes back.
+    #[inline]
+    pub fn soa_serial(&self, zone: u8) -> Option<u32> {
+        let soa = self.zones.get(usize::from(zone))?.soa.as_ref()?;
+        Some(soa_serial(
+            soa.serial,
+            zone == self.internal_zone,
+            self.generation,
+        ))
+    }
+
     /// The orgs, in view order.
     pub fn views(&self) -> &[OrgSlug] {
         &self.views
@@ -817,6 +929,16 @@ impl Index {
             }
         }
         best.map(|(i, _)| i)
+    }
+}
+
+/// The SOA serial of a zone whose file says `file_serial` (see [`Index::soa_serial`]).
+#[inline]
+pub fn soa_serial(file_serial: u32, internal: bool, generation: u64) -> u32 {
+    if internal {
+        file_serial.wrapping_add(generation as u32)
+    } else {
+        file_serial
     }
 }
 

@@ -6,6 +6,7 @@ mod api_support;
 mod apikeys;
 mod attenuate;
 mod cli;
+mod compact;
 mod crash;
 mod dns;
 mod dns_abuse;
