@@ -176,6 +176,7 @@ fn serve(addr: &str) {
             token: "bench".parse().expect("label"),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         });
     }
     d.peers.sort_by(|a, b| a.name.cmp(&b.name));

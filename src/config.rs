@@ -111,10 +111,25 @@ pub struct Config {
     pub peers: PeersConfig,
     /// Group answers: health-aware groups.
     pub groups: GroupsConfig,
+    /// Per-org limits (issue 23).
+    pub orgs: OrgsConfig,
+    /// The audit log's retention (issue 23).
+    pub audit: AuditConfig,
     /// Gateway regions peers can connect to.
     pub regions: Vec<RegionConfig>,
     /// When present, keep this WireGuard interface in step with the store.
     pub gateway: Option<GatewayConfig>,
+    /// Logging: the filter (re-read on `SIGHUP`).
+    pub log: LogConfig,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `info,sixpn::gateway=debug`; `RUST_LOG`, when set,
+    /// wins. Unset: `info`.
+    pub filter: Option<String>,
 }
 
 impl Default for Config {
@@ -128,8 +143,11 @@ impl Default for Config {
             dns: DnsConfig::default(),
             peers: PeersConfig::default(),
             groups: GroupsConfig::default(),
+            orgs: OrgsConfig::default(),
+            audit: AuditConfig::default(),
             regions: Vec::new(),
             gateway: None,
+            log: LogConfig::default(),
         }
     }
 }
@@ -151,6 +169,8 @@ impl std::fmt::Debug for Config {
             .field("dns", &self.dns)
             .field("peers", &self.peers)
             .field("groups", &self.groups)
+            .field("orgs", &self.orgs)
+            .field("audit", &self.audit)
             .field("regions", &self.regions)
             .field("gateway", &self.gateway)
             .finish()
@@ -284,13 +304,91 @@ pub struct PeersConfig {
     /// creation or last re-key when it never connected) is removed.
     #[serde(deserialize_with = "duration")]
     pub ephemeral_idle: Duration,
+    /// The org-wide key lifetime (issue 23): a peer created or re-keyed with a token that sets no
+    /// `key_expiry` of its own is served only this long after. Unset (the default): keys never
+    /// expire unless their token says so.
+    #[serde(deserialize_with = "opt_duration")]
+    pub key_expiry: Option<Duration>,
+    /// How long a peer whose key expired stays listed (as expired, and revivable by a re-key)
+    /// before the reaper removes it.
+    #[serde(deserialize_with = "duration")]
+    pub expired_grace: Duration,
 }
+
+/// The default of `[peers] expired_grace`: a week.
+pub const DEFAULT_EXPIRED_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for PeersConfig {
     fn default() -> Self {
         PeersConfig {
             ephemeral_idle: Duration::from_secs(30 * 60),
+            key_expiry: None,
+            expired_grace: DEFAULT_EXPIRED_GRACE,
         }
+    }
+}
+
+/// The default of `[orgs] max_peers`.
+pub const DEFAULT_ORG_MAX_PEERS: u64 = 100_000;
+
+/// The `[orgs]` section (issue 23): bounded by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgsConfig {
+    /// The most live peers one org may have; a create beyond it is refused with 409.
+    pub max_peers: u64,
+}
+
+impl Default for OrgsConfig {
+    fn default() -> Self {
+        OrgsConfig {
+            max_peers: DEFAULT_ORG_MAX_PEERS,
+        }
+    }
+}
+
+/// The `[audit]` section (issue 23).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit entries older than this are deleted by the reaper; `None` (`0` or `"off"`): kept
+    /// forever.
+    #[serde(deserialize_with = "duration_or_off")]
+    pub retention: Option<Duration>,
+}
+
+/// The default of `[audit] retention`: 90 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention: Some(DEFAULT_AUDIT_RETENTION),
+        }
+    }
+}
+
+/// A duration like [`duration`], or `0`, `"0"` or `"off"` for none.
+fn duration_or_off<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Secs(0) => Ok(None),
+        Raw::Secs(secs) => Ok(Some(Duration::from_secs(secs))),
+        Raw::Text(text) if matches!(text.trim(), "0" | "off") => Ok(None),
+        Raw::Text(text) => humantime::parse_duration(text.trim())
+            .map(|d| (!d.is_zero()).then_some(d))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{e}: expected a duration such as \"90d\" or \"12h\", or \"off\""
+                ))
+            }),
     }
 }
 
@@ -366,6 +464,13 @@ fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duratio
             ))
         }),
     }
+}
+
+/// Like [`duration`], for an optional key.
+fn opt_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 /// The `[dns]` section.
@@ -678,6 +783,13 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] says what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(filter) = &self.log.filter
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(filter)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[log] filter {filter:?} is not a tracing filter ({e}); use e.g. \"info\" or \"info,sixpn::gateway=debug\""
+            )));
+        }
         if self.ula_prefix.prefix_len() > 16 {
             return Err(ConfigError::Invalid(format!(
                 "ula_prefix {} is too long: orgs need 32 bits of /48s, use a /16 such as fdaa::/16",
@@ -701,6 +813,20 @@ impl Config {
         if self.peers.ephemeral_idle < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "[peers] ephemeral_idle must be at least 1s".into(),
+            ));
+        }
+        if self.orgs.max_peers == 0 {
+            return Err(ConfigError::Invalid(
+                "[orgs] max_peers must be at least 1 (it caps each org's live peers)".into(),
+            ));
+        }
+        if self
+            .peers
+            .key_expiry
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(ConfigError::Invalid(
+                "[peers] key_expiry must be at least 1s".into(),
             ));
         }
         if self.regions.iter().filter(|r| r.default).count() > 1 {
@@ -879,6 +1005,22 @@ mod tests {
         assert_eq!(c.api.listen.to_string(), "127.0.0.1:4280");
         assert_eq!(c.dns.ttl, 5);
         assert!(c.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn peers_key_expiry_and_grace() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.peers.key_expiry, None);
+        assert_eq!(c.peers.expired_grace, DEFAULT_EXPIRED_GRACE);
+        let c = Config::from_toml("[peers]\nkey_expiry = \"24h\"\nexpired_grace = 3600\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.peers.key_expiry, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(c.peers.expired_grace, Duration::from_secs(3600));
+        let err = Config::from_toml("[peers]\nkey_expiry = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("duration"), "{err}");
+        let c = Config::from_toml("[peers]\nkey_expiry = \"0s\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("key_expiry"), "{err}");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! POST /api/v3/wire_guard_peers ─► api::peers ─► store::register_peer (one transaction: check the
-//!   token's cap, allocate the address, insert the peer, bump the generation, write its change set
-//!   to the change log; PostgreSQL also pg_notify, a wake-up hint only) ─► commit
+//!   token's and the org's caps (O(1): counters kept by triggers), allocate the address, insert
+//!   the peer, bump the generation, write its change set to the change log; PostgreSQL also
+//!   pg_notify, a wake-up hint only) ─► commit
 //!   ─► store::Changes (the change set, in process, and watch<Generation>)
 //!   ─► every consumer's store::Feed: the change sets since its generation (memory, else the
 //!      change log, else a full reload) ─┬─► snapshot publisher: Model::apply ─► Snapshot::apply
@@ -24,7 +25,9 @@
 //! - [`model`]: shared domain types (names, orgs, peers, tokens, generation, change sets).
 //! - [`wireguard`]: keys and wg-quick files.
 //! - [`config`]: TOML + env + flags, validated; plain data, defaults included.
-//! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed.
+//! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed
+//!   (which also times key expiry: a peer whose key expired is handed out as removed, on every
+//!   server, with no write).
 //! - [`snapshot`]: the DNS model, patched per change, its answer table (`snapshot::table`:
 //!   sharded, patched per change) and the publisher; the last-known-good state on disk.
 //! - [`dns`]: the hickory-server authoritative server over the snapshot.

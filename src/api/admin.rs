@@ -18,8 +18,9 @@ use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
 use super::peers::parse_path_name;
 use super::types::{
-    AuditJson, AuditPageJson, DeletedJson, EXPIRES_UNITS, Label, MintedToken, OrgCreate, OrgJson,
-    PeerJson, PeerWithStatus, StatusJson, TokenCreate, TokenDeletedJson, TokenJson,
+    AuditJson, AuditPageJson, DeletedJson, EXPIRES_UNITS, Label, MintedToken, OrgCreate,
+    OrgDeletedJson, OrgJson, PeerJson, PeerWithStatus, StatusJson, TokenCreate, TokenDeletedJson,
+    TokenJson,
 };
 use super::{Shared, rfc3339};
 use crate::model::{GroupName, Org, Peer, PeerStatus, TokenInfo, TokenName, now_unix};
@@ -48,6 +49,8 @@ impl From<&TokenInfo> for TokenJson {
             last_used_at: t.last_used_at.map(rfc3339),
             live_peers: t.live_peers,
             ephemeral: t.ephemeral,
+            key_expiry: t.key_expiry,
+            expired: t.expired(now_unix()),
         }
     }
 }
@@ -77,6 +80,8 @@ impl From<&Peer> for PeerJson {
             updated_at: rfc3339(p.updated_at),
             ephemeral: false,
             last_seen_at: None,
+            key_expires_at: p.key_expires_at.map(rfc3339),
+            expired: p.key_expired(now_unix()),
         }
     }
 }
@@ -113,6 +118,8 @@ fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
                 ("listOrgPeers" = (operation_id = "listOrgPeers",
                     parameters(("org" = "$response.body#/slug")))),
                 ("listAudit" = (operation_id = "listAudit",
+                    parameters(("org" = "$response.body#/slug")))),
+                ("deleteOrg" = (operation_id = "deleteOrg",
                     parameters(("org" = "$response.body#/slug")))),
             )),
         (status = 409, response = super::openapi::Conflict),
@@ -162,6 +169,78 @@ pub async fn list_orgs(
     ))
 }
 
+/// Reads `cascade` from a query string: `true`/`1` or `false`/`0` (default).
+fn cascade_query(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut cascade = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "cascade" {
+            cascade = match value {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ApiError::InvalidField {
+                        field: "cascade",
+                        reason: format!("must be true or false, got {value:?}"),
+                    });
+                }
+            };
+        }
+    }
+    Ok(cascade)
+}
+
+/// `DELETE /api/v1/orgs/{org}`: deletes an org; with `cascade=true` its tokens and peers too.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}", operation_id = "deleteOrg", tag = "admin",
+    summary = "Delete an org (409 while it has peers or tokens, unless cascade=true); its /48 and slug are free again",
+    description = "Without `cascade`, an org that still has peers or live tokens is refused \
+        (409, naming how many). With `cascade=true` its tokens and peers are deleted in the same \
+        transaction: their DNS names vanish and gateways drop them. The org's audit log goes \
+        with it; the delete is logged as `org_deleted` in the default org's log. API keys \
+        scoped to the org are revoked. The default org cannot be deleted (409).",
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner"])), ("x-sixpn-scope" = json!("all"))),
+    params(("org" = Label, Path, description = "The org's slug"),
+        ("cascade" = Option<bool>, Query,
+            description = "Delete the org's tokens and peers with it (default false)")),
+    responses(
+        (status = 200, description = "Deleted", body = OrgDeletedJson),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::AdminGuarded,
+    ))]
+pub async fn delete_org(
+    auth: AdminAuth,
+    Source(source): Source,
+    State(state): State<Shared>,
+    ApiPath(org): ApiPath<String>,
+    uri: axum::http::Uri,
+) -> Result<Json<OrgDeletedJson>, ApiError> {
+    auth.global(Role::Owner)?;
+    let org = org
+        .parse::<crate::model::OrgSlug>()
+        .map_err(|_| ApiError::no_such_org(&org))?;
+    let cascade = cascade_query(uri.query())?;
+    let deleted = super::metrics::timed(
+        "delete_org",
+        auth.store(&state.store, source).delete_org(&org, cascade),
+    )
+    .await?;
+    tracing::info!(%org, prefix = %deleted.prefix, deleted_peers = deleted.peers,
+        deleted_tokens = deleted.tokens, revoked_api_keys = deleted.api_keys,
+        generation = %deleted.generation, "org deleted");
+    // DNS and the gateway reload without the org; the answer waits for that.
+    state.wait_published(deleted.generation).await;
+    Ok(Json(OrgDeletedJson {
+        deleted: org.to_string(),
+        prefix: deleted.prefix.to_string(),
+        deleted_peers: deleted.peers,
+        deleted_tokens: deleted.tokens,
+        revoked_api_keys: deleted.api_keys,
+    }))
+}
+
 /// The longest `expires_in` accepted: 100 years (36,525 days). Longer is surely a typo (issue
 /// 11: `--expires 10000y`), and "never" is said by leaving the field out.
 pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(36_525 * 86_400);
@@ -171,13 +250,29 @@ pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(36_525 * 86_400);
 /// [`MAX_EXPIRES_IN`]. Exactly the strings [`super::types::expires_in_pattern`] matches, which
 /// the OpenAPI document states. `null` is refused: no expiry is said by leaving the field out.
 pub(super) fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
-    let invalid = |reason: String| ApiError::InvalidField {
-        field: "expires_in",
-        reason,
-    };
+    parse_lifetime("expires_in", "a token that never expires", value)
+}
+
+/// Reads a token's `key_expiry` (issue 23) as [`parse_expires_in`] reads `expires_in`.
+pub(super) fn parse_key_expiry(value: &Value) -> Result<Duration, ApiError> {
+    parse_lifetime(
+        "key_expiry",
+        "keys that follow the org default ([peers] key_expiry)",
+        value,
+    )
+}
+
+/// Reads a lifetime `field` as [`parse_expires_in`] describes; `never` says what leaving the
+/// field out means.
+fn parse_lifetime(
+    field: &'static str,
+    never: &'static str,
+    value: &Value,
+) -> Result<Duration, ApiError> {
+    let invalid = |reason: String| ApiError::InvalidField { field, reason };
     let too_long = || {
         invalid(format!(
-            "is too long: at most 100 years ({}d); leave it out for a token that never expires",
+            "is too long: at most 100 years ({}d); leave it out for {never}",
             MAX_EXPIRES_IN.as_secs() / 86_400
         ))
     };
@@ -208,11 +303,10 @@ pub(super) fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
                 .ok_or_else(too_long)?
         }
         Value::Null => {
-            return Err(invalid(
+            return Err(invalid(format!(
                 "must be a duration such as \"30d\" or a number of seconds, not null; leave \
-                 it out for a token that never expires"
-                    .to_owned(),
-            ));
+                 it out for {never}"
+            )));
         }
         _ => {
             return Err(invalid(
@@ -251,12 +345,17 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
         });
     }
     let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
+    let key_expiry = match body.0.get("key_expiry") {
+        Some(value) => Some(parse_key_expiry(value)?.as_secs()),
+        None => None,
+    };
     Ok(TokenCreate {
         name,
         group,
         expires_in,
         max_peers,
         ephemeral,
+        key_expiry,
     })
 }
 
@@ -270,6 +369,8 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
     responses(
         (status = 201, description = "The token with its secret", body = MintedToken,
             links(
+                ("showToken" = (operation_id = "showToken",
+                    parameters(("org" = "$response.body#/org"), ("name" = "$response.body#/name")))),
                 ("deleteToken" = (operation_id = "deleteToken",
                     parameters(("org" = "$response.body#/org"), ("name" = "$response.body#/name")))),
             )),
@@ -305,6 +406,7 @@ pub async fn mint_token(
         group: request.group,
         expires_at,
         max_peers: request.max_peers,
+        key_expiry: request.key_expiry,
     };
     let (info, secret) = super::metrics::timed(
         "mint_token",
@@ -344,6 +446,29 @@ pub async fn list_tokens(
     let org = auth.org(&org, Role::Viewer)?;
     let tokens = super::metrics::timed("list_tokens", state.store.list_tokens(&org)).await?;
     Ok(Json(tokens.iter().map(TokenJson::from).collect()))
+}
+
+/// `GET /api/v1/orgs/{org}/wireguard_tokens/{name}`: one live token, without its secret.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/wireguard_tokens/{name}", operation_id = "showToken", tag = "admin",
+    summary = "One live token with its live peer count (never its secret)",
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
+    params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The token's name")),
+    responses(
+        (status = 200, description = "The token", body = TokenJson),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::AdminGuarded,
+    ))]
+pub async fn show_token(
+    auth: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
+) -> Result<Json<TokenJson>, ApiError> {
+    let org = auth.org(&org, Role::Viewer)?;
+    let name = parse_token_name(&name)?;
+    let token = super::metrics::timed("get_token", state.store.get_token(&org, &name)).await?;
+    Ok(Json(TokenJson::from(&token)))
 }
 
 /// `DELETE /api/v1/orgs/{org}/wireguard_tokens/{name}`: deletes a token and every peer it made.
@@ -581,6 +706,8 @@ mod tests {
                 last_used_at: None,
                 live_peers: 0,
                 ephemeral: false,
+                key_expiry: None,
+                expired: false,
             },
         };
         let debug = format!("{minted:?}");

@@ -25,6 +25,7 @@ mod metrics;
 mod openapi;
 mod peers;
 pub mod server;
+mod tls;
 pub mod types;
 
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub struct ApiState {
     pub body_timeout: Duration,
     /// Rate limits per WireGuard token and per source address.
     pub rate_limits: RateLimits,
+    /// The org-wide key lifetime (`[peers] key_expiry`) for tokens that set none of their own.
+    pub key_expiry: Option<Duration>,
 }
 
 /// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for
@@ -132,6 +135,31 @@ pub fn router(state: ApiState) -> Router {
     finish(api_routes(), shared(state), body_limit)
 }
 
+/// Like [`router`], with a handle that retunes the running API (a configuration reload).
+pub fn router_with_handle(state: ApiState) -> (Router, ApiHandle) {
+    let body_limit = state.body_limit;
+    let shared = shared(state);
+    let handle = ApiHandle(Arc::clone(&shared));
+    (finish(api_routes(), shared, body_limit), handle)
+}
+
+/// What a configuration reload changes in a running API: its rate limits.
+#[derive(Clone)]
+pub struct ApiHandle(Shared);
+
+impl std::fmt::Debug for ApiHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiHandle").finish_non_exhaustive()
+    }
+}
+
+impl ApiHandle {
+    /// Applies new rate limits; what each token or address has spent stays spent.
+    pub fn retune(&self, limits: RateLimits) {
+        self.0.limiters.retune(limits);
+    }
+}
+
 /// The API split for two listeners (`[api] admin_listen`): the public router (peer API,
 /// `/healthz`, `/readyz`, `/api/openapi.json`) and the admin router (`/api/v1/*`, `/metrics`).
 /// Both share one state: the rate limiters, the metrics cache and the OpenAPI document, which
@@ -141,6 +169,7 @@ pub fn split_routers(state: ApiState) -> Routers {
     let body_limit = state.body_limit;
     let shared = shared(state);
     Routers {
+        handle: ApiHandle(Arc::clone(&shared)),
         public: finish(public_routes(), Arc::clone(&shared), body_limit),
         admin: finish(admin_routes(), shared, body_limit),
     }
@@ -153,6 +182,8 @@ pub struct Routers {
     pub public: Router,
     /// Served on `[api] admin_listen`: the admin plane.
     pub admin: Router,
+    /// Retunes both (a configuration reload).
+    pub handle: ApiHandle,
 }
 
 /// The state every router of one server shares.
@@ -255,8 +286,9 @@ fn public_routes() -> OpenApiRouter<Shared> {
 fn admin_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(admin::list_orgs, admin::create_org))
+        .routes(routes!(admin::delete_org))
         .routes(routes!(admin::list_tokens, admin::mint_token))
-        .routes(routes!(admin::delete_token))
+        .routes(routes!(admin::show_token, admin::delete_token))
         .routes(routes!(admin::list_peers))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::show_peer, admin::delete_peer))

@@ -1,4 +1,5 @@
-//! Admin commands: `org create|list`, `token create|list|delete`, `peer list|show|delete`.
+//! Admin commands: `org create|list|delete`, `token create|list|show|delete`,
+//! `peer list|show|delete`.
 //!
 //! They talk only to the server's admin API (`/api/v1`), authenticated with an API key
 //! (`--api-key`, `$SIXPN_API_KEY`), else `$SIXPN_ADMIN_TOKEN` or the admin-token file the server wrote into its data directory. They never print a token
@@ -13,10 +14,11 @@ use super::node::request_body;
 use super::output::{fields, print, print_typed, table, text};
 use super::{
     AdminArgs, AuditArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs,
+    TokenShowArgs,
 };
 use crate::api::types::{
-    AuditPageJson, DeletedJson, MintedToken, OrgCreate, OrgJson, PeerJson, PeerWithStatus,
-    TokenCreate, TokenDeletedJson, TokenJson,
+    AuditPageJson, DeletedJson, MintedToken, OrgCreate, OrgDeletedJson, OrgJson, PeerJson,
+    PeerWithStatus, TokenCreate, TokenDeletedJson, TokenJson,
 };
 use crate::model::OrgSlug;
 use anyhow::bail;
@@ -66,6 +68,52 @@ pub async fn org(command: OrgCommand) -> anyhow::Result<()> {
                 .collect();
             print(&table(&["SLUG", "PREFIX", "DNS", "CREATED"], &rows))
         }
+        OrgCommand::Delete {
+            slug,
+            cascade,
+            yes,
+            admin,
+            json,
+        } => {
+            let client = admin_client(&admin)?;
+            if !yes.yes {
+                if !asks(false) {
+                    return Err(fail(
+                        Failure::Usage,
+                        format!(
+                            "refusing to delete org {slug} without confirmation: there is no \
+                             terminal to ask on; pass --yes"
+                        ),
+                    ));
+                }
+                confirm(
+                    &format!(
+                        "delete org {slug}{}? Its /48 and audit log go with it.",
+                        if cascade {
+                            " with every token and peer in it"
+                        } else {
+                            ""
+                        }
+                    ),
+                    &mut std::io::stdin().lock(),
+                )?;
+            }
+            let mut path = format!("api/v1/orgs/{slug}");
+            if cascade {
+                path.push_str("?cascade=true");
+            }
+            let answer: OrgDeletedJson = client.send_typed(Method::DELETE, &path, None).await?;
+            if json.json {
+                return print_typed(&answer);
+            }
+            print(&format!(
+                "deleted org {slug} (prefix {}) with {} peer(s) and {} token(s); {} API key(s) revoked\n",
+                text(Some(&answer.prefix), "-"),
+                answer.deleted_peers,
+                answer.deleted_tokens,
+                answer.revoked_api_keys
+            ))
+        }
     }
 }
 
@@ -80,6 +128,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         expires,
         max_peers,
         ephemeral,
+        key_expiry,
         org,
         admin,
         json,
@@ -91,6 +140,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         expires_in: expires.map(|d| d.as_secs()),
         max_peers,
         ephemeral,
+        key_expiry: key_expiry.map(|d| d.as_secs()),
     })?;
     let minted: MintedToken = client
         .send_typed(Method::POST, &tokens_path(&org.org), Some(&body))
@@ -107,12 +157,19 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
             client.base_url()
         );
     }
+    if max_peers.is_none() {
+        // Bounded by default (issue 23): say so once, on stderr, where --json output is not.
+        eprintln!(
+            "note: token {name} is uncapped: it may create peers up to the org's limit \
+             ([orgs] max_peers); pass --max-peers N to cap it"
+        );
+    }
     if json.json {
         return print_typed(&minted);
     }
     print(&format!("SIXPN_WIREGUARD_TOKEN={secret}\n"))?;
     eprintln!(
-        "minted {}token {name} for org {} (group {}, expires {}, max peers {}); the secret above is shown only this once",
+        "minted {}token {name} for org {} (group {}, expires {}, max peers {}, key expiry {}); the secret above is shown only this once",
         if ephemeral { "ephemeral " } else { "" },
         org.org,
         text(minted.info.group.as_deref(), "any"),
@@ -121,6 +178,10 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
             .info
             .max_peers
             .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        minted.info.key_expiry.map_or_else(
+            || "the org default".to_owned(),
+            |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+        ),
     );
     Ok(())
 }
@@ -153,6 +214,11 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
                 t.live_peers.to_string(),
                 t.max_peers
                     .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                t.key_expiry.map_or_else(
+                    || "-".to_owned(),
+                    |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
+                ),
+                if t.expired { "expired" } else { "active" }.to_owned(),
             ]
         })
         .collect();
@@ -165,9 +231,45 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
             "LAST USED",
             "LIVE PEERS",
             "MAX PEERS",
+            "KEY EXPIRY",
+            "STATUS",
         ],
         &rows,
     ))
+}
+
+/// Runs `sixpn token show`: one token, never its secret (the server has none to show).
+///
+/// # Errors
+/// One line: no credential, server unreachable, or the server's error (404: no such token).
+pub async fn token_show(args: TokenShowArgs) -> anyhow::Result<()> {
+    let client = admin_client(&args.admin)?;
+    let token: TokenJson = client
+        .get(&format!("{}/{}", tokens_path(&args.org.org), args.name))
+        .await?;
+    if args.json.json {
+        return print_typed(&token);
+    }
+    print(&fields(&[
+        ("name", text(Some(&token.name), "-")),
+        ("org", text(Some(&token.org), "-")),
+        ("group", text(token.group.as_deref(), "any")),
+        ("expires", text(token.expires_at.as_deref(), "never")),
+        (
+            "max peers",
+            token.max_peers.map_or_else(
+                || "uncapped (the org's limit applies)".to_owned(),
+                |n| n.to_string(),
+            ),
+        ),
+        ("live peers", token.live_peers.to_string()),
+        (
+            "ephemeral",
+            if token.ephemeral { "yes" } else { "no" }.to_owned(),
+        ),
+        ("created", text(Some(&token.created_at), "-")),
+        ("last used", text(token.last_used_at.as_deref(), "never")),
+    ]))
 }
 
 /// Runs `sixpn audit`: one page of the org's audit log, newest first.
@@ -278,7 +380,7 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
             let rows: Vec<Vec<String>> = peers
                 .iter()
                 .map(|p| {
-                    [
+                    let mut row: Vec<String> = [
                         &p.name,
                         &p.group,
                         &p.region,
@@ -289,7 +391,10 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
                     ]
                     .iter()
                     .map(|s| text(Some(s), "-"))
-                    .collect()
+                    .collect();
+                    row.push(text(p.key_expires_at.as_deref(), "never"));
+                    row.push(if p.expired { "expired" } else { "active" }.to_owned());
+                    row
                 })
                 .collect();
             print(&table(
@@ -301,6 +406,8 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
                     "TOKEN",
                     "PUBLIC KEY",
                     "UPDATED",
+                    "KEY EXPIRES",
+                    "STATUS",
                 ],
                 &rows,
             ))
@@ -387,6 +494,15 @@ fn show_fields(peer: &PeerWithStatus) -> Vec<(&'static str, String)> {
         ("token", text(Some(&p.token), "-")),
         ("created", text(Some(&p.created_at), "-")),
         ("updated", text(Some(&p.updated_at), "-")),
+        ("key expires", text(p.key_expires_at.as_deref(), "never")),
+        (
+            "status",
+            if p.expired {
+                "expired: not served until re-keyed".to_owned()
+            } else {
+                "active".to_owned()
+            },
+        ),
     ];
     match &peer.status {
         Some(status) => {

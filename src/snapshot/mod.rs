@@ -435,6 +435,18 @@ pub struct SnapshotHandle {
 struct HandleInner {
     current: ArcSwap<Snapshot>,
     published: watch::Sender<Generation>,
+    /// The publisher's inbox for new settings; unset for a handle without a publisher.
+    reconfigure: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Reconfigure>>,
+}
+
+/// New settings for a running publisher (a configuration reload, issue 18): the views, TTL,
+/// zones and UDP payload size, and the health-aware groups.
+#[derive(Debug, Clone)]
+pub struct Reconfigure {
+    /// What the snapshot is built from besides the store.
+    pub settings: SnapshotSettings,
+    /// Health-aware groups.
+    pub groups: crate::config::GroupsConfig,
 }
 
 impl SnapshotHandle {
@@ -445,6 +457,7 @@ impl SnapshotHandle {
             inner: Arc::new(HandleInner {
                 current: ArcSwap::from_pointee(first),
                 published,
+                reconfigure: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -467,6 +480,15 @@ impl SnapshotHandle {
         let previous = self.inner.current.swap(Arc::new(snapshot));
         self.inner.published.send_replace(generation);
         previous
+    }
+
+    /// Hands new settings to the publisher, which rebuilds the snapshot from what it holds (no
+    /// store read) and publishes it. Returns `false` when this handle has no publisher.
+    pub fn reconfigure(&self, next: Reconfigure) -> bool {
+        self.inner
+            .reconfigure
+            .get()
+            .is_some_and(|tx| tx.send(next).is_ok())
     }
 
     /// Waits until a snapshot of at least `generation` is published.

@@ -110,6 +110,8 @@ struct StoredPeer {
     token: TokenName,
     created_at: i64,
     updated_at: i64,
+    #[serde(default)]
+    key_expires_at: Option<i64>,
 }
 
 impl StoredPeer {
@@ -124,6 +126,7 @@ impl StoredPeer {
             token: self.token,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            key_expires_at: self.key_expires_at,
         }
     }
 }
@@ -560,6 +563,7 @@ mod tests {
             token: "k8s".parse().unwrap(),
             created_at: 1,
             updated_at: 2,
+            key_expires_at: Some(4),
         };
         let org = Org {
             slug: "acme".parse().unwrap(),

@@ -12,19 +12,26 @@
 //! wakes on every announcement: a local commit, or the store's watcher noticing a newer stored
 //! generation (another replica or process, a NOTIFY hint, the 1 s poll). It never trusts an
 //! announcement's number for content; it only reads what is committed.
+//!
+//! It also serves key expiry ([`super::expiry`]): peers whose key expired are left out, and at
+//! each deadline the feed hands out a change set that removes the peers due, as of the
+//! generation the consumer already holds.
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use super::changes::LogRead;
+use super::expiry::{Expiry, now_ms};
 use super::{Dump, Store, StoreError};
 use crate::model::{ChangeSet, Generation};
 
 /// What [`Feed::next`] hands a consumer.
 #[derive(Debug)]
 pub enum Update {
-    /// The change sets right after the consumer's generation, consecutive and in order.
+    /// The change sets right after the consumer's generation, consecutive and in order. A set
+    /// of key expiries (only removals) repeats the generation the consumer holds: nothing was
+    /// committed, only what is served changed.
     Changes(Vec<Arc<ChangeSet>>),
     /// Start over from this full state.
     Reload(Dump),
@@ -45,6 +52,8 @@ pub struct Feed {
     /// The change set this feed handed out last (generation `at`); `None` after a reload. Lets
     /// the feed notice that the store switched to another history that already grew past `at`.
     last: Option<Arc<ChangeSet>>,
+    /// Deadlines of the peers handed out with an expiring key.
+    expiry: Expiry,
 }
 
 impl Feed {
@@ -57,12 +66,20 @@ impl Feed {
             at: None,
             check_log: false,
             last: None,
+            expiry: Expiry::default(),
         }
     }
 
     /// The generation the consumer holds once it applied everything this feed handed it.
     pub fn at(&self) -> Option<Generation> {
         self.at
+    }
+
+    /// Whether a generation newer than [`Feed::at`] has been announced (committed by this process,
+    /// or seen stored by the store's watcher): [`Feed::next`] would return at once. `false`
+    /// before the first [`Feed::next`].
+    pub fn behind(&self) -> bool {
+        self.at.is_some_and(|at| *self.changes.borrow() > at)
     }
 
     /// Makes the next [`Feed::next`] a full [`Update::Reload`] (a periodic safety net).
@@ -84,6 +101,26 @@ impl Feed {
     /// # Errors
     /// [`StoreError`] when reading the store fails; the consumer retries later.
     pub async fn next(&mut self) -> Result<Update, StoreError> {
+        loop {
+            let now = now_ms();
+            if let Some(at) = self.at
+                && let Some(due) = self.expiry.take_due(now, at)
+            {
+                return Ok(Update::Changes(vec![Arc::new(due)]));
+            }
+            let update = match self.expiry.wait(now) {
+                None => self.next_committed().await?,
+                Some(wait) => tokio::select! {
+                    update = self.next_committed() => update?,
+                    () = tokio::time::sleep(wait) => continue,
+                },
+            };
+            return Ok(self.expiry.filter(update, now_ms()));
+        }
+    }
+
+    /// [`Feed::next`] before key expiry: what the store committed. Cancel safe.
+    async fn next_committed(&mut self) -> Result<Update, StoreError> {
         let Some(at) = self.at else {
             return self.reload().await;
         };

@@ -17,7 +17,11 @@
 //!   arithmetic ([`crate::wireguard::PublicKey::from_trusted_base64`]).
 //! - Only this module knows SQL. Unique-constraint violations become domain errors here.
 //! - A token secret is never stored: only its SHA-256 hash.
+//! - `orgs.peer_count` and `tokens.peer_count` equal their live peers: triggers on `peers` keep
+//!   them in the transaction of every insert and delete (migration 0009), so the caps on live
+//!   peers are checked in O(1).
 
+pub mod backup;
 mod secret;
 
 use ipnet::Ipv6Net;
@@ -27,10 +31,10 @@ pub use apikeys::{
     API_KEY_PREFIX, ApiKeyAuth, ApiKeyInfo, ApiKeySecret, KeyScope, NewApiKey, Role,
     is_api_key_shaped,
 };
-pub use audit::{AuditAction, AuditEntry, AuditPage};
+pub use audit::{AuditAction, AuditEntry, AuditPage, PRUNE_BATCH as AUDIT_PRUNE_BATCH};
 pub use changes::Changes;
 pub use feed::{Feed, Update};
-pub use orgs::OrgCounts;
+pub use orgs::{OrgCounts, OrgDeleted};
 pub use peers::{HANDSHAKE_RESOLUTION, NewPeer, peer_address};
 pub use secret::TokenSecret;
 pub use tokens::{AuthToken, DerivedParent, NewToken};
@@ -75,6 +79,27 @@ pub enum StoreError {
     /// The token has as many live peers as it may.
     #[error("token has reached its cap of {0} live peers")]
     PeerCapReached(u32),
+    /// The org has as many live peers as `[orgs] max_peers` allows.
+    #[error("org {org} has reached its cap of {cap} live peers ([orgs] max_peers)")]
+    OrgPeerCapReached {
+        /// The org.
+        org: OrgSlug,
+        /// `[orgs] max_peers`.
+        cap: u64,
+    },
+    /// The org still has peers or live tokens, and the delete was not a cascade.
+    #[error("org {org} still has {peers} peer(s) and {tokens} token(s)")]
+    OrgNotEmpty {
+        /// The org.
+        org: OrgSlug,
+        /// Its live peers.
+        peers: u64,
+        /// Its live tokens.
+        tokens: u64,
+    },
+    /// The default org cannot be deleted (every server recreates it at start).
+    #[error("org {0} is the default org and cannot be deleted")]
+    DefaultOrg(OrgSlug),
     /// The org's address space is used up.
     #[error("no free address left in the org's prefix")]
     AddressesExhausted,
@@ -153,6 +178,8 @@ pub struct Store {
     /// Who the audit log names for the admin writes made through this handle (see
     /// [`Store::with_actor`]); `None`: each write names its own default actor.
     actor: Option<std::sync::Arc<str>>,
+    /// `[orgs] max_peers`: the most live peers one org may have (see [`Store::with_org_max_peers`]).
+    org_max_peers: u64,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
     /// The token that guard cancels.
@@ -375,6 +402,7 @@ macro_rules! audit {
 mod apikeys;
 mod audit;
 mod changes;
+mod expiry;
 mod feed;
 mod orgs;
 mod peers;
@@ -475,6 +503,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// A row naming a parent that is gone: e.g. a token minted into an org deleted meanwhile.
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
 impl Store {
     /// Opens (creating and migrating when needed) the database at `url` and makes sure the
     /// default org exists. `ula_prefix` is where new orgs' /48s come from.
@@ -550,8 +583,10 @@ impl Store {
         {
             use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
             let path = std::path::Path::new(path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
+            // The folder 0700 and the file 0600 before SQLite creates either (its -wal, -shm and
+            // -journal files take the file's mode), whatever the umask or the folder's mode.
+            if path.as_os_str() != ":memory:" {
+                backup::prepare_private_file(path).map_err(|e| StoreError::Database(e.into()))?;
             }
             let opts = SqliteConnectOptions::new()
                 .filename(path)
@@ -581,6 +616,7 @@ impl Store {
             identity: Default::default(),
             source: None,
             actor: None,
+            org_max_peers: crate::config::DEFAULT_ORG_MAX_PEERS,
             _watcher: Some(std::sync::Arc::new(watch_stop.clone().drop_guard())),
             watch_stop,
         })
@@ -672,6 +708,15 @@ impl Store {
     pub fn with_actor(&self, actor: &str) -> Store {
         Store {
             actor: Some(actor.into()),
+            ..self.clone()
+        }
+    }
+
+    /// This handle, refusing a peer create once the org has `max_peers` live peers
+    /// (`[orgs] max_peers`). Checked in O(1) against a counter the database keeps. Cheap.
+    pub fn with_org_max_peers(&self, max_peers: u64) -> Store {
+        Store {
+            org_max_peers: max_peers,
             ..self.clone()
         }
     }

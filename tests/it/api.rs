@@ -189,6 +189,7 @@ async fn authentication_failures_are_401_with_a_reason() {
                 group: None,
                 expires_at: Some(now_unix() - 60),
                 max_peers: None,
+                key_expiry: None,
             },
         )
         .await
@@ -536,7 +537,7 @@ async fn the_peer_cap_is_enforced() {
     api.create(&token, "node-2", "", &pubkey()).await.ok();
     api.create(&token, "node-3", "", &pubkey())
         .await
-        .expect_error(429, &["cap of 2"]);
+        .expect_error(409, &["max_peers = 2"]);
     // Deleting one frees a slot.
     api.peer("DELETE", &format!("{PEERS}/node-1"), &token, None)
         .await
@@ -1900,6 +1901,7 @@ async fn issue11_absurd_expiries_are_refused_and_still_list() {
                 group: None,
                 expires_at: Some(now_unix() + 10_000 * 31_557_600),
                 max_peers: None,
+                key_expiry: None,
             },
         )
         .await

@@ -46,6 +46,7 @@ fn peer(org: &Org, name: &str, group: &str, host: u128) -> Peer {
         token: "t".parse().expect("valid token name"),
         created_at: 0,
         updated_at: 0,
+        key_expires_at: None,
     }
 }
 
