@@ -5,6 +5,9 @@
 //!
 //! A leaf: `main.rs` calls [`init_logging`] before anything else runs.
 
+/// Tracing directives that silence hickory's per-query INFO logging (two lines per DNS query).
+pub const LOG_FILTER: &str = "hickory_server=warn,hickory_net=warn,hickory_proto=warn";
+
 /// How log lines are written: `text` for people, `json` (one object per line) for log
 /// shippers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,7 +45,7 @@ pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
         .max_level_hint()
         .is_some_and(|level| level >= LevelFilter::DEBUG);
     if !names_hickory && !verbose {
-        for directive in crate::dns::LOG_FILTER.split(',') {
+        for directive in LOG_FILTER.split(',') {
             if let Ok(directive) = directive.parse() {
                 filter = filter.add_directive(directive);
             }

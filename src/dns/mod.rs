@@ -13,8 +13,8 @@
 //!
 //! In gateway mode, [`listeners`] serves the same way on each org's `::3` as orgs appear.
 //!
-//! hickory logs two INFO lines per query; add [`LOG_FILTER`] to the tracing filter to keep
-//! per-query events at debug.
+//! hickory logs two INFO lines per query; [`crate::logging::LOG_FILTER`] in the tracing filter
+//! keeps per-query events at debug.
 
 pub mod fit;
 mod handler;
@@ -39,9 +39,6 @@ pub use handler::{Handler, Lookup, MAX_UDP_PAYLOAD, lookup};
 pub use tcp::{TcpGate, TcpLimits};
 
 use crate::snapshot::SnapshotHandle;
-
-/// Tracing directives that silence hickory's per-query INFO logging (two lines per query).
-pub const LOG_FILTER: &str = "hickory_server=warn,hickory_net=warn,hickory_proto=warn";
 
 /// A TCP connection that sends no query for this long is closed (sooner near the cap: see
 /// [`tcp`]).

@@ -1,6 +1,6 @@
 //! The DNS model: what every org's names are, kept up to date one change at a time.
 //!
-//! [`Model`] is the only input the answer table ([`crate::fastpath::Index`]) is derived from, both
+//! [`Model`] is the only input the answer table ([`super::Index`]) is derived from, both
 //! when it is built whole (start, resync) and when it is patched ([`Model::apply`] reports which
 //! names a change touched; the index rebuilds only the pieces that hold them). Because both ways
 //! read the same model through the same [`Model::content`], a patched table answers exactly like
@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
 
-use crate::fastpath::index::{MAX_TXT_RDATA, split_txt_into};
+use super::name::{MAX_TXT_RDATA, split_txt_into};
 use crate::model::{Change, Generation, GroupName, Org, OrgSlug, PeerName};
 use crate::store::Dump;
 

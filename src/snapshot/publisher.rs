@@ -563,7 +563,7 @@ fn step(
             model.inherit_health(&old);
             drop((dump, old));
             let snapshot = Snapshot::from_model(Arc::clone(base), &model);
-            crate::fastpath::release_free_memory();
+            super::memory::release_free_memory();
             tracing::info!(
                 generation = %snapshot.generation(),
                 orgs = model.orgs().len(),
@@ -587,7 +587,7 @@ fn retire(old: Arc<Snapshot>, trim: bool) {
         let last = Arc::strong_count(&old) == 1;
         drop(old);
         if trim && last {
-            crate::fastpath::release_free_memory();
+            super::memory::release_free_memory();
         }
     });
 }

@@ -8,6 +8,7 @@ mod attenuate;
 mod backup;
 mod bounds;
 mod cli;
+mod compact;
 mod crash;
 mod datadir;
 mod dns;
