@@ -257,7 +257,10 @@ fn store_status(err: &StoreError) -> StatusCode {
             StatusCode::INSUFFICIENT_STORAGE
         }
         StoreError::Database(err) if is_unavailable(err) => StatusCode::SERVICE_UNAVAILABLE,
-        StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
+        StoreError::BadUrl(_)
+        | StoreError::ReadReplicaNeedsPostgres
+        | StoreError::Migrate(_)
+        | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }

@@ -21,6 +21,7 @@ mod incremental;
 mod lifecycle;
 mod ops;
 mod outage;
+mod read_replica;
 mod reload;
 mod replicas;
 mod store;
