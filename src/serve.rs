@@ -131,11 +131,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             Store::open_with(&url, read, config.ula_prefix),
         )
         .await
-            .unwrap_or_else(|_| {
-                Err(crate::store::StoreError::Database(
-                    sqlx::Error::PoolTimedOut,
-                ))
-            }),
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            ))
+        }),
         None => Store::open_with(&url, read, config.ula_prefix).await,
     };
     let mut primary_away = false;

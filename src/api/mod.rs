@@ -358,25 +358,26 @@ async fn readyz(State(state): State<Shared>) -> Response {
     );
     let mut down: Vec<&'static str> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
-    let mut database = |part: &'static str,
-                        what: &str,
-                        result: Result<Result<(), crate::store::StoreError>, _>| {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, part, "readiness: the store failed");
-                down.push(part);
-                reasons.push(format!("{what} is unavailable"));
+    let mut database =
+        |part: &'static str,
+         what: &str,
+         result: Result<Result<(), crate::store::StoreError>, _>| {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, part, "readiness: the store failed");
+                    down.push(part);
+                    reasons.push(format!("{what} is unavailable"));
+                }
+                Err(tokio::time::error::Elapsed { .. }) => {
+                    down.push(part);
+                    reasons.push(format!(
+                        "{what} did not answer within {} ms",
+                        READY_TIMEOUT.as_millis()
+                    ));
+                }
             }
-            Err(tokio::time::error::Elapsed { .. }) => {
-                down.push(part);
-                reasons.push(format!(
-                    "{what} did not answer within {} ms",
-                    READY_TIMEOUT.as_millis()
-                ));
-            }
-        }
-    };
+        };
     database(
         "primary",
         if replica {

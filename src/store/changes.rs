@@ -517,7 +517,9 @@ fn spawn_standby_watcher(
             {
                 // Only ever up: below what was announced is the standby lagging.
                 Ok(g) => changes.publish(Generation(g as u64)),
-                Err(e) => tracing::debug!(error = %e, "reading the generation from the standby failed"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the generation from the standby failed")
+                }
             }
         }
     });

@@ -151,7 +151,9 @@ impl Feed {
                         return self.reload().await;
                     }
                     // The standby's sets still count; the polls go on.
-                    Err(error) => tracing::debug!(%error, "reading the change log from the primary failed"),
+                    Err(error) => {
+                        tracing::debug!(%error, "reading the change log from the primary failed")
+                    }
                 }
             }
             if let Some(last) = sets.last() {

@@ -191,6 +191,28 @@ pub struct Store {
     watch_stop: tokio_util::sync::CancellationToken,
     /// The hot standby this replica reads from (`read_database_url`), when there is one.
     read: Option<ReadSide>,
+    /// Bounds the PostgreSQL write transactions open at once (see [`WRITERS`]).
+    write_gate: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// At most this many PostgreSQL write transactions hold a connection at once (half the pool):
+/// writers that bump the generation queue on its row lock anyway, so more would only hold
+/// connections idle, and a burst of them would starve the reads and make waiting for a
+/// connection (bounded by [`PRIMARY_ACQUIRE_TIMEOUT`], so that a primary that is away fails
+/// fast) fail under load. Writers beyond it wait here, for at most [`WRITE_QUEUE_TIMEOUT`].
+const WRITERS: usize = 8;
+
+/// How long a write waits for its turn among [`WRITERS`] before it answers 503.
+const WRITE_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A turn among the [`WRITERS`], or `PoolTimedOut` after [`WRITE_QUEUE_TIMEOUT`].
+async fn write_turn(
+    gate: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, sqlx::Error> {
+    match tokio::time::timeout(WRITE_QUEUE_TIMEOUT, gate.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(sqlx::Error::PoolTimedOut),
+    }
 }
 
 /// `read_database_url` and `read_poll_period`: a PostgreSQL hot standby a replica reads its
@@ -272,6 +294,7 @@ macro_rules! write_tx {
                 let $is_pg = true;
                 #[allow(unused_mut)]
                 let mut $log: Option<std::sync::Arc<$crate::model::ChangeSet>> = None;
+                let _turn = $crate::store::write_turn(&$self.write_gate).await?;
                 let mut $tx = $crate::store::begin_pg(pool, None).await?;
                 let out: Result<_, StoreError> = $body;
                 if out.is_ok() {
@@ -725,6 +748,7 @@ impl Store {
             _watcher: Some(std::sync::Arc::new(watch_stop.clone().drop_guard())),
             watch_stop,
             read,
+            write_gate: std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS)),
         })
     }
 

@@ -18,8 +18,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
 use crate::support::postgres::Cluster;
-use crate::support::server::{Serve, server_config};
-use crate::support::{Api, dns_query_async, eventually_async};
+use crate::support::{Api, Serve, dns_query_async, eventually_async, server_config};
 
 /// A primary and its streaming standby, both ready; `None` when PostgreSQL's tools are missing.
 async fn primary_and_standby(what: &str) -> Option<(Cluster, Cluster)> {
@@ -91,7 +90,7 @@ async fn issue17_a_replica_follows_its_standby_and_its_own_writes_never_wait_for
         if resolves(dns_b, "node-a1._peer.internal").await {
             Ok(())
         } else {
-            Err("not yet")
+            Err("not yet".to_owned())
         }
     })
     .await;
@@ -127,7 +126,10 @@ async fn issue17_a_replica_follows_its_standby_and_its_own_writes_never_wait_for
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let g = published(&base_b).await;
-        assert!(g >= last, "b's published generation went back from {last} to {g}");
+        assert!(
+            g >= last,
+            "b's published generation went back from {last} to {g}"
+        );
         last = g;
         if resolves(dns_b, "node-a3._peer.internal").await {
             break;
@@ -139,7 +141,10 @@ async fn issue17_a_replica_follows_its_standby_and_its_own_writes_never_wait_for
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for name in ["node-a1", "node-a2", "node-b1"] {
-        assert!(resolves(dns_b, &format!("{name}._peer.internal")).await, "{name}");
+        assert!(
+            resolves(dns_b, &format!("{name}._peer.internal")).await,
+            "{name}"
+        );
     }
     let (status, body) = get(&base_b, "/readyz").await;
     assert_eq!(status, 200, "{body}");
@@ -177,7 +182,10 @@ async fn issue17_primary_away_writes_fail_within_a_second_and_dns_answers() {
     let (status, body) = get(&api.base, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["down"], serde_json::json!(["primary"]), "{body}");
-    assert!(body["error"].as_str().unwrap().contains("primary"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("primary"),
+        "{body}"
+    );
 
     // The primary comes back: writes resume, and the standby brings them to DNS.
     primary.start_again();
@@ -194,14 +202,18 @@ async fn issue17_primary_away_writes_fail_within_a_second_and_dns_answers() {
     // Now the standby is away: DNS still answers, `/readyz` names it.
     standby.stop();
     assert!(resolves(dns, "node-2._peer.internal").await);
-    eventually_async(Duration::from_secs(10), "readyz names the replica", || async {
-        let (status, body) = get(&api.base, "/readyz").await;
-        if status == 503 && body["down"] == serde_json::json!(["read_replica"]) {
-            Ok(())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    })
+    eventually_async(
+        Duration::from_secs(10),
+        "readyz names the replica",
+        || async {
+            let (status, body) = get(&api.base, "/readyz").await;
+            if status == 503 && body["down"] == serde_json::json!(["read_replica"]) {
+                Ok(())
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        },
+    )
     .await;
 
     b.shutdown().await.unwrap();
