@@ -1199,6 +1199,58 @@ listen_port = 51820
     }
 
     #[test]
+    fn issue17_read_database_url_needs_postgres_on_both_sides() {
+        let c = Config::from_toml(
+            "database_url = \"postgres://u:pw@primary/x\"\n\
+             read_database_url = \"postgres://u:pw@standby/x\"\nread_poll_period = \"50ms\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let read = c.read_replica().unwrap();
+        assert_eq!(read.url, "postgres://u:pw@standby/x");
+        assert_eq!(read.poll_period, Duration::from_millis(50));
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the read URL's password is redacted"
+        );
+        assert_eq!(
+            Config::default().read_poll_period,
+            Duration::from_millis(100)
+        );
+
+        // Beside SQLite (the default store): refused, naming the key.
+        let mut c = Config::default();
+        c.apply_env(|k| {
+            (k == "SIXPN_READ_DATABASE_URL").then(|| "postgres://standby/x\n".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.read_database_url.as_deref(), Some("postgres://standby/x"));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("read_database_url") && err.contains("SQLite"),
+            "{err}"
+        );
+
+        let bad = Config::from_toml(
+            "database_url = \"postgres://primary/x\"\nread_database_url = \"sqlite:///tmp/x.db\"",
+        )
+        .unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not a PostgreSQL URL")
+        );
+        let fast = Config::from_toml("read_poll_period = \"1ms\"").unwrap();
+        assert!(
+            fast.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("read_poll_period")
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         assert!(Config::from_toml("nonsense = 1").is_err());
     }
