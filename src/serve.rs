@@ -125,6 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // usual time.
     let read = config.read_replica();
     let read = read.as_ref();
+    // With a read replica, DNS can load from the standby: the primary gets the same moment.
     let opened = match &saved {
         Some(_) => tokio::time::timeout(
             STORE_PATIENCE,
@@ -136,10 +137,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 sqlx::Error::PoolTimedOut,
             ))
         }),
-        None => Store::open_with(&url, read, config.ula_prefix).await,
+        _ if read.is_some() => tokio::time::timeout(
+            STORE_PATIENCE,
+            Store::open_with(&url, read, config.ula_prefix),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            ))
+        }),
+        _ => Store::open_with(&url, read, config.ula_prefix).await,
     };
     let mut primary_away = false;
     let (store, fallback) = match (opened, saved) {
+        // The primary answers but the standby the first load reads may not: DNS then starts
+        // from the last-known-good state and follows the standby once it answers.
+        (Ok(store), Some((model, _))) if read.is_some() => {
+            match tokio::time::timeout(STORE_PATIENCE, store.generation()).await {
+                Ok(Ok(_)) => (store, None),
+                _ => {
+                    tracing::warn!(
+                        generation = %model.generation(),
+                        "the read replica does not answer: serving DNS from the last-known-good state until it does"
+                    );
+                    (store, Some(model))
+                }
+            }
+        }
         (Ok(store), _) => (store, None),
         // With a read replica, DNS loads from the standby while the primary is away.
         (Err(error), None) if error.is_unavailable() && read.is_some() => {

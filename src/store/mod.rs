@@ -762,8 +762,15 @@ impl Store {
         let identity = self.ensure_identity().await?;
         let _ = self.identity.set(identity);
         self.ensure_default_org().await?;
-        // Read after the default org, which may have just been created.
-        self.generation().await
+        // Read after the default org, which may have just been created. From the primary: a
+        // standby that is away must not hold up the open, and one that lags is caught up by the
+        // feed (which reads the sets it lacks from the primary).
+        let g: i64 = read!(self, |pool| {
+            sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(Generation(g as u64))
     }
 
     /// Starts following the stored generation (other replicas' and processes' writes).

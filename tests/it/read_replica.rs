@@ -187,6 +187,19 @@ async fn issue17_primary_away_writes_fail_within_a_second_and_dns_answers() {
         "{body}"
     );
 
+    // A replica that starts while the primary is away loads DNS from the standby.
+    let dir_c = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let c = replica(dir_c.path(), &primary, Some(&standby)).await;
+    eprintln!("started without its primary in {:?}", started.elapsed());
+    assert!(
+        resolves(c.dns_addrs[0], "node-1._peer.internal").await,
+        "loaded from the standby"
+    );
+    let (status, body) = Api::of(&c).register(&token, "away-c", "web").await;
+    assert_eq!(status, 503, "{body}");
+    c.shutdown().await.unwrap();
+
     // The primary comes back: writes resume, and the standby brings them to DNS.
     primary.start_again();
     primary.ready().await;
