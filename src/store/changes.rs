@@ -466,33 +466,21 @@ fn spawn_standby_watcher(
         let mut poll = tokio::time::interval(read.poll_period);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut listener: Option<sqlx::postgres::PgListener> = None;
+        // A LISTEN being set up, in a task of its own: a primary that is away must not hold up
+        // the standby's polls.
+        let mut pending: Option<
+            tokio::task::JoinHandle<Result<sqlx::postgres::PgListener, sqlx::Error>>,
+        > = None;
         let mut next_listen = tokio::time::Instant::now();
         let mut warned = false;
         loop {
-            if listener.is_none() && tokio::time::Instant::now() >= next_listen {
-                // Bounded: a primary that is away must not hold up the standby's polls.
-                let attempt = tokio::time::timeout(
-                    super::PRIMARY_ACQUIRE_TIMEOUT * 2,
-                    listen_quiet(&primary, channel),
-                )
-                .await;
-                match attempt {
-                    Ok(Ok(l)) => {
-                        if warned {
-                            tracing::info!("LISTEN on the primary is back");
-                        }
-                        warned = false;
-                        listener = Some(l);
-                    }
-                    Ok(Err(error)) => {
-                        if !warned {
-                            tracing::warn!(%error, "cannot LISTEN on the primary; following the standby by polling");
-                            warned = true;
-                        }
-                        next_listen = tokio::time::Instant::now() + POLL_EVERY;
-                    }
-                    Err(_) => next_listen = tokio::time::Instant::now() + POLL_EVERY,
-                }
+            if listener.is_none() && pending.is_none() && tokio::time::Instant::now() >= next_listen
+            {
+                let primary = primary.clone();
+                pending = Some(tokio::spawn(async move {
+                    listen_quiet(&primary, channel).await
+                }));
+                next_listen = tokio::time::Instant::now() + POLL_EVERY;
             }
             tokio::select! {
                 note = async {
@@ -505,8 +493,38 @@ fn spawn_standby_watcher(
                     Ok(Some(_)) => {}
                     Ok(None) | Err(_) => listener = None,
                 },
+                done = async {
+                    match pending.as_mut() {
+                        Some(task) => task.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    pending = None;
+                    match done {
+                        Ok(Ok(l)) => {
+                            if warned {
+                                tracing::info!("LISTEN on the primary is back");
+                            }
+                            warned = false;
+                            listener = Some(l);
+                        }
+                        Ok(Err(error)) => {
+                            if !warned {
+                                tracing::warn!(%error, "cannot LISTEN on the primary; following the standby by polling");
+                                warned = true;
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                    continue;
+                },
                 _ = poll.tick() => {}
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    if let Some(task) = pending.take() {
+                        task.abort();
+                    }
+                    return;
+                }
             }
             if read.pool.is_closed() {
                 return;
