@@ -11,6 +11,11 @@
 //!   NOTIFY. A NOTIFY is only a hint: its payload is never trusted, since any role may send one
 //!   (issue 9). The task never reads or writes change sets itself.
 //!
+//! - With a hot standby (`read_database_url`), the watcher reads the standby's generation every
+//!   `read_poll_period` instead (a standby delivers no NOTIFY; the primary's NOTIFY stays a hint),
+//!   and the change log is read from the standby, except the sets between what the standby holds
+//!   and this process's own newer commits, which come from the primary ([`Side`]).
+//!
 //! This module never decides when a consumer reloads: the feed does, from what it reads here.
 
 use std::collections::BTreeMap;

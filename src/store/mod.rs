@@ -16,6 +16,9 @@
 //! - Rows read back are trusted: keys were checked on the way in, so loading does no curve
 //!   arithmetic ([`crate::wireguard::PublicKey::from_trusted_base64`]).
 //! - Only this module knows SQL. Unique-constraint violations become domain errors here.
+//! - With `read_database_url`, full loads, the change feed and liveness reads go to a PostgreSQL
+//!   hot standby ([`ReadReplica`]); writes and the API's reads go to the primary. What consumers
+//!   see never goes backwards because the standby lags (see `feed`).
 //! - A token secret is never stored: only its SHA-256 hash.
 //! - `orgs.peer_count` and `tokens.peer_count` equal their live peers: triggers on `peers` keep
 //!   them in the transaction of every insert and delete (migration 0009), so the caps on live
