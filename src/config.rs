@@ -68,6 +68,10 @@ pub const MAX_RRL_WINDOW: u32 = 60;
 /// How often the gateway reconciles in full by default (`[gateway] resync_period`).
 pub const DEFAULT_RESYNC_PERIOD: Duration = Duration::from_secs(30);
 
+/// Default `read_poll_period`: how often a replica reads the stored generation from its hot
+/// standby.
+pub const DEFAULT_READ_POLL_PERIOD: Duration = Duration::from_millis(100);
+
 /// How the gateway records peer liveness: read the interface every `period`, and write a
 /// peer's times to the store only when they moved by more than `resolution` seconds. Not a key
 /// of its own: it follows `[groups]` ([`GroupsConfig::liveness_timing`]).
@@ -99,6 +103,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite:…` or `postgres://…`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// A PostgreSQL hot standby of `database_url` this replica reads from (full loads, the
+    /// change feed, liveness reads); writes go to `database_url`. Default: unset.
+    pub read_database_url: Option<String>,
+    /// How often the stored generation is read from `read_database_url` (a standby delivers no
+    /// NOTIFY). Default 100 ms.
+    #[serde(deserialize_with = "duration")]
+    pub read_poll_period: Duration,
     /// The ULA prefix the orgs' /48s are carved from.
     pub ula_prefix: Ipv6Net,
     /// The admin credential; default: generated on first start into `data_dir/admin-token`.
@@ -137,6 +148,8 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("sixpn-data"),
             database_url: None,
+            read_database_url: None,
+            read_poll_period: DEFAULT_READ_POLL_PERIOD,
             ula_prefix: "fdaa::/16".parse().expect("valid literal"),
             admin_token: None,
             api: ApiConfig::default(),
@@ -160,6 +173,11 @@ impl std::fmt::Debug for Config {
                 "database_url",
                 &self.database_url.as_deref().map(redact_url),
             )
+            .field(
+                "read_database_url",
+                &self.read_database_url.as_deref().map(redact_url),
+            )
+            .field("read_poll_period", &self.read_poll_period)
             .field("ula_prefix", &self.ula_prefix)
             .field(
                 "admin_token",
@@ -716,6 +734,9 @@ impl Config {
         if let Some(v) = non_empty("SIXPN_DATABASE_URL") {
             self.database_url = Some(v);
         }
+        if let Some(v) = non_empty("SIXPN_READ_DATABASE_URL") {
+            self.read_database_url = Some(v.trim().to_owned());
+        }
         if let Some(v) = non_empty("SIXPN_DNS_VIEWS") {
             self.dns.views = parse_views(&v).map_err(|message| ConfigError::Env {
                 var: "SIXPN_DNS_VIEWS",
@@ -788,6 +809,30 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!(
                 "[log] filter {filter:?} is not a tracing filter ({e}); use e.g. \"info\" or \"info,sixpn::gateway=debug\""
+            )));
+        }
+        if let Some(read) = &self.read_database_url {
+            let is_pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+            if !is_pg(&self.database_url()) {
+                return Err(ConfigError::Invalid(
+                    "read_database_url (SIXPN_READ_DATABASE_URL) needs a PostgreSQL database_url: \
+                     a read replica is a hot standby of a PostgreSQL primary; SQLite has none"
+                        .into(),
+                ));
+            }
+            if !is_pg(read) {
+                return Err(ConfigError::Invalid(format!(
+                    "read_database_url {} is not a PostgreSQL URL (postgres://…)",
+                    redact_url(read)
+                )));
+            }
+        }
+        if self.read_poll_period < Duration::from_millis(10)
+            || self.read_poll_period > Duration::from_secs(10)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "read_poll_period {} is out of range: use 10ms to 10s (default 100ms)",
+                humantime::format_duration(self.read_poll_period)
             )));
         }
         if self.ula_prefix.prefix_len() > 16 {
@@ -945,6 +990,16 @@ impl Config {
             _ => {}
         }
         Ok(())
+    }
+
+    /// `read_database_url` and `read_poll_period`, for the store, when a read replica is set.
+    pub fn read_replica(&self) -> Option<crate::store::ReadReplica> {
+        self.read_database_url
+            .as_ref()
+            .map(|url| crate::store::ReadReplica {
+                url: url.clone(),
+                poll_period: self.read_poll_period,
+            })
     }
 
     /// The SQLite or PostgreSQL URL the store opens.
@@ -1187,6 +1242,58 @@ listen_port = 51820
             ..Overrides::default()
         });
         assert_eq!(c.api.admin_listen, Some("127.0.0.1:4282".parse().unwrap()));
+    }
+
+    #[test]
+    fn issue17_read_database_url_needs_postgres_on_both_sides() {
+        let c = Config::from_toml(
+            "database_url = \"postgres://u:pw@primary/x\"\n\
+             read_database_url = \"postgres://u:pw@standby/x\"\nread_poll_period = \"50ms\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let read = c.read_replica().unwrap();
+        assert_eq!(read.url, "postgres://u:pw@standby/x");
+        assert_eq!(read.poll_period, Duration::from_millis(50));
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the read URL's password is redacted"
+        );
+        assert_eq!(
+            Config::default().read_poll_period,
+            Duration::from_millis(100)
+        );
+
+        // Beside SQLite (the default store): refused, naming the key.
+        let mut c = Config::default();
+        c.apply_env(|k| {
+            (k == "SIXPN_READ_DATABASE_URL").then(|| "postgres://standby/x\n".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.read_database_url.as_deref(), Some("postgres://standby/x"));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("read_database_url") && err.contains("SQLite"),
+            "{err}"
+        );
+
+        let bad = Config::from_toml(
+            "database_url = \"postgres://primary/x\"\nread_database_url = \"sqlite:///tmp/x.db\"",
+        )
+        .unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not a PostgreSQL URL")
+        );
+        let fast = Config::from_toml("read_poll_period = \"1ms\"").unwrap();
+        assert!(
+            fast.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("read_poll_period")
+        );
     }
 
     #[test]

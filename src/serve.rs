@@ -157,25 +157,66 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // With a saved state, the store gets a moment to answer before DNS starts from the state
     // (sqlx retries a refused connection until its pool timeout); without one, it gets its
     // usual time.
+    let read = config.read_replica();
+    let read = read.as_ref();
+    // With a read replica, DNS can load from the standby: the primary gets the same moment.
     let opened = match &saved {
-        Some(_) => tokio::time::timeout(STORE_PATIENCE, Store::open(&url, config.ula_prefix))
-            .await
-            .unwrap_or_else(|_| {
-                Err(crate::store::StoreError::Database(
-                    sqlx::Error::PoolTimedOut,
-                ))
-            }),
-        None => Store::open(&url, config.ula_prefix).await,
+        Some(_) => tokio::time::timeout(
+            STORE_PATIENCE,
+            Store::open_with(&url, read, config.ula_prefix),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            ))
+        }),
+        _ if read.is_some() => tokio::time::timeout(
+            STORE_PATIENCE,
+            Store::open_with(&url, read, config.ula_prefix),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            ))
+        }),
+        _ => Store::open_with(&url, read, config.ula_prefix).await,
     };
+    let mut primary_away = false;
     let (store, fallback) = match (opened, saved) {
+        // The primary answers but the standby the first load reads may not: DNS then starts
+        // from the last-known-good state and follows the standby once it answers.
+        (Ok(store), Some((model, _))) if read.is_some() => {
+            match tokio::time::timeout(STORE_PATIENCE, store.generation()).await {
+                Ok(Ok(_)) => (store, None),
+                _ => {
+                    tracing::warn!(
+                        generation = %model.generation(),
+                        "the read replica does not answer: serving DNS from the last-known-good state until it does"
+                    );
+                    (store, Some(model))
+                }
+            }
+        }
         (Ok(store), _) => (store, None),
+        // With a read replica, DNS loads from the standby while the primary is away.
+        (Err(error), None) if error.is_unavailable() && read.is_some() => {
+            tracing::warn!(
+                error = %scrub_password(&error.to_string(), &url),
+                "the primary database does not answer: DNS loads from read_database_url, writes answer 503 until the primary does"
+            );
+            primary_away = true;
+            let store = Store::open_lazy_with(&url, read, config.ula_prefix).await?;
+            (store, None)
+        }
         (Err(error), Some((model, _))) if error.is_unavailable() => {
             tracing::warn!(
                 error = %scrub_password(&error.to_string(), &url),
                 generation = %model.generation(),
                 "the database does not answer: serving DNS from the last-known-good state, writes answer 503 until it does"
             );
-            let store = Store::open_lazy(&url, config.ula_prefix).await?;
+            let store = Store::open_lazy_with(&url, read, config.ula_prefix).await?;
             (store, Some(model))
         }
         // The store's errors may quote the URL (an unsupported scheme, a parse error): its
@@ -188,7 +229,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .with_context(|| format!("opening the store at {}", redact_url(&url)));
         }
     };
-    let degraded = fallback.is_some();
+    let degraded = fallback.is_some() || primary_away;
     let store = store.with_org_max_peers(config.orgs.max_peers);
 
     let resolved = bootstrap::resolve(&config, &data_dir, &store, degraded).await?;

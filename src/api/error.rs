@@ -258,7 +258,10 @@ fn store_status(err: &StoreError) -> StatusCode {
         }
         // Down, unreachable, or its SQLite file unreadable (not a database, damaged).
         unavailable if unavailable.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-        StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
+        StoreError::BadUrl(_)
+        | StoreError::ReadReplicaNeedsPostgres
+        | StoreError::Migrate(_)
+        | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }

@@ -330,52 +330,113 @@ async fn healthz(State(state): State<Shared>) -> Json<types::Health> {
 /// `GET /readyz`, readiness: the store answers within [`READY_TIMEOUT`], and the DNS snapshot
 /// has published every change the store reported (waiting up to [`READY_TIMEOUT`] for a
 /// snapshot that is just being rebuilt, so a write does not make the probe flap).
+///
+/// With a read replica (`read_database_url`) the primary and the standby are checked each. A
+/// `503` names the parts that are down in `down` (`primary`, `read_replica`, `snapshot`) beside
+/// its `error`.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "meta",
-    summary = "Readiness: the database answers within 1 s and the DNS snapshot has published every committed change",
+    summary = "Readiness: the database (primary and read replica) answers within 1 s and the DNS snapshot has published every committed change",
     responses((status = 200, description = "Ready", body = types::Ready),
-        (status = 503, description = "Not ready; the error says why", body = types::ErrorBody)))]
-async fn readyz(State(state): State<Shared>) -> Result<Json<types::Ready>, ApiError> {
+        (status = 503, description = "Not ready; `error` says why and `down` names the parts that are down (`primary`, `read_replica`, `snapshot`)", body = types::NotReady)))]
+async fn readyz(State(state): State<Shared>) -> Response {
     let committed = *state.store.changes().borrow();
     let mut published = state.published.clone();
-    let (store, snapshot) = tokio::join!(
-        tokio::time::timeout(READY_TIMEOUT, state.store.generation()),
+    let replica = state.store.has_read_replica();
+    let (primary, standby, snapshot) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, async {
+            if replica {
+                state.store.ping_primary().await
+            } else {
+                state.store.generation().await.map(|_| ())
+            }
+        }),
+        tokio::time::timeout(READY_TIMEOUT, async {
+            if replica {
+                state.store.generation().await.map(|_| ())
+            } else {
+                Ok(())
+            }
+        }),
         // The watch guard is not `Send`: copy the generation out before `join!` awaits on.
         tokio::time::timeout(READY_TIMEOUT, async {
             published.wait_for(|g| *g >= committed).await.map(|g| *g)
         }),
     );
-    match store {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "readiness: the store failed");
-            return Err(ApiError::NotReady("the database is unavailable".to_owned()));
-        }
-        Err(_) => {
-            return Err(ApiError::NotReady(format!(
-                "the database did not answer within {} ms",
-                READY_TIMEOUT.as_millis()
-            )));
-        }
-    }
+    let mut down: Vec<&'static str> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    let mut database =
+        |part: &'static str,
+         what: &str,
+         result: Result<Result<(), crate::store::StoreError>, _>| {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, part, "readiness: the store failed");
+                    down.push(part);
+                    reasons.push(format!("{what} is unavailable"));
+                }
+                Err(tokio::time::error::Elapsed { .. }) => {
+                    down.push(part);
+                    reasons.push(format!(
+                        "{what} did not answer within {} ms",
+                        READY_TIMEOUT.as_millis()
+                    ));
+                }
+            }
+        };
+    database(
+        "primary",
+        if replica {
+            "the primary database (database_url)"
+        } else {
+            "the database"
+        },
+        primary,
+    );
+    database(
+        "read_replica",
+        "the read replica (read_database_url)",
+        standby,
+    );
     let generation = match snapshot {
-        Ok(Ok(g)) => g,
+        Ok(Ok(g)) => Some(g),
         Ok(Err(_)) => {
-            return Err(ApiError::NotReady(
-                "the DNS snapshot publisher has stopped".to_owned(),
-            ));
+            down.push("snapshot");
+            reasons.push("the DNS snapshot publisher has stopped".to_owned());
+            None
         }
         Err(_) => {
-            return Err(ApiError::NotReady(format!(
+            down.push("snapshot");
+            reasons.push(format!(
                 "the DNS snapshot is behind the store (published generation {}, committed {})",
                 state.published.borrow().0,
                 committed.0
-            )));
+            ));
+            None
         }
     };
-    Ok(Json(types::Ready {
-        status: "ready".to_owned(),
-        generation: generation.0,
-    }))
+    match generation {
+        Some(generation) if down.is_empty() => Json(types::Ready {
+            status: "ready".to_owned(),
+            generation: generation.0,
+        })
+        .into_response(),
+        _ => {
+            let mut res = (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(types::NotReady {
+                    error: format!("not ready: {}", reasons.join("; ")),
+                    down: down.iter().map(|&p| p.to_owned()).collect(),
+                }),
+            )
+                .into_response();
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            res
+        }
+    }
 }
 
 /// The last second RFC 3339 can write (four-digit years): 9999-12-31T23:59:59Z.

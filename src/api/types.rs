@@ -761,6 +761,17 @@ pub struct Ready {
     pub generation: u64,
 }
 
+/// `GET /readyz` when not ready (`503`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotReady {
+    /// Why, part by part.
+    #[schema(min_length = 1)]
+    pub error: String,
+    /// The parts that are down: `primary` (`database_url`), `read_replica`
+    /// (`read_database_url`), `snapshot` (DNS behind the store).
+    pub down: Vec<String>,
+}
+
 fn status_ok() -> Object {
     string().enum_values(Some(["ok"])).build()
 }

@@ -73,8 +73,9 @@ step with the peers.
 
 With no config at all it runs on the built-in defaults: SQLite in ./sixpn-data, the API on
 127.0.0.1:4280, DNS on 127.0.0.1:5354, one region `local` whose gateway is this host. Settings come
-from the config file, then the environment (SIXPN_DATA_DIR, SIXPN_DATABASE_URL, SIXPN_API_LISTEN,
-SIXPN_DNS_LISTEN, SIXPN_ADMIN_TOKEN, SIXPN_ULA_PREFIX), then these flags; later ones win.
+from the config file, then the environment (SIXPN_DATA_DIR, SIXPN_DATABASE_URL,
+SIXPN_READ_DATABASE_URL, SIXPN_API_LISTEN, SIXPN_DNS_LISTEN, SIXPN_ADMIN_TOKEN, SIXPN_ULA_PREFIX),
+then these flags; later ones win.
 
 Examples:
   sixpn serve

@@ -148,6 +148,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     check("data_dir", old.data_dir != new.data_dir);
     check("database_url", old.database_url != new.database_url);
+    check(
+        "read_database_url",
+        old.read_database_url != new.read_database_url,
+    );
+    check(
+        "read_poll_period",
+        old.read_poll_period != new.read_poll_period,
+    );
     check("ula_prefix", old.ula_prefix != new.ula_prefix);
     check("admin_token", old.admin_token != new.admin_token);
     let (a, b) = (&old.api, &new.api);

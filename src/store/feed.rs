@@ -16,12 +16,18 @@
 //! It also serves key expiry ([`super::expiry`]): peers whose key expired are left out, and at
 //! each deadline the feed hands out a change set that removes the peers due, as of the
 //! generation the consumer already holds.
+//! With a hot standby (`read_database_url`) the log and full loads are read from the standby,
+//! which may lag behind what this process committed. The feed then never goes backwards: a
+//! standby behind the feed's position has "nothing newer yet"; the sets between what the standby
+//! holds and this process's own newer commits are read from the primary (so a write is in DNS
+//! before its `200` whatever the standby's lag); and a full reload waits until the standby
+//! reaches the newest generation the feed handed out (else it reads the primary).
 
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::changes::LogRead;
+use super::changes::{LogRead, Side};
 use super::expiry::{Expiry, now_ms};
 use super::{Dump, Store, StoreError};
 use crate::model::{ChangeSet, Generation};
@@ -40,6 +46,10 @@ pub enum Update {
 /// At most this many change sets are read from the change log per [`Feed::next`].
 const LOG_BATCH: i64 = 10_000;
 
+/// How long a full reload waits for a lagging standby to reach what the feed handed out before
+/// it reads the primary instead.
+const STANDBY_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A consumer's position in the store's change feed. See the module docs.
 #[derive(Debug)]
 pub struct Feed {
@@ -54,6 +64,9 @@ pub struct Feed {
     last: Option<Arc<ChangeSet>>,
     /// Deadlines of the peers handed out with an expiring key.
     expiry: Expiry,
+    /// The newest generation this feed ever handed out, across reloads: with a standby, what a
+    /// reload must reach so that the consumer never goes backwards.
+    floor: Generation,
 }
 
 impl Feed {
@@ -67,6 +80,7 @@ impl Feed {
             check_log: false,
             last: None,
             expiry: Expiry::default(),
+            floor: Generation(0),
         }
     }
 
@@ -141,7 +155,7 @@ impl Feed {
                 let held_set = sets.last().or(self.last.as_ref()).map(|set| &**set);
                 match self
                     .store
-                    .read_change_log(held, held_set, LOG_BATCH)
+                    .read_change_log(held, held_set, LOG_BATCH, Side::Reader)
                     .await?
                 {
                     LogRead::Gap => {
@@ -157,8 +171,30 @@ impl Feed {
             } else {
                 self.check_log = false;
             }
+            let reached = sets.last().map_or(at, |set| set.generation);
+            if self.store.read.is_some() && announced > reached {
+                // The standby has not replayed up to a commit of this process yet: the sets in
+                // between come from the primary, so that the commit is in DNS at once.
+                let held_set = sets.last().or(self.last.as_ref()).map(|set| &**set);
+                match self
+                    .store
+                    .read_change_log(reached, held_set, LOG_BATCH, Side::Primary)
+                    .await
+                {
+                    Ok(LogRead::Sets(more)) => sets.extend(more),
+                    Ok(LogRead::Gap) => {
+                        tracing::info!(at = %reached, "the primary's change log does not continue from here; reloading");
+                        return self.reload().await;
+                    }
+                    // The standby's sets still count; the polls go on.
+                    Err(error) => {
+                        tracing::debug!(%error, "reading the change log from the primary failed")
+                    }
+                }
+            }
             if let Some(last) = sets.last() {
                 self.at = Some(last.generation);
+                self.floor = self.floor.max(last.generation);
                 self.last = Some(Arc::clone(last));
                 return Ok(Update::Changes(sets));
             }
@@ -181,15 +217,42 @@ impl Feed {
 
     /// Waits for the next announcement.
     async fn wait(&mut self) {
-        // The sender lives in the store this feed holds, so it is never dropped meanwhile.
-        let _ = self.changes.changed().await;
+        // With a standby, a commit of this process announced beyond what could be read yet
+        // (the primary away) is looked for again at the standby's poll period.
+        let behind = *self.changes.borrow() > self.at.unwrap_or_default();
+        match self.store.read_poll_period() {
+            Some(period) if behind => {
+                let _ = tokio::time::timeout(period, self.changes.changed()).await;
+            }
+            // The sender lives in the store this feed holds, so it is never dropped meanwhile.
+            _ => {
+                let _ = self.changes.changed().await;
+            }
+        }
         self.check_log = true;
     }
 
     async fn reload(&mut self) -> Result<Update, StoreError> {
         self.changes.mark_unchanged();
-        let dump = self.store.load_all().await?;
-        if self.at.is_some_and(|at| dump.generation < at) {
+        let mut dump = self.store.load_all().await?;
+        if let Some(period) = self.store.read_poll_period() {
+            // A standby behind what this feed handed out: wait for it to replay, rather than
+            // take DNS backwards; past a bound, read the primary.
+            let deadline = tokio::time::Instant::now() + STANDBY_CATCH_UP;
+            while dump.generation < self.floor {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(standby = %dump.generation, floor = %self.floor, "the standby lags too far behind; reloading from the primary");
+                    dump = self.store.load_all_from(Side::Primary).await?;
+                    break;
+                }
+                tokio::time::sleep(period).await;
+                dump = self.store.load_all().await?;
+            }
+            self.floor = self.floor.max(dump.generation);
+        } else {
+            self.floor = dump.generation;
+        }
+        if self.store.read.is_none() && self.at.is_some_and(|at| dump.generation < at) {
             // The database went back in time: what memory holds belongs to another history.
             self.store.changes.forget_recent();
         }

@@ -744,15 +744,17 @@ impl Store {
         &self,
         since: i64,
     ) -> Result<Vec<(OrgSlug, crate::model::GroupName, std::net::Ipv6Addr)>, StoreError> {
-        let rows: Vec<(String, String, String)> = read!(self, |pool| {
-            sqlx::query_as(
-                "SELECT o.slug, p.group_name, p.address FROM peers p JOIN orgs o ON o.id = p.org_id \
-                 WHERE p.last_handshake_at >= $1",
-            )
-            .bind(since)
-            .fetch_all(pool)
-            .await?
-        });
+        // A liveness read: from the standby when there is one.
+        const SEEN: &str = "SELECT o.slug, p.group_name, p.address FROM peers p \
+                            JOIN orgs o ON o.id = p.org_id WHERE p.last_handshake_at >= $1";
+        let rows: Vec<(String, String, String)> = match &self.reader() {
+            super::Backend::Sqlite(pool) => {
+                sqlx::query_as(SEEN).bind(since).fetch_all(pool).await?
+            }
+            super::Backend::Postgres(pool) => {
+                sqlx::query_as(SEEN).bind(since).fetch_all(pool).await?
+            }
+        };
         rows.into_iter()
             .map(|(org, group, address)| {
                 Ok((

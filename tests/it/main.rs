@@ -26,6 +26,7 @@ mod lifecycle;
 mod ops;
 mod outage;
 mod paging;
+mod read_replica;
 mod reload;
 mod replicas;
 mod store;
