@@ -42,7 +42,7 @@ pub use sys::{raise_open_file_limit, release_free_memory};
 use std::net::IpAddr;
 
 pub use index::{FastZone, Hit, Index, IndexSettings};
-pub use rrl::{Rrl, RrlSettings};
+pub use rrl::{Rrl, RrlSettings, RrlTuner};
 pub use server::{Delegate, FastServer, FastServerConfig, IndexSource};
 
 use index::Kind;
