@@ -255,10 +255,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut listeners = crate::dns::bind(&config.dns.listen)
         .await
         .with_context(|| format!("binding DNS on {:?}", config.dns.listen))?;
-    listeners.set_rrl(crate::fastpath::RrlSettings::from_config(
+    // One tuner for every DNS listener (each org's ::3 too): a reload retunes them all.
+    let rrl = crate::fastpath::RrlTuner::new(crate::fastpath::RrlSettings::from_config(
         &config.dns,
         config.ula_prefix,
     ));
+    listeners.set_rrl_tuner(rrl.clone());
     let dns_addrs = listeners.local_addrs();
     {
         let (snapshot, dns_tcp) = (snapshot.clone(), dns_tcp.clone());
@@ -337,7 +339,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else if gateway.is_some() {
         // Each org's resolver address, which the gateway puts on its interface (issue 12).
         let snapshot = snapshot.clone();
-        let rrl = crate::fastpath::RrlSettings::from_config(&config.dns, config.ula_prefix);
+        let rrl = rrl.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
             crate::dns::listeners::serve_org_resolvers(
@@ -420,6 +422,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         snapshot.clone(),
         api_handle,
         ephemeral_idle,
+        rrl,
     );
     let tls = tls.map(|tls| Arc::clone(&tls.config));
     if let Some((admin_listener, admin_app)) = admin_app {

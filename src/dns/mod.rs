@@ -71,6 +71,8 @@ pub struct Listeners {
     workers: usize,
     /// The response-rate limit of negative UDP answers (`[dns] rrl_*`).
     rrl: RrlSettings,
+    /// Where the table comes from when the limit follows configuration reloads.
+    tuner: Option<crate::fastpath::RrlTuner>,
 }
 
 impl Listeners {
@@ -88,6 +90,12 @@ impl Listeners {
     pub fn set_rrl(&mut self, rrl: RrlSettings) {
         self.rrl = rrl;
     }
+
+    /// Takes the response-rate limit from `tuner`, which retunes it on a configuration reload.
+    pub fn set_rrl_tuner(&mut self, tuner: crate::fastpath::RrlTuner) {
+        self.rrl = tuner.settings();
+        self.tuner = Some(tuner);
+    }
 }
 
 /// Binds UDP and TCP on every address of `listen`. For port 0 both get the same free port.
@@ -100,6 +108,7 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Listeners> {
         tcp: Vec::with_capacity(listen.len()),
         workers: 0,
         rrl: RrlSettings::default(),
+        tuner: None,
     };
     for &addr in listen {
         let named = |e: io::Error| io::Error::new(e.kind(), format!("binding DNS on {addr}: {e}"));
@@ -166,7 +175,10 @@ pub async fn serve_with(
     // The fast path's buffers hold the largest answer it may write (`[dns] max_udp_payload`).
     let buf_size = usize::from(snapshot.load().fast().max_udp_payload);
     let source = Arc::new(snapshot);
-    let rrl = Rrl::new(&listeners.rrl).map(Arc::new);
+    let rrl = match &listeners.tuner {
+        Some(tuner) => Some(tuner.table()),
+        None => Rrl::new(&listeners.rrl).map(Arc::new),
+    };
     let mut fast = Vec::with_capacity(listeners.udp.len());
     let mut delegated = tokio::task::JoinSet::new();
     for socket in listeners.udp {

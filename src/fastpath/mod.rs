@@ -48,7 +48,7 @@ pub use sys::raise_open_file_limit;
 
 use std::net::IpAddr;
 
-pub use rrl::{Rrl, RrlSettings};
+pub use rrl::{Rrl, RrlSettings, RrlTuner};
 pub use server::{Delegate, FastServer, FastServerConfig, IndexSource};
 
 use crate::snapshot::table::{Hit, Index, Kind, MAX_NAME, MAX_QUESTION_LABELS, eq_lower};

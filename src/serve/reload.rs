@@ -10,11 +10,12 @@
 //! | `[api]` rate limits (`token_*`, `failed_auth_*`, `failed_admin_auth_*`) | retuned in place |
 //! | `[dns] views`, `ttl`, `zones_dir`, `max_udp_payload` | DNS rebuilt from memory, no store read |
 //! | `[groups]`                             | the liveness poller and the groups follow         |
+//! | `[dns] rrl_*`                          | every DNS listener's table is retuned in place    |
 //! | `[peers] ephemeral_idle`               | the reaper's next pass uses it                    |
 //! | `[log] filter`                         | the running filter is replaced (`RUST_LOG` wins)  |
 //!
 //! Everything else (addresses, the data directory, the database, the ULA prefix, the admin
-//! token, connection caps and timeouts, RRL, regions and the gateway) is read at start only: a
+//! token, connection caps and timeouts, regions and the gateway) is read at start only: a
 //! reload that changes one of those keys logs it by name, with "needs a restart". Connections
 //! already open are never dropped by a reload.
 
@@ -35,6 +36,7 @@ pub struct Reloader {
     snapshot: SnapshotHandle,
     api: ApiHandle,
     ephemeral_idle: watch::Sender<std::time::Duration>,
+    rrl: crate::fastpath::RrlTuner,
 }
 
 /// What a reload did.
@@ -54,6 +56,7 @@ impl Reloader {
         snapshot: SnapshotHandle,
         api: ApiHandle,
         ephemeral_idle: watch::Sender<std::time::Duration>,
+        rrl: crate::fastpath::RrlTuner,
     ) -> Reloader {
         Reloader {
             current,
@@ -61,6 +64,7 @@ impl Reloader {
             snapshot,
             api,
             ephemeral_idle,
+            rrl,
         }
     }
 
@@ -119,6 +123,11 @@ impl Reloader {
         if differs(&crate::api::RateLimits::from_config(&old.api), &limits) {
             self.api.retune(limits);
             outcome.applied.push("api rate limits");
+        }
+        let rrl = crate::fastpath::RrlSettings::from_config(&next.dns, next.ula_prefix);
+        if differs(&self.rrl.settings(), &rrl) {
+            self.rrl.retune(rrl);
+            outcome.applied.push("dns rrl");
         }
         if old.peers.ephemeral_idle != next.peers.ephemeral_idle {
             self.ephemeral_idle.send_replace(next.peers.ephemeral_idle);
@@ -198,12 +207,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.dns, &new.dns);
     check("dns.listen", a.listen != b.listen);
     check(
-        "dns.rrl_responses_per_second",
-        a.rrl_responses_per_second != b.rrl_responses_per_second,
-    );
-    check("dns.rrl_slip", a.rrl_slip != b.rrl_slip);
-    check("dns.rrl_window", a.rrl_window != b.rrl_window);
-    check(
         "dns.tcp_max_connections",
         a.tcp_max_connections != b.tcp_max_connections,
     );
@@ -228,7 +231,11 @@ mod tests {
         new.api.listen = "127.0.0.1:1".parse().unwrap();
         new.dns.rrl_slip = 0;
         new.dns.ttl = 60;
+        new.dns.tcp_max_connections = 10;
         new.log.filter = Some("debug".into());
-        assert_eq!(needs_restart(&old, &new), ["api.listen", "dns.rrl_slip"]);
+        assert_eq!(
+            needs_restart(&old, &new),
+            ["api.listen", "dns.tcp_max_connections"]
+        );
     }
 }
