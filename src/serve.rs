@@ -276,6 +276,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         body_limit: config.api.body_limit,
         body_timeout: config.api.body_read_timeout,
         rate_limits: crate::api::RateLimits::from_config(&config.api),
+        snapshot: Some(snapshot.clone()),
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

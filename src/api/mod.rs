@@ -27,6 +27,7 @@ mod peers;
 pub mod server;
 mod tls;
 pub mod types;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -77,6 +78,9 @@ pub struct ApiState {
     pub body_timeout: Duration,
     /// Rate limits per WireGuard token and per source address.
     pub rate_limits: RateLimits,
+    /// The DNS snapshot, for the console's DNS look-up box (issue 19); `None` in tests that
+    /// run the API alone.
+    pub snapshot: Option<crate::snapshot::SnapshotHandle>,
 }
 
 /// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for
@@ -293,6 +297,8 @@ fn admin_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(apikeys::list, apikeys::create))
         .routes(routes!(apikeys::revoke))
         .routes(routes!(metrics::metrics))
+        // The admin console (issue 19): part of the admin plane, not in the OpenAPI document.
+        .merge(OpenApiRouter::from(ui::routes()))
 }
 
 /// The OpenAPI document of [`api_routes`], before the regions are filled in.

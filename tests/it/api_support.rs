@@ -133,6 +133,7 @@ pub fn state_with(
         body_timeout: BODY_TIMEOUT,
         // Most tests send bursts from one token; the rate-limit tests turn limits on.
         rate_limits: RateLimits::off(),
+        snapshot: None,
     }
 }
 
