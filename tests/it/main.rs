@@ -7,6 +7,7 @@ mod apikeys;
 mod attenuate;
 mod bounds;
 mod cli;
+mod console;
 mod crash;
 mod dns;
 mod dns_abuse;
