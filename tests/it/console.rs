@@ -500,3 +500,77 @@ async fn issue19_the_console_is_on_the_admin_listener_only() {
     .await;
     assert!(page.body.contains("personal"));
 }
+
+/// Reads `res` until an SSE `generation` event other than `after` arrives; its data.
+async fn next_generation(
+    res: &mut reqwest::Response,
+    buf: &mut String,
+    after: Option<&str>,
+) -> String {
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if event.lines().any(|l| l == "event: generation")
+                && let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: "))
+                && Some(data) != after
+            {
+                return data.to_owned();
+            }
+        }
+        let chunk = res
+            .chunk()
+            .await
+            .expect("the feed")
+            .expect("the feed stays open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue19_the_live_feed_announces_a_new_peer() {
+    let (server, _dir) = crate::support::start_server(None).await;
+    let base = format!("http://{}", server.api_addr);
+    let api = Api::of(&server);
+    let secret = api.mint("personal", "feed", None).await;
+    let mut browser = Browser::new(&base);
+    assert_eq!(browser.get("/ui/orgs/personal/events").await.status, 303);
+    browser
+        .sign_in(&api_key(&base, "watch", "personal", "viewer").await)
+        .await;
+    let page = browser.get("/ui/orgs/personal").await;
+    assert!(page.body.contains("data-events=\"/ui/orgs/personal\""));
+    assert!(!page.body.contains("live-1"));
+    let mut res = browser
+        .http
+        .get(format!("{base}/ui/orgs/personal/events"))
+        .header("cookie", browser.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut buf = String::new();
+    let first = next_generation(&mut res, &mut buf, None).await;
+    let (status, body) = api.register(&secret, "live-1", "web").await;
+    assert_eq!(status, 200, "{body}");
+    let next = tokio::time::timeout(
+        Duration::from_secs(1),
+        next_generation(&mut res, &mut buf, Some(&first)),
+    )
+    .await
+    .expect("an event within a second of the write");
+    assert!(next.parse::<u64>().unwrap() > first.parse::<u64>().unwrap());
+    // What the page then fetches holds the new peer.
+    assert!(
+        browser
+            .get("/ui/orgs/personal")
+            .await
+            .body
+            .contains("live-1")
+    );
+}

@@ -69,6 +69,7 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/ui/static/console.js", get(js))
         .route("/ui/orgs/{org}", get(org_page))
         .route("/ui/orgs/{org}/audit", get(audit_page))
+        .route("/ui/orgs/{org}/events", get(events))
         .route("/ui/orgs/{org}/tokens", axum::routing::post(mint))
         .route(
             "/ui/orgs/{org}/peers/{name}/delete",
@@ -1071,4 +1072,83 @@ async fn audit_page(
         );
     }
     signed_page(&signed, StatusCode::OK, "Audit log", &body)
+}
+
+/// How often a live feed authenticates its session's key again.
+const FEED_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a live feed follows.
+struct Feed {
+    published: tokio::sync::watch::Receiver<crate::model::Generation>,
+    state: Shared,
+    sessions: Arc<Sessions>,
+    headers: HeaderMap,
+    client: Client,
+    checked: std::time::Instant,
+    first: bool,
+}
+
+/// `GET /ui/orgs/{org}/events`: server-sent events, one `generation` event each time the DNS
+/// snapshot publishes a new generation (the same feed writes wait on), so an open org page
+/// refreshes its lists when a peer appears or goes. The session's key is authenticated again
+/// every [`FEED_RECHECK`]; the feed ends when it no longer is.
+async fn events(
+    State(state): State<Shared>,
+    Extension(sessions): Sess,
+    conn: Conn,
+    headers: HeaderMap,
+    Path(org): Path<String>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let signed = match require_session(&state, &sessions, &headers, conn.client, false).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    if let Err(err) = signed.auth.org(&org, Role::Viewer) {
+        return error_page(&signed, &err);
+    }
+    let feed = Feed {
+        published: state.published.clone(),
+        state: Arc::clone(&state),
+        sessions,
+        headers,
+        client: conn.client,
+        checked: std::time::Instant::now(),
+        first: true,
+    };
+    let stream = futures_util::stream::unfold(feed, |mut f| async move {
+        let event = |g: crate::model::Generation| {
+            Ok::<_, std::convert::Infallible>(
+                Event::default().event("generation").data(g.0.to_string()),
+            )
+        };
+        if f.first {
+            f.first = false;
+            let g = *f.published.borrow_and_update();
+            return Some((event(g), f));
+        }
+        loop {
+            let left = FEED_RECHECK.saturating_sub(f.checked.elapsed());
+            match tokio::time::timeout(left, f.published.changed()).await {
+                Ok(Ok(())) => {
+                    let g = *f.published.borrow_and_update();
+                    return Some((event(g), f));
+                }
+                // The publisher has stopped: the server is shutting down.
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    if session::signed_in(&f.state, &f.sessions, &f.headers, f.client)
+                        .await
+                        .is_err()
+                    {
+                        return None;
+                    }
+                    f.checked = std::time::Instant::now();
+                }
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
