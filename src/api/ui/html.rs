@@ -97,7 +97,7 @@ pub fn page(frame: &Frame<'_>, body: &str) -> String {
             esc(csrf)
         );
     }
-    let _ = write!(out, "</header><main>{body}</main></body></html>\n");
+    let _ = writeln!(out, "</header><main>{body}</main></body></html>");
     out
 }
 
