@@ -14,6 +14,7 @@
 //! plane).
 
 mod html;
+mod picture;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -508,7 +509,7 @@ async fn org_page(
     let mut body = format!(
         "<h1>Org <code>{slug}</code></h1><nav class=\"tabs\">\
         <a href=\"#peers\">Peers</a> <a href=\"#groups\">Groups</a> <a href=\"#tokens\">Tokens</a> \
-        <a href=\"#dns\">DNS look-up</a>"
+        <a href=\"#dns\">DNS look-up</a> <a href=\"#network\">Network</a>"
     );
     if write {
         let _ = write!(body, " <a href=\"/ui/orgs/{slug}/audit\">Audit log</a>");
@@ -729,6 +730,13 @@ async fn org_page(
         );
     }
     body.push_str("</section>");
+
+    // The picture: regions → gateways → groups → peers.
+    let _ = write!(
+        body,
+        "<section id=\"network\"><h2>Network</h2><div class=\"picture\">{}</div></section>",
+        picture::render(&state.regions, &peers, |p| live_of(p.name.as_str()).2)
+    );
     signed_page(&signed, StatusCode::OK, org.as_str(), &body)
 }
 

@@ -25,7 +25,7 @@ document.addEventListener("click", function (ev) {
       .then(function (text) {
         if (!text) return;
         var doc = new DOMParser().parseFromString(text, "text/html");
-        ["peers", "groups", "tokens"].forEach(function (id) {
+        ["peers", "groups", "tokens", "network"].forEach(function (id) {
           var fresh = doc.getElementById(id), old = document.getElementById(id);
           if (!fresh || !old) return;
           // Keep what the user is typing in a form of the section.
