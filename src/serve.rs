@@ -277,6 +277,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         body_timeout: config.api.body_read_timeout,
         rate_limits: crate::api::RateLimits::from_config(&config.api),
         snapshot: Some(snapshot.clone()),
+        console: config.ui.enabled,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

@@ -81,6 +81,8 @@ pub struct ApiState {
     /// The DNS snapshot, for the console's DNS look-up box (issue 19); `None` in tests that
     /// run the API alone.
     pub snapshot: Option<crate::snapshot::SnapshotHandle>,
+    /// Whether the console answers at `/ui` (`[ui] enabled`).
+    pub console: bool,
 }
 
 /// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for

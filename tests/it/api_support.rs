@@ -134,6 +134,7 @@ pub fn state_with(
         // Most tests send bursts from one token; the rate-limit tests turn limits on.
         rate_limits: RateLimits::off(),
         snapshot: None,
+        console: true,
     }
 }
 

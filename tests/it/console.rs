@@ -574,3 +574,34 @@ async fn issue19_the_live_feed_announces_a_new_peer() {
             .contains("live-1")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue19_ui_enabled_false_turns_the_console_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = server_config(dir.path(), None);
+    config.ui.enabled = false;
+    let server = sixpn::serve::start(config).await.expect("server starts");
+    let base = format!("http://{}", server.api_addr);
+    let browser = Browser::new(&base);
+    let nowhere = browser.get("/nowhere").await;
+    for path in [
+        "/ui",
+        "/ui/login",
+        "/ui/static/console.js",
+        "/ui/orgs/personal",
+    ] {
+        let page = browser.get(path).await;
+        assert_eq!(page.status, 404, "{path}");
+        assert_eq!(
+            page.body.replace(path, "PATH"),
+            nowhere.body.replace("/nowhere", "PATH"),
+            "{path} looks like a path that exists nowhere"
+        );
+    }
+    let page = browser.post("/ui/login", &[("key", ADMIN_TOKEN)]).await;
+    assert_eq!(page.status, 404);
+    assert!(page.headers.get("set-cookie").is_none());
+    // The admin API is untouched.
+    let (status, _) = admin(&base, "GET", "/api/v1/orgs", ADMIN_TOKEN, None).await;
+    assert_eq!(status, 200);
+}

@@ -104,7 +104,7 @@ async fn security_headers(mut res: Response) -> Response {
     res
 }
 
-async fn css() -> Response {
+async fn css(_: Conn) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
@@ -115,7 +115,7 @@ async fn css() -> Response {
         .into_response()
 }
 
-async fn js() -> Response {
+async fn js(_: Conn) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
@@ -134,13 +134,18 @@ struct Conn {
     tls: bool,
 }
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Conn {
-    type Rejection = std::convert::Infallible;
+/// Every console handler takes a [`Conn`]: with `[ui] enabled = false` it answers every console
+/// path exactly as a path that exists nowhere.
+impl axum::extract::FromRequestParts<Shared> for Conn {
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
-        _: &S,
+        state: &Shared,
     ) -> Result<Self, Self::Rejection> {
+        if !state.console {
+            return Err(ApiError::NoRoute(parts.uri.path().to_owned()));
+        }
         Ok(Conn {
             client: parts.extensions.get::<ConnectInfo<SocketAddr>>().copied(),
             tls: parts.extensions.get::<ViaTls>().is_some(),
@@ -283,7 +288,7 @@ fn login_page(status: StatusCode, message: Option<&str>) -> Response {
     )
 }
 
-async fn login_form(Query(query): Query<HashMap<String, String>>) -> Response {
+async fn login_form(_: Conn, Query(query): Query<HashMap<String, String>>) -> Response {
     let message = query
         .contains_key("ended")
         .then_some("Your session has ended (signed out, expired, or its key was revoked).");
