@@ -276,10 +276,16 @@ async fn issue19_wrong_keys_count_against_the_failed_auth_limit() {
     browser.sign_in(ADMIN_TOKEN).await;
 }
 
+/// On SQLite, then on PostgreSQL when `SIXPN_TEST_POSTGRES_URL` is set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(clippy::too_many_lines)]
 async fn issue19_pages_roles_csrf_mint_delete_and_escaping() {
-    let (server, _dir) = crate::support::start_server(None).await;
+    crate::support::db::each_backend(|db| async move { pages_roles_csrf_mint_delete(db).await })
+        .await;
+}
+
+#[allow(clippy::too_many_lines)]
+async fn pages_roles_csrf_mint_delete(db: crate::support::TestDb) {
+    let (server, _dir) = crate::support::start_server(Some(&db.url)).await;
     let base = format!("http://{}", server.api_addr);
     let api = Api::of(&server);
     api.create_org("acme").await;

@@ -25,6 +25,9 @@ const SOME: &str = "#bf8700";
 const NONE: &str = "#cf222e";
 const GATEWAY: &str = "#0550ae";
 
+/// A region's groups: name → members (name, live).
+type Groups<'a> = BTreeMap<&'a str, Vec<(&'a str, bool)>>;
+
 /// One drawn node.
 fn node(out: &mut String, col: usize, y: i32, fill: &str, label: &str, title: &str) {
     let x = COLS[col];
@@ -65,7 +68,7 @@ fn truncate(text: &str, max: usize) -> String {
 /// The picture of `peers` over `regions`; `live(peer)` says whether a peer is live.
 pub fn render(regions: &[Region], peers: &[Peer], live: impl Fn(&Peer) -> bool) -> String {
     // region → group → peers.
-    let mut tree: BTreeMap<&str, BTreeMap<&str, Vec<(&str, bool)>>> = BTreeMap::new();
+    let mut tree: BTreeMap<&str, Groups<'_>> = BTreeMap::new();
     for r in regions {
         tree.entry(r.code.as_str()).or_default();
     }
