@@ -132,6 +132,23 @@ pub struct Config {
     pub gateway: Option<GatewayConfig>,
     /// Logging: the filter (re-read on `SIGHUP`).
     pub log: LogConfig,
+    /// The admin console at `/ui` (issue 19).
+    pub ui: UiConfig,
+}
+
+/// The `[ui]` section: the admin console (issue 19).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the console at `/ui` (default true). Off: `/ui` is a `404` like any unknown path.
+    /// Takes a restart.
+    pub enabled: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig { enabled: true }
+    }
 }
 
 /// The `[log]` section.
@@ -161,6 +178,7 @@ impl Default for Config {
             regions: Vec::new(),
             gateway: None,
             log: LogConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -191,6 +209,7 @@ impl std::fmt::Debug for Config {
             .field("audit", &self.audit)
             .field("regions", &self.regions)
             .field("gateway", &self.gateway)
+            .field("ui", &self.ui)
             .finish()
     }
 }

@@ -366,6 +366,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         rate_limits: crate::api::RateLimits::from_config(&config.api),
         key_expiry: config.peers.key_expiry,
         live_window: config.groups.health_window,
+        snapshot: Some(snapshot.clone()),
+        console: config.ui.enabled,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

@@ -28,6 +28,7 @@ mod peers;
 pub mod server;
 mod tls;
 pub mod types;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -83,6 +84,11 @@ pub struct ApiState {
     /// A peer is live when a gateway saw it within this long (`[groups] health_window`): the
     /// `live` filter of the peer list.
     pub live_window: Duration,
+    /// The DNS snapshot, for the console's DNS look-up box (issue 19); `None` in tests that
+    /// run the API alone.
+    pub snapshot: Option<crate::snapshot::SnapshotHandle>,
+    /// Whether the console answers at `/ui` (`[ui] enabled`).
+    pub console: bool,
 }
 
 /// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for
@@ -299,6 +305,8 @@ fn admin_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(apikeys::list, apikeys::create))
         .routes(routes!(apikeys::revoke))
         .routes(routes!(metrics::metrics))
+        // The admin console (issue 19): part of the admin plane, not in the OpenAPI document.
+        .merge(OpenApiRouter::from(ui::routes()))
 }
 
 /// The OpenAPI document of [`api_routes`], before the regions are filled in.

@@ -190,7 +190,7 @@ async fn serve_connection(
     slot: Slot,
 ) {
     let Some(acceptor) = tls else {
-        return serve_stream(stream, peer, app, limits, shutdown, slot).await;
+        return serve_stream(stream, peer, app, limits, shutdown, slot, false).await;
     };
     // The handshake counts against the header-read timeout: a client that connects and sends
     // nothing is cut off as it would be without TLS.
@@ -200,7 +200,7 @@ async fn serve_connection(
         () = shutdown.cancelled() => return,
     };
     match handshake {
-        Ok(Ok(stream)) => serve_stream(stream, peer, app, limits, shutdown, slot).await,
+        Ok(Ok(stream)) => serve_stream(stream, peer, app, limits, shutdown, slot, true).await,
         Ok(Err(err)) => tracing::debug!(client = %peer, error = %err, "TLS handshake failed"),
         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
     }
@@ -213,6 +213,7 @@ async fn serve_stream<S>(
     limits: ServerLimits,
     shutdown: CancellationToken,
     slot: Slot,
+    tls: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -226,6 +227,10 @@ async fn serve_stream<S>(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
+        if tls {
+            // The console marks its session cookie `Secure` (issue 19).
+            req.extensions_mut().insert(super::ui::ViaTls);
+        }
         let busy = Busy::new(slot.clone());
         let app = app.clone();
         async move {

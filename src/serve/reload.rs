@@ -198,6 +198,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         "api.bootstrap_token",
         a.bootstrap_token != b.bootstrap_token,
     );
+    check("ui.enabled", old.ui.enabled != new.ui.enabled);
     // Turning HTTPS on or off changes the listener, not just its certificate.
     check(
         "api.tls_cert",

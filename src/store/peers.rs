@@ -734,6 +734,30 @@ impl Store {
 }
 
 impl Store {
+    /// Every peer of the org by name: whether it is ephemeral, and when a gateway last saw it
+    /// alive (`None`: never). One indexed read, for the console's pages.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::Database`].
+    pub async fn org_liveness(
+        &self,
+        org: &OrgSlug,
+    ) -> Result<std::collections::HashMap<String, (Option<i64>, bool)>, StoreError> {
+        let org_row = self.org_row(org).await?;
+        let rows: Vec<(String, Option<i64>, i64)> = read!(self, |pool| {
+            sqlx::query_as("SELECT name, last_handshake_at, ephemeral FROM peers WHERE org_id = $1")
+                .bind(org_row.id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(name, at, ephemeral)| (name, (at, ephemeral != 0)))
+            .collect())
+    }
+}
+
+impl Store {
     /// Every peer a gateway saw alive at or after `since` (unix seconds), as (org, group,
     /// address): health-aware groups list only these. One indexed read that costs the live
     /// peers, not the table.

@@ -1022,6 +1022,11 @@ async fn the_document_has_exactly_the_routers_routes() {
     );
     let mut routed = std::collections::BTreeSet::new();
     for path in &paths {
+        // The admin console (issue 19) answers HTML for browsers, not the JSON API the document
+        // describes (tests/it/console.rs covers it).
+        if path == "/ui" || path.starts_with("/ui/") {
+            continue;
+        }
         // Each `{param}` becomes a valid label.
         let mut concrete = String::new();
         let mut inside = false;

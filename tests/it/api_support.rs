@@ -135,6 +135,8 @@ pub fn state_with(
         rate_limits: RateLimits::off(),
         key_expiry: None,
         live_window: sixpn::config::DEFAULT_HEALTH_WINDOW,
+        snapshot: None,
+        console: true,
     }
 }
 

@@ -9,6 +9,7 @@ mod backup;
 mod bounds;
 mod cli;
 mod compact;
+mod console;
 mod crash;
 mod datadir;
 mod dns;

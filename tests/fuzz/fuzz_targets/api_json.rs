@@ -121,6 +121,8 @@ fn api() -> &'static Api {
                 rate_limits: RateLimits::off(),
                 key_expiry: None,
                 live_window: std::time::Duration::from_secs(180),
+                snapshot: None,
+                console: true,
             });
             let mint = |body: &'static str| {
                 let router = router.clone();
