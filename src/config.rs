@@ -1011,16 +1011,6 @@ impl Config {
         Ok(())
     }
 
-    /// `read_database_url` and `read_poll_period`, for the store, when a read replica is set.
-    pub fn read_replica(&self) -> Option<crate::store::ReadReplica> {
-        self.read_database_url
-            .as_ref()
-            .map(|url| crate::store::ReadReplica {
-                url: url.clone(),
-                poll_period: self.read_poll_period,
-            })
-    }
-
     /// The SQLite or PostgreSQL URL the store opens.
     pub fn database_url(&self) -> String {
         match &self.database_url {
@@ -1271,9 +1261,11 @@ listen_port = 51820
         )
         .unwrap();
         c.validate().unwrap();
-        let read = c.read_replica().unwrap();
-        assert_eq!(read.url, "postgres://u:pw@standby/x");
-        assert_eq!(read.poll_period, Duration::from_millis(50));
+        assert_eq!(
+            c.read_database_url.as_deref(),
+            Some("postgres://u:pw@standby/x")
+        );
+        assert_eq!(c.read_poll_period, Duration::from_millis(50));
         assert!(
             !format!("{c:?}").contains("pw@"),
             "the read URL's password is redacted"

@@ -157,7 +157,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // With a saved state, the store gets a moment to answer before DNS starts from the state
     // (sqlx retries a refused connection until its pool timeout); without one, it gets its
     // usual time.
-    let read = config.read_replica();
+    // `read_database_url` and `read_poll_period`, for the store, when a read replica is set.
+    let read = config
+        .read_database_url
+        .as_ref()
+        .map(|url| crate::store::ReadReplica {
+            url: url.clone(),
+            poll_period: config.read_poll_period,
+        });
     let read = read.as_ref();
     // With a read replica, DNS can load from the standby: the primary gets the same moment.
     let opened = match &saved {
