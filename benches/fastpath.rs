@@ -22,9 +22,10 @@ use std::net::IpAddr;
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use sixpn::config::ViewConfig;
-use sixpn::fastpath::{self, FastZone, Index, IndexSettings, Outcome};
+use sixpn::fastpath::{self, Outcome};
 use sixpn::model::Peer;
-use sixpn::snapshot::{Snapshot, SnapshotHandle, SnapshotSettings};
+use sixpn::snapshot::table::DEFAULT_MAX_UDP_PAYLOAD;
+use sixpn::snapshot::{FastZone, Index, IndexSettings, Snapshot, SnapshotHandle, SnapshotSettings};
 use sixpn::store::Dump;
 use sixpn::wireguard::PrivateKey;
 
@@ -53,7 +54,7 @@ fn settings() -> IndexSettings {
             ],
             delegate_misses: false,
         }],
-        max_udp_payload: fastpath::index::DEFAULT_MAX_UDP_PAYLOAD,
+        max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
     }
 }
 
@@ -175,6 +176,7 @@ fn serve(addr: &str) {
             token: "bench".parse().expect("label"),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         });
     }
     d.peers.sort_by(|a, b| a.name.cmp(&b.name));

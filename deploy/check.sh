@@ -81,14 +81,14 @@ k8s_validate() {
 }
 
 check "kubernetes-validate deploy/kubernetes" \
-    k8s_validate deploy/kubernetes/*.yaml deploy/kubernetes/examples/*.yaml
+    k8s_validate deploy/kubernetes/*.yaml deploy/kubernetes/examples/*.yaml deploy/kubernetes/sidecar/*.yaml
 
 stats=$(mktemp -u /tmp/sixpn-check-haproxy.XXXXXX)
 check "haproxy -c deploy/haproxy/haproxy.cfg" \
     env SIXPN_DNS=fdaa:1:2::3 HAPROXY_LISTEN=127.0.0.1:8080 HAPROXY_STATS="$stats" \
     haproxy -c -q -f deploy/haproxy/haproxy.cfg
 
-check "HCL2 parse deploy/nomad/sixpn-node.nomad.hcl" \
+check "HCL2 parse deploy/nomad/*.nomad.hcl" \
     "$venv/bin/python" -c '
 import sys, hcl2
 for path in sys.argv[1:]:

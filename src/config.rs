@@ -69,6 +69,10 @@ pub const MAX_RRL_WINDOW: u32 = 60;
 /// How often the gateway reconciles in full by default (`[gateway] resync_period`).
 pub const DEFAULT_RESYNC_PERIOD: Duration = Duration::from_secs(30);
 
+/// Default `read_poll_period`: how often a replica reads the stored generation from its hot
+/// standby.
+pub const DEFAULT_READ_POLL_PERIOD: Duration = Duration::from_millis(100);
+
 /// How the gateway records peer liveness: read the interface every `period`, and write a
 /// peer's times to the store only when they moved by more than `resolution` seconds. Not a key
 /// of its own: it follows `[groups]` ([`GroupsConfig::liveness_timing`]).
@@ -100,6 +104,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite:…` or `postgres://…`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
+    /// A PostgreSQL hot standby of `database_url` this replica reads from (full loads, the
+    /// change feed, liveness reads); writes go to `database_url`. Default: unset.
+    pub read_database_url: Option<String>,
+    /// How often the stored generation is read from `read_database_url` (a standby delivers no
+    /// NOTIFY). Default 100 ms.
+    #[serde(deserialize_with = "duration")]
+    pub read_poll_period: Duration,
     /// The ULA prefix the orgs' /48s are carved from.
     pub ula_prefix: Ipv6Net,
     /// The admin credential; default: generated on first start into `data_dir/admin-token`.
@@ -112,10 +123,42 @@ pub struct Config {
     pub peers: PeersConfig,
     /// Group answers: health-aware groups.
     pub groups: GroupsConfig,
+    /// Per-org limits (issue 23).
+    pub orgs: OrgsConfig,
+    /// The audit log's retention (issue 23).
+    pub audit: AuditConfig,
     /// Gateway regions peers can connect to.
     pub regions: Vec<RegionConfig>,
     /// When present, keep this WireGuard interface in step with the store.
     pub gateway: Option<GatewayConfig>,
+    /// Logging: the filter (re-read on `SIGHUP`).
+    pub log: LogConfig,
+    /// The admin console at `/ui` (issue 19).
+    pub ui: UiConfig,
+}
+
+/// The `[ui]` section: the admin console (issue 19).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the console at `/ui` (default true). Off: `/ui` is a `404` like any unknown path.
+    /// Takes a restart.
+    pub enabled: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig { enabled: true }
+    }
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `info,sixpn::gateway=debug`; `RUST_LOG`, when set,
+    /// wins. Unset: `info`.
+    pub filter: Option<String>,
 }
 
 impl Default for Config {
@@ -123,14 +166,20 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("sixpn-data"),
             database_url: None,
+            read_database_url: None,
+            read_poll_period: DEFAULT_READ_POLL_PERIOD,
             ula_prefix: "fdaa::/16".parse().expect("valid literal"),
             admin_token: None,
             api: ApiConfig::default(),
             dns: DnsConfig::default(),
             peers: PeersConfig::default(),
             groups: GroupsConfig::default(),
+            orgs: OrgsConfig::default(),
+            audit: AuditConfig::default(),
             regions: Vec::new(),
             gateway: None,
+            log: LogConfig::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -143,6 +192,11 @@ impl std::fmt::Debug for Config {
                 "database_url",
                 &self.database_url.as_deref().map(redact_url),
             )
+            .field(
+                "read_database_url",
+                &self.read_database_url.as_deref().map(redact_url),
+            )
+            .field("read_poll_period", &self.read_poll_period)
             .field("ula_prefix", &self.ula_prefix)
             .field(
                 "admin_token",
@@ -152,8 +206,11 @@ impl std::fmt::Debug for Config {
             .field("dns", &self.dns)
             .field("peers", &self.peers)
             .field("groups", &self.groups)
+            .field("orgs", &self.orgs)
+            .field("audit", &self.audit)
             .field("regions", &self.regions)
             .field("gateway", &self.gateway)
+            .field("ui", &self.ui)
             .finish()
     }
 }
@@ -285,13 +342,91 @@ pub struct PeersConfig {
     /// creation or last re-key when it never connected) is removed.
     #[serde(deserialize_with = "duration")]
     pub ephemeral_idle: Duration,
+    /// The org-wide key lifetime (issue 23): a peer created or re-keyed with a token that sets no
+    /// `key_expiry` of its own is served only this long after. Unset (the default): keys never
+    /// expire unless their token says so.
+    #[serde(deserialize_with = "opt_duration")]
+    pub key_expiry: Option<Duration>,
+    /// How long a peer whose key expired stays listed (as expired, and revivable by a re-key)
+    /// before the reaper removes it.
+    #[serde(deserialize_with = "duration")]
+    pub expired_grace: Duration,
 }
+
+/// The default of `[peers] expired_grace`: a week.
+pub const DEFAULT_EXPIRED_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Default for PeersConfig {
     fn default() -> Self {
         PeersConfig {
             ephemeral_idle: Duration::from_secs(30 * 60),
+            key_expiry: None,
+            expired_grace: DEFAULT_EXPIRED_GRACE,
         }
+    }
+}
+
+/// The default of `[orgs] max_peers`.
+pub const DEFAULT_ORG_MAX_PEERS: u64 = 100_000;
+
+/// The `[orgs]` section (issue 23): bounded by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrgsConfig {
+    /// The most live peers one org may have; a create beyond it is refused with 409.
+    pub max_peers: u64,
+}
+
+impl Default for OrgsConfig {
+    fn default() -> Self {
+        OrgsConfig {
+            max_peers: DEFAULT_ORG_MAX_PEERS,
+        }
+    }
+}
+
+/// The `[audit]` section (issue 23).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit entries older than this are deleted by the reaper; `None` (`0` or `"off"`): kept
+    /// forever.
+    #[serde(deserialize_with = "duration_or_off")]
+    pub retention: Option<Duration>,
+}
+
+/// The default of `[audit] retention`: 90 days.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(90 * 86_400);
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention: Some(DEFAULT_AUDIT_RETENTION),
+        }
+    }
+}
+
+/// A duration like [`duration`], or `0`, `"0"` or `"off"` for none.
+fn duration_or_off<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Secs(0) => Ok(None),
+        Raw::Secs(secs) => Ok(Some(Duration::from_secs(secs))),
+        Raw::Text(text) if matches!(text.trim(), "0" | "off") => Ok(None),
+        Raw::Text(text) => humantime::parse_duration(text.trim())
+            .map(|d| (!d.is_zero()).then_some(d))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{e}: expected a duration such as \"90d\" or \"12h\", or \"off\""
+                ))
+            }),
     }
 }
 
@@ -367,6 +502,13 @@ fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duratio
             ))
         }),
     }
+}
+
+/// Like [`duration`], for an optional key.
+fn opt_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
 }
 
 /// The `[dns]` section.
@@ -612,6 +754,9 @@ impl Config {
         if let Some(v) = non_empty("SIXPN_DATABASE_URL") {
             self.database_url = Some(v);
         }
+        if let Some(v) = non_empty("SIXPN_READ_DATABASE_URL") {
+            self.read_database_url = Some(v.trim().to_owned());
+        }
         if let Some(v) = non_empty("SIXPN_DNS_VIEWS") {
             self.dns.views = parse_views(&v).map_err(|message| ConfigError::Env {
                 var: "SIXPN_DNS_VIEWS",
@@ -679,6 +824,37 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Invalid`] says what to change.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(filter) = &self.log.filter
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(filter)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "[log] filter {filter:?} is not a tracing filter ({e}); use e.g. \"info\" or \"info,sixpn::gateway=debug\""
+            )));
+        }
+        if let Some(read) = &self.read_database_url {
+            let is_pg = |u: &str| u.starts_with("postgres://") || u.starts_with("postgresql://");
+            if !is_pg(&self.database_url()) {
+                return Err(ConfigError::Invalid(
+                    "read_database_url (SIXPN_READ_DATABASE_URL) needs a PostgreSQL database_url: \
+                     a read replica is a hot standby of a PostgreSQL primary; SQLite has none"
+                        .into(),
+                ));
+            }
+            if !is_pg(read) {
+                return Err(ConfigError::Invalid(format!(
+                    "read_database_url {} is not a PostgreSQL URL (postgres://…)",
+                    redact_url(read)
+                )));
+            }
+        }
+        if self.read_poll_period < Duration::from_millis(10)
+            || self.read_poll_period > Duration::from_secs(10)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "read_poll_period {} is out of range: use 10ms to 10s (default 100ms)",
+                humantime::format_duration(self.read_poll_period)
+            )));
+        }
         if self.ula_prefix.prefix_len() > 16 {
             return Err(ConfigError::Invalid(format!(
                 "ula_prefix {} is too long: orgs need 32 bits of /48s, use a /16 such as fdaa::/16",
@@ -702,6 +878,20 @@ impl Config {
         if self.peers.ephemeral_idle < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "[peers] ephemeral_idle must be at least 1s".into(),
+            ));
+        }
+        if self.orgs.max_peers == 0 {
+            return Err(ConfigError::Invalid(
+                "[orgs] max_peers must be at least 1 (it caps each org's live peers)".into(),
+            ));
+        }
+        if self
+            .peers
+            .key_expiry
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(ConfigError::Invalid(
+                "[peers] key_expiry must be at least 1s".into(),
             ));
         }
         if self.regions.iter().filter(|r| r.default).count() > 1 {
@@ -883,6 +1073,22 @@ mod tests {
     }
 
     #[test]
+    fn peers_key_expiry_and_grace() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.peers.key_expiry, None);
+        assert_eq!(c.peers.expired_grace, DEFAULT_EXPIRED_GRACE);
+        let c = Config::from_toml("[peers]\nkey_expiry = \"24h\"\nexpired_grace = 3600\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.peers.key_expiry, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(c.peers.expired_grace, Duration::from_secs(3600));
+        let err = Config::from_toml("[peers]\nkey_expiry = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("duration"), "{err}");
+        let c = Config::from_toml("[peers]\nkey_expiry = \"0s\"\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("key_expiry"), "{err}");
+    }
+
+    #[test]
     fn spec_example_parses() {
         let text = r#"
 data_dir = "/var/lib/sixpn"
@@ -1046,6 +1252,60 @@ listen_port = 51820
             ..Overrides::default()
         });
         assert_eq!(c.api.admin_listen, Some("127.0.0.1:4282".parse().unwrap()));
+    }
+
+    #[test]
+    fn issue17_read_database_url_needs_postgres_on_both_sides() {
+        let c = Config::from_toml(
+            "database_url = \"postgres://u:pw@primary/x\"\n\
+             read_database_url = \"postgres://u:pw@standby/x\"\nread_poll_period = \"50ms\"",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.read_database_url.as_deref(),
+            Some("postgres://u:pw@standby/x")
+        );
+        assert_eq!(c.read_poll_period, Duration::from_millis(50));
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the read URL's password is redacted"
+        );
+        assert_eq!(
+            Config::default().read_poll_period,
+            Duration::from_millis(100)
+        );
+
+        // Beside SQLite (the default store): refused, naming the key.
+        let mut c = Config::default();
+        c.apply_env(|k| {
+            (k == "SIXPN_READ_DATABASE_URL").then(|| "postgres://standby/x\n".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.read_database_url.as_deref(), Some("postgres://standby/x"));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("read_database_url") && err.contains("SQLite"),
+            "{err}"
+        );
+
+        let bad = Config::from_toml(
+            "database_url = \"postgres://primary/x\"\nread_database_url = \"sqlite:///tmp/x.db\"",
+        )
+        .unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not a PostgreSQL URL")
+        );
+        let fast = Config::from_toml("read_poll_period = \"1ms\"").unwrap();
+        assert!(
+            fast.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("read_poll_period")
+        );
     }
 
     #[test]

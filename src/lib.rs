@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! POST /api/v3/wire_guard_peers ─► api::peers ─► store::register_peer (one transaction: check the
-//!   token's cap, allocate the address, insert the peer, bump the generation, write its change set
-//!   to the change log; PostgreSQL also pg_notify, a wake-up hint only) ─► commit
+//!   token's and the org's caps (O(1): counters kept by triggers), allocate the address, insert
+//!   the peer, bump the generation, write its change set to the change log; PostgreSQL also
+//!   pg_notify, a wake-up hint only) ─► commit
 //!   ─► store::Changes (the change set, in process, and watch<Generation>)
 //!   ─► every consumer's store::Feed: the change sets since its generation (memory, else the
 //!      change log, else a full reload) ─┬─► snapshot publisher: Model::apply ─► Snapshot::apply
@@ -24,12 +25,14 @@
 //! - [`model`]: shared domain types (names, orgs, peers, tokens, generation, change sets).
 //! - [`wireguard`]: keys and wg-quick files.
 //! - [`config`]: TOML + env + flags, validated; plain data, defaults included.
-//! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed.
-//! - [`snapshot`]: the DNS model, patched per change, its answer table and the publisher; the
-//!   last-known-good state on disk.
+//! - [`store`]: SQLite / PostgreSQL, the source of truth, its change log and the change feed
+//!   (which also times key expiry: a peer whose key expired is handed out as removed, on every
+//!   server, with no write).
+//! - [`snapshot`]: the DNS model, patched per change, its answer table (`snapshot::table`:
+//!   sharded, patched per change) and the publisher; the last-known-good state on disk.
 //! - [`dns`]: the hickory-server authoritative server over the snapshot.
-//! - [`fastpath`]: the answer table (sharded, patched per change) and the UDP fast path in front
-//!   of the hickory handler (prebuilt answer bytes, batched sockets).
+//! - [`fastpath`]: the UDP fast path in front of the hickory handler: writes answers from the
+//!   snapshot's answer table (batched sockets, response-rate limit).
 //! - [`api`]: the peer API (token auth) and admin API (axum).
 //! - [`gateway`]: keeps a WireGuard interface equal to the store.
 //! - [`metrics`]: Prometheus counters and histograms, rendered by `GET /metrics`.
@@ -53,6 +56,11 @@
 //!   subsystem (only `model` and `wireguard` types). Settings and their defaults are defined
 //!   there and subsystems read them; the I/O of starting (data directory, admin credential,
 //!   keys, regions) is `serve::bootstrap`'s.
+//! - Imports between top-level modules only run downward: no two of them import each other,
+//!   directly or around a circle (`.ci/imports.sh` derives the graph from the `crate::` paths
+//!   and fails CI on a circle). `config` imports no subsystem; `fastpath` never imports `store`
+//!   or the snapshot's builder (it reads the answer table, `snapshot::table`, and is handed it
+//!   through `IndexSource`); only `serve` wires subsystems together.
 
 pub mod api;
 pub mod cli;

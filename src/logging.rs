@@ -5,6 +5,9 @@
 //!
 //! A leaf: `main.rs` calls [`init_logging`] before anything else runs.
 
+/// Tracing directives that silence hickory's per-query INFO logging (two lines per DNS query).
+pub const LOG_FILTER: &str = "hickory_server=warn,hickory_net=warn,hickory_proto=warn";
+
 /// How log lines are written: `text` for people, `json` (one object per line) for log
 /// shippers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,7 +45,7 @@ pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
         .max_level_hint()
         .is_some_and(|level| level >= LevelFilter::DEBUG);
     if !names_hickory && !verbose {
-        for directive in crate::dns::LOG_FILTER.split(',') {
+        for directive in LOG_FILTER.split(',') {
             if let Ok(directive) = directive.parse() {
                 filter = filter.add_directive(directive);
             }
@@ -73,23 +76,49 @@ pub fn init_logging(format: Option<LogFormat>) -> anyhow::Result<()> {
             Err(_) => LogFormat::Text,
         },
     };
+    use tracing_subscriber::prelude::*;
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(|| LogSink)
         // Its own reports of a failed write go to stderr through `eprintln!`, which panics when
         // stderr is gone: the sink counts failures instead.
         .log_internal_errors(false);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().with_ansi(false).init(),
-        LogFormat::Text => builder
-            .with_ansi(log_colours(
+        LogFormat::Json => registry
+            .with(layer.json().with_ansi(false))
+            .try_init()
+            .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))?,
+        LogFormat::Text => registry
+            .with(layer.with_ansi(log_colours(
                 std::env::var_os("NO_COLOR").as_deref(),
                 std::io::stderr().is_terminal(),
-            ))
-            .init(),
+            )))
+            .try_init()
+            .map_err(|e| anyhow::anyhow!("setting up logging: {e}"))?,
     }
+    let _ = FILTER.set(handle);
     Ok(())
+}
+
+/// The running filter, which [`set_filter`] replaces.
+static FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+/// Replaces the log filter of a running process (the server's `[log] filter` at start and on
+/// `SIGHUP`): `RUST_LOG`, when set, wins over `configured`; neither gives `info`. Does nothing
+/// before [`init_logging`] (tests, library use). Returns the filter now in force.
+pub fn set_filter(configured: Option<&str>) -> Option<String> {
+    let handle = FILTER.get()?;
+    let rust_log = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = log_filter(rust_log.as_deref().or(configured));
+    let text = filter.to_string();
+    handle.reload(filter).ok()?;
+    Some(text)
 }
 
 /// stderr for log lines: a line that cannot be written is dropped and counted, never retried and

@@ -293,6 +293,10 @@ fn describe() {
         "Ephemeral peers removed for being idle"
     );
     describe_counter!(
+        "sixpn_audit_pruned_total",
+        "Audit log entries deleted for being older than [audit] retention"
+    );
+    describe_counter!(
         "sixpn_dns_refused_total",
         "DNS queries refused by policy, by reason (no_view: the source is in no view)"
     );

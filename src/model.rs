@@ -183,6 +183,17 @@ pub struct Peer {
     pub created_at: i64,
     /// Last change (creation or re-key), unix seconds.
     pub updated_at: i64,
+    /// When the peer's key expires, unix seconds: from then on it is no longer served (DNS,
+    /// gateways) until a re-key. `None`: never (issue 23).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_expires_at: Option<i64>,
+}
+
+impl Peer {
+    /// Whether the peer's key has expired at `now` (unix seconds).
+    pub fn key_expired(&self, now: i64) -> bool {
+        self.key_expires_at.is_some_and(|t| t <= now)
+    }
 }
 
 /// What an admin sees of a WireGuard token. Never holds the secret.
@@ -206,6 +217,17 @@ pub struct TokenInfo {
     pub live_peers: u64,
     /// Every peer the token creates is ephemeral (removed once idle).
     pub ephemeral: bool,
+    /// Key lifetime, seconds, of the peers the token creates or re-keys; `None`: the org-wide
+    /// default (`[peers] key_expiry`), if any.
+    #[serde(default)]
+    pub key_expiry: Option<u64>,
+}
+
+impl TokenInfo {
+    /// Whether the token has expired at `now` (unix seconds).
+    pub fn expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
 }
 
 /// A gateway region as the API hands it to nodes, resolved from the configuration.

@@ -9,13 +9,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, redact_url, scrub_password};
 
 pub mod bootstrap;
+pub mod reload;
 use crate::store::Store;
 
 /// A running server.
@@ -35,6 +36,12 @@ pub struct Running {
     pub regions: Vec<crate::model::Region>,
     cancel: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// What a configuration reload changes; taken by [`Running::take_reloader`].
+    reloader: Option<reload::Reloader>,
+    /// Stops the DNS snapshot publisher, once the API has answered its last request.
+    publisher_stop: CancellationToken,
+    /// The publisher's task: it ends once it has saved the DNS state.
+    publisher: Option<tokio::task::JoinHandle<()>>,
     /// The data directory's lock, released when the server is dropped.
     _lock: std::fs::File,
 }
@@ -45,11 +52,46 @@ impl Running {
         self.cancel.clone()
     }
 
+    /// The handle that applies a reloaded configuration (once; later calls get `None`).
+    pub fn take_reloader(&mut self) -> Option<reload::Reloader> {
+        self.reloader.take()
+    }
+
     /// Waits until every part has stopped; the first failure stops the rest and is returned.
+    /// Once the API has answered its last request, the DNS publisher applies the last changes
+    /// and saves the DNS state; only then is the data directory's lock released.
     ///
     /// # Errors
     /// The first part that failed.
     pub async fn wait(mut self) -> anyhow::Result<()> {
+        self.finish().await
+    }
+
+    /// Like [`Running::wait`], then closes the store (SQLite moves its write-ahead log into the
+    /// database file), all before the data directory's lock is released.
+    ///
+    /// # Errors
+    /// As [`Running::wait`].
+    pub async fn wait_and_close(mut self) -> anyhow::Result<()> {
+        let res = self.finish().await;
+        self.store.close().await;
+        res
+    }
+
+    async fn finish(&mut self) -> anyhow::Result<()> {
+        let res = self.join_parts().await;
+        // Every request has been answered: what the API acknowledged is committed, and the
+        // publisher saves it before the lock goes.
+        self.publisher_stop.cancel();
+        if let Some(publisher) = self.publisher.take()
+            && let Err(error) = publisher.await
+        {
+            tracing::error!(%error, "the DNS publisher failed at shutdown");
+        }
+        res
+    }
+
+    async fn join_parts(&mut self) -> anyhow::Result<()> {
         let mut first_err = None;
         while let Some(res) = self.tasks.join_next().await {
             let res = res.map_err(anyhow::Error::from).and_then(|r| r);
@@ -99,7 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let dns_tcp = crate::dns::TcpGate::new(dns_tcp);
     // A bad certificate or key fails the start before anything else is touched.
     let tls = match (&config.api.tls_cert, &config.api.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::api::server::load_tls(cert, key)?),
+        (Some(cert), Some(key)) => Some(Arc::new(crate::api::server::load_tls(cert, key)?)),
         _ => None,
     };
 
@@ -115,25 +157,73 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // With a saved state, the store gets a moment to answer before DNS starts from the state
     // (sqlx retries a refused connection until its pool timeout); without one, it gets its
     // usual time.
+    // `read_database_url` and `read_poll_period`, for the store, when a read replica is set.
+    let read = config
+        .read_database_url
+        .as_ref()
+        .map(|url| crate::store::ReadReplica {
+            url: url.clone(),
+            poll_period: config.read_poll_period,
+        });
+    let read = read.as_ref();
+    // With a read replica, DNS can load from the standby: the primary gets the same moment.
     let opened = match &saved {
-        Some(_) => tokio::time::timeout(STORE_PATIENCE, Store::open(&url, config.ula_prefix))
-            .await
-            .unwrap_or_else(|_| {
-                Err(crate::store::StoreError::Database(
-                    sqlx::Error::PoolTimedOut,
-                ))
-            }),
-        None => Store::open(&url, config.ula_prefix).await,
+        Some(_) => tokio::time::timeout(
+            STORE_PATIENCE,
+            Store::open_with(&url, read, config.ula_prefix),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            ))
+        }),
+        _ if read.is_some() => tokio::time::timeout(
+            STORE_PATIENCE,
+            Store::open_with(&url, read, config.ula_prefix),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::store::StoreError::Database(
+                sqlx::Error::PoolTimedOut,
+            ))
+        }),
+        _ => Store::open_with(&url, read, config.ula_prefix).await,
     };
+    let mut primary_away = false;
     let (store, fallback) = match (opened, saved) {
+        // The primary answers but the standby the first load reads may not: DNS then starts
+        // from the last-known-good state and follows the standby once it answers.
+        (Ok(store), Some((model, _))) if read.is_some() => {
+            match tokio::time::timeout(STORE_PATIENCE, store.generation()).await {
+                Ok(Ok(_)) => (store, None),
+                _ => {
+                    tracing::warn!(
+                        generation = %model.generation(),
+                        "the read replica does not answer: serving DNS from the last-known-good state until it does"
+                    );
+                    (store, Some(model))
+                }
+            }
+        }
         (Ok(store), _) => (store, None),
+        // With a read replica, DNS loads from the standby while the primary is away.
+        (Err(error), None) if error.is_unavailable() && read.is_some() => {
+            tracing::warn!(
+                error = %scrub_password(&error.to_string(), &url),
+                "the primary database does not answer: DNS loads from read_database_url, writes answer 503 until the primary does"
+            );
+            primary_away = true;
+            let store = Store::open_lazy_with(&url, read, config.ula_prefix).await?;
+            (store, None)
+        }
         (Err(error), Some((model, _))) if error.is_unavailable() => {
             tracing::warn!(
                 error = %scrub_password(&error.to_string(), &url),
                 generation = %model.generation(),
                 "the database does not answer: serving DNS from the last-known-good state, writes answer 503 until it does"
             );
-            let store = Store::open_lazy(&url, config.ula_prefix).await?;
+            let store = Store::open_lazy_with(&url, read, config.ula_prefix).await?;
             (store, Some(model))
         }
         // The store's errors may quote the URL (an unsupported scheme, a parse error): its
@@ -146,7 +236,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .with_context(|| format!("opening the store at {}", redact_url(&url)));
         }
     };
-    let degraded = fallback.is_some();
+    let degraded = fallback.is_some() || primary_away;
+    let store = store.with_org_max_peers(config.orgs.max_peers);
 
     let resolved = bootstrap::resolve(&config, &data_dir, &store, degraded).await?;
     // Before anything answers: a probe that sees the API up has the warnings in the log.
@@ -156,13 +247,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut tasks = JoinSet::new();
 
     let state = crate::snapshot::disk::StateFile::for_store(&state_path, &fingerprint, &store);
-    let snapshot = crate::snapshot::start_persisted(
+    // The publisher stops after the API (see `Running::finish`), or when the start fails.
+    let publisher_stop = CancellationToken::new();
+    let stop_publisher_on_error = publisher_stop.clone().drop_guard();
+    let (snapshot, publisher) = crate::snapshot::start_persisted(
         store.clone(),
         crate::snapshot::SnapshotSettings::from_config(&config.dns)?,
         Some(state),
         fallback,
         &config.groups,
-        cancel.clone(),
+        publisher_stop.clone(),
     )
     .await
     .context("building the first DNS snapshot")?;
@@ -170,10 +264,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut listeners = crate::dns::bind(&config.dns.listen)
         .await
         .with_context(|| format!("binding DNS on {:?}", config.dns.listen))?;
-    listeners.set_rrl(crate::fastpath::RrlSettings::from_config(
+    // One tuner for every DNS listener (each org's ::3 too): a reload retunes them all.
+    let rrl = crate::fastpath::RrlTuner::new(crate::fastpath::RrlSettings::from_config(
         &config.dns,
         config.ula_prefix,
     ));
+    listeners.set_rrl_tuner(rrl.clone());
     let dns_addrs = listeners.local_addrs();
     {
         let (snapshot, dns_tcp) = (snapshot.clone(), dns_tcp.clone());
@@ -185,11 +281,43 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
 
-    // Every replica reaps idle ephemeral peers; the store makes that safe (issue 10).
+    // Every replica reaps idle ephemeral peers; the store makes that safe (issue 10). A reload
+    // that changes `[peers] ephemeral_idle` restarts the reaper with the new value.
+    let (ephemeral_idle, mut idle_rx) = tokio::sync::watch::channel(config.peers.ephemeral_idle);
     {
-        let (store, idle, cancel) = (store.clone(), config.peers.ephemeral_idle, cancel.clone());
+        let (store, cancel) = (store.clone(), cancel.clone());
         tasks.spawn(async move {
-            crate::reaper::run(store, idle, cancel).await;
+            loop {
+                let idle = *idle_rx.borrow_and_update();
+                let pass = cancel.child_token();
+                let reaper = crate::reaper::run(store.clone(), idle, pass.clone());
+                tokio::select! {
+                    () = reaper => return Ok(()),
+                    changed = idle_rx.changed() => {
+                        pass.cancel();
+                        if changed.is_err() {
+                            cancel.cancelled().await;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        });
+    }
+    // And prunes the audit log past `[audit] retention` (issue 23); a batch deleted twice by two
+    // replicas is simply empty the second time.
+    if let Some(retention) = config.audit.retention {
+        let (store, cancel) = (store.clone(), cancel.clone());
+        tasks.spawn(async move {
+            crate::reaper::run_audit_retention(store, retention, cancel).await;
+            Ok(())
+        });
+    }
+    // And removes peers whose key expired longer than `[peers] expired_grace` ago (issue 23).
+    {
+        let (store, grace, cancel) = (store.clone(), config.peers.expired_grace, cancel.clone());
+        tasks.spawn(async move {
+            crate::reaper::run_expired(store, grace, cancel).await;
             Ok(())
         });
     }
@@ -220,7 +348,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else if gateway.is_some() {
         // Each org's resolver address, which the gateway puts on its interface (issue 12).
         let snapshot = snapshot.clone();
-        let rrl = crate::fastpath::RrlSettings::from_config(&config.dns, config.ula_prefix);
+        let rrl = rrl.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
             crate::dns::listeners::serve_org_resolvers(
@@ -245,6 +373,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         body_limit: config.api.body_limit,
         body_timeout: config.api.body_read_timeout,
         rate_limits: crate::api::RateLimits::from_config(&config.api),
+        key_expiry: config.peers.key_expiry,
+        live_window: config.groups.health_window,
+        snapshot: Some(snapshot.clone()),
+        console: config.ui.enabled,
     };
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -272,13 +404,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         (api_limits, api_limits)
     };
-    let (app, admin_app) = match admin_listener {
+    let (app, admin_app, api_handle) = match admin_listener {
         Some(admin_listener) => {
             let routers = crate::api::split_routers(state);
-            (routers.public, Some((admin_listener, routers.admin)))
+            (
+                routers.public,
+                Some((admin_listener, routers.admin)),
+                routers.handle,
+            )
         }
-        None => (crate::api::router(state), None),
+        None => {
+            let (router, handle) = crate::api::router_with_handle(state);
+            (router, None, handle)
+        }
     };
+    // New certificate files are picked up on their own, not only on SIGHUP (issue 18).
+    if let Some(tls) = &tls {
+        let (tls, cancel) = (Arc::clone(tls), cancel.clone());
+        tasks.spawn(async move {
+            tls.watch(crate::api::server::TLS_WATCH_PERIOD, cancel)
+                .await;
+            Ok(())
+        });
+    }
+    let reloader = reload::Reloader::new(
+        config.clone(),
+        tls.clone(),
+        snapshot.clone(),
+        api_handle,
+        ephemeral_idle,
+        rrl,
+    );
+    let tls = tls.map(|tls| Arc::clone(&tls.config));
     if let Some((admin_listener, admin_app)) = admin_app {
         let (cancel, tls) = (cancel.clone(), tls.clone());
         tasks.spawn(async move {
@@ -329,6 +486,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         regions: resolved.regions,
         cancel,
         tasks,
+        reloader: Some(reloader),
+        publisher_stop: stop_publisher_on_error.disarm(),
+        publisher: Some(publisher),
         _lock: lock,
     })
 }
@@ -430,13 +590,31 @@ fn split_api_limits(
     (public, admin)
 }
 
+/// Another process holds the data directory's lock (see [`lock_data_dir`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another sixpn server ({holder}) is already running on data directory {} (it holds {}); \
+     stop it first, or give this one another data_dir",
+    data_dir.display(),
+    lock_file.display()
+)]
+pub struct DataDirLocked {
+    /// `process PID`, or `another process`.
+    pub holder: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Its lock file.
+    pub lock_file: PathBuf,
+}
+
 /// Takes the data directory's lock file, `sixpn.lock`: an advisory `flock` held while the
 /// server runs, with the holder's PID in the file. One data directory serves one server: a
 /// second one on the same SQLite database would never see the first one's writes (issue 13).
 ///
 /// # Errors
-/// Another process holds the lock (naming its PID), or the file cannot be opened.
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+/// Another process holds the lock ([`DataDirLocked`], naming its PID), or the file cannot be
+/// opened.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
     use std::io::{Read as _, Seek as _};
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = data_dir.join("sixpn.lock");
@@ -457,12 +635,12 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
                 "" => "another process".to_owned(),
                 pid => format!("process {pid}"),
             };
-            bail!(
-                "another sixpn server ({holder}) is already running on data directory {} \
-                 (it holds {}); stop it first, or give this one another data_dir",
-                data_dir.display(),
-                path.display()
-            );
+            return Err(DataDirLocked {
+                holder,
+                data_dir: data_dir.to_owned(),
+                lock_file: path,
+            }
+            .into());
         }
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(e).with_context(|| format!("locking {}", path.display()));
@@ -500,41 +678,93 @@ fn notify_socket(path: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the server until ctrl-c or SIGTERM.
+/// Runs the server until ctrl-c or SIGTERM. On `SIGHUP`, `load` reads the configuration again
+/// and the server applies what it can without a restart ([`reload`]); a configuration that does
+/// not load is refused whole, and the running one stays.
 ///
 /// # Errors
 /// As [`start`], or a part failing while running.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let running = start(config).await?;
+pub async fn run<F>(config: Config, load: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Result<Config, crate::config::ConfigError> + Send + 'static,
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    // The handlers go in before anything listens: a SIGTERM right after `/healthz` first answers
+    // (or during the start) stops the server cleanly instead of killing it, and an early SIGHUP
+    // is not fatal.
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let hup = signal(SignalKind::hangup());
+    let mut running = tokio::select! {
+        started = start(config) => started?,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM while starting: stopping");
+            return Ok(());
+        }
+        _ = int.recv() => {
+            tracing::info!("SIGINT while starting: stopping");
+            return Ok(());
+        }
+    };
     sd_notify("READY=1");
     let cancel = running.cancel_token();
+    match (running.take_reloader(), hup) {
+        (Some(reloader), Ok(hup)) => {
+            tokio::spawn(reload_on_sighup(reloader, hup, load, cancel.clone()));
+        }
+        (_, Err(error)) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP: configuration reloads are off");
+        }
+        (None, Ok(_)) => {}
+    }
     tokio::spawn(async move {
         tokio::select! {
-            () = shutdown_signal() => tracing::info!("shutting down"),
+            _ = term.recv() => tracing::info!("shutting down"),
+            _ = int.recv() => tracing::info!("shutting down"),
             () = cancel.cancelled() => {}
         }
         sd_notify("STOPPING=1");
         cancel.cancel();
     });
-    let store = running.store.clone();
-    let res = running.wait().await;
     // Close the store at a clean stop: SQLite checkpoints its WAL, so `sixpn.db` alone then
-    // holds every row (a copy or a backup of that one file is whole; issue 23).
-    store.close().await;
-    res
+    // holds every row (a copy or a backup of that one file is whole; issue 23). The DNS state is
+    // saved first, and the lock is released last.
+    running.wait_and_close().await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+/// Applies the configuration `load` gives on every `SIGHUP`, until `cancel`.
+async fn reload_on_sighup<F>(
+    mut reloader: reload::Reloader,
+    mut hup: tokio::signal::unix::Signal,
+    load: F,
+    cancel: CancellationToken,
+) where
+    F: Fn() -> Result<Config, crate::config::ConfigError> + Send + 'static,
+{
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
+        tracing::info!("SIGHUP: reloading the configuration");
+        // Reading a few small files: quick enough to do in place.
+        let loaded = load()
+            .map_err(anyhow::Error::from)
+            .and_then(|next| reloader.apply(next));
+        match loaded {
+            Ok(outcome) => {
+                for key in &outcome.needs_restart {
+                    tracing::warn!(
+                        key,
+                        "reload: {key} changed but is read at start only; it takes effect at the next restart"
+                    );
+                }
+                tracing::info!(applied = ?outcome.applied, "configuration reloaded");
+            }
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "reload refused: the new configuration is not valid; the running one stays"
+            ),
         }
     }
 }

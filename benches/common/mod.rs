@@ -26,6 +26,7 @@ pub fn dump(n_peers: usize) -> Dump {
             token: "t".parse().expect("valid"),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         })
         .collect();
     Dump {

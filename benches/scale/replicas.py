@@ -41,7 +41,10 @@ class Replica:
         config = os.path.join(work, "bench.toml")
         with open(config, "w") as f:
             # The benchmark drives one token as hard as it can: lift its rate limit.
-            f.write("[api]\ntoken_rate = 1000000.0\ntoken_burst = 1000000\n")
+            f.write("[api]\ntoken_rate = 1000000.0\ntoken_burst = 1000000\n"
+                    # The org holds every peer of the run: lift the 100,000 default of
+                    # `[orgs] max_peers` (issue 23) far above any scale measured.
+                    "[orgs]\nmax_peers = 1000000000\n")
         env = dict(os.environ)
         env.update({
             "SIXPN_DATA_DIR": self.data_dir,

@@ -253,7 +253,10 @@ class Server:
         # default) so it measures the control plane, not the limiter.
         config = os.path.join(cwd, "bench.toml")
         with open(config, "w") as f:
-            f.write("[api]\ntoken_rate = 1000000.0\ntoken_burst = 1000000\n")
+            f.write("[api]\ntoken_rate = 1000000.0\ntoken_burst = 1000000\n"
+                    # The org holds every peer of the run: lift the 100,000 default of
+                    # `[orgs] max_peers` (issue 23) far above any scale measured.
+                    "[orgs]\nmax_peers = 1000000000\n")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([self.binary, "serve", "--config", config], env=env, cwd=cwd,
                                      stdout=logf, stderr=subprocess.STDOUT)

@@ -9,6 +9,10 @@
 #   1. NAME is made a DNS label: lowercase; every character but a-z, 0-9 and '-' becomes '-';
 #      leading '-' dropped; cut to 63; trailing '-' dropped (`Node-1.EU.internal` →
 #      `node-1-eu-internal`). `sixpn token ensure --normalize-name` does exactly the same.
+#      The token (the fleet's, shared by every node) is then narrowed offline to this one peer
+#      name (and GROUP, when given): `sixpn token attenuate --name NAME`. Everything below uses
+#      only that node token, so this node can create, re-key and delete its own peer and no
+#      other node's (issue 23; SIXPN_NARROW_TOKEN=0 keeps the token as given).
 #   2. `sixpn token ensure` registers the peer, or re-keys it when the name exists, and writes
 #      $SIXPN_CONF_DIR/$SIXPN_IFACE.conf; wireguard-go and sixpn-wg-up bring the tunnel up.
 #   3. Every $SIXPN_CHECK_EVERY seconds it runs `sixpn token ensure` again. That is a no-op while
@@ -23,7 +27,8 @@
 # Environment: SIXPN_API_URL, SIXPN_WIREGUARD_TOKEN (required); SIXPN_CA_CERT (a private CA for
 # an https API); SIXPN_IFACE (sixpn0); SIXPN_CONF_DIR (/etc/sixpn; keep it in memory, it holds the
 # private key); SIXPN_MTU (1420); SIXPN_CHECK_EVERY (30); SIXPN_STALE_AFTER (300);
-# SIXPN_DEREGISTER (1); SIXPN_WG_RUN_DIR (/var/run/wireguard, where wireguard-go puts its socket).
+# SIXPN_DEREGISTER (1); SIXPN_WG_RUN_DIR (/var/run/wireguard, where wireguard-go puts its socket);
+# SIXPN_NARROW_TOKEN (1: narrow the token to this node's name at start).
 set -eu
 
 # Must match `normalize_name` in src/cli/node.rs (tests/it/cli.rs checks both on the same names).
@@ -64,6 +69,21 @@ stopping=
 
 log() { echo "sixpn-node: $*" >&2; }
 
+# The fleet token narrowed to this node (step 1): offline, no request to the server. The node
+# token replaces it in this process's environment, so no child (sixpn, curl, wireguard-go) ever
+# sees the fleet token.
+narrow_token() {
+    [ "${SIXPN_NARROW_TOKEN:-1}" != 0 ] || return 0
+    set -- --name "$name"
+    [ -z "$group" ] || set -- "$@" --group "$group"
+    if ! node_token=$(sixpn token attenuate "$@"); then
+        log "cannot narrow SIXPN_WIREGUARD_TOKEN to peer $name (sixpn token attenuate failed)"
+        exit 2
+    fi
+    SIXPN_WIREGUARD_TOKEN=${node_token#SIXPN_WIREGUARD_TOKEN=}
+    export SIXPN_WIREGUARD_TOKEN
+}
+
 ensure() {
     sixpn token ensure --normalize-name "$name" "$group" "$region" "$conf" --no-dns
 }
@@ -84,6 +104,8 @@ deregister() {
         curl -fsS -m 10 "$@" -X DELETE -H @- \
             "${SIXPN_API_URL%/}/api/v3/wire_guard_peers/$name" >/dev/null || true
 }
+
+narrow_token
 
 if [ "$mode" = deregister ]; then
     deregister
@@ -113,9 +135,21 @@ handshake_age() {
 
 mkdir -p "$conf_dir"
 chmod 700 "$conf_dir" 2>/dev/null || true
-# The API may not answer yet (the gateway starting too): retry with a growing pause.
+# The API may not answer yet (the gateway starting too): retry with a growing pause. A refusal
+# that waiting never lifts (2: a bad value, 4: a cap on live peers reached or a name conflict,
+# 5: the token refused) ends the process with that code instead, so the orchestrator shows it
+# (CrashLoopBackOff, a failed allocation) rather than a node that retries forever.
 pause=1
-until ensure; do
+while :; do
+    rc=0
+    ensure || rc=$?
+    [ "$rc" -ne 0 ] || break
+    case $rc in
+        2 | 4 | 5)
+            log "sixpn token ensure was refused (exit $rc; see its message above): retrying cannot help, exiting"
+            exit "$rc"
+            ;;
+    esac
     log "sixpn token ensure failed; again in ${pause}s"
     sleep "$pause" &
     sleep_pid=$!
@@ -123,7 +157,7 @@ until ensure; do
     [ "$pause" -ge 30 ] || pause=$((pause * 2))
 done
 
-wireguard-go -f "$iface" &
+env -u SIXPN_WIREGUARD_TOKEN wireguard-go -f "$iface" &
 wg_pid=$!
 i=0
 until [ -S "$wg_run_dir/$iface.sock" ]; do

@@ -9,6 +9,10 @@
 # registered again and a tunnel with no handshake for 5 minutes is re-keyed. On SIGTERM it
 # deletes its peer; the poststop task does it once more in case the tunnel task died first.
 #
+# sixpn-node narrows the job's token at start, offline, to the client's own name (`sixpn token
+# attenuate --name`): an allocation can re-key or delete only its own peer (deploy/README.md,
+# "Fleet tokens").
+#
 # The token comes from a Nomad variable readable by this job only:
 #   sixpn token create --name nomad-web --group web             # prints SIXPN_WIREGUARD_TOKEN=...
 #   nomad var put nomad/jobs/sixpn-web token=sixpn_wg_...

@@ -16,14 +16,16 @@ use serde_json::Value;
 use super::auth::{AdminAuth, Source};
 use super::body::{ApiPath, JsonObject};
 use super::error::ApiError;
+use super::paging::{ListQuery, Paged, list_query};
 use super::peers::parse_path_name;
 use super::types::{
-    AuditJson, AuditPageJson, DeletedJson, EXPIRES_UNITS, Label, MintedToken, OrgCreate, OrgJson,
-    PeerJson, PeerWithStatus, StatusJson, TokenCreate, TokenDeletedJson, TokenJson,
+    AuditJson, AuditPageJson, DeletedJson, EXPIRES_UNITS, Label, MintedToken, OrgCreate,
+    OrgDeletedJson, OrgJson, PeerJson, PeerWithStatus, StatusJson, TokenCreate, TokenDeletedJson,
+    TokenJson,
 };
 use super::{Shared, rfc3339};
 use crate::model::{GroupName, Org, Peer, PeerStatus, TokenInfo, TokenName, now_unix};
-use crate::store::{NewToken, Role};
+use crate::store::{KeyScope, Live, NewToken, OrgsWithin, PeerFilter, Role};
 
 impl From<&Org> for OrgJson {
     fn from(org: &Org) -> Self {
@@ -48,6 +50,8 @@ impl From<&TokenInfo> for TokenJson {
             last_used_at: t.last_used_at.map(rfc3339),
             live_peers: t.live_peers,
             ephemeral: t.ephemeral,
+            key_expiry: t.key_expiry,
+            expired: t.expired(now_unix()),
         }
     }
 }
@@ -77,6 +81,8 @@ impl From<&Peer> for PeerJson {
             updated_at: rfc3339(p.updated_at),
             ephemeral: false,
             last_seen_at: None,
+            key_expires_at: p.key_expires_at.map(rfc3339),
+            expired: p.key_expired(now_unix()),
         }
     }
 }
@@ -114,6 +120,8 @@ fn parse_token_name(name: &str) -> Result<TokenName, ApiError> {
                     parameters(("org" = "$response.body#/slug")))),
                 ("listAudit" = (operation_id = "listAudit",
                     parameters(("org" = "$response.body#/slug")))),
+                ("deleteOrg" = (operation_id = "deleteOrg",
+                    parameters(("org" = "$response.body#/slug")))),
             )),
         (status = 409, response = super::openapi::Conflict),
         super::openapi::AdminGuarded,
@@ -139,27 +147,119 @@ pub async fn create_org(
     Ok((StatusCode::CREATED, Json(OrgJson::from(&org))))
 }
 
-/// `GET /api/v1/orgs`: every org.
+/// `GET /api/v1/orgs`: a page of the orgs, by slug.
 #[utoipa::path(get, path = "/api/v1/orgs", operation_id = "listOrgs", tag = "admin",
-    summary = "Every org",
+    summary = "The orgs by slug, a page at a time",
+    description = "A page of the orgs the caller's scope reaches, by slug. Paged like every \
+        admin list: `limit` (default 1000, at most 10000) and `after`, the `X-Next-Cursor` of \
+        the previous page; the last page has no `X-Next-Cursor`.",
     security(("adminToken" = []), ("apiKey" = [])),
     extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("any"))),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "Orgs per page (default 1000)"),
+        ("after" = Option<Label>, Query,
+            description = "The `X-Next-Cursor` of the previous page: only orgs after it")),
     responses(
-        (status = 200, description = "The orgs", body = Vec<OrgJson>),
+        (status = 200, description = "A page of the orgs", body = Vec<OrgJson>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's `after`; absent on the last page"),
+                ("Link" = String, description = "The next page's URL, `<...>; rel=\"next\"`; absent on the last page"))),
+        (status = 422, response = super::openapi::Unprocessable),
         super::openapi::AdminGuarded,
     ))]
 pub async fn list_orgs(
     auth: AdminAuth,
     State(state): State<Shared>,
-) -> Result<Json<Vec<OrgJson>>, ApiError> {
-    let orgs = super::metrics::timed("list_orgs", state.store.list_orgs()).await?;
+    uri: axum::http::Uri,
+) -> Result<Paged<OrgJson>, ApiError> {
+    let query = list_query(uri.query(), &[])?;
     // A key of one org sees that org only.
-    Ok(Json(
-        orgs.iter()
-            .filter(|org| auth.scope.covers(&org.slug))
-            .map(OrgJson::from)
-            .collect(),
-    ))
+    let within = match &auth.scope {
+        KeyScope::All => OrgsWithin::All,
+        KeyScope::Org(org) => OrgsWithin::Only(org),
+    };
+    let page = super::metrics::timed(
+        "list_orgs",
+        state
+            .store
+            .list_orgs_page(within, query.after.as_deref(), query.limit),
+    )
+    .await?;
+    let items = page.items.iter().map(OrgJson::from).collect();
+    Ok(Paged::new(&uri, items, page.next))
+}
+
+/// Reads `cascade` from a query string: `true`/`1` or `false`/`0` (default).
+fn cascade_query(query: Option<&str>) -> Result<bool, ApiError> {
+    let mut cascade = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "cascade" {
+            cascade = match value {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ApiError::InvalidField {
+                        field: "cascade",
+                        reason: format!("must be true or false, got {value:?}"),
+                    });
+                }
+            };
+        }
+    }
+    Ok(cascade)
+}
+
+/// `DELETE /api/v1/orgs/{org}`: deletes an org; with `cascade=true` its tokens and peers too.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}", operation_id = "deleteOrg", tag = "admin",
+    summary = "Delete an org (409 while it has peers or tokens, unless cascade=true); its /48 and slug are free again",
+    description = "Without `cascade`, an org that still has peers or live tokens is refused \
+        (409, naming how many). With `cascade=true` its tokens and peers are deleted in the same \
+        transaction: their DNS names vanish and gateways drop them. The org's audit log goes \
+        with it; the delete is logged as `org_deleted` in the default org's log. API keys \
+        scoped to the org are revoked. The default org cannot be deleted (409).",
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner"])), ("x-sixpn-scope" = json!("all"))),
+    params(("org" = Label, Path, description = "The org's slug"),
+        ("cascade" = Option<bool>, Query,
+            description = "Delete the org's tokens and peers with it (default false)")),
+    responses(
+        (status = 200, description = "Deleted", body = OrgDeletedJson),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::AdminGuarded,
+    ))]
+pub async fn delete_org(
+    auth: AdminAuth,
+    Source(source): Source,
+    State(state): State<Shared>,
+    ApiPath(org): ApiPath<String>,
+    uri: axum::http::Uri,
+) -> Result<Json<OrgDeletedJson>, ApiError> {
+    auth.global(Role::Owner)?;
+    let org = org
+        .parse::<crate::model::OrgSlug>()
+        .map_err(|_| ApiError::no_such_org(&org))?;
+    let cascade = cascade_query(uri.query())?;
+    let deleted = super::metrics::timed(
+        "delete_org",
+        auth.store(&state.store, source).delete_org(&org, cascade),
+    )
+    .await?;
+    tracing::info!(%org, prefix = %deleted.prefix, deleted_peers = deleted.peers,
+        deleted_tokens = deleted.tokens, revoked_api_keys = deleted.api_keys,
+        generation = %deleted.generation, "org deleted");
+    // DNS and the gateway reload without the org; the answer waits for that.
+    state.wait_published(deleted.generation).await;
+    Ok(Json(OrgDeletedJson {
+        deleted: org.to_string(),
+        prefix: deleted.prefix.to_string(),
+        deleted_peers: deleted.peers,
+        deleted_tokens: deleted.tokens,
+        revoked_api_keys: deleted.api_keys,
+    }))
 }
 
 /// The longest `expires_in` accepted: 100 years (36,525 days). Longer is surely a typo (issue
@@ -171,13 +271,29 @@ pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(36_525 * 86_400);
 /// [`MAX_EXPIRES_IN`]. Exactly the strings [`super::types::expires_in_pattern`] matches, which
 /// the OpenAPI document states. `null` is refused: no expiry is said by leaving the field out.
 pub(super) fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
-    let invalid = |reason: String| ApiError::InvalidField {
-        field: "expires_in",
-        reason,
-    };
+    parse_lifetime("expires_in", "a token that never expires", value)
+}
+
+/// Reads a token's `key_expiry` (issue 23) as [`parse_expires_in`] reads `expires_in`.
+pub(super) fn parse_key_expiry(value: &Value) -> Result<Duration, ApiError> {
+    parse_lifetime(
+        "key_expiry",
+        "keys that follow the org default ([peers] key_expiry)",
+        value,
+    )
+}
+
+/// Reads a lifetime `field` as [`parse_expires_in`] describes; `never` says what leaving the
+/// field out means.
+fn parse_lifetime(
+    field: &'static str,
+    never: &'static str,
+    value: &Value,
+) -> Result<Duration, ApiError> {
+    let invalid = |reason: String| ApiError::InvalidField { field, reason };
     let too_long = || {
         invalid(format!(
-            "is too long: at most 100 years ({}d); leave it out for a token that never expires",
+            "is too long: at most 100 years ({}d); leave it out for {never}",
             MAX_EXPIRES_IN.as_secs() / 86_400
         ))
     };
@@ -208,11 +324,10 @@ pub(super) fn parse_expires_in(value: &Value) -> Result<Duration, ApiError> {
                 .ok_or_else(too_long)?
         }
         Value::Null => {
-            return Err(invalid(
+            return Err(invalid(format!(
                 "must be a duration such as \"30d\" or a number of seconds, not null; leave \
-                 it out for a token that never expires"
-                    .to_owned(),
-            ));
+                 it out for {never}"
+            )));
         }
         _ => {
             return Err(invalid(
@@ -251,12 +366,17 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
         });
     }
     let ephemeral = body.bool("ephemeral")?.unwrap_or(false);
+    let key_expiry = match body.0.get("key_expiry") {
+        Some(value) => Some(parse_key_expiry(value)?.as_secs()),
+        None => None,
+    };
     Ok(TokenCreate {
         name,
         group,
         expires_in,
         max_peers,
         ephemeral,
+        key_expiry,
     })
 }
 
@@ -270,6 +390,8 @@ fn read_mint(body: &JsonObject) -> Result<TokenCreate, ApiError> {
     responses(
         (status = 201, description = "The token with its secret", body = MintedToken,
             links(
+                ("showToken" = (operation_id = "showToken",
+                    parameters(("org" = "$response.body#/org"), ("name" = "$response.body#/name")))),
                 ("deleteToken" = (operation_id = "deleteToken",
                     parameters(("org" = "$response.body#/org"), ("name" = "$response.body#/name")))),
             )),
@@ -305,6 +427,7 @@ pub async fn mint_token(
         group: request.group,
         expires_at,
         max_peers: request.max_peers,
+        key_expiry: request.key_expiry,
     };
     let (info, secret) = super::metrics::timed(
         "mint_token",
@@ -324,14 +447,23 @@ pub async fn mint_token(
     ))
 }
 
-/// `GET /api/v1/orgs/{org}/wireguard_tokens`: the org's live tokens, without secrets.
+/// `GET /api/v1/orgs/{org}/wireguard_tokens`: a page of the org's live tokens, without secrets.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/wireguard_tokens", operation_id = "listTokens", tag = "admin",
-    summary = "The org's live tokens (never their secrets)",
+    summary = "The org's live tokens by name, a page at a time (never their secrets)",
+    description = "Paged like every admin list: `limit` (default 1000, at most 10000) and \
+        `after`, the `X-Next-Cursor` of the previous page; the last page has no `X-Next-Cursor`.",
     security(("adminToken" = []), ("apiKey" = [])),
     extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
-    params(("org" = Label, Path, description = "The org's slug")),
+    params(("org" = Label, Path, description = "The org's slug"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "Tokens per page (default 1000)"),
+        ("after" = Option<Label>, Query,
+            description = "The `X-Next-Cursor` of the previous page: only tokens after it")),
     responses(
-        (status = 200, description = "The tokens", body = Vec<TokenJson>),
+        (status = 200, description = "A page of the tokens", body = Vec<TokenJson>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's `after`; absent on the last page"),
+                ("Link" = String, description = "The next page's URL, `<...>; rel=\"next\"`; absent on the last page"))),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
         super::openapi::AdminGuarded,
@@ -340,10 +472,42 @@ pub async fn list_tokens(
     auth: AdminAuth,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
-) -> Result<Json<Vec<TokenJson>>, ApiError> {
+    uri: axum::http::Uri,
+) -> Result<Paged<TokenJson>, ApiError> {
     let org = auth.org(&org, Role::Viewer)?;
-    let tokens = super::metrics::timed("list_tokens", state.store.list_tokens(&org)).await?;
-    Ok(Json(tokens.iter().map(TokenJson::from).collect()))
+    let query = list_query(uri.query(), &[])?;
+    let page = super::metrics::timed(
+        "list_tokens",
+        state
+            .store
+            .list_tokens_page(&org, query.after.as_deref(), query.limit),
+    )
+    .await?;
+    let items = page.items.iter().map(TokenJson::from).collect();
+    Ok(Paged::new(&uri, items, page.next))
+}
+
+/// `GET /api/v1/orgs/{org}/wireguard_tokens/{name}`: one live token, without its secret.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/wireguard_tokens/{name}", operation_id = "showToken", tag = "admin",
+    summary = "One live token with its live peer count (never its secret)",
+    security(("adminToken" = []), ("apiKey" = [])),
+    extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
+    params(("org" = Label, Path, description = "The org's slug"), ("name" = Label, Path, description = "The token's name")),
+    responses(
+        (status = 200, description = "The token", body = TokenJson),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::AdminGuarded,
+    ))]
+pub async fn show_token(
+    auth: AdminAuth,
+    State(state): State<Shared>,
+    ApiPath((org, name)): ApiPath<(String, String)>,
+) -> Result<Json<TokenJson>, ApiError> {
+    let org = auth.org(&org, Role::Viewer)?;
+    let name = parse_token_name(&name)?;
+    let token = super::metrics::timed("get_token", state.store.get_token(&org, &name)).await?;
+    Ok(Json(TokenJson::from(&token)))
 }
 
 /// `DELETE /api/v1/orgs/{org}/wireguard_tokens/{name}`: deletes a token and every peer it made.
@@ -379,14 +543,70 @@ pub async fn delete_token(
     }))
 }
 
-/// `GET /api/v1/orgs/{org}/peers`: the org's peers.
+/// The filters `GET /api/v1/orgs/{org}/peers` takes besides the page.
+const PEER_FILTERS: [&str; 4] = ["group", "region", "token", "live"];
+
+/// Reads a filter that is a name (a DNS label, any case), if given.
+fn label_filter<T>(query: &ListQuery, field: &'static str) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr<Err = crate::model::LabelError>,
+{
+    query
+        .filter(field)
+        .map(|text| {
+            text.parse()
+                .map_err(|err| ApiError::not_a_label(field, text, err))
+        })
+        .transpose()
+}
+
+/// Reads the peer list's filters; `live` is against `window` back from now.
+fn peer_filter(query: &ListQuery, window: Duration) -> Result<PeerFilter, ApiError> {
+    let live = match query.filter("live") {
+        Some(text) => {
+            let cutoff =
+                now_unix().saturating_sub(i64::try_from(window.as_secs()).unwrap_or(i64::MAX));
+            Some(if super::paging::parse_bool("live", text)? {
+                Live::Since(cutoff)
+            } else {
+                Live::Before(cutoff)
+            })
+        }
+        None => None,
+    };
+    Ok(PeerFilter {
+        group: label_filter(query, "group")?,
+        region: label_filter(query, "region")?,
+        token: label_filter(query, "token")?,
+        live,
+    })
+}
+
+/// `GET /api/v1/orgs/{org}/peers`: a page of the org's peers, by name, optionally filtered.
 #[utoipa::path(get, path = "/api/v1/orgs/{org}/peers", operation_id = "listOrgPeers", tag = "admin",
-    summary = "The org's peers",
+    summary = "The org's peers by name, a page at a time, optionally filtered",
+    description = "Paged like every admin list: `limit` (default 1000, at most 10000) and \
+        `after`, the `X-Next-Cursor` of the previous page; the last page has no `X-Next-Cursor`. \
+        Filters combine: `group`, `region`, `token` (the live token that created the peer) and \
+        `live` (`true`: a gateway saw the peer within `[groups] health_window`, 180 s by \
+        default; `false`: it did not). A page costs the page, however many peers the org has.",
     security(("adminToken" = []), ("apiKey" = [])),
     extensions(("x-sixpn-roles" = json!(["owner", "operator", "viewer"])), ("x-sixpn-scope" = json!("org"))),
-    params(("org" = Label, Path, description = "The org's slug")),
+    params(("org" = Label, Path, description = "The org's slug"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "Peers per page (default 1000)"),
+        ("after" = Option<Label>, Query,
+            description = "The `X-Next-Cursor` of the previous page: only peers after it"),
+        ("group" = Option<Label>, Query, description = "Only peers of this group"),
+        ("region" = Option<Label>, Query, description = "Only peers of this region"),
+        ("token" = Option<Label>, Query, description = "Only peers the live token of this name created"),
+        ("live" = Option<bool>, Query,
+            description = "true: only peers a gateway saw within `[groups] health_window`; false: only the others")),
     responses(
-        (status = 200, description = "The peers", body = Vec<PeerJson>),
+        (status = 200, description = "A page of the peers", body = Vec<PeerJson>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's `after`; absent on the last page"),
+                ("Link" = String, description = "The next page's URL, `<...>; rel=\"next\"`; absent on the last page"))),
         (status = 404, response = super::openapi::NotFound),
         (status = 422, response = super::openapi::Unprocessable),
         super::openapi::AdminGuarded,
@@ -395,16 +615,24 @@ pub async fn list_peers(
     auth: AdminAuth,
     State(state): State<Shared>,
     ApiPath(org): ApiPath<String>,
-) -> Result<Json<Vec<PeerJson>>, ApiError> {
+    uri: axum::http::Uri,
+) -> Result<Paged<PeerJson>, ApiError> {
     let org = auth.org(&org, Role::Viewer)?;
-    let peers = super::metrics::timed("list_peers", state.store.list_peers(&org)).await?;
-    let liveness = super::metrics::timed("org_liveness", state.store.org_liveness(&org)).await?;
-    Ok(Json(
-        peers
-            .iter()
-            .map(|p| PeerJson::from(p).with_liveness(liveness.get(p.name.as_str())))
-            .collect(),
-    ))
+    let query = list_query(uri.query(), &PEER_FILTERS)?;
+    let filter = peer_filter(&query, state.live_window)?;
+    let page = super::metrics::timed(
+        "list_peers",
+        state
+            .store
+            .list_peers_page(&org, &filter, query.after.as_deref(), query.limit),
+    )
+    .await?;
+    let items = page
+        .items
+        .iter()
+        .map(|p| PeerJson::from(&p.peer).with_liveness(Some(&(p.last_seen_at, p.ephemeral))))
+        .collect();
+    Ok(Paged::new(&uri, items, page.next))
 }
 
 /// `GET /api/v1/orgs/{org}/peers/{name}`: one peer, with its gateway status when a gateway runs.
@@ -581,6 +809,8 @@ mod tests {
                 last_used_at: None,
                 live_peers: 0,
                 ephemeral: false,
+                key_expiry: None,
+                expired: false,
             },
         };
         let debug = format!("{minted:?}");

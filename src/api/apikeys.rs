@@ -112,18 +112,37 @@ pub async fn create(
     summary = "The live API keys within the caller's scope (never the keys themselves)",
     security(("adminToken" = []), ("apiKey" = [])),
     extensions(("x-sixpn-roles" = json!(["owner"])), ("x-sixpn-scope" = json!("any"))),
+    description = "Paged like every admin list: `limit` (default 1000, at most 10000) and \
+        `after`, the `X-Next-Cursor` of the previous page; the last page has no `X-Next-Cursor`.",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "Keys per page (default 1000)"),
+        ("after" = Option<Label>, Query,
+            description = "The `X-Next-Cursor` of the previous page: only keys after it")),
     responses(
-        (status = 200, description = "The keys", body = Vec<ApiKeyJson>),
+        (status = 200, description = "A page of the keys", body = Vec<ApiKeyJson>,
+            headers(
+                ("X-Next-Cursor" = String, description = "The next page's `after`; absent on the last page"),
+                ("Link" = String, description = "The next page's URL, `<...>; rel=\"next\"`; absent on the last page"))),
+        (status = 422, response = super::openapi::Unprocessable),
         super::openapi::AdminGuarded,
     ))]
 pub async fn list(
     auth: AdminAuth,
     State(state): State<Shared>,
-) -> Result<Json<Vec<ApiKeyJson>>, ApiError> {
+    uri: axum::http::Uri,
+) -> Result<super::paging::Paged<ApiKeyJson>, ApiError> {
     auth.require(Role::Owner)?;
-    let keys =
-        super::metrics::timed("list_api_keys", state.store.list_api_keys(&auth.scope)).await?;
-    Ok(Json(keys.iter().map(ApiKeyJson::from).collect()))
+    let query = super::paging::list_query(uri.query(), &[])?;
+    let page = super::metrics::timed(
+        "list_api_keys",
+        state
+            .store
+            .list_api_keys_page(&auth.scope, query.after.as_deref(), query.limit),
+    )
+    .await?;
+    let items = page.items.iter().map(ApiKeyJson::from).collect();
+    Ok(super::paging::Paged::new(&uri, items, page.next))
 }
 
 /// `DELETE /api/v1/api_keys/{name}`: revokes a key; every replica refuses it from then on.

@@ -291,6 +291,11 @@ impl FromRequestParts<Shared> for PeerAuth {
         let span = tracing::Span::current();
         span.record("org", tracing::field::display(&token.org));
         span.record("token", tracing::field::display(&token.name));
+        // A token without a key lifetime of its own gets the org-wide one (issue 23).
+        let mut token = token;
+        if token.key_expiry.is_none() {
+            token.key_expiry = state.key_expiry.map(|d| d.as_secs().max(1));
+        }
         Ok(PeerAuth(token))
     }
 }

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::model::{OrgSlug, RegionCode};
-use crate::store::StoreError;
+use crate::store::{StoreError, is_unavailable};
 
 /// Everything the HTTP API can answer with instead of success.
 #[derive(Debug, thiserror::Error)]
@@ -247,21 +247,25 @@ fn store_status(err: &StoreError) -> StatusCode {
         | StoreError::OrgExists(_)
         | StoreError::TokenNameTaken(_)
         | StoreError::PeerNameTaken(_)
-        | StoreError::PubkeyInUse => StatusCode::CONFLICT,
-        StoreError::PeerCapReached(_) => StatusCode::TOO_MANY_REQUESTS,
+        | StoreError::PubkeyInUse
+        // A cap stays reached until a peer goes: waiting does not help, so not 429 (issue 23).
+        | StoreError::PeerCapReached(_)
+        | StoreError::OrgPeerCapReached { .. }
+        | StoreError::OrgNotEmpty { .. }
+        | StoreError::DefaultOrg(_) => StatusCode::CONFLICT,
         StoreError::AddressesExhausted | StoreError::PrefixesExhausted => {
             StatusCode::INSUFFICIENT_STORAGE
         }
-        err if err.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-        StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
+        // Down, unreachable, or its SQLite file unreadable (not a database, damaged).
+        unavailable if unavailable.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::BadUrl(_)
+        | StoreError::ReadReplicaNeedsPostgres
+        | StoreError::Migrate(_)
+        | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
     }
 }
-
-/// Whether a database error means "the database cannot serve right now" (503, worth a retry)
-/// rather than a bug (500); the store classifies ([`crate::store::is_unavailable`]).
-pub(crate) use crate::store::is_unavailable;
 
 fn store_message(err: &StoreError) -> String {
     match err {
@@ -280,8 +284,20 @@ fn store_message(err: &StoreError) -> String {
              fresh key pair for every peer (`wg genkey | wg pubkey`)"
             .to_owned(),
         StoreError::PeerCapReached(cap) => format!(
-            "this token has reached its cap of {cap} live peers: delete one of its peers or ask \
-             an admin for another token"
+            "this token has reached its cap (max_peers = {cap}) of live peers: delete one of its \
+             peers or ask an admin for another token; retrying will not help"
+        ),
+        StoreError::OrgPeerCapReached { org, cap } => format!(
+            "org {org} has reached its cap ([orgs] max_peers = {cap}) of live peers: delete some \
+             of its peers, or ask the operator to raise [orgs] max_peers; retrying will not help"
+        ),
+        StoreError::OrgNotEmpty { org, peers, tokens } => format!(
+            "org {org} still has {peers} peer(s) and {tokens} token(s): delete them first, or \
+             delete everything with ?cascade=true (`sixpn org delete {org} --cascade`)"
+        ),
+        StoreError::DefaultOrg(org) => format!(
+            "org {org} is the default org: every server recreates it at start, so it cannot be \
+             deleted; delete its tokens and peers instead"
         ),
         StoreError::TokenNameTaken(name) => format!(
             "a token named {name} already exists in this org: pick another name or delete it first"
@@ -307,9 +323,13 @@ fn store_message(err: &StoreError) -> String {
                 format!("the database is unavailable: {reason}; try again shortly")
             }
         }
-        StoreError::BadUrl(_) | StoreError::Migrate(_) | StoreError::Database(_) => {
-            "internal error".to_owned()
+        unavailable if unavailable.is_unavailable() => {
+            "the database is unavailable; try again shortly".to_owned()
         }
+        StoreError::BadUrl(_)
+        | StoreError::ReadReplicaNeedsPostgres
+        | StoreError::Migrate(_)
+        | StoreError::Database(_) => "internal error".to_owned(),
         // The remaining variants' own messages say what is wrong and are safe to show.
         other => other.to_string(),
     }

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The configured limits (from `[api]`); a rate of 0 turns that limit off.
@@ -103,6 +104,17 @@ pub fn source_key(addr: IpAddr) -> IpAddr {
 }
 
 impl Limiters {
+    /// Applies new limits to the live tables (a configuration reload).
+    pub fn retune(&self, limits: RateLimits) {
+        self.tokens.retune(limits.token_rate, limits.token_burst);
+        self.failed_auth
+            .retune(limits.failed_auth_rate, limits.failed_auth_burst);
+        self.failed_admin_auth.retune(
+            limits.failed_admin_auth_rate,
+            limits.failed_admin_auth_burst,
+        );
+    }
+
     /// Limiters for `limits`.
     pub fn new(limits: RateLimits) -> Self {
         Limiters {
@@ -189,8 +201,10 @@ pub const MAX_KEYS: usize = 40_000;
 /// frees at least a quarter of it, so its cost spread over the keys added is constant.
 #[derive(Debug)]
 pub struct Buckets<K> {
-    rate: f64,
-    burst: f64,
+    /// Refill per second, as `f64` bits: a reload retunes a live table ([`Buckets::retune`]).
+    rate: AtomicU64,
+    /// Bucket size, as `f64` bits.
+    burst: AtomicU64,
     capacity: usize,
     // A std mutex: it is never held across an await, and each critical section is a map lookup.
     state: Mutex<HashMap<K, Bucket>>,
@@ -213,16 +227,32 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
     /// Like [`Buckets::new`], holding at most `capacity` keys (at least 4).
     pub fn with_capacity(rate: f64, burst: u32, capacity: usize) -> Self {
         Buckets {
-            rate,
-            burst: f64::from(burst.max(1)),
+            rate: AtomicU64::new(rate.to_bits()),
+            burst: AtomicU64::new(f64::from(burst.max(1)).to_bits()),
             capacity: capacity.max(4),
             state: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Sets a new rate and burst (a configuration reload). Keys keep what they have spent; a
+    /// bucket fuller than the new burst is cut down at its next use.
+    pub fn retune(&self, rate: f64, burst: u32) {
+        self.rate.store(rate.to_bits(), Ordering::Relaxed);
+        self.burst
+            .store(f64::from(burst.max(1)).to_bits(), Ordering::Relaxed);
+    }
+
+    fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+
+    fn burst(&self) -> f64 {
+        f64::from_bits(self.burst.load(Ordering::Relaxed))
+    }
+
     /// Makes room for one new key in a full table (see the type's docs).
     fn make_room(&self, state: &mut HashMap<K, Bucket>, now: Instant) {
-        let (rate, burst) = (self.rate, self.burst);
+        let (rate, burst) = (self.rate(), self.burst());
         state.retain(|_, b| {
             b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
         });
@@ -239,19 +269,19 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
     }
 
     fn enabled(&self) -> bool {
-        self.rate > 0.0 && self.rate.is_finite()
+        self.rate() > 0.0 && self.rate().is_finite()
     }
 
     fn refill(&self, bucket: &mut Bucket, now: Instant) {
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
+        bucket.tokens = (bucket.tokens + elapsed * self.rate()).min(self.burst());
         bucket.at = now;
     }
 
     /// How long until one unit is available again, rounded up to whole seconds (at least 1),
     /// for `Retry-After`.
     fn wait(&self, bucket: &Bucket) -> Duration {
-        let secs = ((1.0 - bucket.tokens) / self.rate).ceil().max(1.0);
+        let secs = ((1.0 - bucket.tokens) / self.rate()).ceil().max(1.0);
         Duration::from_secs(secs.min(86_400.0) as u64)
     }
 
@@ -266,7 +296,7 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
             self.make_room(&mut state, now);
         }
         let bucket = state.entry(key).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: self.burst(),
             at: now,
         });
         self.refill(bucket, now);

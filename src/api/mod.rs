@@ -23,9 +23,12 @@ mod error;
 mod limits;
 mod metrics;
 mod openapi;
+pub mod paging;
 mod peers;
 pub mod server;
+mod tls;
 pub mod types;
+mod ui;
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -76,6 +79,16 @@ pub struct ApiState {
     pub body_timeout: Duration,
     /// Rate limits per WireGuard token and per source address.
     pub rate_limits: RateLimits,
+    /// The org-wide key lifetime (`[peers] key_expiry`) for tokens that set none of their own.
+    pub key_expiry: Option<Duration>,
+    /// A peer is live when a gateway saw it within this long (`[groups] health_window`): the
+    /// `live` filter of the peer list.
+    pub live_window: Duration,
+    /// The DNS snapshot, for the console's DNS look-up box (issue 19); `None` in tests that
+    /// run the API alone.
+    pub snapshot: Option<crate::snapshot::SnapshotHandle>,
+    /// Whether the console answers at `/ui` (`[ui] enabled`).
+    pub console: bool,
 }
 
 /// The state as the router holds it: the caller's [`ApiState`] and what the router keeps for
@@ -132,6 +145,31 @@ pub fn router(state: ApiState) -> Router {
     finish(api_routes(), shared(state), body_limit)
 }
 
+/// Like [`router`], with a handle that retunes the running API (a configuration reload).
+pub fn router_with_handle(state: ApiState) -> (Router, ApiHandle) {
+    let body_limit = state.body_limit;
+    let shared = shared(state);
+    let handle = ApiHandle(Arc::clone(&shared));
+    (finish(api_routes(), shared, body_limit), handle)
+}
+
+/// What a configuration reload changes in a running API: its rate limits.
+#[derive(Clone)]
+pub struct ApiHandle(Shared);
+
+impl std::fmt::Debug for ApiHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiHandle").finish_non_exhaustive()
+    }
+}
+
+impl ApiHandle {
+    /// Applies new rate limits; what each token or address has spent stays spent.
+    pub fn retune(&self, limits: RateLimits) {
+        self.0.limiters.retune(limits);
+    }
+}
+
 /// The API split for two listeners (`[api] admin_listen`): the public router (peer API,
 /// `/healthz`, `/readyz`, `/api/openapi.json`) and the admin router (`/api/v1/*`, `/metrics`).
 /// Both share one state: the rate limiters, the metrics cache and the OpenAPI document, which
@@ -141,6 +179,7 @@ pub fn split_routers(state: ApiState) -> Routers {
     let body_limit = state.body_limit;
     let shared = shared(state);
     Routers {
+        handle: ApiHandle(Arc::clone(&shared)),
         public: finish(public_routes(), Arc::clone(&shared), body_limit),
         admin: finish(admin_routes(), shared, body_limit),
     }
@@ -153,6 +192,8 @@ pub struct Routers {
     pub public: Router,
     /// Served on `[api] admin_listen`: the admin plane.
     pub admin: Router,
+    /// Retunes both (a configuration reload).
+    pub handle: ApiHandle,
 }
 
 /// The state every router of one server shares.
@@ -255,14 +296,17 @@ fn public_routes() -> OpenApiRouter<Shared> {
 fn admin_routes() -> OpenApiRouter<Shared> {
     OpenApiRouter::new()
         .routes(routes!(admin::list_orgs, admin::create_org))
+        .routes(routes!(admin::delete_org))
         .routes(routes!(admin::list_tokens, admin::mint_token))
-        .routes(routes!(admin::delete_token))
+        .routes(routes!(admin::show_token, admin::delete_token))
         .routes(routes!(admin::list_peers))
         .routes(routes!(admin::audit))
         .routes(routes!(admin::show_peer, admin::delete_peer))
         .routes(routes!(apikeys::list, apikeys::create))
         .routes(routes!(apikeys::revoke))
         .routes(routes!(metrics::metrics))
+        // The admin console (issue 19): part of the admin plane, not in the OpenAPI document.
+        .merge(OpenApiRouter::from(ui::routes()))
 }
 
 /// The OpenAPI document of [`api_routes`], before the regions are filled in.
@@ -294,52 +338,113 @@ async fn healthz(State(state): State<Shared>) -> Json<types::Health> {
 /// `GET /readyz`, readiness: the store answers within [`READY_TIMEOUT`], and the DNS snapshot
 /// has published every change the store reported (waiting up to [`READY_TIMEOUT`] for a
 /// snapshot that is just being rebuilt, so a write does not make the probe flap).
+///
+/// With a read replica (`read_database_url`) the primary and the standby are checked each. A
+/// `503` names the parts that are down in `down` (`primary`, `read_replica`, `snapshot`) beside
+/// its `error`.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "meta",
-    summary = "Readiness: the database answers within 1 s and the DNS snapshot has published every committed change",
+    summary = "Readiness: the database (primary and read replica) answers within 1 s and the DNS snapshot has published every committed change",
     responses((status = 200, description = "Ready", body = types::Ready),
-        (status = 503, description = "Not ready; the error says why", body = types::ErrorBody)))]
-async fn readyz(State(state): State<Shared>) -> Result<Json<types::Ready>, ApiError> {
+        (status = 503, description = "Not ready; `error` says why and `down` names the parts that are down (`primary`, `read_replica`, `snapshot`)", body = types::NotReady)))]
+async fn readyz(State(state): State<Shared>) -> Response {
     let committed = *state.store.changes().borrow();
     let mut published = state.published.clone();
-    let (store, snapshot) = tokio::join!(
-        tokio::time::timeout(READY_TIMEOUT, state.store.generation()),
+    let replica = state.store.has_read_replica();
+    let (primary, standby, snapshot) = tokio::join!(
+        tokio::time::timeout(READY_TIMEOUT, async {
+            if replica {
+                state.store.ping_primary().await
+            } else {
+                state.store.generation().await.map(|_| ())
+            }
+        }),
+        tokio::time::timeout(READY_TIMEOUT, async {
+            if replica {
+                state.store.generation().await.map(|_| ())
+            } else {
+                Ok(())
+            }
+        }),
         // The watch guard is not `Send`: copy the generation out before `join!` awaits on.
         tokio::time::timeout(READY_TIMEOUT, async {
             published.wait_for(|g| *g >= committed).await.map(|g| *g)
         }),
     );
-    match store {
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, "readiness: the store failed");
-            return Err(ApiError::NotReady("the database is unavailable".to_owned()));
-        }
-        Err(_) => {
-            return Err(ApiError::NotReady(format!(
-                "the database did not answer within {} ms",
-                READY_TIMEOUT.as_millis()
-            )));
-        }
-    }
+    let mut down: Vec<&'static str> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    let mut database =
+        |part: &'static str,
+         what: &str,
+         result: Result<Result<(), crate::store::StoreError>, _>| {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, part, "readiness: the store failed");
+                    down.push(part);
+                    reasons.push(format!("{what} is unavailable"));
+                }
+                Err(tokio::time::error::Elapsed { .. }) => {
+                    down.push(part);
+                    reasons.push(format!(
+                        "{what} did not answer within {} ms",
+                        READY_TIMEOUT.as_millis()
+                    ));
+                }
+            }
+        };
+    database(
+        "primary",
+        if replica {
+            "the primary database (database_url)"
+        } else {
+            "the database"
+        },
+        primary,
+    );
+    database(
+        "read_replica",
+        "the read replica (read_database_url)",
+        standby,
+    );
     let generation = match snapshot {
-        Ok(Ok(g)) => g,
+        Ok(Ok(g)) => Some(g),
         Ok(Err(_)) => {
-            return Err(ApiError::NotReady(
-                "the DNS snapshot publisher has stopped".to_owned(),
-            ));
+            down.push("snapshot");
+            reasons.push("the DNS snapshot publisher has stopped".to_owned());
+            None
         }
         Err(_) => {
-            return Err(ApiError::NotReady(format!(
+            down.push("snapshot");
+            reasons.push(format!(
                 "the DNS snapshot is behind the store (published generation {}, committed {})",
                 state.published.borrow().0,
                 committed.0
-            )));
+            ));
+            None
         }
     };
-    Ok(Json(types::Ready {
-        status: "ready".to_owned(),
-        generation: generation.0,
-    }))
+    match generation {
+        Some(generation) if down.is_empty() => Json(types::Ready {
+            status: "ready".to_owned(),
+            generation: generation.0,
+        })
+        .into_response(),
+        _ => {
+            let mut res = (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(types::NotReady {
+                    error: format!("not ready: {}", reasons.join("; ")),
+                    down: down.iter().map(|&p| p.to_owned()).collect(),
+                }),
+            )
+                .into_response();
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            res
+        }
+    }
 }
 
 /// The last second RFC 3339 can write (four-digit years): 9999-12-31T23:59:59Z.

@@ -30,7 +30,8 @@ use super::types;
             another org is 404, like no peer. Names and groups are DNS labels, \
             ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$, case-insensitive. Unknown request fields are \
             ignored. Rate limits (429 with Retry-After): per WireGuard token, and per source \
-            address for failed authentications."
+            address for failed authentications. Caps on live peers (a token's max_peers, \
+            the org's [orgs] max_peers) answer 409 naming the cap: waiting does not lift them."
     ),
     tags(
         (name = "peer", description = "Peer API, authenticated by a WireGuard token"),
@@ -136,11 +137,11 @@ error_responses! {
     Forbidden => "Group outside the token's group, or a peer another token of the org created; in the admin API, an API key whose role does not allow the operation (the error names the role needed)",
     NotFound => "No such resource",
     RequestTimeout => "The request body did not arrive in time",
-    Conflict => "Conflict with what is stored: the name is taken (this token's peer: re-key it with PUT; another token's: pick another name), the public key is another peer's or a gateway's, a re-key names another peer, group or region, or the peer's region is no longer served",
+    Conflict => "Conflict with what is stored: the name is taken (this token's peer: re-key it with PUT; another token's: pick another name), the public key is another peer's or a gateway's, a re-key names another peer, group or region, the peer's region is no longer served, a cap on live peers is reached (the token's `max_peers` or the org's `[orgs] max_peers`; the error names which cap and its value, and retrying does not help), or an org to delete still has peers or tokens (delete with cascade=true)",
     PayloadTooLarge => "Request body over the size limit",
     UnsupportedMediaType => "Content-Type is not application/json",
     Unprocessable => "A field is missing or invalid (the message names it)",
-    TooManyRequests => "The token's cap on live peers is reached, or a rate limit (with Retry-After)",
+    TooManyRequests => "A rate limit (with Retry-After)",
     Unavailable => "Database unavailable, no region configured, or too many connections",
 }
 

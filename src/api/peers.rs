@@ -36,6 +36,7 @@ impl PeerResponse {
             created_at: rfc3339(peer.created_at),
             updated_at: rfc3339(peer.updated_at),
             ephemeral: None,
+            key_expires_at: peer.key_expires_at.map(rfc3339),
         }
     }
 }

@@ -25,14 +25,13 @@
 //!
 //! - **HTTPS**: with a certificate and key ([`load_tls`], from `[api] tls_cert`/`tls_key`) every
 //!   connection is TLS (rustls) and nothing else is served; the handshake must finish within the
-//!   header-read timeout. The limits above apply to the decrypted stream.
+//!   header-read timeout. The pair is swapped in place when it changes ([`ApiTls`]). The limits above apply to the decrypted stream.
 //!
 //! Each request carries the client's address as [`ConnectInfo`], for the per-address limits.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +42,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 
 use super::limits::{Buckets, source_key};
+pub use super::tls::{ApiTls, TlsError, WATCH_PERIOD as TLS_WATCH_PERIOD, load_tls};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -100,98 +100,6 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits::from_config(&crate::config::ApiConfig::default())
     }
-}
-
-/// Why the API's certificate or key cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("reading {what} {path}: {source}")]
-    Read {
-        /// `api.tls_cert` or `api.tls_key`.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
-    /// A file holds no usable PEM data.
-    #[error("{what} {path}: {message}")]
-    Pem {
-        /// `api.tls_cert` or `api.tls_key`.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// rustls refused the pair (e.g. the key does not match the certificate).
-    #[error("api.tls_cert {cert} with api.tls_key {key}: {source}")]
-    Config {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
-        /// What rustls said.
-        source: rustls::Error,
-    },
-}
-
-/// The server-side TLS configuration from a PEM certificate chain and its PEM private key
-/// (PKCS#8, PKCS#1 or SEC1), offering HTTP/1.1 by ALPN.
-///
-/// # Errors
-/// [`TlsError`] names the file at fault: missing or unreadable, no PEM certificate or key in it,
-/// or a key that does not belong to the certificate.
-pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |what: &'static str, path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
-            what,
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let pem_error = |what: &'static str, path: &Path, message: String| TlsError::Pem {
-        what,
-        path: path.to_owned(),
-        message,
-    };
-    let cert_pem = read("api.tls_cert", cert)?;
-    let chain = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error("api.tls_cert", cert, format!("not a PEM certificate: {e}")))?;
-    if chain.is_empty() {
-        return Err(pem_error(
-            "api.tls_cert",
-            cert,
-            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-        ));
-    }
-    let key_pem = read("api.tls_key", key)?;
-    let private_key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        pem_error(
-            "api.tls_key",
-            key,
-            format!("holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
-        )
-    })?;
-    let config_error = |source| TlsError::Config {
-        cert: cert.to_owned(),
-        key: key.to_owned(),
-        source,
-    };
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(config_error)?
-    .with_no_client_auth()
-    .with_single_cert(chain, private_key)
-    .map_err(config_error)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then gives open connections
@@ -282,7 +190,7 @@ async fn serve_connection(
     slot: Slot,
 ) {
     let Some(acceptor) = tls else {
-        return serve_stream(stream, peer, app, limits, shutdown, slot).await;
+        return serve_stream(stream, peer, app, limits, shutdown, slot, false).await;
     };
     // The handshake counts against the header-read timeout: a client that connects and sends
     // nothing is cut off as it would be without TLS.
@@ -292,7 +200,7 @@ async fn serve_connection(
         () = shutdown.cancelled() => return,
     };
     match handshake {
-        Ok(Ok(stream)) => serve_stream(stream, peer, app, limits, shutdown, slot).await,
+        Ok(Ok(stream)) => serve_stream(stream, peer, app, limits, shutdown, slot, true).await,
         Ok(Err(err)) => tracing::debug!(client = %peer, error = %err, "TLS handshake failed"),
         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
     }
@@ -305,6 +213,7 @@ async fn serve_stream<S>(
     limits: ServerLimits,
     shutdown: CancellationToken,
     slot: Slot,
+    tls: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -318,6 +227,10 @@ async fn serve_stream<S>(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
+        if tls {
+            // The console marks its session cookie `Secure` (issue 19).
+            req.extensions_mut().insert(super::ui::ViaTls);
+        }
         let busy = Busy::new(slot.clone());
         let app = app.clone();
         async move {

@@ -271,6 +271,7 @@ fn audit_action_schema() -> Object {
             "peer_rekeyed",
             "peer_deleted",
             "peer_reaped",
+            "org_deleted",
         ]))
         .description(Some("What changed"))
         .build()
@@ -392,6 +393,12 @@ pub struct PeerResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = bool)]
     pub ephemeral: Option<bool>,
+    /// When the peer's key expires, RFC 3339 (issue 23): it is served until then, and a re-key
+    /// before it keeps it alive (`sixpn token ensure` does that once less than a third of the
+    /// lifetime is left). Null: never.
+    #[serde(default)]
+    #[schema(required = true, schema_with = nullable_timestamp)]
+    pub key_expires_at: Option<String>,
 }
 
 /// `DELETE` of a peer: its name.
@@ -410,6 +417,22 @@ pub struct TokenDeletedJson {
     pub deleted: String,
     /// Peers deleted with it.
     pub deleted_peers: u64,
+}
+
+/// `DELETE` of an org: what went with it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = OrgDeleted)]
+pub struct OrgDeletedJson {
+    /// The deleted org's slug.
+    pub deleted: String,
+    /// Its /48, no longer in use.
+    pub prefix: String,
+    /// Peers deleted with it (cascade).
+    pub deleted_peers: u64,
+    /// Live tokens deleted with it (cascade).
+    pub deleted_tokens: u64,
+    /// API keys scoped to it, revoked with it.
+    pub revoked_api_keys: u64,
 }
 
 /// `POST /api/v1/orgs`.
@@ -459,6 +482,12 @@ pub struct TokenCreate {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[schema(default = false, value_type = Option<bool>)]
     pub ephemeral: bool,
+    /// Key lifetime in seconds (or a string such as `"24h"`, like `expires_in`): a peer created
+    /// or re-keyed with the token is served only this long after (absent: the org default,
+    /// `[peers] key_expiry`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = expires_in_schema)]
+    pub key_expiry: Option<u64>,
 }
 
 /// A WireGuard token as the admin API shows it: never the secret.
@@ -488,6 +517,13 @@ pub struct TokenJson {
     pub live_peers: u64,
     /// Every peer it creates is ephemeral.
     pub ephemeral: bool,
+    /// Key lifetime, seconds, of the peers it creates or re-keys; null: the org default.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub key_expiry: Option<u64>,
+    /// Its `expires_at` has passed: it authenticates no more.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// The answer to a mint: the secret, shown this once, beside the token's metadata. `Debug`
@@ -629,6 +665,14 @@ pub struct PeerJson {
     /// When a gateway last saw the peer alive (handshake or traffic, 30 s coarse); null: never.
     #[schema(required = true, schema_with = nullable_timestamp)]
     pub last_seen_at: Option<String>,
+    /// When its key expires (or expired), RFC 3339; null: never. An expired peer is not served
+    /// (DNS, gateway) until a re-key, and is removed after `[peers] expired_grace`.
+    #[serde(default)]
+    #[schema(required = true, schema_with = nullable_timestamp)]
+    pub key_expires_at: Option<String>,
+    /// Its key has expired.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// One peer with its live status on the gateway.
@@ -715,6 +759,17 @@ pub struct Ready {
     pub status: String,
     /// The generation DNS has published.
     pub generation: u64,
+}
+
+/// `GET /readyz` when not ready (`503`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotReady {
+    /// Why, part by part.
+    #[schema(min_length = 1)]
+    pub error: String,
+    /// The parts that are down: `primary` (`database_url`), `read_replica`
+    /// (`read_database_url`), `snapshot` (DNS behind the store).
+    pub down: Vec<String>,
 }
 
 fn status_ok() -> Object {

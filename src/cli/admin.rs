@@ -1,4 +1,5 @@
-//! Admin commands: `org create|list`, `token create|list|delete`, `peer list|show|delete`.
+//! Admin commands: `org create|list|delete`, `token create|list|show|delete`,
+//! `peer list|show|delete`.
 //!
 //! They talk only to the server's admin API (`/api/v1`), authenticated with an API key
 //! (`--api-key`, `$SIXPN_API_KEY`), else `$SIXPN_ADMIN_TOKEN` or the admin-token file the server wrote into its data directory. They never print a token
@@ -11,14 +12,16 @@ use super::client::{ApiClient, Credential};
 use super::exit::{Failure, fail};
 use super::node::request_body;
 use super::output::{fields, print, print_typed, table, text};
+use super::pages::{Listing, print_all};
 use super::{
-    AdminArgs, AuditArgs, OrgCommand, OrgListArgs, PeerCommand, TokenCreateArgs, TokenDeleteArgs,
+    AdminArgs, AuditArgs, OrgCommand, OrgListArgs, PeerCommand, PeerListArgs, TokenCreateArgs,
+    TokenDeleteArgs, TokenShowArgs,
 };
 use crate::api::types::{
-    AuditPageJson, DeletedJson, MintedToken, OrgCreate, OrgJson, PeerJson, PeerWithStatus,
-    TokenCreate, TokenDeletedJson, TokenJson,
+    AuditPageJson, DeletedJson, MintedToken, OrgCreate, OrgDeletedJson, OrgJson, PeerJson,
+    PeerWithStatus, TokenCreate, TokenDeletedJson, TokenJson,
 };
-use crate::model::OrgSlug;
+use crate::model::{OrgSlug, TokenName};
 use anyhow::bail;
 use reqwest::Method;
 
@@ -47,24 +50,68 @@ pub async fn org(command: OrgCommand) -> anyhow::Result<()> {
                 text(Some(&org.dns), "-"),
             ))
         }
-        OrgCommand::List { admin, json } => {
+        OrgCommand::List { admin, json, page } => {
             let client = admin_client(&admin)?;
-            let orgs: Vec<OrgJson> = client.get("api/v1/orgs").await?;
-            if json.json {
-                return print_typed(&orgs);
+            let row = |o: &OrgJson| {
+                vec![
+                    text(Some(&o.slug), "-"),
+                    text(Some(&o.prefix), "-"),
+                    text(Some(&o.dns), "-"),
+                    text(Some(&o.created_at), "-"),
+                ]
+            };
+            let listing = Listing {
+                headers: &["SLUG", "PREFIX", "DNS", "CREATED"],
+                row: &row,
+            };
+            print_all(&client, "api/v1/orgs", &page, json.json, listing).await?;
+            Ok(())
+        }
+        OrgCommand::Delete {
+            slug,
+            cascade,
+            yes,
+            admin,
+            json,
+        } => {
+            let client = admin_client(&admin)?;
+            if !yes.yes {
+                if !asks(false) {
+                    return Err(fail(
+                        Failure::Usage,
+                        format!(
+                            "refusing to delete org {slug} without confirmation: there is no \
+                             terminal to ask on; pass --yes"
+                        ),
+                    ));
+                }
+                confirm(
+                    &format!(
+                        "delete org {slug}{}? Its /48 and audit log go with it.",
+                        if cascade {
+                            " with every token and peer in it"
+                        } else {
+                            ""
+                        }
+                    ),
+                    &mut std::io::stdin().lock(),
+                )?;
             }
-            let rows: Vec<Vec<String>> = orgs
-                .iter()
-                .map(|o| {
-                    vec![
-                        text(Some(&o.slug), "-"),
-                        text(Some(&o.prefix), "-"),
-                        text(Some(&o.dns), "-"),
-                        text(Some(&o.created_at), "-"),
-                    ]
-                })
-                .collect();
-            print(&table(&["SLUG", "PREFIX", "DNS", "CREATED"], &rows))
+            let mut path = format!("api/v1/orgs/{slug}");
+            if cascade {
+                path.push_str("?cascade=true");
+            }
+            let answer: OrgDeletedJson = client.send_typed(Method::DELETE, &path, None).await?;
+            if json.json {
+                return print_typed(&answer);
+            }
+            print(&format!(
+                "deleted org {slug} (prefix {}) with {} peer(s) and {} token(s); {} API key(s) revoked\n",
+                text(Some(&answer.prefix), "-"),
+                answer.deleted_peers,
+                answer.deleted_tokens,
+                answer.revoked_api_keys
+            ))
         }
     }
 }
@@ -80,6 +127,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         expires,
         max_peers,
         ephemeral,
+        key_expiry,
         org,
         admin,
         json,
@@ -91,6 +139,7 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
         expires_in: expires.map(|d| d.as_secs()),
         max_peers,
         ephemeral,
+        key_expiry: key_expiry.map(|d| d.as_secs()),
     })?;
     let minted: MintedToken = client
         .send_typed(Method::POST, &tokens_path(&org.org), Some(&body))
@@ -107,12 +156,19 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
             client.base_url()
         );
     }
+    if max_peers.is_none() {
+        // Bounded by default (issue 23): say so once, on stderr, where --json output is not.
+        eprintln!(
+            "note: token {name} is uncapped: it may create peers up to the org's limit \
+             ([orgs] max_peers); pass --max-peers N to cap it"
+        );
+    }
     if json.json {
         return print_typed(&minted);
     }
     print(&format!("SIXPN_WIREGUARD_TOKEN={secret}\n"))?;
     eprintln!(
-        "minted {}token {name} for org {} (group {}, expires {}, max peers {}); the secret above is shown only this once",
+        "minted {}token {name} for org {} (group {}, expires {}, max peers {}, key expiry {}); the secret above is shown only this once",
         if ephemeral { "ephemeral " } else { "" },
         org.org,
         text(minted.info.group.as_deref(), "any"),
@@ -121,6 +177,10 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
             .info
             .max_peers
             .map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        minted.info.key_expiry.map_or_else(
+            || "the org default".to_owned(),
+            |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string()
+        ),
     );
     Ok(())
 }
@@ -131,33 +191,25 @@ pub async fn token_create(args: TokenCreateArgs) -> anyhow::Result<()> {
 /// One line: no credential, server unreachable, or the server's error.
 pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
     let client = admin_client(&args.admin)?;
-    let tokens: Vec<TokenJson> = client.get(&tokens_path(&args.org.org)).await?;
-    if args.json.json {
-        return print_typed(&tokens);
-    }
-    if tokens.is_empty() {
-        eprintln!(
-            "no tokens in org {}; mint one with `sixpn token create --name NAME`",
-            args.org.org
-        );
-    }
-    let rows: Vec<Vec<String>> = tokens
-        .iter()
-        .map(|t| {
-            vec![
-                text(Some(&t.name), "-"),
-                text(t.group.as_deref(), "-"),
-                text(t.expires_at.as_deref(), "never"),
-                text(Some(&t.created_at), "-"),
-                text(t.last_used_at.as_deref(), "never"),
-                t.live_peers.to_string(),
-                t.max_peers
-                    .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-            ]
-        })
-        .collect();
-    print(&table(
-        &[
+    let row = |t: &TokenJson| {
+        vec![
+            text(Some(&t.name), "-"),
+            text(t.group.as_deref(), "-"),
+            text(t.expires_at.as_deref(), "never"),
+            text(Some(&t.created_at), "-"),
+            text(t.last_used_at.as_deref(), "never"),
+            t.live_peers.to_string(),
+            t.max_peers
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            t.key_expiry.map_or_else(
+                || "-".to_owned(),
+                |s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string(),
+            ),
+            if t.expired { "expired" } else { "active" }.to_owned(),
+        ]
+    };
+    let listing = Listing {
+        headers: &[
             "NAME",
             "GROUP",
             "EXPIRES",
@@ -165,9 +217,54 @@ pub async fn token_list(args: OrgListArgs) -> anyhow::Result<()> {
             "LAST USED",
             "LIVE PEERS",
             "MAX PEERS",
+            "KEY EXPIRY",
+            "STATUS",
         ],
-        &rows,
-    ))
+        row: &row,
+    };
+    let path = tokens_path(&args.org.org);
+    let n = print_all(&client, &path, &args.page, args.json.json, listing).await?;
+    if n == 0 && !args.json.json {
+        eprintln!(
+            "no tokens in org {}; mint one with `sixpn token create --name NAME`",
+            args.org.org
+        );
+    }
+    Ok(())
+}
+
+/// Runs `sixpn token show`: one token, never its secret (the server has none to show).
+///
+/// # Errors
+/// One line: no credential, server unreachable, or the server's error (404: no such token).
+pub async fn token_show(args: TokenShowArgs) -> anyhow::Result<()> {
+    let client = admin_client(&args.admin)?;
+    let token: TokenJson = client
+        .get(&format!("{}/{}", tokens_path(&args.org.org), args.name))
+        .await?;
+    if args.json.json {
+        return print_typed(&token);
+    }
+    print(&fields(&[
+        ("name", text(Some(&token.name), "-")),
+        ("org", text(Some(&token.org), "-")),
+        ("group", text(token.group.as_deref(), "any")),
+        ("expires", text(token.expires_at.as_deref(), "never")),
+        (
+            "max peers",
+            token.max_peers.map_or_else(
+                || "uncapped (the org's limit applies)".to_owned(),
+                |n| n.to_string(),
+            ),
+        ),
+        ("live peers", token.live_peers.to_string()),
+        (
+            "ephemeral",
+            if token.ephemeral { "yes" } else { "no" }.to_owned(),
+        ),
+        ("created", text(Some(&token.created_at), "-")),
+        ("last used", text(token.last_used_at.as_deref(), "never")),
+    ]))
 }
 
 /// Runs `sixpn audit`: one page of the org's audit log, newest first.
@@ -226,16 +323,9 @@ pub async fn token_delete(args: TokenDeleteArgs) -> anyhow::Result<()> {
     let client = admin_client(&args.admin)?;
     if asks(args.yes.yes) {
         // Say what goes with it; a failing list just leaves the count out of the question.
-        let live = match client
-            .get::<Vec<TokenJson>>(&tokens_path(&args.org.org))
+        let live = find_token(&client, &args.org.org, &args.name)
             .await
-        {
-            Ok(tokens) => tokens
-                .iter()
-                .find(|t| t.name == args.name.as_str())
-                .map(|t| format!(" and its {} live peer(s)", t.live_peers)),
-            Err(_) => None,
-        };
+            .map(|t| format!(" and its {} live peer(s)", t.live_peers));
         confirm(
             &format!(
                 "delete token {} of org {}{}? Every peer it created goes with it.",
@@ -263,48 +353,7 @@ pub async fn token_delete(args: TokenDeleteArgs) -> anyhow::Result<()> {
 /// One line: no credential, server unreachable, or the server's error.
 pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
     match command {
-        PeerCommand::List(OrgListArgs { org, admin, json }) => {
-            let client = admin_client(&admin)?;
-            let peers: Vec<PeerJson> = client.get(&peers_path(&org.org)).await?;
-            if json.json {
-                return print_typed(&peers);
-            }
-            if peers.is_empty() {
-                eprintln!(
-                    "no peers in org {}; a node joins with `sixpn token start NAME`",
-                    org.org
-                );
-            }
-            let rows: Vec<Vec<String>> = peers
-                .iter()
-                .map(|p| {
-                    [
-                        &p.name,
-                        &p.group,
-                        &p.region,
-                        &p.address,
-                        &p.token,
-                        &p.pubkey,
-                        &p.updated_at,
-                    ]
-                    .iter()
-                    .map(|s| text(Some(s), "-"))
-                    .collect()
-                })
-                .collect();
-            print(&table(
-                &[
-                    "NAME",
-                    "GROUP",
-                    "REGION",
-                    "ADDRESS",
-                    "TOKEN",
-                    "PUBLIC KEY",
-                    "UPDATED",
-                ],
-                &rows,
-            ))
-        }
+        PeerCommand::List(args) => peer_list(args).await,
         PeerCommand::Show {
             name,
             org,
@@ -349,6 +398,114 @@ pub async fn peer(command: PeerCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Runs `sixpn peer list`: page after page, filtered on the server.
+async fn peer_list(args: PeerListArgs) -> anyhow::Result<()> {
+    let PeerListArgs {
+        list:
+            OrgListArgs {
+                org,
+                admin,
+                json,
+                page,
+            },
+        group,
+        region,
+        token,
+        live,
+        idle,
+    } = args;
+    let client = admin_client(&admin)?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(group) = &group {
+        query.append_pair("group", group.as_str());
+    }
+    if let Some(region) = &region {
+        query.append_pair("region", region.as_str());
+    }
+    if let Some(token) = &token {
+        query.append_pair("token", token.as_str());
+    }
+    if live || idle {
+        query.append_pair("live", if live { "true" } else { "false" });
+    }
+    let query = query.finish();
+    let mut path = peers_path(&org.org);
+    if !query.is_empty() {
+        path = format!("{path}?{query}");
+    }
+    let row = |p: &PeerJson| {
+        let mut row: Vec<String> = [
+            &p.name,
+            &p.group,
+            &p.region,
+            &p.address,
+            &p.token,
+            &p.pubkey,
+            &p.updated_at,
+        ]
+        .iter()
+        .map(|s| text(Some(s), "-"))
+        .collect();
+        row.push(text(p.key_expires_at.as_deref(), "never"));
+        row.push(if p.expired { "expired" } else { "active" }.to_owned());
+        row
+    };
+    let listing = Listing {
+        headers: &[
+            "NAME",
+            "GROUP",
+            "REGION",
+            "ADDRESS",
+            "TOKEN",
+            "PUBLIC KEY",
+            "UPDATED",
+            "KEY EXPIRES",
+            "STATUS",
+        ],
+        row: &row,
+    };
+    let n = print_all(&client, &path, &page, json.json, listing).await?;
+    if n == 0 && !json.json {
+        if query.is_empty() {
+            eprintln!(
+                "no peers in org {}; a node joins with `sixpn token start NAME`",
+                org.org
+            );
+        } else {
+            eprintln!("no peers in org {} match", org.org);
+        }
+    }
+    Ok(())
+}
+
+/// The live token `name` of `org`, looked for page by page; `None` when it is not there or the
+/// list fails.
+async fn find_token(client: &ApiClient, org: &OrgSlug, name: &TokenName) -> Option<TokenJson> {
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!(
+            "{}?limit={}",
+            tokens_path(org),
+            crate::api::paging::LIST_MAX_LIMIT
+        );
+        if let Some(after) = &after {
+            path.push_str(&format!("&after={after}"));
+        }
+        let (tokens, next) = client.get_page::<TokenJson>(&path).await.ok()?;
+        if let Some(token) = tokens.into_iter().find(|t| t.name == name.as_str()) {
+            return Some(token);
+        }
+        match next {
+            Some(next)
+                if after.as_deref() != Some(next.as_str()) && next.as_str() < name.as_str() =>
+            {
+                after = Some(next);
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// Whether a destructive command asks first: only when a person can see the question and answer
 /// it (stdin and stderr are both terminals), and not with `--yes`. A script, or a command whose
 /// stderr goes to a log, is taken to mean it: it could not answer anyway.
@@ -387,6 +544,15 @@ fn show_fields(peer: &PeerWithStatus) -> Vec<(&'static str, String)> {
         ("token", text(Some(&p.token), "-")),
         ("created", text(Some(&p.created_at), "-")),
         ("updated", text(Some(&p.updated_at), "-")),
+        ("key expires", text(p.key_expires_at.as_deref(), "never")),
+        (
+            "status",
+            if p.expired {
+                "expired: not served until re-keyed".to_owned()
+            } else {
+                "active".to_owned()
+            },
+        ),
     ];
     match &peer.status {
         Some(status) => {

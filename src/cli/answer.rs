@@ -43,6 +43,29 @@ pub struct PeerAnswer {
     pub group: Option<GroupName>,
     /// The peer's region, when the server says.
     pub region: Option<RegionCode>,
+    /// When the peer's key expires, when the server says (issue 23).
+    pub key_expires_at: Option<std::time::SystemTime>,
+    /// The peer's last create or re-key, when the server says in RFC 3339.
+    pub updated_at: Option<std::time::SystemTime>,
+}
+
+impl PeerAnswer {
+    /// Whether the key should be rotated at `now`: it has expired, or less than a third of its
+    /// lifetime (from the last create or re-key to `key_expires_at`) is left. A key that never
+    /// expires never needs it. Without `updated_at` the lifetime is unknown: only an expired key
+    /// is rotated.
+    pub fn rotation_due(&self, now: std::time::SystemTime) -> bool {
+        let Some(expires) = self.key_expires_at else {
+            return false;
+        };
+        let Ok(left) = expires.duration_since(now) else {
+            return true;
+        };
+        match self.updated_at.and_then(|u| expires.duration_since(u).ok()) {
+            Some(lifetime) => left < lifetime / 3,
+            None => left.is_zero(),
+        }
+    }
 }
 
 /// The prefix length of an org's network: every org owns one /48.
@@ -147,6 +170,16 @@ impl PeerAnswer {
         let name = label::<PeerName>(present(&wire.name), "name")?;
         let group = label::<GroupName>(present(&wire.group), "group")?;
         let region = label::<RegionCode>(present(&wire.region), "region")?;
+        let key_expires_at = wire
+            .key_expires_at
+            .as_deref()
+            .and_then(present)
+            .map(humantime::parse_rfc3339_weak)
+            .transpose()
+            .map_err(|e| bad("key_expires_at", &format!("is not an RFC 3339 time: {e}")))?;
+        // Only a hint for when to rotate: a server that words it otherwise is not refused.
+        let updated_at =
+            present(&wire.updated_at).and_then(|t| humantime::parse_rfc3339_weak(t).ok());
         Ok(PeerAnswer {
             us,
             key,
@@ -157,6 +190,8 @@ impl PeerAnswer {
             name,
             group,
             region,
+            key_expires_at,
+            updated_at,
         })
     }
 }
@@ -221,6 +256,81 @@ fn control_char_path(value: &Value, path: &str) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The answer of a server that set the key at `updated` (unix seconds) to expire at
+    /// `expires`, RFC 3339 at second resolution as sixpn answers.
+    fn with_expiry(updated: u64, expires: Option<u64>) -> PeerAnswer {
+        let at = |secs: u64| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+                .to_string()
+        };
+        let mut answer = full();
+        answer["updated_at"] = json!(at(updated));
+        answer["key_expires_at"] = json!(expires.map(at));
+        PeerAnswer::from_json(&answer).unwrap()
+    }
+
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn rotation_is_due_in_the_last_third_of_the_key_lifetime() {
+        let secs = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        let peer = with_expiry(1_000, Some(1_090));
+        assert!(!peer.rotation_due(secs(1_000)));
+        assert!(!peer.rotation_due(secs(1_060)), "a third left exactly");
+        assert!(peer.rotation_due(secs(1_061)));
+        assert!(peer.rotation_due(secs(1_090)), "expired");
+        assert!(peer.rotation_due(secs(5_000)), "long expired");
+        assert!(!with_expiry(1_000, None).rotation_due(secs(1_000_000)));
+        let mut bad = full();
+        bad["key_expires_at"] = json!("tomorrow");
+        let err = PeerAnswer::from_json(&bad).unwrap_err().to_string();
+        assert!(err.contains("key_expires_at"), "{err}");
+    }
+
+    /// `sixpn token ensure` in a loop against a server whose keys live 3 s (second resolution,
+    /// as the store keeps them), on tokio's paused clock: the key is rotated before it expires
+    /// every time, and only when a third of its lifetime is left, not on every run.
+    #[tokio::test(start_paused = true)]
+    async fn ensure_in_a_loop_rotates_before_expiry_and_not_more() {
+        const LIFETIME: u64 = 3;
+        let start = tokio::time::Instant::now();
+        // An arbitrary wall-clock origin, part-way into a second.
+        let origin = UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let now = || origin + start.elapsed();
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        // The server's row: set at creation.
+        let mut updated = unix(now());
+        let mut expires = updated + LIFETIME;
+        let mut rotations = 0;
+        let mut runs = 0;
+        while start.elapsed() < Duration::from_secs(60) {
+            let t = now();
+            assert!(
+                unix(t) < expires,
+                "the key expired at {expires} before a run at {t:?} rotated it"
+            );
+            runs += 1;
+            if with_expiry(updated, Some(expires)).rotation_due(t) {
+                // The re-key: the server sets the key's times from its own clock.
+                updated = unix(t);
+                expires = updated + LIFETIME;
+                rotations += 1;
+                assert!(
+                    !with_expiry(updated, Some(expires)).rotation_due(t),
+                    "a fresh key is not rotated again at once"
+                );
+            }
+            // The loop's pause, like a DaemonSet's `sleep`.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(runs, 240);
+        // Every 2 to 3 s: the last third of a 3 s key is its last second.
+        assert!(
+            (20..=31).contains(&rotations),
+            "{rotations} rotations in 60 s"
+        );
+    }
 
     const GW: &str = "s6k35vSpDrtq5ERd7XHOL4udSAJZaA6kXIK+kw6c9C0=";
 

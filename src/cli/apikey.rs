@@ -5,7 +5,8 @@ use reqwest::Method;
 
 use super::admin::{admin_client, asks, confirm};
 use super::node::request_body;
-use super::output::{print, print_typed, table, text};
+use super::output::{print, print_typed, text};
+use super::pages::{Listing, print_all};
 use super::{ApiKeyCommand, ApiKeyCreateArgs};
 use crate::api::types::{ApiKeyCreate, ApiKeyJson, ApiKeyRevokedJson, CreatedApiKey};
 use anyhow::bail;
@@ -18,35 +19,29 @@ pub async fn run(command: ApiKeyCommand) -> anyhow::Result<()> {
     match command {
         ApiKeyCommand::Create(args) => create(args).await,
         ApiKeyCommand::Attenuate(args) => super::attenuate::api_key(args),
-        ApiKeyCommand::List { admin, json } => {
+        ApiKeyCommand::List { admin, json, page } => {
             let client = admin_client(&admin)?;
-            let keys: Vec<ApiKeyJson> = client.get("api/v1/api_keys").await?;
-            if json.json {
-                return print_typed(&keys);
-            }
-            if keys.is_empty() {
+            let row = |k: &ApiKeyJson| {
+                vec![
+                    text(Some(&k.name), "-"),
+                    text(Some(&k.org), "-"),
+                    text(Some(&k.role), "-"),
+                    text(k.expires_at.as_deref(), "never"),
+                    text(Some(&k.created_by), "-"),
+                    text(k.last_used_at.as_deref(), "never"),
+                ]
+            };
+            let listing = Listing {
+                headers: &["NAME", "ORG", "ROLE", "EXPIRES", "CREATED BY", "LAST USED"],
+                row: &row,
+            };
+            let n = print_all(&client, "api/v1/api_keys", &page, json.json, listing).await?;
+            if n == 0 && !json.json {
                 eprintln!(
                     "no API keys you may see; create one with `sixpn apikey create --name NAME --org ORG --role ROLE`"
                 );
-                return Ok(());
             }
-            let rows: Vec<Vec<String>> = keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        text(Some(&k.name), "-"),
-                        text(Some(&k.org), "-"),
-                        text(Some(&k.role), "-"),
-                        text(k.expires_at.as_deref(), "never"),
-                        text(Some(&k.created_by), "-"),
-                        text(k.last_used_at.as_deref(), "never"),
-                    ]
-                })
-                .collect();
-            print(&table(
-                &["NAME", "ORG", "ROLE", "EXPIRES", "CREATED BY", "LAST USED"],
-                &rows,
-            ))
+            Ok(())
         }
         ApiKeyCommand::Revoke {
             name,

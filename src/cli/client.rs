@@ -117,6 +117,30 @@ impl ApiClient {
         })
     }
 
+    /// `GET path`, one page of a paged admin list: its items and the next page's cursor (the
+    /// `X-Next-Cursor` header; `None` on the last page).
+    ///
+    /// # Errors
+    /// See [`send`](Self::send), plus an answer that is not a JSON array of `T`.
+    pub async fn get_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(Vec<T>, Option<String>)> {
+        let (value, headers) = self.send_with_headers(Method::GET, path, None).await?;
+        let items = serde_json::from_value(value).map_err(|e| {
+            anyhow!(
+                "unexpected answer from {}/{}: {e}; is SIXPN_API_URL pointing at a sixpn server?",
+                self.base_url(),
+                path.trim_start_matches('/')
+            )
+        })?;
+        let next = headers
+            .get(crate::api::paging::NEXT_CURSOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Ok((items, next))
+    }
+
     /// Sends a request with the credential and returns the JSON answer.
     ///
     /// # Errors
@@ -129,6 +153,16 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
+        Ok(self.send_with_headers(method, path, body).await?.0)
+    }
+
+    /// [`send`](Self::send), with the answer's headers.
+    async fn send_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(Value, reqwest::header::HeaderMap)> {
         let url = self
             .base
             .join(path.trim_start_matches('/'))
@@ -142,6 +176,7 @@ impl ApiClient {
         }
         let response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response
             .bytes()
             .await
@@ -179,14 +214,15 @@ impl ApiClient {
             }
             return Err(fail(Failure::from_status(status), line));
         }
-        json.ok_or_else(|| {
+        let json = json.ok_or_else(|| {
             anyhow!(
                 "the server at {} answered {} {} with something that is not JSON; is SIXPN_API_URL pointing at a sixpn server?",
                 self.base_url(),
                 method,
                 url.path()
             )
-        })
+        })?;
+        Ok((json, headers))
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {

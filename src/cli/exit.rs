@@ -14,9 +14,10 @@ Exit codes:
   1  any other failure (e.g. an answer from the server that fails the CLI's checks)
   2  usage: bad arguments, or the server refused a value (HTTP 400, 413, 415, 422)
   3  not found (HTTP 404)
-  4  conflict: the name exists (HTTP 409), or the config file exists (use --force)
+  4  conflict: the name exists, a cap on live peers is reached, an org is not empty (HTTP 409),
+     a file exists (use --force), or a server holds the data directory (sixpn restore)
   5  authentication: no credential, or the server refused it (HTTP 401, 403)
-  6  unavailable: cannot connect, timed out, or the server is failing (HTTP 429, 5xx)";
+  6  unavailable: cannot connect, timed out, rate-limited or the server is failing (HTTP 429, 5xx)";
 
 /// The kind of a failure, which decides the exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub enum Failure {
     Usage,
     /// What was named does not exist: exit 3.
     NotFound,
-    /// A name or file exists already: exit 4.
+    /// A name or file exists already, or a cap is reached (retrying does not help): exit 4.
     Conflict,
     /// No credential, or a refused one: exit 5.
     Auth,

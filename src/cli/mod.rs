@@ -1,5 +1,6 @@
 //! The `sixpn` command line: `serve`, the admin commands (`org`, `token create|list|delete`,
-//! `peer`), the node commands (`token start|update|ensure`), `keygen` and `completions`.
+//! `peer`), the node commands (`token start|update|ensure`), `backup` and `restore` of a SQLite
+//! store, `keygen` and `completions`.
 //!
 //! Only this module knows clap and stdout. Admin and node commands talk to a running server over
 //! its HTTP APIs (`client`); they never open the database, and they check every field of an
@@ -10,10 +11,12 @@ mod admin;
 mod answer;
 mod apikey;
 mod attenuate;
+mod backup;
 mod client;
 pub mod exit;
 mod node;
 mod output;
+mod pages;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +24,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
-use crate::model::{OrgSlug, PeerName, TokenName};
+use crate::model::{GroupName, OrgSlug, PeerName, RegionCode, TokenName};
+pub use pages::PageArg;
 
 pub use client::DEFAULT_API_URL;
 pub use exit::{EXIT_CODES_HELP, exit_code};
@@ -70,7 +74,7 @@ step with the peers.
 With no config at all it runs on the built-in defaults: SQLite in ./sixpn-data, the API on
 127.0.0.1:4280, DNS on 127.0.0.1:5354, one region `local` whose gateway is this host. Settings come
 from the config file (--config, or SIXPN_CONFIG), then the environment (SIXPN_DATA_DIR,
-SIXPN_DATABASE_URL, SIXPN_API_LISTEN, SIXPN_ADMIN_LISTEN, SIXPN_DNS_LISTEN, SIXPN_DNS_VIEWS,
+SIXPN_DATABASE_URL, SIXPN_READ_DATABASE_URL, SIXPN_API_LISTEN, SIXPN_ADMIN_LISTEN, SIXPN_DNS_LISTEN, SIXPN_DNS_VIEWS,
 SIXPN_ZONES_DIR, SIXPN_ADMIN_TOKEN, SIXPN_ULA_PREFIX), then these flags; later ones win. README's
 Configuration section lists every key.
 
@@ -102,6 +106,38 @@ Examples:
   sixpn audit --org acme --limit 20
   sixpn audit --json | jq '.entries[] | select(.action == \"peer_reaped\")'")]
     Audit(AuditArgs),
+    /// Copy a running server's SQLite store to FILE, consistently, and check the copy.
+    #[command(long_about = "\
+Copy the SQLite store to FILE while the server runs and writes: the copy is the database as of one
+commit (SQLite's VACUUM INTO on a connection of its own), passes PRAGMA integrity_check and is
+written under a temporary name, then renamed, mode 0600. An existing FILE is replaced only with
+--force.
+
+The store is found as `sixpn serve` finds it: --config (SIXPN_CONFIG), then SIXPN_DATA_DIR and
+SIXPN_DATABASE_URL, then --data-dir and --database-url. A PostgreSQL store is backed up with
+pg_dump instead (README: \"Backup and restore\").
+
+The admin-token and key files in the data directory are not in the store: copy them yourself.
+
+Examples:
+  sixpn backup /var/backups/sixpn-$(date +%F).db
+  sixpn backup --data-dir /var/lib/sixpn --force /var/backups/sixpn.db")]
+    Backup(BackupArgs),
+    /// Replace the SQLite store of a stopped server with a backup.
+    #[command(long_about = "\
+Put FILE (made by `sixpn backup`) in place as the SQLite store, for a stopped server: refused while
+a server holds the data directory. FILE must be a sixpn store that passes PRAGMA integrity_check
+and whose schema this sixpn knows (an older one is migrated when the server starts). The store is
+replaced atomically (a checked copy beside it, synced, renamed); the old store's -wal and -shm
+files and the saved DNS state (dns-state.bin) are removed, so the server rebuilds it from the
+restored store.
+
+The store is found as `sixpn serve` finds it (see `sixpn backup --help`). A PostgreSQL store is
+restored with pg_restore instead (README: \"Backup and restore\").
+
+Example:
+  systemctl stop sixpn && sixpn restore /var/backups/sixpn.db && systemctl start sixpn")]
+    Restore(RestoreArgs),
     /// Generate a WireGuard key pair locally (like `wg genkey | wg pubkey`).
     #[command(long_about = "\
 Generate a WireGuard key pair from the operating system's secure random source and print both
@@ -160,6 +196,44 @@ pub struct ServeArgs {
     /// Address the DNS server listens on, UDP and TCP; repeat for several [default: 127.0.0.1:5354].
     #[arg(long, value_name = "ADDR", value_delimiter = ',')]
     pub dns_listen: Vec<SocketAddr>,
+}
+
+/// Where the store is, found as `sixpn serve` finds it.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The server's TOML config file.
+    #[arg(long, short = 'c', value_name = "FILE", env = "SIXPN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The server's data directory (also $SIXPN_DATA_DIR) [default: sixpn-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The server's database URL (also $SIXPN_DATABASE_URL) [default: SQLite in the data
+    /// directory].
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// `sixpn backup` arguments.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where the copy goes.
+    pub file: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `sixpn restore` arguments.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to put in place.
+    pub file: PathBuf,
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Where the server is and how to authenticate as its admin.
@@ -231,10 +305,45 @@ Example:
     #[command(long_about = "\
 List the orgs with their private /48 and the resolver address (<prefix>::3) their peers use.
 
+The list is fetched a page at a time (--page-size per request) and printed as it arrives.
+
 Examples:
   sixpn org list
   sixpn org list --json")]
     List {
+        /// The server and the admin credential.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Output format.
+        #[command(flatten)]
+        json: JsonArg,
+        /// Paging.
+        #[command(flatten)]
+        page: PageArg,
+    },
+    /// Delete an org (owner); --cascade also deletes its tokens and peers.
+    #[command(long_about = "\
+Delete an org: its /48 and its slug are free again. An org that still has peers or tokens is
+refused (exit 4) unless --cascade is given, which deletes them with it: their DNS names vanish and
+the gateway drops them. The org's audit log goes with it; the delete is logged in the default
+org's log. API keys scoped to the org are revoked. The default org cannot be deleted.
+
+On a terminal it asks first; --yes skips the question. Without a terminal it refuses unless --yes
+is given (exit 2): an org is too much to delete by accident from a script.
+
+Examples:
+  sixpn org delete typo-org
+  sixpn org delete acme --cascade --yes")]
+    Delete {
+        /// The org's slug.
+        #[arg(value_name = "ORG")]
+        slug: OrgSlug,
+        /// Also delete the org's tokens and peers.
+        #[arg(long)]
+        cascade: bool,
+        /// Confirmation.
+        #[command(flatten)]
+        yes: YesArg,
         /// The server and the admin credential.
         #[command(flatten)]
         admin: AdminArgs,
@@ -265,10 +374,21 @@ Examples:
 List the org's WireGuard tokens: name, group, expiry, creation, last use and live peer count. The
 secrets are never shown (the server keeps only their hashes).
 
+The list is fetched a page at a time (--page-size per request) and printed as it arrives.
+
 Examples:
   sixpn token list
   sixpn token list --org acme --json")]
     List(OrgListArgs),
+    /// Show one token: group, expiry, cap, use and live peers (never the secret).
+    #[command(long_about = "\
+Show one WireGuard token of the org: group, expiry, peer cap, creation, last use and live peer
+count. The secret is never shown (the server keeps only its hash).
+
+Examples:
+  sixpn token show k8s
+  sixpn token show k8s --org acme --json")]
+    Show(TokenShowArgs),
     /// Delete a token and every peer it created.
     #[command(long_about = "\
 Delete a WireGuard token. Every peer the token created is deleted with it: their DNS names vanish
@@ -389,12 +509,16 @@ pub struct TokenCreateArgs {
     /// Lifetime, e.g. 30d, 12h, 90m, 3600s [default: never expires].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub expires: Option<std::time::Duration>,
-    /// Cap on the token's live peers.
-    #[arg(long, value_name = "N")]
+    /// Cap on the token's live peers [default: none; the org's `[orgs] max_peers` still applies].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_peers: Option<u32>,
     /// Make every peer of the token ephemeral: removed once idle (`[peers] ephemeral_idle`).
     #[arg(long)]
     pub ephemeral: bool,
+    /// Key lifetime of its peers, e.g. 24h: a peer is served only this long after its last
+    /// create or re-key (`sixpn token ensure` re-keys in time) [default: `[peers] key_expiry`].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub key_expiry: Option<std::time::Duration>,
     /// The org to act on.
     #[command(flatten)]
     pub org: OrgArg,
@@ -478,6 +602,22 @@ pub struct TokenDeleteArgs {
     pub json: JsonArg,
 }
 
+/// `sixpn token show` arguments.
+#[derive(Debug, Args)]
+pub struct TokenShowArgs {
+    /// The token's name.
+    pub name: TokenName,
+    /// The org to act on.
+    #[command(flatten)]
+    pub org: OrgArg,
+    /// The server and the admin credential.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub json: JsonArg,
+}
+
 /// Arguments of a list command scoped to one org.
 #[derive(Debug, Args)]
 pub struct OrgListArgs {
@@ -490,6 +630,32 @@ pub struct OrgListArgs {
     /// Output format.
     #[command(flatten)]
     pub json: JsonArg,
+    /// Paging.
+    #[command(flatten)]
+    pub page: PageArg,
+}
+
+/// Arguments of `peer list`: the list's, and filters.
+#[derive(Debug, Args)]
+pub struct PeerListArgs {
+    /// The org, credential, format and paging.
+    #[command(flatten)]
+    pub list: OrgListArgs,
+    /// Only peers of this group.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<GroupName>,
+    /// Only peers of this region.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<RegionCode>,
+    /// Only peers this token created.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<TokenName>,
+    /// Only peers a gateway saw alive within the server's `[groups] health_window`.
+    #[arg(long, conflicts_with = "idle")]
+    pub live: bool,
+    /// Only peers no gateway saw alive within the server's `[groups] health_window`.
+    #[arg(long)]
+    pub idle: bool,
 }
 
 /// Flags shared by `token start`, `token update` and `token ensure`.
@@ -536,6 +702,8 @@ Examples:
 List the live API keys within your credential's scope, with their org, role, expiry, creator and
 last use. The keys themselves are never shown: the server has only their hashes.
 
+The list is fetched a page at a time (--page-size per request) and printed as it arrives.
+
 Examples:
   sixpn apikey list
   sixpn apikey list --json")]
@@ -546,6 +714,9 @@ Examples:
         /// Output format.
         #[command(flatten)]
         json: JsonArg,
+        /// Paging.
+        #[command(flatten)]
+        page: PageArg,
     },
     /// Narrow $SIXPN_API_KEY offline: one org, a lower role, a lifetime.
     #[command(long_about = "\
@@ -647,10 +818,15 @@ pub enum PeerCommand {
 List the org's peers: name, group, region, address, the token that created each, public key and
 last change.
 
+The list is fetched a page at a time (--page-size per request) and printed as it arrives, so
+an org of 100,000 peers streams. --group, --region, --token, --live and --idle narrow it (on the
+server).
+
 Examples:
   sixpn peer list
+  sixpn peer list --group web --live
   sixpn peer list --json | jq -r '.[].address'")]
-    List(OrgListArgs),
+    List(PeerListArgs),
     /// Show one peer, with its gateway status (last handshake, bytes) when known.
     #[command(long_about = "\
 Show one peer: group, region, address, public key, the token that created it, and what the gateway
@@ -760,6 +936,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Org(command) => admin::org(command).await,
         Command::Token(TokenCommand::Create(args)) => admin::token_create(args).await,
         Command::Token(TokenCommand::List(args)) => admin::token_list(args).await,
+        Command::Token(TokenCommand::Show(args)) => admin::token_show(args).await,
         Command::Token(TokenCommand::Delete(args)) => admin::token_delete(args).await,
         Command::Token(TokenCommand::Start(args)) => node::start(args).await,
         Command::Token(TokenCommand::Attenuate(args)) => attenuate::token(args),
@@ -768,6 +945,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Peer(command) => admin::peer(command).await,
         Command::Apikey(command) => apikey::run(command).await,
         Command::Audit(args) => admin::audit(args).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
         Command::Keygen(args) => node::keygen(args.json.json),
         Command::Completions { shell } => completions(shell),
     }
@@ -794,7 +973,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dns_listen: args.dns_listen,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
-    crate::serve::run(config).await
+    let path = args.config.clone();
+    crate::serve::run(config, move || Config::load(path.as_deref(), &overrides)).await
 }
 
 #[cfg(test)]

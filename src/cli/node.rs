@@ -115,7 +115,9 @@ fn peer_path(name: &PeerName) -> String {
 /// "In step" means: the server holds the public key of FILE's private key, and the config
 /// rendered from the server's answer equals FILE. When only the gateway's details changed, FILE
 /// is rewritten with the same key; when the peer was deleted (404) or holds another key, a new
-/// key pair is made and registered.
+/// key pair is made and registered. A key that expires (`key_expires_at`, issue 23) is rotated
+/// once less than a third of its lifetime is left ([`PeerAnswer::rotation_due`]), so a loop
+/// keeps the peer served; otherwise a run changes nothing.
 ///
 /// # Errors
 /// One line: no token, bad arguments, server unreachable, or the server's error.
@@ -149,6 +151,28 @@ pub async fn ensure(args: EnsureArgs) -> anyhow::Result<()> {
                 {
                     bail!(
                         "the server answered for peer {answered}, not {name}; refusing to write a config from it"
+                    );
+                }
+                if peer.pubkey == Some(existing.private_key.public_key())
+                    && peer.rotation_due(std::time::SystemTime::now())
+                {
+                    // In step, but the key expires soon (or did): rotate it now.
+                    let mut claim = Output::File(path.clone()).claim(true)?;
+                    let private_key = PrivateKey::generate().map_err(random_error)?;
+                    let answer = rekey(&client, &name, &private_key).await?;
+                    eprintln!(
+                        "peer {name}'s key expires at {}; less than a third of its lifetime is left",
+                        humantime::format_rfc3339_seconds(
+                            peer.key_expires_at.unwrap_or(std::time::UNIX_EPOCH)
+                        )
+                    );
+                    return finish(
+                        Action::Rekeyed,
+                        &name,
+                        &answer,
+                        &private_key,
+                        &mut claim,
+                        &args.node,
                     );
                 }
                 // A server that does not say which key it holds gets a fresh one each time.

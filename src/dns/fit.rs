@@ -3,9 +3,9 @@
 //!
 //! hickory's encoder, left alone, stops at the first record that overflows and then drops the
 //! OPT record as well (see CRATES.md §1.5). We pass it only the records that fit and set TC
-//! ourselves. The model below mirrors hickory-proto 0.26's `Name::emit`:
-//! - the question is copied verbatim and is never a compression target, so the first answer
-//!   carries its owner name in full and later answers point at it (2 bytes);
+//! ourselves. The model below mirrors hickory-proto 0.26's `Name::emit`, once
+//! [`compress_against_question`] has told the encoder the question's names:
+//! - answers owned by the question point at it (2 bytes: `C0 0C`);
 //! - after [`COMPRESSED_NAME_LIMIT`] names, names are written uncompressed;
 //! - a name is first written in full and then replaced by a pointer, so the full name has to fit
 //!   at that moment.
@@ -13,6 +13,8 @@
 //! RDATA lengths are those of uncompressed RDATA, which is never shorter than
 //! what the encoder writes, so the count errs on the safe side. If it were ever too high the
 //! encoder would still truncate on its own: the message stays valid either way.
+
+use hickory_server::proto::serialize::binary::BinEncoder;
 
 /// hickory-proto's `COMPRESSED_NAME_LIMIT`: names after this many are not compressed.
 pub const COMPRESSED_NAME_LIMIT: usize = 120;
@@ -36,10 +38,10 @@ pub fn answers_that_fit(
     let mut fit = 0;
     for (k, wire_len) in wire_lens.enumerate() {
         let after_owner = wire_len.saturating_sub(2);
-        let name_len = if k == 0 || k >= COMPRESSED_NAME_LIMIT {
-            owner_len
-        } else {
+        let name_len = if k < COMPRESSED_NAME_LIMIT {
             2
+        } else {
+            owner_len
         };
         if offset + owner_len > limit {
             break;
@@ -52,6 +54,53 @@ pub fn answers_that_fit(
         fit += 1;
     }
     fit
+}
+
+/// Tells `encoder`, before a response is emitted into it, where the question's name and each of
+/// its suffixes will stand (from offset 12), so that names equal to them are written as pointers:
+/// an answer's owner becomes `C0 0C`, a negative answer's SOA owner and names point into the
+/// question. `question` is the question section as received (`Queries::as_bytes`).
+///
+/// hickory copies the question verbatim and records it only as one opaque piece (name, type and
+/// class together), which no name ever equals. The names are recorded lowercased (the records
+/// sixpn builds have lowercase names; the pointer then reads back in the question's case) and
+/// shortest first, so the apex is recorded even when the encoder's table of 64 names fills up.
+/// The bytes written here are overwritten by the response (its header is written first).
+pub fn compress_against_question(encoder: &mut BinEncoder<'_>, question: &[u8]) {
+    const HEADER: usize = 12;
+    if encoder.offset() != 0 {
+        return;
+    }
+    let mut starts = Vec::with_capacity(8);
+    let mut at = 0;
+    loop {
+        let Some(&len) = question.get(at) else {
+            return;
+        };
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return; // a pointer or an extended label: leave it alone
+        }
+        starts.push(at);
+        at += 1 + usize::from(len);
+    }
+    let end = at; // the terminating zero, not part of a recorded name
+    let Some(name) = question.get(..end) else {
+        return;
+    };
+    let mut bytes = [0u8; HEADER + 256];
+    bytes[HEADER..HEADER + end].copy_from_slice(name);
+    bytes[HEADER..HEADER + end].make_ascii_lowercase();
+    if encoder.emit_vec(&bytes[..HEADER + end]).is_err() {
+        encoder.set_offset(0);
+        return;
+    }
+    for &start in starts.iter().rev() {
+        encoder.store_label_pointer(HEADER + start, HEADER + end);
+    }
+    encoder.set_offset(0);
 }
 
 #[cfg(test)]
@@ -92,6 +141,7 @@ mod tests {
         let mut bytes = Vec::new();
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(limit);
+        compress_against_question(&mut encoder, queries.as_bytes());
         let info = response.destructive_emit(&mut encoder).unwrap();
         let header = Header {
             metadata: *info,

@@ -196,7 +196,10 @@ impl RequestHandler for Handler {
                 let owner_len = wire_lower(query.name(), &mut owner_buf).map_or(0, <[u8]>::len);
                 let fit = fit_count(request, edns.as_ref(), owner_len, &set, start);
                 meta.truncation = fit < n;
-                let records = set.records(snapshot.ttl(), start, fit);
+                let mut records = set.records(snapshot.ttl(), start, fit);
+                if let AnswerSet::Static(entry, _) = &set {
+                    with_serial(&snapshot, entry, &mut records);
+                }
                 let response = builder.build(meta, records.iter(), [], [], []);
                 send(handle, response, request).await
             }
@@ -208,14 +211,31 @@ impl RequestHandler for Handler {
                 send(handle, response, request).await
             }
             Lookup::Any { entry, extra } => {
+                let apex_soa = snapshot.soa(entry.zone());
                 let answers = entry
                     .rrsets()
                     .iter()
                     .flat_map(|s| s.records().iter())
+                    .map(|r| match (&r.data, apex_soa) {
+                        (RData::SOA(_), Some(soa)) => soa,
+                        _ => r,
+                    })
                     .chain(extra.as_deref());
                 let response = builder.build(meta, answers, [], [], []);
                 send(handle, response, request).await
             }
+        }
+    }
+}
+
+/// `records` with the apex SOA among them carrying the snapshot's serial (the zone file has the
+/// serial it started from; see `Index::soa_serial`).
+fn with_serial(snapshot: &Snapshot, entry: &StaticEntry, records: &mut [Record]) {
+    for record in records {
+        if matches!(record.data, RData::SOA(_))
+            && let Some(soa) = snapshot.soa(entry.zone())
+        {
+            record.clone_from(soa);
         }
     }
 }
@@ -355,15 +375,20 @@ pub fn lookup<'s>(
     let Some(key) = wire_lower(qname, &mut key_buf) else {
         return Lookup::Refused;
     };
-    let Some((_, zone)) = snapshot.zone_for(key) else {
+    let Some((zone, _)) = snapshot.zone_for(key) else {
         return Lookup::Refused;
+    };
+    let negative = |zone: u16| {
+        snapshot
+            .soa_negative(zone)
+            .unwrap_or_else(|| snapshot.zones()[usize::from(zone)].soa_negative())
     };
     let Some(hit) = snapshot.get(view, key) else {
         return Lookup::NxDomain {
-            soa: zone.soa_negative(),
+            soa: negative(zone),
         };
     };
-    let soa = snapshot.zones()[usize::from(hit.zone())].soa_negative();
+    let soa = negative(u16::from(hit.zone()));
     if !hit.is_static() {
         let any = query_type == RecordType::ANY;
         return if !hit.addrs().is_empty() && (any || query_type == RecordType::AAAA) {
@@ -386,7 +411,7 @@ pub fn lookup<'s>(
             _ => Lookup::NoData { soa },
         };
     };
-    let soa = snapshot.zones()[usize::from(entry.zone())].soa_negative();
+    let soa = negative(entry.zone());
     if query_type == RecordType::ANY {
         return match (entry.rrsets(), org) {
             ([], None) => Lookup::NoData { soa },

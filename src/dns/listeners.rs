@@ -61,6 +61,7 @@ pub fn bind_freebind(addr: SocketAddrV6) -> io::Result<Listeners> {
         tcp: vec![tcp],
         workers: 1,
         rrl: crate::fastpath::RrlSettings::default(),
+        tuner: None,
     })
 }
 
@@ -86,7 +87,7 @@ fn wanted(snapshot: &SnapshotHandle) -> BTreeSet<Ipv6Addr> {
 pub async fn serve_org_resolvers(
     snapshot: SnapshotHandle,
     port: u16,
-    rrl: crate::fastpath::RrlSettings,
+    rrl: crate::fastpath::RrlTuner,
     tcp: super::TcpGate,
     cancel: CancellationToken,
 ) -> Result<(), DnsError> {
@@ -111,7 +112,7 @@ pub async fn serve_org_resolvers(
             let sockaddr = SocketAddrV6::new(addr, port, 0, 0);
             match bind_freebind(sockaddr) {
                 Ok(mut listeners) => {
-                    listeners.set_rrl(rrl);
+                    listeners.set_rrl_tuner(rrl.clone());
                     let stop = cancel.child_token();
                     let task = tokio::spawn({
                         let (snapshot, stop, tcp) = (snapshot.clone(), stop.clone(), tcp.clone());

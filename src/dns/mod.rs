@@ -13,8 +13,8 @@
 //!
 //! In gateway mode, [`listeners`] serves the same way on each org's `::3` as orgs appear.
 //!
-//! hickory logs two INFO lines per query; add [`LOG_FILTER`] to the tracing filter to keep
-//! per-query events at debug.
+//! hickory logs two INFO lines per query; [`crate::logging::LOG_FILTER`] in the tracing filter
+//! keeps per-query events at debug.
 
 pub mod fit;
 mod handler;
@@ -39,9 +39,6 @@ pub use handler::{Handler, Lookup, MAX_UDP_PAYLOAD, lookup};
 pub use tcp::{TcpGate, TcpLimits};
 
 use crate::snapshot::SnapshotHandle;
-
-/// Tracing directives that silence hickory's per-query INFO logging (two lines per query).
-pub const LOG_FILTER: &str = "hickory_server=warn,hickory_net=warn,hickory_proto=warn";
 
 /// A TCP connection that sends no query for this long is closed (sooner near the cap: see
 /// [`tcp`]).
@@ -74,6 +71,8 @@ pub struct Listeners {
     workers: usize,
     /// The response-rate limit of negative UDP answers (`[dns] rrl_*`).
     rrl: RrlSettings,
+    /// Where the table comes from when the limit follows configuration reloads.
+    tuner: Option<crate::fastpath::RrlTuner>,
 }
 
 impl Listeners {
@@ -91,6 +90,12 @@ impl Listeners {
     pub fn set_rrl(&mut self, rrl: RrlSettings) {
         self.rrl = rrl;
     }
+
+    /// Takes the response-rate limit from `tuner`, which retunes it on a configuration reload.
+    pub fn set_rrl_tuner(&mut self, tuner: crate::fastpath::RrlTuner) {
+        self.rrl = tuner.settings();
+        self.tuner = Some(tuner);
+    }
 }
 
 /// Binds UDP and TCP on every address of `listen`. For port 0 both get the same free port.
@@ -103,6 +108,7 @@ pub async fn bind(listen: &[SocketAddr]) -> io::Result<Listeners> {
         tcp: Vec::with_capacity(listen.len()),
         workers: 0,
         rrl: RrlSettings::default(),
+        tuner: None,
     };
     for &addr in listen {
         let named = |e: io::Error| io::Error::new(e.kind(), format!("binding DNS on {addr}: {e}"));
@@ -169,7 +175,10 @@ pub async fn serve_with(
     // The fast path's buffers hold the largest answer it may write (`[dns] max_udp_payload`).
     let buf_size = usize::from(snapshot.load().fast().max_udp_payload);
     let source = Arc::new(snapshot);
-    let rrl = Rrl::new(&listeners.rrl).map(Arc::new);
+    let rrl = match &listeners.tuner {
+        Some(tuner) => Some(tuner.table()),
+        None => Rrl::new(&listeners.rrl).map(Arc::new),
+    };
     let mut fast = Vec::with_capacity(listeners.udp.len());
     let mut delegated = tokio::task::JoinSet::new();
     for socket in listeners.udp {

@@ -36,8 +36,8 @@ use tokio::sync::Notify;
 
 use super::Handler;
 use crate::fastpath::rrl::{self, Rrl, Verdict};
-use crate::fastpath::{Delegate, Index, IndexSource};
-use crate::snapshot::SnapshotHandle;
+use crate::fastpath::{Delegate, IndexSource};
+use crate::snapshot::{Index, SnapshotHandle};
 
 /// Delegated datagrams waiting for the full handler, in all; beyond, the longest flow's oldest
 /// datagram is dropped (the client retries).
@@ -270,8 +270,9 @@ pub async fn full_answer(
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
     let header = Header::read(&mut BinDecoder::new(&packet)).ok()?;
-    let capture = Capture {
+    let mut capture = Capture {
         protocol,
+        question: Vec::new(),
         out: Arc::default(),
     };
     match Request::from_bytes(packet, src, protocol) {
@@ -279,6 +280,7 @@ pub async fn full_answer(
             if request.metadata.message_type == MessageType::Response {
                 return None;
             }
+            capture.question = request.queries.as_bytes().to_vec();
             handler
                 .handle_request::<_, TokioTime>(&request, capture.clone())
                 .await;
@@ -296,10 +298,13 @@ pub async fn full_answer(
     out.take()
 }
 
-/// A response handler that keeps the encoded answer.
+/// A response handler that keeps the encoded answer, its names compressed against the question
+/// ([`super::fit::compress_against_question`]).
 #[derive(Clone)]
 struct Capture {
     protocol: Protocol,
+    /// The question section as received (empty when the query did not parse).
+    question: Vec<u8>,
     out: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
@@ -325,6 +330,7 @@ impl ResponseHandler for Capture {
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(max);
+        super::fit::compress_against_question(&mut encoder, &self.question);
         let info = match response.destructive_emit(&mut encoder) {
             Ok(info) => info,
             Err(error) => {

@@ -2,18 +2,26 @@
 //! hickory handler.
 //!
 //! [`answer`] is pure and allocation-free: it parses only the header, the question and a plain
-//! OPT record, looks the name up in an [`Index`] (one hash table for every view, keyed by the
+//! OPT record, looks the name up in the snapshot's answer table ([`Index`]: one hash table for every view, keyed by the
 //! wire-format name, compared without case), and writes the reply into the caller's buffer:
 //! the question echoed byte for byte as asked (mixed case included), id kept, flags patched
 //! (QR, AA, RD copied, CD copied, RA clear), prebuilt AAAA/TXT records, group members in
 //! rotated order, the zone's SOA in the authority section of NXDOMAIN and NODATA answers, and an
 //! OPT record when the query had one.
 //!
-//! Answer records are laid out byte for byte as the full handler's encoder (hickory-proto 0.26)
-//! lays them out, so both paths truncate at the same record and a test can compare them: the
-//! first answer carries its owner name in full (lowercase, as stored; hickory never compresses
-//! against the question), the next ones a pointer to it, and after
-//! 120 names (hickory-proto's `COMPRESSED_NAME_LIMIT`) the owner in full again.
+//! Answers are compact, and laid out byte for byte as the full handler's encoder lays them out
+//! (hickory-proto 0.26, told the question's names by `dns::fit::compress_against_question`), so
+//! both paths truncate at the same record and a test can compare them:
+//! - each answer's owner is a pointer to the question (`C0 0C`), and after 120 names
+//!   (hickory-proto's `COMPRESSED_NAME_LIMIT`) the owner in full (lowercase, as stored);
+//! - the SOA of a negative answer has its owner (the zone's apex) point into the question, and
+//!   its MNAME and RNAME point at the longest suffix the question (or, for RNAME, MNAME) has;
+//!   its serial is the zone's, moved on by the store generation for `internal.`
+//!   ([`Index::soa_serial`]). A negative answer whose question has more than
+//!   [`MAX_QUESTION_LABELS`] labels, or that would not fit uncompressed, is delegated.
+//!
+//! A peer hit with EDNS (`node-1._peer.internal AAAA`) is 78 bytes: header 12, question 27,
+//! answer 28, OPT 11.
 //!
 //! Anything it does not fully handle is [`Outcome::Delegate`]d to the full handler, so
 //! correctness never rests on this module alone: opcodes other than QUERY, classes other than IN,
@@ -24,7 +32,7 @@
 //!
 //! # UDP size and truncation
 //! Without EDNS a reply is at most 512 bytes. With EDNS the client's size is clamped to
-//! `512..=max_udp_payload` (default 4096, [`index::DEFAULT_MAX_UDP_PAYLOAD`], as the full handler);
+//! `512..=max_udp_payload` (default 4096, [`crate::snapshot::table::DEFAULT_MAX_UDP_PAYLOAD`], as the full handler);
 //! the reply's OPT advertises that size. When the records do not all fit, the reply keeps the
 //! records that fit, sets TC and keeps the OPT, so the client retries over TCP.
 //!
@@ -32,20 +40,18 @@
 //! core) and hands delegated packets to a callback; [`rrl`] limits the rate of negative answers
 //! per source, on this path and on the delegated one.
 
-pub mod index;
 pub mod rrl;
 pub mod server;
 mod sys;
 
-pub use sys::{raise_open_file_limit, release_free_memory};
+pub use sys::raise_open_file_limit;
 
 use std::net::IpAddr;
 
-pub use index::{FastZone, Hit, Index, IndexSettings};
-pub use rrl::{Rrl, RrlSettings};
+pub use rrl::{Rrl, RrlSettings, RrlTuner};
 pub use server::{Delegate, FastServer, FastServerConfig, IndexSource};
 
-use index::Kind;
+use crate::snapshot::table::{Hit, Index, Kind, MAX_NAME, MAX_QUESTION_LABELS, eq_lower};
 
 /// What [`answer`] did with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +114,7 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
         at += 1 + usize::from(len);
     }
     let name_end = at;
-    if name_end - HEADER > index::MAX_NAME || query.len() < name_end + 4 {
+    if name_end - HEADER > MAX_NAME || query.len() < name_end + 4 {
         return Outcome::Delegate;
     }
     let qname = &query[HEADER..name_end];
@@ -155,6 +161,7 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
     out[3] = b3 & 0x10; // CD copied; RA, Z, AD clear; rcode NOERROR
     let room = limit - opt_len;
     let fit = || aaaa_fit(room - qend, qname.len(), opt_len);
+    let soa = |out: &mut [u8], zone: u8| write_soa(index, out, qname, qend, room, zone);
 
     let (pos, an, ns, tc) = match index.get(view, qname) {
         Some(hit) => match (hit.kind(), qtype) {
@@ -169,8 +176,11 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
                 let fit = fit();
                 write_aaaa(index, out, qend, hit.name(), recs, start, fit)
             }
-            (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, hit),
-            _ => write_soa(index, out, qend, room, hit.zone()),
+            (Kind::Txt, TYPE_TXT) => write_txt(index, out, qend, room, opt_len, hit),
+            _ => match soa(out, hit.zone()) {
+                Some(written) => written,
+                None => return Outcome::Delegate,
+            },
         },
         None => {
             let Some(zone) = index.zone_of(qname) else {
@@ -180,7 +190,10 @@ pub fn answer(index: &Index, src: IpAddr, query: &[u8], out: &mut [u8]) -> Outco
                 return Outcome::Delegate;
             }
             out[3] |= RCODE_NXDOMAIN;
-            write_soa(index, out, qend, room, zone)
+            match soa(out, zone) {
+                Some(written) => written,
+                None => return Outcome::Delegate,
+            }
         }
     };
     let mut pos = pos;
@@ -222,38 +235,40 @@ fn opaque_options(mut rdata: &[u8], rdlen: u16) -> bool {
 /// hickory-proto's `COMPRESSED_NAME_LIMIT`: its encoder stops compressing after this many names.
 const COMPRESSED_NAME_LIMIT: usize = 120;
 
+/// A compression pointer to the question name.
+const QUESTION_POINTER: [u8; 2] = [0xC0, HEADER as u8];
+
 /// How many AAAA answers (owner = the question name, `owner_len` bytes) the full handler puts in
 /// `avail` bytes (after header and question, OPT reserved), so both paths truncate alike.
 ///
-/// hickory's encoder does not compress against the question: the first answer carries its owner
-/// in full (`owner_len` + 26 bytes), the next ones a pointer (28 bytes), and after
-/// [`COMPRESSED_NAME_LIMIT`] names the owner in full again; a name must also fit whole before it
-/// is replaced by a pointer (the `fit_loop` model, used when that can bind: owners > 28 bytes).
+/// The first [`COMPRESSED_NAME_LIMIT`] answers point at the question (28 bytes each), later ones
+/// carry the owner in full (`owner_len` + 26). The encoder writes a name in full before it
+/// replaces it by a pointer, so the full name must fit at that moment, OPT reserve aside (the
+/// [`fit_loop`] model).
 #[inline]
 fn aaaa_fit(avail: usize, owner_len: usize, reserve: usize) -> usize {
-    if owner_len > AAAA_LEN {
-        return fit_loop(avail, owner_len, reserve);
-    }
-    let first = owner_len + AAAA_LEN - 2;
-    if avail < first {
+    // The first records: 28 bytes each, and the owner in full must fit at each one's start.
+    let need = AAAA_LEN.max((owner_len + AAAA_LEN).saturating_sub(AAAA_LEN + reserve));
+    if avail < need {
         return 0;
     }
-    let k = (avail - first) / AAAA_LEN;
-    if k < COMPRESSED_NAME_LIMIT - 1 {
-        return k + 1;
+    let pointed = (avail - need) / AAAA_LEN + 1;
+    if pointed < COMPRESSED_NAME_LIMIT {
+        return pointed;
     }
-    let rest = avail - first - (COMPRESSED_NAME_LIMIT - 1) * AAAA_LEN;
-    COMPRESSED_NAME_LIMIT + rest / first
+    let full = owner_len + AAAA_LEN - 2;
+    COMPRESSED_NAME_LIMIT + (avail - COMPRESSED_NAME_LIMIT * AAAA_LEN) / full
 }
 
 /// The record-by-record model of hickory's layout (see [`aaaa_fit`]).
+#[cfg(test)]
 fn fit_loop(avail: usize, owner_len: usize, reserve: usize) -> usize {
     let (mut offset, mut fit) = (0usize, 0usize);
     loop {
-        let name_len = if fit == 0 || fit >= COMPRESSED_NAME_LIMIT {
-            owner_len
-        } else {
+        let name_len = if fit < COMPRESSED_NAME_LIMIT {
             2
+        } else {
+            owner_len
         };
         let end = offset + name_len + AAAA_LEN - 2;
         if offset + owner_len > avail + reserve || end > avail {
@@ -271,9 +286,9 @@ fn is_meta_type(t: u16) -> bool {
     t == 0 || t == TYPE_OPT || (128..=255).contains(&t)
 }
 
-/// Writes `recs` as AAAA answers owned by `owner` (lowercase wire name), starting at `start`
-/// (wrapping), at most `fit` of them, laid out as hickory's encoder does (see the module docs).
-/// Returns (end, ancount, nscount, truncated).
+/// Writes `recs` as AAAA answers owned by the question, `owner` being its lowercase wire name,
+/// starting at `start` (wrapping), at most `fit` of them, laid out as hickory's encoder does (see
+/// the module docs). Returns (end, ancount, nscount, truncated).
 #[inline]
 fn write_aaaa(
     index: &Index,
@@ -285,16 +300,14 @@ fn write_aaaa(
     fit: usize,
 ) -> (usize, u16, u16, bool) {
     let n = recs.len().min(fit);
-    // Later answers point at the first answer's owner.
-    let pointer = (0xC000 | pos as u16).to_be_bytes();
     let (tail, head) = recs.split_at(start);
     for (k, addr) in head.iter().chain(tail).take(n).enumerate() {
-        if k == 0 || k >= COMPRESSED_NAME_LIMIT {
+        if k < COMPRESSED_NAME_LIMIT {
+            out[pos..pos + 2].copy_from_slice(&QUESTION_POINTER);
+            pos += 2;
+        } else {
             out[pos..pos + owner.len()].copy_from_slice(owner);
             pos += owner.len();
-        } else {
-            out[pos..pos + 2].copy_from_slice(&pointer);
-            pos += 2;
         }
         out[pos..pos + 10].copy_from_slice(&index.aaaa_tail);
         out[pos + 10..pos + 26].copy_from_slice(addr);
@@ -303,46 +316,147 @@ fn write_aaaa(
     (pos, n as u16, 0, n < recs.len())
 }
 
+/// Writes the TXT answer of `hit` (owner: a pointer to the question) if it fits: the owner in
+/// full must fit before the OPT reserve (`opt_len`), the record after it.
 #[inline]
 fn write_txt(
     index: &Index,
     out: &mut [u8],
     pos: usize,
     room: usize,
+    opt_len: usize,
     hit: Hit<'_>,
 ) -> (usize, u16, u16, bool) {
-    let owner = hit.name();
     let rdata = hit.txt();
-    let len = owner.len() + 10 + rdata.len();
-    if room - pos < len {
+    let len = 12 + rdata.len();
+    if room - pos < len || room + opt_len - pos < hit.name().len() {
         return (pos, 0, 0, true);
     }
-    let mut at = pos;
-    out[at..at + owner.len()].copy_from_slice(owner);
-    at += owner.len();
-    out[at..at + 8].copy_from_slice(&index.txt_tail);
-    out[at + 8..at + 10].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
-    out[at + 10..at + 10 + rdata.len()].copy_from_slice(rdata);
+    out[pos..pos + 2].copy_from_slice(&QUESTION_POINTER);
+    out[pos + 2..pos + 10].copy_from_slice(&index.txt_tail);
+    out[pos + 10..pos + 12].copy_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out[pos + 12..pos + len].copy_from_slice(rdata);
     (pos + len, 1, 0, false)
 }
 
+/// Writes the SOA of `zone` into the authority section at `pos`, compressed as hickory's encoder
+/// compresses it when it knows the question's names (see the module docs). `None`: the full
+/// handler must answer (a zone without a usable SOA, a question with too many labels, or too
+/// little room for the record uncompressed).
 #[inline]
 fn write_soa(
     index: &Index,
     out: &mut [u8],
+    qname: &[u8],
     pos: usize,
     room: usize,
     zone: u8,
-) -> (usize, u16, u16, bool) {
-    let Some(z) = index.zones.get(usize::from(zone)) else {
-        return (pos, 0, 0, false);
-    };
-    let soa = &z.soa;
-    if room - pos < soa.len() {
-        return (pos, 0, 0, true);
+) -> Option<(usize, u16, u16, bool)> {
+    let z = index.zones.get(usize::from(zone))?;
+    let soa = z.soa.as_ref()?;
+    if room - pos < soa.max_len {
+        return None;
     }
-    out[pos..pos + soa.len()].copy_from_slice(soa);
-    (pos + soa.len(), 0, 1, false)
+    let q = Question::new(qname)?;
+    let mut at = pos;
+    // The owner is the zone's apex, a suffix of the question (the root is one zero byte).
+    if z.origin.len() == 1 {
+        out[at] = 0;
+        at += 1;
+    } else {
+        let target = HEADER + qname.len() - z.origin.len();
+        out[at..at + 2].copy_from_slice(&(0xC000 | target as u16).to_be_bytes());
+        at += 2;
+    }
+    out[at..at + 8].copy_from_slice(&soa.head);
+    let rdata = at + 10;
+    let (end, stored) = write_name(out, rdata, &soa.mname, &q, None);
+    let (end, _) = write_name(out, end, &soa.rname, &q, Some((&soa.mname, rdata, stored)));
+    let serial = index.soa_serial(zone).unwrap_or(soa.serial);
+    out[end..end + 4].copy_from_slice(&serial.to_be_bytes());
+    out[end + 4..end + 20].copy_from_slice(&soa.timers);
+    let end = end + 20;
+    out[at + 8..at + 10].copy_from_slice(&((end - rdata) as u16).to_be_bytes());
+    Some((end, 0, 1, false))
+}
+
+/// The question name and where its labels start, for compressing against it.
+struct Question<'q> {
+    name: &'q [u8],
+    starts: [u8; MAX_QUESTION_LABELS],
+    n: usize,
+}
+
+impl<'q> Question<'q> {
+    /// `None` for a name of more than [`MAX_QUESTION_LABELS`] labels.
+    #[inline]
+    fn new(name: &'q [u8]) -> Option<Question<'q>> {
+        let mut q = Question {
+            name,
+            starts: [0; MAX_QUESTION_LABELS],
+            n: 0,
+        };
+        let mut at = 0;
+        while name[at] != 0 {
+            *q.starts.get_mut(q.n)? = at as u8;
+            q.n += 1;
+            at += 1 + usize::from(name[at]);
+        }
+        Some(q)
+    }
+
+    /// Where in the message the question has `suffix` (lowercase, a whole name's tail from a
+    /// label on), compared without case: the encoder was given the question's names lowercased.
+    #[inline]
+    fn find(&self, suffix: &[u8]) -> Option<usize> {
+        let at = self.name.len().checked_sub(suffix.len())?;
+        (self.starts[..self.n].contains(&(at as u8)) && eq_lower(&self.name[at..], suffix))
+            .then_some(HEADER + at)
+    }
+}
+
+/// Writes the lowercase wire name `name` at `pos` as hickory's encoder does: its longest suffix
+/// that the question has, or that `prior` (a name written at a position, of which the encoder
+/// remembered the first few suffixes) has, becomes a pointer. Returns the end and how many
+/// suffixes the encoder remembered of this name (those before the pointer).
+#[inline]
+fn write_name(
+    out: &mut [u8],
+    pos: usize,
+    name: &[u8],
+    q: &Question<'_>,
+    prior: Option<(&[u8], usize, usize)>,
+) -> (usize, usize) {
+    let mut at = 0;
+    let mut stored = 0;
+    while name[at] != 0 {
+        let suffix = &name[at..];
+        let target = q.find(suffix).or_else(|| {
+            prior.and_then(|(p, p_pos, p_stored)| find_in(p, p_stored, suffix).map(|o| p_pos + o))
+        });
+        if let Some(target) = target {
+            out[pos..pos + at].copy_from_slice(&name[..at]);
+            out[pos + at..pos + at + 2].copy_from_slice(&(0xC000 | target as u16).to_be_bytes());
+            return (pos + at + 2, stored);
+        }
+        stored += 1;
+        at += 1 + usize::from(name[at]);
+    }
+    out[pos..pos + name.len()].copy_from_slice(name);
+    (pos + name.len(), stored)
+}
+
+/// The offset in `name` of the suffix equal to `suffix` among its first `n` suffixes.
+#[inline]
+fn find_in(name: &[u8], n: usize, suffix: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for _ in 0..n {
+        if name.len() - at == suffix.len() && &name[at..] == suffix {
+            return Some(at);
+        }
+        at += 1 + usize::from(name[at]);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -351,7 +465,7 @@ mod tests {
 
     #[test]
     fn closed_form_fit_matches_the_layout_model() {
-        for owner_len in 2..=60 {
+        for owner_len in (2..=60).chain([100, 200, 255]) {
             for reserve in [0, OPT_LEN] {
                 for avail in 0..6000 {
                     assert_eq!(

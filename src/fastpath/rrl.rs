@@ -29,7 +29,7 @@
 //! too). Each check is one load and one compare-and-swap; no lock.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use ipnet::Ipv6Net;
 
@@ -107,6 +107,50 @@ impl RrlSettings {
     }
 }
 
+/// The RRL settings of a server and its live tables: every DNS listener of the process (each
+/// org's `::3` too) takes its table from here, and a configuration reload retunes them all.
+#[derive(Debug, Clone)]
+pub struct RrlTuner(std::sync::Arc<TunerInner>);
+
+#[derive(Debug)]
+struct TunerInner {
+    current: std::sync::Mutex<RrlSettings>,
+    live: std::sync::Mutex<Vec<std::sync::Weak<Rrl>>>,
+}
+
+impl RrlTuner {
+    /// A tuner starting at `settings`.
+    pub fn new(settings: RrlSettings) -> RrlTuner {
+        RrlTuner(std::sync::Arc::new(TunerInner {
+            current: std::sync::Mutex::new(settings),
+            live: std::sync::Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> RrlSettings {
+        *self.0.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A table for a new listener, at the settings in force, retuned with the others from now on.
+    pub fn table(&self) -> std::sync::Arc<Rrl> {
+        let table = std::sync::Arc::new(Rrl::build(&self.settings()));
+        let mut live = self.0.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|t| t.strong_count() > 0);
+        live.push(std::sync::Arc::downgrade(&table));
+        table
+    }
+
+    /// Applies `settings` to every live table and to the tables made later.
+    pub fn retune(&self, settings: RrlSettings) {
+        *self.0.current.lock().unwrap_or_else(|e| e.into_inner()) = settings;
+        let live = self.0.live.lock().unwrap_or_else(|e| e.into_inner());
+        for table in live.iter().filter_map(std::sync::Weak::upgrade) {
+            table.retune(&settings);
+        }
+    }
+}
+
 /// What to do with a negative answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -120,9 +164,12 @@ pub enum Verdict {
 
 /// The rate-limit table of one server (shared by its fast-path threads and its delegated path).
 pub struct Rrl {
-    rate: i64,
-    floor: i64,
-    slip: u32,
+    /// Negative answers a second per source; 0: off (everything is sent). Atomics so that a
+    /// configuration reload retunes a live table ([`RrlTuner`]); relaxed loads cost nothing.
+    rate: AtomicI64,
+    /// The lowest balance: `-rate × window`.
+    floor: AtomicI64,
+    slip: AtomicU32,
     per_address: Option<(u128, u128)>,
     /// The secret key of the slot hash.
     seed: [u64; 2],
@@ -136,9 +183,9 @@ pub struct Rrl {
 impl std::fmt::Debug for Rrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rrl")
-            .field("rate", &self.rate)
-            .field("floor", &self.floor)
-            .field("slip", &self.slip)
+            .field("rate", &self.rate.load(Ordering::Relaxed))
+            .field("floor", &self.floor.load(Ordering::Relaxed))
+            .field("slip", &self.slip.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }
@@ -165,21 +212,34 @@ fn unpack(entry: u64) -> (u64, u32, i64) {
 impl Rrl {
     /// A table for `settings`; `None` when RRL is off (rate 0).
     pub fn new(settings: &RrlSettings) -> Option<Rrl> {
-        if settings.responses_per_second == 0 {
-            return None;
-        }
-        let rate = i64::from(settings.responses_per_second.min(MAX_RATE));
-        let window = i64::from(settings.window.clamp(1, MAX_WINDOW));
-        Some(Rrl {
-            rate,
-            floor: -rate * window,
-            slip: settings.slip,
+        (settings.responses_per_second != 0).then(|| Rrl::build(settings))
+    }
+
+    /// A table for `settings`, also when RRL is off (rate 0: everything is sent until a retune
+    /// turns it on).
+    fn build(settings: &RrlSettings) -> Rrl {
+        let rrl = Rrl {
+            rate: AtomicI64::new(0),
+            floor: AtomicI64::new(0),
+            slip: AtomicU32::new(0),
             per_address: settings.per_address.map(net_bits),
             seed: random_seed(),
             table: (0..TABLE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             limited: AtomicU32::new(0),
             epoch: super::sys::coarse_seconds(),
-        })
+        };
+        rrl.retune(settings);
+        rrl
+    }
+
+    /// Applies the rate, slip and window of `settings` to this live table (the network counted
+    /// by address stays as built). What each source has spent stays spent.
+    pub fn retune(&self, settings: &RrlSettings) {
+        let rate = i64::from(settings.responses_per_second.min(MAX_RATE));
+        let window = i64::from(settings.window.clamp(1, MAX_WINDOW));
+        self.floor.store(-rate * window, Ordering::Relaxed);
+        self.slip.store(settings.slip, Ordering::Relaxed);
+        self.rate.store(rate, Ordering::Relaxed);
     }
 
     /// The clock [`Rrl::check`] takes: whole seconds since the table was made (the coarse
@@ -212,6 +272,11 @@ impl Rrl {
     /// Charges one negative answer to `src` at `now` (from [`Rrl::now`]) and says what to do
     /// with it.
     pub fn check(&self, src: IpAddr, now: u32) -> Verdict {
+        let rate = self.rate.load(Ordering::Relaxed);
+        if rate == 0 {
+            return Verdict::Send;
+        }
+        let floor = self.floor.load(Ordering::Relaxed);
         let hash = self.hash(self.key(src));
         let slot = &self.table[hash as usize & (TABLE_SLOTS - 1)];
         let tag = (hash >> TAG_SHIFT).max(1);
@@ -220,12 +285,12 @@ impl Rrl {
             let (old_tag, then, old_balance) = unpack(current);
             let earned = if old_tag == tag {
                 let elapsed = i64::from(now.wrapping_sub(then) & TIME_MASK as u32);
-                (old_balance + elapsed * self.rate).min(self.rate)
+                (old_balance + elapsed * rate).min(rate)
             } else {
-                self.rate
+                rate
             };
             let balance = earned - 1;
-            let new = pack(tag, now, balance.max(self.floor));
+            let new = pack(tag, now, balance.max(floor));
             match slot.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => break balance,
                 Err(actual) => current = actual,
@@ -233,11 +298,12 @@ impl Rrl {
         };
         if balance >= 0 {
             Verdict::Send
-        } else if self.slip != 0
+        } else if let slip = self.slip.load(Ordering::Relaxed)
+            && slip != 0
             && self
                 .limited
                 .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(self.slip)
+                .is_multiple_of(slip)
         {
             Verdict::Slip
         } else {
@@ -436,6 +502,31 @@ mod tests {
         ] {
             assert_eq!(is_negative(0x80 | rcode), negative, "{rcode}");
         }
+    }
+
+    #[test]
+    fn a_tuner_retunes_every_live_table_and_the_next_ones() {
+        let settings = |rate| RrlSettings {
+            responses_per_second: rate,
+            slip: 0,
+            window: 1,
+            per_address: None,
+        };
+        let tuner = RrlTuner::new(settings(0));
+        let (a, b) = (tuner.table(), tuner.table());
+        // Off: everything is sent.
+        assert_eq!(count(&a, "192.0.2.1", 50, 0), [50, 0, 0]);
+        tuner.retune(settings(5));
+        for table in [&a, &b, &tuner.table()] {
+            assert_eq!(count(table, "192.0.2.1", 8, 1), [5, 0, 3]);
+        }
+        // Raised: the same second's source gets more.
+        tuner.retune(settings(100));
+        assert_eq!(count(&a, "198.51.100.1", 50, 2), [50, 0, 0]);
+        assert_eq!(tuner.settings(), settings(100));
+        drop(b);
+        tuner.retune(settings(1));
+        assert_eq!(count(&a, "203.0.113.1", 3, 3), [1, 0, 2]);
     }
 
     #[test]

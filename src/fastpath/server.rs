@@ -25,7 +25,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::rrl::{self, Rrl, Verdict};
 use super::sys::Batch;
-use super::{Index, Outcome, answer};
+use super::{Outcome, answer};
+use crate::snapshot::Index;
 
 /// Panics caught in fast-path threads since the process started (each restarted its loop).
 pub static PANICS: AtomicU64 = AtomicU64::new(0);

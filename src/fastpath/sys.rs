@@ -1,6 +1,7 @@
 //! Batched datagram I/O: `recvmmsg(2)` and `sendmmsg(2)` over a fixed set of buffers.
 //!
-//! This is the crate's only `unsafe` code (the crate denies it elsewhere). Why: the standard
+//! This is, with `snapshot/memory.rs` (one `malloc_trim(3)`), the crate's only `unsafe` code (the
+//! crate denies it elsewhere). Why: the standard
 //! library and socket2 receive or send one datagram per system call, and the fast path's cost
 //! is dominated by system calls; the two batch calls exist only as raw `libc` functions (the
 //! `nix` crate that wraps them is not a dependency). The unsafe surface is kept to the two calls:
@@ -8,9 +9,8 @@
 //! call, and every length passed is the length of the buffer pointed to. Address decoding reads
 //! the kernel-written `sockaddr_storage` through typed copies, checked against the family.
 //!
-//! Three more calls live here for the same reason: [`release_free_memory`] (`malloc_trim(3)`),
-//! [`raise_open_file_limit`] (`getrlimit(2)`/`setrlimit(2)`) and [`coarse_seconds`]
-//! (`clock_gettime(2)`).
+//! Two more calls live here for the same reason: [`raise_open_file_limit`]
+//! (`getrlimit(2)`/`setrlimit(2)`) and [`coarse_seconds`] (`clock_gettime(2)`).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -200,17 +200,6 @@ impl Batch {
     /// Number of datagrams taken by the last [`Batch::recv`].
     pub(crate) fn received(&self) -> usize {
         self.received
-    }
-}
-
-/// Hands memory the allocator holds free back to the operating system. A full rebuild of a big
-/// snapshot frees gigabytes of short-lived rows and strings; glibc keeps them in its arenas (the
-/// server's RSS would stay at its peak) unless asked. A no-op elsewhere.
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes a plain integer and only returns free pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -42,21 +42,43 @@ impl std::fmt::Debug for Resolved {
     }
 }
 
+/// The files sixpn writes into its data directory besides the SQLite database (whose files
+/// the store makes private itself) and the secrets (written 0600 by [`write_secret_file`]).
+const PRIVATE_FILES: [&str; 3] = ["sixpn.lock", "dns-state.bin", "dns-state.bin.tmp"];
+
 /// Creates the data directory (mode 0700 when it is new) and returns its absolute path.
+///
+/// Every file sixpn writes there is 0600 whoever made the directory; a directory open to group
+/// or others (an operator's `mkdir`, systemd's `StateDirectory=`: 0755) gets a warning, and files
+/// an older sixpn left open to them are made private.
 ///
 /// # Errors
 /// The directory cannot be created.
 pub fn prepare_data_dir(config: &Config) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt as _;
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    Ok(config
+    let dir = config
         .data_dir
         .canonicalize()
-        .unwrap_or_else(|_| config.data_dir.clone()))
+        .unwrap_or_else(|_| config.data_dir.clone());
+    if let Ok(meta) = std::fs::metadata(&dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data_dir = %dir.display(),
+                mode = format!("{mode:04o}"),
+                "the data directory is open to group or others: its files are 0600, but their names and sizes show; chmod 700 it (systemd: StateDirectoryMode=0700)"
+            );
+        }
+    }
+    for name in PRIVATE_FILES {
+        crate::store::backup::narrow_mode(&dir.join(name));
+    }
+    Ok(dir)
 }
 
 /// Resolves the admin credential, the gateway key and the regions of `config`, with `data_dir`

@@ -12,7 +12,7 @@ use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder, NameEnc
 
 use super::name::{self, wire_from_labels};
 use super::zone::{self, StaticZone};
-use super::{Base, RrSet, SnapshotSettings, StaticEntry, StaticMap, Zone};
+use super::{Base, FastZone, IndexSettings, RrSet, SnapshotSettings, StaticEntry, StaticMap, Zone};
 
 /// A static name with its record sets.
 struct StaticName {
@@ -49,6 +49,7 @@ pub(super) fn base(settings: &SnapshotSettings) -> Base {
     }
     Base {
         ttl: settings.ttl,
+        internal,
         zones: zones.into_boxed_slice(),
         statics: map,
         index_settings,
@@ -81,10 +82,10 @@ fn fast_settings(
     zones: &[Zone],
     statics: &[StaticName],
     internal: u16,
-) -> crate::fastpath::IndexSettings {
-    let mut fast_zones: Vec<crate::fastpath::FastZone> = zones
+) -> IndexSettings {
+    let mut fast_zones: Vec<FastZone> = zones
         .iter()
-        .map(|z| crate::fastpath::FastZone {
+        .map(|z| FastZone {
             origin: z.origin_wire.clone(),
             soa_negative: z.soa_negative_wire.clone(),
             static_names: vec![z.origin_wire.clone()],
@@ -102,7 +103,7 @@ fn fast_settings(
             .static_names
             .push(wire_from_labels(&[label, b"internal"]));
     }
-    crate::fastpath::IndexSettings {
+    IndexSettings {
         ttl: settings.ttl,
         views: settings.views.clone(),
         zones: fast_zones,
@@ -169,6 +170,12 @@ fn make_zone(zone: &StaticZone) -> Zone {
     };
     let mut soa_negative = soa.clone();
     soa_negative.ttl = negative_ttl;
+    // Lowercase names, as the question's names are recorded for compression (see
+    // `dns::fit::compress_against_question`), so they point into the question where they can.
+    if let RData::SOA(data) = &mut soa_negative.data {
+        data.mname = data.mname.to_lowercase();
+        data.rname = data.rname.to_lowercase();
+    }
     let origin_wire = name::wire_key(&zone.origin).unwrap_or_else(|| Box::from(&b"\0"[..]));
     let mut wire = origin_wire.to_vec();
     let mut answer = Vec::new();
@@ -178,6 +185,7 @@ fn make_zone(zone: &StaticZone) -> Zone {
     Zone {
         origin: zone.origin.clone(),
         origin_wire,
+        soa: soa.clone(),
         soa_negative,
         soa_negative_wire: wire.into_boxed_slice(),
     }

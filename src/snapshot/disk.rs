@@ -2,14 +2,15 @@
 //! database is unreachable.
 //!
 //! The publisher writes what the snapshot is built from (the [`Model`]: orgs, peer names, groups
-//! and addresses; no keys) to `<data_dir>/dns-state.bin`, atomically (a temporary file, fsync,
-//! rename, fsync of the folder), tagged with its generation and the identity of the store it came
-//! from. At start the server reads it back and serves from it until the store answers; a file of
-//! another store (a different identity) is never used.
+//! and addresses; no keys) to `<data_dir>/dns-state.bin`, atomically (a temporary file of mode
+//! 0600, fsync, rename, fsync of the folder), tagged with its generation and the identity of the
+//! store it came from. At start the server reads it back and serves from it until the store
+//! answers; a file of another store (a different identity) is never used.
 //!
 //! Writing costs O(peers), so it runs on a blocking thread and at most as often as keeps it under
 //! a few percent of one core: after a change, waiting at least [`MIN_INTERVAL`] and at least
-//! twenty times as long as the last write took.
+//! twenty times as long as the last write took; and once more when the server stops, after its
+//! API answered its last request (see the publisher).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -98,7 +99,16 @@ impl StateFile {
             .unwrap_or(Path::new("."));
         let tmp = self.path.with_extension("bin.tmp");
         {
-            let mut file = std::fs::File::create(&tmp)?;
+            use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+            // Private (0600) from creation whatever the umask or the folder's mode, and again
+            // when an older temporary file is reused: the rename keeps the mode.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             file.write_all(&bytes)?;
             file.sync_all()?;
         }

@@ -1,7 +1,7 @@
 //! The DNS snapshot: an immutable, query-ready copy of every org's names, and its publisher.
 //!
 //! Data flow: the store's change feed → [`Model`] (every org's peers and groups, patched one
-//! change at a time) → the answer table ([`crate::fastpath::Index`], rebuilt only where a change
+//! change at a time) → the answer table ([`table::Index`], rebuilt only where a change
 //! landed) → [`Snapshot`] → `ArcSwap`. The table is the one DNS data model: the UDP fast path
 //! copies its bytes into packets, the full hickory handler (`dns/`) reads the same entries and
 //! builds records from them only for the questions it gets. Static zones (`zones/`) are parsed
@@ -16,9 +16,11 @@
 
 mod build;
 pub mod disk;
+mod memory;
 pub mod model;
 pub mod name;
 mod publisher;
+pub mod table;
 pub mod zone;
 
 use std::net::IpAddr;
@@ -31,10 +33,10 @@ use hickory_server::proto::rr::{Name, Record, RecordType};
 use tokio::sync::watch;
 
 use crate::config::{DnsConfig, ViewConfig};
-pub use crate::fastpath::Hit;
 use crate::model::{Generation, Org, OrgSlug};
 use crate::store::{Dump, StoreError};
 pub use model::{Model, Touched};
+pub use table::{FastZone, Hit, Index, IndexSettings};
 
 pub(crate) use build::org_record;
 pub use publisher::{start, start_persisted};
@@ -124,9 +126,11 @@ impl SnapshotSettings {
 #[derive(Debug)]
 pub struct Base {
     ttl: u32,
+    /// The index of `internal.` in `zones`.
+    internal: u16,
     zones: Box<[Zone]>,
     statics: StaticMap,
-    index_settings: crate::fastpath::IndexSettings,
+    index_settings: IndexSettings,
     views: Vec<ViewConfig>,
 }
 
@@ -151,7 +155,10 @@ pub struct Snapshot {
     orgs: Arc<[Org]>,
     /// Orgs named by a configured view that do not exist.
     missing_view_orgs: Arc<[OrgSlug]>,
-    fast: crate::fastpath::Index,
+    /// Each zone's SOA at this generation: (apex record, negative record), the serial of
+    /// `internal.` moved on by the generation ([`Index::soa_serial`]).
+    soas: Box<[(Record, Record)]>,
+    fast: Index,
 }
 
 impl Snapshot {
@@ -162,10 +169,11 @@ impl Snapshot {
 
     /// Builds the whole snapshot of `model`.
     pub fn from_model(base: Arc<Base>, model: &Model) -> Snapshot {
-        let fast = crate::fastpath::Index::from_model(model, &base.index_settings);
+        let fast = Index::from_model(model, &base.index_settings);
         let (orgs, missing_view_orgs) = orgs_of(&base, model);
         Snapshot {
             generation: model.generation(),
+            soas: soas_of(&base, model.generation()),
             base,
             orgs,
             missing_view_orgs,
@@ -185,6 +193,7 @@ impl Snapshot {
         Snapshot {
             generation: model.generation(),
             base: Arc::clone(&self.base),
+            soas: soas_of(&self.base, model.generation()),
             orgs,
             missing_view_orgs,
             fast,
@@ -209,6 +218,20 @@ impl Snapshot {
     /// The served zones; [`Hit::zone`] and [`StaticEntry::zone`] index this.
     pub fn zones(&self) -> &[Zone] {
         &self.base.zones
+    }
+
+    /// The apex SOA record of zone `zone` (an index into [`Snapshot::zones`]) at this
+    /// generation.
+    pub fn soa(&self, zone: u16) -> Option<&Record> {
+        self.soas.get(usize::from(zone)).map(|(apex, _)| apex)
+    }
+
+    /// The SOA for the authority section of NXDOMAIN and NODATA answers in zone `zone`, its
+    /// TTL lowered to the SOA minimum (RFC 2308 §3), at this generation.
+    pub fn soa_negative(&self, zone: u16) -> Option<&Record> {
+        self.soas
+            .get(usize::from(zone))
+            .map(|(_, negative)| negative)
     }
 
     /// The orgs, in view order.
@@ -253,9 +276,28 @@ impl Snapshot {
     }
 
     /// The answer table of this snapshot, shared by the UDP fast path and the full handler.
-    pub fn fast(&self) -> &crate::fastpath::Index {
+    pub fn fast(&self) -> &Index {
         &self.fast
     }
+}
+
+/// Each zone's (apex, negative) SOA records with the serial of `generation`.
+fn soas_of(base: &Base, generation: Generation) -> Box<[(Record, Record)]> {
+    base.zones
+        .iter()
+        .enumerate()
+        .map(|(i, zone)| {
+            let internal = i == usize::from(base.internal);
+            let serial = |record: &Record| {
+                let mut record = record.clone();
+                if let hickory_server::proto::rr::RData::SOA(soa) = &mut record.data {
+                    soa.serial = table::soa_serial(soa.serial, internal, generation.0);
+                }
+                record
+            };
+            (serial(&zone.soa), serial(&zone.soa_negative))
+        })
+        .collect()
 }
 
 fn orgs_of(base: &Base, model: &Model) -> (Arc<[Org]>, Arc<[OrgSlug]>) {
@@ -274,6 +316,8 @@ fn orgs_of(base: &Base, model: &Model) -> (Arc<[Org]>, Arc<[OrgSlug]>) {
 pub struct Zone {
     origin: Name,
     origin_wire: Box<[u8]>,
+    /// The apex SOA as the zone file gives it.
+    soa: Record,
     soa_negative: Record,
     soa_negative_wire: Box<[u8]>,
 }
@@ -290,7 +334,8 @@ impl Zone {
     }
 
     /// The SOA for the authority section of NXDOMAIN and NODATA answers, its TTL lowered to the
-    /// SOA minimum (RFC 2308 §3).
+    /// SOA minimum (RFC 2308 §3), with the zone file's serial ([`Snapshot::soa_negative`] has
+    /// the serial of a generation).
     pub fn soa_negative(&self) -> &Record {
         &self.soa_negative
     }
@@ -390,6 +435,18 @@ pub struct SnapshotHandle {
 struct HandleInner {
     current: ArcSwap<Snapshot>,
     published: watch::Sender<Generation>,
+    /// The publisher's inbox for new settings; unset for a handle without a publisher.
+    reconfigure: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Reconfigure>>,
+}
+
+/// New settings for a running publisher (a configuration reload, issue 18): the views, TTL,
+/// zones and UDP payload size, and the health-aware groups.
+#[derive(Debug, Clone)]
+pub struct Reconfigure {
+    /// What the snapshot is built from besides the store.
+    pub settings: SnapshotSettings,
+    /// Health-aware groups.
+    pub groups: crate::config::GroupsConfig,
 }
 
 impl SnapshotHandle {
@@ -400,6 +457,7 @@ impl SnapshotHandle {
             inner: Arc::new(HandleInner {
                 current: ArcSwap::from_pointee(first),
                 published,
+                reconfigure: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -422,6 +480,15 @@ impl SnapshotHandle {
         let previous = self.inner.current.swap(Arc::new(snapshot));
         self.inner.published.send_replace(generation);
         previous
+    }
+
+    /// Hands new settings to the publisher, which rebuilds the snapshot from what it holds (no
+    /// store read) and publishes it. Returns `false` when this handle has no publisher.
+    pub fn reconfigure(&self, next: Reconfigure) -> bool {
+        self.inner
+            .reconfigure
+            .get()
+            .is_some_and(|tx| tx.send(next).is_ok())
     }
 
     /// Waits until a snapshot of at least `generation` is published.

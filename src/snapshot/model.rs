@@ -1,6 +1,6 @@
 //! The DNS model: what every org's names are, kept up to date one change at a time.
 //!
-//! [`Model`] is the only input the answer table ([`crate::fastpath::Index`]) is derived from, both
+//! [`Model`] is the only input the answer table ([`super::Index`]) is derived from, both
 //! when it is built whole (start, resync) and when it is patched ([`Model::apply`] reports which
 //! names a change touched; the index rebuilds only the pieces that hold them). Because both ways
 //! read the same model through the same [`Model::content`], a patched table answers exactly like
@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
 
-use crate::fastpath::index::{MAX_TXT_RDATA, split_txt_into};
+use super::name::{MAX_TXT_RDATA, split_txt_into};
 use crate::model::{Change, Generation, GroupName, Org, OrgSlug, PeerName};
 use crate::store::Dump;
 
@@ -49,6 +49,10 @@ pub struct OrgNames {
     /// Health-aware orgs (`[groups] healthy_only`): the members seen alive within the window,
     /// by address, with their group. `None`: not health-aware, or no report yet.
     healthy: Option<HashMap<[u8; 16], u32, foldhash::fast::RandomState>>,
+    /// Key deadlines (unix seconds) of the peers that have one (issue 23). The change feed
+    /// times them; the model keeps them only so that the saved state leaves out, when read
+    /// back, the peers whose key expired meanwhile.
+    expiring: HashMap<Name, i64, foldhash::fast::RandomState>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +151,9 @@ impl Model {
                     address: peer.address.octets(),
                 };
                 batches[view as usize].push((Name::new(peer.name.as_str()), member));
+                if let Some(deadline) = peer.key_expires_at {
+                    org.expiring.insert(Name::new(peer.name.as_str()), deadline);
+                }
             }
         }
         for (org, batch) in model.orgs.iter_mut().zip(batches) {
@@ -211,12 +218,14 @@ impl Model {
                         } else {
                             // A re-key: nothing DNS serves changed.
                             org.insert(&peer.name, &peer.group, peer.address);
+                            org.set_expiry(&peer.name, peer.key_expires_at);
                             continue;
                         }
                     } else {
                         touched.names.push(NameKey::PeerList(v));
                     }
                     org.insert(&peer.name, &peer.group, peer.address);
+                    org.set_expiry(&peer.name, peer.key_expires_at);
                     touched.names.push(NameKey::Peer(v, peer.name.clone()));
                     touched.names.push(NameKey::Group(v, peer.group.clone()));
                 }
@@ -413,7 +422,20 @@ impl OrgNames {
         self.groups[id as usize].1 += 1;
     }
 
+    /// Records `name`'s key deadline, or that it has none.
+    fn set_expiry(&mut self, name: &PeerName, deadline: Option<i64>) {
+        match deadline {
+            Some(t) => {
+                self.expiring.insert(Name::new(name.as_str()), t);
+            }
+            None => {
+                self.expiring.remove(name.as_str());
+            }
+        }
+    }
+
     fn remove(&mut self, name: &PeerName) -> Option<Removed> {
+        self.expiring.remove(name.as_str());
         let old = self.peers.remove(name.as_str())?;
         self.members.remove(&(old.group, old.address));
         let group = &mut self.groups[old.group as usize];
@@ -427,12 +449,13 @@ impl OrgNames {
 
 /// The on-disk form of a model (the last-known-good DNS state, see `snapshot::disk`): a magic,
 /// a version, the generation, the store's identity, then per org its slug, prefix and creation
-/// time and its peers (name, group, address), and a SHA-256 of everything before it.
+/// time and its peers (name, group, address, and since version 2 the key deadline, 0: none), and
+/// a SHA-256 of everything before it. Read back, a peer whose key expired meanwhile is left out.
 pub mod encoding {
     use super::*;
 
     const MAGIC: &[u8; 8] = b"SIXPNDNS";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 
     fn put_str(out: &mut Vec<u8>, s: &str) {
         out.push(s.len() as u8);
@@ -467,6 +490,8 @@ pub mod encoding {
                     put_str(&mut out, name.as_str());
                     put_str(&mut out, org.groups[member.group as usize].0.as_str());
                     out.extend_from_slice(&member.address);
+                    let deadline = org.expiring.get(name).copied().unwrap_or(0);
+                    out.extend_from_slice(&deadline.to_le_bytes());
                 }
             }
             out
@@ -490,9 +515,11 @@ pub mod encoding {
                 at: MAGIC.len(),
             };
             let version = u32::from_le_bytes(r.take()?);
-            if version != VERSION {
+            // Version 1 had no key deadlines.
+            if version != VERSION && version != 1 {
                 return Err(format!("version {version}, expected {VERSION}"));
             }
+            let now = crate::model::now_unix();
             let generation = Generation(u64::from_le_bytes(r.take()?));
             let id_len = u32::from_le_bytes(r.take()?) as usize;
             let identity = String::from_utf8(r.bytes(id_len)?.to_vec())
@@ -525,6 +552,18 @@ pub mod encoding {
                         group: org.group_id(&group),
                         address: r.take::<16>()?,
                     };
+                    let deadline = if version >= 2 {
+                        i64::from_le_bytes(r.take()?)
+                    } else {
+                        0
+                    };
+                    if deadline != 0 {
+                        if deadline <= now {
+                            // Expired since it was saved: not served.
+                            continue;
+                        }
+                        org.expiring.insert(Name::new(name.as_str()), deadline);
+                    }
                     batch.push((Name::new(name.as_str()), member));
                 }
                 org.fill(batch);
@@ -598,6 +637,7 @@ mod tests {
             token: "t".parse().unwrap(),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         };
         let dump = Dump {
             generation: Generation(9),
@@ -618,6 +658,38 @@ mod tests {
         assert!(Model::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
+    #[test]
+    fn the_saved_state_leaves_out_keys_that_expired_meanwhile() {
+        let org = Org {
+            slug: "acme".parse().unwrap(),
+            prefix: "fdaa:1:2::/48".parse().unwrap(),
+            created_at: 1,
+        };
+        let now = crate::model::now_unix();
+        let mut later = peer(&org, 1, "web");
+        later.key_expires_at = Some(now + 3_600);
+        let mut past = peer(&org, 2, "web");
+        past.key_expires_at = Some(now - 1);
+        let lasting = peer(&org, 3, "web");
+        let mut model = Model::from_dump(&Dump {
+            generation: Generation(1),
+            orgs: vec![org.clone()],
+            peers: vec![later, past.clone(), lasting],
+        });
+        assert_eq!(group_members(&model, 0, "web"), [1, 2, 3]);
+        let (back, _) = Model::decode(&model.encode("db")).unwrap();
+        assert_eq!(group_members(&back, 0, "web"), [1, 3]);
+        // A re-key without expiry clears the deadline; the peer is kept on the way back.
+        past.key_expires_at = None;
+        model.apply(
+            Generation(2),
+            &[Change::PeerUpserted(past)],
+            &mut Touched::default(),
+        );
+        let (back, _) = Model::decode(&model.encode("db")).unwrap();
+        assert_eq!(group_members(&back, 0, "web"), [1, 2, 3]);
+    }
+
     fn peer(org: &Org, n: u8, group: &str) -> Peer {
         Peer {
             org: org.slug.clone(),
@@ -629,6 +701,7 @@ mod tests {
             token: "t".parse().unwrap(),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         }
     }
 

@@ -9,7 +9,9 @@ use hickory_server::proto::rr::Name;
 /// The longest a domain name can be in wire format (RFC 1035 §2.3.4).
 pub const MAX_WIRE_NAME: usize = 255;
 
-pub use crate::fastpath::index::MAX_TXT_RDATA;
+/// The most RDATA the `_peer.internal` TXT record carries: what still fits a TCP message with the
+/// largest question, the owner pointer, the record header and an OPT record.
+pub const MAX_TXT_RDATA: usize = 65_000;
 
 /// Writes `name` into `buf` in lowercase wire format and returns the written bytes.
 ///
@@ -102,6 +104,59 @@ pub fn txt_strings(rdata: &[u8]) -> Vec<&[u8]> {
     out
 }
 
+/// Appends the TXT RDATA of the comma-separated `names`: character-strings of at most 255 bytes
+/// that never break inside a name (the comma ends the string before a break, and always fits), stopping at the last
+/// name that keeps the RDATA within `max_rdata` bytes.
+pub fn split_txt_into<'n>(
+    names: impl IntoIterator<Item = &'n str>,
+    max_rdata: usize,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    // Offset of the current string's length byte, if a string is open.
+    let mut open: Option<usize> = None;
+    for name in names {
+        let cur_len = open.map_or(0, |o| out.len() - o - 1);
+        // Keep room for the comma that ends the string if another name follows (the full
+        // handler's snapshot splits the same way).
+        let needs_new = open.is_none() || cur_len + 1 + name.len() + 1 > 255;
+        let used = out.len() - start;
+        let after = if open.is_none() {
+            used + 1 + name.len()
+        } else if needs_new {
+            used + 1 + 1 + name.len()
+        } else {
+            used + 1 + name.len()
+        };
+        if after > max_rdata {
+            break;
+        }
+        match open {
+            Some(o) if !needs_new => {
+                out.push(b',');
+                out.extend_from_slice(name.as_bytes());
+                out[o] = (out.len() - o - 1) as u8;
+            }
+            Some(o) => {
+                // The comma closes the previous string.
+                out.push(b',');
+                out[o] = (out.len() - o - 1) as u8;
+                let o = out.len();
+                out.push(0);
+                out.extend_from_slice(name.as_bytes());
+                out[o] = name.len() as u8;
+                open = Some(o);
+            }
+            None => {
+                let o = out.len();
+                out.push(name.len() as u8);
+                out.extend_from_slice(name.as_bytes());
+                open = Some(o);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +204,56 @@ mod tests {
     fn txt_strings_split_rdata() {
         assert_eq!(txt_strings(b"\x03a,b\x01c"), vec![&b"a,b"[..], b"c"]);
         assert!(txt_strings(b"").is_empty());
+    }
+
+    fn strings(rdata: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < rdata.len() {
+            let n = usize::from(rdata[at]);
+            out.push(String::from_utf8(rdata[at + 1..at + 1 + n].to_vec()).unwrap());
+            at += 1 + n;
+        }
+        out
+    }
+
+    #[test]
+    fn txt_split_keeps_names_whole() {
+        let names: Vec<String> = (0..200).map(|i| format!("peer-{i:04}")).collect();
+        let mut rdata = Vec::new();
+        split_txt_into(names.iter().map(String::as_str), MAX_TXT_RDATA, &mut rdata);
+        let s = strings(&rdata);
+        assert!(s.len() > 1);
+        assert!(s.iter().all(|s| !s.is_empty() && s.len() <= 255));
+        assert_eq!(s.concat(), names.join(","));
+        for st in &s {
+            for part in st.split(',').filter(|p| !p.is_empty()) {
+                assert!(names.iter().any(|n| n == part), "{part} was cut");
+            }
+        }
+    }
+
+    #[test]
+    fn txt_split_small_empty_and_capped() {
+        let mut r = Vec::new();
+        split_txt_into(["a", "b"], MAX_TXT_RDATA, &mut r);
+        assert_eq!(r, b"\x03a,b");
+        let mut r = Vec::new();
+        split_txt_into([], MAX_TXT_RDATA, &mut r);
+        assert!(r.is_empty());
+        let long = "x".repeat(63);
+        let mut r = Vec::new();
+        split_txt_into([long.as_str(); 5], MAX_TXT_RDATA, &mut r);
+        let s = strings(&r);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].len(), 3 * 63 + 3, "three names and their commas");
+        assert_eq!(s.concat(), [long.as_str(); 5].join(","));
+        let names: Vec<String> = (0..10_000).map(|i| format!("peer-{i:05}")).collect();
+        let mut r = Vec::new();
+        split_txt_into(names.iter().map(String::as_str), 1000, &mut r);
+        assert!(r.len() <= 1000 && r.len() > 900, "{}", r.len());
+        let list = strings(&r).concat();
+        assert!(!list.ends_with(','));
+        assert!(names.join(",").starts_with(&list));
     }
 }

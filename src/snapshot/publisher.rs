@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::disk::{Pacer, StateFile};
-use super::{Base, Model, Snapshot, SnapshotError, SnapshotHandle, SnapshotSettings, Touched};
+use super::{
+    Base, Model, Reconfigure, Snapshot, SnapshotError, SnapshotHandle, SnapshotSettings, Touched,
+};
 use crate::config::GroupsConfig;
 use crate::model::{GroupName, OrgSlug};
 use crate::store::{Feed, Store, StoreError, Update};
@@ -28,6 +30,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a replaced snapshot waits for in-flight queries before being freed anyway (the last
 /// query then frees it).
 const RETIRE_WAIT: Duration = Duration::from_secs(2);
+/// At a stop, how long the publisher may take to apply what the store announced but it has not
+/// applied yet, before it saves the state (an unreachable store must not hold up the stop).
+const FINAL_CATCH_UP: Duration = Duration::from_secs(3);
 
 /// Where the publisher reads changes from: the store's [`Feed`], or a fake in tests.
 pub(crate) trait UpdateSource: Send + 'static {
@@ -35,6 +40,8 @@ pub(crate) trait UpdateSource: Send + 'static {
     fn next(&mut self) -> impl Future<Output = Result<Update, StoreError>> + Send;
     /// Makes the next update a full state.
     fn force_reload(&mut self);
+    /// Whether something newer than what was handed out is known to be committed.
+    fn behind(&self) -> bool;
 }
 
 impl UpdateSource for Feed {
@@ -44,6 +51,10 @@ impl UpdateSource for Feed {
 
     fn force_reload(&mut self) {
         Feed::force_reload(self)
+    }
+
+    fn behind(&self) -> bool {
+        Feed::behind(self)
     }
 }
 
@@ -58,12 +69,20 @@ pub async fn start(
     settings: SnapshotSettings,
     cancel: CancellationToken,
 ) -> Result<SnapshotHandle, SnapshotError> {
-    start_with(store.feed(), settings, Persistence::default(), None, cancel).await
+    let (handle, _task) =
+        start_with(store.feed(), settings, Persistence::default(), None, cancel).await?;
+    Ok(handle)
 }
 
 /// Like [`start`], keeping the last-known-good state in `state` (see [`super::disk`]), and, when
 /// `fallback` is given (the store did not answer), serving from it at once until the store
-/// answers.
+/// answers. Returns the handle and the publisher's task.
+///
+/// When `cancel` fires, the publisher first applies what the store has announced and it has not
+/// applied yet (for at most [`FINAL_CATCH_UP`]), then writes the state one last time, and only
+/// then ends its task: a server cancels it once its API has answered its last request and awaits
+/// the task before it lets go of its data directory, so the saved state holds every write it
+/// acknowledged.
 ///
 /// # Errors
 /// [`SnapshotError::Load`] when the first load fails and there is no fallback.
@@ -78,46 +97,53 @@ pub async fn start_persisted(
     fallback: Option<Model>,
     groups: &GroupsConfig,
     cancel: CancellationToken,
-) -> Result<SnapshotHandle, SnapshotError> {
+) -> Result<(SnapshotHandle, tokio::task::JoinHandle<()>), SnapshotError> {
     let persistence = Persistence { state, fallback };
-    let health = groups.enabled().then(|| {
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(poll_health(
-            store.clone(),
-            groups.clone(),
-            tx,
-            cancel.clone(),
-        ));
-        Health {
-            groups: groups.clone(),
-            reports: rx,
-        }
-    });
-    start_with(store.feed(), settings, persistence, health, cancel).await
+    // The poller runs whatever the settings: with health-aware groups off it waits for a reload
+    // that turns them on.
+    let (groups_tx, groups_rx) = watch::channel(groups.clone());
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(poll_health(store.clone(), groups_rx, tx, cancel.clone()));
+    let health = Health {
+        groups: groups_tx,
+        reports: rx,
+    };
+    start_with(store.feed(), settings, persistence, Some(health), cancel).await
 }
 
-/// Health-aware groups: their settings and the poller's reports.
+/// Health-aware groups: their settings (which the poller follows) and the poller's reports.
 pub(crate) struct Health {
-    groups: GroupsConfig,
+    groups: watch::Sender<GroupsConfig>,
     reports: mpsc::Receiver<Seen>,
 }
 
-/// Every poll period: reads the peers seen alive within the window and hands them to the
-/// publisher. A failed read is logged and skipped (the last report stays in force).
+/// Every poll period, while health-aware groups are on: reads the peers seen alive within the
+/// window and hands them to the publisher. A failed read is logged and skipped (the last report
+/// stays in force). Follows `groups` as reloads change it.
 async fn poll_health(
     store: Store,
-    groups: GroupsConfig,
+    mut groups: watch::Receiver<GroupsConfig>,
     tx: mpsc::Sender<Seen>,
     cancel: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(groups.poll_period());
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let window = i64::try_from(groups.health_window.as_secs()).unwrap_or(i64::MAX);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
+    // A sender that went away never changes the settings again.
+    let changed = |groups: &mut watch::Receiver<GroupsConfig>| {
+        let mut groups = groups.clone();
+        async move {
+            if groups.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
+    };
+    loop {
+        let current = groups.borrow_and_update().clone();
+        if !current.enabled() {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = changed(&mut groups) => continue,
+            }
+        }
+        let window = i64::try_from(current.health_window.as_secs()).unwrap_or(i64::MAX);
         match store
             .seen_since(crate::model::now_unix().saturating_sub(window))
             .await
@@ -128,6 +154,11 @@ async fn poll_health(
                 }
             }
             Err(error) => tracing::debug!(%error, "reading peer liveness for health-aware groups"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(current.poll_period()) => {}
+            () = changed(&mut groups) => {}
         }
     }
 }
@@ -145,11 +176,13 @@ pub(crate) async fn start_with(
     persistence: Persistence,
     health: Option<Health>,
     cancel: CancellationToken,
-) -> Result<SnapshotHandle, SnapshotError> {
+) -> Result<(SnapshotHandle, tokio::task::JoinHandle<()>), SnapshotError> {
     let base = Base::new(&settings);
     source.force_reload();
     // Since when DNS answers from a state the store has not confirmed (`None`: current).
     let mut stale_since = None;
+    // The generation on disk, when the state was read from there.
+    let mut saved = None;
     let (model, snapshot) = match persistence.fallback {
         // The store did not answer at start: serve the saved state at once and let the loop
         // below replace it as soon as the store answers.
@@ -173,6 +206,8 @@ pub(crate) async fn start_with(
             );
             metrics::gauge!("sixpn_snapshot_stale_seconds").set(saved_age.as_secs_f64());
             tracing::warn!(generation = %fallback.generation(), saved_s_ago = saved_age.as_secs(), "serving DNS from the last-known-good state until the store answers");
+            // Already on disk: writing it again would only make it look newer than it is.
+            saved = Some(fallback.generation());
             let snapshot = Snapshot::from_model(Arc::clone(&base), &fallback);
             (fallback, snapshot)
         }
@@ -186,26 +221,34 @@ pub(crate) async fn start_with(
     };
     warn_missing_views(&snapshot, None);
     let handle = SnapshotHandle::new(snapshot);
+    let (reconfigure, inbox) = mpsc::unbounded_channel();
+    let _ = handle.inner.reconfigure.set(reconfigure);
     let sides = Sides {
         state: persistence.state,
         health,
         stale_since,
+        inbox,
+        saved,
     };
-    tokio::spawn(run(source, base, model, handle.clone(), sides, cancel));
-    Ok(handle)
+    let task = tokio::spawn(run(source, base, model, handle.clone(), sides, cancel));
+    Ok((handle, task))
 }
 
 /// What the publisher's loop keeps besides the model: where it saves the state, health-aware
-/// groups, and since when DNS has been answering without the store's confirmation.
+/// groups, since when DNS has been answering without the store's confirmation, and the
+/// generation on disk.
 struct Sides {
     state: Option<StateFile>,
     health: Option<Health>,
     stale_since: Option<Instant>,
+    /// New settings from a configuration reload.
+    inbox: mpsc::UnboundedReceiver<Reconfigure>,
+    saved: Option<crate::model::Generation>,
 }
 
 async fn run(
     mut source: impl UpdateSource,
-    base: Arc<Base>,
+    mut base: Arc<Base>,
     mut model: Model,
     handle: SnapshotHandle,
     sides: Sides,
@@ -215,18 +258,23 @@ async fn run(
         state,
         mut health,
         mut stale_since,
+        mut inbox,
+        // The generation on disk (or being written there); `None` until the first write.
+        mut saved,
     } = sides;
+    // The last liveness report, for re-applying health-aware groups after a reload.
+    let mut last_seen: Seen = Vec::new();
     let mut backoff = MIN_BACKOFF;
     let mut pacer = Pacer::new();
-    // The generation on disk; `None` until the first write.
-    let mut saved = None;
+    // The write of the state in progress: one at a time, they share a temporary file.
+    let mut writing = None;
     loop {
         let unsaved = state.is_some() && saved != Some(model.generation());
         let update = tokio::select! {
             update = source.next() => update,
             () = tokio::time::sleep(pacer.wait()), if unsaved => {
                 if let Some(state) = &state {
-                    match save(state, std::mem::take(&mut model), &mut pacer).await {
+                    match save(state, std::mem::take(&mut model), &mut pacer, &mut writing).await {
                         Some(kept) => {
                             saved = Some(kept.generation());
                             model = kept;
@@ -242,18 +290,19 @@ async fn run(
             }
             Some(seen) = async { health.as_mut()?.reports.recv().await }, if health.is_some() => {
                 let Some(Health { groups, .. }) = &health else { continue };
-                let groups = groups.clone();
+                let groups = groups.borrow().clone();
                 let current = handle.load();
                 let built = tokio::task::spawn_blocking(move || {
                     let mut touched = Touched::default();
                     model.set_health(|org| groups.is_health_aware(org), &seen, &mut touched);
                     let snapshot = (!touched.names.is_empty()).then(|| current.apply(&model, &touched));
-                    (model, snapshot, touched.names.len())
+                    (model, snapshot, touched.names.len(), seen)
                 })
                 .await;
                 match built {
-                    Ok((next_model, snapshot, names)) => {
+                    Ok((next_model, snapshot, names, seen)) => {
                         model = next_model;
+                        last_seen = seen;
                         if let Some(snapshot) = snapshot {
                             tracing::debug!(groups = names, "health-aware groups changed");
                             retire(handle.publish(snapshot), false);
@@ -267,7 +316,47 @@ async fn run(
                 }
                 continue;
             }
-            () = cancel.cancelled() => return,
+            Some(next) = inbox.recv() => {
+                // A reload: the whole table is rebuilt from the model with the new settings
+                // (views, TTL, zones, payload size) and the health-aware groups re-applied to
+                // the last liveness report. No store read; the generation stays.
+                let Reconfigure { settings, groups } = next;
+                if let Some(health) = &health {
+                    health.groups.send_replace(groups.clone());
+                }
+                let previous = handle.load();
+                let seen = std::mem::take(&mut last_seen);
+                let built = tokio::task::spawn_blocking(move || {
+                    let base = Base::new(&settings);
+                    let mut touched = Touched::default();
+                    model.set_health(|org| groups.is_health_aware(org), &seen, &mut touched);
+                    let snapshot = Snapshot::from_model(Arc::clone(&base), &model);
+                    (model, base, snapshot, seen)
+                })
+                .await;
+                match built {
+                    Ok((next_model, next_base, snapshot, seen)) => {
+                        model = next_model;
+                        base = next_base;
+                        last_seen = seen;
+                        warn_missing_views(&snapshot, Some(&previous));
+                        tracing::info!(generation = %model.generation(), "DNS rebuilt with the reloaded settings");
+                        retire(handle.publish(snapshot), true);
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "rebuilding DNS with the reloaded settings failed; reloading from the store");
+                        model = Model::default();
+                        source.force_reload();
+                    }
+                }
+                continue;
+            }
+            () = cancel.cancelled() => {
+                if let Some(state) = &state {
+                    stop(&mut source, &base, model, &handle, state, saved, writing).await;
+                }
+                return;
+            }
         };
         let update = match update {
             Ok(update) => {
@@ -284,38 +373,123 @@ async fn run(
                 tracing::warn!(%error, ?backoff, stale_s = stale_for.as_secs(), "reading store changes for DNS failed; DNS answers from what it has; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = cancel.cancelled() => return,
+                    () = cancel.cancelled() => {
+                        if let Some(state) = &state {
+                            stop(&mut source, &base, model, &handle, state, saved, writing).await;
+                        }
+                        return;
+                    }
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        let current = handle.load();
-        let base = Arc::clone(&base);
-        let previous = Arc::clone(&current);
-        let reload = matches!(update, Update::Reload(_));
-        let built =
-            tokio::task::spawn_blocking(move || step(&base, Some(&current), model, update)).await;
-        match built {
-            Ok((next_model, snapshot)) => {
-                model = next_model;
-                warn_missing_views(&snapshot, Some(&previous));
-                // The whole old table goes: give its memory back to the system afterwards.
-                retire(handle.publish(snapshot), reload);
-            }
-            Err(error) => {
+        model = match publish(&base, &handle, model, update).await {
+            Some(next_model) => next_model,
+            None => {
                 // The model went with the failed task: start over from a full state.
-                tracing::error!(%error, "DNS snapshot update failed; reloading");
-                model = Model::default();
                 source.force_reload();
+                Model::default()
             }
+        };
+    }
+}
+
+/// Applies `update` to `model` on a blocking thread and publishes the result; `None` when that
+/// failed (the model is lost with the task).
+async fn publish(
+    base: &Arc<Base>,
+    handle: &SnapshotHandle,
+    model: Model,
+    update: Update,
+) -> Option<Model> {
+    let current = handle.load();
+    let base = Arc::clone(base);
+    let previous = Arc::clone(&current);
+    let reload = matches!(update, Update::Reload(_));
+    let built =
+        tokio::task::spawn_blocking(move || step(&base, Some(&current), model, update)).await;
+    match built {
+        Ok((next_model, snapshot)) => {
+            warn_missing_views(&snapshot, Some(&previous));
+            // The whole old table goes: give its memory back to the system afterwards.
+            retire(handle.publish(snapshot), reload);
+            Some(next_model)
+        }
+        Err(error) => {
+            tracing::error!(%error, "DNS snapshot update failed; reloading");
+            None
         }
     }
 }
 
+/// The publisher's stop: applies what the store announced and the model lacks (for at most
+/// [`FINAL_CATCH_UP`]; a store that fails or does not answer ends it early), waits for a write
+/// of the state in progress, and writes the state one last time, unless it is on disk already.
+async fn stop(
+    source: &mut impl UpdateSource,
+    base: &Arc<Base>,
+    mut model: Model,
+    handle: &SnapshotHandle,
+    state: &StateFile,
+    saved: Option<crate::model::Generation>,
+    writing: Option<tokio::task::JoinHandle<()>>,
+) {
+    let deadline = tokio::time::Instant::now() + FINAL_CATCH_UP;
+    while source.behind() {
+        match tokio::time::timeout_at(deadline, source.next()).await {
+            Ok(Ok(update)) => match publish(base, handle, model, update).await {
+                Some(next_model) => model = next_model,
+                // Nothing whole is left to save; the state on disk stays as it is.
+                None => return,
+            },
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "reading the last changes at shutdown failed; saving the DNS state as it is");
+                break;
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?FINAL_CATCH_UP, "the last changes did not arrive in time at shutdown; saving the DNS state as it is");
+                break;
+            }
+        }
+    }
+    if let Some(writing) = writing {
+        let _ = writing.await;
+    }
+    let generation = model.generation();
+    // Generation 0 is an empty model (nothing read yet, or a failed update): never worth saving.
+    if saved == Some(generation) || generation.0 == 0 {
+        return;
+    }
+    let Some(identity) = state.current_identity() else {
+        return;
+    };
+    let state = state.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let bytes = model.encode_unsealed(&identity);
+        state.save_unsealed(bytes).map(|took| (state, took))
+    })
+    .await;
+    match written {
+        Ok(Ok((state, took))) => {
+            tracing::info!(path = %state.path.display(), %generation, took_ms = took.as_millis() as u64, "saved the DNS state at shutdown");
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot save the DNS state at shutdown");
+        }
+        Err(error) => tracing::error!(%error, "saving the DNS state at shutdown failed"),
+    }
+}
+
 /// Writes `model` as the last-known-good state: encoded on a blocking thread (it needs the model),
-/// sealed and written on another one while the publisher goes on.
-async fn save(state: &StateFile, model: Model, pacer: &mut Pacer) -> Option<Model> {
+/// sealed and written on another one (`writing`, awaited before the next write) while the
+/// publisher goes on.
+async fn save(
+    state: &StateFile,
+    model: Model,
+    pacer: &mut Pacer,
+    writing: &mut Option<tokio::task::JoinHandle<()>>,
+) -> Option<Model> {
     let Some(identity) = state.current_identity() else {
         // The store has not answered yet: nothing of its own to save.
         pacer.wrote(Duration::ZERO);
@@ -334,14 +508,19 @@ async fn save(state: &StateFile, model: Model, pacer: &mut Pacer) -> Option<Mode
     let generation = model.generation();
     let encode_took = started.elapsed();
     pacer.wrote(encode_took);
-    tokio::task::spawn_blocking(move || match state.save_unsealed(bytes) {
-        Ok(took) => {
-            tracing::debug!(path = %state.path.display(), %generation, took_ms = (encode_took + took).as_millis() as u64, "saved the DNS state")
+    if let Some(previous) = writing.take() {
+        let _ = previous.await;
+    }
+    *writing = Some(tokio::task::spawn_blocking(move || {
+        match state.save_unsealed(bytes) {
+            Ok(took) => {
+                tracing::debug!(path = %state.path.display(), %generation, took_ms = (encode_took + took).as_millis() as u64, "saved the DNS state")
+            }
+            Err(error) => {
+                tracing::warn!(path = %state.path.display(), %error, "cannot save the DNS state")
+            }
         }
-        Err(error) => {
-            tracing::warn!(path = %state.path.display(), %error, "cannot save the DNS state")
-        }
-    });
+    }));
     Some(model)
 }
 
@@ -384,7 +563,7 @@ fn step(
             model.inherit_health(&old);
             drop((dump, old));
             let snapshot = Snapshot::from_model(Arc::clone(base), &model);
-            crate::fastpath::release_free_memory();
+            super::memory::release_free_memory();
             tracing::info!(
                 generation = %snapshot.generation(),
                 orgs = model.orgs().len(),
@@ -408,7 +587,7 @@ fn retire(old: Arc<Snapshot>, trim: bool) {
         let last = Arc::strong_count(&old) == 1;
         drop(old);
         if trim && last {
-            crate::fastpath::release_free_memory();
+            super::memory::release_free_memory();
         }
     });
 }
@@ -452,6 +631,10 @@ mod tests {
             self.reloads
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
+
+        fn behind(&self) -> bool {
+            !self.rx.is_empty()
+        }
     }
 
     fn org() -> Org {
@@ -473,6 +656,7 @@ mod tests {
             token: "t".parse().unwrap(),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         }
     }
 
@@ -511,7 +695,8 @@ mod tests {
             cancel.clone(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(handle.load().generation(), Generation(1));
         let mut published = handle.published();
         let sets = (2..=50u8)
@@ -547,7 +732,8 @@ mod tests {
             cancel.clone(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
         for _ in 0..3 {
             tx.send(Err(StoreError::BadUrl("database is down".into())))
                 .unwrap();
@@ -597,7 +783,8 @@ mod tests {
             cancel.clone(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
         assert_eq!(handle.load().generation(), Generation(4));
         assert_eq!(
             members(&handle.load(), "web"),
@@ -614,5 +801,44 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_stop_applies_what_was_announced_and_saves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path(), "db-1");
+        let (source, tx) = fake();
+        tx.send(Ok(dump(1, vec![peer(1)]))).unwrap();
+        let cancel = CancellationToken::new();
+        let (handle, task) = start_with(
+            source,
+            SnapshotSettings::default(),
+            Persistence {
+                state: Some(state.clone()),
+                fallback: None,
+            },
+            None,
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
+        // Gets the first state written, so the stop has a newer one to write.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while state.load().map(|m| m.generation()) != Some(Generation(1)) {
+            assert!(std::time::Instant::now() < deadline, "first state saved");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // A write is announced, and the stop comes before the publisher took it (well within the
+        // two seconds between two writes of the state).
+        let set = Arc::new(ChangeSet {
+            generation: Generation(2),
+            changes: vec![Change::PeerUpserted(peer(2))],
+        });
+        cancel.cancel();
+        tx.send(Ok(Update::Changes(vec![set]))).unwrap();
+        task.await.unwrap();
+        assert_eq!(handle.load().generation(), Generation(2));
+        let saved = state.load().expect("saved at the stop");
+        assert_eq!(saved.generation(), Generation(2));
     }
 }

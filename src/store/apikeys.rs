@@ -307,6 +307,34 @@ impl Store {
         rows.into_iter().map(ApiKeyRow::info).collect()
     }
 
+    /// A page of the live keys within `within` by name: at most `limit` after `after`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn list_api_keys_page(
+        &self,
+        within: &KeyScope,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<super::Page<ApiKeyInfo>, StoreError> {
+        use super::page::Bind;
+        let limit = super::page::page_limit(limit);
+        let mut binds = vec![Bind::Text(after.unwrap_or("").to_owned())];
+        let mut text = format!("{KEY_SELECT} WHERE revoked_at IS NULL AND name > $1");
+        if let KeyScope::Org(org) = within {
+            binds.push(Bind::Text(org.to_string()));
+            text.push_str(" AND org = $2");
+        }
+        binds.push(Bind::Int(i64::from(limit) + 1));
+        text.push_str(&format!(" ORDER BY name LIMIT ${}", binds.len()));
+        let rows: Vec<ApiKeyRow> = self.page_rows(text, binds).await?;
+        let keys = rows
+            .into_iter()
+            .map(ApiKeyRow::info)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::Page::from_rows(keys, limit, |k| k.name.clone()))
+    }
+
     /// The live key named `name`, if its scope lies within `within` (else it is not found).
     ///
     /// # Errors

@@ -20,6 +20,9 @@ pub enum AuditAction {
     PeerDeleted,
     /// An ephemeral peer was removed for being idle.
     PeerReaped,
+    /// An org was deleted (with `cascade`, its tokens and peers too). Its own log goes with it,
+    /// so this entry is written to the default org's log.
+    OrgDeleted,
 }
 
 impl AuditAction {
@@ -32,6 +35,7 @@ impl AuditAction {
             AuditAction::PeerRekeyed => "peer_rekeyed",
             AuditAction::PeerDeleted => "peer_deleted",
             AuditAction::PeerReaped => "peer_reaped",
+            AuditAction::OrgDeleted => "org_deleted",
         }
     }
 }
@@ -96,5 +100,32 @@ impl Store {
             None
         };
         Ok(AuditPage { entries, next })
+    }
+}
+
+/// Most audit entries one pruning statement deletes: each batch is a short transaction of its
+/// own, so writers never wait behind a long prune.
+pub const PRUNE_BATCH: i64 = 1000;
+
+impl Store {
+    /// Deletes at most [`PRUNE_BATCH`] audit entries (of every org) older than `cutoff` (unix
+    /// seconds), oldest first, in one short statement over the index on `at`. Returns how many
+    /// went; the caller repeats while a full batch comes back.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn prune_audit_batch(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let n = read!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM audit_log WHERE id IN \
+                 (SELECT id FROM audit_log WHERE at < $1 ORDER BY at LIMIT $2)",
+            )
+            .bind(cutoff)
+            .bind(PRUNE_BATCH)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(n)
     }
 }

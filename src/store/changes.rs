@@ -11,6 +11,11 @@
 //!   NOTIFY. A NOTIFY is only a hint: its payload is never trusted, since any role may send one
 //!   (issue 9). The task never reads or writes change sets itself.
 //!
+//! - With a hot standby (`read_database_url`), the watcher reads the standby's generation every
+//!   `read_poll_period` instead (a standby delivers no NOTIFY; the primary's NOTIFY stays a hint),
+//!   and the change log is read from the standby, except the sets between what the standby holds
+//!   and this process's own newer commits, which come from the primary ([`Side`]).
+//!
 //! This module never decides when a consumer reloads: the feed does, from what it reads here.
 
 use std::collections::BTreeMap;
@@ -110,6 +115,8 @@ struct StoredPeer {
     token: TokenName,
     created_at: i64,
     updated_at: i64,
+    #[serde(default)]
+    key_expires_at: Option<i64>,
 }
 
 impl StoredPeer {
@@ -124,6 +131,7 @@ impl StoredPeer {
             token: self.token,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            key_expires_at: self.key_expires_at,
         }
     }
 }
@@ -266,6 +274,16 @@ pub(super) enum LogRead {
     Gap,
 }
 
+/// Which database a change-log read goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    /// The reader: the standby when there is one (it may lag behind what this process
+    /// committed), else the database.
+    Reader,
+    /// The primary (`database_url`), which holds every committed change set.
+    Primary,
+}
+
 #[derive(sqlx::FromRow)]
 struct LogRow {
     generation: i64,
@@ -280,17 +298,25 @@ impl Store {
     /// `after`). If the log still holds an entry for `after` that differs from it, the database
     /// switched to another history that has already grown past `after` (a restore or failover
     /// overtaken between two looks): a gap, like a generation below `after`.
+    ///
+    /// Read from a standby ([`Side::Reader`] with `read_database_url`), a stored generation below
+    /// `after` only means the standby has not replayed this process's commits yet: nothing newer.
     pub(super) async fn read_change_log(
         &self,
         after: Generation,
         held: Option<&ChangeSet>,
         limit: i64,
+        side: Side,
     ) -> Result<LogRead, StoreError> {
+        let (backend, lagging) = match side {
+            Side::Reader => (self.reader(), self.read.is_some()),
+            Side::Primary => (self.backend.clone(), false),
+        };
         let after_i = after.0 as i64;
         let held = held.filter(|set| set.generation == after);
         // Start at `after` itself when there is something to compare it with.
         let from = if held.is_some() { after_i } else { after_i + 1 };
-        let (stored, rows): (i64, Vec<LogRow>) = read_tx!(self, |tx| {
+        let (stored, rows): (i64, Vec<LogRow>) = read_tx_on!(&backend, |tx| {
             let stored: i64 = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                 .fetch_one(&mut *tx)
                 .await?;
@@ -309,6 +335,9 @@ impl Store {
             (stored, rows)
         });
         if stored < after_i {
+            if lagging {
+                return Ok(LogRead::Sets(Vec::new()));
+            }
             return Ok(LogRead::Gap);
         }
         let mut rows = rows.into_iter().peekable();
@@ -356,11 +385,21 @@ fn decode_row(row: &LogRow) -> Result<ChangeSet, StoreError> {
 /// opened waits for the poll; the generation is read once more after it, to catch commits made in
 /// between. A dropped LISTEN connection is replaced. The task ends when `stop` is cancelled (the
 /// store drops its guard when the last clone goes) or the pool is closed.
+///
+/// With a hot standby (`read`), the stored generation is read from the standby every
+/// `read_poll_period` (a standby delivers no NOTIFY), and only announced when newer (the standby
+/// may lag behind this process's own commits); a NOTIFY from the primary, while that connection
+/// is up, makes it read at once. A LISTEN that fails is retried every second, not every poll.
 pub(super) async fn spawn_watcher(
     backend: &Backend,
+    read: Option<super::ReadSide>,
     changes: Changes,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    if let (Backend::Postgres(primary), Some(read)) = (backend, read) {
+        spawn_standby_watcher(primary.clone(), read, changes, stop);
+        return;
+    }
     match backend.clone() {
         Backend::Sqlite(pool) => {
             tokio::spawn(async move {
@@ -421,6 +460,105 @@ pub(super) async fn spawn_watcher(
             });
         }
     }
+}
+
+/// The watcher of a replica with a hot standby (see [`spawn_watcher`]).
+fn spawn_standby_watcher(
+    primary: sqlx::PgPool,
+    read: super::ReadSide,
+    changes: Changes,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    tokio::spawn(async move {
+        let channel = super::NOTIFY_CHANNEL;
+        let mut poll = tokio::time::interval(read.poll_period);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut listener: Option<sqlx::postgres::PgListener> = None;
+        // A LISTEN being set up, in a task of its own: a primary that is away must not hold up
+        // the standby's polls.
+        let mut pending: Option<
+            tokio::task::JoinHandle<Result<sqlx::postgres::PgListener, sqlx::Error>>,
+        > = None;
+        let mut next_listen = tokio::time::Instant::now();
+        let mut warned = false;
+        loop {
+            if listener.is_none() && pending.is_none() && tokio::time::Instant::now() >= next_listen
+            {
+                let primary = primary.clone();
+                pending = Some(tokio::spawn(async move {
+                    listen_quiet(&primary, channel).await
+                }));
+                next_listen = tokio::time::Instant::now() + POLL_EVERY;
+            }
+            tokio::select! {
+                note = async {
+                    match listener.as_mut() {
+                        Some(l) => l.try_recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match note {
+                    // A hint: the standby may not have replayed it yet; the polls catch up.
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => listener = None,
+                },
+                done = async {
+                    match pending.as_mut() {
+                        Some(task) => task.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    pending = None;
+                    match done {
+                        Ok(Ok(l)) => {
+                            if warned {
+                                tracing::info!("LISTEN on the primary is back");
+                            }
+                            warned = false;
+                            listener = Some(l);
+                        }
+                        Ok(Err(error)) => {
+                            if !warned {
+                                tracing::warn!(%error, "cannot LISTEN on the primary; following the standby by polling");
+                                warned = true;
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                    continue;
+                },
+                _ = poll.tick() => {}
+                _ = stop.cancelled() => {
+                    if let Some(task) = pending.take() {
+                        task.abort();
+                    }
+                    return;
+                }
+            }
+            if read.pool.is_closed() {
+                return;
+            }
+            match sqlx::query_scalar::<_, i64>("SELECT generation FROM meta WHERE id = 1")
+                .fetch_one(&read.pool)
+                .await
+            {
+                // Only ever up: below what was announced is the standby lagging.
+                Ok(g) => changes.publish(Generation(g as u64)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the generation from the standby failed")
+                }
+            }
+        }
+    });
+}
+
+/// A connection that LISTENs on `channel` on `pool`.
+async fn listen_quiet(
+    pool: &sqlx::PgPool,
+    channel: &str,
+) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
+    l.listen(channel).await?;
+    Ok(l)
 }
 
 fn interval() -> tokio::time::Interval {
@@ -560,6 +698,7 @@ mod tests {
             token: "k8s".parse().unwrap(),
             created_at: 1,
             updated_at: 2,
+            key_expires_at: Some(4),
         };
         let org = Org {
             slug: "acme".parse().unwrap(),

@@ -16,8 +16,15 @@
 //! - Rows read back are trusted: keys were checked on the way in, so loading does no curve
 //!   arithmetic ([`crate::wireguard::PublicKey::from_trusted_base64`]).
 //! - Only this module knows SQL. Unique-constraint violations become domain errors here.
+//! - With `read_database_url`, full loads, the change feed and liveness reads go to a PostgreSQL
+//!   hot standby ([`ReadReplica`]); writes and the API's reads go to the primary. What consumers
+//!   see never goes backwards because the standby lags (see `feed`).
 //! - A token secret is never stored: only its SHA-256 hash.
+//! - `orgs.peer_count` and `tokens.peer_count` equal their live peers: triggers on `peers` keep
+//!   them in the transaction of every insert and delete (migration 0009), so the caps on live
+//!   peers are checked in O(1).
 
+pub mod backup;
 mod secret;
 
 use ipnet::Ipv6Net;
@@ -27,10 +34,11 @@ pub use apikeys::{
     API_KEY_PREFIX, ApiKeyAuth, ApiKeyInfo, ApiKeySecret, KeyScope, NewApiKey, Role,
     is_api_key_shaped,
 };
-pub use audit::{AuditAction, AuditEntry, AuditPage};
+pub use audit::{AuditAction, AuditEntry, AuditPage, PRUNE_BATCH as AUDIT_PRUNE_BATCH};
 pub use changes::Changes;
 pub use feed::{Feed, Update};
-pub use orgs::OrgCounts;
+pub use orgs::{OrgCounts, OrgDeleted};
+pub use page::{ListedPeer, Live, OrgsWithin, Page, PeerFilter};
 pub use peers::{HANDSHAKE_RESOLUTION, NewPeer, peer_address};
 pub use secret::TokenSecret;
 pub use tokens::{AuthToken, DerivedParent, NewToken};
@@ -75,6 +83,27 @@ pub enum StoreError {
     /// The token has as many live peers as it may.
     #[error("token has reached its cap of {0} live peers")]
     PeerCapReached(u32),
+    /// The org has as many live peers as `[orgs] max_peers` allows.
+    #[error("org {org} has reached its cap of {cap} live peers ([orgs] max_peers)")]
+    OrgPeerCapReached {
+        /// The org.
+        org: OrgSlug,
+        /// `[orgs] max_peers`.
+        cap: u64,
+    },
+    /// The org still has peers or live tokens, and the delete was not a cascade.
+    #[error("org {org} still has {peers} peer(s) and {tokens} token(s)")]
+    OrgNotEmpty {
+        /// The org.
+        org: OrgSlug,
+        /// Its live peers.
+        peers: u64,
+        /// Its live tokens.
+        tokens: u64,
+    },
+    /// The default org cannot be deleted (every server recreates it at start).
+    #[error("org {0} is the default org and cannot be deleted")]
+    DefaultOrg(OrgSlug),
     /// The org's address space is used up.
     #[error("no free address left in the org's prefix")]
     AddressesExhausted,
@@ -99,6 +128,12 @@ pub enum StoreError {
     /// The database URL is not `sqlite:…` or `postgres://…`.
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://…")]
     BadUrl(String),
+    /// `read_database_url` with a store that is not PostgreSQL, or a read URL that is not
+    /// PostgreSQL.
+    #[error(
+        "read_database_url needs PostgreSQL on both sides (database_url the primary, read_database_url its hot standby)"
+    )]
+    ReadReplicaNeedsPostgres,
     /// Migrations failed.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -144,11 +179,62 @@ pub struct Store {
     /// Who the audit log names for the admin writes made through this handle (see
     /// [`Store::with_actor`]); `None`: each write names its own default actor.
     actor: Option<std::sync::Arc<str>>,
+    /// `[orgs] max_peers`: the most live peers one org may have (see [`Store::with_org_max_peers`]).
+    org_max_peers: u64,
     /// Stops the task that follows the stored generation when the last clone is dropped.
     _watcher: Option<std::sync::Arc<tokio_util::sync::DropGuard>>,
     /// The token that guard cancels.
     watch_stop: tokio_util::sync::CancellationToken,
+    /// The hot standby this replica reads from (`read_database_url`), when there is one.
+    read: Option<ReadSide>,
+    /// Bounds the PostgreSQL write transactions open at once (see [`WRITERS`]).
+    write_gate: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// At most this many PostgreSQL write transactions hold a connection at once (half the pool):
+/// writers that bump the generation queue on its row lock anyway, so more would only hold
+/// connections idle, and a burst of them would starve the reads and make waiting for a
+/// connection (bounded by [`PRIMARY_ACQUIRE_TIMEOUT`], so that a primary that is away fails
+/// fast) fail under load. Writers beyond it wait here, for at most [`WRITE_QUEUE_TIMEOUT`].
+const WRITERS: usize = 8;
+
+/// How long a write waits for its turn among [`WRITERS`] before it answers 503.
+const WRITE_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A turn among the [`WRITERS`], or `PoolTimedOut` after [`WRITE_QUEUE_TIMEOUT`].
+async fn write_turn(
+    gate: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, sqlx::Error> {
+    match tokio::time::timeout(WRITE_QUEUE_TIMEOUT, gate.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
+/// `read_database_url` and `read_poll_period`: a PostgreSQL hot standby a replica reads its
+/// full loads, change feed and liveness reads from, while writes go to the primary.
+#[derive(Debug, Clone)]
+pub struct ReadReplica {
+    /// `postgres://…` of the standby.
+    pub url: String,
+    /// How often the stored generation is read from the standby (it delivers no NOTIFY).
+    pub poll_period: std::time::Duration,
+}
+
+/// The pool of the standby and its poll period.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadSide {
+    pool: sqlx::PgPool,
+    poll_period: std::time::Duration,
+}
+
+/// How long a PostgreSQL primary connection is waited for before a call fails (a write then
+/// answers 503): short, so that a primary that is away fails writes within a second instead of
+/// queueing them. The pool retries refused connections until then.
+pub const PRIMARY_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(750);
+
+/// How long [`Store::open`] keeps trying a database that does not answer yet.
+const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 enum Backend {
@@ -204,6 +290,7 @@ macro_rules! write_tx {
                 let $is_pg = true;
                 #[allow(unused_mut)]
                 let mut $log: Option<std::sync::Arc<$crate::model::ChangeSet>> = None;
+                let _turn = $crate::store::write_turn(&$self.write_gate).await?;
                 let mut $tx = $crate::store::begin_pg(pool, None).await?;
                 let out: Result<_, StoreError> = $body;
                 if out.is_ok() {
@@ -237,9 +324,11 @@ macro_rules! read {
 /// Runs `$body` inside a read-only transaction that sees one consistent snapshot (a deferred
 /// transaction in SQLite's WAL mode, a repeatable-read one on PostgreSQL), then ends it. Inside
 /// the body `$tx` is the transaction; `?` returns from the enclosing function.
-macro_rules! read_tx {
-    ($self:ident, |$tx:ident| $body:block) => {
-        match &$self.backend {
+///
+/// `$backend` is the [`Backend`] to read: the primary's, or the standby's from [`Store::reader`].
+macro_rules! read_tx_on {
+    ($backend:expr, |$tx:ident| $body:block) => {
+        match $backend {
             $crate::store::Backend::Sqlite(pool) => {
                 let mut $tx = pool.begin_with("BEGIN").await?;
                 let out = $body;
@@ -366,8 +455,10 @@ macro_rules! audit {
 mod apikeys;
 mod audit;
 mod changes;
+mod expiry;
 mod feed;
 mod orgs;
+mod page;
 mod peers;
 mod tokens;
 
@@ -415,45 +506,27 @@ fn pg_target(opts: &sqlx::postgres::PgConnectOptions) -> String {
     )
 }
 
-/// Opens the PostgreSQL pool, saying so: the pool retries a refused connection until its acquire
-/// timeout and then reports only "pool timed out", so the start logs where it connects, warns
-/// with the cause while it keeps trying, and fails with the cause ("connection refused",
-/// "password authentication failed") rather than the timeout alone (issue 23).
-async fn connect_postgres(
-    options: sqlx::postgres::PgPoolOptions,
-    opts: sqlx::postgres::PgConnectOptions,
-) -> Result<sqlx::PgPool, StoreError> {
+/// The real cause behind a pool's timeout: the pool retries a refused connection until its
+/// acquire timeout and then reports only "pool timed out", so one direct attempt says why
+/// ("connection refused", "password authentication failed"). Other errors are returned as they
+/// are.
+async fn pg_cause(opts: &sqlx::postgres::PgConnectOptions, error: StoreError) -> StoreError {
     use sqlx::Connection as _;
-    let target = pg_target(&opts);
-    tracing::info!(database = %target, "connecting to PostgreSQL");
-    // Aborted when this function returns or is dropped (a caller's own timeout).
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
+    if !matches!(error, StoreError::Database(sqlx::Error::PoolTimedOut)) {
+        return error;
     }
-    let _waiting = {
-        let (opts, target) = (opts.clone(), target.clone());
-        AbortOnDrop(tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-            if let Err(error) = sqlx::PgConnection::connect_with(&opts).await {
-                tracing::warn!(database = %target, %error, "PostgreSQL does not answer yet; still trying");
-            }
-        }))
-    };
-    let connected = options.connect_with(opts.clone()).await;
-    match connected {
-        Ok(pool) => Ok(pool),
-        // The timeout hides why: one more direct attempt says it.
-        Err(sqlx::Error::PoolTimedOut) => match sqlx::PgConnection::connect_with(&opts).await {
-            Err(cause) => Err(StoreError::Database(cause)),
-            Ok(conn) => {
-                let _ = conn.close().await;
-                Err(StoreError::Database(sqlx::Error::PoolTimedOut))
-            }
-        },
-        Err(other) => Err(other.into()),
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sqlx::PgConnection::connect_with(opts),
+    )
+    .await
+    {
+        Ok(Err(cause)) => StoreError::Database(cause),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            error
+        }
+        Err(_) => error,
     }
 }
 
@@ -554,6 +627,11 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// A row naming a parent that is gone: e.g. a token minted into an org deleted meanwhile.
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
 impl Store {
     /// Opens (creating and migrating when needed) the database at `url` and makes sure the
     /// default org exists. `ula_prefix` is where new orgs' /48s come from.
@@ -564,8 +642,62 @@ impl Store {
     /// # Errors
     /// [`StoreError::BadUrl`], [`StoreError::Migrate`] or [`StoreError::Database`].
     pub async fn open(url: &str, ula_prefix: Ipv6Net) -> Result<Store, StoreError> {
-        let mut store = Store::connect(url, ula_prefix, false).await?;
-        let generation = store.init().await?;
+        Store::open_with(url, None, ula_prefix).await
+    }
+
+    /// Like [`Store::open`], reading from the hot standby `read` when given (see
+    /// [`ReadReplica`]): full loads, the change feed and liveness reads go there, writes and the
+    /// API's reads to the primary at `url`. A PostgreSQL primary that does not answer is retried
+    /// for up to 10 s.
+    ///
+    /// # Errors
+    /// Like [`Store::open`]; [`StoreError::ReadReplicaNeedsPostgres`] for a read replica beside
+    /// SQLite.
+    pub async fn open_with(
+        url: &str,
+        read: Option<&ReadReplica>,
+        ula_prefix: Ipv6Net,
+    ) -> Result<Store, StoreError> {
+        let mut store = Store::connect(url, read, ula_prefix, false).await?;
+        // PostgreSQL: say where it connects, warn with the cause while it keeps trying, and fail
+        // with the cause ("connection refused") rather than the pool's timeout alone (issue 23).
+        let pg: Option<sqlx::postgres::PgConnectOptions> = match store.backend {
+            Backend::Postgres(_) => url.parse().ok(),
+            Backend::Sqlite(_) => None,
+        };
+        if let Some(opts) = &pg {
+            tracing::info!(database = %pg_target(opts), "connecting to PostgreSQL");
+        }
+        let started = std::time::Instant::now();
+        let deadline = started + OPEN_PATIENCE;
+        let mut warned = false;
+        let generation = loop {
+            match store.init().await {
+                Ok(generation) => break generation,
+                // The PostgreSQL pool gives up on a connection quickly (so that writes fail
+                // fast); at start the database gets its usual patience.
+                Err(e)
+                    if pg.is_some()
+                        && e.is_unavailable()
+                        && std::time::Instant::now() < deadline =>
+                {
+                    if let Some(opts) = pg.as_ref().filter(|_| {
+                        !warned && started.elapsed() >= std::time::Duration::from_secs(2)
+                    }) {
+                        warned = true;
+                        let error = pg_cause(opts, e).await;
+                        tracing::warn!(database = %pg_target(opts), %error, "PostgreSQL does not answer yet; still trying");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    return Err(match &pg {
+                        Some(opts) => pg_cause(opts, e).await,
+                        None => e,
+                    });
+                }
+            }
+        };
         store.changes = Changes::new(generation);
         store.start_watcher().await;
         Ok(store)
@@ -580,15 +712,34 @@ impl Store {
     /// # Errors
     /// [`StoreError::BadUrl`].
     pub async fn open_lazy(url: &str, ula_prefix: Ipv6Net) -> Result<Store, StoreError> {
-        let store = Store::connect(url, ula_prefix, true).await?;
+        Store::open_lazy_with(url, None, ula_prefix).await
+    }
+
+    /// [`Store::open_lazy`] with a hot standby to read from (see [`Store::open_with`]). The
+    /// standby is followed at once, whether the primary answers or not: DNS then loads and
+    /// follows it while writes answer 503.
+    ///
+    /// # Errors
+    /// [`StoreError::BadUrl`], [`StoreError::ReadReplicaNeedsPostgres`].
+    pub async fn open_lazy_with(
+        url: &str,
+        read: Option<&ReadReplica>,
+        ula_prefix: Ipv6Net,
+    ) -> Result<Store, StoreError> {
+        let store = Store::connect(url, read, ula_prefix, true).await?;
         let pending = store.clone();
+        if store.read.is_some() {
+            store.start_watcher().await;
+        }
         tokio::spawn(async move {
             let mut warned = false;
             loop {
                 match pending.init().await {
                     Ok(generation) => {
                         pending.changes.publish(generation);
-                        pending.start_watcher().await;
+                        if pending.read.is_none() {
+                            pending.start_watcher().await;
+                        }
                         tracing::info!(%generation, "the database answers; following it");
                         return;
                     }
@@ -609,19 +760,43 @@ impl Store {
     }
 
     /// Builds the pool: connecting at once, or at first use (`lazy`).
-    async fn connect(url: &str, ula_prefix: Ipv6Net, lazy: bool) -> Result<Store, StoreError> {
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    async fn connect(
+        url: &str,
+        read: Option<&ReadReplica>,
+        ula_prefix: Ipv6Net,
+        lazy: bool,
+    ) -> Result<Store, StoreError> {
+        let is_pg = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if read.is_some_and(|r| !is_pg(&r.url)) || (read.is_some() && !is_pg(url)) {
+            return Err(StoreError::ReadReplicaNeedsPostgres);
+        }
+        let read = match read {
+            Some(r) => {
+                let opts: sqlx::postgres::PgConnectOptions = r.url.parse()?;
+                // Lazy: a standby that is away at start fails the first load (or DNS serves the
+                // last-known-good state) rather than the open.
+                let pool = sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(8)
+                    .min_connections(1)
+                    .acquire_timeout(std::time::Duration::from_secs(2))
+                    .connect_lazy_with(opts);
+                Some(ReadSide {
+                    pool,
+                    poll_period: r.poll_period,
+                })
+            }
+            None => None,
+        };
+        let backend = if is_pg(url) {
             let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
-            let options = sqlx::postgres::PgPoolOptions::new()
+            // Lazy even for `open`, which retries `init` itself: the short acquire timeout
+            // (writes fail fast while the primary is away) must not cut the start's patience.
+            let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(16)
                 // Warm connections: a replica reads the change log the moment another one writes.
                 .min_connections(2)
-                .acquire_timeout(std::time::Duration::from_secs(if lazy { 2 } else { 10 }));
-            let pool = if lazy {
-                options.connect_lazy_with(opts)
-            } else {
-                connect_postgres(options, opts).await?
-            };
+                .acquire_timeout(PRIMARY_ACQUIRE_TIMEOUT)
+                .connect_lazy_with(opts);
             Backend::Postgres(pool)
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -629,8 +804,10 @@ impl Store {
         {
             use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
             let path = std::path::Path::new(path);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.into()))?;
+            // The folder 0700 and the file 0600 before SQLite creates either (its -wal, -shm and
+            // -journal files take the file's mode), whatever the umask or the folder's mode.
+            if path.as_os_str() != ":memory:" {
+                backup::prepare_private_file(path).map_err(|e| StoreError::Database(e.into()))?;
             }
             let opts = SqliteConnectOptions::new()
                 .filename(path)
@@ -660,8 +837,11 @@ impl Store {
             identity: Default::default(),
             source: None,
             actor: None,
+            org_max_peers: crate::config::DEFAULT_ORG_MAX_PEERS,
             _watcher: Some(std::sync::Arc::new(watch_stop.clone().drop_guard())),
             watch_stop,
+            read,
+            write_gate: std::sync::Arc::new(tokio::sync::Semaphore::new(WRITERS)),
         })
     }
 
@@ -675,13 +855,58 @@ impl Store {
         let identity = self.ensure_identity().await?;
         let _ = self.identity.set(identity);
         self.ensure_default_org().await?;
-        // Read after the default org, which may have just been created.
-        self.generation().await
+        // Read after the default org, which may have just been created. From the primary: a
+        // standby that is away must not hold up the open, and one that lags is caught up by the
+        // feed (which reads the sets it lacks from the primary).
+        let g: i64 = read!(self, |pool| {
+            sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(Generation(g as u64))
     }
 
     /// Starts following the stored generation (other replicas' and processes' writes).
     async fn start_watcher(&self) {
-        changes::spawn_watcher(&self.backend, self.changes.clone(), self.watch_stop.clone()).await;
+        changes::spawn_watcher(
+            &self.backend,
+            self.read.clone(),
+            self.changes.clone(),
+            self.watch_stop.clone(),
+        )
+        .await;
+    }
+
+    /// Where full loads, the change feed and liveness reads go: the standby when there is one
+    /// (`read_database_url`), else the database itself.
+    fn reader(&self) -> Backend {
+        match &self.read {
+            Some(read) => Backend::Postgres(read.pool.clone()),
+            None => self.backend.clone(),
+        }
+    }
+
+    /// Whether this store reads from a hot standby (`read_database_url`).
+    pub fn has_read_replica(&self) -> bool {
+        self.read.is_some()
+    }
+
+    /// The standby's poll period, when there is a standby.
+    pub(crate) fn read_poll_period(&self) -> Option<std::time::Duration> {
+        self.read.as_ref().map(|r| r.poll_period)
+    }
+
+    /// Checks that the primary (`database_url`) answers a trivial read.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn ping_primary(&self) -> Result<(), StoreError> {
+        read!(self, |pool| {
+            sqlx::query_scalar::<_, i64>("SELECT generation FROM meta WHERE id = 1")
+                .fetch_one(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// The database's identity: random, set once when a server first opens it, the same for
@@ -755,6 +980,15 @@ impl Store {
         }
     }
 
+    /// This handle, refusing a peer create once the org has `max_peers` live peers
+    /// (`[orgs] max_peers`). Checked in O(1) against a counter the database keeps. Cheap.
+    pub fn with_org_max_peers(&self, max_peers: u64) -> Store {
+        Store {
+            org_max_peers: max_peers,
+            ..self.clone()
+        }
+    }
+
     /// Which backend this is: `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
@@ -772,6 +1006,9 @@ impl Store {
                 .await
         {
             tracing::warn!(error = %e, "checkpointing the SQLite write-ahead log at close");
+        }
+        if let Some(read) = &self.read {
+            read.pool.close().await;
         }
         read!(self, |pool| { pool.close().await })
     }
@@ -791,11 +1028,20 @@ impl Store {
     /// # Errors
     /// [`StoreError::Database`].
     pub async fn load_all(&self) -> Result<Dump, StoreError> {
+        self.load_all_from(changes::Side::Reader).await
+    }
+
+    /// [`Store::load_all`] from the reader (the standby, if any) or the primary.
+    async fn load_all_from(&self, side: changes::Side) -> Result<Dump, StoreError> {
+        let backend = match side {
+            changes::Side::Reader => self.reader(),
+            changes::Side::Primary => self.backend.clone(),
+        };
         // No ORDER BY: consumers index the rows themselves, and sorting a million rows is most of
         // the query's cost.
         let peer_text = PEER_SELECT.to_owned();
         let (generation, org_rows, peer_rows): (i64, Vec<OrgRow>, Vec<PeerRow>) =
-            read_tx!(self, |tx| {
+            read_tx_on!(&backend, |tx| {
                 let g = sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
                     .fetch_one(&mut *tx)
                     .await?;
@@ -838,15 +1084,29 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Database`].
+    ///
+    /// With a read replica the generation is the standby's, which may lag behind what this
+    /// process committed: it is announced only when newer.
     pub async fn generation(&self) -> Result<Generation, StoreError> {
         let before = self.changes.announced();
-        let g: i64 = read!(self, |pool| {
-            sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
-                .fetch_one(pool)
-                .await?
-        });
+        let g: i64 = match &self.reader() {
+            Backend::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
+                    .fetch_one(pool)
+                    .await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_scalar("SELECT generation FROM meta WHERE id = 1")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
         let g = Generation(g as u64);
-        self.changes.observe_stored(before, g);
+        if self.read.is_some() {
+            self.changes.publish(g);
+        } else {
+            self.changes.observe_stored(before, g);
+        }
         Ok(g)
     }
 }

@@ -27,6 +27,13 @@ pub fn peer_address(org_prefix: Ipv6Net, n: u64) -> Ipv6Addr {
     crate::model::prefix_host(org_prefix, (1u128 << 64) | u128::from(n))
 }
 
+/// When a key set at `now` expires under `token`'s key lifetime (see [`AuthToken::key_expiry`]).
+fn key_expires_at(token: &AuthToken, now: i64) -> Option<i64> {
+    token
+        .key_expiry
+        .map(|secs| now.saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)))
+}
+
 /// Whose peer a delete may touch.
 #[derive(Debug, Clone, Copy)]
 enum Owner {
@@ -48,6 +55,7 @@ pub(super) struct PeerRow {
     token_name: String,
     created_at: i64,
     updated_at: i64,
+    key_expires_at: Option<i64>,
 }
 
 impl PeerRow {
@@ -70,13 +78,38 @@ impl PeerRow {
             token: parse_col(&self.token_name, "tokens.name")?,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            key_expires_at: self.key_expires_at,
         })
     }
 }
 
 pub(super) const PEER_SELECT: &str = "SELECT p.org_id, o.slug AS org_slug, p.name, p.group_name, p.region, p.pubkey, \
-     p.address, t.name AS token_name, p.created_at, p.updated_at \
+     p.address, t.name AS token_name, p.created_at, p.updated_at, p.key_expires_at \
      FROM peers p JOIN orgs o ON o.id = p.org_id JOIN tokens t ON t.id = p.token_id";
+
+/// [`PEER_SELECT`] with what lists show besides: the last handshake and whether the peer is
+/// ephemeral.
+pub(super) const PEER_LIST_SELECT: &str = "SELECT p.org_id, o.slug AS org_slug, p.name, p.group_name, p.region, p.pubkey, \
+     p.address, t.name AS token_name, p.created_at, p.updated_at, p.key_expires_at, p.last_handshake_at, p.ephemeral \
+     FROM peers p JOIN orgs o ON o.id = p.org_id JOIN tokens t ON t.id = p.token_id";
+
+#[derive(sqlx::FromRow)]
+pub(super) struct PeerListRow {
+    #[sqlx(flatten)]
+    peer: PeerRow,
+    last_handshake_at: Option<i64>,
+    ephemeral: i64,
+}
+
+impl PeerListRow {
+    pub(super) fn into_listed(self) -> Result<super::ListedPeer, StoreError> {
+        Ok(super::ListedPeer {
+            peer: self.peer.into_peer()?,
+            last_seen_at: self.last_handshake_at,
+            ephemeral: self.ephemeral != 0,
+        })
+    }
+}
 
 /// A unique violation on a peer insert or update as the domain error it means. The generation
 /// lock makes the checks before it exact, so this is a safety net, not the usual path.
@@ -94,6 +127,21 @@ fn peer_conflict(e: sqlx::Error, name: &PeerName) -> StoreError {
         }
     }
     StoreError::Database(e)
+}
+
+/// The audit detail of a re-key: the new key, and `source_changed=OLD->NEW` when the client's
+/// address differs from the one the peer was last created or re-keyed from (issue 23: a node
+/// re-keying another's peer shows as such). Logged at WARN too.
+fn rekey_detail(peer: &Peer, last: Option<String>, now: Option<String>) -> String {
+    let mut detail = format!("pubkey={}", peer.pubkey.to_base64());
+    if let (Some(last), Some(now)) = (last, now)
+        && last != now
+    {
+        tracing::warn!(org = %peer.org, peer = %peer.name, previous_source = %last, source = %now,
+            "peer re-keyed from another address than its last create or re-key");
+        detail.push_str(&format!(" source_changed={last}->{now}"));
+    }
+    detail
 }
 
 impl Store {
@@ -125,6 +173,7 @@ impl Store {
         ephemeral: bool,
     ) -> Result<(Peer, Generation, bool), StoreError> {
         let now = crate::model::now_unix();
+        let expires = key_expires_at(token, now);
         let out: Result<(Peer, Generation, bool), StoreError> = write_tx!(
             self,
             |tx, is_pg, log| {
@@ -154,26 +203,30 @@ impl Store {
                                 .bind(new.pubkey.to_base64())
                                 .fetch_optional(&mut *tx)
                                 .await?;
-                        // Counted only for a capped token, and only up to the cap: a write must not
-                        // cost O(the token's peers).
-                        let n_live: i64 = match token.max_peers {
-                        None => 0,
-                        Some(cap) => sqlx::query_scalar(
-                            "SELECT COUNT(*) FROM (SELECT 1 FROM peers WHERE token_id = $1 LIMIT $2) AS capped",
+                        // Both caps read counters the database keeps (migration 0009): a write
+                        // costs the same at a million peers as at a thousand. The generation lock
+                        // taken above orders every writer of peers, so the counts are exact.
+                        let (org_live, token_live): (i64, i64) = sqlx::query_as(
+                            "SELECT o.peer_count, t.peer_count FROM orgs o, tokens t \
+                             WHERE o.id = $1 AND t.id = $2",
                         )
+                        .bind(org_id)
                         .bind(token.id)
-                        .bind(i64::from(cap))
                         .fetch_one(&mut *tx)
-                        .await?,
-                    };
+                        .await?;
                         if name_taken.is_some() {
                             Err(StoreError::PeerNameTaken(new.name.clone()))
                         } else if key_taken.is_some() {
                             Err(StoreError::PubkeyInUse)
                         } else if let Some(cap) =
-                            token.max_peers.filter(|cap| n_live >= i64::from(*cap))
+                            token.max_peers.filter(|cap| token_live >= i64::from(*cap))
                         {
                             Err(StoreError::PeerCapReached(cap))
+                        } else if u64::try_from(org_live).unwrap_or(0) >= self.org_max_peers {
+                            Err(StoreError::OrgPeerCapReached {
+                                org: token.org.clone(),
+                                cap: self.org_max_peers,
+                            })
                         } else {
                             let host: i64 = sqlx::query_scalar(
                             "UPDATE orgs SET next_host = next_host + 1 WHERE id = $1 RETURNING next_host - 1",
@@ -186,8 +239,8 @@ impl Store {
                             } else {
                                 let address = peer_address(token.org_prefix, host as u64);
                                 sqlx::query(
-                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at, ephemeral) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+                                "INSERT INTO peers (org_id, token_id, name, group_name, region, pubkey, address, created_at, updated_at, ephemeral, last_source, key_expires_at) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11)",
                             )
                             .bind(org_id)
                             .bind(token.id)
@@ -198,6 +251,8 @@ impl Store {
                             .bind(address.to_string())
                             .bind(now)
                             .bind(i64::from(ephemeral))
+                            .bind(self.source.map(|a| a.to_string()))
+                            .bind(expires)
                             .execute(&mut *tx)
                             .await
                             .map_err(|e| peer_conflict(e, &new.name))?;
@@ -225,6 +280,7 @@ impl Store {
                                     token: token.name.clone(),
                                     created_at: now,
                                     updated_at: now,
+                                    key_expires_at: expires,
                                 };
                                 let generation = record_changes!(
                                     tx,
@@ -242,7 +298,9 @@ impl Store {
         out
     }
 
-    /// Re-keys a peer that `token` created; its address stays.
+    /// Re-keys a peer that `token` created; its address stays. Its key expiry starts over from
+    /// now under the token's key lifetime ([`AuthToken::key_expiry`]), which revives a peer
+    /// whose key had expired.
     ///
     /// # Errors
     /// [`StoreError::PeerNotFound`] (also for another token's peer), [`StoreError::PubkeyInUse`].
@@ -253,17 +311,20 @@ impl Store {
         pubkey: PublicKey,
     ) -> Result<(Peer, Generation), StoreError> {
         let now = crate::model::now_unix();
+        let expires = key_expires_at(token, now);
         let peer_text = format!("{PEER_SELECT} WHERE p.id = $1");
         write_tx!(self, |tx, is_pg, log| {
             lock_generation!(tx, is_pg);
-            let id: Option<i64> = sqlx::query_scalar(
-                "SELECT p.id FROM peers p JOIN tokens t ON t.id = p.token_id \
+            let found: Option<(i64, Option<String>)> = sqlx::query_as(
+                "SELECT p.id, p.last_source FROM peers p JOIN tokens t ON t.id = p.token_id \
                  WHERE p.token_id = $1 AND p.name = $2 AND t.deleted_at IS NULL",
             )
             .bind(token.id)
             .bind(name.as_str())
             .fetch_optional(&mut *tx)
             .await?;
+            let (id, last_source) = found.unzip();
+            let source = self.source.map(|a| a.to_string());
             let key_owner: Option<i64> =
                 sqlx::query_scalar("SELECT id FROM peers WHERE pubkey = $1")
                     .bind(pubkey.to_base64())
@@ -275,13 +336,19 @@ impl Store {
                     Err(StoreError::PubkeyInUse)
                 }
                 Some(id) => {
-                    sqlx::query("UPDATE peers SET pubkey = $1, updated_at = $2 WHERE id = $3")
-                        .bind(pubkey.to_base64())
-                        .bind(now)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| peer_conflict(e, name))?;
+                    // The client's address is kept while the server itself acts (no source).
+                    sqlx::query(
+                        "UPDATE peers SET pubkey = $1, updated_at = $2, \
+                         last_source = COALESCE($3, last_source), key_expires_at = $4 WHERE id = $5",
+                    )
+                    .bind(pubkey.to_base64())
+                    .bind(now)
+                    .bind(source.as_deref())
+                    .bind(expires)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| peer_conflict(e, name))?;
                     let row: PeerRow = sqlx::query_as(sql(peer_text))
                         .bind(id)
                         .fetch_one(&mut *tx)
@@ -295,7 +362,7 @@ impl Store {
                         token.name.as_str(),
                         AuditAction::PeerRekeyed,
                         name.as_str(),
-                        Some(format!("pubkey={}", peer.pubkey.to_base64()))
+                        Some(rekey_detail(&peer, last_source.flatten(), source))
                     );
                     let generation =
                         record_changes!(tx, is_pg, log, vec![Change::PeerUpserted(peer.clone())]);
@@ -592,8 +659,83 @@ impl Store {
 }
 
 impl Store {
+    /// Removes peers whose key expired before `now - grace` (issue 23) and were not re-keyed
+    /// since. Like [`Store::reap_idle_peers`]: one ordinary write transaction under the
+    /// generation lock, each removal logged as `peer_reaped` by `reaper`, at most a batch per
+    /// call; the read uses the index on `key_expires_at`, so it costs the expired peers, not
+    /// the table. Returns the peers removed and the generation (unchanged when none was due).
+    ///
+    /// # Errors
+    /// [`StoreError::Database`].
+    pub async fn reap_expired_peers(
+        &self,
+        grace: std::time::Duration,
+    ) -> Result<(Vec<Peer>, Generation), StoreError> {
+        let cutoff = crate::model::now_unix()
+            .saturating_sub(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
+        let text = format!(
+            "{PEER_SELECT} WHERE p.key_expires_at IS NOT NULL AND p.key_expires_at < $1 \
+             ORDER BY p.key_expires_at LIMIT $2"
+        );
+        write_tx!(self, |tx, is_pg, log| {
+            let current = lock_generation!(tx, is_pg);
+            let rows: Vec<PeerRow> = sqlx::query_as(sql(text))
+                .bind(cutoff)
+                .bind(REAP_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut reaped = Vec::with_capacity(rows.len());
+            for row in rows {
+                let org_id = row.org_id;
+                let peer = row.into_peer()?;
+                // The condition again: a re-key committed since the select keeps the peer.
+                let deleted = sqlx::query(
+                    "DELETE FROM peers WHERE org_id = $1 AND name = $2 \
+                     AND key_expires_at IS NOT NULL AND key_expires_at < $3",
+                )
+                .bind(org_id)
+                .bind(peer.name.as_str())
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if deleted == 0 {
+                    continue;
+                }
+                audit!(
+                    self,
+                    tx,
+                    org_id,
+                    "reaper",
+                    AuditAction::PeerReaped,
+                    peer.name.as_str(),
+                    Some(format!(
+                        "address={} key expired at {} (grace {})",
+                        peer.address,
+                        peer.key_expires_at.unwrap_or_default(),
+                        humantime::format_duration(grace)
+                    ))
+                );
+                reaped.push(peer);
+            }
+            let generation = if reaped.is_empty() {
+                current
+            } else {
+                record_changes!(
+                    tx,
+                    is_pg,
+                    log,
+                    reaped.iter().cloned().map(Change::PeerRemoved).collect()
+                )
+            };
+            Ok((reaped, generation))
+        })
+    }
+}
+
+impl Store {
     /// Every peer of the org by name: whether it is ephemeral, and when a gateway last saw it
-    /// alive (`None`: never). One indexed read, for the admin API's lists.
+    /// alive (`None`: never). One indexed read, for the console's pages.
     ///
     /// # Errors
     /// [`StoreError::OrgNotFound`], [`StoreError::Database`].
@@ -626,15 +768,17 @@ impl Store {
         &self,
         since: i64,
     ) -> Result<Vec<(OrgSlug, crate::model::GroupName, std::net::Ipv6Addr)>, StoreError> {
-        let rows: Vec<(String, String, String)> = read!(self, |pool| {
-            sqlx::query_as(
-                "SELECT o.slug, p.group_name, p.address FROM peers p JOIN orgs o ON o.id = p.org_id \
-                 WHERE p.last_handshake_at >= $1",
-            )
-            .bind(since)
-            .fetch_all(pool)
-            .await?
-        });
+        // A liveness read: from the standby when there is one.
+        const SEEN: &str = "SELECT o.slug, p.group_name, p.address FROM peers p \
+                            JOIN orgs o ON o.id = p.org_id WHERE p.last_handshake_at >= $1";
+        let rows: Vec<(String, String, String)> = match &self.reader() {
+            super::Backend::Sqlite(pool) => {
+                sqlx::query_as(SEEN).bind(since).fetch_all(pool).await?
+            }
+            super::Backend::Postgres(pool) => {
+                sqlx::query_as(SEEN).bind(since).fetch_all(pool).await?
+            }
+        };
         rows.into_iter()
             .map(|(org, group, address)| {
                 Ok((

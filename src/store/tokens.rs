@@ -4,7 +4,9 @@
 
 use super::peers::{PEER_SELECT, PeerRow};
 use super::secret::{self, TokenSecret};
-use super::{AuditAction, Store, StoreError, is_unique_violation, parse_col, sql};
+use super::{
+    AuditAction, Store, StoreError, is_foreign_key_violation, is_unique_violation, parse_col, sql,
+};
 use crate::model::{Change, Generation, GroupName, OrgSlug, TokenInfo, TokenName};
 use crate::wireguard::derived;
 use ipnet::Ipv6Net;
@@ -26,6 +28,10 @@ pub struct AuthToken {
     pub max_peers: Option<u32>,
     /// Every peer it creates is ephemeral.
     pub ephemeral: bool,
+    /// Key lifetime, seconds, of the peers it creates or re-keys (issue 23): the token's own
+    /// `key_expiry`. The peer API fills in the org-wide default (`[peers] key_expiry`) when the
+    /// token has none. `None`: keys never expire.
+    pub key_expiry: Option<u64>,
     /// Set when a derived (attenuated) token authenticated: the only peer names it may touch
     /// (every one must match; none: any name). Its group and expiry are already folded into
     /// `group` and the check at authentication.
@@ -61,6 +67,8 @@ pub struct NewToken {
     pub expires_at: Option<i64>,
     /// Cap on live peers.
     pub max_peers: Option<u32>,
+    /// Key lifetime, seconds, of the peers it creates or re-keys; `None`: the org default.
+    pub key_expiry: Option<u64>,
 }
 
 /// `last_used_at` is written at most this often per token, so reads stay cheap.
@@ -81,6 +89,7 @@ struct TokenRow {
     live_peers: i64,
     ephemeral: i64,
     derive_key: Option<String>,
+    key_expiry: Option<i64>,
 }
 
 impl TokenRow {
@@ -99,6 +108,7 @@ impl TokenRow {
             last_used_at: self.last_used_at,
             live_peers: self.live_peers.max(0) as u64,
             ephemeral: self.ephemeral != 0,
+            key_expiry: self.key_expiry.map(|s| s.max(1) as u64),
         })
     }
 
@@ -112,6 +122,7 @@ impl TokenRow {
             group: info.group,
             max_peers: info.max_peers,
             ephemeral: info.ephemeral,
+            key_expiry: info.key_expiry,
             only_peers: None,
         })
     }
@@ -119,14 +130,13 @@ impl TokenRow {
 
 const TOKEN_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
      t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
-     (SELECT COUNT(*) FROM peers p WHERE p.token_id = t.id) AS live_peers, t.ephemeral, t.derive_key \
+     t.peer_count AS live_peers, t.ephemeral, t.derive_key, t.key_expiry \
      FROM tokens t JOIN orgs o ON o.id = t.org_id";
 
-/// [`TOKEN_SELECT`] without the live peer count, which costs O(the token's peers): for
-/// authentication, on every peer API request.
+/// [`TOKEN_SELECT`] without the live peer count: for authentication, on every peer API request.
 const TOKEN_AUTH_SELECT: &str = "SELECT t.id, o.slug AS org_slug, o.prefix AS org_prefix, t.name, t.group_name, \
      t.expires_at, t.max_peers, t.created_at, t.last_used_at, t.deleted_at, \
-     CAST(0 AS BIGINT) AS live_peers, t.ephemeral, t.derive_key \
+     CAST(0 AS BIGINT) AS live_peers, t.ephemeral, t.derive_key, t.key_expiry \
      FROM tokens t JOIN orgs o ON o.id = t.org_id";
 
 impl Store {
@@ -161,8 +171,8 @@ impl Store {
         let res: Result<(), StoreError> = async {
             write_tx!(self, |tx, is_pg, log| {
                 sqlx::query(
-                    "INSERT INTO tokens (org_id, name, secret_hash, group_name, expires_at, max_peers, created_at, ephemeral, derive_key) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "INSERT INTO tokens (org_id, name, secret_hash, group_name, expires_at, max_peers, created_at, ephemeral, derive_key, key_expiry) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(org_row.id)
                 .bind(new.name.as_str())
@@ -173,6 +183,7 @@ impl Store {
                 .bind(now)
                 .bind(i64::from(ephemeral))
                 .bind(&derive_key)
+                .bind(new.key_expiry.map(|s| i64::try_from(s).unwrap_or(i64::MAX)))
                 .execute(&mut *tx)
                 .await?;
                 let mut detail = Vec::new();
@@ -184,6 +195,12 @@ impl Store {
                 }
                 if ephemeral {
                     detail.push("ephemeral".to_owned());
+                }
+                if let Some(secs) = new.key_expiry {
+                    detail.push(format!(
+                        "key_expiry={}",
+                        humantime::format_duration(std::time::Duration::from_secs(secs))
+                    ));
                 }
                 audit!(
                     self,
@@ -203,6 +220,10 @@ impl Store {
             Err(StoreError::Database(e)) if is_unique_violation(&e) => {
                 return Err(StoreError::TokenNameTaken(new.name));
             }
+            // The org was deleted between the look-up and the insert.
+            Err(StoreError::Database(e)) if is_foreign_key_violation(&e) => {
+                return Err(StoreError::OrgNotFound(org.clone()));
+            }
             Err(e) => return Err(e),
         }
         let info = TokenInfo {
@@ -215,6 +236,7 @@ impl Store {
             last_used_at: None,
             live_peers: 0,
             ephemeral,
+            key_expiry: new.key_expiry,
         };
         Ok((info, secret))
     }
@@ -234,6 +256,62 @@ impl Store {
                 .await?
         });
         rows.iter().map(TokenRow::info).collect()
+    }
+
+    /// One live token of the org, with its live peer count (never its secret: the store has none).
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::TokenNotFound`].
+    pub async fn get_token(
+        &self,
+        org: &OrgSlug,
+        name: &TokenName,
+    ) -> Result<TokenInfo, StoreError> {
+        let org_row = self.org_row(org).await?;
+        let text =
+            format!("{TOKEN_SELECT} WHERE t.org_id = $1 AND t.name = $2 AND t.deleted_at IS NULL");
+        let row: Option<TokenRow> = read!(self, |pool| {
+            sqlx::query_as(sql(text))
+                .bind(org_row.id)
+                .bind(name.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        row.ok_or_else(|| StoreError::TokenNotFound(name.clone()))?
+            .info()
+    }
+
+    /// A page of the org's live tokens by name, with their live peer counts: at most `limit`
+    /// after `after`.
+    ///
+    /// # Errors
+    /// [`StoreError::OrgNotFound`], [`StoreError::Database`].
+    pub async fn list_tokens_page(
+        &self,
+        org: &OrgSlug,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<super::Page<TokenInfo>, StoreError> {
+        use super::page::Bind;
+        let org_row = self.org_row(org).await?;
+        let limit = super::page::page_limit(limit);
+        let text = format!(
+            "{TOKEN_SELECT} WHERE t.org_id = $1 AND t.deleted_at IS NULL AND t.name > $2 \
+             ORDER BY t.name LIMIT $3"
+        );
+        let binds = vec![
+            Bind::Int(org_row.id),
+            Bind::Text(after.unwrap_or("").to_owned()),
+            Bind::Int(i64::from(limit) + 1),
+        ];
+        let rows: Vec<TokenRow> = self.page_rows(text, binds).await?;
+        let tokens = rows
+            .iter()
+            .map(TokenRow::info)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(super::Page::from_rows(tokens, limit, |t| {
+            t.name.to_string()
+        }))
     }
 
     /// Deletes a token and, in the same transaction, every peer it created (logged as one

@@ -15,9 +15,12 @@
 #   sixpn-n2  eth0 10.99.0.12/24 wg0 (wireguard-go)   python http.server on its tunnel address
 #   sixpn-x1  eth0 10.99.0.13/24 wg0 (wireguard-go)   a peer of another org (acme)
 #   sixpn-nd  eth0 10.99.0.14/24 sixpn0 (wireguard-go, started by deploy/node/sixpn-node.sh, run
-#             as the DaemonSet and then as the Nomad job run it)
+#             as the DaemonSet and then as the Nomad job run it, section i; then standing for a
+#             Nomad client host running it with raw_exec, section m)
 #   sixpn-ln  eth0 10.99.0.15/24 fd99:99::15/64: a LAN neighbour of the gateway (no tunnel) that
 #             routes the org's /48 to the gateway's underlay address fd99:99::1 (section k)
+#   sixpn-p1..p3  eth0 10.99.0.16-18/24 sixpn0: three pods of deploy/kubernetes/sidecar, each
+#             with the sixpn sidecar as the manifest runs it and its app on [::]:8080 (section l)
 #
 # wireguard-go always puts its socket in /run/wireguard, which namespaces share; every command
 # here runs with a private bind mount of a per-namespace directory there (see `nsrun`).
@@ -36,6 +39,7 @@ NS_N2=$prefix-n2
 NS_X=$prefix-x1 # a node of another org, to show the orgs are isolated
 NS_D=$prefix-nd # a node run by deploy/node/sixpn-node.sh, as the DaemonSet and the Nomad job do
 NS_L=$prefix-ln # a LAN neighbour of the gateway, outside every tunnel
+NS_PODS=("$prefix-p1" "$prefix-p2" "$prefix-p3") # pods with the sixpn sidecar (section l)
 GW_IP6=fd99:99::1
 GW_UID=65534 # the user the gateway's wireguard-go and sixpn run as
 LAN_IP6=fd99:99::15
@@ -161,7 +165,7 @@ for tool in ip wg wireguard-go haproxy dig curl python3 ping unshare mount setpr
     command -v "$tool" >/dev/null || die "needs $tool"
 done
 [ -x "$sixpn" ] || die "no sixpn binary at $sixpn (cargo build --bin sixpn)"
-for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L"; do
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L" "${NS_PODS[@]}"; do
     if ip netns list | grep -qw "^$ns"; then
         die "namespace $ns exists already (another run? remove it with: ip netns del $ns)"
     fi
@@ -176,7 +180,7 @@ fi
 
 # ----------------------------------------------------------------------------- underlay
 log "creating namespaces and the underlay 10.99.0.0/24"
-for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L"; do
+for ns in "$NS_GW" "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L" "${NS_PODS[@]}"; do
     ip netns add "$ns" || die "ip netns add $ns"
     namespaces+=("$ns")
     mkdir -p "$work/$ns/run"
@@ -188,7 +192,7 @@ ip -n "$NS_GW" link add br0 type bridge
 ip -n "$NS_GW" addr add "$GW_IP/24" dev br0
 ip -n "$NS_GW" link set br0 up
 i=0
-for ns in "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L"; do
+for ns in "$NS_N1" "$NS_N2" "$NS_X" "$NS_D" "$NS_L" "${NS_PODS[@]}"; do
     i=$((i + 1))
     ip -n "$NS_GW" link add "veth$i" type veth peer name eth0 netns "$ns"
     ip -n "$NS_GW" link set "veth$i" master br0 up
@@ -765,12 +769,19 @@ nomad_interpolate() {
     printf '%s' "$v"
 }
 
-# node_script_bg LOG ETC_SIXPN SCRIPT ENV...: `/bin/sh -c SCRIPT` in $NS_D with only ENV, its own
-# /run/wireguard (= /var/run/wireguard) and ETC_SIXPN on /etc/sixpn; sets node_pid. ENV (the token
-# among it) goes through a 0600 file, not a command line.
+# node_script_bg LOG ETC_SIXPN SCRIPT ENV...: `/bin/sh -c SCRIPT` in $node_ns (default $NS_D) with
+# only ENV, its own /run/wireguard (= /var/run/wireguard) and ETC_SIXPN on /etc/sixpn; sets
+# node_pid. ENV (the token among it) goes through a 0600 file, not a command line. With
+# node_host_bin set, that directory is mounted on /usr/local/bin (a host's installed tools, for
+# raw_exec); with node_caps set (e.g. +net_admin), the script keeps only those capabilities (a
+# container's securityContext: `add: [...]`, `drop: ["ALL"]`, no privilege escalation).
 node_script_bg() {
-    local name=$1 etc=$2 script=$3 kv v
+    local name=$1 etc=$2 script=$3 kv v ns=${node_ns:-$NS_D} caps=${node_caps:-}
+    local -a priv=()
     shift 3
+    if [ -n "$caps" ]; then
+        priv=(setpriv --inh-caps="-all,$caps" --ambient-caps="-all,$caps" --bounding-set="-all,$caps" --no-new-privs)
+    fi
     (
         umask 077
         for kv in "$@"; do
@@ -778,9 +789,11 @@ node_script_bg() {
             printf "%s='%s'\n" "${kv%%=*}" "${v//\'/\'\\\'\'}"
         done >"$work/$name.env"
     )
-    ip netns exec "$NS_D" unshare -m --propagation private \
-        sh -c 'mount --bind "$0" /run/wireguard && mount --bind "$1" /etc/sixpn && shift && exec "$@"' \
-        "$work/$NS_D/run" "$etc" env -i /bin/sh -c 'set -a && . "$0" && set +a && exec /bin/sh -c "$1"' \
+    ip netns exec "$ns" unshare -m --propagation private \
+        sh -c 'mount --bind "$0" /run/wireguard && mount --bind "$1" /etc/sixpn &&
+            { [ -z "$2" ] || mount --bind "$2" /usr/local/bin; } && shift 2 && exec "$@"' \
+        "$work/$ns/run" "$etc" "${node_host_bin:-}" "${priv[@]}" \
+        env -i /bin/sh -c 'set -a && . "$0" && set +a && exec /bin/sh -c "$1"' \
         "$work/$name.env" "$script" >"$work/$name.log" 2>&1 &
     node_pid=$!
     pids+=("$node_pid")
@@ -808,13 +821,14 @@ nd_handshake() {
 nd_ping_gw() { nsrun "$NS_D" ping -6 -c 1 -W 1 "$ORG_GW"; }
 nd_up() { admin_has_peer "$1" && test -s "$2" && nd_handshake && nd_ping_gw; }
 
-# deploy_cycle WHAT RAW_NAME PEER CONF MTU GRACE PROBE [WEB]: sixpn-node (node_pid) registers
-# PEER and brings the tunnel up; an admin deletes the peer; within the probe period it is back
-# (API, DNS, gateway key) and the tunnel works; SIGTERM deregisters it and stops wireguard-go.
-# PROBE: the readiness probe's command, or empty. WEB: the pod's web container runs, so HAProxy
-# must take the node in (and drop it after SIGTERM).
+# deploy_cycle WHAT RAW_NAME PEER CONF MTU GRACE PROBE [WEB [FLEET_TOKEN VICTIM]]: sixpn-node
+# (node_pid) registers PEER and brings the tunnel up; an admin deletes the peer; within the probe
+# period it is back (API, DNS, gateway key) and the tunnel works; SIGTERM deregisters it and stops
+# wireguard-go. PROBE: the readiness probe's command, or empty. WEB: the pod's web container runs,
+# so HAProxy must take the node in (and drop it after SIGTERM). FLEET_TOKEN, VICTIM: another node
+# registers VICTIM with the same token, and this node cannot re-key it (no_hijack).
 deploy_cycle() {
-    local what=$1 raw=$2 peer=$3 cf=$4 mtu=$5 grace=$6 probe=$7 web=${8:-}
+    local what=$1 raw=$2 peer=$3 cf=$4 mtu=$5 grace=$6 probe=$7 web=${8:-} fleet=${9:-} victim=${10:-}
     local pub1 pub2 addr2 wg_go t0 t1 rc children alive
     if ! wait_for 30 nd_up "$peer" "$cf"; then
         fail "$what: sixpn-node registered $peer and its tunnel has a handshake (see $what.log)"
@@ -829,6 +843,9 @@ deploy_cycle() {
         check "$what: the readiness probe reports ready" nsrun "$NS_D" /bin/sh -c "$probe"
     fi
     pub1=$(conf_pub "$cf")
+    if [ -n "$victim" ]; then
+        no_hijack "$what" "$NS_D" "$fleet" "$victim"
+    fi
 
     log "$what: the admin deletes peer $peer"
     admin peer delete "$peer" --yes >"$work/$what-peer-delete.log" 2>&1 ||
@@ -897,6 +914,73 @@ deploy_cycle() {
     fi
 }
 
+# node_token_of PID: the WireGuard token the running sixpn-node PID uses: the one in its
+# children's environment (its `sleep`, each `sixpn token ensure`), read as root can.
+node_token_of() {
+    local child tok i
+    for i in $(seq 50); do
+        for child in $(pgrep -P "$1"); do
+            tok=$(tr '\0' '\n' <"/proc/$child/environ" 2>/dev/null | sed -n 's/^SIXPN_WIREGUARD_TOKEN=//p')
+            if [ -n "$tok" ]; then
+                printf '%s' "$tok"
+                return 0
+            fi
+        done
+        sleep 0.2
+    done
+    return 1
+}
+# peer_call NS TOKEN METHOD PATH [BODY]: one peer API request from NS with curl (the header on
+# stdin); prints the HTTP status, the answer goes to $work/peer-call.json.
+peer_call() {
+    local ns=$1 tok=$2 method=$3 path=$4 body=${5:-}
+    local -a data=()
+    [ -z "$body" ] || data=(-H 'content-type: application/json' --data "$body")
+    printf 'Authorization: Bearer %s\n' "$tok" |
+        nsrun "$ns" curl -sS -m 10 --cacert "$CA" -o "$work/peer-call.json" -w '%{http_code}' \
+            -X "$method" -H @- "${data[@]}" "$API/api/v3/wire_guard_peers$path"
+}
+fresh_pubkey() { wg genkey | wg pubkey; }
+underlay_ip() { ip -n "$1" -4 -o addr show dev eth0 | awk '{ sub(/\/.*/, "", $4); print $4 }'; }
+# audit_has ACTION TARGET TEXT: the org's audit log ($SIXPN_ORG, default personal) has an ACTION
+# row for TARGET whose source and detail hold TEXT.
+audit_has() {
+    admin audit --json --limit 200 | "$PYTHON" -c '
+import json, sys
+action, target, text = sys.argv[1:4]
+rows = [e for e in json.load(sys.stdin)["entries"] if e["action"] == action and e["target"] == target]
+sys.exit(0 if any(text in "%s %s" % (e.get("source"), e.get("detail")) for e in rows) else 1)' "$1" "$2" "$3"
+}
+# no_hijack WHAT NS FLEET_TOKEN VICTIM (issue 23): another node registers VICTIM with the fleet
+# token; the node running in NS (sixpn-node, node_pid) uses a token narrowed to its own name, so
+# it cannot re-key or delete VICTIM (403), which keeps its key. The fleet token itself can (what
+# deploy/README.md says a holder of it can do), and the audit log shows that re-key with both
+# source addresses. VICTIM is deleted afterwards.
+no_hijack() {
+    local what=$1 ns=$2 fleet=$3 victim=$4 own code vpub src
+    if ! node_cmd "$NS_GW" "$fleet" token start "$victim" web e2e "$work/$victim.conf" --no-dns \
+        >"$work/token-start-$victim.log" 2>&1; then
+        fail "$what: another node registers $victim with the fleet token (see token-start-$victim.log)"
+        return
+    fi
+    vpub=$(conf_pub "$work/$victim.conf")
+    own=$(node_token_of "$node_pid")
+    check "$what: sixpn-node runs with a token narrowed to its name (sixpn_dt_...), not the fleet token" \
+        test -n "$own" -a "${own#sixpn_dt_}" != "$own" -a "$own" != "$fleet"
+    code=$(peer_call "$ns" "$own" PUT "/$victim" "{\"pubkey\":\"$(fresh_pubkey)\"}")
+    check "$what: the node's token cannot re-key another node's peer $victim (HTTP $code: $(head -c 200 "$work/peer-call.json"))" \
+        test "$code" = 403 -o "$code" = 404
+    code=$(peer_call "$ns" "$own" DELETE "/$victim")
+    check "$what: nor delete it (HTTP $code)" test "$code" = 403 -o "$code" = 404
+    check "$what: $victim keeps its key" admin_has_peer "$victim" "$vpub"
+    src=$(underlay_ip "$ns")
+    code=$(peer_call "$ns" "$fleet" PUT "/$victim" "{\"pubkey\":\"$(fresh_pubkey)\"}")
+    check "$what: the fleet token itself can re-key $victim (HTTP $code), as deploy/README.md says" test "$code" = 200
+    check "$what: the audit log shows that re-key with both addresses (source_changed=$GW_IP->$src)" \
+        audit_has peer_rekeyed "$victim" "source_changed=$GW_IP->$src"
+    admin peer delete "$victim" --yes >/dev/null 2>&1 || fail "$what: deleting $victim"
+}
+
 log "(i) deploy/kubernetes: sixpn-node as the DaemonSet runs it, in $NS_D"
 check "(i) the DaemonSet runs /bin/sh -c 'exec sixpn-node ...' (as this test does)" \
     test "$(k8s_command)" = '["/bin/sh", "-c"]' -a -n "$(k8s_args)"
@@ -917,7 +1001,7 @@ env_args+=(SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA" SIXPN_CHECK_EVERY="$CHECK_EV
 printf '%s\n' "${env_args[@]}" | grep -v TOKEN >"$work/k8s-env.log"
 node_script_bg k8s "$work/k8s/etc-sixpn" "$(k8s_args)" "${env_args[@]}"
 deploy_cycle "(i) DaemonSet" "$k8s_node" "$k8s_peer" "$work/k8s/etc-sixpn/sixpn0.conf" "$k8s_mtu" \
-    "$(k8s_grace)" "$(k8s_probe)" web
+    "$(k8s_grace)" "$(k8s_probe)" web "$k8s_token" e2e-worker-2
 stop_pid "$k8s_web_pid"
 
 log "(i) deploy/nomad: sixpn-node as the Nomad job's tunnel task runs it, in $NS_D"
@@ -940,7 +1024,7 @@ check "(i) the Nomad job names the peer by \${node.unique.name} and keeps the co
     test -n "$nomad_conf_dir" -a "$(printf '%s\n' "${env_args[@]}" | sed -n 's/^PEER_NAME=//p')" = "$nomad_node"
 node_script_bg nomad "$work/nomad/etc-sixpn" "$(nomad_args tunnel)" "${env_args[@]}"
 deploy_cycle "(i) Nomad" "$nomad_node" "$nomad_peer" "$nomad_conf_dir/sixpn0.conf" "$nomad_mtu" \
-    "$(nomad_kill_timeout tunnel)" ""
+    "$(nomad_kill_timeout tunnel)" "" "" "$nomad_token" e2e-client-3
 # The poststop task deletes the peer once more; it is gone already, which must not fail it.
 env_args=("${IMAGE_ENV[@]}" NOMAD_SECRETS_DIR="$nomad_secrets" SIXPN_WIREGUARD_TOKEN="$nomad_token")
 while IFS= read -r kv; do
@@ -950,6 +1034,268 @@ env_args+=(SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA")
 node_script_bg nomad-deregister "$work/nomad/etc-sixpn" "$(nomad_args deregister)" "${env_args[@]}"
 wait "$node_pid"
 check "(i) Nomad: the poststop task (sixpn-node --deregister) exits 0 with the peer already gone" test $? = 0
+
+# ----------------------------------------------------------------------------- (l) sidecar
+# deploy/kubernetes/sidecar/web.yaml: three pods of the `web` Deployment, each a namespace with
+# the `sixpn` native sidecar run exactly as the manifest says (its command, args and literal env
+# read from the file; POD_NAME and APP as the downward API gives them: the pod's name and its
+# app.kubernetes.io/name label), with NET_ADMIN as its only capability, one group token (a
+# Secret minted for group web in org `side`, as the manifest's comment says), and the app
+# container on [::]:8080 once the sidecar's startup probe passes. HAProxy as shipped, on org
+# side's ::3, balances over web._g.internal: all three pods get requests. Deleting a pod (the app
+# stopped, then SIGTERM to the sidecar, as the kubelet does for native sidecars) takes it out of
+# DNS at once and out of HAProxy within HAPROXY_REMOVAL_BOUND. A pod's token, and the group's,
+# cannot create a peer in another group (403), nor re-key another pod (403).
+SIDECAR_YAML=$root/deploy/kubernetes/sidecar/web.yaml
+# The sidecar container's lines (from `- name: sixpn` to the app's `containers:`).
+sidecar_block() { awk '/^ *- name: sixpn$/ { t = 1 } t && /^ *containers:/ { exit } t' "$SIDECAR_YAML"; }
+sidecar_env() {
+    sidecar_block | awk '/^ *command:/ { exit } /^ *- name: / { n = $3; next }
+        /^ *value: / { v = $0; sub(/^ *value: */, "", v); sub(/ +#.*$/, "", v); gsub(/^"|"$/, "", v); print n "=" v }'
+}
+sidecar_command() { sidecar_block | sed -n 's/^ *command: \(\["\/bin\/sh", "-c"\]\)$/\1/p'; }
+sidecar_args() { sidecar_block | sed -n "s/^ *args: \['\(.*\)'\]\$/\1/p"; }
+sidecar_startup() {
+    sidecar_block | awk '/startupProbe:/ { p = 1 } p && /command:/ { print; exit }' |
+        sed -n 's/^ *command: \["\/bin\/sh", "-c", "\(.*\)"\]$/\1/p'
+}
+sidecar_is_native() {
+    awk '/^ *initContainers:/ { i = 1 } /^ *containers:/ { i = 0 } i && /^ *- name: sixpn$/ { n = 1 }
+        n && /^ *restartPolicy: Always$/ { ok = 1 } END { exit !ok }' "$SIDECAR_YAML"
+}
+side_app=$(sed -n 's/^ *labels: { app.kubernetes.io\/name: \([a-z0-9-]*\) }$/\1/p' "$SIDECAR_YAML" | tail -n1)
+side_grace=$(sed -n 's/^ *terminationGracePeriodSeconds: *\([0-9]*\)$/\1/p' "$SIDECAR_YAML")
+log "(l) deploy/kubernetes/sidecar: three pods of $side_app with the sixpn sidecar, org side"
+check "(l) the sidecar is a native sidecar: an init container with restartPolicy: Always" sidecar_is_native
+check "(l) the sidecar runs /bin/sh -c 'exec sixpn-node \"\$POD_NAME\" \"\$APP\" ...' (as this test does)" \
+    test "$(sidecar_command)" = '["/bin/sh", "-c"]' -a -n "$(sidecar_args)"
+check "(l) the sidecar adds NET_ADMIN only, drops the rest, and mounts /dev/net/tun" sh -c "
+    sidecar() { awk '/^ *- name: sixpn\$/ { t = 1 } t && /^ *containers:/ { exit } t' '$SIDECAR_YAML'; }
+    sidecar | grep -qF 'capabilities: { add: [\"NET_ADMIN\"], drop: [\"ALL\"] }' &&
+    sidecar | grep -qF 'allowPrivilegeEscalation: false' && ! grep -q 'privileged: true' '$SIDECAR_YAML' &&
+    sidecar | grep -qF '{ name: tun, mountPath: /dev/net/tun }'"
+downward_api_names() {
+    sidecar_block | grep -qF 'fieldPath: metadata.name' &&
+        sidecar_block | grep -qF "fieldPath: \"metadata.labels['app.kubernetes.io/name']\""
+}
+check "(l) the peer is named after the pod and its group after the app (downward API)" downward_api_names
+check "(l) the app container serves [::]:8080 (as this test does)" \
+    grep -qF 'command: ["python3", "-m", "http.server", "8080", "--bind", "::"]' "$SIDECAR_YAML"
+admin org create side >"$work/org-create-side.log" 2>&1 || fail "(l) sixpn org create side (see org-create-side.log)"
+# The Secret's token: minted for the group, as the manifest's comment says.
+side_token=$(admin token create --org side --name k8s-web-pods --group "$side_app" --ephemeral --max-peers 50 |
+    sed -n 's/^SIXPN_WIREGUARD_TOKEN=//p')
+[ -n "$side_token" ] || fail "(l) minting the group token"
+side_pods=(web-5d8c7f9b6-x2k4p web-5d8c7f9b6-q7zrm web-5d8c7f9b6-b9wtn) # metadata.name
+declare -A side_pid side_web side_conf side_addr
+for i in 0 1 2; do
+    pod=${side_pods[i]}
+    mkdir -p "$work/side/$pod/etc-sixpn" "$work/side/$pod/www"
+    echo "$pod" >"$work/side/$pod/www/index.html"
+    env_args=("${IMAGE_ENV[@]}" POD_NAME="$pod" APP="$side_app" SIXPN_WIREGUARD_TOKEN="$side_token")
+    while IFS= read -r kv; do env_args+=("$kv"); done < <(sidecar_env)
+    env_args+=(SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA" SIXPN_CHECK_EVERY="$CHECK_EVERY")
+    printf '%s\n' "${env_args[@]}" | grep -v TOKEN >"$work/side-env.log"
+    node_ns=${NS_PODS[i]} node_caps=+net_admin node_script_bg "side-$pod" "$work/side/$pod/etc-sixpn" \
+        "$(sidecar_args)" "${env_args[@]}"
+    side_pid[$i]=$node_pid
+    side_conf[$i]=$work/side/$pod/etc-sixpn/sixpn0.conf
+done
+side_mtu=$(sidecar_env | sed -n 's/^SIXPN_MTU=//p')
+for i in 0 1 2; do
+    pod=${side_pods[i]}
+    ns=${NS_PODS[i]}
+    # The kubelet starts the app once the sidecar's startup probe passes.
+    if wait_for 30 nsrun "$ns" /bin/sh -c "$(sidecar_startup)"; then
+        pass "(l) $pod: the sidecar's startup probe passes (the tunnel has its address)"
+    else
+        fail "(l) $pod: the sidecar's startup probe never passed (see side-$pod.log)"
+    fi
+    nsbg "$ns" "side-web-$pod" "$PYTHON" -m http.server 8080 --bind :: --directory "$work/side/$pod/www"
+    side_web[$i]=$last_pid
+    side_addr[$i]=$(conf_addr "${side_conf[$i]}")
+done
+side_dns=$(conf_dns "${side_conf[0]}")
+side_gw=$(python3 -c "import ipaddress,sys; print(ipaddress.IPv6Address(int(ipaddress.IPv6Address(sys.argv[1])) - 2))" "$side_dns")
+side_expected=$(printf '%s\n' "${side_addr[@]}" | sort)
+side_caps_ok() {
+    local eff
+    eff=$(awk '/^CapEff:/ { print $2 }' "/proc/$1/status")
+    # CAP_NET_ADMIN is bit 12: 0x1000 and nothing else.
+    test "$eff" = 0000000000001000
+}
+peer_in_group() {
+    SIXPN_ORG=side admin peer show "$1" --json 2>/dev/null | "$PYTHON" -c '
+import json, sys
+p = json.load(sys.stdin)
+sys.exit(0 if p.get("name") == sys.argv[1] and p.get("group") == sys.argv[2] else 1)' "$1" "$2"
+}
+for i in 0 1 2; do
+    pod=${side_pods[i]}
+    check "(l) $pod: the sidecar runs with CAP_NET_ADMIN only (PID ${side_pid[$i]})" side_caps_ok "${side_pid[$i]}"
+    check "(l) $pod: peer $pod in group $side_app, with a handshake through its tunnel (ping6 $side_gw)" sh -c "
+        ip netns exec '${NS_PODS[i]}' ping -6 -c 2 -i 0.3 -W 2 '$side_gw' >/dev/null" 
+    check "(l) $pod: the admin API has peer $pod in group $side_app" peer_in_group "$pod" "$side_app"
+    check "(l) $pod: sixpn0 has MTU $side_mtu" sh -c "ip -n '${NS_PODS[i]}' link show sixpn0 | grep -q ' mtu $side_mtu '"
+done
+side_dig() { nsrun "$1" dig +short +time=1 +tries=2 @"$side_dns" "$side_app._g.internal" AAAA | sort; }
+side_all_dns() { test "$(side_dig "${NS_PODS[0]}")" = "$side_expected"; }
+check "(l) $side_app._g.internal lists the three pods (dig from a pod, through its tunnel)" wait_for 10 side_all_dns
+side_sock=$work/haproxy-side.sock
+nsbg "$NS_GW" haproxy-side env SIXPN_DNS="$side_dns" HAPROXY_LISTEN=127.0.0.1:8082 HAPROXY_STATS="$side_sock" \
+    haproxy -f "$HAPROXY_CFG" -db
+side_haproxy_up() { haproxy_servers "$side_sock" | awk '$2 == 2 { print $1 }'; }
+side_all_up() { test "$(side_haproxy_up)" = "$side_expected"; }
+if wait_for 30 side_all_up; then
+    pass "(l) HAProxy as shipped resolved $side_app._g.internal to the three pods and their checks pass"
+else
+    fail "(l) HAProxy has the three pods up (has: $(haproxy_servers "$side_sock" | tr '\n' ' '))"
+fi
+# side_spread N: N requests through HAProxy; prints how many each pod answered, "other" last.
+side_spread() {
+    local body
+    for _ in $(seq "$1"); do
+        body=$(nsrun "$NS_GW" curl -sS -m 3 http://127.0.0.1:8082/ 2>/dev/null)
+        case " ${side_pods[*]} " in
+            *" $body "*) echo "$body" ;;
+            *) echo other ;;
+        esac
+    done | sort | uniq -c | awk '{ printf "%s=%s ", $2, $1 }'
+}
+result=$(side_spread 30)
+log "(l) 30 requests through HAProxy: $result"
+spread_ok() {
+    local pod
+    for pod in "$@"; do
+        printf '%s' "$result" | grep -qE "(^| )$pod=[0-9]+" || return 1
+    done
+    ! printf '%s' "$result" | grep -q other
+}
+check "(l) HAProxy spreads 30 requests over all three pods ($result)" spread_ok "${side_pods[@]}"
+
+# The app reaches other peers over its pod's tunnel: pod 1 asks the org's DNS for pod 2's name and
+# fetches pod 2's page from its tunnel address.
+pod2_addr=$(nsrun "${NS_PODS[0]}" dig +short +time=1 +tries=2 @"$side_dns" "${side_pods[1]}._peer.internal" AAAA)
+check "(l) ${side_pods[0]} reaches ${side_pods[1]} over its tunnel (${side_pods[1]}._peer.internal = $pod2_addr, its app answers)" \
+    test -n "$pod2_addr" -a "$(nsrun "${NS_PODS[0]}" curl -sS -m 3 "http://[$pod2_addr]:8080/" 2>/dev/null)" = "${side_pods[1]}"
+
+# Issue 23 with the sidecar: a pod's own token cannot touch another pod's peer, and neither it
+# nor the group's token can create a peer in another group.
+pod_token=$(node_token_of "${side_pid[0]}")
+check "(l) the sidecar runs with a token narrowed to its pod (sixpn_dt_...)" \
+    test -n "$pod_token" -a "${pod_token#sixpn_dt_}" != "$pod_token"
+pub1=$(conf_pub "${side_conf[1]}")
+code=$(peer_call "${NS_PODS[0]}" "$pod_token" PUT "/${side_pods[1]}" "{\"pubkey\":\"$(fresh_pubkey)\"}")
+check "(l) ${side_pods[0]}'s token cannot re-key ${side_pods[1]} (HTTP $code)" test "$code" = 403
+SIXPN_ORG=side check "(l) ${side_pods[1]} keeps its key on the server" admin_has_peer "${side_pods[1]}" "$pub1"
+for which in pod group; do
+    if [ "$which" = pod ]; then tok=$pod_token; name=${side_pods[0]}; else tok=$side_token; name=db-1; fi
+    code=$(peer_call "${NS_PODS[0]}" "$tok" POST "" \
+        "{\"name\":\"$name\",\"group\":\"db\",\"pubkey\":\"$(fresh_pubkey)\",\"region\":\"\"}")
+    check "(l) the $which token cannot create a peer in group db (HTTP $code: $(head -c 160 "$work/peer-call.json"))" \
+        test "$code" = 403
+done
+
+# Pod deletion: the kubelet stops the app container, then SIGTERMs the native sidecar.
+gone=${side_pods[2]}
+gone_addr=${side_addr[2]}
+log "(l) deleting pod $gone: app stopped, then SIGTERM to its sidecar (PID ${side_pid[2]})"
+children=$(pgrep -P "${side_pid[2]}" | tr '\n' ' ')
+stop_pid "${side_web[2]}"
+kill -TERM "${side_pid[2]}"
+t0=$(now_ms)
+if timeout "$side_grace" tail --pid="${side_pid[2]}" -f /dev/null; then
+    wait "${side_pid[2]}"
+    rc=$?
+    check "(l) $gone: the sidecar exited with 0 within the grace period (${side_grace}s) (status $rc)" test "$rc" = 0
+else
+    fail "(l) $gone: the sidecar still runs ${side_grace}s after SIGTERM"
+fi
+t_exit=$(now_ms)
+two_left=$(printf '%s\n' "${side_addr[0]}" "${side_addr[1]}" | sort)
+side_two_dns() { test "$(side_dig "${NS_PODS[0]}")" = "$two_left"; }
+check "(l) $gone left $side_app._g.internal as its sidecar exited ($((t_exit - t0)) ms after SIGTERM)" side_two_dns
+check "(l) $gone._peer.internal is NXDOMAIN" sh -c \
+    "ip netns exec '$NS_GW' dig +time=1 +tries=2 @'$side_dns' '$gone._peer.internal' AAAA | grep -q 'status: NXDOMAIN'"
+side_haproxy_lacks() { ! haproxy_servers "$side_sock" | awk '{ print $1 }' | grep -qxF "$gone_addr"; }
+if wait_for "$HAPROXY_REMOVAL_BOUND" side_haproxy_lacks; then
+    pass "(l) HAProxy dropped $gone $(($(now_ms) - t0)) ms after SIGTERM (bound ${HAPROXY_REMOVAL_BOUND}s)"
+else
+    fail "(l) HAProxy still has $gone ${HAPROXY_REMOVAL_BOUND}s after SIGTERM"
+fi
+alive=
+for pid in $children; do
+    if kill -0 "$pid" 2>/dev/null; then alive="$alive $pid"; fi
+done
+check "(l) $gone: nothing of the sidecar outlives it ($children), and sixpn0 is gone" \
+    sh -c "test -z '$alive' && ! ip -n '${NS_PODS[2]}' link show sixpn0 2>/dev/null"
+side_two_up() { test "$(side_haproxy_up)" = "$two_left"; }
+wait_for 10 side_two_up || fail "(l) HAProxy has the two remaining pods up ($(haproxy_servers "$side_sock" | tr '\n' ' '))"
+result=$(side_spread 10)
+check "(l) requests now go to the two remaining pods only ($result)" spread_ok "${side_pods[0]}" "${side_pods[1]}"
+for i in 0 1; do
+    stop_pid "${side_web[$i]}"
+    stop_pid "${side_pid[$i]}"
+done
+no_pods_left() { test -z "$(side_dig "$NS_GW")"; }
+check "(l) with every pod deleted, $side_app._g.internal is empty" wait_for 5 no_pods_left
+
+# ----------------------------------------------------------------------------- (m) raw_exec
+# deploy/nomad/sixpn-node-raw-exec.nomad.hcl: the tunnel task's command, as raw_exec runs it: on
+# the host (here $NS_D, with the node tools installed in /usr/local/bin as the job's comment
+# says), with no image, only the job's env (interpolated as Nomad does) and the token from its
+# template. The host registers as the normalised ${node.unique.name}, its tunnel works, a host
+# service on [::]:8080 is served by HAProxy, an admin delete is repaired, and on stop (SIGTERM)
+# the peer is deregistered; the poststop task then exits 0.
+NOMAD_RAW_HCL=$root/deploy/nomad/sixpn-node-raw-exec.nomad.hcl
+log "(m) deploy/nomad raw_exec: sixpn-node on the host ($NS_D)"
+nomad_docker_hcl=$NOMAD_HCL
+NOMAD_HCL=$NOMAD_RAW_HCL
+check "(m) a system job whose two tasks (tunnel, deregister) use the raw_exec driver" sh -c "
+    grep -q '^ *type = \"system\"' '$NOMAD_RAW_HCL' &&
+    test \"\$(grep -c '^ *driver = \"raw_exec\"' '$NOMAD_RAW_HCL')\" = 2 &&
+    ! grep -q '^ *driver = \"docker\"' '$NOMAD_RAW_HCL'"
+check "(m) its tasks run /bin/sh -c 'exec sixpn-node ...' (as this test does)" \
+    test "$(nomad_command tunnel)/$(nomad_command deregister)" = /bin/sh//bin/sh
+host_bin=$work/host-bin # /usr/local/bin on the host, as installed per the job's comment
+mkdir -p "$host_bin"
+ln -s "$sixpn" "$host_bin/sixpn"
+ln -s "$root/deploy/node/sixpn-node.sh" "$host_bin/sixpn-node"
+ln -s "$root/deploy/node/sixpn-wg-up.sh" "$host_bin/sixpn-wg-up"
+raw_node='Host-3.DC1.sixpn.test' # ${node.unique.name}
+raw_peer=$(sh "$root/deploy/node/sixpn-node.sh" --normalize "$raw_node")
+raw_secrets=$work/raw/secrets # ${NOMAD_SECRETS_DIR}
+mkdir -p "$raw_secrets" "$work/raw/etc-sixpn" "$work/raw/www"
+chmod 700 "$raw_secrets"
+echo "$raw_peer" >"$work/raw/www/index.html"
+raw_token=$(mint nomad-hosts)
+env_args=(NOMAD_SECRETS_DIR="$raw_secrets" SIXPN_WIREGUARD_TOKEN="$raw_token")
+while IFS= read -r kv; do
+    env_args+=("$(nomad_interpolate "$kv" "$raw_secrets" "$raw_node")")
+done < <(nomad_env tunnel)
+raw_mtu=$(nomad_env tunnel | sed -n 's/^SIXPN_MTU=//p')
+raw_conf_dir=$(nomad_interpolate "$(nomad_env tunnel | sed -n 's/^SIXPN_CONF_DIR=//p')" "$raw_secrets" "$raw_node")
+env_args+=(SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA" SIXPN_CHECK_EVERY="$CHECK_EVERY")
+printf '%s\n' "${env_args[@]}" | grep -v TOKEN >"$work/raw-env.log"
+check "(m) the job names the peer by \${node.unique.name}, sets PATH to /usr/local/bin and keeps the config in the secrets dir" \
+    test -n "$raw_conf_dir" -a "$(printf '%s\n' "${env_args[@]}" | sed -n 's/^PEER_NAME=//p')" = "$raw_node" \
+    -a -n "$(printf '%s\n' "${env_args[@]}" | grep '^PATH=.*/usr/local/bin')"
+# A service of the host, on all IPv6 addresses.
+nsbg "$NS_D" raw-web "$PYTHON" -m http.server 8080 --bind :: --directory "$work/raw/www"
+raw_web_pid=$last_pid
+node_host_bin=$host_bin node_script_bg raw "$work/raw/etc-sixpn" "$(nomad_args tunnel)" "${env_args[@]}"
+deploy_cycle "(m) raw_exec" "$raw_node" "$raw_peer" "$raw_conf_dir/sixpn0.conf" "$raw_mtu" \
+    "$(nomad_kill_timeout tunnel)" "" web "$raw_token" host-4-dc1
+stop_pid "$raw_web_pid"
+env_args=(NOMAD_SECRETS_DIR="$raw_secrets" SIXPN_WIREGUARD_TOKEN="$raw_token")
+while IFS= read -r kv; do
+    env_args+=("$(nomad_interpolate "$kv" "$raw_secrets" "$raw_node")")
+done < <(nomad_env deregister)
+env_args+=(SIXPN_API_URL="$API" SIXPN_CA_CERT="$CA")
+node_host_bin=$host_bin node_script_bg raw-deregister "$work/raw/etc-sixpn" "$(nomad_args deregister)" "${env_args[@]}"
+wait "$node_pid"
+check "(m) raw_exec: the poststop task (sixpn-node --deregister) exits 0 with the peer already gone" test $? = 0
+NOMAD_HCL=$nomad_docker_hcl
 
 # ----------------------------------------------------------------------------- (h) big group
 log "(h) org big, created now, with a group of 300 peers; HAProxy as shipped on its ::3"
@@ -1021,7 +1367,7 @@ check "(g) n1 reaches the gateway again" wait_for 40 n1_back
 log "(e) cleaning up"
 trap - EXIT
 cleanup
-leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2|$NS_X|$NS_D|$NS_L)( |$)" || true)
+leftover_ns=$(ip netns list | grep -E "^($NS_GW|$NS_N1|$NS_N2|$NS_X|$NS_D|$NS_L|${NS_PODS[0]}|${NS_PODS[1]}|${NS_PODS[2]})( |$)" || true)
 check "(e) no namespace left behind" test -z "$leftover_ns"
 alive=
 for pid in "${pids[@]}"; do

@@ -133,6 +133,10 @@ pub fn state_with(
         body_timeout: BODY_TIMEOUT,
         // Most tests send bursts from one token; the rate-limit tests turn limits on.
         rate_limits: RateLimits::off(),
+        key_expiry: None,
+        live_window: sixpn::config::DEFAULT_HEALTH_WINDOW,
+        snapshot: None,
+        console: true,
     }
 }
 

@@ -158,6 +158,16 @@ impl Fixture {
                 Some(json!({ "slug": format!("new-{n}") })),
             ),
             "listOrgs" => ("get", "/api/v1/orgs".to_owned(), None),
+            "deleteOrg" => {
+                let slug = format!("gone-{n}");
+                self.api.create_org(&slug).await;
+                ("delete", format!("/api/v1/orgs/{slug}"), None)
+            }
+            "showToken" => (
+                "get",
+                format!("/api/v1/orgs/{A}/wireguard_tokens/{A}-nodes"),
+                None,
+            ),
             "mintToken" => (
                 "post",
                 format!("/api/v1/orgs/{A}/wireguard_tokens"),

@@ -445,6 +445,7 @@ async fn issue16_derive_key_column_on_each_backend() {
                     group: None,
                     expires_at: None,
                     max_peers: None,
+                    key_expiry: None,
                 },
             )
             .await

@@ -408,7 +408,9 @@ fn token_list_and_delete() {
     assert_eq!(cells[1], "web", "{k8s_row}");
     assert!(cells[2].starts_with("20"), "expiry is a date: {k8s_row}");
     assert!(!k8s_row.contains("never"), "k8s was used: {k8s_row}");
-    assert_eq!(cells[cells.len() - 2], "2", "live peers: {k8s_row}");
+    // LIVE PEERS, then MAX PEERS, KEY EXPIRY and STATUS.
+    assert_eq!(cells[cells.len() - 4], "2", "live peers: {k8s_row}");
+    assert_eq!(cells[cells.len() - 1], "active", "{k8s_row}");
     assert!(
         !table.contains(&token) && !table.contains(&other),
         "the secret never shows"
@@ -1397,6 +1399,75 @@ fn node_script_re_registers_a_deleted_peer() {
     let status = script.node.0.wait().expect("wait");
     assert!(status.success(), "{status:?}");
     assert!(s.peer("personal", name).is_none(), "deregistered");
+}
+
+/// The WireGuard token in the environment of a child of `pid` (sixpn-node's `sleep` or
+/// `sixpn token ensure`: what the running node uses), if one has it.
+fn child_token(pid: u32) -> Option<String> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(pid) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if let Some(token) = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok())
+            .find_map(|kv| kv.strip_prefix("SIXPN_WIREGUARD_TOKEN="))
+        {
+            return Some(token.to_owned());
+        }
+    }
+    None
+}
+
+/// issue 23: the node loop narrows the fleet token (the one every node's Secret holds) to its own
+/// name at start. With the token it actually runs with, another node's peer cannot be re-keyed
+/// (403) and keeps its key; the fleet token itself could.
+#[test]
+fn issue23_node_script_runs_with_a_token_narrowed_to_its_name() {
+    let s = Setup::new();
+    let fleet = s.mint(&["--name", "k8s", "--group", "web"]);
+    s.node(&fleet, &["token", "start", "node-b", "web", "", "-"])
+        .ok();
+    let b = s.peer("personal", "node-b").unwrap();
+    let script = NodeScript::spawn(&s, &fleet, "Node-A", "$(date +%s)", &[]);
+    eventually(Duration::from_secs(20), "registered and applied", || {
+        s.peer("personal", "node-a").is_some() && script.n_applied() == 1
+    });
+    let pid = script.node.0.id();
+    let mut token = None;
+    eventually(
+        Duration::from_secs(20),
+        "a child of sixpn-node with a token",
+        || {
+            token = child_token(pid);
+            token.is_some()
+        },
+    );
+    let token = token.unwrap();
+    assert!(token.starts_with("sixpn_dt_"), "not narrowed: {token}");
+    assert_ne!(token, fleet);
+
+    let run = s.node(&token, &["token", "update", "node-b", "-"]);
+    assert!(!run.output.status.success(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("limited to peer node-a"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.peer("personal", "node-b").unwrap()["pubkey"], b["pubkey"]);
+    // Its own peer it may re-key; the fleet token may re-key node-b (what the docs warn about).
+    s.node(&token, &["token", "update", "node-a", "-"]).ok();
+    s.node(&fleet, &["token", "update", "node-b", "-"]).ok();
+    assert_ne!(s.peer("personal", "node-b").unwrap()["pubkey"], b["pubkey"]);
 }
 
 /// No handshake with the gateway for SIXPN_STALE_AFTER seconds: the node re-keys (same address)

@@ -40,6 +40,7 @@ fn peer(org: &Org, name: &str, group: &str, host: u64) -> Peer {
         token: "t".parse().unwrap(),
         created_at: 0,
         updated_at: 0,
+        key_expires_at: None,
     }
 }
 
@@ -917,6 +918,7 @@ async fn publisher_follows_a_real_store() {
                 group: None,
                 expires_at: None,
                 max_peers: None,
+                key_expiry: None,
             },
         )
         .await

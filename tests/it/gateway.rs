@@ -18,17 +18,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::wait::reached;
 use crate::support::{eventually, eventually_async};
 
-const IFACE: &str = "wgit0";
+pub(crate) const IFACE: &str = "wgit0";
 
 /// A `wireguard-go` interface in its own network namespace; both are removed on drop.
-struct WgNetns {
+pub(crate) struct WgNetns {
     netns: String,
     child: Child,
     dir: tempfile::TempDir,
 }
 
 impl WgNetns {
-    fn start(tag: &str) -> Option<WgNetns> {
+    pub(crate) fn start(tag: &str) -> Option<WgNetns> {
         let is_root = Command::new("id")
             .arg("-u")
             .output()
@@ -99,7 +99,7 @@ impl Drop for WgNetns {
     }
 }
 
-fn key(n: u8) -> PublicKey {
+pub(crate) fn key(n: u8) -> PublicKey {
     PrivateKey::from_bytes([n; 32]).public_key()
 }
 
@@ -259,13 +259,13 @@ async fn uapi_and_reconcile_against_wireguard_go() {
 }
 
 /// Set in the child that the `gateway_start_*` tests run inside the namespace: the UAPI dir.
-const INNER: &str = "SIXPN_IT_GATEWAY_INNER_DIR";
+pub(crate) const INNER: &str = "SIXPN_IT_GATEWAY_INNER_DIR";
 /// Set with [`INNER`] to drive the interface through `wg` instead of the socket.
 const INNER_WG: &str = "SIXPN_IT_GATEWAY_INNER_WG";
 
 /// Runs `test` of this binary again inside `wg`'s namespace, with /run/wireguard bound to the
 /// interface's socket dir (so `wg` finds it), and checks that it passed.
-fn run_inside(wg: &WgNetns, test: &str, via_wg: bool) {
+pub(crate) fn run_inside(wg: &WgNetns, test: &str, via_wg: bool) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new("ip");
     cmd.args([
@@ -361,6 +361,7 @@ async fn gateway_start_inner(uapi_dir: &Path, via_wg: bool) {
                 group: Some("web".parse().unwrap()),
                 expires_at: None,
                 max_peers: None,
+                key_expiry: None,
             },
         )
         .await
@@ -697,6 +698,7 @@ async fn handshake_inner() {
         group: None,
         expires_at: None,
         max_peers: None,
+        key_expiry: None,
     };
     let (_, secret) = store.mint_token_opts(&org, new_token, true).await.unwrap();
     let token = store.authenticate(secret.expose()).await.unwrap();

@@ -89,6 +89,7 @@ impl Rows {
                     token: TOKENS[rng.below(TOKENS.len())].parse().unwrap(),
                     created_at: 0,
                     updated_at: 0,
+                    key_expires_at: None,
                 };
                 self.peers.insert(key, peer.clone());
                 vec![Change::PeerUpserted(peer)]
@@ -302,6 +303,7 @@ fn issue9_large_org_patches_stay_equal() {
             token: "a".parse().unwrap(),
             created_at: 0,
             updated_at: 0,
+            key_expires_at: None,
         };
         rows.peers
             .insert((big.slug.to_string(), peer.name.to_string()), peer);

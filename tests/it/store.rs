@@ -30,6 +30,7 @@ fn new_token(name: &str) -> NewToken {
         group: None,
         expires_at: None,
         max_peers: None,
+        key_expiry: None,
     }
 }
 
@@ -340,6 +341,7 @@ async fn expiry_and_cap_are_enforced() {
                 &org,
                 NewToken {
                     max_peers: Some(2),
+                    key_expiry: None,
                     group: Some("web".parse().unwrap()),
                     ..new_token("capped")
                 },

@@ -119,6 +119,10 @@ fn api() -> &'static Api {
                 body_timeout: std::time::Duration::from_secs(10),
                 // One client sends everything; the limits have their own tests.
                 rate_limits: RateLimits::off(),
+                key_expiry: None,
+                live_window: std::time::Duration::from_secs(180),
+                snapshot: None,
+                console: true,
             });
             let mint = |body: &'static str| {
                 let router = router.clone();

@@ -46,6 +46,7 @@ fn peer(org: &Org, name: &str, group: &str, host: u128) -> Peer {
         token: "t".parse().expect("valid token name"),
         created_at: 0,
         updated_at: 0,
+        key_expires_at: None,
     }
 }
 
@@ -228,7 +229,8 @@ fn key(r: &Record) -> String {
 /// Compares the fast path's reply with the full handler's to the same query `q`, as
 /// `tests/it/fastpath.rs` does: same header, same question bytes, same OPT, same authority and
 /// additional records, same answers (a group's members in any order; a truncated group's two
-/// windows of the same size and owner, without repeats), same size whenever there are answers.
+/// windows of the same size and owner, without repeats), same size whenever there are answers,
+/// and the same bytes when there is at most one answer (negative answers included).
 /// Returns the kind of answer, or what differs.
 pub fn compare(fast_raw: &[u8], full_raw: &[u8], q: &[u8]) -> Result<&'static str, String> {
     let fast =
@@ -298,6 +300,12 @@ pub fn compare(fast_raw: &[u8], full_raw: &[u8], q: &[u8]) -> Result<&'static st
         return Ok("group");
     }
     check(fa == fu, &format!("answers: fast {fa:?} full {fu:?}"))?;
+    // No rotation to tell them apart: byte for byte the same, compression included (the SOA of
+    // a negative answer too).
+    check(
+        fast_raw == full_raw,
+        &format!("bytes: fast {fast_raw:02x?} full {full_raw:02x?}"),
+    )?;
     if fa.len() == 1 {
         same_size?;
         return Ok(if fast.answers[0].record_type() == RecordType::TXT {

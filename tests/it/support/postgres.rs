@@ -175,6 +175,57 @@ impl Cluster {
         let _ = child.wait();
     }
 
+    /// A streaming hot standby of this (running) cluster: `pg_basebackup -R` into a new
+    /// temporary directory, started on a port of its own. `None` (with a note naming `what`)
+    /// when `pg_basebackup` is missing.
+    pub fn standby(&self, what: &str) -> Option<Cluster> {
+        let Some(basebackup) = bin("pg_basebackup") else {
+            eprintln!("note: pg_basebackup missing; {what} skipped");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        let out = as_postgres(&basebackup)
+            .args(["-R", "-X", "stream", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut standby = Cluster {
+            child: None,
+            port: super::free_port(),
+            data,
+            tls: false,
+            dir,
+        };
+        standby.start_again();
+        Some(standby)
+    }
+
+    /// Runs `sql` on this cluster's `postgres` database (e.g. `pg_wal_replay_pause()` on a
+    /// standby).
+    pub async fn execute(&self, sql: &str) {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&self.url("")).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn.close().await.ok();
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/postgres` followed by `params` (`?sslmode=…`).
     pub fn url(&self, params: &str) -> String {
         format!(

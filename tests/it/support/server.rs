@@ -55,6 +55,7 @@ pub struct Serve {
     args: Vec<String>,
     capture_stderr: bool,
     current_dir: Option<std::path::PathBuf>,
+    umask: Option<u32>,
 }
 
 impl Serve {
@@ -74,7 +75,14 @@ impl Serve {
             args: Vec::new(),
             capture_stderr: false,
             current_dir: None,
+            umask: None,
         }
+    }
+
+    /// Runs it with this umask (e.g. 0: every mode bit a file is created with stays).
+    pub fn umask(mut self, mask: u32) -> Serve {
+        self.umask = Some(mask);
+        self
     }
 
     /// Sets (or overrides) an environment variable.
@@ -123,7 +131,18 @@ impl Serve {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sixpn"));
+        let mut command = match self.umask {
+            // The shell sets the mask and becomes the server (same process).
+            Some(mask) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_sixpn"));
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sixpn")),
+        };
         command.arg("serve").args(&self.args);
         for key in &self.removed {
             command.env_remove(key);

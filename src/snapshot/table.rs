@@ -27,29 +27,27 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::IpNet;
 
+use super::model::{Content, Model, NameKey, Touched};
 use crate::config::ViewConfig;
 use crate::model::OrgSlug;
-use crate::snapshot::model::{Content, Model, NameKey, Touched};
 use crate::store::Dump;
 
 /// The longest domain name in wire format (RFC 1035 §2.3.4).
-pub const MAX_NAME: usize = 255;
-
-/// The most RDATA the `_peer.internal` TXT record carries: what still fits a TCP message with the
-/// largest question, the owner pointer, the record header and an OPT record.
-pub const MAX_TXT_RDATA: usize = 65_000;
+pub const MAX_NAME: usize = super::name::MAX_WIRE_NAME;
 
 /// The largest UDP payload answered with when the client's EDNS allows more: the full handler's
 /// cap too, so a group that fits a 4096-byte EDNS answer is not truncated.
-pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 4096;
+pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = crate::config::DEFAULT_MAX_UDP_PAYLOAD;
 
 /// A served zone, as the fast path needs it.
 #[derive(Debug, Clone)]
 pub struct FastZone {
     /// The apex in lowercase wire format, e.g. `\x08internal\x00`.
     pub origin: Box<[u8]>,
-    /// The SOA for negative answers as a complete resource record in wire format (owner name
-    /// uncompressed), copied as is into the authority section of NXDOMAIN and NODATA answers.
+    /// The SOA for negative answers as a complete resource record in wire format (no compression
+    /// anywhere). The index takes it apart ([`Soa`]); the fast path writes it into the authority
+    /// section of NXDOMAIN and NODATA answers with its names compressed against the question, and
+    /// the serial of `internal.` moved on by the generation ([`Index::soa_serial`]).
     pub soa_negative: Box<[u8]>,
     /// Names of the zone that have static records (lowercase wire format), the apex included.
     /// Queries for them, and for their ancestors inside the zone (empty non-terminals), go to the
@@ -123,8 +121,98 @@ pub(crate) struct Span {
 #[derive(Debug)]
 pub(crate) struct ZoneData {
     pub(crate) origin: Box<[u8]>,
-    pub(crate) soa: Box<[u8]>,
+    /// `None`: the SOA did not parse, or has names with too many labels to model their
+    /// compression; the fast path leaves the zone's negative answers to the full handler.
+    pub(crate) soa: Option<Soa>,
     pub(crate) delegate_misses: bool,
+}
+
+/// A zone's negative SOA taken apart, so that the fast path writes it compressed as the full
+/// handler's encoder does (its owner and names point into the question where they can).
+#[derive(Debug)]
+pub(crate) struct Soa {
+    /// TYPE, CLASS and TTL: the 8 bytes after the owner.
+    pub(crate) head: [u8; 8],
+    /// MNAME, lowercase wire format, uncompressed.
+    pub(crate) mname: Box<[u8]>,
+    /// RNAME, lowercase wire format, uncompressed.
+    pub(crate) rname: Box<[u8]>,
+    /// SERIAL as the zone file has it.
+    pub(crate) serial: u32,
+    /// REFRESH, RETRY, EXPIRE and MINIMUM.
+    pub(crate) timers: [u8; 16],
+    /// The record's length with no compression: the room a negative answer needs before it
+    /// is written (the encoder writes each name in full before replacing it by a pointer).
+    pub(crate) max_len: usize,
+}
+
+/// The most labels MNAME and RNAME may have together for the fast path to write them: the
+/// encoder remembers at most 64 names to point at, and the question's take up to
+/// [`MAX_QUESTION_LABELS`] of them.
+const MAX_SOA_LABELS: usize = 30;
+
+/// Questions with more labels than this get their negative answers from the full handler (see
+/// [`MAX_SOA_LABELS`]).
+pub const MAX_QUESTION_LABELS: usize = 24;
+
+impl Soa {
+    /// Takes apart `rr`: the SOA record of the zone `origin`, uncompressed wire format.
+    fn parse(rr: &[u8], origin: &[u8]) -> Option<Soa> {
+        let rest = rr.strip_prefix(origin)?;
+        let head: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+        if head[..2] != [0, 6] {
+            return None;
+        }
+        let rdlen = usize::from(u16::from_be_bytes([*rest.get(8)?, *rest.get(9)?]));
+        let rdata = rest.get(10..)?;
+        if rdata.len() != rdlen {
+            return None;
+        }
+        let mname_len = wire_name_len(rdata)?;
+        let rname_len = wire_name_len(&rdata[mname_len..])?;
+        let (mname, tail) = rdata.split_at(mname_len);
+        let (rname, tail) = tail.split_at(rname_len);
+        if tail.len() != 20 || labels(mname) + labels(rname) > MAX_SOA_LABELS {
+            return None;
+        }
+        let lower = |n: &[u8]| n.to_ascii_lowercase().into_boxed_slice();
+        Some(Soa {
+            head,
+            mname: lower(mname),
+            rname: lower(rname),
+            serial: u32::from_be_bytes(tail[..4].try_into().ok()?),
+            timers: tail[4..].try_into().ok()?,
+            max_len: rr.len(),
+        })
+    }
+}
+
+/// The length of the uncompressed wire name at the start of `b`, terminator included.
+fn wire_name_len(b: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let len = usize::from(*b.get(at)?);
+        if len == 0 {
+            return Some(at + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        at += 1 + len;
+    }
+}
+
+/// The number of labels of a valid wire name (the root has none).
+fn labels(name: &[u8]) -> usize {
+    let (mut at, mut n) = (0, 0);
+    while let Some(&len) = name.get(at) {
+        if len == 0 {
+            break;
+        }
+        at += 1 + usize::from(len);
+        n += 1;
+    }
+    n
 }
 
 /// How many bits of a name's hash pick its shard.
@@ -324,6 +412,9 @@ pub struct Index {
     /// `00 10 00 01 TTL`: a TXT record after its owner, up to its RDLENGTH.
     pub(crate) txt_tail: [u8; 8],
     pub(crate) max_udp_payload: u16,
+    /// The store generation the index was built or patched from: it moves the SOA serial of
+    /// `internal.` on ([`Index::soa_serial`]).
+    generation: u64,
     views: Box<[OrgSlug]>,
     /// Configured source views, for routing views added later.
     view_config: Arc<[ViewConfig]>,
@@ -506,7 +597,7 @@ impl Index {
                 .iter()
                 .map(|z| ZoneData {
                     origin: z.origin.clone(),
-                    soa: z.soa_negative.clone(),
+                    soa: Soa::parse(&z.soa_negative, &z.origin),
                     delegate_misses: z.delegate_misses,
                 })
                 .collect(),
@@ -520,6 +611,7 @@ impl Index {
                 t
             },
             max_udp_payload: settings.max_udp_payload.max(512),
+            generation: model.generation().0,
             views: Box::new([]),
             view_config: settings.views.clone().into(),
             statics: static_keys(&settings.zones).into(),
@@ -590,6 +682,7 @@ impl Index {
             aaaa_tail: self.aaaa_tail,
             txt_tail: self.txt_tail,
             max_udp_payload: self.max_udp_payload,
+            generation: model.generation().0,
             views: self.views.clone(),
             view_config: Arc::clone(&self.view_config),
             statics: Arc::clone(&self.statics),
@@ -763,6 +856,21 @@ impl Index {
         self.views = orgs.iter().map(|o| o.org().slug.clone()).collect();
     }
 
+    /// The SOA serial of zone `zone` (an index into the settings' zones): the zone file's, and
+    /// for `internal.`, whose names change with every write, the zone file's plus the store
+    /// generation, modulo 2^32. The generation only grows (it is stored with the data and
+    /// survives restarts), so the serial moves forward with every change in RFC 1982 terms
+    /// (less than 2^31 at a time) and never goes back.
+    #[inline]
+    pub fn soa_serial(&self, zone: u8) -> Option<u32> {
+        let soa = self.zones.get(usize::from(zone))?.soa.as_ref()?;
+        Some(soa_serial(
+            soa.serial,
+            zone == self.internal_zone,
+            self.generation,
+        ))
+    }
+
     /// The orgs, in view order.
     pub fn views(&self) -> &[OrgSlug] {
         &self.views
@@ -821,6 +929,16 @@ impl Index {
             }
         }
         best.map(|(i, _)| i)
+    }
+}
+
+/// The SOA serial of a zone whose file says `file_serial` (see [`Index::soa_serial`]).
+#[inline]
+pub fn soa_serial(file_serial: u32, internal: bool, generation: u64) -> u32 {
+    if internal {
+        file_serial.wrapping_add(generation as u32)
+    } else {
+        file_serial
     }
 }
 
@@ -971,113 +1089,9 @@ pub(crate) fn is_within(name: &[u8], origin: &[u8]) -> bool {
     }
 }
 
-/// Appends the TXT RDATA of the comma-separated `names`: character-strings of at most 255 bytes
-/// that never break inside a name (the comma ends the string before a break, and always fits), stopping at the last
-/// name that keeps the RDATA within `max_rdata` bytes.
-pub fn split_txt_into<'n>(
-    names: impl IntoIterator<Item = &'n str>,
-    max_rdata: usize,
-    out: &mut Vec<u8>,
-) {
-    let start = out.len();
-    // Offset of the current string's length byte, if a string is open.
-    let mut open: Option<usize> = None;
-    for name in names {
-        let cur_len = open.map_or(0, |o| out.len() - o - 1);
-        // Keep room for the comma that ends the string if another name follows (the full
-        // handler's snapshot splits the same way).
-        let needs_new = open.is_none() || cur_len + 1 + name.len() + 1 > 255;
-        let used = out.len() - start;
-        let after = if open.is_none() {
-            used + 1 + name.len()
-        } else if needs_new {
-            used + 1 + 1 + name.len()
-        } else {
-            used + 1 + name.len()
-        };
-        if after > max_rdata {
-            break;
-        }
-        match open {
-            Some(o) if !needs_new => {
-                out.push(b',');
-                out.extend_from_slice(name.as_bytes());
-                out[o] = (out.len() - o - 1) as u8;
-            }
-            Some(o) => {
-                // The comma closes the previous string.
-                out.push(b',');
-                out[o] = (out.len() - o - 1) as u8;
-                let o = out.len();
-                out.push(0);
-                out.extend_from_slice(name.as_bytes());
-                out[o] = name.len() as u8;
-                open = Some(o);
-            }
-            None => {
-                let o = out.len();
-                out.push(name.len() as u8);
-                out.extend_from_slice(name.as_bytes());
-                open = Some(o);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(rdata: &[u8]) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < rdata.len() {
-            let n = usize::from(rdata[at]);
-            out.push(String::from_utf8(rdata[at + 1..at + 1 + n].to_vec()).unwrap());
-            at += 1 + n;
-        }
-        out
-    }
-
-    #[test]
-    fn txt_split_keeps_names_whole() {
-        let names: Vec<String> = (0..200).map(|i| format!("peer-{i:04}")).collect();
-        let mut rdata = Vec::new();
-        split_txt_into(names.iter().map(String::as_str), MAX_TXT_RDATA, &mut rdata);
-        let s = strings(&rdata);
-        assert!(s.len() > 1);
-        assert!(s.iter().all(|s| !s.is_empty() && s.len() <= 255));
-        assert_eq!(s.concat(), names.join(","));
-        for st in &s {
-            for part in st.split(',').filter(|p| !p.is_empty()) {
-                assert!(names.iter().any(|n| n == part), "{part} was cut");
-            }
-        }
-    }
-
-    #[test]
-    fn txt_split_small_empty_and_capped() {
-        let mut r = Vec::new();
-        split_txt_into(["a", "b"], MAX_TXT_RDATA, &mut r);
-        assert_eq!(r, b"\x03a,b");
-        let mut r = Vec::new();
-        split_txt_into([], MAX_TXT_RDATA, &mut r);
-        assert!(r.is_empty());
-        let long = "x".repeat(63);
-        let mut r = Vec::new();
-        split_txt_into([long.as_str(); 5], MAX_TXT_RDATA, &mut r);
-        let s = strings(&r);
-        assert_eq!(s.len(), 2);
-        assert_eq!(s[0].len(), 3 * 63 + 3, "three names and their commas");
-        assert_eq!(s.concat(), [long.as_str(); 5].join(","));
-        let names: Vec<String> = (0..10_000).map(|i| format!("peer-{i:05}")).collect();
-        let mut r = Vec::new();
-        split_txt_into(names.iter().map(String::as_str), 1000, &mut r);
-        assert!(r.len() <= 1000 && r.len() > 900, "{}", r.len());
-        let list = strings(&r).concat();
-        assert!(!list.ends_with(','));
-        assert!(names.join(",").starts_with(&list));
-    }
 
     #[test]
     fn within_is_on_label_boundaries() {

@@ -1,0 +1,189 @@
+//! The network picture of an org page: an SVG of regions → gateways → groups → peers, each
+//! peer coloured live or idle, each group by how many of its members are live.
+//!
+//! Bounded whatever the org's size: at most [`MAX_GROUPS`] groups per region and
+//! [`MAX_PEERS`] peers per group are drawn, the rest summed up in a "+N more" node.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::html::esc;
+use crate::model::{Peer, Region};
+
+/// Groups drawn per region.
+pub const MAX_GROUPS: usize = 12;
+/// Peers drawn per group.
+pub const MAX_PEERS: usize = 8;
+
+const ROW: i32 = 22;
+const COLS: [i32; 4] = [10, 170, 360, 550];
+const BOX_W: i32 = 150;
+
+const LIVE: &str = "#1a7f37";
+const IDLE: &str = "#8c959f";
+const SOME: &str = "#bf8700";
+const NONE: &str = "#cf222e";
+const GATEWAY: &str = "#0550ae";
+
+/// A region's groups: name → members (name, live).
+type Groups<'a> = BTreeMap<&'a str, Vec<(&'a str, bool)>>;
+
+/// One drawn node.
+fn node(out: &mut String, col: usize, y: i32, fill: &str, label: &str, title: &str) {
+    let x = COLS[col];
+    let _ = write!(
+        out,
+        "<g><title>{}</title><rect x=\"{x}\" y=\"{}\" width=\"{BOX_W}\" height=\"18\" rx=\"4\" \
+         fill=\"{fill}\"/><text x=\"{}\" y=\"{}\" fill=\"#ffffff\" font-size=\"12\" \
+         font-family=\"sans-serif\">{}</text></g>",
+        esc(title),
+        y - 13,
+        x + 6,
+        y,
+        esc(&truncate(label, 22))
+    );
+}
+
+fn edge(out: &mut String, from_col: usize, from_y: i32, to_col: usize, to_y: i32) {
+    let _ = write!(
+        out,
+        "<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#d0d7de\"/>",
+        COLS[from_col] + BOX_W,
+        from_y - 4,
+        COLS[to_col],
+        to_y - 4
+    );
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut t: String = text.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The picture of `peers` over `regions`; `live(peer)` says whether a peer is live.
+pub fn render(regions: &[Region], peers: &[Peer], live: impl Fn(&Peer) -> bool) -> String {
+    // region → group → peers.
+    let mut tree: BTreeMap<&str, Groups<'_>> = BTreeMap::new();
+    for r in regions {
+        tree.entry(r.code.as_str()).or_default();
+    }
+    for p in peers {
+        tree.entry(p.region.as_str())
+            .or_default()
+            .entry(p.group.as_str())
+            .or_default()
+            .push((p.name.as_str(), live(p)));
+    }
+    let mut body = String::new();
+    let mut y = 24;
+    for (region, groups) in &tree {
+        let region_y = y;
+        let gateway = regions.iter().find(|r| r.code.as_str() == *region);
+        let n_peers: usize = groups.values().map(Vec::len).sum();
+        node(
+            &mut body,
+            0,
+            region_y,
+            "#57606a",
+            region,
+            &format!("region {region}: {n_peers} peers"),
+        );
+        edge(&mut body, 0, region_y, 1, region_y);
+        match gateway {
+            Some(g) => node(
+                &mut body,
+                1,
+                region_y,
+                GATEWAY,
+                &g.endpoint(),
+                &format!("gateway of {region}: {}", g.endpoint()),
+            ),
+            None => node(
+                &mut body,
+                1,
+                region_y,
+                NONE,
+                "no gateway",
+                &format!("region {region} is not configured on this server"),
+            ),
+        }
+        if groups.is_empty() {
+            y += ROW + 8;
+            continue;
+        }
+        for (i, (group, members)) in groups.iter().enumerate() {
+            if i == MAX_GROUPS {
+                edge(&mut body, 1, region_y, 2, y);
+                node(
+                    &mut body,
+                    2,
+                    y,
+                    IDLE,
+                    &format!("+{} more groups", groups.len() - MAX_GROUPS),
+                    "more groups",
+                );
+                y += ROW;
+                break;
+            }
+            let group_y = y;
+            let n_live = members.iter().filter(|(_, l)| *l).count();
+            let fill = match n_live {
+                0 => NONE,
+                n if n == members.len() => LIVE,
+                _ => SOME,
+            };
+            edge(&mut body, 1, region_y, 2, group_y);
+            node(
+                &mut body,
+                2,
+                group_y,
+                fill,
+                &format!("{group} ({n_live}/{})", members.len()),
+                &format!("group {group}: {n_live} of {} live", members.len()),
+            );
+            for (j, (peer, is_live)) in members.iter().enumerate() {
+                if j == MAX_PEERS {
+                    edge(&mut body, 2, group_y, 3, y);
+                    node(
+                        &mut body,
+                        3,
+                        y,
+                        IDLE,
+                        &format!("+{} more", members.len() - MAX_PEERS),
+                        "more peers",
+                    );
+                    y += ROW;
+                    break;
+                }
+                edge(&mut body, 2, group_y, 3, y);
+                let (fill, state) = if *is_live {
+                    (LIVE, "live")
+                } else {
+                    (IDLE, "idle")
+                };
+                node(
+                    &mut body,
+                    3,
+                    y,
+                    fill,
+                    peer,
+                    &format!("peer {peer}: {state}"),
+                );
+                y += ROW;
+            }
+        }
+        y += 8;
+    }
+    let height = y + 4;
+    let width = COLS[3] + BOX_W + 10;
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-labelledby=\"net-title\" \
+         viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\">\
+         <title id=\"net-title\">Regions, gateways, groups and peers of this org</title>{body}</svg>"
+    )
+}
