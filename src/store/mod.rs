@@ -512,7 +512,14 @@ fn pg_target(opts: &sqlx::postgres::PgConnectOptions) -> String {
 /// are.
 async fn pg_cause(opts: &sqlx::postgres::PgConnectOptions, error: StoreError) -> StoreError {
     use sqlx::Connection as _;
-    if !matches!(error, StoreError::Database(sqlx::Error::PoolTimedOut)) {
+    // At start the first call is the migration, which wraps the pool's error.
+    if !matches!(
+        error,
+        StoreError::Database(sqlx::Error::PoolTimedOut)
+            | StoreError::Migrate(sqlx::migrate::MigrateError::Execute(
+                sqlx::Error::PoolTimedOut
+            ))
+    ) {
         return error;
     }
     match tokio::time::timeout(
