@@ -225,6 +225,10 @@ mkdir -p "$work/gw"
 # nobody, there sixpn) with the units' capabilities only (ambient, bounding) and no new privileges.
 chmod 711 "$work"
 chown "$GW_UID:$GW_UID" "$work/gw" "$work/$NS_GW/run" "$pki/api.key"
+# The unprivileged user must be able to reach the binary: a checkout under a private folder
+# (`mktemp -d`, a home directory) is not, so the run uses a copy in its own folder.
+install -m 0755 "$sixpn" "$work/sixpn"
+sixpn=$work/sixpn
 # Distributions ship /dev/net/tun world-writable (wireguard-go needs only CAP_NET_ADMIN then);
 # where it is not, the gateway's mount namespace gets a node that is.
 if [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
