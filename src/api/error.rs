@@ -260,6 +260,7 @@ fn store_status(err: &StoreError) -> StatusCode {
         unavailable if unavailable.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::BadUrl(_)
         | StoreError::ReadReplicaNeedsPostgres
+        | StoreError::NotReady(_)
         | StoreError::Migrate(_)
         | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -322,6 +323,15 @@ fn store_message(err: &StoreError) -> String {
             } else {
                 format!("the database is unavailable: {reason}; try again shortly")
             }
+        }
+        StoreError::NotReady(Some(reason)) if reason.contains("operator") => {
+            format!("the database is unavailable: {reason}")
+        }
+        StoreError::NotReady(Some(reason)) => {
+            format!("the database is unavailable: {reason}; try again shortly")
+        }
+        StoreError::NotReady(None) => {
+            "the database is being prepared (migrations); try again shortly".to_owned()
         }
         unavailable if unavailable.is_unavailable() => {
             "the database is unavailable; try again shortly".to_owned()

@@ -58,6 +58,32 @@ impl UpdateSource for Feed {
     }
 }
 
+/// How long the first load keeps trying a store that does not answer yet or whose schema is
+/// behind (see [`first_load`]).
+const FIRST_LOAD_PATIENCE: Duration = Duration::from_secs(15);
+
+/// The first full state. A store that is away or whose schema is behind is tried again for
+/// [`FIRST_LOAD_PATIENCE`]: a first start with a read replica migrates the primary while DNS
+/// loads from the standby, which has the new tables only once it has replayed that migration.
+async fn first_load(source: &mut impl UpdateSource) -> Result<Update, SnapshotError> {
+    let deadline = Instant::now() + FIRST_LOAD_PATIENCE;
+    let mut warned = false;
+    loop {
+        match source.next().await {
+            Ok(first) => return Ok(first),
+            Err(e) if (e.is_unavailable() || e.is_schema_behind()) && Instant::now() < deadline => {
+                if !warned {
+                    tracing::warn!(error = %e, "the first DNS load failed; trying again (a standby that has not replayed the migrations yet, or a store that does not answer yet)");
+                    warned = true;
+                }
+                source.force_reload();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(SnapshotError::Load(e)),
+        }
+    }
+}
+
 /// Builds the first snapshot from `store`, then keeps applying its changes and publishing in a
 /// background task until `cancel` fires. Read failures after the first are logged and retried
 /// with backoff; the task never dies on them.
@@ -212,7 +238,7 @@ pub(crate) async fn start_with(
             (fallback, snapshot)
         }
         None => {
-            let first = source.next().await.map_err(SnapshotError::Load)?;
+            let first = first_load(&mut source).await?;
             let base = Arc::clone(&base);
             tokio::task::spawn_blocking(move || step(&base, None, Model::default(), first))
                 .await

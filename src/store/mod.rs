@@ -101,6 +101,12 @@ pub enum StoreError {
         /// Its live tokens.
         tokens: u64,
     },
+    /// The database has not been migrated and prepared yet (a server that started while its
+    /// primary was away or slow, see [`Store::open_lazy`]): nothing is read or written until it
+    /// has, so that no request sees a half-prepared database (an org that does not exist yet).
+    /// Holds why, in a few words, when the last attempt failed.
+    #[error("the database is not ready yet: {}", .0.unwrap_or("it is being prepared"))]
+    NotReady(Option<&'static str>),
     /// The default org cannot be deleted (every server recreates it at start).
     #[error("org {0} is the default org and cannot be deleted")]
     DefaultOrg(OrgSlug),
@@ -149,6 +155,20 @@ impl StoreError {
         match self {
             StoreError::Database(e)
             | StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_unavailable(e),
+            StoreError::NotReady(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the database lacks a table or column this version uses: a hot standby that has
+    /// not replayed the primary's migrations yet (a first start that migrates the primary while
+    /// DNS loads from the standby), or a database not migrated at all.
+    pub fn is_schema_behind(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+                // PostgreSQL: undefined_table, undefined_column.
+                code == "42P01" || code == "42703"
+            }),
             _ => false,
         }
     }
@@ -189,6 +209,44 @@ pub struct Store {
     read: Option<ReadSide>,
     /// Bounds the PostgreSQL write transactions open at once (see [`WRITERS`]).
     write_gate: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Whether [`Store::init`] has prepared the database; [`read!`] and [`write_tx!`] refuse
+    /// with [`StoreError::NotReady`] until it has.
+    readiness: std::sync::Arc<Readiness>,
+}
+
+/// Whether the database has been migrated and prepared, and if not, why the last try failed.
+#[derive(Debug, Default)]
+struct Readiness {
+    ready: std::sync::atomic::AtomicBool,
+    /// [`unavailable_reason`] of the last failed [`Store::init`].
+    reason: std::sync::Mutex<Option<&'static str>>,
+}
+
+impl Readiness {
+    fn ready() -> std::sync::Arc<Readiness> {
+        let r = Readiness::default();
+        r.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::sync::Arc::new(r)
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.ready.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(StoreError::NotReady(
+                *self.reason.lock().unwrap_or_else(|e| e.into_inner()),
+            ))
+        }
+    }
+
+    fn failed(&self, error: &StoreError) {
+        let reason = match error {
+            StoreError::Database(e)
+            | StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => unavailable_reason(e),
+            _ => None,
+        };
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
 }
 
 /// At most this many PostgreSQL write transactions hold a connection at once (half the pool):
@@ -263,7 +321,7 @@ const NOTIFY_CHANNEL: &str = "sixpn_changes";
 /// change set unannounced. (A feed would still find it in the change log; this keeps it fast.)
 macro_rules! write_tx {
     ($self:ident, |$tx:ident, $is_pg:ident, $log:ident| $body:block) => {
-        match &$self.backend {
+        match $self.readiness.check().map(|()| &$self.backend)? {
             $crate::store::Backend::Sqlite(pool) => {
                 #[allow(unused_variables)]
                 let $is_pg = false;
@@ -311,10 +369,11 @@ macro_rules! write_tx {
     };
 }
 
-/// Runs `$body` with `$conn` a pool of whichever backend the store has.
+/// Runs `$body` with `$pool` a pool of whichever backend the store has; [`StoreError::NotReady`]
+/// before the database has been prepared.
 macro_rules! read {
     ($self:ident, |$pool:ident| $body:block) => {
-        match &$self.backend {
+        match $self.readiness.check().map(|()| &$self.backend)? {
             $crate::store::Backend::Sqlite($pool) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
         }
@@ -842,6 +901,7 @@ impl Store {
             changes: Changes::new(Generation(0)),
             ula_prefix,
             identity: Default::default(),
+            readiness: Default::default(),
             source: None,
             actor: None,
             org_max_peers: crate::config::DEFAULT_ORG_MAX_PEERS,
@@ -855,6 +915,27 @@ impl Store {
     /// Migrates, learns the identity and makes sure the default org exists; returns the stored
     /// generation.
     async fn init(&self) -> Result<Generation, StoreError> {
+        let result = self.ungated().prepare().await;
+        match &result {
+            Ok(_) => self
+                .readiness
+                .ready
+                .store(true, std::sync::atomic::Ordering::Release),
+            Err(e) => self.readiness.failed(e),
+        }
+        result
+    }
+
+    /// This store without the readiness gate, for [`Store::init`] itself.
+    fn ungated(&self) -> Store {
+        Store {
+            readiness: Readiness::ready(),
+            ..self.clone()
+        }
+    }
+
+    /// What [`Store::init`] does.
+    async fn prepare(&self) -> Result<Generation, StoreError> {
         match &self.backend {
             Backend::Postgres(pool) => PG_MIGRATOR.run(pool).await?,
             Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
@@ -1017,7 +1098,10 @@ impl Store {
         if let Some(read) = &self.read {
             read.pool.close().await;
         }
-        read!(self, |pool| { pool.close().await })
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 
     /// The change channel: its value is the newest generation known to be committed, by this

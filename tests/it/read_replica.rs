@@ -43,6 +43,23 @@ async fn replica(
     sixpn::serve::start(config).await.expect("replica starts")
 }
 
+/// Waits until `server` says it is ready (`/readyz` 200): a replica whose primary answered
+/// slowly at start (a loaded machine) prepares the database in the background and answers 503
+/// meanwhile, which a client retries.
+async fn until_ready(server: &sixpn::serve::Running) {
+    let base = format!("http://{}", server.api_addr);
+    eventually_async(Duration::from_secs(30), "the replica is ready", || {
+        let base = base.clone();
+        async move {
+            match get(&base, "/readyz").await {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("{status} {body}")),
+            }
+        }
+    })
+    .await;
+}
+
 /// Whether `name` answers (AAAA, NOERROR with an answer) on `dns`.
 async fn resolves(dns: SocketAddr, name: &str) -> bool {
     let msg = dns_query_async(dns, name, RecordType::AAAA).await;
@@ -77,6 +94,8 @@ async fn issue17_a_replica_follows_its_standby_and_its_own_writes_never_wait_for
     // `a` reads and writes the primary; `b` reads from the standby.
     let a = replica(dirs.0.path(), &primary, None).await;
     let b = replica(dirs.1.path(), &primary, Some(&standby)).await;
+    until_ready(&a).await;
+    until_ready(&b).await;
     assert!(b.store.has_read_replica());
     let (api_a, api_b) = (Api::of(&a), Api::of(&b));
     let base_b = api_b.base.clone();
@@ -160,6 +179,7 @@ async fn issue17_primary_away_writes_fail_within_a_second_and_dns_answers() {
     };
     let dir = tempfile::tempdir().unwrap();
     let b = replica(dir.path(), &primary, Some(&standby)).await;
+    until_ready(&b).await;
     let api = Api::of(&b);
     let dns = b.dns_addrs[0];
     let token = api.mint("personal", "k8s", Some("web")).await;

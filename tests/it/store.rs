@@ -1412,3 +1412,51 @@ async fn issue10_reaping_removes_idle_ephemeral_peers_once() {
     })
     .await;
 }
+
+/// A store opened without waiting for its database refuses every read and write with
+/// `NotReady` (a 503 at the API) until the database has been migrated and prepared, so that no
+/// request sees a half-prepared database: under load a mint once got `404 org personal does not
+/// exist` from a server whose primary answered slowly at start. Once prepared, calls go through.
+#[tokio::test]
+async fn a_lazy_store_is_not_ready_until_its_database_is_prepared() {
+    let prefix = "fdaa::/16".parse().unwrap();
+    let personal: OrgSlug = "personal".parse().unwrap();
+
+    // Nothing listens on port 1: the preparation keeps failing, and the refusal says why.
+    let away = Store::open_lazy("postgres://sixpn@127.0.0.1:1/sixpn", prefix)
+        .await
+        .unwrap();
+    let err = away.get_org(&personal).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotReady(_)), "{err:?}");
+    assert!(err.is_unavailable(), "{err:?}");
+    let err = away.create_org(&"acme".parse().unwrap()).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotReady(_)), "{err:?}");
+    eventually_async(
+        Duration::from_secs(10),
+        "the failed preparation's reason",
+        || {
+            let away = away.clone();
+            let personal = personal.clone();
+            async move {
+                match away.get_org(&personal).await {
+                    // Refused connections, seen through the pool's timeout.
+                    Err(StoreError::NotReady(Some(_))) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+
+    // A database that answers: prepared in the background, then served (the default org exists).
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("lazy.db").display());
+    let store = Store::open_lazy(&url, prefix).await.unwrap();
+    eventually_async(Duration::from_secs(10), "the lazy store prepared", || {
+        let store = store.clone();
+        let personal = personal.clone();
+        async move { store.get_org(&personal).await.map_err(|e| format!("{e:?}")) }
+    })
+    .await;
+    store.close().await;
+}
