@@ -4,9 +4,10 @@
 #
 # - Installs Debian's `chromium` and `chromium-driver` (and `dig`) when missing and running as
 #   root; otherwise says why it skips and exits 0.
-# - Makes a venv (default target/browser-venv) with pinned Selenium and axe-selenium-python from
-#   PyPI (axe-core 3.1 inside), and, when `npm` is there, a pinned axe-core 4 from npm as well:
-#   every page is checked by each engine present.
+# - Makes a venv (default target/browser-venv) with tests/browser/requirements.txt from PyPI
+#   (Selenium, axe-selenium-python with axe-core 3.1 inside, and their dependencies, all pinned),
+#   and, when `npm` is there, a pinned axe-core 4 from npm as well: every page is checked by each
+#   engine present.
 # - Builds target/debug/sixpn (or uses SIXPN_BIN), starts `sixpn serve` on a temporary data
 #   directory with ephemeral loopback ports, runs the tests, stops the server by its PID, and exits
 #   non-zero on any failure.
@@ -20,8 +21,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-SELENIUM_VERSION=4.50.0
-AXE_SELENIUM_VERSION=2.1.6
 AXE_CORE_NPM_VERSION=4.11.4
 
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -43,12 +42,13 @@ if [[ -z "$chromium_bin" || -z "$driver_bin" ]] || ! have dig; then
 fi
 
 venv=$(realpath -m "${BROWSER_VENV:-target/browser-venv}")
-if ! "$venv/bin/python" -c "import selenium, axe_selenium_python" 2>/dev/null ||
-  [[ "$("$venv/bin/python" -c 'import selenium; print(selenium.__version__)')" != "$SELENIUM_VERSION" ]]; then
-  echo "== venv $venv (selenium $SELENIUM_VERSION, axe-selenium-python $AXE_SELENIUM_VERSION)"
+requirements=tests/browser/requirements.txt
+# (Re)made when missing or when the requirements changed since.
+if ! cmp -s "$requirements" "$venv/requirements.txt"; then
+  echo "== venv $venv ($requirements)"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "selenium==$SELENIUM_VERSION" \
-    "axe-selenium-python==$AXE_SELENIUM_VERSION"
+  "$venv/bin/pip" install --quiet -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
 fi
 
 # axe-core 4 from npm, when npm is there (axe-selenium-python's engine is 3.1).
