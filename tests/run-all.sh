@@ -4,6 +4,7 @@
 #
 #   tests/run-all.sh            # everything this machine can run
 #   SIXPN_SKIP_E2E=1 tests/run-all.sh
+#   SIXPN_SKIP_BROWSER=1 tests/run-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,13 @@ echo "== PostgreSQL for tests: ${SIXPN_TEST_POSTGRES_URL:-none (SQLite only)}"
 
 echo "== cargo test"
 cargo test --locked
+
+# The console in a real headless Chromium (issue 19). It installs chromium, chromium-driver and
+# its pinned PyPI packages itself, and says so and skips when it cannot (not root).
+if [ -z "${SIXPN_SKIP_BROWSER:-}" ]; then
+  echo "== browser tests (headless Chromium, Selenium, axe-core)"
+  tests/browser/run.sh
+fi
 
 if [ -z "${SIXPN_SKIP_E2E:-}" ] && [ -x tests/e2e/run.sh ]; then
   if [ "$(id -u)" = 0 ]; then

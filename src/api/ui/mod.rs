@@ -270,7 +270,7 @@ fn login_page(status: StatusCode, message: Option<&str>) -> Response {
     body.push_str(
         "<form method=\"post\" action=\"/ui/login\" class=\"stack\">\
          <label for=\"key\">API key (<code>sixpn_ak_…</code>) or admin token</label>\
-         <input id=\"key\" name=\"key\" type=\"password\" autocomplete=\"off\" required>\
+         <input id=\"key\" name=\"key\" type=\"password\" autocomplete=\"current-password\" required>\
          <button type=\"submit\">Sign in</button></form>\
          <p class=\"hint\">The key stays on the server; the browser holds a session cookie \
          for at most 12 hours.</p>",

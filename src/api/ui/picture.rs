@@ -20,8 +20,8 @@ const COLS: [i32; 4] = [10, 170, 360, 550];
 const BOX_W: i32 = 150;
 
 const LIVE: &str = "#1a7f37";
-const IDLE: &str = "#8c959f";
-const SOME: &str = "#bf8700";
+const IDLE: &str = "#656d76";
+const SOME: &str = "#9a6700";
 const NONE: &str = "#cf222e";
 const GATEWAY: &str = "#0550ae";
 

@@ -35,6 +35,8 @@ document.addEventListener("click", function (ev) {
       });
   }
   source.addEventListener("generation", function (ev) {
+    // The generation the page follows (the browser tests wait for it before they change things).
+    document.documentElement.setAttribute("data-live-generation", ev.data);
     if (seen !== null && ev.data !== seen && !pending) {
       pending = true;
       setTimeout(refresh, 100);
