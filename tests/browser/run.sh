@@ -16,7 +16,7 @@
 #   SIXPN_BIN               the binary to test (default: target/debug/sixpn, built here)
 #   BROWSER_VENV            the venv (default target/browser-venv)
 #   SIXPN_SCREENSHOT_DIR    where the screenshots go (default target/browser-screenshots;
-#                           README's are docs/screenshots: set it to that to refresh them)
+#                           README's are tests/browser/screenshots: set it to that to refresh them)
 #   BROWSER_TEST_FILTER     a unittest name pattern (-k) to run only some tests
 set -euo pipefail
 cd "$(dirname "$0")/../.."
