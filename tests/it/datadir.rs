@@ -103,7 +103,10 @@ async fn every_name_answers_from_the_saved_state(
         acked.len()
     );
     eprintln!("{} names answered {took:?} after the restart", acked.len());
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // It waits for its store only its patience (0.6 s), then answers from the saved state: well
+    // within the pool's connect timeout (10 s) even on a busy machine, as in `outage` (a machine
+    // with both cores taken by tests/cpu-hog.sh and other jobs took 1.7 s here).
+    assert!(took < Duration::from_secs(4), "took {took:?}");
     let api = Api::new(&server.api, &server.admin_token);
     let (status, body) = api.register(token, "while-down", "web").await;
     assert_eq!(status, 503, "the database is unreachable: {body}");
