@@ -49,9 +49,11 @@ async fn create_then_sigterm(server: &mut ServerProcess) -> (HashSet<String>, St
         .arg(server.child.id().to_string())
         .status()
         .unwrap();
+    // Well inside the state writer's 2 s period, so the last acknowledged writes can only be in
+    // the saved state if the stop saved them (a loaded machine took 159 ms between the two).
     let since_ack = last_ack.elapsed();
     assert!(
-        since_ack < Duration::from_millis(100),
+        since_ack < Duration::from_secs(1),
         "SIGTERM {since_ack:?} after the last acknowledgement"
     );
     // A graceful stop: the server exits 0, within its drain time.
