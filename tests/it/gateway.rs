@@ -78,8 +78,9 @@ impl WgNetns {
         let sock = wg.dir.path().join(format!("{IFACE}.sock"));
         eventually(
             Duration::from_secs(10),
-            &format!("wireguard-go creates {sock:?}"),
-            || sock.exists(),
+            &format!("wireguard-go listens on {sock:?}"),
+            // Listening, not only created: the file exists a moment before wireguard-go accepts.
+            || std::os::unix::net::UnixStream::connect(&sock).is_ok(),
         );
         Some(wg)
     }
@@ -751,13 +752,13 @@ async fn handshake_inner() {
     let sock = uapi_dir.join(format!("{NODE_IFACE}.sock"));
     eventually_async(
         Duration::from_secs(10),
-        &format!("wireguard-go creates {sock:?}"),
+        &format!("wireguard-go listens on {sock:?}"),
+        // Listening, not only created: the file exists a moment before wireguard-go accepts
+        // (a loaded machine got "connection refused" in that moment).
         || async {
-            if sock.exists() {
-                Ok(())
-            } else {
-                Err("no socket yet".into())
-            }
+            std::os::unix::net::UnixStream::connect(&sock)
+                .map(drop)
+                .map_err(|e| e.to_string())
         },
     )
     .await;

@@ -22,12 +22,35 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::{Value, json};
 
-/// A port that was free a moment ago on 127.0.0.1 (TCP and UDP).
+/// The ports [`free_port`] hands out: below Linux's ephemeral range (32768-60999), so a socket
+/// bound to port 0 (a client's, a server's with `:0`) is never given one of them between our
+/// check and the server's bind. Taking ports from the kernel's `:0` instead let concurrent tests
+/// collide now and then on a busy machine ("sixpn serve exited early": address in use).
+const FREE_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port that was free a moment ago on 127.0.0.1 (TCP and UDP), from [`FREE_PORTS`]. Each test
+/// process walks the range from its own random point, one port after another, so two processes
+/// (nextest runs each test in its own) rarely meet and one process never hands a port out twice.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = FREE_PORTS.end - FREE_PORTS.start;
+    let start = *START.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        (h.finish() % u64::from(span)) as u32
+    });
     loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < span, "no free port left in {FREE_PORTS:?}");
+        let port = (FREE_PORTS.start + (start + n) % span) as u16;
+        // One bind at a time (each socket is closed at the end of its statement): free on
+        // loopback and on every address, for TCP and UDP.
+        let tcp = std::net::TcpListener::bind(("0.0.0.0", port)).is_ok();
+        let udp = tcp && UdpSocket::bind(("0.0.0.0", port)).is_ok();
+        if udp {
             return port;
         }
     }
