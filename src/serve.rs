@@ -224,6 +224,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 "the database does not answer: serving DNS from the last-known-good state, writes answer 503 until it does"
             );
             let store = Store::open_lazy_with(&url, read, config.ula_prefix).await?;
+            // The saved state is this database's: an earlier run prepared it.
+            store.assume_prepared();
             (store, Some(model))
         }
         // The store's errors may quote the URL (an unsupported scheme, a parse error): its

@@ -926,6 +926,17 @@ impl Store {
         result
     }
 
+    /// Lets calls through before [`Store::init`] has finished, for a lazily opened store whose
+    /// database an earlier run prepared (a server restarting with its saved DNS state, which is
+    /// tied to this database): its tables are there, so requests are served as soon as the
+    /// database answers instead of waiting for the background preparation. A first start keeps
+    /// the gate, so no request sees a database that is still being migrated.
+    pub fn assume_prepared(&self) {
+        self.readiness
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// This store without the readiness gate, for [`Store::init`] itself.
     fn ungated(&self) -> Store {
         Store {
