@@ -260,6 +260,8 @@ fn store_status(err: &StoreError) -> StatusCode {
         unavailable if unavailable.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::BadUrl(_)
         | StoreError::ReadReplicaNeedsPostgres
+        | StoreError::MultiHostUrl(_)
+        | StoreError::Reopen(_)
         | StoreError::Migrate(_)
         | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -328,6 +330,8 @@ fn store_message(err: &StoreError) -> String {
         }
         StoreError::BadUrl(_)
         | StoreError::ReadReplicaNeedsPostgres
+        | StoreError::MultiHostUrl(_)
+        | StoreError::Reopen(_)
         | StoreError::Migrate(_)
         | StoreError::Database(_) => "internal error".to_owned(),
         // The remaining variants' own messages say what is wrong and are safe to show.
