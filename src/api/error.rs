@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn database_errors_reveal_nothing() {
-        let err = ApiError::Store(StoreError::Database(sqlx::Error::Protocol(
+        let err = ApiError::Store(StoreError::Database(sqlx::Error::ColumnNotFound(
             "secret detail".into(),
         )));
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -419,6 +419,8 @@ mod tests {
             sqlx::Error::PoolClosed,
             sqlx::Error::WorkerCrashed,
             sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            // issue 17: a proxy in front of an unreachable database accepts and closes.
+            sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into()),
         ] {
             let err = ApiError::Store(StoreError::Database(err));
             assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");

@@ -494,6 +494,10 @@ pub fn unavailable_reason(err: &sqlx::Error) -> Option<&'static str> {
         sqlx::Error::PoolTimedOut => Some("the database did not answer in time"),
         sqlx::Error::PoolClosed => Some("the server is shutting down"),
         sqlx::Error::WorkerCrashed => Some("the connection to the database failed"),
+        // The other side broke off mid-protocol: seen when a middlebox (a proxy, a load
+        // balancer) in front of an unreachable database accepts and closes ("unexpected
+        // response from SSLRequest"), or a connection is cut mid-message (issue 17, partition).
+        sqlx::Error::Protocol(_) => Some("the connection to the database failed"),
         sqlx::Error::Io(_) => Some("the database cannot be reached"),
         sqlx::Error::Tls(_) => Some("the TLS connection to the database failed"),
         sqlx::Error::BeginFailed => Some("the database could not start a transaction"),

@@ -295,6 +295,8 @@ def cmd_partition(a):
         k += 1
         t0 = time.monotonic()
         status, body = create(a.c_api, a.token, f"cut-c{os.getpid()}-{k}")
+        if status != 503:
+            print(json.dumps({"c_write": status, "body": body}), file=sys.stderr)
         c_writes.append([status, round((time.monotonic() - t0) * 1000, 1),
                          bool(body and body.get("error"))])
         name = f"cut-b{os.getpid()}-{k}"

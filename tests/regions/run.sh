@@ -248,6 +248,8 @@ check "partition: C's DNS answered every name it had, no gap (none unanswered or
     test "$(field "$out" 'd["c_dns"]["unanswered"] == 0 and d["c_dns"]["not_found"] == 0 and d["c_dns"]["queries"] > 0')" = True
 check "partition: each of C's writes got 503 with a JSON error within 1 s" \
     test "$(field "$out" 'd["c_writes"]["all_503"] and d["c_writes"]["all_json_error"] and d["c_writes"]["max_ms"] < 1000')" = True
+# A 500 would be a bug: show what the replica logged about it.
+grep -B2 "status=500" "$work/sc/log" | tail -12
 check "partition: A and B went on (every write through B acknowledged)" \
     test "$(field "$out" 'd["b_writes"]["acked"] > 0 and not d["b_writes"]["failed"]')" = True
 check "partition: healed, C had every write made meanwhile within 5 s" \
@@ -263,7 +265,9 @@ for _ in $(seq 100); do
 done
 check "failover: B's standby is synchronous" \
     test "$(sql a "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'regionb'")" = sync
-drive monitor --dns "$B_DNS" --dns "$C_DNS" --out "$work/serials.json" &
+# The python itself in the background (not the `drive` function's subshell), so that its PID
+# gets the SIGTERM that makes it write its figures.
+"$PYTHON" "$here/drive.py" monitor --dns "$B_DNS" --dns "$C_DNS" --out "$work/serials.json" &
 MON_PID=$!
 pids+=($MON_PID)
 names=$(seq -f "fo-b%g" 1 $((FAIL_WRITES / 2)) | paste -sd,)
