@@ -436,6 +436,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_handle,
         ephemeral_idle,
         rrl,
+        store.clone(),
     );
     let tls = tls.map(|tls| Arc::clone(&tls.config));
     if let Some((admin_listener, admin_app)) = admin_app {
@@ -750,11 +751,19 @@ async fn reload_on_sighup<F>(
         }
         tracing::info!("SIGHUP: reloading the configuration");
         // Reading a few small files: quick enough to do in place.
-        let loaded = load()
-            .map_err(anyhow::Error::from)
-            .and_then(|next| reloader.apply(next));
+        let loaded = match load() {
+            Ok(next) => reloader.apply(next).await,
+            Err(error) => Err(error.into()),
+        };
         match loaded {
             Ok(outcome) => {
+                for (key, why) in &outcome.failed {
+                    tracing::error!(
+                        key,
+                        error = %why,
+                        "reload: {key} not switched; the running databases stay"
+                    );
+                }
                 for key in &outcome.needs_restart {
                     tracing::warn!(
                         key,

@@ -5,6 +5,7 @@
 #   tests/run-all.sh            # everything this machine can run
 #   SIXPN_SKIP_E2E=1 tests/run-all.sh
 #   SIXPN_SKIP_BROWSER=1 tests/run-all.sh
+#   SIXPN_SKIP_REGIONS=1 tests/run-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,5 +58,17 @@ if [ -z "${SIXPN_SKIP_E2E:-}" ] && [ -x tests/e2e/run.sh ]; then
     tests/e2e/run.sh target/debug/sixpn
   else
     echo "note: the end-to-end test needs root (network namespaces); skipped"
+  fi
+fi
+
+# Issue 17: three simulated regions (PostgreSQL primary + standbys, WAN through a delaying proxy),
+# quick mode (about 4 minutes). The full mode is the benchmark: tests/regions/run.sh --full.
+if [ -z "${SIXPN_SKIP_REGIONS:-}" ] && [ -x tests/regions/run.sh ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== three-region simulation (quick)"
+    cargo build --locked --bin sixpn
+    tests/regions/run.sh --quick target/debug/sixpn
+  else
+    echo "note: the region simulation needs root (network namespaces); skipped"
   fi
 fi

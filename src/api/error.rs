@@ -261,6 +261,8 @@ fn store_status(err: &StoreError) -> StatusCode {
         StoreError::BadUrl(_)
         | StoreError::ReadReplicaNeedsPostgres
         | StoreError::NotReady(_)
+        | StoreError::MultiHostUrl(_)
+        | StoreError::Reopen(_)
         | StoreError::Migrate(_)
         | StoreError::Database(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -338,6 +340,8 @@ fn store_message(err: &StoreError) -> String {
         }
         StoreError::BadUrl(_)
         | StoreError::ReadReplicaNeedsPostgres
+        | StoreError::MultiHostUrl(_)
+        | StoreError::Reopen(_)
         | StoreError::Migrate(_)
         | StoreError::Database(_) => "internal error".to_owned(),
         // The remaining variants' own messages say what is wrong and are safe to show.
@@ -410,7 +414,7 @@ mod tests {
 
     #[test]
     fn database_errors_reveal_nothing() {
-        let err = ApiError::Store(StoreError::Database(sqlx::Error::Protocol(
+        let err = ApiError::Store(StoreError::Database(sqlx::Error::ColumnNotFound(
             "secret detail".into(),
         )));
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
@@ -425,6 +429,8 @@ mod tests {
             sqlx::Error::PoolClosed,
             sqlx::Error::WorkerCrashed,
             sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+            // issue 17: a proxy in front of an unreachable database accepts and closes.
+            sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into()),
         ] {
             let err = ApiError::Store(StoreError::Database(err));
             assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");

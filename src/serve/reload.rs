@@ -13,8 +13,15 @@
 //! | `[dns] rrl_*`                          | every DNS listener's table is retuned in place    |
 //! | `[peers] ephemeral_idle`               | the reaper's next pass uses it                    |
 //! | `[log] filter`                         | the running filter is replaced (`RUST_LOG` wins)  |
+//! | `database_url`, `read_database_url` (PostgreSQL) | the pools switch to the new servers (issue 17, failover), DNS serving the current snapshot meanwhile; one full reload when the history changed |
 //!
-//! Everything else (addresses, the data directory, the database, the ULA prefix, the admin
+//! The database switch is checked on connections of its own first ([`Store::reopen`]): a new
+//! server that does not answer, a primary still in recovery, a standby of another database, or a
+//! change of kind (SQLite, adding or removing `read_database_url`) leaves the store on its old
+//! servers and logs why; the other keys of the reload still apply, and the next `SIGHUP` tries
+//! the switch again.
+//!
+//! Everything else (addresses, the data directory, the ULA prefix, `read_poll_period`, the admin
 //! token, connection caps and timeouts, regions and the gateway) is read at start only: a
 //! reload that changes one of those keys logs it by name, with "needs a restart". Connections
 //! already open are never dropped by a reload.
@@ -27,6 +34,7 @@ use crate::api::ApiHandle;
 use crate::api::server::ApiTls;
 use crate::config::Config;
 use crate::snapshot::{Reconfigure, SnapshotHandle, SnapshotSettings};
+use crate::store::Store;
 
 /// What a running server can change on reload, and the configuration it runs on.
 #[derive(Debug)]
@@ -37,6 +45,7 @@ pub struct Reloader {
     api: ApiHandle,
     ephemeral_idle: watch::Sender<std::time::Duration>,
     rrl: crate::fastpath::RrlTuner,
+    store: Store,
 }
 
 /// What a reload did.
@@ -46,6 +55,8 @@ pub struct Outcome {
     pub applied: Vec<&'static str>,
     /// The keys that changed but are read at start only.
     pub needs_restart: Vec<&'static str>,
+    /// The keys whose new values could not be put in force (the old ones stay), and why.
+    pub failed: Vec<(&'static str, String)>,
 }
 
 impl Reloader {
@@ -57,6 +68,7 @@ impl Reloader {
         api: ApiHandle,
         ephemeral_idle: watch::Sender<std::time::Duration>,
         rrl: crate::fastpath::RrlTuner,
+        store: Store,
     ) -> Reloader {
         Reloader {
             current,
@@ -65,6 +77,7 @@ impl Reloader {
             api,
             ephemeral_idle,
             rrl,
+            store,
         }
     }
 
@@ -73,8 +86,9 @@ impl Reloader {
     ///
     /// # Errors
     /// Nothing is changed when the new zones or TLS files cannot be used; the message names the
-    /// file at fault.
-    pub fn apply(&mut self, next: Config) -> anyhow::Result<Outcome> {
+    /// file at fault. A database switch that fails is not an error: it is in
+    /// [`Outcome::failed`], and the rest applies.
+    pub async fn apply(&mut self, mut next: Config) -> anyhow::Result<Outcome> {
         let old = &self.current;
         let mut outcome = Outcome {
             needs_restart: needs_restart(old, &next),
@@ -137,6 +151,44 @@ impl Reloader {
             crate::logging::set_filter(next.log.filter.as_deref());
             outcome.applied.push("log.filter");
         }
+        if old.database_url() != next.database_url()
+            || old.read_database_url != next.read_database_url
+        {
+            let url = next.database_url();
+            match self
+                .store
+                .reopen(&url, next.read_database_url.as_deref())
+                .await
+            {
+                Ok(done) => {
+                    tracing::info!(
+                        database = %crate::config::redact_url(&url),
+                        read_database = ?next.read_database_url.as_deref().map(crate::config::redact_url),
+                        generation = %done.generation,
+                        timeline = ?done.timeline,
+                        reload = done.reload.as_deref().unwrap_or("none: the same history"),
+                        "switched databases"
+                    );
+                    if old.database_url() != next.database_url() {
+                        outcome.applied.push("database_url");
+                    }
+                    if old.read_database_url != next.read_database_url {
+                        outcome.applied.push("read_database_url");
+                    }
+                }
+                Err(error) => {
+                    let mut why = crate::config::scrub_password(&error.to_string(), &url);
+                    if let Some(read) = &next.read_database_url {
+                        why = crate::config::scrub_password(&why, read);
+                    }
+                    outcome.failed.push(("database_url", why));
+                    // The store stays where it was; so does the configuration it runs on, and
+                    // the next reload tries again.
+                    next.database_url = old.database_url.clone();
+                    next.read_database_url = old.read_database_url.clone();
+                }
+            }
+        }
         self.current = next;
         Ok(outcome)
     }
@@ -156,11 +208,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     };
     check("data_dir", old.data_dir != new.data_dir);
-    check("database_url", old.database_url != new.database_url);
-    check(
-        "read_database_url",
-        old.read_database_url != new.read_database_url,
-    );
     check(
         "read_poll_period",
         old.read_poll_period != new.read_poll_period,

@@ -62,6 +62,11 @@ pub struct Feed {
     /// The change set this feed handed out last (generation `at`); `None` after a reload. Lets
     /// the feed notice that the store switched to another history that already grew past `at`.
     last: Option<Arc<ChangeSet>>,
+    /// Changes when the store switched to servers with another history (failover, see
+    /// `reopen`): the next [`Feed::next`] is one full reload.
+    history: watch::Receiver<u64>,
+    /// A change of `history` woke the wait (which marks it seen): reload.
+    switched: bool,
     /// Deadlines of the peers handed out with an expiring key.
     expiry: Expiry,
     /// The newest generation this feed ever handed out, across reloads: with a standby, what a
@@ -73,9 +78,13 @@ impl Feed {
     pub(super) fn new(store: Store) -> Feed {
         let mut changes = store.changes();
         changes.mark_unchanged();
+        let mut history = store.reopen.history();
+        history.mark_unchanged();
         Feed {
             store,
             changes,
+            history,
+            switched: false,
             at: None,
             check_log: false,
             last: None,
@@ -139,6 +148,10 @@ impl Feed {
             return self.reload().await;
         };
         loop {
+            if self.switched || self.history.has_changed().unwrap_or(false) {
+                tracing::info!(%at, "the store switched to servers with another history: one full reload");
+                return self.reload().await;
+            }
             // Seen before looking, so that anything announced from here on wakes the wait below.
             let announced = *self.changes.borrow_and_update();
             let mut sets = self.store.changes.recent_from(Generation(at.0 + 1));
@@ -220,20 +233,29 @@ impl Feed {
         // With a standby, a commit of this process announced beyond what could be read yet
         // (the primary away) is looked for again at the standby's poll period.
         let behind = *self.changes.borrow() > self.at.unwrap_or_default();
+        let (changes, history, switched) =
+            (&mut self.changes, &mut self.history, &mut self.switched);
+        // A switch to other servers wakes the feed too. The senders live in the store this feed
+        // holds, so they are never dropped meanwhile.
+        let woken = async {
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = history.changed() => *switched = true,
+            }
+        };
         match self.store.read_poll_period() {
             Some(period) if behind => {
-                let _ = tokio::time::timeout(period, self.changes.changed()).await;
+                let _ = tokio::time::timeout(period, woken).await;
             }
-            // The sender lives in the store this feed holds, so it is never dropped meanwhile.
-            _ => {
-                let _ = self.changes.changed().await;
-            }
+            _ => woken.await,
         }
         self.check_log = true;
     }
 
     async fn reload(&mut self) -> Result<Update, StoreError> {
         self.changes.mark_unchanged();
+        self.history.mark_unchanged();
+        self.switched = false;
         let mut dump = self.store.load_all().await?;
         if let Some(period) = self.store.read_poll_period() {
             // A standby behind what this feed handed out: wait for it to replay, rather than

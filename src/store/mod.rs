@@ -140,6 +140,16 @@ pub enum StoreError {
         "read_database_url needs PostgreSQL on both sides (database_url the primary, read_database_url its hot standby)"
     )]
     ReadReplicaNeedsPostgres,
+    /// A PostgreSQL URL with several hosts or `target_session_attrs`, which sqlx 0.9 cannot
+    /// follow (it would connect to the first host whatever its role).
+    #[error(
+        "{0}: sqlx 0.9 does not support several hosts or target_session_attrs; point database_url at the primary and repoint it with SIGHUP after a failover (deploy/regions.md)"
+    )]
+    MultiHostUrl(&'static str),
+    /// `database_url` or `read_database_url` changed on reload and the store cannot switch to
+    /// it; the store keeps its databases.
+    #[error("cannot switch databases: {0}")]
+    Reopen(String),
     /// Migrations failed.
     #[error("migrating the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -192,7 +202,9 @@ pub struct Store {
     changes: Changes,
     ula_prefix: Ipv6Net,
     /// The database's identity (see [`Store::identity`]); empty until the database answered.
-    identity: std::sync::Arc<std::sync::OnceLock<String>>,
+    identity: std::sync::Arc<std::sync::RwLock<String>>,
+    /// What switching to another PostgreSQL server on reload needs ([`Store::reopen`]).
+    reopen: std::sync::Arc<Reopen>,
     /// The client address the audit log records for writes through this handle (see
     /// [`Store::with_source`]); `None`: the server itself, or unknown.
     source: Option<std::net::IpAddr>,
@@ -519,7 +531,11 @@ mod feed;
 mod orgs;
 mod page;
 mod peers;
+mod reopen;
 mod tokens;
+
+use reopen::Reopen;
+pub use reopen::Reopened;
 
 /// Whether a database error means "the database cannot serve right now" (503, worth a retry)
 /// rather than a bug (500): the pool is exhausted or closed, the connection broke, the disk is
@@ -537,6 +553,10 @@ pub fn unavailable_reason(err: &sqlx::Error) -> Option<&'static str> {
         sqlx::Error::PoolTimedOut => Some("the database did not answer in time"),
         sqlx::Error::PoolClosed => Some("the server is shutting down"),
         sqlx::Error::WorkerCrashed => Some("the connection to the database failed"),
+        // The other side broke off mid-protocol: seen when a middlebox (a proxy, a load
+        // balancer) in front of an unreachable database accepts and closes ("unexpected
+        // response from SSLRequest"), or a connection is cut mid-message (issue 17, partition).
+        sqlx::Error::Protocol(_) => Some("the connection to the database failed"),
         sqlx::Error::Io(_) => Some("the database cannot be reached"),
         sqlx::Error::Tls(_) => Some("the TLS connection to the database failed"),
         sqlx::Error::BeginFailed => Some("the database could not start a transaction"),
@@ -836,6 +856,12 @@ impl Store {
         if read.is_some_and(|r| !is_pg(&r.url)) || (read.is_some() && !is_pg(url)) {
             return Err(StoreError::ReadReplicaNeedsPostgres);
         }
+        for url in std::iter::once(url).chain(read.map(|r| r.url.as_str())) {
+            if is_pg(url) {
+                reopen::refuse_multi_host(url)?;
+            }
+        }
+        let switch = std::sync::Arc::new(Reopen::default());
         let read = match read {
             Some(r) => {
                 let opts: sqlx::postgres::PgConnectOptions = r.url.parse()?;
@@ -844,8 +870,8 @@ impl Store {
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(8)
                     .min_connections(1)
-                    .acquire_timeout(std::time::Duration::from_secs(2))
-                    .connect_lazy_with(opts);
+                    .acquire_timeout(std::time::Duration::from_secs(2));
+                let pool = reopen::drop_stale(pool, &switch).connect_lazy_with(opts);
                 Some(ReadSide {
                     pool,
                     poll_period: r.poll_period,
@@ -861,8 +887,8 @@ impl Store {
                 .max_connections(16)
                 // Warm connections: a replica reads the change log the moment another one writes.
                 .min_connections(2)
-                .acquire_timeout(PRIMARY_ACQUIRE_TIMEOUT)
-                .connect_lazy_with(opts);
+                .acquire_timeout(PRIMARY_ACQUIRE_TIMEOUT);
+            let pool = reopen::drop_stale(pool, &switch).connect_lazy_with(opts);
             Backend::Postgres(pool)
         } else if let Some(path) = url
             .strip_prefix("sqlite://")
@@ -902,6 +928,7 @@ impl Store {
             ula_prefix,
             identity: Default::default(),
             readiness: Default::default(),
+            reopen: switch,
             source: None,
             actor: None,
             org_max_peers: crate::config::DEFAULT_ORG_MAX_PEERS,
@@ -952,7 +979,12 @@ impl Store {
             Backend::Sqlite(pool) => SQLITE_MIGRATOR.run(pool).await?,
         }
         let identity = self.ensure_identity().await?;
-        let _ = self.identity.set(identity);
+        *self.identity.write().unwrap_or_else(|e| e.into_inner()) = identity;
+        if let Backend::Postgres(pool) = &self.backend {
+            // What a later switch to another server compares against (failover).
+            self.reopen
+                .note_timeline(reopen::primary_timeline(pool).await);
+        }
         self.ensure_default_org().await?;
         // Read after the default org, which may have just been created. From the primary: a
         // standby that is away must not hold up the open, and one that lags is caught up by the
@@ -1010,8 +1042,11 @@ impl Store {
 
     /// The database's identity: random, set once when a server first opens it, the same for
     /// every replica. Tells one database from another (a restore keeps it).
-    pub fn identity(&self) -> &str {
-        self.identity.get().map_or("", String::as_str)
+    pub fn identity(&self) -> String {
+        self.identity
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn ensure_identity(&self) -> Result<String, StoreError> {

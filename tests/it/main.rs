@@ -17,6 +17,7 @@ mod dns_abuse;
 mod dns_tcp;
 mod edge;
 mod edge_api;
+mod failover;
 mod fastpath;
 mod fleet;
 mod flow;

@@ -214,6 +214,21 @@ impl Cluster {
         Some(standby)
     }
 
+    /// Promotes this standby to a primary (`pg_ctl promote`, which waits until it is done).
+    pub fn promote(&self) {
+        let pg_ctl = bin("pg_ctl").expect("pg_ctl next to initdb");
+        let out = as_postgres(&pg_ctl)
+            .args(["promote", "-w", "-t", "60", "-D"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl promote: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs `sql` on this cluster's `postgres` database (e.g. `pg_wal_replay_pause()` on a
     /// standby).
     pub async fn execute(&self, sql: &str) {
