@@ -88,19 +88,19 @@ if [ -n "${SEEDED:-}" ]; then
     # A data directory seeded before with this workload: copied, not seeded again.
     (cd "$SEEDED" && tar --exclude=sixpn.lock -cf - .) | (cd "$state" && tar -xf -)
 else
-$S > "$out/seed-server.log" 2>&1 &
-seed_pid=$!
-trap 'kill "$seed_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5390/ || true)
-    [ "$code" != 000 ] && break
-    sleep 0.2
-done
-python3 "$bench/seed_sixpn.py" --api http://127.0.0.1:5390 --admin-token bench-admin-token-0123456789abcdef \
-    --groups "$data/groups.tsv" --peers 10000
-kill "$seed_pid"
-wait "$seed_pid" 2>/dev/null || true
-trap - EXIT
+    $S > "$out/seed-server.log" 2>&1 &
+    seed_pid=$!
+    trap 'kill "$seed_pid" 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5390/ || true)
+        [ "$code" != 000 ] && break
+        sleep 0.2
+    done
+    python3 "$bench/seed_sixpn.py" --api http://127.0.0.1:5390 --admin-token bench-admin-token-0123456789abcdef \
+        --groups "$data/groups.tsv" --peers 10000
+    kill "$seed_pid"
+    wait "$seed_pid" 2>/dev/null || true
+    trap - EXIT
 fi
 
 # ---- side by side
