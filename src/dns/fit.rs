@@ -2,8 +2,12 @@
 //! lays the message out, so that a truncated answer keeps its OPT record and stays valid.
 //!
 //! hickory's encoder, left alone, stops at the first record that overflows and then drops the
-//! OPT record as well (see CRATES.md §1.5). We pass it only the records that fit and set TC
-//! ourselves. The model below mirrors hickory-proto 0.26's `Name::emit`, once
+//! OPT record as well (see CRATES.md §1.5). We count the records that fit; when that is not all
+//! of them, we pass it none and set TC ourselves: a truncated UDP answer is header, question and
+//! OPT, as Knot and BIND send it. A partial RRset is of no use to the client: resolvers must not
+//! cache one (RFC 2181 §9) and ask again over TCP, and HAProxy's resolvers drop a truncated
+//! AAAA answer whole (`RSLV_RESP_TRUNCATED` in its `src/resolvers.c`) without reading its
+//! records. It would only make the answer, and a forged query's amplification, bigger. The model below mirrors hickory-proto 0.26's `Name::emit`, once
 //! [`compress_against_question`] has told the encoder the question's names:
 //! - answers owned by the question point at it (2 bytes: `C0 0C`);
 //! - after [`COMPRESSED_NAME_LIMIT`] names, names are written uncompressed;

@@ -5,7 +5,7 @@
 //! (BADVERS), question count (FORMERR), class (REFUSED unless IN), the view (REFUSED for a source
 //! in none, with EDE 18 "Prohibited" saying why, counted and logged; issue 23), the zone (REFUSED outside it), then answer / CNAME / NODATA / NXDOMAIN, each
 //! negative answer with the zone's SOA in the authority section. Truncation is decided here too
-//! (see [`super::fit`]) so a truncated UDP answer keeps its OPT record.
+//! (see [`super::fit`]) so a truncated UDP answer keeps its OPT record and carries no records.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -196,6 +196,8 @@ impl RequestHandler for Handler {
                 let owner_len = wire_lower(query.name(), &mut owner_buf).map_or(0, <[u8]>::len);
                 let fit = fit_count(request, edns.as_ref(), owner_len, &set, start);
                 meta.truncation = fit < n;
+                // Not all fit: TC with no records, as Knot and BIND answer (see `super::fit`).
+                let fit = if fit < n { 0 } else { n };
                 let mut records = set.records(snapshot.ttl(), start, fit);
                 if let AnswerSet::Static(entry, _) = &set {
                     with_serial(&snapshot, entry, &mut records);

@@ -17,8 +17,11 @@
 //! - the SOA of a negative answer has its owner (the zone's apex) point into the question, and
 //!   its MNAME and RNAME point at the longest suffix the question (or, for RNAME, MNAME) has;
 //!   its serial is the zone's, moved on by the store generation for `internal.`
-//!   ([`Index::soa_serial`]). A negative answer whose question has more than
-//!   [`MAX_QUESTION_LABELS`] labels, or that would not fit uncompressed, is delegated.
+//!   ([`Index::soa_serial`]). For the common questions (`<name>._peer.internal`,
+//!   `<name>._g.internal`, `<name>.<zone>`, the apex) the record is prebuilt and only its
+//!   pointers move with the question's length ([`crate::snapshot::soa`]). A negative answer
+//!   whose question has more than [`crate::snapshot::soa::MAX_QUESTION_LABELS`] labels, or that
+//!   would not fit uncompressed, is delegated.
 //!
 //! A peer hit with EDNS (`node-1._peer.internal AAAA`) is 78 bytes: header 12, question 27,
 //! answer 28, OPT 11.
@@ -33,8 +36,9 @@
 //! # UDP size and truncation
 //! Without EDNS a reply is at most 512 bytes. With EDNS the client's size is clamped to
 //! `512..=max_udp_payload` (default 4096, [`crate::snapshot::table::DEFAULT_MAX_UDP_PAYLOAD`], as the full handler);
-//! the reply's OPT advertises that size. When the records do not all fit, the reply keeps the
-//! records that fit, sets TC and keeps the OPT, so the client retries over TCP.
+//! the reply's OPT advertises that size. When the records do not all fit, the reply is header,
+//! question and OPT with TC and no records, as Knot and BIND send it (a partial RRset is of no
+//! use to a resolver; see `dns::fit`), so the client retries over TCP.
 //!
 //! [`server`] runs the batched socket loop (`recvmmsg`/`sendmmsg`, one `SO_REUSEPORT` socket per
 //! core) and hands delegated packets to a callback; [`rrl`] limits the rate of negative answers
@@ -51,7 +55,7 @@ use std::net::IpAddr;
 pub use rrl::{Rrl, RrlSettings, RrlTuner};
 pub use server::{Delegate, FastServer, FastServerConfig, IndexSource};
 
-use crate::snapshot::table::{Hit, Index, Kind, MAX_NAME, MAX_QUESTION_LABELS, eq_lower};
+use crate::snapshot::table::{Hit, Index, Kind, MAX_NAME};
 
 /// What [`answer`] did with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,8 +291,9 @@ fn is_meta_type(t: u16) -> bool {
 }
 
 /// Writes `recs` as AAAA answers owned by the question, `owner` being its lowercase wire name,
-/// starting at `start` (wrapping), at most `fit` of them, laid out as hickory's encoder does (see
-/// the module docs). Returns (end, ancount, nscount, truncated).
+/// starting at `start` (wrapping), laid out as hickory's encoder does (see the module docs), if
+/// all of them fit (`fit` is how many would); else none, truncated. Returns (end, ancount,
+/// nscount, truncated).
 #[inline]
 fn write_aaaa(
     index: &Index,
@@ -299,7 +304,11 @@ fn write_aaaa(
     start: usize,
     fit: usize,
 ) -> (usize, u16, u16, bool) {
-    let n = recs.len().min(fit);
+    if fit < recs.len() {
+        // Not all fit: TC and no records (a partial RRset is of no use to a resolver).
+        return (pos, 0, 0, true);
+    }
+    let n = recs.len();
     let (tail, head) = recs.split_at(start);
     for (k, addr) in head.iter().chain(tail).take(n).enumerate() {
         if k < COMPRESSED_NAME_LIMIT {
@@ -313,7 +322,7 @@ fn write_aaaa(
         out[pos + 10..pos + 26].copy_from_slice(addr);
         pos += 26;
     }
-    (pos, n as u16, 0, n < recs.len())
+    (pos, n as u16, 0, false)
 }
 
 /// Writes the TXT answer of `hit` (owner: a pointer to the question) if it fits: the owner in
@@ -340,9 +349,9 @@ fn write_txt(
 }
 
 /// Writes the SOA of `zone` into the authority section at `pos`, compressed as hickory's encoder
-/// compresses it when it knows the question's names (see the module docs). `None`: the full
-/// handler must answer (a zone without a usable SOA, a question with too many labels, or too
-/// little room for the record uncompressed).
+/// compresses it when it knows the question's names (see the module docs and
+/// `snapshot::soa`). `None`: the full handler must answer (a zone without a usable SOA, a
+/// question with too many labels, or too little room for the record uncompressed).
 #[inline]
 fn write_soa(
     index: &Index,
@@ -352,111 +361,13 @@ fn write_soa(
     room: usize,
     zone: u8,
 ) -> Option<(usize, u16, u16, bool)> {
-    let z = index.zones.get(usize::from(zone))?;
-    let soa = z.soa.as_ref()?;
+    let soa = index.zones.get(usize::from(zone))?.soa.as_ref()?;
     if room - pos < soa.max_len {
         return None;
     }
-    let q = Question::new(qname)?;
-    let mut at = pos;
-    // The owner is the zone's apex, a suffix of the question (the root is one zero byte).
-    if z.origin.len() == 1 {
-        out[at] = 0;
-        at += 1;
-    } else {
-        let target = HEADER + qname.len() - z.origin.len();
-        out[at..at + 2].copy_from_slice(&(0xC000 | target as u16).to_be_bytes());
-        at += 2;
-    }
-    out[at..at + 8].copy_from_slice(&soa.head);
-    let rdata = at + 10;
-    let (end, stored) = write_name(out, rdata, &soa.mname, &q, None);
-    let (end, _) = write_name(out, end, &soa.rname, &q, Some((&soa.mname, rdata, stored)));
     let serial = index.soa_serial(zone).unwrap_or(soa.serial);
-    out[end..end + 4].copy_from_slice(&serial.to_be_bytes());
-    out[end + 4..end + 20].copy_from_slice(&soa.timers);
-    let end = end + 20;
-    out[at + 8..at + 10].copy_from_slice(&((end - rdata) as u16).to_be_bytes());
+    let end = soa.write(out, qname, pos, serial)?;
     Some((end, 0, 1, false))
-}
-
-/// The question name and where its labels start, for compressing against it.
-struct Question<'q> {
-    name: &'q [u8],
-    starts: [u8; MAX_QUESTION_LABELS],
-    n: usize,
-}
-
-impl<'q> Question<'q> {
-    /// `None` for a name of more than [`MAX_QUESTION_LABELS`] labels.
-    #[inline]
-    fn new(name: &'q [u8]) -> Option<Question<'q>> {
-        let mut q = Question {
-            name,
-            starts: [0; MAX_QUESTION_LABELS],
-            n: 0,
-        };
-        let mut at = 0;
-        while name[at] != 0 {
-            *q.starts.get_mut(q.n)? = at as u8;
-            q.n += 1;
-            at += 1 + usize::from(name[at]);
-        }
-        Some(q)
-    }
-
-    /// Where in the message the question has `suffix` (lowercase, a whole name's tail from a
-    /// label on), compared without case: the encoder was given the question's names lowercased.
-    #[inline]
-    fn find(&self, suffix: &[u8]) -> Option<usize> {
-        let at = self.name.len().checked_sub(suffix.len())?;
-        (self.starts[..self.n].contains(&(at as u8)) && eq_lower(&self.name[at..], suffix))
-            .then_some(HEADER + at)
-    }
-}
-
-/// Writes the lowercase wire name `name` at `pos` as hickory's encoder does: its longest suffix
-/// that the question has, or that `prior` (a name written at a position, of which the encoder
-/// remembered the first few suffixes) has, becomes a pointer. Returns the end and how many
-/// suffixes the encoder remembered of this name (those before the pointer).
-#[inline]
-fn write_name(
-    out: &mut [u8],
-    pos: usize,
-    name: &[u8],
-    q: &Question<'_>,
-    prior: Option<(&[u8], usize, usize)>,
-) -> (usize, usize) {
-    let mut at = 0;
-    let mut stored = 0;
-    while name[at] != 0 {
-        let suffix = &name[at..];
-        let target = q.find(suffix).or_else(|| {
-            prior.and_then(|(p, p_pos, p_stored)| find_in(p, p_stored, suffix).map(|o| p_pos + o))
-        });
-        if let Some(target) = target {
-            out[pos..pos + at].copy_from_slice(&name[..at]);
-            out[pos + at..pos + at + 2].copy_from_slice(&(0xC000 | target as u16).to_be_bytes());
-            return (pos + at + 2, stored);
-        }
-        stored += 1;
-        at += 1 + usize::from(name[at]);
-    }
-    out[pos..pos + name.len()].copy_from_slice(name);
-    (pos + name.len(), stored)
-}
-
-/// The offset in `name` of the suffix equal to `suffix` among its first `n` suffixes.
-#[inline]
-fn find_in(name: &[u8], n: usize, suffix: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    for _ in 0..n {
-        if name.len() - at == suffix.len() && &name[at..] == suffix {
-            return Some(at);
-        }
-        at += 1 + usize::from(name[at]);
-    }
-    None
 }
 
 #[cfg(test)]

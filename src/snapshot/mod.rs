@@ -20,6 +20,7 @@ mod memory;
 pub mod model;
 pub mod name;
 mod publisher;
+pub mod soa;
 pub mod table;
 pub mod zone;
 

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use ipnet::IpNet;
 
 use super::model::{Content, Model, NameKey, Touched};
+use super::soa::Soa;
 use crate::config::ViewConfig;
 use crate::model::OrgSlug;
 use crate::store::Dump;
@@ -125,94 +126,6 @@ pub(crate) struct ZoneData {
     /// compression; the fast path leaves the zone's negative answers to the full handler.
     pub(crate) soa: Option<Soa>,
     pub(crate) delegate_misses: bool,
-}
-
-/// A zone's negative SOA taken apart, so that the fast path writes it compressed as the full
-/// handler's encoder does (its owner and names point into the question where they can).
-#[derive(Debug)]
-pub(crate) struct Soa {
-    /// TYPE, CLASS and TTL: the 8 bytes after the owner.
-    pub(crate) head: [u8; 8],
-    /// MNAME, lowercase wire format, uncompressed.
-    pub(crate) mname: Box<[u8]>,
-    /// RNAME, lowercase wire format, uncompressed.
-    pub(crate) rname: Box<[u8]>,
-    /// SERIAL as the zone file has it.
-    pub(crate) serial: u32,
-    /// REFRESH, RETRY, EXPIRE and MINIMUM.
-    pub(crate) timers: [u8; 16],
-    /// The record's length with no compression: the room a negative answer needs before it
-    /// is written (the encoder writes each name in full before replacing it by a pointer).
-    pub(crate) max_len: usize,
-}
-
-/// The most labels MNAME and RNAME may have together for the fast path to write them: the
-/// encoder remembers at most 64 names to point at, and the question's take up to
-/// [`MAX_QUESTION_LABELS`] of them.
-const MAX_SOA_LABELS: usize = 30;
-
-/// Questions with more labels than this get their negative answers from the full handler (see
-/// [`MAX_SOA_LABELS`]).
-pub const MAX_QUESTION_LABELS: usize = 24;
-
-impl Soa {
-    /// Takes apart `rr`: the SOA record of the zone `origin`, uncompressed wire format.
-    fn parse(rr: &[u8], origin: &[u8]) -> Option<Soa> {
-        let rest = rr.strip_prefix(origin)?;
-        let head: [u8; 8] = rest.get(..8)?.try_into().ok()?;
-        if head[..2] != [0, 6] {
-            return None;
-        }
-        let rdlen = usize::from(u16::from_be_bytes([*rest.get(8)?, *rest.get(9)?]));
-        let rdata = rest.get(10..)?;
-        if rdata.len() != rdlen {
-            return None;
-        }
-        let mname_len = wire_name_len(rdata)?;
-        let rname_len = wire_name_len(&rdata[mname_len..])?;
-        let (mname, tail) = rdata.split_at(mname_len);
-        let (rname, tail) = tail.split_at(rname_len);
-        if tail.len() != 20 || labels(mname) + labels(rname) > MAX_SOA_LABELS {
-            return None;
-        }
-        let lower = |n: &[u8]| n.to_ascii_lowercase().into_boxed_slice();
-        Some(Soa {
-            head,
-            mname: lower(mname),
-            rname: lower(rname),
-            serial: u32::from_be_bytes(tail[..4].try_into().ok()?),
-            timers: tail[4..].try_into().ok()?,
-            max_len: rr.len(),
-        })
-    }
-}
-
-/// The length of the uncompressed wire name at the start of `b`, terminator included.
-fn wire_name_len(b: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    loop {
-        let len = usize::from(*b.get(at)?);
-        if len == 0 {
-            return Some(at + 1);
-        }
-        if len > 63 {
-            return None;
-        }
-        at += 1 + len;
-    }
-}
-
-/// The number of labels of a valid wire name (the root has none).
-fn labels(name: &[u8]) -> usize {
-    let (mut at, mut n) = (0, 0);
-    while let Some(&len) = name.get(at) {
-        if len == 0 {
-            break;
-        }
-        at += 1 + usize::from(len);
-        n += 1;
-    }
-    n
 }
 
 /// How many bits of a name's hash pick its shard.
@@ -597,7 +510,7 @@ impl Index {
                 .iter()
                 .map(|z| ZoneData {
                     origin: z.origin.clone(),
-                    soa: Soa::parse(&z.soa_negative, &z.origin),
+                    soa: Soa::parse(&z.soa_negative, &z.origin, &[PEER_SUFFIX, GROUP_SUFFIX]),
                     delegate_misses: z.delegate_misses,
                 })
                 .collect(),

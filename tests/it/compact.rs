@@ -1,7 +1,8 @@
 //! Compact answers (issue 20) and an SOA serial that follows the data (issue 23), over real
 //! sockets to a real server: UDP (the fast path) and TCP (the full hickory handler) give the
 //! same bytes, owners point at the question (`C0 0C`), and the SOA of a negative answer has its
-//! owner, MNAME and RNAME compressed against the question.
+//! owner, MNAME and RNAME compressed against the question. A UDP answer too big for the client's
+//! size is header, question and OPT with TC, no records (as Knot and BIND send it).
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -20,8 +21,13 @@ const SOA: u16 = 6;
 /// A query as `dig +nocookie` sends it: RD set, and an OPT record (UDP size 1232, no options)
 /// when `edns`.
 fn query(id: u16, name: &str, qtype: u16, edns: bool) -> Vec<u8> {
+    query_sized(id, name, qtype, edns.then_some((1232, &[][..])))
+}
+
+/// [`query`] with an OPT record of UDP size `size` and the raw `options` when `edns` is given.
+fn query_sized(id: u16, name: &str, qtype: u16, edns: Option<(u16, &[u8])>) -> Vec<u8> {
     let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns)]);
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
     for label in name.split('.') {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
@@ -29,8 +35,12 @@ fn query(id: u16, name: &str, qtype: u16, edns: bool) -> Vec<u8> {
     q.push(0);
     q.extend_from_slice(&qtype.to_be_bytes());
     q.extend_from_slice(&[0, 1]);
-    if edns {
-        q.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
+    if let Some((size, options)) = edns {
+        q.extend_from_slice(&[0, 0, 41]);
+        q.extend_from_slice(&size.to_be_bytes());
+        q.extend_from_slice(&[0, 0, 0, 0]);
+        q.extend_from_slice(&(options.len() as u16).to_be_bytes());
+        q.extend_from_slice(options);
     }
     q
 }
@@ -260,4 +270,67 @@ async fn the_soa_serial_follows_the_store_generation() {
         server.shutdown().await.unwrap();
     })
     .await;
+}
+
+/// The counts of a message: answers, authority records, additional records.
+fn counts(m: &[u8]) -> [u16; 3] {
+    [6, 8, 10].map(|at| u16::from_be_bytes([m[at], m[at + 1]]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_udp_answer_carries_no_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server_on(dir.path(), None).await.expect("starts");
+    let api = Api::of(&server);
+    let dns = server.dns_addrs[0];
+    // 50 members: 12 + 21 + 50 × 28 + 11 = 1,444 bytes with EDNS, over a 1,232-byte UDP size.
+    let token = api.mint("personal", "k8s", Some("big")).await;
+    for i in 0..50 {
+        let (status, body) = api.register(&token, &format!("n-{i}"), "big").await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    tokio::task::spawn_blocking(move || {
+        let name = "big._g.internal";
+        let qend = 12 + 17 + 4;
+        // NSID (option 3) is not for the fast path: the full handler answers that one over UDP.
+        let nsid: &[u8] = &[0, 3, 0, 0];
+        for (what, edns, size) in [
+            ("no EDNS (512 bytes), fast path", None, qend),
+            ("EDNS 1232, fast path", Some((1232, &[][..])), qend + 11),
+            ("EDNS 600, fast path", Some((600, &[][..])), qend + 11),
+            (
+                "EDNS 1232 and NSID, full handler",
+                Some((1232, nsid)),
+                qend + 11,
+            ),
+        ] {
+            let q = query_sized(21, name, AAAA, edns);
+            let answer = udp(dns, &q);
+            let m = Message::from_vec(&answer).unwrap();
+            assert!(m.metadata.truncation, "{what}: TC");
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{what}");
+            assert_eq!(
+                counts(&answer),
+                [0, 0, u16::from(edns.is_some())],
+                "{what}: no partial RRset, only the OPT: {answer:02x?}"
+            );
+            assert_eq!(answer.len(), size, "{what}: header, question, OPT");
+            assert_eq!(&answer[12..qend], &q[12..qend], "{what}: the question");
+            if let Some((asked, _)) = edns {
+                assert_eq!(m.edns.as_ref().unwrap().max_payload(), asked.max(512));
+            }
+        }
+        // With room for all of them, UDP answers all 50; TCP always does.
+        let q = query_sized(22, name, AAAA, Some((4096, &[][..])));
+        let whole = udp(dns, &q);
+        assert_eq!(counts(&whole), [50, 0, 1]);
+        assert_eq!(whole.len(), qend + 50 * 28 + 11);
+        assert!(!Message::from_vec(&whole).unwrap().metadata.truncation);
+        let over_tcp = tcp(dns, &query(23, name, AAAA, true));
+        assert_eq!(counts(&over_tcp), [50, 0, 1]);
+    })
+    .await
+    .unwrap();
+    server.shutdown().await.unwrap();
 }
