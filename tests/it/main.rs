@@ -25,6 +25,7 @@ mod incremental;
 mod key_expiry;
 mod lifecycle;
 mod newcomer;
+mod observability;
 mod ops;
 mod outage;
 mod paging;
