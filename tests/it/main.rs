@@ -10,6 +10,7 @@ mod bounds;
 mod cli;
 mod compact;
 mod console;
+mod console_paging;
 mod crash;
 mod datadir;
 mod dns;
