@@ -472,6 +472,14 @@ fn can_write(signed: &Signed) -> bool {
     signed.auth.role >= Role::Operator
 }
 
+/// Where a shared render of an org page takes the session's CSRF token.
+const CSRF_SLOT: &str = "\u{0}csrf\u{0}";
+
+/// [`hidden_csrf`] with [`CSRF_SLOT`] for the token.
+fn hidden_csrf_slot() -> String {
+    format!("<input type=\"hidden\" name=\"csrf\" value=\"{CSRF_SLOT}\">")
+}
+
 fn hidden_csrf(signed: &Signed) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
@@ -479,7 +487,6 @@ fn hidden_csrf(signed: &Signed) -> String {
     )
 }
 
-#[allow(clippy::too_many_lines)]
 async fn org_page(
     State(state): State<Shared>,
     Extension(sessions): Sess,
@@ -497,6 +504,37 @@ async fn org_page(
         Ok(org) => org,
         Err(err) => return error_page(&signed, &err),
     };
+    // Open consoles fetch the page again after each change: those that ask for the same view
+    // (org, query, role) at the same generation share one render, made by the first of them
+    // (the session's CSRF token is put in afterwards).
+    let key = summary::render_key(&org, state.published.borrow().0, &query, can_write(&signed));
+    let rendered = summaries
+        .renders
+        .cell(key)
+        .get_or_try_init(|| org_body(&state, &summaries, &signed, &org, &query))
+        .await
+        .cloned();
+    match rendered {
+        Ok(body) => signed_page(
+            &signed,
+            StatusCode::OK,
+            org.as_str(),
+            &body.replace(CSRF_SLOT, &esc(&signed.csrf)),
+        ),
+        Err(res) => res,
+    }
+}
+
+/// The body of an org page, with [`CSRF_SLOT`] for the session's CSRF token.
+#[allow(clippy::too_many_lines)]
+async fn org_body(
+    state: &Shared,
+    summaries: &Summaries,
+    signed: &Signed,
+    org: &OrgSlug,
+    query: &HashMap<String, String>,
+) -> Result<Arc<String>, Response> {
+    let org = org.clone();
     // Bounded at any size: one keyset page of peers (a name-prefix search is a range of the
     // same index), the org's counter, and the cached group summary; never the whole org.
     let q = query.get("q").map(String::as_str).unwrap_or("").trim();
@@ -506,7 +544,7 @@ async fn org_page(
         .filter(|a| !a.is_empty());
     let loaded = async {
         let total = state.store.org_peer_count(&org).await?;
-        let page = peers_page(&state, &org, q, after).await?;
+        let page = peers_page(state, &org, q, after).await?;
         let summary = summaries.get(&state.store, &org, LIVE_WINDOW).await?;
         let shown = shown_groups(&summary.groups);
         let members = super::metrics::timed(
@@ -520,7 +558,7 @@ async fn org_page(
     .await;
     let (total, (page, next), summary, members, tokens) = match loaded {
         Ok(x) => x,
-        Err(err) => return error_page(&signed, &err),
+        Err(err) => return Err(error_page(signed, &err)),
     };
     let statuses = match &state.gateway {
         Some(gw) => gw.peer_statuses().await.ok(),
@@ -528,7 +566,7 @@ async fn org_page(
     };
     let now = now_unix();
     let slug = esc(org.as_str());
-    let write = can_write(&signed);
+    let write = can_write(signed);
     let mut body = format!(
         "<h1>Org <code>{slug}</code></h1><nav class=\"tabs\">\
         <a href=\"#peers\">Peers</a> <a href=\"#groups\">Groups</a> <a href=\"#tokens\">Tokens</a> \
@@ -551,7 +589,7 @@ async fn org_page(
         esc(lookup)
     );
     if !lookup.is_empty() {
-        match dns_lookup(&state, &org, lookup) {
+        match dns_lookup(state, &org, lookup) {
             Ok(addrs) if addrs.is_empty() => {
                 let _ = write!(
                     body,
@@ -749,7 +787,7 @@ async fn org_page(
              <label for=\"t-max\">Max peers (optional)</label><input id=\"t-max\" name=\"max_peers\" inputmode=\"numeric\">\
              <label><input type=\"checkbox\" name=\"ephemeral\" value=\"1\"> Ephemeral peers</label>\
              <button type=\"submit\">Mint</button></form>",
-            hidden_csrf(&signed)
+            hidden_csrf_slot()
         );
     }
     body.push_str("</section>");
@@ -760,7 +798,7 @@ async fn org_page(
         "<section id=\"network\"><h2>Network</h2><div class=\"picture\">{}</div></section>",
         picture::render(&state.regions, &summary.groups, &named)
     );
-    signed_page(&signed, StatusCode::OK, org.as_str(), &body)
+    Ok(Arc::new(body))
 }
 
 /// The groups an org page names members of: the first [`MAX_GROUPS_SHOWN`] by name (the groups

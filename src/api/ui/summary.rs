@@ -5,6 +5,10 @@
 //! the network picture are drawn from it; each then costs O(groups shown), not O(peers).
 //! Counts may lag a write by up to [`REFRESH`]; the names shown are read fresh (the peer list
 //! as a keyset page, each shown group's first [`FIRST`] members by name).
+//!
+//! [`Renders`] shares one render of an org page between the open consoles that fetch it again
+//! after a change (the same org, query and role at the same generation, within
+//! [`RENDER_SHARED`]), so the live feed costs one render per change, not one per console.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +48,8 @@ impl Summary {
 #[derive(Debug, Default)]
 pub(super) struct Summaries {
     per_org: std::sync::Mutex<HashMap<OrgSlug, Arc<tokio::sync::Mutex<Option<Read>>>>>,
+    /// The org pages' shared renders.
+    pub(super) renders: Renders,
 }
 
 #[derive(Debug)]
@@ -100,5 +106,52 @@ impl Summaries {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(org);
+    }
+}
+
+/// How long a render of an org page is shared (at one generation): the ages it shows ("5 s ago")
+/// and the live counts may be this much older than the request.
+pub(super) const RENDER_SHARED: Duration = Duration::from_secs(1);
+
+/// What makes two org pages the same: the org, the published generation, the query string and
+/// whether the viewer may write.
+pub(super) type RenderKey = (OrgSlug, u64, Vec<(String, String)>, bool);
+
+/// The key of an org page's render.
+pub(super) fn render_key(
+    org: &OrgSlug,
+    generation: u64,
+    query: &HashMap<String, String>,
+    write: bool,
+) -> RenderKey {
+    let mut q: Vec<(String, String)> = query.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    q.sort_unstable();
+    (org.clone(), generation, q, write)
+}
+
+/// A shared render: made once by the first request, waited for by the ones that arrive meanwhile.
+type Shared = Arc<tokio::sync::OnceCell<Arc<String>>>;
+
+/// The org pages rendered within the last [`RENDER_SHARED`], by [`RenderKey`].
+#[derive(Debug, Default)]
+pub(super) struct Renders {
+    cells: std::sync::Mutex<HashMap<RenderKey, (Instant, Shared)>>,
+}
+
+impl Renders {
+    /// The cell of `key`: the one made within [`RENDER_SHARED`], else a new one (and renders
+    /// older than that are dropped).
+    pub(super) fn cell(&self, key: RenderKey) -> Shared {
+        let mut cells = self
+            .cells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cells.retain(|_, (at, _)| at.elapsed() < RENDER_SHARED);
+        Arc::clone(
+            &cells
+                .entry(key)
+                .or_insert_with(|| (Instant::now(), Arc::default()))
+                .1,
+        )
     }
 }
