@@ -8,13 +8,16 @@
 # - Nomad job:             parsed as HCL2 (python-hcl2); the `nomad` CLI is not needed
 # - Dockerfiles:           hadolint
 # - Shell scripts:         shellcheck, and no secret on a command line (`curl -H @-` instead)
+# - Prometheus rules:      promtool check rules and promtool test rules (deploy/prometheus/)
+# - Grafana dashboard:     valid JSON with panels (deploy/grafana/sixpn.json); that every metric it
+#                          queries exists is checked by the integration test `observability`
 # - systemd units:         systemd-analyze verify, and `systemd-analyze security` exposure of
 #                          sixpn.service and wireguard-go@.service below 2.5 (skipped without
 #                          systemd-analyze 252+, which rates unit files offline)
 # The Python tools go into a venv ($SIXPN_CHECK_VENV, default target/deploy-check-venv), pinned;
-# haproxy (and python3-venv, if `python3 -m venv` needs it) come from the distribution (apt-get)
-# when missing. Prints one line per check and "N passed, M failed"; exits non-zero when any
-# check failed.
+# haproxy, promtool (Debian `prometheus`) and python3-venv (if `python3 -m venv` needs it) come
+# from the distribution (apt-get) when missing. Prints one line per check and "N passed, M failed";
+# exits non-zero when any check failed.
 set -u
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,6 +74,11 @@ if ! command -v haproxy >/dev/null 2>&1; then
     apt_install haproxy || echo "note: could not install haproxy"
 fi
 
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "installing promtool (prometheus)"
+    apt_install prometheus || echo "note: could not install prometheus (promtool)"
+fi
+
 # kubernetes-validate only warns (and exits 0) about a kind or apiVersion it has no schema for,
 # e.g. a typo such as `apps/v9`: here every resource must be validated, so a warning fails.
 k8s_validate() {
@@ -96,6 +104,21 @@ for path in sys.argv[1:]:
         job = hcl2.load(f)["job"]
     assert job, path + ": no job block"
 ' deploy/nomad/*.hcl
+
+check "promtool check rules deploy/prometheus/alerts.yml" \
+    promtool check rules deploy/prometheus/alerts.yml
+check "promtool test rules deploy/prometheus/alerts_test.yml" \
+    promtool test rules deploy/prometheus/alerts_test.yml
+
+check "Grafana dashboard deploy/grafana/sixpn.json" \
+    python3 -c '
+import json, sys
+with open(sys.argv[1]) as f:
+    d = json.load(f)
+assert d["title"] and d["uid"] and d["schemaVersion"] >= 36, "title, uid, schemaVersion"
+exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]
+assert exprs and all("sixpn_" in e for e in exprs), "every panel queries sixpn metrics"
+' deploy/grafana/sixpn.json
 
 check "hadolint Dockerfile deploy/node/Dockerfile" \
     "$venv/bin/hadolint" Dockerfile deploy/node/Dockerfile

@@ -219,6 +219,49 @@ pub fn count_refused_no_view() {
     REFUSED_NO_VIEW.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Failed attempts of the gateway to bring its interface in step with the store.
+static GATEWAY_SYNC_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a failed gateway reconcile.
+pub fn count_gateway_sync_error() {
+    GATEWAY_SYNC_ERRORS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The reapers of [`crate::reaper`], the `reaper` label of their pass counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaper {
+    /// Idle ephemeral peers.
+    Idle,
+    /// Peers whose key expired past the grace.
+    Expired,
+    /// Audit entries past the retention.
+    Audit,
+}
+
+impl Reaper {
+    const ALL: [Reaper; 3] = [Reaper::Idle, Reaper::Expired, Reaper::Audit];
+
+    fn label(self) -> &'static str {
+        match self {
+            Reaper::Idle => "idle",
+            Reaper::Expired => "expired",
+            Reaper::Audit => "audit",
+        }
+    }
+}
+
+/// Per reaper (index: `Reaper as usize`): passes started, and passes the store failed.
+static REAPER_RUNS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static REAPER_ERRORS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// Counts one pass of `reaper`, and whether the store failed it.
+pub fn count_reaper_pass(reaper: Reaper, failed: bool) {
+    REAPER_RUNS[reaper as usize].fetch_add(1, Ordering::Relaxed);
+    if failed {
+        REAPER_ERRORS[reaper as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -286,7 +329,15 @@ fn describe() {
     );
     describe_counter!(
         "sixpn_gateway_sync_errors_total",
-        "Failed attempts to bring the WireGuard interface in step with the store"
+        "Failed attempts to bring the WireGuard interface in step with the store (0 without [gateway])"
+    );
+    describe_counter!(
+        "sixpn_reaper_runs_total",
+        "Passes of each reaper (idle: ephemeral peers, expired: expired keys, audit: audit retention), counted as they start"
+    );
+    describe_counter!(
+        "sixpn_reaper_errors_total",
+        "Reaper passes that failed because the store did (retried on the next pass), by reaper"
     );
     describe_counter!(
         "sixpn_peers_reaped_total",
@@ -319,6 +370,11 @@ fn describe() {
         "How long DNS has been answering from a state the store could not confirm (the store down, or the saved state at start); 0 when current"
     );
     describe_gauge!(
+        "sixpn_snapshot_behind_seconds",
+        Unit::Seconds,
+        "How long the oldest generation this process knows committed has waited to be published to DNS; 0 when DNS serves every committed change"
+    );
+    describe_gauge!(
         "sixpn_store_generation",
         "Newest store generation this process knows to be committed"
     );
@@ -330,12 +386,12 @@ fn describe() {
     describe_gauge!("sixpn_org_tokens", "Live WireGuard tokens per org");
     describe_gauge!(
         "sixpn_gateway_peers",
-        "Peers on the gateway interface, by handshake state"
+        "Peers on the gateway interface, by handshake state (0 on a process without [gateway])"
     );
     describe_gauge!(
         "sixpn_gateway_oldest_handshake_age_seconds",
         Unit::Seconds,
-        "Age of the oldest last handshake among the gateway's peers that have one"
+        "Age of the oldest last handshake among the gateway's peers that have one (0 when none has, or without [gateway])"
     );
 }
 
@@ -355,6 +411,15 @@ pub fn render() -> String {
         .absolute(REFUSED_NO_VIEW.load(Ordering::Relaxed));
     metrics::counter!("sixpn_log_write_errors_total")
         .absolute(LOG_WRITE_ERRORS.load(Ordering::Relaxed));
+    metrics::counter!("sixpn_gateway_sync_errors_total")
+        .absolute(GATEWAY_SYNC_ERRORS.load(Ordering::Relaxed));
+    for reaper in Reaper::ALL {
+        let i = reaper as usize;
+        metrics::counter!("sixpn_reaper_runs_total", "reaper" => reaper.label())
+            .absolute(REAPER_RUNS[i].load(Ordering::Relaxed));
+        metrics::counter!("sixpn_reaper_errors_total", "reaper" => reaper.label())
+            .absolute(REAPER_ERRORS[i].load(Ordering::Relaxed));
+    }
     handle.run_upkeep();
     handle.render()
 }

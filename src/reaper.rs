@@ -10,6 +10,9 @@
 //!
 //! It never touches the WireGuard interface or the DNS snapshot itself.
 //!
+//! Every pass of each reaper is counted in `sixpn_reaper_runs_total`, and a pass the store failed
+//! in `sixpn_reaper_errors_total` (by `reaper`: `idle`, `expired`, `audit`).
+//!
 //! It also prunes the audit log ([`run_audit_retention`]): entries older than `[audit] retention`
 //! go, in small batches that never hold writers up for long.
 
@@ -40,6 +43,7 @@ pub async fn run(store: Store, idle: Duration, cancel: CancellationToken) {
             _ = ticks.tick() => {}
         }
         // Drain: a pass removes at most a batch; go on while batches come back full of work.
+        let mut failed = false;
         loop {
             match store.reap_idle_peers(idle).await {
                 Ok((reaped, generation)) => {
@@ -57,6 +61,7 @@ pub async fn run(store: Store, idle: Duration, cancel: CancellationToken) {
                     }
                 }
                 Err(e) => {
+                    failed = true;
                     if !failing {
                         tracing::warn!(error = %e, "reaper: removing idle ephemeral peers failed; retrying");
                         failing = true;
@@ -65,6 +70,7 @@ pub async fn run(store: Store, idle: Duration, cancel: CancellationToken) {
                 }
             }
         }
+        crate::metrics::count_reaper_pass(crate::metrics::Reaper::Idle, failed);
     }
 }
 
@@ -80,6 +86,7 @@ pub async fn run_expired(store: Store, grace: Duration, cancel: CancellationToke
             () = cancel.cancelled() => break,
             _ = ticks.tick() => {}
         }
+        let mut failed = false;
         loop {
             match store.reap_expired_peers(grace).await {
                 Ok((reaped, generation)) => {
@@ -97,6 +104,7 @@ pub async fn run_expired(store: Store, grace: Duration, cancel: CancellationToke
                     }
                 }
                 Err(e) => {
+                    failed = true;
                     if !failing {
                         tracing::warn!(error = %e, "reaper: removing peers with expired keys failed; retrying");
                         failing = true;
@@ -105,6 +113,7 @@ pub async fn run_expired(store: Store, grace: Duration, cancel: CancellationToke
                 }
             }
         }
+        crate::metrics::count_reaper_pass(crate::metrics::Reaper::Expired, failed);
     }
 }
 
@@ -135,6 +144,7 @@ pub async fn run_audit_retention(store: Store, retention: Duration, cancel: Canc
         }
         let cutoff = crate::model::now_unix().saturating_sub(retention_secs);
         let mut pruned = 0u64;
+        let mut failed = false;
         loop {
             match store.prune_audit_batch(cutoff).await {
                 Ok(n) => {
@@ -149,6 +159,7 @@ pub async fn run_audit_retention(store: Store, retention: Duration, cancel: Canc
                     tokio::time::sleep(BETWEEN_BATCHES).await;
                 }
                 Err(e) => {
+                    failed = true;
                     if !failing {
                         tracing::warn!(error = %e, "reaper: pruning the audit log failed; retrying");
                         failing = true;
@@ -157,6 +168,7 @@ pub async fn run_audit_retention(store: Store, retention: Duration, cancel: Canc
                 }
             }
         }
+        crate::metrics::count_reaper_pass(crate::metrics::Reaper::Audit, failed);
         if pruned > 0 {
             tracing::info!(pruned, retention = %humantime::format_duration(retention),
                 "audit entries older than the retention pruned");

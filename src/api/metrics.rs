@@ -3,7 +3,8 @@
 //!
 //! States are read at scrape time, each bounded by [`SCRAPE_TIMEOUT`] so a scrape never hangs
 //! while the database or the interface is down: the snapshot's generation and age, the store's
-//! generation, and the gateway's handshake ages. The per-org counts are the one state that costs
+//! generation, how long DNS has lagged it ([`BehindClock`]), and the gateway's handshake ages
+//! (zeros on a process without `[gateway]`). The per-org counts are the one state that costs
 //! the database work (a count over every peer): they come from a [`CountsCache`] that asks the
 //! store at most once per [`COUNTS_REFRESH`], however many clients scrape (issue 22). Recording
 //! itself lives in [`crate::metrics`].
@@ -175,9 +176,10 @@ pub(super) async fn timed<T>(
     let res = call.await;
     metrics::histogram!("sixpn_store_duration_seconds", "op" => op)
         .record(start.elapsed().as_secs_f64());
-    if matches!(res, Err(StoreError::Database(_))) {
-        metrics::counter!("sixpn_store_errors_total", "op" => op).increment(1);
-    }
+    // Every op made shows an error count, 0 until one fails: a rate over it is then 0, not
+    // absent, and an alert can tell "no errors" from "no data".
+    let failed = matches!(res, Err(StoreError::Database(_)));
+    metrics::counter!("sixpn_store_errors_total", "op" => op).increment(u64::from(failed));
     res
 }
 
@@ -214,6 +216,77 @@ impl PublishClock {
 
     fn age(&self) -> f64 {
         (now_ms() - self.at_ms.load(Ordering::Relaxed)).max(0) as f64 / 1000.0
+    }
+}
+
+/// How far DNS lags the store: the generations this process knows committed ([`Store::changes`])
+/// that the snapshot has not published yet, each with when it was first seen.
+#[derive(Debug)]
+pub(super) struct BehindClock {
+    /// Oldest first; the first one's age is the lag.
+    pending: Arc<std::sync::Mutex<std::collections::VecDeque<(u64, Instant)>>>,
+}
+
+/// The most pending generations a [`BehindClock`] keeps: past it, the ones after the oldest are
+/// merged (the oldest, whose age is the lag, is kept).
+const MAX_PENDING: usize = 1024;
+
+impl BehindClock {
+    /// Follows `committed` and `published` on a task of its own (when a runtime runs) until
+    /// either sender goes.
+    pub(super) fn follow(
+        committed: &tokio::sync::watch::Receiver<crate::model::Generation>,
+        published: &tokio::sync::watch::Receiver<crate::model::Generation>,
+    ) -> BehindClock {
+        let pending = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (mut committed, mut published) = (committed.clone(), published.clone());
+            let pending = Arc::clone(&pending);
+            runtime.spawn(async move {
+                loop {
+                    let store = committed.borrow_and_update().0;
+                    let served = published.borrow_and_update().0;
+                    note(&pending, store, served, Instant::now());
+                    tokio::select! {
+                        changed = committed.changed() => if changed.is_err() { break },
+                        changed = published.changed() => if changed.is_err() { break },
+                    }
+                }
+            });
+        }
+        BehindClock { pending }
+    }
+
+    /// Seconds the oldest unpublished committed generation has waited; 0 when none waits.
+    fn behind(&self) -> f64 {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending
+            .front()
+            .map_or(0.0, |(_, since)| since.elapsed().as_secs_f64())
+    }
+}
+
+/// Records that the store has committed `store` and DNS serves `served`, at `now`.
+fn note(
+    pending: &std::sync::Mutex<std::collections::VecDeque<(u64, Instant)>>,
+    store: u64,
+    served: u64,
+    now: Instant,
+) {
+    let mut pending = pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    while pending.front().is_some_and(|(g, _)| *g <= served) {
+        pending.pop_front();
+    }
+    if store > served && pending.back().is_none_or(|(g, _)| *g < store) {
+        if pending.len() >= MAX_PENDING {
+            pending.remove(1);
+        }
+        pending.push_back((store, now));
     }
 }
 
@@ -269,6 +342,7 @@ async fn render(state: &Inner) -> Bytes {
     metrics::gauge!("sixpn_snapshot_generation").set(generation as f64);
     metrics::gauge!("sixpn_snapshot_age_seconds").set(state.publish_clock.age());
     metrics::gauge!("sixpn_store_generation").set(state.store.changes().borrow().0 as f64);
+    metrics::gauge!("sixpn_snapshot_behind_seconds").set(state.behind_clock.behind());
 
     let gateway = async {
         match &state.gateway {
@@ -290,6 +364,18 @@ async fn render(state: &Inner) -> Bytes {
             }
         }
         None => metrics::gauge!("sixpn_store_up").set(0.0),
+    }
+    if state.gateway.is_none() {
+        // No interface here: no peers on it (the series stay, so dashboards and alerts that
+        // sum over replicas see every process).
+        for label in ["never", "any"].into_iter().map(str::to_owned).chain(
+            HANDSHAKE_BUCKETS
+                .iter()
+                .map(|(_, l)| format!("within_{l}s")),
+        ) {
+            metrics::gauge!("sixpn_gateway_peers", "handshake" => label).set(0.0);
+        }
+        metrics::gauge!("sixpn_gateway_oldest_handshake_age_seconds").set(0.0);
     }
     if let Some(statuses) = statuses {
         let now = crate::model::now_unix();
@@ -316,6 +402,34 @@ async fn render(state: &Inner) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn behind_is_the_age_of_the_oldest_unpublished_generation() {
+        let pending = std::sync::Mutex::new(std::collections::VecDeque::new());
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        note(&pending, 5, 5, at(0));
+        assert!(pending.lock().unwrap().is_empty());
+        note(&pending, 6, 5, at(10));
+        note(&pending, 7, 5, at(20));
+        // Seen again: the first sighting stays.
+        note(&pending, 7, 5, at(30));
+        let front = |p: &std::sync::Mutex<std::collections::VecDeque<(u64, Instant)>>| {
+            p.lock().unwrap().front().copied()
+        };
+        assert_eq!(front(&pending), Some((6, at(10))));
+        // 6 published: 7 waits since it was seen.
+        note(&pending, 7, 6, at(40));
+        assert_eq!(front(&pending), Some((7, at(20))));
+        note(&pending, 7, 7, at(50));
+        assert!(pending.lock().unwrap().is_empty());
+        // A long backlog keeps its oldest.
+        for g in 8..(8 + 3 * MAX_PENDING as u64) {
+            note(&pending, g, 7, at(g));
+        }
+        assert!(pending.lock().unwrap().len() <= MAX_PENDING);
+        assert_eq!(front(&pending), Some((8, at(8))));
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_scrapes_share_one_read_of_the_counts() {

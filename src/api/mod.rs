@@ -98,6 +98,8 @@ struct Inner {
     limiters: limits::Limiters,
     /// When the DNS snapshot was last published, for `/metrics`.
     publish_clock: metrics::PublishClock,
+    /// How long DNS has lagged the store, for `/metrics`.
+    behind_clock: metrics::BehindClock,
     /// The OpenAPI document, with this server's regions.
     openapi: Arc<serde_json::Value>,
     /// The per-org counts `/metrics` shows, refreshed at most every few seconds.
@@ -205,6 +207,7 @@ fn shared(state: ApiState) -> Shared {
         openapi,
         limiters: limits::Limiters::new(state.rate_limits),
         publish_clock: metrics::PublishClock::follow(&state.published),
+        behind_clock: metrics::BehindClock::follow(&state.store.changes(), &state.published),
         org_counts: metrics::CountsCache::new(),
         renders: metrics::RenderShare::default(),
         api: state,

@@ -571,7 +571,7 @@ pub async fn start_with_key(
                     });
                 }
                 Err(e) => {
-                    metrics::counter!("sixpn_gateway_sync_errors_total").increment(1);
+                    crate::metrics::count_gateway_sync_error();
                     // Warn once per outage; the retries every PROBE_PERIOD log at debug. What
                     // failed is redone by a full reconcile.
                     if !failed {

@@ -239,6 +239,8 @@ pub(crate) async fn start_with(
         }
         None => {
             let first = first_load(&mut source).await?;
+            // Current from the start: the gauge shows so (0) instead of being absent.
+            metrics::gauge!("sixpn_snapshot_stale_seconds").set(0.0);
             let base = Arc::clone(&base);
             tokio::task::spawn_blocking(move || step(&base, None, Model::default(), first))
                 .await

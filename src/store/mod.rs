@@ -36,6 +36,7 @@ pub use apikeys::{
 };
 pub use audit::{AuditAction, AuditEntry, AuditPage, PRUNE_BATCH as AUDIT_PRUNE_BATCH};
 pub use changes::Changes;
+pub use console::{GroupMember, GroupSummary};
 pub use feed::{Feed, Update};
 pub use orgs::{OrgCounts, OrgDeleted};
 pub use page::{ListedPeer, Live, OrgsWithin, Page, PeerFilter};
@@ -526,6 +527,7 @@ macro_rules! audit {
 mod apikeys;
 mod audit;
 mod changes;
+mod console;
 mod expiry;
 mod feed;
 mod orgs;

@@ -16,6 +16,7 @@
 mod html;
 mod picture;
 mod session;
+mod summary;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -30,6 +31,7 @@ use axum::routing::get;
 
 use self::html::{Frame, age, bytes, esc, page, pct};
 use self::session::{NotSigned, Sessions, Signed};
+use self::summary::Summaries;
 use super::Shared;
 use super::error::ApiError;
 use crate::model::{GroupName, OrgSlug, PeerName, TokenName, now_unix};
@@ -41,6 +43,9 @@ const LIVE_WINDOW: i64 = crate::config::DEFAULT_HEALTH_WINDOW.as_secs() as i64;
 
 /// Peers per page of the org page.
 const PEERS_PER_PAGE: usize = 100;
+
+/// Groups the org page's groups section lists (by name); the rest are counted.
+const MAX_GROUPS_SHOWN: usize = 200;
 
 /// Audit entries per console page.
 const AUDIT_PER_PAGE: u32 = 100;
@@ -82,6 +87,7 @@ pub(super) fn routes() -> Router<Shared> {
         )
         .layer(axum::middleware::map_response(security_headers))
         .layer(Extension(sessions))
+        .layer(Extension(Arc::new(Summaries::default())))
 }
 
 async fn security_headers(mut res: Response) -> Response {
@@ -362,21 +368,21 @@ struct OrgCounts {
     last_change: Option<i64>,
 }
 
-async fn org_counts(state: &Shared, org: &OrgSlug) -> Result<OrgCounts, ApiError> {
-    let now = now_unix();
-    let peers = state.store.list_peers(org).await?;
-    let liveness = state.store.org_liveness(org).await?;
+/// An org's counts for the overview, without reading its peers: the counter the database keeps,
+/// the cached group summary ([`summary`]), the tokens and the newest audit entry.
+async fn org_counts(
+    state: &Shared,
+    summaries: &Summaries,
+    org: &OrgSlug,
+) -> Result<OrgCounts, ApiError> {
+    let peers = state.store.org_peer_count(org).await?;
+    let summary = summaries.get(&state.store, org, LIVE_WINDOW).await?;
     let tokens = state.store.list_tokens(org).await?;
     let audit = state.store.audit_log(org, None, 1).await?;
-    let live = liveness
-        .values()
-        .filter(|(at, _)| at.is_some_and(|at| now - at <= LIVE_WINDOW))
-        .count();
-    let groups: std::collections::HashSet<&str> = peers.iter().map(|p| p.group.as_str()).collect();
     Ok(OrgCounts {
-        peers: peers.len(),
-        live,
-        groups: groups.len(),
+        peers: usize::try_from(peers).unwrap_or(usize::MAX),
+        live: usize::try_from(summary.live()).unwrap_or(usize::MAX),
+        groups: summary.n_groups(),
         tokens: tokens.len(),
         last_change: audit.entries.first().map(|e| e.at),
     })
@@ -385,6 +391,7 @@ async fn org_counts(state: &Shared, org: &OrgSlug) -> Result<OrgCounts, ApiError
 async fn overview(
     State(state): State<Shared>,
     Extension(sessions): Sess,
+    Extension(summaries): Extension<Arc<Summaries>>,
     conn: Conn,
     headers: HeaderMap,
 ) -> Response {
@@ -403,7 +410,7 @@ async fn overview(
          <th scope=\"col\">Tokens</th><th scope=\"col\">Last change</th></tr></thead><tbody>",
     );
     for org in orgs.iter().filter(|o| signed.auth.scope.covers(&o.slug)) {
-        let counts = match org_counts(&state, &org.slug).await {
+        let counts = match org_counts(&state, &summaries, &org.slug).await {
             Ok(c) => c,
             // Deleted meanwhile: leave it out.
             Err(_) => continue,
@@ -465,6 +472,14 @@ fn can_write(signed: &Signed) -> bool {
     signed.auth.role >= Role::Operator
 }
 
+/// Where a shared render of an org page takes the session's CSRF token.
+const CSRF_SLOT: &str = "\u{0}csrf\u{0}";
+
+/// [`hidden_csrf`] with [`CSRF_SLOT`] for the token.
+fn hidden_csrf_slot() -> String {
+    format!("<input type=\"hidden\" name=\"csrf\" value=\"{CSRF_SLOT}\">")
+}
+
 fn hidden_csrf(signed: &Signed) -> String {
     format!(
         "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
@@ -472,10 +487,10 @@ fn hidden_csrf(signed: &Signed) -> String {
     )
 }
 
-#[allow(clippy::too_many_lines)]
 async fn org_page(
     State(state): State<Shared>,
     Extension(sessions): Sess,
+    Extension(summaries): Extension<Arc<Summaries>>,
     conn: Conn,
     headers: HeaderMap,
     Path(org): Path<String>,
@@ -489,16 +504,61 @@ async fn org_page(
         Ok(org) => org,
         Err(err) => return error_page(&signed, &err),
     };
+    // Open consoles fetch the page again after each change: those that ask for the same view
+    // (org, query, role) at the same generation share one render, made by the first of them
+    // (the session's CSRF token is put in afterwards).
+    let key = summary::render_key(&org, state.published.borrow().0, &query, can_write(&signed));
+    let rendered = summaries
+        .renders
+        .cell(key)
+        .get_or_try_init(|| org_body(&state, &summaries, &signed, &org, &query))
+        .await
+        .cloned();
+    match rendered {
+        Ok(body) => signed_page(
+            &signed,
+            StatusCode::OK,
+            org.as_str(),
+            &body.replace(CSRF_SLOT, &esc(&signed.csrf)),
+        ),
+        Err(res) => res,
+    }
+}
+
+/// The body of an org page, with [`CSRF_SLOT`] for the session's CSRF token.
+#[allow(clippy::too_many_lines)]
+async fn org_body(
+    state: &Shared,
+    summaries: &Summaries,
+    signed: &Signed,
+    org: &OrgSlug,
+    query: &HashMap<String, String>,
+) -> Result<Arc<String>, Response> {
+    let org = org.clone();
+    // Bounded at any size: one keyset page of peers (a name-prefix search is a range of the
+    // same index), the org's counter, and the cached group summary; never the whole org.
+    let q = query.get("q").map(String::as_str).unwrap_or("").trim();
+    let after = query
+        .get("after")
+        .map(String::as_str)
+        .filter(|a| !a.is_empty());
     let loaded = async {
-        let peers = state.store.list_peers(&org).await?;
-        let liveness = state.store.org_liveness(&org).await?;
+        let total = state.store.org_peer_count(&org).await?;
+        let page = peers_page(state, &org, q, after).await?;
+        let summary = summaries.get(&state.store, &org, LIVE_WINDOW).await?;
+        let shown = shown_groups(&summary.groups);
+        let members = super::metrics::timed(
+            "group_members",
+            state.store.group_members(&org, &shown, summary::FIRST),
+        )
+        .await?;
         let tokens = state.store.list_tokens(&org).await?;
-        Ok::<_, ApiError>((peers, liveness, tokens))
+        Ok::<_, ApiError>((total, page, summary, members, tokens))
     }
     .await;
-    let (peers, liveness, tokens) = match loaded {
+    let (total, (page, next), summary, members, tokens) = match loaded {
         Ok(x) => x,
-        Err(err) => return error_page(&signed, &err),
+        Err(err) => return Err(error_page(signed, &err)),
     };
     let statuses = match &state.gateway {
         Some(gw) => gw.peer_statuses().await.ok(),
@@ -506,11 +566,7 @@ async fn org_page(
     };
     let now = now_unix();
     let slug = esc(org.as_str());
-    let write = can_write(&signed);
-    let live_of = |name: &str| -> (Option<i64>, bool, bool) {
-        let (at, eph) = liveness.get(name).copied().unwrap_or((None, false));
-        (at, eph, at.is_some_and(|at| now - at <= LIVE_WINDOW))
-    };
+    let write = can_write(signed);
     let mut body = format!(
         "<h1>Org <code>{slug}</code></h1><nav class=\"tabs\">\
         <a href=\"#peers\">Peers</a> <a href=\"#groups\">Groups</a> <a href=\"#tokens\">Tokens</a> \
@@ -533,7 +589,7 @@ async fn org_page(
         esc(lookup)
     );
     if !lookup.is_empty() {
-        match dns_lookup(&state, &org, lookup) {
+        match dns_lookup(state, &org, lookup) {
             Ok(addrs) if addrs.is_empty() => {
                 let _ = write!(
                     body,
@@ -563,30 +619,18 @@ async fn org_page(
     }
     body.push_str("</section>");
 
-    // Peers: searched and paged on the server.
-    let q = query.get("q").map(String::as_str).unwrap_or("").trim();
-    let page_no: usize = query
-        .get("page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .max(1);
-    let matching: Vec<_> = peers
-        .iter()
-        .filter(|p| q.is_empty() || p.name.as_str().contains(q) || p.group.as_str().contains(q))
-        .collect();
-    let n_pages = matching.len().div_ceil(PEERS_PER_PAGE).max(1);
-    let page_no = page_no.min(n_pages);
+    // Peers: searched (by name prefix) and paged (by name) on the server.
     let _ = write!(
         body,
         "<section id=\"peers\" data-events=\"/ui/orgs/{slug}\"><h2>Peers ({})</h2>\
          <form method=\"get\" action=\"/ui/orgs/{slug}#peers\" class=\"row\">\
-         <label for=\"q\">Search</label><input id=\"q\" name=\"q\" value=\"{}\">\
+         <label for=\"q\">Search (name starts with)</label><input id=\"q\" name=\"q\" value=\"{}\">\
          <button type=\"submit\">Search</button></form>\
          <table><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Group</th>\
          <th scope=\"col\">Region</th><th scope=\"col\">Address</th><th scope=\"col\">Ephemeral</th>\
          <th scope=\"col\">Last handshake</th><th scope=\"col\">State</th><th scope=\"col\">rx / tx</th>\
          <th scope=\"col\">Token</th>{}</tr></thead><tbody>",
-        peers.len(),
+        total,
         esc(q),
         if write {
             "<th scope=\"col\">Actions</th>"
@@ -594,12 +638,10 @@ async fn org_page(
             ""
         }
     );
-    for p in matching
-        .iter()
-        .skip((page_no - 1) * PEERS_PER_PAGE)
-        .take(PEERS_PER_PAGE)
-    {
-        let (at, eph, live) = live_of(p.name.as_str());
+    for listed in &page {
+        let p = &listed.peer;
+        let (at, eph) = (listed.last_seen_at, listed.ephemeral);
+        let live = at.is_some_and(|at| now - at <= LIVE_WINDOW);
         let traffic = statuses
             .as_ref()
             .and_then(|s| s.get(p.pubkey.as_bytes()))
@@ -631,46 +673,53 @@ async fn org_page(
         body.push_str("</tr>");
     }
     body.push_str("</tbody></table>");
-    if n_pages > 1 {
-        let _ = write!(body, "<p class=\"pages\">Page {page_no} of {n_pages}");
-        for (label, to) in [
-            ("Previous", page_no.saturating_sub(1)),
-            ("Next", page_no + 1),
-        ] {
-            if to >= 1 && to <= n_pages && to != page_no {
-                let _ = write!(
-                    body,
-                    " <a href=\"/ui/orgs/{slug}?q={}&amp;page={to}#peers\">{label}</a>",
-                    pct(q)
-                );
-            }
+    if after.is_some() || next.is_some() {
+        body.push_str("<p class=\"pages\">");
+        if after.is_some() {
+            let _ = write!(
+                body,
+                "<a href=\"/ui/orgs/{slug}?q={}#peers\">First page</a>",
+                pct(q)
+            );
+        }
+        if let Some(next) = &next {
+            let _ = write!(
+                body,
+                " <a href=\"/ui/orgs/{slug}?q={}&amp;after={}#peers\">Next</a>",
+                pct(q),
+                pct(next)
+            );
         }
         body.push_str("</p>");
     }
     body.push_str("</section>");
 
-    // Groups, live members highlighted.
-    let mut groups: BTreeMap<&str, Vec<(&str, bool)>> = BTreeMap::new();
-    for p in &peers {
-        let (_, _, live) = live_of(p.name.as_str());
-        groups
-            .entry(p.group.as_str())
-            .or_default()
-            .push((p.name.as_str(), live));
+    // Groups, live members highlighted: sizes from the cached summary merged over regions, the
+    // names read now (a group whose members are all gone is left out).
+    let named = picture::Members::new(&members, |at| at.is_some_and(|at| now - at <= LIVE_WINDOW));
+    let mut groups: BTreeMap<&str, GroupRow<'_>> = BTreeMap::new();
+    for g in &summary.groups {
+        let entry = groups.entry(g.group.as_str()).or_default();
+        entry.0 += g.members;
+        entry.1 += g.live;
     }
+    let n_groups = groups.len();
+    groups.retain(|group, entry| {
+        entry.2 = named.of(group).map(|(n, _, l)| (n, l)).collect();
+        !entry.2.is_empty()
+    });
     body.push_str(
         "<section id=\"groups\"><h2>Groups</h2><table><thead><tr><th scope=\"col\">Group</th>\
          <th scope=\"col\">Live / members</th><th scope=\"col\">Members</th></tr></thead><tbody>",
     );
-    for (group, members) in &groups {
-        let n_live = members.iter().filter(|(_, l)| *l).count();
+    for (group, (members, n_live, first)) in groups.iter().take(MAX_GROUPS_SHOWN) {
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{n_live} / {}</td><td>",
+            "<tr><td>{}</td><td>{n_live} / {members}</td><td>",
             esc(group),
-            members.len()
         );
-        for (i, (name, live)) in members.iter().take(200).enumerate() {
+        let shown = first.len().min(summary::FIRST as usize);
+        for (i, (name, live)) in first.iter().take(shown).enumerate() {
             if i > 0 {
                 body.push_str(", ");
             }
@@ -680,10 +729,17 @@ async fn org_page(
                 body.push_str(&esc(name));
             }
         }
-        if members.len() > 200 {
-            let _ = write!(body, " … and {} more", members.len() - 200);
+        if *members > shown as u64 {
+            let _ = write!(body, " … and {} more", *members - shown as u64);
         }
         body.push_str("</td></tr>");
+    }
+    if n_groups > MAX_GROUPS_SHOWN {
+        let _ = write!(
+            body,
+            "<tr><td colspan=\"3\">… and {} more groups</td></tr>",
+            n_groups - MAX_GROUPS_SHOWN
+        );
     }
     body.push_str("</tbody></table></section>");
 
@@ -731,7 +787,7 @@ async fn org_page(
              <label for=\"t-max\">Max peers (optional)</label><input id=\"t-max\" name=\"max_peers\" inputmode=\"numeric\">\
              <label><input type=\"checkbox\" name=\"ephemeral\" value=\"1\"> Ephemeral peers</label>\
              <button type=\"submit\">Mint</button></form>",
-            hidden_csrf(&signed)
+            hidden_csrf_slot()
         );
     }
     body.push_str("</section>");
@@ -740,9 +796,81 @@ async fn org_page(
     let _ = write!(
         body,
         "<section id=\"network\"><h2>Network</h2><div class=\"picture\">{}</div></section>",
-        picture::render(&state.regions, &peers, |p| live_of(p.name.as_str()).2)
+        picture::render(&state.regions, &summary.groups, &named)
     );
-    signed_page(&signed, StatusCode::OK, org.as_str(), &body)
+    Ok(Arc::new(body))
+}
+
+/// The groups an org page names members of: the first [`MAX_GROUPS_SHOWN`] by name (the groups
+/// section), and each region's first [`picture::MAX_GROUPS`] (the picture).
+fn shown_groups(groups: &[crate::store::GroupSummary]) -> Vec<&str> {
+    let mut names: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    let all: std::collections::BTreeSet<&str> = groups.iter().map(|g| g.group.as_str()).collect();
+    names.extend(all.into_iter().take(MAX_GROUPS_SHOWN));
+    // `groups` is ordered by region, then group.
+    let mut region: Option<&str> = None;
+    let mut n = 0;
+    for g in groups {
+        if region != Some(g.region.as_str()) {
+            region = Some(g.region.as_str());
+            n = 0;
+        }
+        if n < picture::MAX_GROUPS {
+            names.insert(g.group.as_str());
+            n += 1;
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// A row of the groups section: members, live members, and the first members (name, live).
+type GroupRow<'a> = (u64, u64, Vec<(&'a str, bool)>);
+
+/// One page of the org's peers by name after `after`, those whose name starts with `q` (all
+/// when empty), and the cursor of the next page: a range of the `(org_id, name)` index, O(page).
+async fn peers_page(
+    state: &Shared,
+    org: &OrgSlug,
+    q: &str,
+    after: Option<&str>,
+) -> Result<(Vec<crate::store::ListedPeer>, Option<String>), ApiError> {
+    // A name is a DNS label: a prefix with other characters matches nothing.
+    if !q
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Ok((Vec::new(), None));
+    }
+    // Without a cursor a search starts just before `q`: its last character one lower, then a
+    // character above every label character, so `q` itself is the first name that can follow.
+    let start = match (after, q.as_bytes().split_last()) {
+        (Some(after), _) => after.to_owned(),
+        (None, Some((last, head))) => {
+            let mut s = String::from_utf8_lossy(head).into_owned();
+            s.push(char::from(last - 1));
+            s.push('\u{7f}');
+            s
+        }
+        (None, None) => String::new(),
+    };
+    let filter = crate::store::PeerFilter::default();
+    let page = super::metrics::timed(
+        "list_peers_page",
+        state
+            .store
+            .list_peers_page(org, &filter, Some(&start), PEERS_PER_PAGE as u32),
+    )
+    .await?;
+    let mut items = page.items;
+    let before = items.len();
+    items.retain(|p| p.peer.name.as_str().starts_with(q));
+    // Past the prefix's range: no page follows.
+    let next = if items.len() == before {
+        page.next
+    } else {
+        None
+    };
+    Ok((items, next))
 }
 
 /// Reads the console's mint form into the admin API's request.

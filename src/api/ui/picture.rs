@@ -1,14 +1,17 @@
 //! The network picture of an org page: an SVG of regions → gateways → groups → peers, each
 //! peer coloured live or idle, each group by how many of its members are live.
 //!
-//! Bounded whatever the org's size: at most [`MAX_GROUPS`] groups per region and
-//! [`MAX_PEERS`] peers per group are drawn, the rest summed up in a "+N more" node.
+//! Bounded whatever the org's size: it is drawn from the org's group summary (counts per region
+//! and group, and each group's first members, see [`super::summary`]), never from the peers; at
+//! most [`MAX_GROUPS`] groups per region and [`MAX_PEERS`] peers per group are drawn, the rest
+//! summed up in a "+N more" node.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::html::esc;
-use crate::model::{Peer, Region};
+use crate::model::Region;
+use crate::store::{GroupMember, GroupSummary};
 
 /// Groups drawn per region.
 pub const MAX_GROUPS: usize = 12;
@@ -25,8 +28,8 @@ const SOME: &str = "#9a6700";
 const NONE: &str = "#cf222e";
 const GATEWAY: &str = "#0550ae";
 
-/// A region's groups: name → members (name, live).
-type Groups<'a> = BTreeMap<&'a str, Vec<(&'a str, bool)>>;
+/// A region's groups: name → the group's summary.
+type Groups<'a> = BTreeMap<&'a str, &'a GroupSummary>;
 
 /// One drawn node.
 fn node(out: &mut String, col: usize, y: i32, fill: &str, label: &str, title: &str) {
@@ -65,26 +68,56 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-/// The picture of `peers` over `regions`; `live(peer)` says whether a peer is live.
-pub fn render(regions: &[Region], peers: &[Peer], live: impl Fn(&Peer) -> bool) -> String {
-    // region → group → peers.
+/// The named members of the shown groups: group → (name, region, live), by name.
+pub struct Members<'a> {
+    by_group: BTreeMap<&'a str, Vec<(&'a str, &'a str, bool)>>,
+}
+
+impl<'a> Members<'a> {
+    /// Indexes `members`; `live(last_seen_at)` says whether a member is live.
+    pub fn new(members: &'a [GroupMember], live: impl Fn(Option<i64>) -> bool) -> Members<'a> {
+        let mut by_group: BTreeMap<&str, Vec<(&str, &str, bool)>> = BTreeMap::new();
+        for m in members {
+            by_group.entry(m.group.as_str()).or_default().push((
+                m.name.as_str(),
+                m.region.as_str(),
+                live(m.last_seen_at),
+            ));
+        }
+        for list in by_group.values_mut() {
+            list.sort_unstable();
+        }
+        Members { by_group }
+    }
+
+    /// The group's named members: (name, region, live), by name.
+    pub fn of(&self, group: &str) -> impl Iterator<Item = (&'a str, &'a str, bool)> + '_ {
+        self.by_group.get(group).into_iter().flatten().copied()
+    }
+}
+
+/// The picture of an org's `groups` (per region) over `regions`, naming the `named` members.
+pub fn render(regions: &[Region], groups: &[GroupSummary], named: &Members<'_>) -> String {
+    // region → group → summary.
     let mut tree: BTreeMap<&str, Groups<'_>> = BTreeMap::new();
     for r in regions {
         tree.entry(r.code.as_str()).or_default();
     }
-    for p in peers {
-        tree.entry(p.region.as_str())
+    for g in groups {
+        // A group whose members are all gone since the summary was read is left out.
+        if named.of(&g.group).next().is_none() {
+            continue;
+        }
+        tree.entry(g.region.as_str())
             .or_default()
-            .entry(p.group.as_str())
-            .or_default()
-            .push((p.name.as_str(), live(p)));
+            .insert(g.group.as_str(), g);
     }
     let mut body = String::new();
     let mut y = 24;
     for (region, groups) in &tree {
         let region_y = y;
         let gateway = regions.iter().find(|r| r.code.as_str() == *region);
-        let n_peers: usize = groups.values().map(Vec::len).sum();
+        let n_peers: u64 = groups.values().map(|g| g.members).sum();
         node(
             &mut body,
             0,
@@ -116,7 +149,7 @@ pub fn render(regions: &[Region], peers: &[Peer], live: impl Fn(&Peer) -> bool) 
             y += ROW + 8;
             continue;
         }
-        for (i, (group, members)) in groups.iter().enumerate() {
+        for (i, (group, summary)) in groups.iter().enumerate() {
             if i == MAX_GROUPS {
                 edge(&mut body, 1, region_y, 2, y);
                 node(
@@ -131,10 +164,10 @@ pub fn render(regions: &[Region], peers: &[Peer], live: impl Fn(&Peer) -> bool) 
                 break;
             }
             let group_y = y;
-            let n_live = members.iter().filter(|(_, l)| *l).count();
+            let (n_live, members) = (summary.live, summary.members);
             let fill = match n_live {
                 0 => NONE,
-                n if n == members.len() => LIVE,
+                n if n == members => LIVE,
                 _ => SOME,
             };
             edge(&mut body, 1, region_y, 2, group_y);
@@ -143,23 +176,15 @@ pub fn render(regions: &[Region], peers: &[Peer], live: impl Fn(&Peer) -> bool) 
                 2,
                 group_y,
                 fill,
-                &format!("{group} ({n_live}/{})", members.len()),
-                &format!("group {group}: {n_live} of {} live", members.len()),
+                &format!("{group} ({n_live}/{members})"),
+                &format!("group {group}: {n_live} of {members} live"),
             );
-            for (j, (peer, is_live)) in members.iter().enumerate() {
-                if j == MAX_PEERS {
-                    edge(&mut body, 2, group_y, 3, y);
-                    node(
-                        &mut body,
-                        3,
-                        y,
-                        IDLE,
-                        &format!("+{} more", members.len() - MAX_PEERS),
-                        "more peers",
-                    );
-                    y += ROW;
-                    break;
-                }
+            let here: Vec<(&str, bool)> = named
+                .of(group)
+                .filter(|(_, r, _)| *r == *region)
+                .map(|(n, _, l)| (n, l))
+                .collect();
+            for (peer, is_live) in here.iter().take(MAX_PEERS) {
                 edge(&mut body, 2, group_y, 3, y);
                 let (fill, state) = if *is_live {
                     (LIVE, "live")
@@ -173,6 +198,19 @@ pub fn render(regions: &[Region], peers: &[Peer], live: impl Fn(&Peer) -> bool) 
                     fill,
                     peer,
                     &format!("peer {peer}: {state}"),
+                );
+                y += ROW;
+            }
+            let drawn = here.len().min(MAX_PEERS) as u64;
+            if members > drawn {
+                edge(&mut body, 2, group_y, 3, y);
+                node(
+                    &mut body,
+                    3,
+                    y,
+                    IDLE,
+                    &format!("+{} more", members - drawn),
+                    "more peers",
                 );
                 y += ROW;
             }
