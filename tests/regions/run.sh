@@ -178,8 +178,10 @@ replica() {
     eval "PID_$name=$!"
 }
 wait_ready() { # wait_ready API-URL SECONDS
+    # /readyz, not /healthz: a replica that reached its primary only after its start-up patience
+    # prepares the database in the background and answers writes 503 until it is ready.
     local t0=$SECONDS
-    until curl -fsS -o /dev/null "$1/healthz" 2>/dev/null; do
+    until curl -fsS -o /dev/null "$1/readyz" 2>/dev/null; do
         [ $((SECONDS - t0)) -ge "$2" ] && return 1
         sleep 0.05
     done
